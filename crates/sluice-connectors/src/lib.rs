@@ -1,0 +1,7 @@
+//! Sources: components that take events from the outside world and put them,
+//! as batches, on the durable queue. A source acknowledges upstream (HTTP 200,
+//! marking a file read) only after the queue said the batch is durable.
+
+pub mod sources;
+
+pub use sources::{Source, SourceContext, SourceError};

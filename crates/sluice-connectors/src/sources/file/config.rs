@@ -1,0 +1,44 @@
+//! Configuration of the file source.
+
+use serde::Deserialize;
+
+/// `[sources.NAME] type = "file"`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileSourceConfig {
+    /// Glob pattern (relative to the pipeline file). Names ending in `.gz` are gunzipped.
+    pub path: String,
+    /// How often to look for new files.
+    #[serde(default = "default_poll_interval_secs")]
+    pub poll_interval_secs: u64,
+    /// Bytes of lines per queue batch.
+    #[serde(default = "default_max_batch_bytes")]
+    pub max_batch_bytes: usize,
+    /// A file is read only once it has not been modified for this long, so
+    /// files still being written are left alone. `--until-idle` reads at once.
+    #[serde(default = "default_settle_secs")]
+    pub settle_secs: u64,
+}
+
+fn default_poll_interval_secs() -> u64 {
+    1
+}
+fn default_max_batch_bytes() -> usize {
+    4 * 1024 * 1024
+}
+fn default_settle_secs() -> u64 {
+    1
+}
+
+impl FileSourceConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        glob::Pattern::new(&self.path).map_err(|e| format!("path: {:?} is not a glob pattern ({e})", self.path))?;
+        if self.poll_interval_secs == 0 {
+            return Err("poll_interval_secs: must be at least 1".into());
+        }
+        if self.max_batch_bytes < 1024 {
+            return Err("max_batch_bytes: must be at least 1024".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,100 @@
+//! Batches: the unit the durable queue stores, delivers and acknowledges.
+//!
+//! A batch is many events from one source (one HTTP request, one chunk of a
+//! file) stored as NDJSON. Its `key` is stable across re-reads of the same
+//! input (a file chunk keeps its key when a crash makes the source read the
+//! file again), so a sink that records keys in its commit can recognise a
+//! batch it has already written.
+
+use bytes::Bytes;
+
+/// A batch handed to the queue by a source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewBatch {
+    /// Stable identity of the input this batch came from; sinks record it.
+    pub key: String,
+    /// Name of the source component that produced it.
+    pub source: String,
+    /// NDJSON: one event per line.
+    pub payload: Bytes,
+    /// True when the source may have produced this batch before (a re-read
+    /// after a crash), so sinks must check their commit log for `key`.
+    pub maybe_committed: bool,
+}
+
+/// The queue backend's handle for one delivery of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeliveryId(pub u64);
+
+/// A batch as delivered by the queue to the stages.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub id: DeliveryId,
+    pub key: String,
+    pub source: String,
+    pub payload: Bytes,
+    /// 1 on first delivery.
+    pub attempts: u32,
+    pub maybe_committed: bool,
+    pub enqueued_at_ms: i64,
+}
+
+impl Delivery {
+    /// Whether a sink must check its commit log before writing this batch.
+    pub fn needs_commit_check(&self) -> bool {
+        self.maybe_committed || self.attempts > 1
+    }
+}
+
+/// Splits an NDJSON payload into `(line_number, line)` pairs, skipping blank
+/// lines and stripping a trailing `\r`. Line numbers start at 0 and count
+/// every line, so they identify a line within its batch across redeliveries.
+pub fn split_lines(payload: &Bytes) -> impl Iterator<Item = (u32, Bytes)> + '_ {
+    let mut start = 0usize;
+    let mut line_no = 0u32;
+    std::iter::from_fn(move || {
+        while start < payload.len() {
+            let end = memchr_newline(&payload[start..]).map_or(payload.len(), |i| start + i);
+            let mut line_end = end;
+            if line_end > start && payload[line_end - 1] == b'\r' {
+                line_end -= 1;
+            }
+            let this = line_no;
+            let range = (start, line_end);
+            start = end + 1;
+            line_no += 1;
+            if payload[range.0..range.1].iter().any(|b| !b.is_ascii_whitespace()) {
+                return Some((this, payload.slice(range.0..range.1)));
+            }
+        }
+        None
+    })
+}
+
+fn memchr_newline(haystack: &[u8]) -> Option<usize> {
+    haystack.iter().position(|&b| b == b'\n')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_lines_numbers_every_line_and_skips_blanks() {
+        let payload = Bytes::from_static(b"{\"a\":1}\r\n\n  \n{\"b\":2}\n{\"c\":3}");
+        let lines: Vec<_> = split_lines(&payload).collect();
+        assert_eq!(
+            lines,
+            vec![
+                (0, Bytes::from_static(b"{\"a\":1}")),
+                (3, Bytes::from_static(b"{\"b\":2}")),
+                (4, Bytes::from_static(b"{\"c\":3}")),
+            ]
+        );
+    }
+
+    #[test]
+    fn split_lines_of_empty_payload_is_empty() {
+        assert_eq!(split_lines(&Bytes::new()).count(), 0);
+    }
+}

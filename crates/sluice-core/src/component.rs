@@ -1,0 +1,65 @@
+//! The component traits the runtime drives.
+//!
+//! Transforms see the events of one batch at a time and return what goes on
+//! plus what they refused. Sinks buffer events from many batches and commit
+//! them together; a sink records the keys of the batches each commit holds in
+//! the same atomic commit, and reports a batch it has already committed as
+//! `Accepted::AlreadyCommitted`, which is how redelivery avoids duplicates.
+
+use async_trait::async_trait;
+
+use crate::{dead_letter::Rejected, error::StageError, event::Event};
+
+/// What a transform made of one batch's events.
+#[derive(Debug, Default)]
+pub struct TransformOutput {
+    pub events: Vec<Event>,
+    pub rejected: Vec<Rejected>,
+}
+
+/// A per-batch transform (validate, jq, lookup, documents, ...).
+#[async_trait]
+pub trait Transform: Send + Sync {
+    async fn process(&self, events: Vec<Event>) -> Result<TransformOutput, StageError>;
+}
+
+/// Result of handing one batch's events to a sink.
+#[derive(Debug)]
+pub enum Accepted {
+    /// Buffered; the batch is done for this sink once the next flush commits.
+    /// Events the sink could not encode are returned for the dead-letter store.
+    Buffered { rejected: Vec<Rejected> },
+    /// The sink's log already holds this batch key: nothing was buffered.
+    AlreadyCommitted,
+}
+
+/// What one flush committed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FlushReport {
+    pub rows: u64,
+    pub files: u64,
+    pub batches: u64,
+    pub duplicates_dropped: u64,
+}
+
+/// A destination that commits atomically (lake table, database, stream).
+#[async_trait]
+pub trait Sink: Send {
+    /// Buffers the events of batch `key`. `check_committed` is true when the
+    /// batch may already be in the sink (redelivery, re-read input).
+    async fn accept(&mut self, key: &str, check_committed: bool, events: Vec<Event>) -> Result<Accepted, StageError>;
+
+    /// Approximate bytes buffered since the last flush.
+    fn buffered_bytes(&self) -> usize;
+
+    /// The size at which the runtime flushes without waiting for the age bound.
+    fn max_buffered_bytes(&self) -> usize;
+
+    /// Commits everything buffered, with the keys of its batches, atomically.
+    /// On error the buffer is kept, so the call can be retried.
+    async fn flush(&mut self) -> Result<FlushReport, StageError>;
+
+    /// Discards everything not yet committed (after an error); the batches
+    /// it held are delivered again.
+    fn reset(&mut self);
+}

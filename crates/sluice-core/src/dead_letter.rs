@@ -1,0 +1,54 @@
+//! Dead letters: input that cannot be processed, kept with a machine-readable
+//! reason, a human-readable detail and the original bytes so it can be
+//! inspected and redriven after a fix.
+
+use bytes::Bytes;
+
+use crate::event::Event;
+
+/// Reason strings that several components produce. Schema violations use
+/// `schema:<instance pointer>:<keyword>`, built by the validator.
+pub mod reason {
+    pub const INVALID_JSON: &str = "invalid_json";
+    pub const NOT_AN_OBJECT: &str = "not_an_object";
+    pub const MISSING_EVENT_ID: &str = "missing_event_id";
+    pub const BAD_EVENT_TIME: &str = "bad_event_time";
+    pub const MISSING_EVENT_TIME: &str = "missing_event_time";
+    pub const MAX_ATTEMPTS: &str = "max_attempts";
+    pub const UNREADABLE_INPUT: &str = "unreadable_input";
+    /// Prefix of reasons for values a sink could not encode.
+    pub const ENCODE_PREFIX: &str = "encode";
+}
+
+/// An event a stage refused, with why.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    pub event: Event,
+    pub reason: String,
+    pub detail: String,
+}
+
+impl Rejected {
+    pub fn new(event: Event, reason: impl Into<String>, detail: impl Into<String>) -> Self {
+        Rejected {
+            event,
+            reason: reason.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// A dead letter as stored. `(batch_key, line)` identifies it, so storing the
+/// same dead letter twice (after a redelivery) keeps one copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub batch_key: String,
+    pub line: u32,
+    pub source: String,
+    /// The component that refused it (`standardize`, `lake`, `queue`, ...).
+    pub component: String,
+    pub reason: String,
+    pub detail: String,
+    pub bytes: Bytes,
+    pub at_ms: i64,
+}

@@ -1,0 +1,31 @@
+//! Events: one JSON object on its way from a batch to the sinks.
+
+use bytes::Bytes;
+use std::sync::Arc;
+
+/// One event. `payload` is the event's current JSON text (a transform may
+/// rewrite it); `raw` is the line exactly as received, kept for dead letters.
+/// `id` and `time_us` are filled by the stage that knows where they live
+/// (the `validate` transform) and are what sinks partition and dedupe by.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub line: u32,
+    pub raw: Bytes,
+    pub payload: Bytes,
+    pub id: Option<Arc<str>>,
+    /// Event time, microseconds since the Unix epoch, UTC.
+    pub time_us: Option<i64>,
+}
+
+impl Event {
+    /// A fresh event from a batch line: payload and raw bytes are the same.
+    pub fn from_line(line: u32, bytes: Bytes) -> Self {
+        Event {
+            line,
+            raw: bytes.clone(),
+            payload: bytes,
+            id: None,
+            time_us: None,
+        }
+    }
+}

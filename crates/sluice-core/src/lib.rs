@@ -1,0 +1,27 @@
+//! Core vocabulary shared by every Sluice component: batches as they sit in
+//! the durable queue, events as they flow through stages, dead letters, the
+//! `Transform` and `Sink` traits and the error classes that decide between
+//! retry, dead letter and stop.
+//!
+//! This crate does no I/O and depends on no runtime, so every other crate can
+//! use it without pulling in storage or network code.
+
+pub mod batch;
+pub mod component;
+pub mod dead_letter;
+pub mod error;
+pub mod event;
+
+pub use batch::{Delivery, DeliveryId, NewBatch, split_lines};
+pub use component::{Accepted, FlushReport, Sink, Transform, TransformOutput};
+pub use dead_letter::{DeadLetter, Rejected, reason};
+pub use error::{ErrorClass, StageError};
+pub use event::Event;
+
+/// Milliseconds since the Unix epoch, the time unit of queue and dead-letter records.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,92 @@
+//! Reading a lake table's state: files, rows and partitions from the Delta
+//! log (the `numRecords` statistic of each file), for summaries and checks.
+
+use std::collections::{BTreeSet, HashSet};
+
+use deltalake::{
+    DeltaTableBuilder,
+    arrow::array::AsArray,
+    parquet::arrow::{ProjectionMask, arrow_reader::ParquetRecordBatchReaderBuilder},
+};
+use serde::Serialize;
+use url::Url;
+
+use crate::LakeError;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TableSummary {
+    pub version: i64,
+    pub files: u64,
+    pub rows: u64,
+    pub partitions: BTreeSet<String>,
+    /// Paths of the active data files, relative to the table root.
+    pub file_paths: Vec<String>,
+}
+
+pub async fn summarize(url: &Url) -> Result<TableSummary, LakeError> {
+    let err = |e: deltalake::DeltaTableError| LakeError::Table {
+        uri: url.to_string(),
+        message: e.to_string(),
+    };
+    let table = DeltaTableBuilder::from_url(url.clone())
+        .map_err(err)?
+        .load()
+        .await
+        .map_err(err)?;
+    let snapshot = table.snapshot().map_err(err)?;
+    let mut summary = TableSummary {
+        version: snapshot.version() as i64,
+        ..Default::default()
+    };
+    for file in snapshot.log_data().iter() {
+        summary.files += 1;
+        summary.file_paths.push(file.path().into_owned());
+        summary.rows += file.num_records().unwrap_or(0) as u64;
+        let mut parts: Vec<(String, Option<String>)> = file.partition_values_map().into_iter().collect();
+        parts.sort();
+        summary.partitions.insert(
+            parts
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.as_deref().unwrap_or("null")))
+                .collect::<Vec<_>>()
+                .join("/"),
+        );
+    }
+    Ok(summary)
+}
+
+/// The distinct non-null values of a top-level string column over the
+/// table's active files (for summaries and checks; reads local tables only).
+pub async fn distinct_strings(url: &Url, column: &str) -> Result<HashSet<String>, LakeError> {
+    let err = |e: String| LakeError::Table {
+        uri: url.to_string(),
+        message: e,
+    };
+    let root = url
+        .to_file_path()
+        .map_err(|()| err("only local tables can be read here".into()))?;
+    let summary = summarize(url).await?;
+    let mut values = HashSet::new();
+    for relative in &summary.file_paths {
+        let file = std::fs::File::open(root.join(relative)).map_err(|e| err(format!("{relative}: {e}")))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| err(e.to_string()))?;
+        let Some(index) = builder
+            .parquet_schema()
+            .columns()
+            .iter()
+            .position(|c| c.path().string() == column)
+        else {
+            return Err(err(format!("{relative} has no column {column:?}")));
+        };
+        let mask = ProjectionMask::leaves(builder.parquet_schema(), [index]);
+        for batch in builder.with_projection(mask).build().map_err(|e| err(e.to_string()))? {
+            let batch = batch.map_err(|e| err(e.to_string()))?;
+            let strings = batch
+                .column(0)
+                .as_string_opt::<i32>()
+                .ok_or_else(|| err(format!("{column} is not a string column")))?;
+            values.extend(strings.iter().flatten().map(str::to_string));
+        }
+    }
+    Ok(values)
+}

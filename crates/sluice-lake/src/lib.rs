@@ -1,0 +1,35 @@
+//! The lake: a Delta Lake table of zstd Parquet files, partitioned by event
+//! date and hour, written by the `lake` sink.
+//!
+//! Invariants:
+//! * Every commit that adds data also records, as Delta `txn` actions in the
+//!   same atomic commit, the key of every queue batch whose events it holds
+//!   (`appId = "sluice/<batch key>"`). A batch whose key is already in the log
+//!   is never written again.
+//! * Partition values come only from the parsed event time (`dt=YYYY-MM-DD`,
+//!   `hour=HH`, UTC), never from raw strings, so no value can steer a path.
+//! * Within one flush window, an event id is written at most once.
+
+pub mod config;
+pub mod inspect;
+pub mod partition;
+pub mod sink;
+mod table;
+
+pub use config::LakeSinkConfig;
+pub use inspect::{TableSummary, distinct_strings, summarize};
+pub use sink::LakeSink;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LakeError {
+    #[error("lake table {uri}: {message}")]
+    Table { uri: String, message: String },
+    #[error(
+        "lake table {uri} has columns {found}, but the schema gives {expected}; schema evolution is not supported yet, so write to a new table"
+    )]
+    SchemaMismatch {
+        uri: String,
+        found: String,
+        expected: String,
+    },
+}

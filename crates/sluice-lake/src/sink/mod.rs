@@ -1,0 +1,354 @@
+//! The `lake` sink: buffers events into per-partition Parquet files and
+//! commits them to the Delta log together with the keys of their batches.
+//!
+//! Flow of one batch: events are grouped by partition (from the event time),
+//! duplicate event ids within the flush window are dropped, the JSON payloads
+//! are decoded straight into Arrow columns and streamed into the partition's
+//! open file. `flush` closes the files and makes one Delta commit holding the
+//! `add` actions and one `txn` action per batch key. If the commit fails, the
+//! closed files and keys stay staged and the next `flush` retries them.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
+
+use arrow_array::RecordBatch;
+use arrow_json::ReaderBuilder;
+use arrow_schema::Schema;
+use async_trait::async_trait;
+use bytes::Bytes;
+use delta_kernel::expressions::Scalar;
+use deltalake::{
+    DeltaTable,
+    kernel::{
+        Action, Add, Transaction,
+        transaction::{CommitBuilder, CommitProperties},
+    },
+    parquet::{
+        basic::{Compression, ZstdLevel},
+        file::properties::WriterProperties,
+    },
+    protocol::{DeltaOperation, SaveMode},
+    writer::{DeltaWriter, RecordBatchWriter, WriteMode},
+};
+use serde_json::Value;
+use sluice_core::{Accepted, Event, FlushReport, Rejected, Sink, StageError, now_ms, reason};
+use url::Url;
+
+use crate::{
+    LakeError, LakeSinkConfig,
+    partition::{PartitionKey, partition_values},
+    table::{check_schema, open_or_create, table_schema},
+};
+
+/// Prefix of the Delta `txn` application ids Sluice writes.
+pub const TXN_PREFIX: &str = "sluice/";
+
+pub struct LakeSink {
+    url: Url,
+    table: DeltaTable,
+    writer: RecordBatchWriter,
+    /// Data columns as the table stores them (partition columns excluded).
+    data_schema: Arc<Schema>,
+    json_text_paths: Vec<Vec<String>>,
+    partition_by: Vec<PartitionKey>,
+    max_buffered: usize,
+    /// Event ids written in the current flush window.
+    window_ids: HashSet<Arc<str>>,
+    /// Batch keys in the current window (written, not yet committed).
+    window_keys: Vec<String>,
+    window_rows: u64,
+    duplicates_dropped: u64,
+    /// Files closed by a flush whose commit has not succeeded yet.
+    staged_adds: Vec<Add>,
+    staged_keys: Vec<String>,
+    staged_rows: u64,
+}
+
+impl LakeSink {
+    /// Opens (or creates) the table at `url` with the columns of `data_schema`.
+    pub async fn open(
+        url: Url,
+        config: &LakeSinkConfig,
+        data_schema: &Schema,
+        json_text_paths: Vec<Vec<String>>,
+    ) -> Result<Self, LakeError> {
+        let table = open_or_create(&url, data_schema, &config.partition_by).await?;
+        check_schema(&table, &url, &table_schema(data_schema, &config.partition_by))?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(
+                ZstdLevel::try_new(3).expect("3 is a valid zstd level"),
+            ))
+            .build();
+        let writer = RecordBatchWriter::for_table(&table)
+            .map_err(|e| LakeError::Table {
+                uri: url.to_string(),
+                message: e.to_string(),
+            })?
+            .with_writer_properties(props)
+            .with_target_file_size(config.max_file_bytes);
+        let partition_columns: Vec<&str> = config.partition_by.iter().map(|p| p.column()).collect();
+        let writer_schema = writer.arrow_schema();
+        let data_fields: Vec<_> = writer_schema
+            .fields()
+            .iter()
+            .filter(|f| !partition_columns.contains(&f.name().as_str()))
+            .cloned()
+            .collect();
+        Ok(LakeSink {
+            url,
+            table,
+            writer,
+            data_schema: Arc::new(Schema::new(data_fields)),
+            json_text_paths,
+            partition_by: config.partition_by.clone(),
+            max_buffered: config.max_file_bytes as usize,
+            window_ids: HashSet::new(),
+            window_keys: Vec::new(),
+            window_rows: 0,
+            duplicates_dropped: 0,
+            staged_adds: Vec::new(),
+            staged_keys: Vec::new(),
+            staged_rows: 0,
+        })
+    }
+
+    pub fn table(&self) -> &DeltaTable {
+        &self.table
+    }
+
+    fn retriable(&self, what: &str, e: impl std::fmt::Display) -> StageError {
+        StageError::retriable(format!("lake {}: {what}: {e}", self.url))
+    }
+
+    /// Whether the Delta log already records batch `key`.
+    async fn committed(&mut self, key: &str) -> Result<bool, StageError> {
+        self.table
+            .update_incremental(None)
+            .await
+            .map_err(|e| self.retriable("refreshing table", e))?;
+        let snapshot = self
+            .table
+            .snapshot()
+            .map_err(|e| self.retriable("reading snapshot", e))?;
+        let version = snapshot
+            .transaction_version(self.table.log_store().as_ref(), format!("{TXN_PREFIX}{key}"))
+            .await
+            .map_err(|e| self.retriable("reading txn", e))?;
+        Ok(version.is_some())
+    }
+
+    /// Decodes events into one record batch; events that do not decode are
+    /// returned as rejected and left out.
+    fn decode(&self, events: Vec<Event>, rejected: &mut Vec<Rejected>) -> Result<Option<RecordBatch>, StageError> {
+        let payloads: Vec<Bytes> = events.iter().map(|e| self.payload_for_columns(e)).collect();
+        match decode_payloads(&self.data_schema, &payloads) {
+            Ok(batch) => Ok(batch),
+            Err(_) => {
+                // Find the lines that fail, set them aside, decode the rest.
+                let mut good = Vec::with_capacity(payloads.len());
+                for (event, payload) in events.into_iter().zip(payloads) {
+                    match decode_payloads(&self.data_schema, std::slice::from_ref(&payload)) {
+                        Ok(_) => good.push(payload),
+                        Err(e) => rejected.push(Rejected::new(event, format!("{}:arrow", reason::ENCODE_PREFIX), e)),
+                    }
+                }
+                decode_payloads(&self.data_schema, &good)
+                    .map_err(|e| StageError::fatal(format!("decoding checked rows: {e}")))
+            }
+        }
+    }
+
+    /// The payload with values stored as JSON text turned into strings.
+    fn payload_for_columns(&self, event: &Event) -> Bytes {
+        if self.json_text_paths.is_empty() {
+            return event.payload.clone();
+        }
+        let Ok(mut value) = serde_json::from_slice::<Value>(&event.payload) else {
+            return event.payload.clone();
+        };
+        for path in &self.json_text_paths {
+            stringify_at(&mut value, path);
+        }
+        Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
+    }
+}
+
+fn decode_payloads(schema: &Arc<Schema>, payloads: &[Bytes]) -> Result<Option<RecordBatch>, String> {
+    let mut decoder = ReaderBuilder::new(schema.clone())
+        .with_batch_size(payloads.len().max(1))
+        .with_strict_mode(false)
+        .build_decoder()
+        .map_err(|e| e.to_string())?;
+    for payload in payloads {
+        let mut rest: &[u8] = payload;
+        while !rest.is_empty() {
+            let used = decoder.decode(rest).map_err(|e| e.to_string())?;
+            if used == 0 {
+                break;
+            }
+            rest = &rest[used..];
+        }
+        decoder.decode(b"\n").map_err(|e| e.to_string())?;
+    }
+    decoder.flush().map_err(|e| e.to_string())
+}
+
+/// Replaces the value at `path` (through arrays: every element) by its JSON text.
+fn stringify_at(value: &mut Value, path: &[String]) {
+    match value {
+        Value::Array(items) => items.iter_mut().for_each(|v| stringify_at(v, path)),
+        Value::Object(map) => {
+            let Some((first, rest)) = path.split_first() else {
+                return;
+            };
+            let Some(child) = map.get_mut(first) else { return };
+            if rest.is_empty() {
+                if !child.is_null() && !child.is_string() {
+                    *child = Value::String(child.to_string());
+                }
+            } else {
+                stringify_at(child, rest);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[async_trait]
+impl Sink for LakeSink {
+    async fn accept(&mut self, key: &str, check_committed: bool, events: Vec<Event>) -> Result<Accepted, StageError> {
+        let in_window = self.window_keys.iter().chain(&self.staged_keys).any(|k| k == key);
+        if in_window {
+            // A redelivery of a batch this process holds: the pending commit covers it.
+            return Ok(Accepted::Buffered { rejected: Vec::new() });
+        }
+        if check_committed && self.committed(key).await? {
+            return Ok(Accepted::AlreadyCommitted);
+        }
+        let mut rejected = Vec::new();
+        let mut groups: HashMap<Vec<String>, Vec<Event>> = HashMap::new();
+        for event in events {
+            let Some(time_us) = event.time_us else {
+                rejected.push(Rejected::new(
+                    event,
+                    reason::MISSING_EVENT_TIME,
+                    "the lake partitions by event time; no upstream stage set it",
+                ));
+                continue;
+            };
+            let Some(values) = partition_values(&self.partition_by, time_us) else {
+                rejected.push(Rejected::new(
+                    event,
+                    reason::BAD_EVENT_TIME,
+                    format!("event time {time_us}µs is out of range"),
+                ));
+                continue;
+            };
+            if let Some(id) = &event.id {
+                if !self.window_ids.insert(id.clone()) {
+                    self.duplicates_dropped += 1;
+                    continue;
+                }
+            }
+            groups.entry(values).or_default().push(event);
+        }
+        for (values, events) in groups {
+            let Some(batch) = self.decode(events, &mut rejected)? else {
+                continue;
+            };
+            let rows = batch.num_rows() as u64;
+            let partition: indexmap::IndexMap<String, Scalar> = self
+                .partition_by
+                .iter()
+                .zip(values)
+                .map(|(k, v)| (k.column().to_string(), Scalar::String(v)))
+                .collect();
+            self.writer
+                .write_partition(batch, &partition, WriteMode::Default)
+                .await
+                .map_err(|e| self.retriable("writing parquet", e))?;
+            self.window_rows += rows;
+        }
+        self.window_keys.push(key.to_string());
+        Ok(Accepted::Buffered { rejected })
+    }
+
+    fn buffered_bytes(&self) -> usize {
+        self.writer.buffer_len()
+    }
+
+    fn max_buffered_bytes(&self) -> usize {
+        self.max_buffered
+    }
+
+    async fn flush(&mut self) -> Result<FlushReport, StageError> {
+        if !self.window_keys.is_empty() {
+            let adds = self
+                .writer
+                .flush()
+                .await
+                .map_err(|e| self.retriable("closing files", e))?;
+            self.staged_adds.extend(adds);
+            self.staged_keys.append(&mut self.window_keys);
+            self.staged_rows += std::mem::take(&mut self.window_rows);
+            self.window_ids.clear();
+        }
+        if self.staged_keys.is_empty() {
+            return Ok(FlushReport::default());
+        }
+        let now = now_ms();
+        let txns = self
+            .staged_keys
+            .iter()
+            .map(|k| Transaction {
+                app_id: format!("{TXN_PREFIX}{k}"),
+                version: 0,
+                last_updated: Some(now),
+            })
+            .collect();
+        let actions: Vec<Action> = self.staged_adds.iter().cloned().map(Action::Add).collect();
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by: Some(self.partition_by.iter().map(|p| p.column().to_string()).collect()),
+            predicate: None,
+        };
+        let snapshot = self
+            .table
+            .snapshot()
+            .map_err(|e| self.retriable("reading snapshot", e))?;
+        CommitBuilder::from(CommitProperties::default().with_application_transactions(txns))
+            .with_actions(actions)
+            .build(Some(snapshot), self.table.log_store(), operation)
+            .await
+            .map_err(|e| self.retriable("committing", e))?;
+        self.table
+            .update_incremental(None)
+            .await
+            .map_err(|e| self.retriable("refreshing table", e))?;
+        let report = FlushReport {
+            rows: std::mem::take(&mut self.staged_rows),
+            files: self.staged_adds.len() as u64,
+            batches: self.staged_keys.len() as u64,
+            duplicates_dropped: std::mem::take(&mut self.duplicates_dropped),
+        };
+        self.staged_adds.clear();
+        self.staged_keys.clear();
+        Ok(report)
+    }
+
+    fn reset(&mut self) {
+        self.writer.reset();
+        self.window_ids.clear();
+        self.window_keys.clear();
+        self.window_rows = 0;
+        self.duplicates_dropped = 0;
+        self.staged_adds.clear();
+        self.staged_keys.clear();
+        self.staged_rows = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests;

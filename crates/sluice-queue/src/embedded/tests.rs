@@ -1,0 +1,68 @@
+use super::*;
+use crate::conformance::{self, suite_settings};
+
+fn open(dir: &tempfile::TempDir) -> EmbeddedQueue {
+    EmbeddedQueue::open(dir.path(), suite_settings()).unwrap()
+}
+
+macro_rules! conformance_tests {
+    ($($name:ident),* $(,)?) => {$(
+        #[tokio::test]
+        async fn $name() {
+            let dir = tempfile::tempdir().unwrap();
+            conformance::$name(&open(&dir)).await;
+        }
+    )*};
+}
+
+conformance_tests!(
+    delivers_in_order_and_ack_removes,
+    redelivers_after_visibility_timeout,
+    extend_keeps_batch_hidden,
+    max_attempts_dead_letters_with_last_error,
+    full_queue_refuses_then_recovers,
+    dead_letters_idempotent_and_redrive_once,
+    concurrent_enqueues_all_delivered,
+);
+
+#[tokio::test]
+async fn enqueued_batches_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let q = open(&dir);
+        q.enqueue(NewBatch {
+            key: "a".into(),
+            source: "s".into(),
+            payload: Bytes::from_static(b"{}\n"),
+            maybe_committed: true,
+        })
+        .await
+        .unwrap();
+    }
+    let q = open(&dir);
+    let got = q.receive(10).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].maybe_committed);
+    assert_eq!(q.stats().await.unwrap().bytes, 3);
+}
+
+#[tokio::test]
+async fn second_process_sees_redriven_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = open(&dir);
+    let cli = open(&dir);
+    cli.put(vec![DeadLetter {
+        batch_key: "k".into(),
+        line: 0,
+        source: "files".into(),
+        component: "v".into(),
+        reason: "invalid_json".into(),
+        detail: String::new(),
+        bytes: Bytes::from_static(b"{"),
+        at_ms: 0,
+    }])
+    .await
+    .unwrap();
+    assert_eq!(cli.redrive(DeadLetterFilter::default()).await.unwrap(), 1);
+    assert_eq!(running.receive(10).await.unwrap().len(), 1);
+}

@@ -1,0 +1,99 @@
+//! The durable queue of batches between sources and stages, and the
+//! dead-letter store, behind traits that every backend implements with the
+//! same semantics:
+//!
+//! * `enqueue` returns only once the batches are durable; a full queue
+//!   refuses with [`QueueError::Full`] (backpressure), never drops.
+//! * `receive` hands out visible batches and hides them for the visibility
+//!   timeout; a batch not acknowledged in time is delivered again.
+//! * A batch delivered `max_attempts` times without an ack becomes dead
+//!   letters with reason `max_attempts` and its last error.
+//! * `extend` keeps batches that are still being worked on hidden.
+//!
+//! Backends: [`embedded`] (SQLite in the data directory, the default).
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+pub mod embedded;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use async_trait::async_trait;
+use serde::Serialize;
+use sluice_core::{DeadLetter, Delivery, DeliveryId, NewBatch};
+
+/// Queue behaviour shared by all backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSettings {
+    pub visibility_timeout: Duration,
+    pub max_attempts: u32,
+    /// Bytes of payload the queue holds before refusing new batches.
+    pub max_bytes: u64,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings {
+            visibility_timeout: Duration::from_secs(30),
+            max_attempts: 5,
+            max_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue is full ({held_bytes} bytes held, limit {max_bytes})")]
+    Full { held_bytes: u64, max_bytes: u64 },
+    #[error("queue storage error: {0}")]
+    Storage(String),
+    #[error("queue is closed")]
+    Closed,
+}
+
+/// Depth figures for metrics and `sluice status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct QueueStats {
+    /// Batches held (visible and in flight).
+    pub batches: u64,
+    pub bytes: u64,
+    /// Batches delivered and not yet acknowledged.
+    pub in_flight: u64,
+    /// Age of the oldest batch held, in milliseconds (0 when empty).
+    pub oldest_age_ms: i64,
+}
+
+#[async_trait]
+pub trait Queue: Send + Sync {
+    async fn enqueue(&self, batch: NewBatch) -> Result<(), QueueError>;
+    async fn receive(&self, max: usize) -> Result<Vec<Delivery>, QueueError>;
+    async fn ack(&self, ids: Vec<DeliveryId>) -> Result<(), QueueError>;
+    /// Makes a batch visible again after `delay`, recording `error`.
+    async fn nack(&self, id: DeliveryId, error: String, delay: Duration) -> Result<(), QueueError>;
+    async fn extend(&self, ids: Vec<DeliveryId>) -> Result<(), QueueError>;
+    async fn stats(&self) -> Result<QueueStats, QueueError>;
+}
+
+/// Counts of dead letters, as `sluice dlq list --json` prints them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DeadLetterCounts {
+    pub total: u64,
+    pub by_reason: BTreeMap<String, u64>,
+}
+
+/// Which dead letters an operation applies to.
+#[derive(Debug, Clone, Default)]
+pub struct DeadLetterFilter {
+    pub reason: Option<String>,
+}
+
+#[async_trait]
+pub trait DeadLetterStore: Send + Sync {
+    /// Stores dead letters durably; storing one twice keeps one copy.
+    async fn put(&self, letters: Vec<DeadLetter>) -> Result<(), QueueError>;
+    async fn counts(&self) -> Result<DeadLetterCounts, QueueError>;
+    async fn list(&self, filter: DeadLetterFilter, limit: usize) -> Result<Vec<DeadLetter>, QueueError>;
+    /// Moves matching dead letters back onto the queue as new batches, in one
+    /// atomic step: running it again finds nothing left to move.
+    async fn redrive(&self, filter: DeadLetterFilter) -> Result<u64, QueueError>;
+}

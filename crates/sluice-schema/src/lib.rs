@@ -1,0 +1,9 @@
+//! Schemas: JSON Schema 2020-12 validation of events (the `validate`
+//! transform) and the mapping from a JSON Schema to the Arrow schema the lake
+//! writes.
+
+pub mod arrow_types;
+pub mod validate;
+
+pub use arrow_types::{ArrowLayout, arrow_layout};
+pub use validate::{SchemaError, ValidateTransform, load_schema};

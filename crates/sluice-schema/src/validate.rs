@@ -1,0 +1,248 @@
+//! The `validate` transform: each event is parsed once, checked against a
+//! JSON Schema 2020-12 (formats asserted), and its event id and event time
+//! are read from configured JSON pointers. Refused events carry a
+//! machine-readable reason:
+//!
+//! * `invalid_json` — the line is not JSON (or not UTF-8);
+//! * `not_an_object` — valid JSON, but not an object;
+//! * `schema:<instance pointer>:<keyword>` — the first schema violation, e.g.
+//!   `schema:/device/screen/w:type`; for `required`, the pointer names the
+//!   missing property (`schema:/event_id:required`);
+//! * `missing_event_id`, `missing_event_time`, `bad_event_time` — the
+//!   pointers found nothing usable (only when the schema did not already say so).
+
+use std::{path::Path, sync::Arc};
+
+use async_trait::async_trait;
+use chrono::DateTime;
+use jsonschema::{ValidationError, Validator, error::ValidationErrorKind};
+use serde_json::Value;
+use sluice_core::{Event, Rejected, StageError, Transform, TransformOutput, reason};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error("cannot read schema {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("schema {path} is not JSON: {source}")]
+    Parse { path: String, source: serde_json::Error },
+    #[error("schema {path} is not a valid JSON Schema 2020-12: {message}")]
+    Compile { path: String, message: String },
+}
+
+/// Reads a JSON Schema file and checks that it compiles.
+pub fn load_schema(path: &Path) -> Result<Value, SchemaError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read(path).map_err(|source| SchemaError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    let value: Value = serde_json::from_slice(&text).map_err(|source| SchemaError::Parse {
+        path: shown.clone(),
+        source,
+    })?;
+    compile(&value).map_err(|message| SchemaError::Compile { path: shown, message })?;
+    Ok(value)
+}
+
+fn compile(schema: &Value) -> Result<Validator, String> {
+    jsonschema::draft202012::options()
+        .should_validate_formats(true)
+        .build(schema)
+        .map_err(|e| e.to_string())
+}
+
+/// Validates events against one schema and stamps their id and time.
+pub struct ValidateTransform {
+    validator: Validator,
+    event_id: String,
+    event_time: String,
+}
+
+impl ValidateTransform {
+    /// `event_id` and `event_time` are JSON pointers (`/ts`).
+    pub fn new(schema: &Value, event_id: &str, event_time: &str) -> Result<Self, String> {
+        Ok(ValidateTransform {
+            validator: compile(schema)?,
+            event_id: event_id.into(),
+            event_time: event_time.into(),
+        })
+    }
+
+    /// Checks one event; on success sets its id and time.
+    pub fn check(&self, event: &mut Event) -> Result<(), (String, String)> {
+        let value: Value =
+            serde_json::from_slice(&event.payload).map_err(|e| (reason::INVALID_JSON.to_string(), e.to_string()))?;
+        if !value.is_object() {
+            return Err((
+                reason::NOT_AN_OBJECT.into(),
+                format!("expected a JSON object, got {}", kind_of(&value)),
+            ));
+        }
+        if let Some(error) = self.validator.iter_errors(&value).next() {
+            return Err((schema_reason(&error), error.to_string()));
+        }
+        let id = match value.pointer(&self.event_id) {
+            Some(Value::String(s)) if !s.is_empty() => Arc::<str>::from(s.as_str()),
+            Some(Value::Number(n)) => Arc::<str>::from(n.to_string()),
+            _ => {
+                return Err((
+                    reason::MISSING_EVENT_ID.into(),
+                    format!("no string or number at {}", self.event_id),
+                ));
+            }
+        };
+        let time_us = match value.pointer(&self.event_time) {
+            Some(Value::String(s)) => DateTime::parse_from_rfc3339(s)
+                .map_err(|e| {
+                    (
+                        reason::BAD_EVENT_TIME.to_string(),
+                        format!("{s:?} at {}: {e}", self.event_time),
+                    )
+                })?
+                .timestamp_micros(),
+            Some(other) => {
+                return Err((
+                    reason::BAD_EVENT_TIME.into(),
+                    format!(
+                        "expected an RFC 3339 string at {}, got {}",
+                        self.event_time,
+                        kind_of(other)
+                    ),
+                ));
+            }
+            None => {
+                return Err((
+                    reason::MISSING_EVENT_TIME.into(),
+                    format!("nothing at {}", self.event_time),
+                ));
+            }
+        };
+        event.id = Some(id);
+        event.time_us = Some(time_us);
+        Ok(())
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// `schema:<pointer>:<keyword>`; for `required` the pointer names the missing property.
+fn schema_reason(error: &ValidationError) -> String {
+    let mut pointer = error.instance_path().as_str().to_string();
+    if let ValidationErrorKind::Required { property } = error.kind() {
+        let name = property.as_str().map_or_else(|| property.to_string(), str::to_string);
+        pointer.push('/');
+        pointer.push_str(&name.replace('~', "~0").replace('/', "~1"));
+    }
+    if pointer.is_empty() {
+        pointer.push('/');
+    }
+    format!("schema:{pointer}:{}", error.kind().keyword())
+}
+
+#[async_trait]
+impl Transform for ValidateTransform {
+    async fn process(&self, events: Vec<Event>) -> Result<TransformOutput, StageError> {
+        let mut out = TransformOutput {
+            events: Vec::with_capacity(events.len()),
+            rejected: Vec::new(),
+        };
+        for mut event in events {
+            match self.check(&mut event) {
+                Ok(()) => out.events.push(event),
+                Err((why, detail)) => out.rejected.push(Rejected::new(event, why, detail)),
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use serde_json::json;
+
+    fn event(line: &str) -> Event {
+        Event::from_line(0, Bytes::from(line.to_string()))
+    }
+
+    fn transform() -> ValidateTransform {
+        let schema = json!({
+            "type": "object",
+            "required": ["id", "ts"],
+            "properties": {
+                "id": {"type": "string"},
+                "ts": {"type": "string", "format": "date-time"},
+                "device": {"type": "object", "properties": {"screen": {"type": "object",
+                    "properties": {"w": {"type": "integer"}}}}},
+                "kind": {"enum": ["a", "b"]}
+            }
+        });
+        ValidateTransform::new(&schema, "/id", "/ts").unwrap()
+    }
+
+    fn reason_of(line: &str) -> String {
+        transform().check(&mut event(line)).unwrap_err().0
+    }
+
+    #[test]
+    fn valid_event_gets_id_and_utc_time() {
+        let mut e = event(r#"{"id":"e1","ts":"2026-11-01T02:30:00.500+02:00"}"#);
+        transform().check(&mut e).unwrap();
+        assert_eq!(e.id.as_deref(), Some("e1"));
+        assert_eq!(
+            e.time_us,
+            Some(
+                DateTime::parse_from_rfc3339("2026-11-01T00:30:00.5Z")
+                    .unwrap()
+                    .timestamp_micros()
+            )
+        );
+    }
+
+    #[test]
+    fn reasons_are_machine_readable() {
+        assert_eq!(reason_of(r#"{"id":"e1","ts":"#), "invalid_json");
+        assert_eq!(reason_of("[1,2]"), "not_an_object");
+        assert_eq!(reason_of("null"), "not_an_object");
+        assert_eq!(reason_of(r#"{"a":1}{"b":2}"#), "invalid_json");
+        assert_eq!(reason_of(r#"{"ts":"2026-11-01T00:00:00Z"}"#), "schema:/id:required");
+        assert_eq!(reason_of(r#"{"id":"e","ts":"yesterday"}"#), "schema:/ts:format");
+        assert_eq!(
+            reason_of(r#"{"id":"e","ts":"2026-11-01T00:00:00Z","device":{"screen":{"w":"wide"}}}"#),
+            "schema:/device/screen/w:type"
+        );
+        assert_eq!(
+            reason_of(r#"{"id":"e","ts":"2026-11-01T00:00:00Z","kind":"../../etc/passwd"}"#),
+            "schema:/kind:enum"
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_is_invalid_json() {
+        let mut e = Event::from_line(0, Bytes::from_static(b"{\"id\":\"\xff\"}"));
+        assert_eq!(transform().check(&mut e).unwrap_err().0, "invalid_json");
+    }
+
+    #[tokio::test]
+    async fn a_bad_event_does_not_stop_its_batch() {
+        let events = vec![
+            event(r#"{"id":"a","ts":"2026-11-01T00:00:00Z"}"#),
+            event("{"),
+            event(r#"{"id":"b","ts":"2026-11-01T00:00:00Z"}"#),
+        ];
+        let out = transform().process(events).await.unwrap();
+        assert_eq!(out.events.len(), 2);
+        assert_eq!(out.rejected.len(), 1);
+        assert_eq!(out.rejected[0].event.raw, Bytes::from_static(b"{"));
+    }
+}

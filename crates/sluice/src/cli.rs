@@ -1,0 +1,75 @@
+//! Command-line interface (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Event-driven ETL into a Delta lake: exactly once, with dead letters and backpressure"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Worker threads of the async runtime (default: one per core).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+    /// More log output (`RUST_LOG` overrides).
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a pipeline until SIGINT/SIGTERM (or, with --until-idle, until drained).
+    Run {
+        pipeline: PathBuf,
+        /// Exit once every source is drained and everything accepted is committed.
+        #[arg(long)]
+        until_idle: bool,
+    },
+    /// Check a pipeline file, its schemas and paths, without starting anything.
+    Validate { pipeline: PathBuf },
+    /// Inspect and redrive dead letters.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// Run a complete demo pipeline on embedded defaults, fed by generated events.
+    Demo {
+        /// Folder for the demo's pipeline, schema, queue and lake.
+        #[arg(long, default_value = "sluice-demo")]
+        dir: PathBuf,
+        /// Events to send (about 2% malformed, 1% duplicated).
+        #[arg(long, default_value_t = 50_000)]
+        events: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Dead letters held, by reason.
+    List {
+        pipeline: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Dead letters with their reason, source, time and original bytes.
+    Show {
+        pipeline: PathBuf,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put dead letters back on the queue (after a fix); running it again moves nothing.
+    Redrive {
+        pipeline: PathBuf,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}

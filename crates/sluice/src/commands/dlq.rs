@@ -1,0 +1,58 @@
+//! `sluice dlq list|show|redrive`: the dead-letter store of a pipeline.
+
+use anyhow::Result;
+use chrono::DateTime;
+use sluice_queue::{DeadLetterFilter, DeadLetterStore};
+
+use crate::{cli::DlqCommand, config, runtime::open_queue};
+
+pub async fn execute(command: DlqCommand) -> Result<()> {
+    match command {
+        DlqCommand::List { pipeline, json } => {
+            let counts = open_queue(&config::load(&pipeline)?)?.counts().await?;
+            if json {
+                println!("{}", serde_json::to_string(&counts)?);
+            } else {
+                println!("{} dead letters", counts.total);
+                for (reason, n) in &counts.by_reason {
+                    println!("{n:>10}  {reason}");
+                }
+            }
+        }
+        DlqCommand::Show {
+            pipeline,
+            reason,
+            limit,
+            json,
+        } => {
+            let letters = open_queue(&config::load(&pipeline)?)?
+                .list(DeadLetterFilter { reason }, limit)
+                .await?;
+            for l in letters {
+                let time = DateTime::from_timestamp_millis(l.at_ms).map_or_else(String::new, |t| t.to_rfc3339());
+                let bytes = String::from_utf8_lossy(&l.bytes);
+                if json {
+                    let v = serde_json::json!({
+                        "reason": l.reason, "detail": l.detail, "source": l.source, "component": l.component,
+                        "time": time, "batch_key": l.batch_key, "line": l.line, "bytes": bytes,
+                    });
+                    println!("{v}");
+                } else {
+                    let shown: String = bytes.chars().take(300).collect();
+                    let more = if bytes.chars().count() > 300 { " …" } else { "" };
+                    println!(
+                        "{}  source={} component={} at {}\n  {}\n  {:?}{more}",
+                        l.reason, l.source, l.component, time, l.detail, shown
+                    );
+                }
+            }
+        }
+        DlqCommand::Redrive { pipeline, reason } => {
+            let moved = open_queue(&config::load(&pipeline)?)?
+                .redrive(DeadLetterFilter { reason })
+                .await?;
+            println!("redrove {moved} dead letters onto the queue");
+        }
+    }
+    Ok(())
+}

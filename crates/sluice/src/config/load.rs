@@ -1,0 +1,306 @@
+//! Loading a pipeline file: parse, check the component graph, read and
+//! compile schemas, resolve relative paths against the file's folder.
+//! Every error names the file, the key and what is allowed.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Component, Path, PathBuf},
+};
+
+use serde_json::Value;
+use sluice_schema::{ArrowLayout, arrow_layout, load_schema};
+use url::Url;
+
+use super::model::{PipelineFile, SinkConfig, SourceConfig, TransformConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read pipeline file {file}: {source}")]
+    Read { file: String, source: std::io::Error },
+    #[error("{file}: {message}")]
+    Invalid { file: String, message: String },
+}
+
+/// A checked pipeline with every path resolved.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub file: PathBuf,
+    /// The file's stem; names the data directory by default.
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub config: PipelineFile,
+    /// Compiled-checked schema of each `validate` transform.
+    pub schemas: BTreeMap<String, Value>,
+    /// Table URL and column layout of each lake sink.
+    pub lakes: BTreeMap<String, (Url, ArrowLayout)>,
+}
+
+/// Reads and checks a pipeline file.
+pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
+    let file = absolute(path);
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Read {
+        file: shown.clone(),
+        source,
+    })?;
+    let invalid = |message: String| ConfigError::Invalid {
+        file: shown.clone(),
+        message,
+    };
+    let mut config: PipelineFile = toml::from_str(&text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
+    let dir = file.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let name = file
+        .file_stem()
+        .map_or_else(|| "pipeline".into(), |s| s.to_string_lossy().into_owned());
+    check(&config).map_err(invalid)?;
+
+    let data_dir = match &config.data_dir {
+        Some(d) => resolve(&dir, d),
+        None => dir.join(".sluice").join(&name),
+    };
+    for source in config.sources.values_mut() {
+        if let SourceConfig::File(f) = source {
+            f.path = resolve(&dir, &f.path).to_string_lossy().into_owned();
+        }
+    }
+    let mut schemas = BTreeMap::new();
+    for (tname, transform) in &mut config.transforms {
+        let TransformConfig::Validate(v) = transform;
+        let schema_path = resolve(&dir, &v.schema);
+        let schema = load_schema(&schema_path).map_err(|e| invalid(format!("transforms.{tname}.schema: {e}")))?;
+        sluice_schema::ValidateTransform::new(&schema, &v.event_id, &v.event_time)
+            .map_err(|e| invalid(format!("transforms.{tname}.schema: {e}")))?;
+        v.schema = schema_path.to_string_lossy().into_owned();
+        schemas.insert(tname.clone(), schema);
+    }
+    let mut lakes = BTreeMap::new();
+    for (sname, sink) in &config.sinks {
+        let SinkConfig::Lake(lake) = sink;
+        let url = table_url(&dir, &lake.uri).map_err(|e| invalid(format!("sinks.{sname}.uri: {e}")))?;
+        let schema = lake_schema(&config, &schemas, sname, sink.inputs()).map_err(invalid)?;
+        let layout =
+            arrow_layout(schema).map_err(|e| invalid(format!("sinks.{sname}: the schema of its inputs: {e}")))?;
+        for p in &lake.partition_by {
+            if layout.schema.field_with_name(p.column()).is_ok() {
+                return Err(invalid(format!(
+                    "sinks.{sname}.partition_by: the schema already has a field named {:?}; partition columns must be new names",
+                    p.column()
+                )));
+            }
+        }
+        lakes.insert(sname.clone(), (url, layout));
+    }
+    Ok(Pipeline {
+        file,
+        name,
+        data_dir,
+        config,
+        schemas,
+        lakes,
+    })
+}
+
+/// Pure checks of the file's content.
+fn check(config: &PipelineFile) -> Result<(), String> {
+    if config.queue != "embedded" {
+        return Err(format!(
+            "queue: {:?} is not supported; allowed: \"embedded\"",
+            config.queue
+        ));
+    }
+    let d = &config.delivery;
+    if d.visibility_timeout_secs == 0 || d.max_attempts == 0 || d.max_in_flight == 0 || d.max_queue_bytes < 1024 * 1024
+    {
+        return Err("delivery: visibility_timeout_secs, max_attempts and max_in_flight must be at least 1, max_queue_bytes at least 1048576".into());
+    }
+    if let Some(api) = &config.api {
+        api.address
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| format!("api.address: {:?} is not host:port ({e})", api.address))?;
+    }
+    if config.sources.is_empty() {
+        return Err("sources: a pipeline needs at least one source".into());
+    }
+    if config.sinks.is_empty() {
+        return Err("sinks: a pipeline needs at least one sink".into());
+    }
+    let mut names = BTreeSet::new();
+    let all = config
+        .sources
+        .keys()
+        .map(|n| ("sources", n))
+        .chain(config.transforms.keys().map(|n| ("transforms", n)))
+        .chain(config.sinks.keys().map(|n| ("sinks", n)));
+    for (kind, name) in all {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return Err(format!(
+                "{kind}.{name}: component names may only use letters, digits, '_' and '-'"
+            ));
+        }
+        if !names.insert(name.clone()) {
+            return Err(format!("{kind}.{name}: the name is used by another component"));
+        }
+    }
+    for (name, s) in &config.sources {
+        match s {
+            SourceConfig::Http(h) => h.validate(),
+            SourceConfig::File(f) => f.validate(),
+        }
+        .map_err(|e| format!("sources.{name}.{e}"))?;
+    }
+    for (name, t) in &config.transforms {
+        let TransformConfig::Validate(v) = t;
+        for (key, pointer) in [("event_id", &v.event_id), ("event_time", &v.event_time)] {
+            if !pointer.starts_with('/') {
+                return Err(format!(
+                    "transforms.{name}.{key}: {pointer:?} is not a JSON pointer; write it like \"/ts\""
+                ));
+            }
+        }
+    }
+    for (name, s) in &config.sinks {
+        let SinkConfig::Lake(l) = s;
+        l.validate().map_err(|e| format!("sinks.{name}.{e}"))?;
+    }
+    check_graph(config)
+}
+
+fn check_graph(config: &PipelineFile) -> Result<(), String> {
+    let consumers = config
+        .transforms
+        .iter()
+        .map(|(n, t)| (format!("transforms.{n}"), t.inputs()))
+        .chain(config.sinks.iter().map(|(n, s)| (format!("sinks.{n}"), s.inputs())));
+    let mut used = BTreeSet::new();
+    for (key, inputs) in consumers {
+        if inputs.is_empty() {
+            return Err(format!("{key}.inputs: must name at least one source or transform"));
+        }
+        for input in inputs {
+            if !config.sources.contains_key(input) && !config.transforms.contains_key(input) {
+                let allowed: Vec<&String> = config.sources.keys().chain(config.transforms.keys()).collect();
+                return Err(format!(
+                    "{key}.inputs: {input:?} is not a source or transform; allowed: {allowed:?}"
+                ));
+            }
+            used.insert(input.clone());
+        }
+    }
+    for (kind, names) in [
+        ("sources", config.sources.keys().collect::<Vec<_>>()),
+        ("transforms", config.transforms.keys().collect()),
+    ] {
+        for name in names {
+            if !used.contains(name) {
+                return Err(format!(
+                    "{kind}.{name}: nothing takes its events; name it in a transform's or sink's inputs"
+                ));
+            }
+        }
+    }
+    // Transforms must not form a cycle.
+    fn visit<'a>(
+        name: &'a str,
+        config: &'a PipelineFile,
+        path: &mut Vec<&'a str>,
+        done: &mut BTreeSet<&'a str>,
+    ) -> Result<(), String> {
+        if done.contains(name) {
+            return Ok(());
+        }
+        if path.contains(&name) {
+            return Err(format!(
+                "transforms.{name}.inputs: the transforms form a cycle ({} -> {name})",
+                path.join(" -> ")
+            ));
+        }
+        path.push(name);
+        if let Some(t) = config.transforms.get(name) {
+            for input in t.inputs() {
+                visit(input, config, path, done)?;
+            }
+        }
+        path.pop();
+        done.insert(name);
+        Ok(())
+    }
+    let mut done = BTreeSet::new();
+    for name in config.transforms.keys() {
+        visit(name, config, &mut Vec::new(), &mut done)?;
+    }
+    Ok(())
+}
+
+/// The schema a lake sink's events follow: every input must be a `validate`
+/// transform, all with the same schema.
+fn lake_schema<'a>(
+    config: &PipelineFile,
+    schemas: &'a BTreeMap<String, Value>,
+    sink: &str,
+    inputs: &[String],
+) -> Result<&'a Value, String> {
+    let mut found: Option<&Value> = None;
+    for input in inputs {
+        let Some(schema) = schemas.get(input) else {
+            let what = if config.sources.contains_key(input) {
+                "a source"
+            } else {
+                "not a validate transform"
+            };
+            return Err(format!(
+                "sinks.{sink}.inputs: {input:?} is {what}; a lake sink needs events checked by a `validate` transform (it gives the columns and the event time)"
+            ));
+        };
+        if found.is_some_and(|f| f != schema) {
+            return Err(format!(
+                "sinks.{sink}.inputs: the inputs validate against different schemas; one table has one schema"
+            ));
+        }
+        found = Some(schema);
+    }
+    found.ok_or_else(|| format!("sinks.{sink}.inputs: must not be empty"))
+}
+
+fn table_url(dir: &Path, uri: &str) -> Result<Url, String> {
+    if uri.contains("://") {
+        let url = Url::parse(uri).map_err(|e| format!("{uri:?} is not a URL ({e})"))?;
+        if url.scheme() != "file" {
+            return Err(format!(
+                "{uri:?}: scheme {:?} is not supported yet; allowed: a local path or file://",
+                url.scheme()
+            ));
+        }
+        return Ok(url);
+    }
+    Url::from_directory_path(resolve(dir, uri)).map_err(|()| format!("{uri:?} is not a usable path"))
+}
+
+/// `p` relative to `dir` (unless absolute), with `.` and `..` folded.
+fn resolve(dir: &Path, p: &str) -> PathBuf {
+    normalize(&dir.join(p))
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        normalize(p)
+    } else {
+        normalize(&std::env::current_dir().unwrap_or_default().join(p))
+    }
+}
+
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

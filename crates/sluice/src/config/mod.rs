@@ -1,0 +1,10 @@
+//! Pipeline files: parsing (`model`), checking and resolving paths (`load`).
+//!
+//! Loading is pure apart from reading the pipeline file and the schema files
+//! it names, so `sluice validate` has no side effects.
+
+mod load;
+mod model;
+
+pub use load::{ConfigError, Pipeline, load};
+pub use model::{SinkConfig, SourceConfig, TransformConfig};

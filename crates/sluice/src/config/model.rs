@@ -1,0 +1,128 @@
+//! The pipeline file's shape. Every table denies unknown keys; components are
+//! closed, internally tagged enums (`type = "..."`).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use sluice_connectors::sources::{file::FileSourceConfig, http::HttpSourceConfig};
+use sluice_lake::LakeSinkConfig;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineFile {
+    /// Queue, dead letters and checkpoints; default `.sluice/<file stem>`.
+    pub data_dir: Option<String>,
+    /// Queue backend; only `"embedded"` (SQLite in `data_dir`) for now.
+    #[serde(default = "default_queue")]
+    pub queue: String,
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+    pub api: Option<ApiConfig>,
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceConfig>,
+    #[serde(default)]
+    pub transforms: BTreeMap<String, TransformConfig>,
+    #[serde(default)]
+    pub sinks: BTreeMap<String, SinkConfig>,
+}
+
+fn default_queue() -> String {
+    "embedded".into()
+}
+
+/// How batches are handed out and retried.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// A delivered batch not acknowledged within this time is delivered again.
+    #[serde(default = "default_visibility_timeout_secs")]
+    pub visibility_timeout_secs: u64,
+    /// Deliveries before a batch's events become dead letters (`max_attempts`).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Payload bytes the queue holds before sources get backpressure.
+    #[serde(default = "default_max_queue_bytes")]
+    pub max_queue_bytes: u64,
+    /// Batches being worked on at once.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+}
+
+fn default_visibility_timeout_secs() -> u64 {
+    30
+}
+fn default_max_attempts() -> u32 {
+    5
+}
+fn default_max_queue_bytes() -> u64 {
+    256 * 1024 * 1024
+}
+fn default_max_in_flight() -> usize {
+    64
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            visibility_timeout_secs: default_visibility_timeout_secs(),
+            max_attempts: default_max_attempts(),
+            max_queue_bytes: default_max_queue_bytes(),
+            max_in_flight: default_max_in_flight(),
+        }
+    }
+}
+
+/// `[api]`: `/metrics`, `/health`, `/ready`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    pub address: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SourceConfig {
+    Http(HttpSourceConfig),
+    File(FileSourceConfig),
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TransformConfig {
+    Validate(ValidateConfig),
+}
+
+impl TransformConfig {
+    pub fn inputs(&self) -> &[String] {
+        match self {
+            TransformConfig::Validate(v) => &v.inputs,
+        }
+    }
+}
+
+/// `type = "validate"`: JSON Schema 2020-12 per event.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateConfig {
+    pub inputs: Vec<String>,
+    /// Path of the JSON Schema file (relative to the pipeline file).
+    pub schema: String,
+    /// JSON pointer to the event id.
+    pub event_id: String,
+    /// JSON pointer to the event time (RFC 3339 string).
+    pub event_time: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SinkConfig {
+    Lake(LakeSinkConfig),
+}
+
+impl SinkConfig {
+    pub fn inputs(&self) -> &[String] {
+        match self {
+            SinkConfig::Lake(l) => &l.inputs,
+        }
+    }
+}

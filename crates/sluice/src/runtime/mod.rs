@@ -1,0 +1,316 @@
+//! Running a pipeline: builds the queue, transforms, sinks and sources from a
+//! loaded [`Pipeline`], then moves batches from the queue through the graph.
+//!
+//! Invariants:
+//! * A batch is acknowledged only after every sink it feeds committed it and
+//!   its refused events are stored as dead letters ([`ticket`]).
+//! * A batch being worked on is kept invisible (`extend`); a redelivery of a
+//!   batch still in flight joins the existing ticket instead of being
+//!   processed twice.
+//! * At most `delivery.max_in_flight` batches are in flight, and sink inputs
+//!   are bounded channels: when sinks are slow, the queue fills and sources
+//!   get backpressure (HTTP 503, files wait).
+//! * Stopping (signal, or `--until-idle` once sources are drained) stops the
+//!   sources first, then drains the queue, commits, and returns.
+
+pub mod route;
+mod sink_task;
+mod ticket;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use sluice_connectors::{
+    Source, SourceContext,
+    sources::{file::FileSource, http::HttpSource},
+};
+use sluice_core::{DeadLetter, Delivery, Event, Sink, now_ms, split_lines};
+use sluice_lake::LakeSink;
+use sluice_queue::{DeadLetterStore, Queue, QueueSettings, embedded::EmbeddedQueue};
+use sluice_schema::ValidateTransform;
+use tokio::{
+    sync::{mpsc, oneshot, watch},
+    task::JoinSet,
+};
+
+use crate::{
+    api,
+    config::{Pipeline, SinkConfig, SourceConfig, TransformConfig},
+    telemetry,
+};
+use route::{Route, TransformNode, dependency_order, route_for, run_route};
+use sink_task::{SinkDriver, SinkJob, SinkMsg};
+use ticket::{InFlight, RETRY_DELAY, Ticket, run_acker, run_lease_keeper};
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Return once every source is drained and everything is committed.
+    pub until_idle: bool,
+}
+
+/// Opens the pipeline's embedded queue (also used by `sluice dlq`).
+pub fn open_queue(pipeline: &Pipeline) -> Result<Arc<EmbeddedQueue>> {
+    let d = &pipeline.config.delivery;
+    let settings = QueueSettings {
+        visibility_timeout: Duration::from_secs(d.visibility_timeout_secs),
+        max_attempts: d.max_attempts,
+        max_bytes: d.max_queue_bytes,
+    };
+    Ok(Arc::new(EmbeddedQueue::open(&pipeline.data_dir, settings)?))
+}
+
+struct SinkHandle {
+    name: String,
+    inputs: Vec<String>,
+    tx: mpsc::Sender<SinkMsg>,
+}
+
+/// Runs the pipeline until `stop` turns true (or, with `until_idle`, until drained).
+pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Receiver<bool>) -> Result<()> {
+    let queue = open_queue(pipeline)?;
+    let q: Arc<dyn Queue> = queue.clone();
+    let dlq: Arc<dyn DeadLetterStore> = queue.clone();
+    let cfg = &pipeline.config;
+
+    let transforms: Vec<TransformNode> = cfg
+        .transforms
+        .iter()
+        .map(|(name, t)| {
+            let TransformConfig::Validate(v) = t;
+            let transform = ValidateTransform::new(&pipeline.schemas[name], &v.event_id, &v.event_time)
+                .map_err(|e| anyhow::anyhow!("transforms.{name}: {e}"))?;
+            Ok(TransformNode {
+                name: name.clone(),
+                inputs: v.inputs.clone(),
+                transform: Arc::new(transform),
+            })
+        })
+        .collect::<Result<_>>()?;
+    let order = dependency_order(&transforms);
+
+    let mut sinks = Vec::new();
+    let mut sink_tasks = JoinSet::new();
+    for (name, sink) in &cfg.sinks {
+        let SinkConfig::Lake(lake) = sink;
+        let (url, layout) = &pipeline.lakes[name];
+        let opened: Box<dyn Sink> = Box::new(
+            LakeSink::open(url.clone(), lake, &layout.schema, layout.json_text_paths.clone())
+                .await
+                .with_context(|| format!("sinks.{name}"))?,
+        );
+        let (tx, rx) = mpsc::channel(4);
+        let driver = SinkDriver {
+            name: name.clone(),
+            sink: opened,
+            flush_interval: Duration::from_secs(lake.flush_interval_secs),
+            dead_letters: dlq.clone(),
+        };
+        let sink_name = name.clone();
+        sink_tasks.spawn(async move { driver.run(rx).await.with_context(|| format!("sink {sink_name}")) });
+        sinks.push(SinkHandle {
+            name: name.clone(),
+            inputs: sink.inputs().to_vec(),
+            tx,
+        });
+    }
+    let sink_inputs: Vec<Vec<String>> = sinks.iter().map(|s| s.inputs.clone()).collect();
+    let routes: HashMap<String, Route> = cfg
+        .sources
+        .keys()
+        .map(|s| (s.clone(), route_for(s, &transforms, &order, &sink_inputs)))
+        .collect();
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let mut background = JoinSet::new();
+    if let Some(api) = &cfg.api {
+        let server = api::bind(&api.address).await?;
+        background.spawn(api::serve(server, telemetry::prometheus(), ready.clone()));
+    }
+    background.spawn(telemetry::poll_queue(q.clone(), dlq.clone()));
+
+    let in_flight: InFlight = Arc::new(Mutex::new(HashMap::new()));
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
+    let acker = tokio::spawn(run_acker(q.clone(), in_flight.clone(), done_rx));
+    let lease_every = Duration::from_secs(cfg.delivery.visibility_timeout_secs).max(Duration::from_secs(1)) / 3;
+    background.spawn(run_lease_keeper(q.clone(), in_flight.clone(), lease_every));
+
+    let (source_stop_tx, source_stop_rx) = watch::channel(false);
+    let mut sources = JoinSet::new();
+    for (name, source) in &cfg.sources {
+        let ctx = SourceContext {
+            name: name.clone(),
+            queue: q.clone(),
+            dead_letters: dlq.clone(),
+            shutdown: source_stop_rx.clone(),
+            until_idle: options.until_idle,
+            state_dir: pipeline.data_dir.join("sources"),
+        };
+        let s: Box<dyn Source> = match source {
+            SourceConfig::Http(h) => Box::new(HttpSource::new(h.clone())),
+            SourceConfig::File(f) => Box::new(FileSource::new(f.clone())),
+        };
+        let source_name = name.clone();
+        sources.spawn(async move { s.run(ctx).await.with_context(|| format!("source {source_name}")) });
+    }
+    ready.store(true, Ordering::Relaxed);
+    tracing::info!(pipeline = %pipeline.name, file = %pipeline.file.display(), data_dir = %pipeline.data_dir.display(), "pipeline running");
+
+    let consumer = Consumer {
+        queue: q.clone(),
+        dlq,
+        routes,
+        transforms,
+        sink_inputs,
+        sinks: &sinks,
+        in_flight: in_flight.clone(),
+        done_tx,
+        max_in_flight: cfg.delivery.max_in_flight,
+    };
+    let mut stopping = false;
+    let mut last_idle_flush: Option<Instant> = None;
+    loop {
+        if !stopping && *stop.borrow() {
+            stopping = true;
+            ready.store(false, Ordering::Relaxed);
+            tracing::info!("stopping: no new input; committing what was accepted");
+            let _ = source_stop_tx.send(true);
+        }
+        while let Some(finished) = sources.try_join_next() {
+            finished.context("source task panicked")??;
+        }
+        if let Some(finished) = sink_tasks.try_join_next() {
+            finished.context("sink task panicked")??;
+            bail!("a sink stopped unexpectedly");
+        }
+        let free = consumer
+            .max_in_flight
+            .saturating_sub(in_flight.lock().expect("in-flight lock").len());
+        let deliveries = if free > 0 {
+            q.receive(free.min(16)).await?
+        } else {
+            Vec::new()
+        };
+        if deliveries.is_empty() {
+            if sources.is_empty() {
+                if in_flight.lock().expect("in-flight lock").is_empty() {
+                    if q.stats().await?.batches == 0 {
+                        break;
+                    }
+                } else if last_idle_flush.is_none_or(|t| t.elapsed() > Duration::from_millis(500)) {
+                    // Nothing new will come: commit what sinks hold without waiting for their age bound.
+                    last_idle_flush = Some(Instant::now());
+                    for s in &sinks {
+                        let (reply, _) = oneshot::channel();
+                        let _ = s.tx.try_send(SinkMsg::Flush(reply));
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                _ = stop.changed(), if !stopping => {}
+            }
+            continue;
+        }
+        for delivery in deliveries {
+            consumer.process(delivery).await?;
+        }
+    }
+
+    drop(consumer);
+    drop(sinks);
+    while let Some(finished) = sink_tasks.join_next().await {
+        finished.context("sink task panicked")??;
+    }
+    acker.await.context("acker panicked")?;
+    background.abort_all();
+    tracing::info!("pipeline stopped; everything accepted is committed");
+    Ok(())
+}
+
+struct Consumer<'a> {
+    queue: Arc<dyn Queue>,
+    dlq: Arc<dyn DeadLetterStore>,
+    routes: HashMap<String, Route>,
+    transforms: Vec<TransformNode>,
+    sink_inputs: Vec<Vec<String>>,
+    sinks: &'a [SinkHandle],
+    in_flight: InFlight,
+    done_tx: mpsc::UnboundedSender<Arc<Ticket>>,
+    max_in_flight: usize,
+}
+
+impl Consumer<'_> {
+    async fn process(&self, d: Delivery) -> Result<()> {
+        if let Some(t) = self.in_flight.lock().expect("in-flight lock").get(&d.key) {
+            t.add_delivery(d.id);
+            return Ok(());
+        }
+        let Some(route) = self.routes.get(&d.source) else {
+            let error = format!("this pipeline has no source named {:?}", d.source);
+            self.queue.nack(d.id, error, Duration::from_secs(60)).await?;
+            return Ok(());
+        };
+        let events: Vec<Event> = split_lines(&d.payload)
+            .map(|(line, bytes)| Event::from_line(line, bytes))
+            .collect();
+        let routed = match run_route(&d.source, events, route, &self.transforms, &self.sink_inputs).await {
+            Ok(r) => r,
+            Err(e) if e.is_retriable() => {
+                self.queue.nack(d.id, e.message, RETRY_DELAY).await?;
+                return Ok(());
+            }
+            Err(e) => bail!("batch {}: {e}", d.key),
+        };
+        if !routed.rejected.is_empty() {
+            let letters = routed
+                .rejected
+                .into_iter()
+                .map(|(component, r)| DeadLetter {
+                    batch_key: d.key.clone(),
+                    line: r.event.line,
+                    source: d.source.clone(),
+                    component,
+                    reason: r.reason,
+                    detail: r.detail,
+                    bytes: r.event.raw,
+                    at_ms: now_ms(),
+                })
+                .collect();
+            if let Err(e) = self.dlq.put(letters).await {
+                self.queue
+                    .nack(d.id, format!("storing dead letters: {e}"), RETRY_DELAY)
+                    .await?;
+                return Ok(());
+            }
+        }
+        let jobs: Vec<(usize, Vec<Event>)> = routed.per_sink.into_iter().filter(|(_, e)| !e.is_empty()).collect();
+        if jobs.is_empty() {
+            self.queue.ack(vec![d.id]).await?;
+            return Ok(());
+        }
+        let ticket = Ticket::new(d.key.clone(), d.id, jobs.len(), self.done_tx.clone());
+        self.in_flight
+            .lock()
+            .expect("in-flight lock")
+            .insert(d.key.clone(), ticket.clone());
+        for (sink, events) in jobs {
+            let job = SinkJob {
+                ticket: ticket.clone(),
+                source: d.source.clone(),
+                check_committed: d.needs_commit_check(),
+                events,
+            };
+            if self.sinks[sink].tx.send(SinkMsg::Job(job)).await.is_err() {
+                ticket.fail(format!("sink {} stopped", self.sinks[sink].name));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,188 @@
+//! Drives one sink: feeds it batches, flushes by size and by age, stores the
+//! events it refuses as dead letters, and completes tickets after commits.
+//!
+//! On any sink error the sink's uncommitted work is discarded and every
+//! ticket it held fails, so the queue delivers those batches again (their
+//! redelivery checks the sink's log, so nothing is written twice).
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use sluice_core::{Accepted, DeadLetter, Event, Sink, StageError, now_ms};
+use sluice_queue::DeadLetterStore;
+use tokio::sync::{mpsc, oneshot};
+
+use super::ticket::Ticket;
+
+pub struct SinkJob {
+    pub ticket: Arc<Ticket>,
+    pub source: String,
+    pub check_committed: bool,
+    pub events: Vec<Event>,
+}
+
+pub enum SinkMsg {
+    Job(SinkJob),
+    /// Flush now (idle or stopping) and answer when done.
+    Flush(oneshot::Sender<()>),
+}
+
+pub struct SinkDriver {
+    pub name: String,
+    pub sink: Box<dyn Sink>,
+    pub flush_interval: Duration,
+    pub dead_letters: Arc<dyn DeadLetterStore>,
+}
+
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+impl SinkDriver {
+    /// Runs until the input closes; returns a fatal error if one occurs.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<SinkMsg>) -> Result<(), StageError> {
+        let mut pending: Vec<Arc<Ticket>> = Vec::new();
+        let mut window_started: Option<Instant> = None;
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let deadline = window_started.map(|t| tokio::time::Instant::from_std(t + self.flush_interval));
+            let msg = tokio::select! {
+                msg = rx.recv() => msg,
+                _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
+                    self.flush(&mut pending, &mut window_started, &mut backoff).await?;
+                    continue;
+                }
+            };
+            match msg {
+                None => {
+                    self.flush(&mut pending, &mut window_started, &mut backoff).await?;
+                    return Ok(());
+                }
+                Some(SinkMsg::Flush(reply)) => {
+                    self.flush(&mut pending, &mut window_started, &mut backoff).await?;
+                    let _ = reply.send(());
+                }
+                Some(SinkMsg::Job(job)) => {
+                    self.accept(job, &mut pending, &mut window_started, &mut backoff)
+                        .await?;
+                    if self.sink.buffered_bytes() >= self.sink.max_buffered_bytes() {
+                        self.flush(&mut pending, &mut window_started, &mut backoff).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn accept(
+        &mut self,
+        job: SinkJob,
+        pending: &mut Vec<Arc<Ticket>>,
+        window_started: &mut Option<Instant>,
+        backoff: &mut Duration,
+    ) -> Result<(), StageError> {
+        let count = job.events.len() as u64;
+        metrics::counter!("sluice_component_received_events_total", "component" => self.name.clone()).increment(count);
+        match self.sink.accept(&job.ticket.key, job.check_committed, job.events).await {
+            Ok(Accepted::AlreadyCommitted) => {
+                metrics::counter!("sluice_sink_already_committed_batches_total", "component" => self.name.clone())
+                    .increment(1);
+                job.ticket.complete();
+            }
+            Ok(Accepted::Buffered { rejected }) => {
+                if !rejected.is_empty() {
+                    let letters: Vec<DeadLetter> = rejected
+                        .into_iter()
+                        .map(|r| {
+                            metrics::counter!("sluice_dead_letters_total", "component" => self.name.clone(), "reason" => r.reason.clone()).increment(1);
+                            DeadLetter {
+                                batch_key: job.ticket.key.clone(),
+                                line: r.event.line,
+                                source: job.source.clone(),
+                                component: self.name.clone(),
+                                reason: r.reason,
+                                detail: r.detail,
+                                bytes: r.event.raw,
+                                at_ms: now_ms(),
+                            }
+                        })
+                        .collect();
+                    if let Err(e) = self.dead_letters.put(letters).await {
+                        pending.push(job.ticket);
+                        return self
+                            .fail_all(
+                                pending,
+                                window_started,
+                                backoff,
+                                StageError::retriable(format!("storing dead letters: {e}")),
+                            )
+                            .await;
+                    }
+                }
+                window_started.get_or_insert_with(Instant::now);
+                pending.push(job.ticket);
+            }
+            Err(e) => {
+                pending.push(job.ticket);
+                return self.fail_all(pending, window_started, backoff, e).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush(
+        &mut self,
+        pending: &mut Vec<Arc<Ticket>>,
+        window_started: &mut Option<Instant>,
+        backoff: &mut Duration,
+    ) -> Result<(), StageError> {
+        if pending.is_empty() {
+            *window_started = None;
+            return Ok(());
+        }
+        let started = Instant::now();
+        match self.sink.flush().await {
+            Ok(report) => {
+                let c = self.name.clone();
+                metrics::histogram!("sluice_sink_flush_seconds", "component" => c.clone())
+                    .record(started.elapsed().as_secs_f64());
+                metrics::counter!("sluice_sink_commits_total", "component" => c.clone()).increment(1);
+                metrics::counter!("sluice_component_sent_events_total", "component" => c.clone())
+                    .increment(report.rows);
+                metrics::counter!("sluice_sink_files_total", "component" => c.clone()).increment(report.files);
+                metrics::counter!("sluice_sink_duplicates_dropped_total", "component" => c)
+                    .increment(report.duplicates_dropped);
+                tracing::debug!(sink = %self.name, rows = report.rows, files = report.files, batches = report.batches, "committed");
+                for t in pending.drain(..) {
+                    t.complete();
+                }
+                *window_started = None;
+                *backoff = Duration::from_millis(200);
+                Ok(())
+            }
+            Err(e) => self.fail_all(pending, window_started, backoff, e).await,
+        }
+    }
+
+    /// Discards uncommitted work and fails its tickets; a fatal error stops the pipeline.
+    async fn fail_all(
+        &mut self,
+        pending: &mut Vec<Arc<Ticket>>,
+        window_started: &mut Option<Instant>,
+        backoff: &mut Duration,
+        error: StageError,
+    ) -> Result<(), StageError> {
+        metrics::counter!("sluice_component_errors_total", "component" => self.name.clone()).increment(1);
+        self.sink.reset();
+        for t in pending.drain(..) {
+            t.fail(error.message.clone());
+        }
+        *window_started = None;
+        if !error.is_retriable() {
+            return Err(error);
+        }
+        tracing::warn!(sink = %self.name, error = %error, retry_in = ?backoff, "sink failed; its batches will be delivered again");
+        tokio::time::sleep(*backoff).await;
+        *backoff = (*backoff * 2).min(MAX_BACKOFF);
+        Ok(())
+    }
+}

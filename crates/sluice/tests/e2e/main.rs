@@ -1,0 +1,5 @@
+//! End-to-end tests: the real `sluice` binary against generated events,
+//! checked against the generator's oracle and an independent reader.
+
+mod clickstream;
+mod support;

@@ -1,0 +1,39 @@
+"""Independent reader for the end-to-end test: reads a Delta table with the
+`deltalake` Python package (delta-rs via pyarrow) and prints what it holds.
+
+Usage: read_delta.py TABLE_PATH ID_COLUMN TIME_COLUMN
+Prints JSON: rows, distinct ids, SHA-256 of the sorted distinct ids joined by
+newlines, distinct ids per UTC hour (YYYY-MM-DDTHH), and rows whose dt/hour
+partition values disagree with their event time.
+"""
+import hashlib
+import json
+import sys
+
+from deltalake import DeltaTable
+
+
+def main():
+    path, id_col, time_col = sys.argv[1:4]
+    table = DeltaTable(path).to_pyarrow_table(columns=[id_col, time_col, "dt", "hour"])
+    ids = table.column(id_col).to_pylist()
+    times = table.column(time_col).to_pylist()
+    dts = table.column("dt").to_pylist()
+    hours = table.column("hour").to_pylist()
+    seen = {}
+    mismatched = 0
+    for i, t, d, h in zip(ids, times, dts, hours):
+        hour = t.strftime("%Y-%m-%dT%H")
+        seen.setdefault(i, hour)
+        if f"{d}T{h}" != hour:
+            mismatched += 1
+    per_hour = {}
+    for hour in seen.values():
+        per_hour[hour] = per_hour.get(hour, 0) + 1
+    digest = hashlib.sha256("\n".join(sorted(seen)).encode()).hexdigest()
+    print(json.dumps({"rows": len(ids), "distinct": len(seen), "ids_sha256": digest,
+                      "per_hour": dict(sorted(per_hour.items())), "partition_mismatches": mismatched}))
+
+
+if __name__ == "__main__":
+    main()

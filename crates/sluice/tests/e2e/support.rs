@@ -1,0 +1,226 @@
+//! Helpers for end-to-end tests: locating the shared generator, running the
+//! binary, talking to it over HTTP, reading the lake back.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use deltalake::arrow::array::{Array, AsArray};
+use deltalake::arrow::datatypes::TimestampMicrosecondType;
+use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use sha2::{Digest, Sha256};
+
+pub const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
+
+/// `../shared/bench` (the generator and its schema): `SLUICE_BENCH_DIR`, or
+/// beside the repository, or the workplace default.
+pub fn bench_dir() -> PathBuf {
+    let candidates = [
+        std::env::var_os("SLUICE_BENCH_DIR").map(PathBuf::from),
+        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/bench")),
+        Some(PathBuf::from("/work/shared/bench")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| p.join("gen_events.py").exists())
+        .expect("shared/bench/gen_events.py not found; set SLUICE_BENCH_DIR")
+}
+
+/// Python with `deltalake` and `pyarrow` (the test script sets `SLUICE_PYTHON`).
+pub fn python() -> String {
+    std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Generates clickstream NDJSON; returns (lines, oracle).
+pub fn generate(dir: &Path, n: usize, seed: u64) -> (Vec<String>, serde_json::Value) {
+    let out = dir.join("events.ndjson");
+    let expect = dir.join("expect.json");
+    run_ok(
+        Command::new(python())
+            .arg(bench_dir().join("gen_events.py"))
+            .args([
+                "clickstream",
+                "-n",
+                &n.to_string(),
+                "--seed",
+                &seed.to_string(),
+                "--dup-rate",
+                "0.02",
+                "--bad-rate",
+                "0.01",
+                "--late-rate",
+                "0.05",
+            ])
+            .arg("-o")
+            .arg(&out)
+            .arg("--expect")
+            .arg(&expect),
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    let lines = text.lines().map(str::to_string).collect();
+    (
+        lines,
+        serde_json::from_str(&std::fs::read_to_string(&expect).unwrap()).unwrap(),
+    )
+}
+
+pub struct Running {
+    pub child: Child,
+}
+
+impl Running {
+    pub fn start(pipeline: &Path, extra: &[&str]) -> Running {
+        let child = Command::new(SLUICE)
+            .arg("run")
+            .arg(pipeline)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        Running { child }
+    }
+
+    pub fn wait_ready(&mut self, api_port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            assert!(
+                self.child.try_wait().unwrap().is_none(),
+                "sluice exited during start-up"
+            );
+            if http_get(api_port, "/ready").is_some_and(|(status, _)| status == 200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("sluice did not become ready");
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(mut self) {
+        run_ok(Command::new("kill").arg("-TERM").arg(self.child.id().to_string()));
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "sluice exited with {status}");
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal blocking HTTP/1.1 GET; returns (status, body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// What the lake holds, read with this crate's own Parquet reader.
+#[derive(Debug, PartialEq)]
+pub struct LakeContents {
+    pub rows: u64,
+    pub ids: HashSet<String>,
+    pub ids_sha256: String,
+    pub per_hour: BTreeMap<String, u64>,
+}
+
+pub async fn read_lake(table: &Path) -> LakeContents {
+    let url = url::Url::from_directory_path(table).unwrap();
+    let summary = sluice_lake::summarize(&url).await.unwrap();
+    let mut rows = 0;
+    let mut first_hour: BTreeMap<String, String> = BTreeMap::new();
+    for relative in &summary.file_paths {
+        let path = table.join(relative);
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let ids = batch.column_by_name("event_id").unwrap().as_string::<i32>().clone();
+            let ts = batch
+                .column_by_name("ts")
+                .unwrap()
+                .as_primitive::<TimestampMicrosecondType>()
+                .clone();
+            for i in 0..batch.num_rows() {
+                rows += 1;
+                let hour = chrono::DateTime::from_timestamp_micros(ts.value(i))
+                    .unwrap()
+                    .format("%Y-%m-%dT%H")
+                    .to_string();
+                assert!(!ids.is_null(i));
+                first_hour.entry(ids.value(i).to_string()).or_insert(hour);
+            }
+        }
+    }
+    assert_eq!(rows, summary.rows, "numRecords in the log disagrees with the files");
+    let mut per_hour = BTreeMap::new();
+    for hour in first_hour.values() {
+        *per_hour.entry(hour.clone()).or_insert(0) += 1;
+    }
+    let sorted: Vec<&str> = first_hour.keys().map(String::as_str).collect();
+    let ids_sha256 = hex(&Sha256::digest(sorted.join("\n").as_bytes()));
+    LakeContents {
+        rows,
+        ids: first_hour.into_keys().collect(),
+        ids_sha256,
+        per_hour,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Every file under `root`, recursively.
+pub fn all_files(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}

@@ -91,18 +91,44 @@ pub struct EmbeddedQueue {
 }
 
 impl EmbeddedQueue {
-    /// Opens (creating if needed) `queue.sqlite3` in `data_dir`.
+    /// Opens (creating if needed) `queue.sqlite3` in `data_dir`, for tools
+    /// that inspect or redrive beside a running pipeline.
     pub fn open(data_dir: &Path, settings: QueueSettings) -> Result<Self, QueueError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| QueueError::Storage(format!("creating {}: {e}", data_dir.display())))?;
+        Self::start(data_dir, settings, None)
+    }
+
+    /// Opens the queue as its one consumer: takes an exclusive lock on
+    /// `data_dir/lock` (held while the queue is open) and makes batches a
+    /// previous, killed consumer had in flight visible again at once.
+    pub fn open_consumer(data_dir: &Path, settings: QueueSettings) -> Result<Self, QueueError> {
+        create_dir(data_dir)?;
+        let lock_path = data_dir.join("lock");
+        let lock = std::fs::File::create(&lock_path)
+            .map_err(|e| QueueError::Storage(format!("creating {}: {e}", lock_path.display())))?;
+        lock.try_lock().map_err(|_| {
+            QueueError::Storage(format!(
+                "{} is locked: another sluice process is running this pipeline",
+                data_dir.display()
+            ))
+        })?;
+        Self::start(data_dir, settings, Some(lock))
+    }
+
+    fn start(data_dir: &Path, settings: QueueSettings, lock: Option<std::fs::File>) -> Result<Self, QueueError> {
+        create_dir(data_dir)?;
         let path = data_dir.join("queue.sqlite3");
         let conn = open_connection(&path)?;
+        if lock.is_some() {
+            conn.execute("UPDATE batches SET visible_at = 0 WHERE attempts > 0", [])
+                .map_err(storage)?;
+        }
         let held_bytes = held_bytes(&conn)?;
         let (commands, rx) = mpsc::channel();
         let mut actor = Actor {
             conn,
             settings,
             held_bytes,
+            _lock: lock,
         };
         thread::Builder::new()
             .name("sluice-queue".into())
@@ -120,6 +146,10 @@ impl EmbeddedQueue {
         self.commands.send(make(tx)).map_err(|_| QueueError::Closed)?;
         rx.await.map_err(|_| QueueError::Closed)?
     }
+}
+
+fn create_dir(dir: &Path) -> Result<(), QueueError> {
+    std::fs::create_dir_all(dir).map_err(|e| QueueError::Storage(format!("creating {}: {e}", dir.display())))
 }
 
 fn storage(e: rusqlite::Error) -> QueueError {
@@ -149,6 +179,8 @@ struct Actor {
     /// Payload bytes held; refreshed from the table by `stats`, since other
     /// processes (`sluice dlq redrive`) may add batches.
     held_bytes: u64,
+    /// The consumer's lock on the data directory, released when the actor ends.
+    _lock: Option<std::fs::File>,
 }
 
 /// A reply to send once the transaction that produced it has committed.

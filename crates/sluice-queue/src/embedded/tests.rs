@@ -66,3 +66,29 @@ async fn second_process_sees_redriven_batches() {
     assert_eq!(cli.redrive(DeadLetterFilter::default()).await.unwrap(), 1);
     assert_eq!(running.receive(10).await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn one_consumer_at_a_time_and_restart_releases_in_flight_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = EmbeddedQueue::open_consumer(dir.path(), suite_settings()).unwrap();
+    let err = EmbeddedQueue::open_consumer(dir.path(), suite_settings())
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("locked"), "{err}");
+    first
+        .enqueue(NewBatch {
+            key: "a".into(),
+            source: "s".into(),
+            payload: Bytes::from_static(b"{}\n"),
+            maybe_committed: false,
+        })
+        .await
+        .unwrap();
+    assert_eq!(first.receive(1).await.unwrap().len(), 1);
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = EmbeddedQueue::open_consumer(dir.path(), suite_settings()).unwrap();
+    let again = second.receive(1).await.unwrap();
+    assert_eq!(again.len(), 1, "released without waiting for the visibility timeout");
+    assert!(again[0].needs_commit_check());
+}

@@ -9,7 +9,7 @@ use crate::{cli::DlqCommand, config, runtime::open_queue};
 pub async fn execute(command: DlqCommand) -> Result<()> {
     match command {
         DlqCommand::List { pipeline, json } => {
-            let counts = open_queue(&config::load(&pipeline)?)?.counts().await?;
+            let counts = open_queue(&config::load(&pipeline)?, false)?.counts().await?;
             if json {
                 println!("{}", serde_json::to_string(&counts)?);
             } else {
@@ -25,7 +25,7 @@ pub async fn execute(command: DlqCommand) -> Result<()> {
             limit,
             json,
         } => {
-            let letters = open_queue(&config::load(&pipeline)?)?
+            let letters = open_queue(&config::load(&pipeline)?, false)?
                 .list(DeadLetterFilter { reason }, limit)
                 .await?;
             for l in letters {
@@ -48,7 +48,7 @@ pub async fn execute(command: DlqCommand) -> Result<()> {
             }
         }
         DlqCommand::Redrive { pipeline, reason } => {
-            let moved = open_queue(&config::load(&pipeline)?)?
+            let moved = open_queue(&config::load(&pipeline)?, false)?
                 .redrive(DeadLetterFilter { reason })
                 .await?;
             println!("redrove {moved} dead letters onto the queue");

@@ -124,7 +124,7 @@ pub async fn run(dir: &Path, n: usize) -> Result<()> {
 
     let summary = sluice_lake::summarize(&table_url).await?;
     let distinct = sluice_lake::distinct_strings(&table_url, "event_id").await?.len() as u64;
-    let dead = runtime::open_queue(&pipeline)?.counts().await?;
+    let dead = runtime::open_queue(&pipeline, false)?.counts().await?;
     let accepted = accepted.load(Ordering::Relaxed);
     println!(
         "\n  accepted      {accepted} events (HTTP 200) in {:.1}s, {:.0} events/s",

@@ -55,15 +55,19 @@ pub struct RunOptions {
     pub until_idle: bool,
 }
 
-/// Opens the pipeline's embedded queue (also used by `sluice dlq`).
-pub fn open_queue(pipeline: &Pipeline) -> Result<Arc<EmbeddedQueue>> {
+/// Opens the pipeline's embedded queue: as its one consumer (`sluice run`), or beside it (`sluice dlq`).
+pub fn open_queue(pipeline: &Pipeline, consumer: bool) -> Result<Arc<EmbeddedQueue>> {
     let d = &pipeline.config.delivery;
     let settings = QueueSettings {
         visibility_timeout: Duration::from_secs(d.visibility_timeout_secs),
         max_attempts: d.max_attempts,
         max_bytes: d.max_queue_bytes,
     };
-    Ok(Arc::new(EmbeddedQueue::open(&pipeline.data_dir, settings)?))
+    Ok(Arc::new(if consumer {
+        EmbeddedQueue::open_consumer(&pipeline.data_dir, settings)?
+    } else {
+        EmbeddedQueue::open(&pipeline.data_dir, settings)?
+    }))
 }
 
 struct SinkHandle {
@@ -74,7 +78,7 @@ struct SinkHandle {
 
 /// Runs the pipeline until `stop` turns true (or, with `until_idle`, until drained).
 pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Receiver<bool>) -> Result<()> {
-    let queue = open_queue(pipeline)?;
+    let queue = open_queue(pipeline, true)?;
     let q: Arc<dyn Queue> = queue.clone();
     let dlq: Arc<dyn DeadLetterStore> = queue.clone();
     let cfg = &pipeline.config;

@@ -154,6 +154,8 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 #[derive(Debug, PartialEq)]
 pub struct LakeContents {
     pub rows: u64,
+    /// Rows per event id.
+    pub rows_per_id: std::collections::HashMap<String, u64>,
     pub ids: HashSet<String>,
     pub ids_sha256: String,
     pub per_hour: BTreeMap<String, u64>,
@@ -163,6 +165,7 @@ pub async fn read_lake(table: &Path) -> LakeContents {
     let url = url::Url::from_directory_path(table).unwrap();
     let summary = sluice_lake::summarize(&url).await.unwrap();
     let mut rows = 0;
+    let mut rows_per_id = std::collections::HashMap::new();
     let mut first_hour: BTreeMap<String, String> = BTreeMap::new();
     for relative in &summary.file_paths {
         let path = table.join(relative);
@@ -185,6 +188,7 @@ pub async fn read_lake(table: &Path) -> LakeContents {
                     .format("%Y-%m-%dT%H")
                     .to_string();
                 assert!(!ids.is_null(i));
+                *rows_per_id.entry(ids.value(i).to_string()).or_insert(0) += 1;
                 first_hour.entry(ids.value(i).to_string()).or_insert(hour);
             }
         }
@@ -198,6 +202,7 @@ pub async fn read_lake(table: &Path) -> LakeContents {
     let ids_sha256 = hex(&Sha256::digest(sorted.join("\n").as_bytes()));
     LakeContents {
         rows,
+        rows_per_id,
         ids: first_hour.into_keys().collect(),
         ids_sha256,
         per_hour,

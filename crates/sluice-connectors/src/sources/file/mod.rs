@@ -8,3 +8,6 @@ mod source;
 pub use checkpoint::{FileCheckpoints, FileState};
 pub use config::FileSourceConfig;
 pub use source::FileSource;
+
+#[cfg(test)]
+mod tests;

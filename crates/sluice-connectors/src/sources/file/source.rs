@@ -79,7 +79,7 @@ impl Source for FileSource {
     }
 }
 
-fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
+pub(super) fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
     meta.modified()
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())

@@ -1,0 +1,109 @@
+use std::{io::Write, path::Path, sync::Arc};
+
+use sluice_core::{Delivery, split_lines};
+use sluice_queue::{DeadLetterFilter, DeadLetterStore, Queue, QueueSettings, embedded::EmbeddedQueue};
+use tokio::sync::watch;
+
+use super::{source::mtime_ns, *};
+use crate::sources::{Source, SourceContext};
+
+fn config(dir: &Path) -> FileSourceConfig {
+    FileSourceConfig {
+        path: dir.join("in/*.ndjson*").to_string_lossy().into_owned(),
+        poll_interval_secs: 1,
+        max_batch_bytes: 1024,
+        settle_secs: 1,
+    }
+}
+
+fn lines(from: usize, n: usize) -> String {
+    (from..from + n).map(|i| format!("{{\"n\":{i}}}\n")).collect()
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// Runs the source once in `--until-idle` mode and returns what it enqueued.
+async fn read_once(dir: &Path, state: &str, queue: &Arc<EmbeddedQueue>) -> Vec<Delivery> {
+    let (_stop, shutdown) = watch::channel(false);
+    let ctx = SourceContext {
+        name: "files".into(),
+        queue: queue.clone(),
+        dead_letters: queue.clone(),
+        shutdown,
+        until_idle: true,
+        state_dir: dir.join(state),
+    };
+    Box::new(FileSource::new(config(dir))).run(ctx).await.unwrap();
+    let got = queue.receive(10_000).await.unwrap();
+    queue.ack(got.iter().map(|d| d.id).collect()).await.unwrap();
+    got
+}
+
+fn line_count(batches: &[Delivery]) -> usize {
+    batches.iter().map(|d| split_lines(&d.payload).count()).sum()
+}
+
+#[tokio::test]
+async fn files_are_read_once_in_line_aligned_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("in")).unwrap();
+    std::fs::write(dir.path().join("in/a.ndjson"), lines(0, 300)).unwrap();
+    std::fs::write(dir.path().join("in/b.ndjson.gz"), gzip(lines(300, 300).as_bytes())).unwrap();
+    std::fs::write(dir.path().join("in/ignored.txt"), "x").unwrap();
+    let queue = Arc::new(EmbeddedQueue::open(&dir.path().join("q"), QueueSettings::default()).unwrap());
+
+    let first = read_once(dir.path(), "state", &queue).await;
+    assert!(first.len() > 2, "batches are cut at max_batch_bytes");
+    assert_eq!(line_count(&first), 600);
+    assert!(first.iter().all(|d| d.payload.ends_with(b"\n") && !d.maybe_committed));
+    let keys: std::collections::HashSet<_> = first.iter().map(|d| d.key.clone()).collect();
+    assert_eq!(keys.len(), first.len());
+
+    assert!(
+        read_once(dir.path(), "state", &queue).await.is_empty(),
+        "a second run reads nothing again"
+    );
+
+    // A file whose read was cut off by a crash is read again with the same keys, flagged.
+    let name = dir.path().join("in/a.ndjson");
+    let meta = std::fs::metadata(&name).unwrap();
+    let crashed = FileCheckpoints::open(&dir.path().join("crashed/files.sqlite3")).unwrap();
+    let shown = name.display().to_string();
+    crashed
+        .mark(&shown, meta.len(), mtime_ns(&meta), FileState::Reading)
+        .unwrap();
+    drop(crashed);
+    let again = read_once(dir.path(), "crashed", &queue).await;
+    let reread: Vec<&Delivery> = again.iter().filter(|d| d.key.contains("a.ndjson@")).collect();
+    let originals: Vec<&Delivery> = first.iter().filter(|d| d.key.contains("a.ndjson@")).collect();
+    assert_eq!(
+        reread.iter().map(|d| &d.key).collect::<Vec<_>>(),
+        originals.iter().map(|d| &d.key).collect::<Vec<_>>()
+    );
+    assert!(reread.iter().all(|d| d.maybe_committed));
+}
+
+#[tokio::test]
+async fn corrupt_gzip_keeps_readable_lines_and_dead_letters_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("in")).unwrap();
+    let mut data = gzip(lines(0, 50).as_bytes());
+    data.extend_from_slice(b"\x1f\x8b\x08\x00garbage that is not deflate");
+    std::fs::write(dir.path().join("in/bad.ndjson.gz"), data).unwrap();
+    let queue = Arc::new(EmbeddedQueue::open(&dir.path().join("q"), QueueSettings::default()).unwrap());
+
+    let got = read_once(dir.path(), "state", &queue).await;
+    assert_eq!(line_count(&got), 50);
+    let letters = queue.list(DeadLetterFilter::default(), 10).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].reason, "unreadable_input");
+    assert!(letters[0].detail.contains("bad.ndjson.gz"), "{}", letters[0].detail);
+    assert!(
+        read_once(dir.path(), "state", &queue).await.is_empty(),
+        "the broken file is not retried forever"
+    );
+}

@@ -169,7 +169,12 @@ pub async fn run(dir: &Path, n: usize) -> Result<()> {
         .to_file_path()
         .map_err(|()| anyhow::anyhow!("table is not local"))?;
     println!("\nTry it:");
-    println!("  sluice dlq show {} --limit 3", pipeline_path.display());
+    let exe = std::env::current_exe().map_or_else(|_| "sluice".into(), |p| p.display().to_string());
+    println!("  {exe} dlq show {} --limit 3", pipeline_path.display());
+    println!(
+        "  {exe} run {}   # the same pipeline, until Ctrl-C",
+        pipeline_path.display()
+    );
     println!(
         "  duckdb -c \"INSTALL delta; LOAD delta; SELECT dt, hour, event_type, count(*) AS events FROM delta_scan('{}') GROUP BY ALL ORDER BY ALL\"",
         table_path.display().to_string().trim_end_matches('/')

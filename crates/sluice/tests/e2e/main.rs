@@ -2,4 +2,5 @@
 //! checked against the generator's oracle and an independent reader.
 
 mod clickstream;
+mod faults;
 mod support;

@@ -3,4 +3,5 @@
 
 mod clickstream;
 mod faults;
+mod redelivery;
 mod support;

@@ -56,24 +56,28 @@ pub fn run_ok(cmd: &mut Command) -> String {
 
 /// Generates clickstream NDJSON; returns (lines, oracle).
 pub fn generate(dir: &Path, n: usize, seed: u64) -> (Vec<String>, serde_json::Value) {
+    generate_with(
+        dir,
+        n,
+        seed,
+        ["--dup-rate", "0.02", "--bad-rate", "0.01", "--late-rate", "0.05"],
+    )
+}
+
+/// Generates clickstream NDJSON with the given generator flags; returns (lines, oracle).
+pub fn generate_with<const N: usize>(
+    dir: &Path,
+    n: usize,
+    seed: u64,
+    flags: [&str; N],
+) -> (Vec<String>, serde_json::Value) {
     let out = dir.join("events.ndjson");
     let expect = dir.join("expect.json");
     run_ok(
         Command::new(python())
             .arg(bench_dir().join("gen_events.py"))
-            .args([
-                "clickstream",
-                "-n",
-                &n.to_string(),
-                "--seed",
-                &seed.to_string(),
-                "--dup-rate",
-                "0.02",
-                "--bad-rate",
-                "0.01",
-                "--late-rate",
-                "0.05",
-            ])
+            .args(["clickstream", "-n", &n.to_string(), "--seed", &seed.to_string()])
+            .args(flags)
             .arg("-o")
             .arg(&out)
             .arg("--expect")

@@ -8,14 +8,19 @@
 //! number of times it was sent (so the engine added no duplicate); the dead
 //! letters are exactly the invalid lines.
 //!
+//! The same for the file source, with files dropped into the folder while the
+//! process is being killed: a file cut off by a kill is read again, and the
+//! chunks the table already holds are skipped.
+//!
 //! Size: `SLUICE_FAULT_ROUNDS` (default 8) kills over `SLUICE_FAULT_EVENTS`
 //! (default 30 000) lines; the long run is documented in the README.
 
 use std::{
     collections::{HashMap, HashSet},
+    path::Path,
     process::Command,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use serde_json::Value;
@@ -26,7 +31,7 @@ fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-fn pipeline(http: u16, api: u16) -> String {
+fn pipeline(source: &str, api: u16) -> String {
     format!(
         r#"
 [api]
@@ -36,13 +41,12 @@ address = "127.0.0.1:{api}"
 visibility_timeout_secs = 5
 max_attempts = 100
 
-[sources.web]
-type = "http"
-address = "127.0.0.1:{http}"
+[sources.input]
+{source}
 
 [transforms.standardize]
 type = "validate"
-inputs = ["web"]
+inputs = ["input"]
 schema = "{schema}"
 event_id = "/event_id"
 event_time = "/ts"
@@ -115,6 +119,89 @@ fn event_id(line: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Kills the engine once (at a random moment, or on odd rounds right after a
+/// Delta commit lands, before the queue acknowledged its batches) and
+/// restarts it. Returns when the new process is ready.
+fn kill_and_restart(sluice: &mut Running, round: usize, rng: &mut u64, dir: &Path, api: u16) -> String {
+    let moment = if round % 2 == 0 {
+        let wait = 100 + next_rand(rng) % 700;
+        std::thread::sleep(Duration::from_millis(wait));
+        format!("after {wait} ms")
+    } else {
+        let log_dir = dir.join("lake/clickstream/_delta_log");
+        let before = commits(&log_dir);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while commits(&log_dir) == before && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        "right after a commit".to_string()
+    };
+    sluice.child.kill().unwrap();
+    sluice.child.wait().unwrap();
+    *sluice = Running::start(&dir.join("pipeline.toml"), &[]);
+    sluice.wait_ready(api);
+    moment
+}
+
+/// The end state after the faults: the table's distinct ids are exactly the
+/// oracle's; no id has more rows than times it was offered to the engine;
+/// the dead letters are exactly the invalid lines.
+async fn check_outcome(dir: &Path, lines: &[String], oracle: &Value, offered: &HashMap<String, u64>) {
+    let contents = support::read_lake(&dir.join("lake/clickstream")).await;
+    eprintln!(
+        "{} lines -> {} rows, {} distinct ids",
+        lines.len(),
+        contents.rows,
+        contents.ids.len()
+    );
+    assert_eq!(
+        contents.ids_sha256,
+        oracle["event_ids_sha256"].as_str().unwrap(),
+        "lost or foreign events"
+    );
+    assert_eq!(contents.ids.len() as u64, oracle["valid_unique"].as_u64().unwrap());
+    let mut offered_per_id: HashMap<String, u64> = HashMap::new();
+    for (line, times) in offered {
+        if let Some(id) = event_id(line) {
+            *offered_per_id.entry(id).or_insert(0) += times;
+        }
+    }
+    for (id, rows) in &contents.rows_per_id {
+        let sent = offered_per_id.get(id).copied().unwrap_or(0);
+        assert!(
+            *rows <= sent,
+            "engine duplicate: {id} has {rows} rows but was sent {sent} times"
+        );
+    }
+    let shown = support::run_ok(
+        Command::new(support::SLUICE)
+            .args(["dlq", "show"])
+            .arg(dir.join("pipeline.toml"))
+            .args(["--json", "--limit", "100000000"]),
+    );
+    let dead: HashSet<String> = shown
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["bytes"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let invalid: HashSet<String> = lines
+        .iter()
+        .filter(|l| event_id(l).is_none_or(|id| !contents.ids.contains(&id)))
+        .cloned()
+        .collect();
+    assert_eq!(
+        dead.len(),
+        invalid.len(),
+        "distinct dead letters vs distinct invalid lines"
+    );
+    assert_eq!(dead, invalid);
+    assert!(invalid.len() as u64 <= oracle["invalid"].as_u64().unwrap());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_rounds_lose_nothing_and_duplicate_nothing() {
     let rounds = env_or("SLUICE_FAULT_ROUNDS", 8);
@@ -123,10 +210,9 @@ async fn kill_9_rounds_lose_nothing_and_duplicate_nothing() {
     let dir = tmp.path();
     let (lines, oracle) = support::generate(dir, n, 23);
     let (http, api) = (support::free_port(), support::free_port());
-    let pipeline_path = dir.join("pipeline.toml");
-    std::fs::write(&pipeline_path, pipeline(http, api)).unwrap();
-
-    let mut sluice = Running::start(&pipeline_path, &[]);
+    let source = format!("type = \"http\"\naddress = \"127.0.0.1:{http}\"");
+    std::fs::write(dir.join("pipeline.toml"), pipeline(&source, api)).unwrap();
+    let mut sluice = Running::start(&dir.join("pipeline.toml"), &[]);
     sluice.wait_ready(api);
 
     let log = Arc::new(Mutex::new(ClientLog::default()));
@@ -153,34 +239,15 @@ async fn kill_9_rounds_lose_nothing_and_duplicate_nothing() {
             }
         }));
     }
-
-    // Kill at random moments while the client is sending, then restart.
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    let total = batches.len();
-    let log_dir = dir.join("lake/clickstream/_delta_log");
     for round in 0..rounds {
-        let moment = if round % 2 == 0 {
-            let wait = 100 + next_rand(&mut rng) % 700;
-            tokio::time::sleep(Duration::from_millis(wait)).await;
-            format!("after {wait} ms")
-        } else {
-            // Right after a Delta commit lands, before the queue has acknowledged its batches.
-            let before = commits(&log_dir);
-            let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            while commits(&log_dir) == before && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_micros(200));
-            }
-            "right after a commit".to_string()
-        };
-        sluice.child.kill().unwrap();
-        sluice.child.wait().unwrap();
+        let moment = tokio::task::block_in_place(|| kill_and_restart(&mut sluice, round, &mut rng, dir, api));
         let progress = *next.lock().unwrap();
         eprintln!(
-            "round {}: killed {moment} ({progress}/{total} batches handed out)",
-            round + 1
+            "round {}: killed {moment} ({progress}/{} batches handed out)",
+            round + 1,
+            batches.len()
         );
-        sluice = Running::start(&pipeline_path, &[]);
-        sluice.wait_ready(api);
     }
     for c in clients {
         c.await.unwrap();
@@ -188,65 +255,76 @@ async fn kill_9_rounds_lose_nothing_and_duplicate_nothing() {
     sluice.stop();
 
     let log = Arc::try_unwrap(log).ok().unwrap().into_inner().unwrap();
-    let table = dir.join("lake/clickstream");
-    let contents = support::read_lake(&table).await;
     eprintln!(
-        "{rounds} kills; {} lines, {} requests, {} rows, {} distinct ids",
-        lines.len(),
+        "{rounds} kills; {} requests for {} batches",
         log.requests,
-        contents.rows,
-        contents.ids.len()
+        batches.len()
     );
+    assert_eq!(log.acked.len(), lines.len(), "every batch was acknowledged in the end");
+    check_outcome(dir, &lines, &oracle, &log.sends).await;
+}
 
-    // Every batch was acknowledged in the end, and the table's distinct ids are
-    // exactly the oracle's valid ids: nothing acknowledged was lost.
-    assert_eq!(log.acked.len(), lines.len());
-    assert_eq!(
-        contents.ids_sha256,
-        oracle["event_ids_sha256"].as_str().unwrap(),
-        "lost or foreign events"
-    );
-    assert_eq!(contents.ids.len() as u64, oracle["valid_unique"].as_u64().unwrap());
-    let mut sends_per_id: HashMap<String, u64> = HashMap::new();
-    for (line, times) in &log.sends {
-        if let Some(id) = event_id(line) {
-            *sends_per_id.entry(id).or_insert(0) += times;
-        }
-    }
-    for (id, rows) in &contents.rows_per_id {
-        let sent = sends_per_id.get(id).copied().unwrap_or(0);
-        assert!(
-            *rows <= sent,
-            "engine duplicate: {id} has {rows} rows but was sent {sent} times"
-        );
-    }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_rounds_while_files_arrive_lose_nothing_and_duplicate_nothing() {
+    let rounds = env_or("SLUICE_FAULT_ROUNDS", 8);
+    let n = env_or("SLUICE_FAULT_EVENTS", 30_000);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (lines, oracle) = support::generate(dir, n, 29);
+    let api = support::free_port();
+    let source = "type = \"file\"\npath = \"incoming/*.ndjson*\"\nsettle_secs = 0\nmax_batch_bytes = 8192";
+    std::fs::write(dir.join("pipeline.toml"), pipeline(source, api)).unwrap();
+    let incoming = dir.join("incoming");
+    std::fs::create_dir_all(&incoming).unwrap();
+    let mut sluice = Running::start(&dir.join("pipeline.toml"), &[]);
+    sluice.wait_ready(api);
 
-    // Dead letters hold exactly the invalid lines (each possibly more than once, if resent).
-    let shown = support::run_ok(
-        Command::new(support::SLUICE)
-            .args(["dlq", "show"])
-            .arg(&pipeline_path)
-            .args(["--json", "--limit", "100000000"]),
-    );
-    let dead: HashSet<String> = shown
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["bytes"]
-                .as_str()
-                .unwrap()
-                .to_string()
+    // Files arrive (written aside, renamed in) while the engine is being killed.
+    let files: Vec<Vec<String>> = lines.chunks(3000).map(<[String]>::to_vec).collect();
+    let pause = Duration::from_millis(800 * rounds as u64) / files.len().max(1) as u32;
+    let dropper = {
+        let (files, incoming) = (files.clone(), incoming.clone());
+        std::thread::spawn(move || {
+            for (i, file) in files.iter().enumerate() {
+                let name = if i % 3 == 0 {
+                    format!("part-{i:05}.ndjson.gz")
+                } else {
+                    format!("part-{i:05}.ndjson")
+                };
+                let text = file.join("\n") + "\n";
+                let bytes = if name.ends_with(".gz") {
+                    gzip(text.as_bytes())
+                } else {
+                    text.into_bytes()
+                };
+                let tmp = incoming.join(format!(".{name}.tmp"));
+                std::fs::write(&tmp, bytes).unwrap();
+                std::fs::rename(tmp, incoming.join(name)).unwrap();
+                std::thread::sleep(pause);
+            }
         })
-        .collect();
-    let invalid: HashSet<String> = lines
-        .iter()
-        .filter(|l| event_id(l).is_none_or(|id| !contents.ids.contains(&id)))
-        .cloned()
-        .collect();
-    assert_eq!(
-        dead.len(),
-        invalid.len(),
-        "distinct dead letters vs distinct invalid lines"
-    );
-    assert_eq!(dead, invalid);
-    assert!(invalid.len() as u64 <= oracle["invalid"].as_u64().unwrap());
+    };
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    for round in 0..rounds {
+        let moment = tokio::task::block_in_place(|| kill_and_restart(&mut sluice, round, &mut rng, dir, api));
+        eprintln!("round {}: killed {moment}", round + 1);
+    }
+    dropper.join().unwrap();
+    sluice.stop();
+    // Whatever the stopped run had not read yet, a batch run reads now.
+    let mut finish = Running::start(&dir.join("pipeline.toml"), &["--until-idle"]);
+    assert!(finish.child.wait().unwrap().success());
+
+    let mut offered: HashMap<String, u64> = HashMap::new();
+    for line in &lines {
+        *offered.entry(line.clone()).or_insert(0) += 1;
+    }
+    check_outcome(dir, &lines, &oracle, &offered).await;
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
 }

@@ -233,6 +233,37 @@ mod tests {
         assert_eq!(transform().check(&mut e).unwrap_err().0, "invalid_json");
     }
 
+    #[test]
+    fn hostile_input_is_refused_without_crashing() {
+        let deep_array = "[".repeat(100_000) + &"]".repeat(100_000);
+        assert_eq!(reason_of(&deep_array), "invalid_json");
+        let deep_field = format!(
+            r#"{{"id":"e","ts":"2026-11-01T00:00:00Z","x":{}{}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert_eq!(reason_of(&deep_field), "invalid_json");
+        assert_eq!(
+            reason_of("{\"id\":\"a\u{0}b\",\"ts\":\"2026-11-01T00:00:00Z\"}"),
+            "invalid_json"
+        );
+        assert_eq!(
+            reason_of(r#"{"id":"e","ts":"2026-11-01T00:00:00Z","kind":"dt=1970-01-01"}"#),
+            "schema:/kind:enum"
+        );
+        assert_eq!(reason_of(r#"{"id":"e","ts":"../../x"}"#), "schema:/ts:format");
+    }
+
+    #[test]
+    fn escaped_nul_and_megabyte_strings_are_ordinary_values() {
+        let big = "x".repeat(4 << 20);
+        let mut e = event(&format!(
+            r#"{{"id":"a\u0000b","ts":"2026-11-01T00:00:00Z","note":"{big}"}}"#
+        ));
+        transform().check(&mut e).unwrap();
+        assert_eq!(e.id.as_deref(), Some("a\u{0}b"));
+    }
+
     #[tokio::test]
     async fn a_bad_event_does_not_stop_its_batch() {
         let events = vec![

@@ -11,38 +11,6 @@ use crate::support::{self, Running};
 /// Peak resident memory the engine may use in this scenario.
 const RSS_BOUND_KIB: u64 = 256 * 1024;
 
-fn pipeline(http: u16, api: u16) -> String {
-    format!(
-        r#"
-[api]
-address = "127.0.0.1:{api}"
-
-[delivery]
-visibility_timeout_secs = 2
-max_attempts = 1000
-max_queue_bytes = 1048576
-
-[sources.web]
-type = "http"
-address = "127.0.0.1:{http}"
-
-[transforms.standardize]
-type = "validate"
-inputs = ["web"]
-schema = "{schema}"
-event_id = "/event_id"
-event_time = "/ts"
-
-[sinks.lake]
-type = "lake"
-inputs = ["standardize"]
-uri = "lake/t"
-flush_interval_secs = 1
-"#,
-        schema = support::bench_dir().join("schemas/clickstream.schema.json").display()
-    )
-}
-
 /// Peak resident set size of a process, in KiB.
 fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -61,7 +29,17 @@ async fn full_queue_answers_503_and_everything_accepted_lands_after_recovery() {
     let (lines, _) = support::generate_with(dir, 20_000, 9, ["--dup-rate", "0", "--bad-rate", "0"]);
     let (http, api) = (support::free_port(), support::free_port());
     let pipeline_path = dir.join("pipeline.toml");
-    std::fs::write(&pipeline_path, pipeline(http, api)).unwrap();
+    std::fs::write(
+        &pipeline_path,
+        support::pipeline(
+            api,
+            "visibility_timeout_secs = 2\nmax_attempts = 1000\nmax_queue_bytes = 1048576",
+            &format!("[sources.web]\ntype = \"http\"\naddress = \"127.0.0.1:{http}\""),
+            &["web"],
+            "t",
+        ),
+    )
+    .unwrap();
     let table = dir.join("lake/t");
     let mut sluice = Running::start(&pipeline_path, &[]);
     sluice.wait_ready(api);

@@ -3,7 +3,7 @@
 //! half posted to the collector (NDJSON, JSON arrays, gzip), checked against
 //! the generator's oracle, with our reader and an independent one.
 
-use std::{collections::BTreeMap, io::Write, path::Path, process::Command, time::Duration};
+use std::{collections::BTreeMap, path::Path, process::Command, time::Duration};
 
 use futures::{StreamExt, stream};
 use serde_json::Value;
@@ -11,46 +11,6 @@ use serde_json::Value;
 use crate::support::{self, Running};
 
 const LINES: usize = 200_000;
-
-fn pipeline(http: u16, api: u16) -> String {
-    format!(
-        r#"
-[api]
-address = "127.0.0.1:{api}"
-
-[sources.web]
-type = "http"
-address = "127.0.0.1:{http}"
-max_body_bytes = 2097152
-max_decompressed_bytes = 8388608
-
-[sources.files]
-type = "file"
-path = "incoming/*.ndjson*"
-max_batch_bytes = 1048576
-
-[transforms.standardize]
-type = "validate"
-inputs = ["web", "files"]
-schema = "{schema}"
-event_id = "/event_id"
-event_time = "/ts"
-
-[sinks.lake]
-type = "lake"
-inputs = ["standardize"]
-uri = "lake/clickstream"
-flush_interval_secs = 1
-"#,
-        schema = support::bench_dir().join("schemas/clickstream.schema.json").display()
-    )
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
 
 /// Writes a file under a name the pattern ignores, then renames it in.
 fn drop_file(dir: &Path, name: &str, contents: &[u8]) {
@@ -92,7 +52,15 @@ async fn clickstream_through_files_and_http_matches_the_oracle() {
     assert_eq!(lines.len(), LINES);
     let (http, api) = (support::free_port(), support::free_port());
     let pipeline_path = dir.join("pipeline.toml");
-    std::fs::write(&pipeline_path, pipeline(http, api)).unwrap();
+    std::fs::write(&pipeline_path, support::pipeline(
+            api,
+            "",
+            &format!(
+                "[sources.web]\ntype = \"http\"\naddress = \"127.0.0.1:{http}\"\nmax_body_bytes = 2097152\nmax_decompressed_bytes = 8388608\n\n[sources.files]\ntype = \"file\"\npath = \"incoming/*.ndjson*\"\nmax_batch_bytes = 1048576"
+            ),
+            &["web", "files"],
+            "clickstream",
+        )).unwrap();
     let incoming = dir.join("incoming");
     std::fs::create_dir_all(&incoming).unwrap();
     support::run_ok(Command::new(support::SLUICE).arg("validate").arg(&pipeline_path));
@@ -103,7 +71,11 @@ async fn clickstream_through_files_and_http_matches_the_oracle() {
 
     let mut sluice = Running::start(&pipeline_path, &[]);
     sluice.wait_ready(api);
-    drop_file(&incoming, "part-1.ndjson.gz", &gzip((gz.join("\n") + "\n").as_bytes()));
+    drop_file(
+        &incoming,
+        "part-1.ndjson.gz",
+        &support::gzip((gz.join("\n") + "\n").as_bytes()),
+    );
 
     // Bodies that cannot be read at all are refused; nothing of them is kept.
     let client = reqwest::Client::new();
@@ -137,7 +109,7 @@ async fn clickstream_through_files_and_http_matches_the_oracle() {
         status(client.post(&url).body(vec![b' '; 3 << 20]).send().await.unwrap()),
         413
     );
-    let bomb = gzip(&vec![b' '; 64 << 20]);
+    let bomb = support::gzip(&vec![b' '; 64 << 20]);
     assert_eq!(
         status(
             client
@@ -174,7 +146,7 @@ async fn clickstream_through_files_and_http_matches_the_oracle() {
                             &url,
                             "application/x-ndjson",
                             true,
-                            gzip(chunk.join("\n").as_bytes()),
+                            support::gzip(chunk.join("\n").as_bytes()),
                         )
                         .await
                     }

@@ -27,38 +27,11 @@ use serde_json::Value;
 
 use crate::support::{self, Running};
 
+/// Redelivery soon after a kill; enough attempts that kills never exhaust them.
+const DELIVERY: &str = "visibility_timeout_secs = 5\nmax_attempts = 100";
+
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn pipeline(source: &str, api: u16) -> String {
-    format!(
-        r#"
-[api]
-address = "127.0.0.1:{api}"
-
-[delivery]
-visibility_timeout_secs = 5
-max_attempts = 100
-
-[sources.input]
-{source}
-
-[transforms.standardize]
-type = "validate"
-inputs = ["input"]
-schema = "{schema}"
-event_id = "/event_id"
-event_time = "/ts"
-
-[sinks.lake]
-type = "lake"
-inputs = ["standardize"]
-uri = "lake/clickstream"
-flush_interval_secs = 1
-"#,
-        schema = support::bench_dir().join("schemas/clickstream.schema.json").display()
-    )
 }
 
 /// What the client saw: sends per line, and lines acknowledged with a 200.
@@ -211,7 +184,17 @@ async fn kill_9_rounds_lose_nothing_and_duplicate_nothing() {
     let (lines, oracle) = support::generate(dir, n, 23);
     let (http, api) = (support::free_port(), support::free_port());
     let source = format!("type = \"http\"\naddress = \"127.0.0.1:{http}\"");
-    std::fs::write(dir.join("pipeline.toml"), pipeline(&source, api)).unwrap();
+    std::fs::write(
+        dir.join("pipeline.toml"),
+        support::pipeline(
+            api,
+            DELIVERY,
+            &format!("[sources.input]\n{source}"),
+            &["input"],
+            "clickstream",
+        ),
+    )
+    .unwrap();
     let mut sluice = Running::start(&dir.join("pipeline.toml"), &[]);
     sluice.wait_ready(api);
 
@@ -273,7 +256,17 @@ async fn kill_9_rounds_while_files_arrive_lose_nothing_and_duplicate_nothing() {
     let (lines, oracle) = support::generate(dir, n, 29);
     let api = support::free_port();
     let source = "type = \"file\"\npath = \"incoming/*.ndjson*\"\nsettle_secs = 0\nmax_batch_bytes = 8192";
-    std::fs::write(dir.join("pipeline.toml"), pipeline(source, api)).unwrap();
+    std::fs::write(
+        dir.join("pipeline.toml"),
+        support::pipeline(
+            api,
+            DELIVERY,
+            &format!("[sources.input]\n{source}"),
+            &["input"],
+            "clickstream",
+        ),
+    )
+    .unwrap();
     let incoming = dir.join("incoming");
     std::fs::create_dir_all(&incoming).unwrap();
     let mut sluice = Running::start(&dir.join("pipeline.toml"), &[]);
@@ -293,7 +286,7 @@ async fn kill_9_rounds_while_files_arrive_lose_nothing_and_duplicate_nothing() {
                 };
                 let text = file.join("\n") + "\n";
                 let bytes = if name.ends_with(".gz") {
-                    gzip(text.as_bytes())
+                    support::gzip(text.as_bytes())
                 } else {
                     text.into_bytes()
                 };
@@ -320,11 +313,4 @@ async fn kill_9_rounds_while_files_arrive_lose_nothing_and_duplicate_nothing() {
         *offered.entry(line.clone()).or_insert(0) += 1;
     }
     check_outcome(dir, &lines, &oracle, &offered).await;
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
 }

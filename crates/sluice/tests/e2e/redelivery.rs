@@ -14,37 +14,6 @@ use serde_json::Value;
 
 use crate::support::{self, Running};
 
-fn pipeline(http: u16, api: u16) -> String {
-    format!(
-        r#"
-[api]
-address = "127.0.0.1:{api}"
-
-[delivery]
-visibility_timeout_secs = 2
-max_attempts = 3
-
-[sources.web]
-type = "http"
-address = "127.0.0.1:{http}"
-
-[transforms.standardize]
-type = "validate"
-inputs = ["web"]
-schema = "{schema}"
-event_id = "/event_id"
-event_time = "/ts"
-
-[sinks.lake]
-type = "lake"
-inputs = ["standardize"]
-uri = "lake/t"
-flush_interval_secs = 1
-"#,
-        schema = support::bench_dir().join("schemas/clickstream.schema.json").display()
-    )
-}
-
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !done() {
@@ -101,7 +70,17 @@ async fn failing_commits_dead_letter_after_max_attempts_and_redrive_lands_once()
     let (first, second) = lines.split_at(100);
     let (http, api) = (support::free_port(), support::free_port());
     let pipeline_path = dir.join("pipeline.toml");
-    std::fs::write(&pipeline_path, pipeline(http, api)).unwrap();
+    std::fs::write(
+        &pipeline_path,
+        support::pipeline(
+            api,
+            "visibility_timeout_secs = 2\nmax_attempts = 3",
+            &format!("[sources.web]\ntype = \"http\"\naddress = \"127.0.0.1:{http}\""),
+            &["web"],
+            "t",
+        ),
+    )
+    .unwrap();
     let table = dir.join("lake/t");
 
     let sluice = {

@@ -233,3 +233,41 @@ pub fn all_files(root: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// A clickstream pipeline for tests: `sources` (TOML tables) -> `validate`
+/// with the shared schema -> a lake table at `lake/<table>`, flushed every
+/// second, with `[api]` on `api` and optional `[delivery]` settings.
+pub fn pipeline(api: u16, delivery: &str, sources: &str, inputs: &[&str], table: &str) -> String {
+    format!(
+        r#"
+[api]
+address = "127.0.0.1:{api}"
+
+[delivery]
+{delivery}
+
+{sources}
+
+[transforms.standardize]
+type = "validate"
+inputs = {inputs:?}
+schema = "{schema}"
+event_id = "/event_id"
+event_time = "/ts"
+
+[sinks.lake]
+type = "lake"
+inputs = ["standardize"]
+uri = "lake/{table}"
+flush_interval_secs = 1
+"#,
+        schema = bench_dir().join("schemas/clickstream.schema.json").display()
+    )
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}

@@ -4,5 +4,6 @@
 mod backpressure;
 mod clickstream;
 mod faults;
+mod hostile;
 mod redelivery;
 mod support;

@@ -1,0 +1,88 @@
+//! Hostile input over real HTTP: one request mixes valid events with lines
+//! that are invalid UTF-8, carry raw NUL bytes, nest 100 000 levels deep or
+//! hold a 3 MiB string. The request is accepted, each bad line becomes a dead
+//! letter with its reason, the valid events land, and the collector keeps
+//! answering.
+
+use std::{collections::BTreeMap, process::Command};
+
+use serde_json::Value;
+
+use crate::support::{self, Running};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_lines_are_dead_lettered_and_the_rest_lands() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (lines, _) = support::generate_with(dir, 3, 17, ["--dup-rate", "0", "--bad-rate", "0"]);
+    let (http, api) = (support::free_port(), support::free_port());
+    let sources = format!("[sources.web]\ntype = \"http\"\naddress = \"127.0.0.1:{http}\"\nmax_body_bytes = 8388608");
+    std::fs::write(
+        dir.join("pipeline.toml"),
+        support::pipeline(api, "", &sources, &["web"], "t"),
+    )
+    .unwrap();
+    let sluice = {
+        let mut s = Running::start(&dir.join("pipeline.toml"), &[]);
+        s.wait_ready(api);
+        s
+    };
+
+    let valid: Value = serde_json::from_str(&lines[2]).unwrap();
+    let mut huge = valid.clone();
+    huge["geo"]["city"] = "x".repeat(3 << 20).into();
+    huge["event_id"] = "00000000-0000-4000-8000-000000000000".into();
+    let mut body: Vec<u8> = Vec::new();
+    for part in [
+        lines[0].as_bytes().to_vec(),
+        b"{\"event_id\":\"\xff\xfe\"}".to_vec(),
+        b"{\"event_id\":\"a\0b\"}".to_vec(),
+        format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)).into_bytes(),
+        format!("{{\"x\":{}{}}}", "{\"a\":".repeat(100_000), "}".repeat(100_000)).into_bytes(),
+        huge.to_string().into_bytes(),
+        lines[1].as_bytes().to_vec(),
+    ] {
+        body.extend(part);
+        body.push(b'\n');
+    }
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{http}/v1/events");
+    let r = client.post(&url).body(body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "{\"accepted\":7}");
+    // The collector still answers, and a later valid event lands too.
+    assert_eq!(
+        client.post(&url).body(lines[2].clone()).send().await.unwrap().status(),
+        200
+    );
+    sluice.stop();
+
+    let contents = support::read_lake(&dir.join("lake/t")).await;
+    let mut expected: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["event_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    expected.push("00000000-0000-4000-8000-000000000000".into());
+    expected.sort();
+    let mut got: Vec<String> = contents.ids.into_iter().collect();
+    got.sort();
+    assert_eq!(got, expected, "the valid events, the 3 MiB one included, land");
+    let dlq: Value = serde_json::from_str(&support::run_ok(
+        Command::new(support::SLUICE)
+            .args(["dlq", "list"])
+            .arg(dir.join("pipeline.toml"))
+            .arg("--json"),
+    ))
+    .unwrap();
+    let by_reason: BTreeMap<String, u64> = serde_json::from_value(dlq["by_reason"].clone()).unwrap();
+    assert_eq!(
+        by_reason,
+        BTreeMap::from([("invalid_json".to_string(), 4)]),
+        "{by_reason:?}"
+    );
+}

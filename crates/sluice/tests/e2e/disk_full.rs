@@ -111,3 +111,59 @@ async fn a_full_disk_is_retried_and_nothing_is_lost_or_doubled() {
     assert_eq!(contents.ids_sha256, oracle["event_ids_sha256"].as_str().unwrap());
     assert_eq!(contents.rows as usize, lines.len(), "each event exactly once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_disk_answers_503_and_recovers_without_loss() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let disk = Tmpfs::mount(&dir.join(".sluice"), "1m");
+    let (lines, _) = support::generate_with(dir, 20_000, 37, ["--dup-rate", "0", "--bad-rate", "0"]);
+    let (http, api) = (support::free_port(), support::free_port());
+    let sources = format!("[sources.web]\ntype = \"http\"\naddress = \"127.0.0.1:{http}\"");
+    std::fs::write(
+        dir.join("pipeline.toml"),
+        support::pipeline(api, "", &sources, &["web"], "t"),
+    )
+    .unwrap();
+    let sluice = {
+        let mut s = Running::start(&dir.join("pipeline.toml"), &[]);
+        s.wait_ready(api);
+        s
+    };
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{http}/v1/events");
+    let mut accepted = 0;
+    let mut refused = None;
+    for batch in lines.chunks(1000) {
+        let r = client.post(&url).body(batch.join("\n")).send().await.unwrap();
+        match r.status().as_u16() {
+            200 => accepted += batch.len(),
+            503 => {
+                assert_eq!(r.headers()["retry-after"], "1");
+                refused = Some(batch);
+                break;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    let refused = refused.expect("the queue's disk never filled up");
+    assert_eq!(support::http_get(api, "/health").unwrap().0, 200, "still serving");
+
+    disk.grow("256m");
+    loop {
+        let r = client.post(&url).body(refused.join("\n")).send().await.unwrap();
+        if r.status() == 200 {
+            accepted += refused.len();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    sluice.stop();
+    let contents = support::read_lake(&dir.join("lake/t")).await;
+    eprintln!(
+        "queue disk full: refused after {} accepted lines",
+        accepted - refused.len()
+    );
+    assert_eq!(contents.ids.len(), accepted, "every accepted event landed");
+    assert_eq!(contents.rows as usize, accepted, "and only once");
+}

@@ -107,3 +107,57 @@ async fn corrupt_gzip_keeps_readable_lines_and_dead_letters_the_rest() {
         "the broken file is not retried forever"
     );
 }
+
+#[tokio::test]
+async fn a_full_queue_pauses_reading_until_batches_are_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("in")).unwrap();
+    std::fs::write(dir.path().join("in/a.ndjson"), lines(0, 2000)).unwrap();
+    let settings = QueueSettings {
+        max_bytes: 4096,
+        ..QueueSettings::default()
+    };
+    let queue = Arc::new(EmbeddedQueue::open(&dir.path().join("q"), settings).unwrap());
+    let (_stop, shutdown) = watch::channel(false);
+    let ctx = SourceContext {
+        name: "files".into(),
+        queue: queue.clone(),
+        dead_letters: queue.clone(),
+        shutdown,
+        until_idle: true,
+        state_dir: dir.path().join("state"),
+    };
+    let reader = tokio::spawn(Box::new(FileSource::new(config(dir.path()))).run(ctx));
+
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!reader.is_finished(), "the source waits while the queue is full");
+    let held = queue.stats().await.unwrap().bytes;
+    assert!(held <= 4096 + 1024 + 64, "the queue holds {held} bytes");
+
+    let mut delivered = Vec::new();
+    while !reader.is_finished() || queue.stats().await.unwrap().batches > 0 {
+        let got = queue.receive(100).await.unwrap();
+        queue.ack(got.iter().map(|d| d.id).collect()).await.unwrap();
+        delivered.extend(got);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    reader.await.unwrap().unwrap();
+    let mut numbers: Vec<u64> = delivered
+        .iter()
+        .flat_map(|d| {
+            split_lines(&d.payload)
+                .map(|(_, l)| {
+                    serde_json::from_slice::<serde_json::Value>(&l).unwrap()["n"]
+                        .as_u64()
+                        .unwrap()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    numbers.sort_unstable();
+    assert_eq!(
+        numbers,
+        (0..2000).collect::<Vec<u64>>(),
+        "every line once, none lost while paused"
+    );
+}

@@ -197,15 +197,23 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
             .max_in_flight
             .saturating_sub(in_flight.lock().expect("in-flight lock").len());
         let deliveries = if free > 0 {
-            q.receive(free.min(16)).await?
+            match q.receive(free.min(16)).await {
+                Ok(d) => d,
+                Err(e) => {
+                    queue_trouble("receive", &e).await;
+                    continue;
+                }
+            }
         } else {
             Vec::new()
         };
         if deliveries.is_empty() {
             if sources.is_empty() {
                 if in_flight.lock().expect("in-flight lock").is_empty() {
-                    if q.stats().await?.batches == 0 {
-                        break;
+                    match q.stats().await {
+                        Ok(stats) if stats.batches == 0 => break,
+                        Ok(_) => {}
+                        Err(e) => queue_trouble("stats", &e).await,
                     }
                 } else if last_idle_flush.is_none_or(|t| t.elapsed() > Duration::from_millis(500)) {
                     // Nothing new will come: commit what sinks hold without waiting for their age bound.
@@ -250,7 +258,24 @@ struct Consumer<'a> {
     max_in_flight: usize,
 }
 
+/// A queue operation failed (storage trouble): the batches involved return
+/// after their visibility timeout, so the pipeline logs, counts, pauses and
+/// goes on instead of stopping.
+async fn queue_trouble(operation: &str, error: &sluice_queue::QueueError) {
+    metrics::counter!("sluice_queue_errors_total", "operation" => operation.to_string()).increment(1);
+    tracing::warn!(%operation, %error, "queue operation failed; retrying");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
 impl Consumer<'_> {
+    /// Returns a batch to the queue for a later attempt; if even that fails,
+    /// it comes back after its visibility timeout.
+    async fn return_later(&self, id: sluice_core::DeliveryId, error: String, delay: Duration) {
+        if let Err(e) = self.queue.nack(id, error, delay).await {
+            queue_trouble("nack", &e).await;
+        }
+    }
+
     async fn process(&self, d: Delivery) -> Result<()> {
         if let Some(t) = self.in_flight.lock().expect("in-flight lock").get(&d.key) {
             t.add_delivery(d.id);
@@ -258,7 +283,7 @@ impl Consumer<'_> {
         }
         let Some(route) = self.routes.get(&d.source) else {
             let error = format!("this pipeline has no source named {:?}", d.source);
-            self.queue.nack(d.id, error, Duration::from_secs(60)).await?;
+            self.return_later(d.id, error, Duration::from_secs(60)).await;
             return Ok(());
         };
         let events: Vec<Event> = split_lines(&d.payload)
@@ -267,7 +292,7 @@ impl Consumer<'_> {
         let routed = match run_route(&d.source, events, route, &self.transforms, &self.sink_inputs).await {
             Ok(r) => r,
             Err(e) if e.is_retriable() => {
-                self.queue.nack(d.id, e.message, RETRY_DELAY).await?;
+                self.return_later(d.id, e.message, RETRY_DELAY).await;
                 return Ok(());
             }
             Err(e) => bail!("batch {}: {e}", d.key),
@@ -288,15 +313,16 @@ impl Consumer<'_> {
                 })
                 .collect();
             if let Err(e) = self.dlq.put(letters).await {
-                self.queue
-                    .nack(d.id, format!("storing dead letters: {e}"), RETRY_DELAY)
-                    .await?;
+                self.return_later(d.id, format!("storing dead letters: {e}"), RETRY_DELAY)
+                    .await;
                 return Ok(());
             }
         }
         let jobs: Vec<(usize, Vec<Event>)> = routed.per_sink.into_iter().filter(|(_, e)| !e.is_empty()).collect();
         if jobs.is_empty() {
-            self.queue.ack(vec![d.id]).await?;
+            if let Err(e) = self.queue.ack(vec![d.id]).await {
+                queue_trouble("ack", &e).await;
+            }
             return Ok(());
         }
         let ticket = Ticket::new(d.key.clone(), d.id, jobs.len(), self.done_tx.clone());

@@ -6,7 +6,7 @@
 
 use std::{path::Path, time::Duration};
 
-use crate::support::{self, Running};
+use crate::support;
 
 /// Peak resident memory the engine may use in this scenario.
 const RSS_BOUND_KIB: u64 = 256 * 1024;
@@ -27,22 +27,12 @@ async fn full_queue_answers_503_and_everything_accepted_lands_after_recovery() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (lines, _) = support::generate_with(dir, 20_000, 9, ["--dup-rate", "0", "--bad-rate", "0"]);
-    let (http, api) = (support::free_port(), support::free_port());
-    let pipeline_path = dir.join("pipeline.toml");
-    std::fs::write(
-        &pipeline_path,
-        support::pipeline(
-            api,
-            "visibility_timeout_secs = 2\nmax_attempts = 1000\nmax_queue_bytes = 1048576",
-            &format!("[sources.web]\ntype = \"http\"\naddress = \"127.0.0.1:{http}\""),
-            &["web"],
-            "t",
-        ),
-    )
-    .unwrap();
     let table = dir.join("lake/t");
-    let mut sluice = Running::start(&pipeline_path, &[]);
-    sluice.wait_ready(api);
+    let (sluice, http, api) = support::start_http_pipeline(
+        dir,
+        "visibility_timeout_secs = 2\nmax_attempts = 1000\nmax_queue_bytes = 1048576",
+        "",
+    );
     let client = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{http}/v1/events");
     let mut batches = lines.chunks(1000);

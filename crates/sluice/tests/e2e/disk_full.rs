@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::support::{self, Running};
+use crate::support;
 
 /// A tmpfs mounted for the test, unmounted when dropped.
 struct Tmpfs(PathBuf);
@@ -61,19 +61,7 @@ async fn a_full_disk_is_retried_and_nothing_is_lost_or_doubled() {
     let dir = tmp.path();
     let disk = Tmpfs::mount(&dir.join("lake"), "512k");
     let (lines, oracle) = support::generate_with(dir, 20_000, 31, ["--dup-rate", "0", "--bad-rate", "0"]);
-    let (http, api) = (support::free_port(), support::free_port());
-    let sources = format!("[sources.web]\ntype = \"http\"\naddress = \"127.0.0.1:{http}\"");
-    let delivery = "visibility_timeout_secs = 2\nmax_attempts = 1000";
-    std::fs::write(
-        dir.join("pipeline.toml"),
-        support::pipeline(api, delivery, &sources, &["web"], "t"),
-    )
-    .unwrap();
-    let sluice = {
-        let mut s = Running::start(&dir.join("pipeline.toml"), &[]);
-        s.wait_ready(api);
-        s
-    };
+    let (sluice, http, api) = support::start_http_pipeline(dir, "visibility_timeout_secs = 2\nmax_attempts = 1000", "");
 
     let client = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{http}/v1/events");
@@ -118,18 +106,7 @@ async fn a_full_queue_disk_answers_503_and_recovers_without_loss() {
     let dir = tmp.path();
     let disk = Tmpfs::mount(&dir.join(".sluice"), "1m");
     let (lines, _) = support::generate_with(dir, 20_000, 37, ["--dup-rate", "0", "--bad-rate", "0"]);
-    let (http, api) = (support::free_port(), support::free_port());
-    let sources = format!("[sources.web]\ntype = \"http\"\naddress = \"127.0.0.1:{http}\"");
-    std::fs::write(
-        dir.join("pipeline.toml"),
-        support::pipeline(api, "", &sources, &["web"], "t"),
-    )
-    .unwrap();
-    let sluice = {
-        let mut s = Running::start(&dir.join("pipeline.toml"), &[]);
-        s.wait_ready(api);
-        s
-    };
+    let (sluice, http, api) = support::start_http_pipeline(dir, "", "");
     let client = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{http}/v1/events");
     let mut accepted = 0;

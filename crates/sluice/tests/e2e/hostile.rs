@@ -8,25 +8,14 @@ use std::{collections::BTreeMap, process::Command};
 
 use serde_json::Value;
 
-use crate::support::{self, Running};
+use crate::support;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_lines_are_dead_lettered_and_the_rest_lands() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (lines, _) = support::generate_with(dir, 3, 17, ["--dup-rate", "0", "--bad-rate", "0"]);
-    let (http, api) = (support::free_port(), support::free_port());
-    let sources = format!("[sources.web]\ntype = \"http\"\naddress = \"127.0.0.1:{http}\"\nmax_body_bytes = 8388608");
-    std::fs::write(
-        dir.join("pipeline.toml"),
-        support::pipeline(api, "", &sources, &["web"], "t"),
-    )
-    .unwrap();
-    let sluice = {
-        let mut s = Running::start(&dir.join("pipeline.toml"), &[]);
-        s.wait_ready(api);
-        s
-    };
+    let (sluice, http, _) = support::start_http_pipeline(dir, "", "max_body_bytes = 8388608");
 
     let valid: Value = serde_json::from_str(&lines[2]).unwrap();
     let mut huge = valid.clone();

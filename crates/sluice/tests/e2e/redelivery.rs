@@ -12,7 +12,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::support::{self, Running};
+use crate::support;
 
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -68,26 +68,9 @@ async fn failing_commits_dead_letter_after_max_attempts_and_redrive_lands_once()
     let (lines, oracle) = support::generate_with(dir, 200, 5, ["--dup-rate", "0", "--bad-rate", "0"]);
     assert_eq!(oracle["valid_unique"], 200);
     let (first, second) = lines.split_at(100);
-    let (http, api) = (support::free_port(), support::free_port());
     let pipeline_path = dir.join("pipeline.toml");
-    std::fs::write(
-        &pipeline_path,
-        support::pipeline(
-            api,
-            "visibility_timeout_secs = 2\nmax_attempts = 3",
-            &format!("[sources.web]\ntype = \"http\"\naddress = \"127.0.0.1:{http}\""),
-            &["web"],
-            "t",
-        ),
-    )
-    .unwrap();
     let table = dir.join("lake/t");
-
-    let sluice = {
-        let mut s = Running::start(&pipeline_path, &[]);
-        s.wait_ready(api);
-        s
-    };
+    let (sluice, http, _) = support::start_http_pipeline(dir, "visibility_timeout_secs = 2\nmax_attempts = 3", "");
     post(http, first).await;
     wait_for_ids(&table, 100).await;
     let (rows_before, ids_before) = rows(&table).await;

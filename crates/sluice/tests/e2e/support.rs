@@ -271,3 +271,19 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     e.write_all(data).unwrap();
     e.finish().unwrap()
 }
+
+/// Writes `dir/pipeline.toml` with one HTTP source `web` (plus `http_keys`)
+/// -> validate -> `lake/t`, starts it and waits until it is ready. Returns
+/// the process and its HTTP and API ports.
+pub fn start_http_pipeline(dir: &Path, delivery: &str, http_keys: &str) -> (Running, u16, u16) {
+    let (http, api) = (free_port(), free_port());
+    let sources = format!("[sources.web]\ntype = \"http\"\naddress = \"127.0.0.1:{http}\"\n{http_keys}");
+    std::fs::write(
+        dir.join("pipeline.toml"),
+        pipeline(api, delivery, &sources, &["web"], "t"),
+    )
+    .unwrap();
+    let mut sluice = Running::start(&dir.join("pipeline.toml"), &[]);
+    sluice.wait_ready(api);
+    (sluice, http, api)
+}

@@ -26,17 +26,24 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
-/// Runs the source once in `--until-idle` mode and returns what it enqueued.
-async fn read_once(dir: &Path, state: &str, queue: &Arc<EmbeddedQueue>) -> Vec<Delivery> {
-    let (_stop, shutdown) = watch::channel(false);
+/// A batch-mode (`--until-idle`) context over `queue`, with the sender that
+/// would stop it (keep it alive while the source runs).
+fn context(queue: &Arc<EmbeddedQueue>, state_dir: &Path) -> (SourceContext, watch::Sender<bool>) {
+    let (stop, shutdown) = watch::channel(false);
     let ctx = SourceContext {
         name: "files".into(),
         queue: queue.clone(),
         dead_letters: queue.clone(),
         shutdown,
         until_idle: true,
-        state_dir: dir.join(state),
+        state_dir: state_dir.to_path_buf(),
     };
+    (ctx, stop)
+}
+
+/// Runs the source once in `--until-idle` mode and returns what it enqueued.
+async fn read_once(dir: &Path, state: &str, queue: &Arc<EmbeddedQueue>) -> Vec<Delivery> {
+    let (ctx, _stop) = context(queue, &dir.join(state));
     Box::new(FileSource::new(config(dir))).run(ctx).await.unwrap();
     let got = queue.receive(10_000).await.unwrap();
     queue.ack(got.iter().map(|d| d.id).collect()).await.unwrap();
@@ -118,15 +125,7 @@ async fn a_full_queue_pauses_reading_until_batches_are_acknowledged() {
         ..QueueSettings::default()
     };
     let queue = Arc::new(EmbeddedQueue::open(&dir.path().join("q"), settings).unwrap());
-    let (_stop, shutdown) = watch::channel(false);
-    let ctx = SourceContext {
-        name: "files".into(),
-        queue: queue.clone(),
-        dead_letters: queue.clone(),
-        shutdown,
-        until_idle: true,
-        state_dir: dir.path().join("state"),
-    };
+    let (ctx, _stop) = context(&queue, &dir.path().join("state"));
     let reader = tokio::spawn(Box::new(FileSource::new(config(dir.path()))).run(ctx));
 
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;

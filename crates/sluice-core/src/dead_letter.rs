@@ -14,6 +14,8 @@ pub mod reason {
     pub const MISSING_EVENT_ID: &str = "missing_event_id";
     pub const BAD_EVENT_TIME: &str = "bad_event_time";
     pub const MISSING_EVENT_TIME: &str = "missing_event_time";
+    /// A value a partition key needs (e.g. the field a bucket hashes) is absent.
+    pub const MISSING_PARTITION_VALUE: &str = "missing_partition_value";
     pub const MAX_ATTEMPTS: &str = "max_attempts";
     pub const UNREADABLE_INPUT: &str = "unreadable_input";
     /// Prefix of reasons for values a sink could not encode.

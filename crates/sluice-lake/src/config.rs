@@ -2,7 +2,10 @@
 
 use serde::Deserialize;
 
-use crate::partition::PartitionKey;
+use crate::{
+    compaction::{CompactionOptions, Scope},
+    partition::PartitionKey,
+};
 
 /// `[sinks.NAME] type = "lake"`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -20,6 +23,76 @@ pub struct LakeSinkConfig {
     /// which a data file is closed and a new one started.
     #[serde(default = "default_max_file_bytes")]
     pub max_file_bytes: u64,
+    /// An event id written within this many seconds is dropped as a
+    /// producer duplicate (0: only within one flush).
+    #[serde(default = "default_dedupe_window_secs")]
+    pub dedupe_window_secs: u64,
+    /// Most event ids the dedupe window holds (about 40 bytes each); past
+    /// it, the oldest are forgotten early.
+    #[serde(default = "default_dedupe_max_ids")]
+    pub dedupe_max_ids: usize,
+    #[serde(default)]
+    pub compaction: CompactionConfig,
+}
+
+/// `[sinks.NAME.compaction]`: scheduled compaction inside `sluice run`; the
+/// look-back and file size also apply to `sluice compact`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CompactionConfig {
+    /// Compact on a schedule inside `sluice run`.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default = "default_compaction_interval_secs")]
+    pub interval_secs: u64,
+    /// Partitions that received files within this many hours are compacted.
+    #[serde(default = "default_lookback_hours")]
+    pub lookback_hours: u64,
+    /// Size compacted files are cut at.
+    #[serde(default = "default_max_file_bytes")]
+    pub target_file_bytes: u64,
+}
+
+impl Default for CompactionConfig {
+    fn default() -> Self {
+        CompactionConfig {
+            enabled: true,
+            interval_secs: default_compaction_interval_secs(),
+            lookback_hours: default_lookback_hours(),
+            target_file_bytes: default_max_file_bytes(),
+        }
+    }
+}
+
+impl CompactionConfig {
+    /// Options for a compaction of `scope` with this file size.
+    pub fn options(&self, scope: Scope, id_column: Vec<String>) -> CompactionOptions {
+        CompactionOptions {
+            scope,
+            target_file_bytes: self.target_file_bytes,
+            id_column,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_compaction_interval_secs() -> u64 {
+    3600
+}
+
+fn default_lookback_hours() -> u64 {
+    12
+}
+
+fn default_dedupe_window_secs() -> u64 {
+    600
+}
+
+fn default_dedupe_max_ids() -> usize {
+    1_000_000
 }
 
 fn default_partition_by() -> Vec<PartitionKey> {
@@ -48,10 +121,25 @@ impl LakeSinkConfig {
         }
         let mut seen = Vec::new();
         for p in &self.partition_by {
-            if seen.contains(p) {
-                return Err(format!("partition_by: {p:?} is listed twice"));
+            if seen.contains(&p.column()) {
+                return Err(format!("partition_by: \"{p}\" is listed twice"));
             }
-            seen.push(*p);
+            seen.push(p.column());
+        }
+        if self.dedupe_window_secs > 0 && self.dedupe_max_ids == 0 {
+            return Err("dedupe_max_ids: must be at least 1 when dedupe_window_secs is set".into());
+        }
+        let c = &self.compaction;
+        if c.interval_secs == 0 {
+            return Err(
+                "compaction.interval_secs: must be at least 1 (use compaction.enabled = false to turn it off)".into(),
+            );
+        }
+        if c.lookback_hours == 0 {
+            return Err("compaction.lookback_hours: must be at least 1".into());
+        }
+        if c.target_file_bytes < 1024 * 1024 {
+            return Err("compaction.target_file_bytes: must be at least 1048576 (1 MiB)".into());
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! Reading a lake table's state: files, rows and partitions from the Delta
 //! log (the `numRecords` statistic of each file), for summaries and checks.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use deltalake::{
     DeltaTableBuilder,
@@ -11,16 +11,24 @@ use deltalake::{
 use serde::Serialize;
 use url::Url;
 
-use crate::LakeError;
+use crate::{LakeError, compaction::plan::partition_name};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct TableSummary {
     pub version: i64,
     pub files: u64,
     pub rows: u64,
-    pub partitions: BTreeSet<String>,
+    /// `dt=2026-11-01/hour=03` (columns in name order) -> its files.
+    pub partitions: BTreeMap<String, PartitionStats>,
     /// Paths of the active data files, relative to the table root.
     pub file_paths: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PartitionStats {
+    pub files: u64,
+    pub rows: u64,
+    pub bytes: u64,
 }
 
 pub async fn summarize(url: &Url) -> Result<TableSummary, LakeError> {
@@ -41,16 +49,14 @@ pub async fn summarize(url: &Url) -> Result<TableSummary, LakeError> {
     for file in snapshot.log_data().iter() {
         summary.files += 1;
         summary.file_paths.push(file.path().into_owned());
-        summary.rows += file.num_records().unwrap_or(0) as u64;
+        let rows = file.num_records().unwrap_or(0) as u64;
+        summary.rows += rows;
         let mut parts: Vec<(String, Option<String>)> = file.partition_values_map().into_iter().collect();
         parts.sort();
-        summary.partitions.insert(
-            parts
-                .iter()
-                .map(|(k, v)| format!("{k}={}", v.as_deref().unwrap_or("null")))
-                .collect::<Vec<_>>()
-                .join("/"),
-        );
+        let stats = summary.partitions.entry(partition_name(&parts)).or_default();
+        stats.files += 1;
+        stats.rows += rows;
+        stats.bytes += file.size().max(0) as u64;
     }
     Ok(summary)
 }

@@ -8,16 +8,21 @@
 //!   is never written again.
 //! * Partition values come only from the parsed event time (`dt=YYYY-MM-DD`,
 //!   `hour=HH`, UTC), never from raw strings, so no value can steer a path.
-//! * Within one flush window, an event id is written at most once.
+//! * Within the dedupe window, an event id is written at most once; across
+//!   any span, compaction leaves each id once per partition.
+//! * Maintenance (compaction, vacuum) never removes rows: compaction removes
+//!   only files whose rows it rewrote, in the same commit.
 
+pub mod compaction;
 pub mod config;
 pub mod inspect;
 pub mod partition;
 pub mod sink;
 mod table;
+pub mod vacuum;
 
-pub use config::LakeSinkConfig;
-pub use inspect::{TableSummary, distinct_strings, summarize};
+pub use config::{CompactionConfig, LakeSinkConfig};
+pub use inspect::{PartitionStats, TableSummary, distinct_strings, summarize};
 pub use sink::LakeSink;
 
 #[derive(Debug, thiserror::Error)]

@@ -1,44 +1,141 @@
-//! Partition keys and the values derived from an event's parsed time.
+//! Partition keys and the values derived from an event's parsed fields.
+//!
+//! `dt` and `hour` come from the event time (UTC). `bucket(N, /pointer)`
+//! hashes the value at a JSON pointer (the event id, usually) into one of N
+//! buckets: XXH64 (seed 0) of the value's UTF-8 text, modulo N, written with
+//! zero padding so buckets sort (`00`..`15`). Values are digits and dashes
+//! only, so no partition value can steer a path.
+
+use std::{fmt, str::FromStr};
 
 use chrono::{DateTime, Datelike, Timelike};
 use serde::Deserialize;
+use twox_hash::XxHash64;
 
-/// A partition column. Values are derived from the event time (UTC) only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// Most buckets a table may have.
+pub const MAX_BUCKETS: u32 = 4096;
+
+/// A partition column.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(try_from = "String")]
 pub enum PartitionKey {
     /// `YYYY-MM-DD`
     Dt,
     /// `00`..`23`
     Hour,
+    /// `bucket(count, pointer)`
+    Bucket { count: u32, pointer: String },
 }
 
 impl PartitionKey {
-    pub fn column(self) -> &'static str {
+    pub fn column(&self) -> &'static str {
         match self {
             PartitionKey::Dt => "dt",
             PartitionKey::Hour => "hour",
+            PartitionKey::Bucket { .. } => "bucket",
         }
     }
 }
 
-/// The partition values of an event time, in `keys` order; `None` when the
-/// time is outside chrono's range.
-pub fn partition_values(keys: &[PartitionKey], time_us: i64) -> Option<Vec<String>> {
-    let t = DateTime::from_timestamp_micros(time_us)?;
-    Some(
-        keys.iter()
-            .map(|k| match k {
-                PartitionKey::Dt => format!("{:04}-{:02}-{:02}", t.year(), t.month(), t.day()),
-                PartitionKey::Hour => format!("{:02}", t.hour()),
-            })
-            .collect(),
-    )
+impl fmt::Display for PartitionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PartitionKey::Bucket { count, pointer } => write!(f, "bucket({count}, {pointer})"),
+            other => f.write_str(other.column()),
+        }
+    }
+}
+
+impl FromStr for PartitionKey {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let allowed = "allowed: \"dt\", \"hour\", \"bucket(N, /json/pointer)\"";
+        match s.trim() {
+            "dt" => return Ok(PartitionKey::Dt),
+            "hour" => return Ok(PartitionKey::Hour),
+            _ => {}
+        }
+        let inner = s
+            .trim()
+            .strip_prefix("bucket(")
+            .and_then(|rest| rest.strip_suffix(')'))
+            .ok_or_else(|| format!("{s:?} is not a partition key; {allowed}"))?;
+        let (count, pointer) = inner
+            .split_once(',')
+            .ok_or_else(|| format!("{s:?}: write a bucket key as bucket(N, /json/pointer)"))?;
+        let count: u32 = count
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| (2..=MAX_BUCKETS).contains(n))
+            .ok_or_else(|| format!("{s:?}: the bucket count must be a whole number from 2 to {MAX_BUCKETS}"))?;
+        let pointer = pointer.trim();
+        if !pointer.starts_with('/') {
+            return Err(format!(
+                "{s:?}: {pointer:?} is not a JSON pointer; write it like \"/event_id\""
+            ));
+        }
+        Ok(PartitionKey::Bucket {
+            count,
+            pointer: pointer.to_string(),
+        })
+    }
+}
+
+impl TryFrom<String> for PartitionKey {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+/// Why an event has no partition values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartitionError {
+    /// The event time is outside chrono's range.
+    TimeOutOfRange,
+    /// A bucket key's pointer finds no string or number.
+    MissingBucketValue(String),
+}
+
+/// The bucket of a value: XXH64 (seed 0) of its UTF-8 text modulo `count`,
+/// zero-padded to the width of the largest bucket.
+pub fn bucket_of(value: &str, count: u32) -> String {
+    let bucket = XxHash64::oneshot(0, value.as_bytes()) % u64::from(count);
+    let width = (count - 1).to_string().len();
+    format!("{bucket:0width$}")
+}
+
+/// The partition values of an event, in `keys` order. `bucket_input` gives
+/// the text a bucket key hashes, by JSON pointer.
+pub fn partition_values<'a>(
+    keys: &[PartitionKey],
+    time_us: i64,
+    mut bucket_input: impl FnMut(&str) -> Option<std::borrow::Cow<'a, str>>,
+) -> Result<Vec<String>, PartitionError> {
+    let t = DateTime::from_timestamp_micros(time_us).ok_or(PartitionError::TimeOutOfRange)?;
+    keys.iter()
+        .map(|k| match k {
+            PartitionKey::Dt => Ok(format!("{:04}-{:02}-{:02}", t.year(), t.month(), t.day())),
+            PartitionKey::Hour => Ok(format!("{:02}", t.hour())),
+            PartitionKey::Bucket { count, pointer } => bucket_input(pointer)
+                .map(|v| bucket_of(&v, *count))
+                .ok_or_else(|| PartitionError::MissingBucketValue(pointer.clone())),
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
+    use std::borrow::Cow;
+
     use super::*;
+
+    fn no_bucket(_: &str) -> Option<Cow<'static, str>> {
+        None
+    }
 
     #[test]
     fn values_come_from_utc_time() {
@@ -46,11 +143,11 @@ mod tests {
             .unwrap()
             .timestamp_micros();
         assert_eq!(
-            partition_values(&[PartitionKey::Dt, PartitionKey::Hour], t).unwrap(),
+            partition_values(&[PartitionKey::Dt, PartitionKey::Hour], t, no_bucket).unwrap(),
             vec!["2026-10-31".to_string(), "23".to_string()]
         );
         assert_eq!(
-            partition_values(&[PartitionKey::Hour], t).unwrap(),
+            partition_values(&[PartitionKey::Hour], t, no_bucket).unwrap(),
             vec!["23".to_string()]
         );
     }
@@ -61,8 +158,62 @@ mod tests {
             .unwrap()
             .timestamp_micros();
         assert_eq!(
-            partition_values(&[PartitionKey::Dt], t).unwrap(),
+            partition_values(&[PartitionKey::Dt], t, no_bucket).unwrap(),
             vec!["0099-01-02".to_string()]
+        );
+    }
+
+    #[test]
+    fn out_of_range_time_is_an_error() {
+        assert_eq!(
+            partition_values(&[PartitionKey::Dt], i64::MAX, no_bucket),
+            Err(PartitionError::TimeOutOfRange)
+        );
+    }
+
+    #[test]
+    fn parses_keys_and_names_what_is_allowed() {
+        assert_eq!("dt".parse::<PartitionKey>().unwrap(), PartitionKey::Dt);
+        assert_eq!(
+            "bucket(16, /event_id)".parse::<PartitionKey>().unwrap(),
+            PartitionKey::Bucket {
+                count: 16,
+                pointer: "/event_id".into()
+            }
+        );
+        let unknown = "day".parse::<PartitionKey>().unwrap_err();
+        assert!(unknown.contains("allowed: \"dt\", \"hour\""), "{unknown}");
+        let zero = "bucket(0, /event_id)".parse::<PartitionKey>().unwrap_err();
+        assert!(zero.contains("from 2 to 4096"), "{zero}");
+        let pointer = "bucket(8, event_id)".parse::<PartitionKey>().unwrap_err();
+        assert!(pointer.contains("not a JSON pointer"), "{pointer}");
+    }
+
+    #[test]
+    fn buckets_are_stable_spread_and_padded() {
+        // XXH64 with seed 0 is specified, so bucket numbers never change
+        // between versions or machines.
+        assert_eq!(XxHash64::oneshot(0, b""), 0xef46db3751d8e999);
+        let keys = [PartitionKey::Bucket {
+            count: 16,
+            pointer: "/id".into(),
+        }];
+        let mut counts = [0u32; 16];
+        for i in 0..16_000 {
+            let id = format!("event-{i}");
+            let values = partition_values(&keys, 0, |p| {
+                assert_eq!(p, "/id");
+                Some(Cow::Owned(id.clone()))
+            })
+            .unwrap();
+            assert_eq!(values[0].len(), 2, "{values:?}");
+            counts[values[0].parse::<usize>().unwrap()] += 1;
+        }
+        assert!(counts.iter().all(|&n| (800..1200).contains(&n)), "{counts:?}");
+        assert_eq!(bucket_of("x", 4).len(), 1);
+        assert_eq!(
+            partition_values(&keys, 0, no_bucket),
+            Err(PartitionError::MissingBucketValue("/id".into()))
         );
     }
 }

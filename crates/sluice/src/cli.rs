@@ -32,6 +32,37 @@ pub enum Command {
     },
     /// Check a pipeline file, its schemas and paths, without starting anything.
     Validate { pipeline: PathBuf },
+    /// Compact a lake sink's table: merge each partition's files and drop duplicate event ids.
+    Compact {
+        pipeline: PathBuf,
+        /// The lake sink (needed when the pipeline has several).
+        #[arg(long)]
+        sink: Option<String>,
+        /// Partitions that received files within this many hours (default: the sink's `compaction.lookback_hours`).
+        #[arg(long, conflicts_with = "all")]
+        since: Option<u64>,
+        /// Every partition with files not yet compacted, however old.
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete data files no table version still uses, once older than the retention.
+    Vacuum {
+        pipeline: PathBuf,
+        #[arg(long)]
+        sink: Option<String>,
+        #[arg(long, default_value_t = sluice_lake::vacuum::DEFAULT_RETENTION_HOURS)]
+        retention_hours: u64,
+        /// Allow a retention shorter than the table's (readers of older versions may fail).
+        #[arg(long)]
+        force: bool,
+        /// List what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect and redrive dead letters.
     Dlq {
         #[command(subcommand)]

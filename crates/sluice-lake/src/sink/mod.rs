@@ -1,16 +1,21 @@
 //! The `lake` sink: buffers events into per-partition Parquet files and
 //! commits them to the Delta log together with the keys of their batches.
 //!
-//! Flow of one batch: events are grouped by partition (from the event time),
-//! duplicate event ids within the flush window are dropped, the JSON payloads
+//! Flow of one batch: events are grouped by partition (event time, and the
+//! bucket of a field if configured), event ids seen within the dedupe window
+//! ([`seen`]) are dropped, the JSON payloads
 //! are decoded straight into Arrow columns and streamed into the partition's
 //! open file. `flush` closes the files and makes one Delta commit holding the
 //! `add` actions and one `txn` action per batch key. If the commit fails, the
 //! closed files and keys stay staged and the next `flush` retries them.
 
+mod seen;
+
 use std::{
-    collections::{HashMap, HashSet},
+    borrow::Cow,
+    collections::HashMap,
     sync::Arc,
+    time::{Duration, Instant},
 };
 
 use arrow_array::RecordBatch;
@@ -38,7 +43,7 @@ use url::Url;
 
 use crate::{
     LakeError, LakeSinkConfig,
-    partition::{PartitionKey, partition_values},
+    partition::{PartitionError, PartitionKey, partition_values},
     table::{check_schema, open_or_create, table_schema},
 };
 
@@ -53,9 +58,10 @@ pub struct LakeSink {
     data_schema: Arc<Schema>,
     json_text_paths: Vec<Vec<String>>,
     partition_by: Vec<PartitionKey>,
+    /// JSON pointer of the event id (a bucket key on it uses `Event::id`).
+    event_id: String,
     max_buffered: usize,
-    /// Event ids written in the current flush window.
-    window_ids: HashSet<Arc<str>>,
+    seen: seen::SeenIds,
     /// Batch keys in the current window (written, not yet committed).
     window_keys: Vec<String>,
     window_rows: u64,
@@ -67,26 +73,23 @@ pub struct LakeSink {
 }
 
 impl LakeSink {
-    /// Opens (or creates) the table at `url` with the columns of `data_schema`.
+    /// Opens (or creates) the table at `url` with the columns of `data_schema`;
+    /// `event_id` is the JSON pointer of the events' id.
     pub async fn open(
         url: Url,
         config: &LakeSinkConfig,
         data_schema: &Schema,
         json_text_paths: Vec<Vec<String>>,
+        event_id: &str,
     ) -> Result<Self, LakeError> {
         let table = open_or_create(&url, data_schema, &config.partition_by).await?;
         check_schema(&table, &url, &table_schema(data_schema, &config.partition_by))?;
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(
-                ZstdLevel::try_new(3).expect("3 is a valid zstd level"),
-            ))
-            .build();
         let writer = RecordBatchWriter::for_table(&table)
             .map_err(|e| LakeError::Table {
                 uri: url.to_string(),
                 message: e.to_string(),
             })?
-            .with_writer_properties(props)
+            .with_writer_properties(parquet_properties())
             .with_target_file_size(config.max_file_bytes);
         let partition_columns: Vec<&str> = config.partition_by.iter().map(|p| p.column()).collect();
         let writer_schema = writer.arrow_schema();
@@ -103,8 +106,9 @@ impl LakeSink {
             data_schema: Arc::new(Schema::new(data_fields)),
             json_text_paths,
             partition_by: config.partition_by.clone(),
+            event_id: event_id.to_string(),
             max_buffered: config.max_file_bytes as usize,
-            window_ids: HashSet::new(),
+            seen: seen::SeenIds::new(Duration::from_secs(config.dedupe_window_secs), config.dedupe_max_ids),
             window_keys: Vec::new(),
             window_rows: 0,
             duplicates_dropped: 0,
@@ -175,6 +179,29 @@ impl LakeSink {
     }
 }
 
+/// Parquet settings of every file Sluice writes: zstd level 3.
+pub(crate) fn parquet_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("3 is a valid zstd level"),
+        ))
+        .build()
+}
+
+/// The text a bucket key hashes: the event id, or the string or number at
+/// `pointer` in the payload.
+fn bucket_input<'a>(event: &'a Event, event_id: &str, pointer: &str) -> Option<Cow<'a, str>> {
+    if pointer == event_id {
+        return event.id.as_deref().map(Cow::Borrowed);
+    }
+    let value: Value = serde_json::from_slice(&event.payload).ok()?;
+    match value.pointer(pointer)? {
+        Value::String(s) => Some(Cow::Owned(s.clone())),
+        Value::Number(n) => Some(Cow::Owned(n.to_string())),
+        _ => None,
+    }
+}
+
 fn decode_payloads(schema: &Arc<Schema>, payloads: &[Bytes]) -> Result<Option<RecordBatch>, String> {
     let mut decoder = ReaderBuilder::new(schema.clone())
         .with_batch_size(payloads.len().max(1))
@@ -238,16 +265,28 @@ impl Sink for LakeSink {
                 ));
                 continue;
             };
-            let Some(values) = partition_values(&self.partition_by, time_us) else {
-                rejected.push(Rejected::new(
-                    event,
-                    reason::BAD_EVENT_TIME,
-                    format!("event time {time_us}µs is out of range"),
-                ));
-                continue;
-            };
+            let values =
+                match partition_values(&self.partition_by, time_us, |p| bucket_input(&event, &self.event_id, p)) {
+                    Ok(values) => values,
+                    Err(PartitionError::TimeOutOfRange) => {
+                        rejected.push(Rejected::new(
+                            event,
+                            reason::BAD_EVENT_TIME,
+                            format!("event time {time_us}µs is out of range"),
+                        ));
+                        continue;
+                    }
+                    Err(PartitionError::MissingBucketValue(pointer)) => {
+                        rejected.push(Rejected::new(
+                            event,
+                            reason::MISSING_PARTITION_VALUE,
+                            format!("the bucket partition hashes {pointer}, which holds no string or number"),
+                        ));
+                        continue;
+                    }
+                };
             if let Some(id) = &event.id {
-                if !self.window_ids.insert(id.clone()) {
+                if !self.seen.insert(id) {
                     self.duplicates_dropped += 1;
                     continue;
                 }
@@ -293,7 +332,7 @@ impl Sink for LakeSink {
             self.staged_adds.extend(adds);
             self.staged_keys.append(&mut self.window_keys);
             self.staged_rows += std::mem::take(&mut self.window_rows);
-            self.window_ids.clear();
+            self.seen.stage();
         }
         if self.staged_keys.is_empty() {
             return Ok(FlushReport::default());
@@ -335,12 +374,13 @@ impl Sink for LakeSink {
         };
         self.staged_adds.clear();
         self.staged_keys.clear();
+        self.seen.commit(Instant::now());
         Ok(report)
     }
 
     fn reset(&mut self) {
         self.writer.reset();
-        self.window_ids.clear();
+        self.seen.discard();
         self.window_keys.clear();
         self.window_rows = 0;
         self.duplicates_dropped = 0;
@@ -351,4 +391,4 @@ impl Sink for LakeSink {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

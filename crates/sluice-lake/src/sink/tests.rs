@@ -22,17 +22,20 @@ fn schema() -> Schema {
     ])
 }
 
-fn config(uri: &str) -> LakeSinkConfig {
+pub(crate) fn config(uri: &str) -> LakeSinkConfig {
     LakeSinkConfig {
         inputs: vec![],
         uri: uri.into(),
         partition_by: vec![PartitionKey::Dt, PartitionKey::Hour],
         flush_interval_secs: 5,
         max_file_bytes: 8 * 1024 * 1024,
+        dedupe_window_secs: 0,
+        dedupe_max_ids: 1000,
+        compaction: Default::default(),
     }
 }
 
-fn event(line: u32, id: &str, ts: &str, n: &str) -> Event {
+pub(crate) fn event(line: u32, id: &str, ts: &str, n: &str) -> Event {
     let text = format!(r#"{{"id":"{id}","ts":"{ts}","n":{n},"extra":{{"k":[1,2]}}}}"#);
     let mut e = Event::from_line(line, Bytes::from(text));
     e.id = Some(Arc::from(id));
@@ -41,15 +44,17 @@ fn event(line: u32, id: &str, ts: &str, n: &str) -> Event {
 }
 
 async fn open(dir: &tempfile::TempDir) -> (LakeSink, Url) {
+    open_with(dir, |_| {}).await
+}
+
+/// A sink on `dir/t` with the test config, changed by `adjust`.
+pub(crate) async fn open_with(dir: &tempfile::TempDir, adjust: impl FnOnce(&mut LakeSinkConfig)) -> (LakeSink, Url) {
     let url = Url::from_directory_path(dir.path().join("t")).unwrap();
-    let sink = LakeSink::open(
-        url.clone(),
-        &config(url.as_str()),
-        &schema(),
-        vec![vec!["extra".into()]],
-    )
-    .await
-    .unwrap();
+    let mut config = config(url.as_str());
+    adjust(&mut config);
+    let sink = LakeSink::open(url.clone(), &config, &schema(), vec![vec!["extra".into()]], "/id")
+        .await
+        .unwrap();
     (sink, url)
 }
 
@@ -83,7 +88,7 @@ async fn commits_partitioned_rows_and_skips_committed_batches() {
     let summary = summarize(&url).await.unwrap();
     assert_eq!(summary.rows, 3);
     assert_eq!(
-        summary.partitions.iter().cloned().collect::<Vec<_>>(),
+        summary.partitions.keys().cloned().collect::<Vec<_>>(),
         vec!["dt=2026-11-01/hour=00".to_string(), "dt=2026-11-01/hour=01".to_string()]
     );
     for path in &summary.file_paths {
@@ -128,9 +133,92 @@ async fn reopening_with_other_columns_is_refused() {
     let (sink, url) = open(&dir).await;
     drop(sink);
     let other = Schema::new(vec![Field::new("id", DataType::Int64, true)]);
-    let err = LakeSink::open(url.clone(), &config(url.as_str()), &other, vec![])
+    let err = LakeSink::open(url.clone(), &config(url.as_str()), &other, vec![], "/id")
         .await
         .err()
         .unwrap();
     assert!(err.to_string().contains("id:Int64"), "{err}");
+}
+
+async fn flush_one(sink: &mut LakeSink, key: &str, events: Vec<Event>) -> FlushReport {
+    assert_eq!(rejected_count(&sink.accept(key, false, events).await.unwrap()), 0);
+    sink.flush().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_dedupe_window_drops_repeats_across_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sink, url) = open_with(&dir, |c| c.dedupe_window_secs = 600).await;
+    let a = event(0, "a", "2026-11-01T00:10:00Z", "1");
+    flush_one(&mut sink, "k1", vec![a.clone()]).await;
+    let report = flush_one(&mut sink, "k2", vec![a, event(1, "b", "2026-11-01T00:10:00Z", "2")]).await;
+    assert_eq!((report.rows, report.duplicates_dropped), (1, 1));
+    assert_eq!(summarize(&url).await.unwrap().rows, 2);
+}
+
+#[tokio::test]
+async fn without_a_window_repeats_in_later_flushes_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sink, url) = open(&dir).await;
+    let a = event(0, "a", "2026-11-01T00:10:00Z", "1");
+    flush_one(&mut sink, "k1", vec![a.clone()]).await;
+    flush_one(&mut sink, "k2", vec![a]).await;
+    assert_eq!(summarize(&url).await.unwrap().rows, 2, "left for compaction");
+}
+
+#[tokio::test]
+async fn a_reset_forgets_the_ids_of_discarded_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sink, url) = open_with(&dir, |c| c.dedupe_window_secs = 600).await;
+    let a = event(0, "a", "2026-11-01T00:10:00Z", "1");
+    sink.accept("k1", false, vec![a.clone()]).await.unwrap();
+    sink.reset();
+    let report = flush_one(&mut sink, "k1", vec![a]).await;
+    assert_eq!(
+        report.rows, 1,
+        "the redelivered event is not a duplicate of its lost copy"
+    );
+    assert_eq!(summarize(&url).await.unwrap().rows, 1);
+}
+
+#[tokio::test]
+async fn bucket_partitions_hash_the_event_id_or_a_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let by_id: PartitionKey = "bucket(4, /id)".parse().unwrap();
+    let (mut sink, url) = open_with(&dir, |c| c.partition_by.push(by_id)).await;
+    let events: Vec<Event> = (0..40)
+        .map(|i| event(i, &format!("id-{i}"), "2026-11-01T00:10:00Z", "1"))
+        .collect();
+    flush_one(&mut sink, "k", events).await;
+    let summary = summarize(&url).await.unwrap();
+    assert_eq!(summary.rows, 40);
+    assert_eq!(summary.partitions.len(), 4, "{:?}", summary.partitions);
+    let expected = crate::partition::bucket_of("id-7", 4);
+    assert!(
+        summary
+            .partitions
+            .contains_key(&format!("bucket={expected}/dt=2026-11-01/hour=00"))
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let by_n: PartitionKey = "bucket(8, /n)".parse().unwrap();
+    let (mut sink, url) = open_with(&dir, |c| c.partition_by.push(by_n)).await;
+    let mut no_n = event(1, "b", "2026-11-01T00:10:00Z", "null");
+    no_n.payload = Bytes::from_static(br#"{"id":"b","ts":"2026-11-01T00:10:00Z"}"#);
+    let Accepted::Buffered { rejected } = sink
+        .accept("k", false, vec![event(0, "a", "2026-11-01T00:10:00Z", "5"), no_n])
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0].reason, reason::MISSING_PARTITION_VALUE);
+    sink.flush().await.unwrap();
+    let summary = summarize(&url).await.unwrap();
+    assert_eq!(summary.rows, 1);
+    assert!(summary.partitions.contains_key(&format!(
+        "bucket={}/dt=2026-11-01/hour=00",
+        crate::partition::bucket_of("5", 8)
+    )));
 }

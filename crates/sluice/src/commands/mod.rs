@@ -1,6 +1,7 @@
 //! One function per CLI command.
 
 mod dlq;
+mod maintenance;
 mod run;
 
 use anyhow::Result;
@@ -22,6 +23,21 @@ pub async fn execute(command: Command) -> Result<()> {
             );
             Ok(())
         }
+        Command::Compact {
+            pipeline,
+            sink,
+            since,
+            all,
+            json,
+        } => maintenance::compact(&pipeline, sink.as_deref(), since, all, json).await,
+        Command::Vacuum {
+            pipeline,
+            sink,
+            retention_hours,
+            force,
+            dry_run,
+            json,
+        } => maintenance::vacuum(&pipeline, sink.as_deref(), retention_hours, force, dry_run, json).await,
         Command::Dlq { command } => dlq::execute(command).await,
         Command::Demo { dir, events } => demo::run(&dir, events).await,
     }

@@ -31,8 +31,19 @@ pub struct Pipeline {
     pub config: PipelineFile,
     /// Compiled-checked schema of each `validate` transform.
     pub schemas: BTreeMap<String, Value>,
-    /// Table URL and column layout of each lake sink.
-    pub lakes: BTreeMap<String, (Url, ArrowLayout)>,
+    /// Table and columns of each lake sink.
+    pub lakes: BTreeMap<String, LakeTable>,
+}
+
+/// What a lake sink writes: where, which columns, and where the event id is.
+#[derive(Debug, Clone)]
+pub struct LakeTable {
+    pub url: Url,
+    pub layout: ArrowLayout,
+    /// JSON pointer of the event id (from the `validate` inputs).
+    pub event_id: String,
+    /// The column holding the event id, through structs (for compaction).
+    pub id_column: Vec<String>,
 }
 
 /// Reads and checks a pipeline file.
@@ -77,7 +88,7 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
     for (sname, sink) in &config.sinks {
         let SinkConfig::Lake(lake) = sink;
         let url = table_url(&dir, &lake.uri).map_err(|e| invalid(format!("sinks.{sname}.uri: {e}")))?;
-        let schema = lake_schema(&config, &schemas, sname, sink.inputs()).map_err(invalid)?;
+        let (schema, event_id) = lake_schema(&config, &schemas, sname, sink.inputs()).map_err(invalid)?;
         let layout =
             arrow_layout(schema).map_err(|e| invalid(format!("sinks.{sname}: the schema of its inputs: {e}")))?;
         for p in &lake.partition_by {
@@ -88,7 +99,26 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
                 )));
             }
         }
-        lakes.insert(sname.clone(), (url, layout));
+        let id_column = column_path(&layout.schema, &event_id).map_err(|e| {
+            invalid(format!(
+                "sinks.{sname}: the event id {event_id} {e}; compaction needs it as a column"
+            ))
+        })?;
+        for p in &lake.partition_by {
+            if let sluice_lake::partition::PartitionKey::Bucket { pointer, .. } = p {
+                column_path(&layout.schema, pointer)
+                    .map_err(|e| invalid(format!("sinks.{sname}.partition_by: \"{p}\": {pointer} {e}")))?;
+            }
+        }
+        lakes.insert(
+            sname.clone(),
+            LakeTable {
+                url,
+                layout,
+                event_id,
+                id_column,
+            },
+        );
     }
     Ok(Pipeline {
         file,
@@ -231,15 +261,17 @@ fn check_graph(config: &PipelineFile) -> Result<(), String> {
     Ok(())
 }
 
-/// The schema a lake sink's events follow: every input must be a `validate`
-/// transform, all with the same schema.
+/// The schema a lake sink's events follow and the pointer of their id:
+/// every input must be a `validate` transform, all with the same schema and
+/// event id.
 fn lake_schema<'a>(
     config: &PipelineFile,
     schemas: &'a BTreeMap<String, Value>,
     sink: &str,
     inputs: &[String],
-) -> Result<&'a Value, String> {
+) -> Result<(&'a Value, String), String> {
     let mut found: Option<&Value> = None;
+    let mut event_id: Option<&str> = None;
     for input in inputs {
         let Some(schema) = schemas.get(input) else {
             let what = if config.sources.contains_key(input) {
@@ -257,8 +289,44 @@ fn lake_schema<'a>(
             ));
         }
         found = Some(schema);
+        if let Some(TransformConfig::Validate(v)) = config.transforms.get(input) {
+            if event_id.is_some_and(|id| id != v.event_id) {
+                return Err(format!(
+                    "sinks.{sink}.inputs: the inputs take the event id from different fields; one table has one id column"
+                ));
+            }
+            event_id = Some(&v.event_id);
+        }
     }
-    found.ok_or_else(|| format!("sinks.{sink}.inputs: must not be empty"))
+    match (found, event_id) {
+        (Some(schema), Some(id)) => Ok((schema, id.to_string())),
+        _ => Err(format!("sinks.{sink}.inputs: must not be empty")),
+    }
+}
+
+/// The column a JSON pointer names, through struct fields.
+fn column_path(schema: &arrow_schema::Schema, pointer: &str) -> Result<Vec<String>, String> {
+    let path: Vec<String> = pointer
+        .split('/')
+        .skip(1)
+        .map(|s| s.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    let mut fields = schema.fields().clone();
+    for (i, name) in path.iter().enumerate() {
+        let field = fields
+            .iter()
+            .find(|f| f.name() == name)
+            .ok_or_else(|| "is not a column of the table (fields under arrays cannot be used)".to_string())?;
+        match field.data_type() {
+            arrow_schema::DataType::Struct(children) if i + 1 < path.len() => fields = children.clone(),
+            arrow_schema::DataType::Struct(_) | arrow_schema::DataType::List(_) => {
+                return Err("is not a string or number column".into());
+            }
+            _ if i + 1 < path.len() => return Err("is not a column of the table".into()),
+            _ => {}
+        }
+    }
+    Ok(path)
 }
 
 fn table_url(dir: &Path, uri: &str) -> Result<Url, String> {

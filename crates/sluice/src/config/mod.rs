@@ -6,5 +6,5 @@
 mod load;
 mod model;
 
-pub use load::{ConfigError, Pipeline, load};
+pub use load::{ConfigError, LakeTable, Pipeline, load};
 pub use model::{SinkConfig, SourceConfig, TransformConfig};

@@ -17,6 +17,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use futures::{StreamExt, stream};
 use indicatif::{ProgressBar, ProgressStyle};
+use sluice_lake::compaction;
 use sluice_queue::DeadLetterStore;
 use tokio::sync::watch;
 
@@ -72,7 +73,8 @@ pub async fn run(dir: &Path, n: usize) -> Result<()> {
     let pipeline_path = dir.join("pipeline.toml");
     std::fs::write(&pipeline_path, pipeline_text(http_port, api_port))?;
     let pipeline = config::load(&pipeline_path)?;
-    let table_url = pipeline.lakes["lake"].0.clone();
+    let table_url = pipeline.lakes["lake"].url.clone();
+    let id_column = pipeline.lakes["lake"].id_column.clone();
 
     println!(
         "sluice demo: {} events -> http://127.0.0.1:{http_port}/v1/events -> validate -> Delta table",
@@ -123,6 +125,17 @@ pub async fn run(dir: &Path, n: usize) -> Result<()> {
     let total = started.elapsed();
 
     let summary = sluice_lake::summarize(&table_url).await?;
+    let compaction = compaction::compact(
+        &table_url,
+        &compaction::CompactionOptions {
+            scope: compaction::Scope::All,
+            target_file_bytes: 128 * 1024 * 1024,
+            id_column,
+        },
+        &|_, _| {},
+    )
+    .await?;
+    let compacted = sluice_lake::summarize(&table_url).await?;
     let distinct = sluice_lake::distinct_strings(&table_url, "event_id").await?.len() as u64;
     let dead = runtime::open_queue(&pipeline, false)?.counts().await?;
     let accepted = accepted.load(Ordering::Relaxed);
@@ -143,24 +156,33 @@ pub async fn run(dir: &Path, n: usize) -> Result<()> {
         generated.duplicates
     );
     println!(
-        "      {:>6}  dropped at write time (same flush window)",
+        "      {:>6}  dropped at write time (dedupe window)",
         accepted.saturating_sub(summary.rows + dead.total)
     );
     println!(
-        "      {:>6}  in the table until compaction (different flush windows)",
-        summary.rows - distinct
+        "      {:>6}  removed by compaction",
+        compaction.sum(|p| p.duplicates_removed)
+    );
+    println!(
+        "  compaction    {} partitions, {} files -> {} files in {:.1}s; table: {} rows",
+        compaction.partitions.len(),
+        compaction.sum(|p| p.files_in),
+        compaction.sum(|p| p.files_out),
+        compaction.seconds,
+        compacted.rows
     );
     println!("  dead letters  {}", dead.total);
     for (reason, count) in &dead.by_reason {
         println!("      {count:>6}  {reason}");
     }
-    let expected_ok = distinct == generated.valid_unique && dead.total == generated.malformed;
+    let expected_ok =
+        distinct == generated.valid_unique && compacted.rows == distinct && dead.total == generated.malformed;
     println!(
         "  check         generator says {} valid unique, {} malformed: {}",
         generated.valid_unique,
         generated.malformed,
         if expected_ok {
-            "distinct ids and dead letters match"
+            "rows, distinct ids and dead letters match"
         } else {
             "MISMATCH"
         }

@@ -13,6 +13,7 @@
 //! * Stopping (signal, or `--until-idle` once sources are drained) stops the
 //!   sources first, then drains the queue, commits, and returns.
 
+mod compaction;
 pub mod route;
 mod sink_task;
 mod ticket;
@@ -101,14 +102,30 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
 
     let mut sinks = Vec::new();
     let mut sink_tasks = JoinSet::new();
+    let mut background = JoinSet::new();
+    let mut compactions = JoinSet::new();
     for (name, sink) in &cfg.sinks {
         let SinkConfig::Lake(lake) = sink;
-        let (url, layout) = &pipeline.lakes[name];
+        let table = &pipeline.lakes[name];
         let opened: Box<dyn Sink> = Box::new(
-            LakeSink::open(url.clone(), lake, &layout.schema, layout.json_text_paths.clone())
-                .await
-                .with_context(|| format!("sinks.{name}"))?,
+            LakeSink::open(
+                table.url.clone(),
+                lake,
+                &table.layout.schema,
+                table.layout.json_text_paths.clone(),
+                &table.event_id,
+            )
+            .await
+            .with_context(|| format!("sinks.{name}"))?,
         );
+        if lake.compaction.enabled {
+            compactions.spawn(compaction::run_schedule(
+                name.clone(),
+                table.url.clone(),
+                lake.compaction.clone(),
+                table.id_column.clone(),
+            ));
+        }
         let (tx, rx) = mpsc::channel(4);
         let driver = SinkDriver {
             name: name.clone(),
@@ -132,7 +149,6 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
         .collect();
 
     let ready = Arc::new(AtomicBool::new(false));
-    let mut background = JoinSet::new();
     if let Some(api) = &cfg.api {
         let server = api::bind(&api.address).await?;
         background.spawn(api::serve(server, telemetry::prometheus(), ready.clone()));
@@ -242,6 +258,10 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
     }
     acker.await.context("acker panicked")?;
     background.abort_all();
+    // A compaction is cancelled at its next await; waiting for that keeps
+    // the runtime up while delta-rs's kernel may still be blocking on it.
+    compactions.abort_all();
+    while compactions.join_next().await.is_some() {}
     tracing::info!("pipeline stopped; everything accepted is committed");
     Ok(())
 }

@@ -216,17 +216,12 @@ async fn clickstream_through_files_and_http_matches_the_oracle() {
     }
 
     // An independent reader (delta-rs's Python package) sees the same table.
-    let out = support::run_ok(
-        Command::new(support::python())
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/read_delta.py"))
-            .arg(&table)
-            .args(["event_id", "ts"]),
-    );
-    let theirs: Value = serde_json::from_str(&out).unwrap();
+    let theirs = support::read_with_delta_rs(&table);
     assert_eq!(theirs["rows"].as_u64().unwrap(), ours.rows);
     assert_eq!(theirs["ids_sha256"], oracle["event_ids_sha256"]);
     assert_eq!(theirs["per_hour"], oracle["valid_unique_per_hour"]);
     assert_eq!(theirs["partition_mismatches"], 0);
+    assert_eq!(theirs["purchase_revenue_cents"], oracle["purchase_revenue_cents"]);
 
     // Dead letters: every invalid line, with the right reason class.
     let dlq: Value = serde_json::from_str(&support::run_ok(

@@ -3,6 +3,7 @@
 
 mod backpressure;
 mod clickstream;
+mod compaction;
 mod disk_full;
 mod faults;
 mod hostile;

@@ -3,8 +3,9 @@
 
 Usage: read_delta.py TABLE_PATH ID_COLUMN TIME_COLUMN
 Prints JSON: rows, distinct ids, SHA-256 of the sorted distinct ids joined by
-newlines, distinct ids per UTC hour (YYYY-MM-DDTHH), and rows whose dt/hour
-partition values disagree with their event time.
+newlines, distinct ids per UTC hour (YYYY-MM-DDTHH), rows whose dt/hour
+partition values disagree with their event time, and the revenue of distinct
+purchases in cents (clickstream tables: `event_type`, `props.revenue`).
 """
 import hashlib
 import json
@@ -15,15 +16,20 @@ from deltalake import DeltaTable
 
 def main():
     path, id_col, time_col = sys.argv[1:4]
-    table = DeltaTable(path).to_pyarrow_table(columns=[id_col, time_col, "dt", "hour"])
+    table = DeltaTable(path).to_pyarrow_table(columns=[id_col, time_col, "dt", "hour", "event_type", "props"])
     ids = table.column(id_col).to_pylist()
+    types = table.column("event_type").to_pylist()
+    revenues = table.column("props").combine_chunks().field("revenue").to_pylist()
     times = table.column(time_col).to_pylist()
     dts = table.column("dt").to_pylist()
     hours = table.column("hour").to_pylist()
     seen = {}
     mismatched = 0
-    for i, t, d, h in zip(ids, times, dts, hours):
+    revenue_cents = 0
+    for i, t, d, h, kind, revenue in zip(ids, times, dts, hours, types, revenues):
         hour = t.strftime("%Y-%m-%dT%H")
+        if i not in seen and kind == "purchase":
+            revenue_cents += round(revenue * 100)
         seen.setdefault(i, hour)
         if f"{d}T{h}" != hour:
             mismatched += 1
@@ -32,7 +38,8 @@ def main():
         per_hour[hour] = per_hour.get(hour, 0) + 1
     digest = hashlib.sha256("\n".join(sorted(seen)).encode()).hexdigest()
     print(json.dumps({"rows": len(ids), "distinct": len(seen), "ids_sha256": digest,
-                      "per_hour": dict(sorted(per_hour.items())), "partition_mismatches": mismatched}))
+                      "per_hour": dict(sorted(per_hour.items())), "partition_mismatches": mismatched,
+                      "purchase_revenue_cents": revenue_cents}))
 
 
 if __name__ == "__main__":

@@ -213,6 +213,17 @@ pub async fn read_lake(table: &Path) -> LakeContents {
     }
 }
 
+/// What delta-rs's Python package reads from a clickstream table (`read_delta.py`).
+pub fn read_with_delta_rs(table: &Path) -> serde_json::Value {
+    let out = run_ok(
+        Command::new(python())
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/read_delta.py"))
+            .arg(table)
+            .args(["event_id", "ts"]),
+    );
+    serde_json::from_str(&out).unwrap()
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -57,9 +57,37 @@ fn the_documented_example_loads_with_paths_resolved() {
         panic!()
     };
     assert_eq!(f.path, root.join("incoming/*.ndjson*").to_string_lossy());
-    let (url, layout) = &p.lakes["lake"];
-    assert_eq!(url.to_file_path().unwrap(), root.join("lake/clickstream"));
-    assert_eq!(layout.schema.fields().len(), 2);
+    let lake = &p.lakes["lake"];
+    assert_eq!(lake.url.to_file_path().unwrap(), root.join("lake/clickstream"));
+    assert_eq!(lake.layout.schema.fields().len(), 2);
+    assert_eq!(
+        (lake.event_id.as_str(), lake.id_column.as_slice()),
+        ("/event_id", &["event_id".to_string()][..])
+    );
+}
+
+#[test]
+fn bucket_keys_and_compaction_keys_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucketed = EXAMPLE.replace(r#"["dt", "hour"]"#, r#"["dt", "hour", "bucket(16, /event_id)"]"#);
+    let p = load(&write(&dir, &bucketed)).unwrap();
+    let SinkConfig::Lake(lake) = &p.config.sinks["lake"];
+    assert_eq!(lake.partition_by[2].column(), "bucket");
+
+    let e = error_of(&EXAMPLE.replace(r#"["dt", "hour"]"#, r#"["dt", "bucket(16, /nope)"]"#));
+    assert!(
+        e.contains("sinks.lake.partition_by") && e.contains("/nope") && e.contains("not a column"),
+        "{e}"
+    );
+    let e = error_of(&EXAMPLE.replace(r#"["dt", "hour"]"#, r#"["dt", "bucket(1, /event_id)"]"#));
+    assert!(e.contains("from 2 to 4096"), "{e}");
+    let e = error_of(&format!("{EXAMPLE}compaction.lookback_hours = 0\n"));
+    assert!(
+        e.contains("sinks.lake.compaction.lookback_hours: must be at least 1"),
+        "{e}"
+    );
+    let e = error_of(&format!("{EXAMPLE}compaction.every = 5\n"));
+    assert!(e.contains("every") && e.contains("interval_secs"), "{e}");
 }
 
 #[test]

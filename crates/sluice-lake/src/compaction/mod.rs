@@ -1,0 +1,309 @@
+//! Compaction of a lake table: each partition that received new files within
+//! the look-back is rewritten into files of the target size with duplicate
+//! event ids removed, in one atomic commit per partition.
+//!
+//! Invariants:
+//! * A partition's commit removes exactly the files its rewrite read, and
+//!   only while every one of them is still active: the commit is attempted
+//!   on top of the version it was checked against, and only there (no
+//!   automatic rebase). delta-rs' conflict checker ignores `dataChange =
+//!   false` removals, so two compactions could otherwise both replace the
+//!   same files and duplicate their rows.
+//! * Files a writer appends meanwhile are never touched: they are not in the
+//!   rewrite's input, so the next compaction folds them in.
+//! * Output files carry the [`COMPACTED_TAG`] tag; a partition whose files
+//!   all carry it is not rewritten again, so re-running commits nothing.
+//! * Removals and additions are `dataChange = false`: streaming readers of
+//!   the table do not see compacted rows as new data.
+
+pub mod plan;
+mod rewrite;
+
+use std::{collections::HashSet, time::Instant};
+
+use deltalake::{
+    DeltaTable, DeltaTableBuilder, Path,
+    kernel::{
+        Action, Remove,
+        transaction::{CommitBuilder, CommitProperties},
+    },
+    protocol::DeltaOperation,
+};
+use object_store::ObjectStoreExt;
+use serde::Serialize;
+use url::Url;
+
+pub use plan::{FileInfo, PartitionJob, Scope};
+pub use rewrite::COMPACTED_TAG;
+use rewrite::{RewriteError, Rewritten, rewrite};
+
+use crate::LakeError;
+
+/// How often one partition is re-planned after losing a race before the
+/// compaction gives up on it (it is retried by the next run).
+const MAX_ATTEMPTS: u32 = 8;
+
+#[derive(Debug, Clone)]
+pub struct CompactionOptions {
+    pub scope: Scope,
+    pub target_file_bytes: u64,
+    /// Path of the event id column (through structs), e.g. `["event_id"]`.
+    pub id_column: Vec<String>,
+}
+
+/// What one partition's compaction did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PartitionReport {
+    pub partition: String,
+    pub files_in: u64,
+    pub files_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub duplicates_removed: u64,
+    /// The commit that replaced the files.
+    pub version: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CompactionReport {
+    pub partitions: Vec<PartitionReport>,
+    /// Partitions planned but left for a later run after losing races.
+    pub skipped: Vec<String>,
+    /// Commits lost to concurrent compactions (each one re-planned).
+    pub conflicts: u64,
+    pub seconds: f64,
+}
+
+impl CompactionReport {
+    pub fn sum(&self, field: impl Fn(&PartitionReport) -> u64) -> u64 {
+        self.partitions.iter().map(field).sum()
+    }
+}
+
+fn table_error(url: &Url, e: impl std::fmt::Display) -> LakeError {
+    LakeError::Table {
+        uri: url.to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// The table's active files as the plan sees them.
+pub fn active_files(table: &DeltaTable) -> Result<Vec<FileInfo>, deltalake::DeltaTableError> {
+    let snapshot = table.snapshot()?;
+    let columns = snapshot.metadata().partition_columns().to_vec();
+    Ok(snapshot
+        .log_data()
+        .iter()
+        .map(|file| {
+            let values = file.partition_values_map();
+            // delta-rs offers a file's tags only through its `add` action.
+            #[allow(deprecated)]
+            let tags = file.add_action().tags;
+            FileInfo {
+                path: file.path().into_owned(),
+                partition: columns
+                    .iter()
+                    .map(|c| (c.clone(), values.get(c).cloned().flatten()))
+                    .collect(),
+                size: file.size().max(0) as u64,
+                modification_time_ms: file.modification_time(),
+                compacted: tags.is_some_and(|t| t.contains_key(COMPACTED_TAG)),
+            }
+        })
+        .collect())
+}
+
+/// Compacts the table at `url`. `progress` is called after each partition
+/// with the report so far and the number of partitions planned.
+pub async fn compact(
+    url: &Url,
+    options: &CompactionOptions,
+    progress: &(dyn Fn(&PartitionReport, usize) + Send + Sync),
+) -> Result<CompactionReport, LakeError> {
+    let started = Instant::now();
+    let mut table = DeltaTableBuilder::from_url(url.clone())
+        .map_err(|e| table_error(url, e))?
+        .load()
+        .await
+        .map_err(|e| table_error(url, e))?;
+    let jobs = plan::plan(&active_files(&table).map_err(|e| table_error(url, e))?, options.scope);
+    let mut report = CompactionReport::default();
+    let planned = jobs.len();
+    for job in jobs {
+        match compact_partition(&mut table, url, job, options, &mut report.conflicts).await? {
+            Outcome::Compacted(done) => {
+                progress(&done, planned);
+                report.partitions.push(done);
+            }
+            Outcome::LeftForLater(name) => report.skipped.push(name),
+        }
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+enum Outcome {
+    Compacted(PartitionReport),
+    /// Lost too many races, or another compaction did the work meanwhile.
+    LeftForLater(String),
+}
+
+/// Rewrites and commits one partition, re-planning it after lost races.
+async fn compact_partition(
+    table: &mut DeltaTable,
+    url: &Url,
+    mut job: PartitionJob,
+    options: &CompactionOptions,
+    conflicts: &mut u64,
+) -> Result<Outcome, LakeError> {
+    for _ in 0..MAX_ATTEMPTS {
+        let rewritten = match rewrite(table, &job, options.target_file_bytes, &options.id_column).await {
+            Ok(r) => r,
+            Err(RewriteError::InputGone(path)) => {
+                tracing::info!(%url, partition = %job.name(), %path, "an input file was replaced meanwhile; re-planning");
+                *conflicts += 1;
+                match replan(table, url, &job, options.scope).await? {
+                    Some(next) => {
+                        job = next;
+                        continue;
+                    }
+                    None => return Ok(Outcome::LeftForLater(job.name())),
+                }
+            }
+            Err(RewriteError::Other(message)) => {
+                return Err(table_error(url, format!("compacting {}: {message}", job.name())));
+            }
+        };
+        if commit_while_inputs_active(table, url, &job, &rewritten, options.target_file_bytes).await? {
+            let version = table.version().map_or(-1, |v| v as i64);
+            return Ok(Outcome::Compacted(PartitionReport {
+                partition: job.name(),
+                files_in: job.files.len() as u64,
+                files_out: rewritten.adds.len() as u64,
+                bytes_in: job.bytes,
+                bytes_out: rewritten.adds.iter().map(|a| a.size.max(0) as u64).sum(),
+                rows_in: rewritten.rows_in,
+                rows_out: rewritten.rows_out,
+                duplicates_removed: rewritten.rows_in - rewritten.rows_out,
+                version,
+            }));
+        }
+        *conflicts += 1;
+        delete_unused(table, &rewritten).await;
+        match replan(table, url, &job, options.scope).await? {
+            Some(next) => job = next,
+            None => return Ok(Outcome::LeftForLater(job.name())),
+        }
+    }
+    Ok(Outcome::LeftForLater(job.name()))
+}
+
+/// The partition's job planned afresh from the latest table version, if it
+/// still needs one.
+async fn replan(
+    table: &mut DeltaTable,
+    url: &Url,
+    job: &PartitionJob,
+    scope: Scope,
+) -> Result<Option<PartitionJob>, LakeError> {
+    table.update_incremental(None).await.map_err(|e| table_error(url, e))?;
+    let files: Vec<FileInfo> = active_files(table)
+        .map_err(|e| table_error(url, e))?
+        .into_iter()
+        .filter(|f| f.partition == job.partition)
+        .collect();
+    Ok(plan::plan(&files, scope).into_iter().next())
+}
+
+/// Commits removes + adds on top of the latest version, as long as every
+/// input file is still active there. `false`: an input was replaced.
+async fn commit_while_inputs_active(
+    table: &mut DeltaTable,
+    url: &Url,
+    job: &PartitionJob,
+    rewritten: &Rewritten,
+    target_file_bytes: u64,
+) -> Result<bool, LakeError> {
+    let now = sluice_core::now_ms();
+    let removes: Vec<Action> = job
+        .files
+        .iter()
+        .map(|f| {
+            Action::Remove(Remove {
+                path: f.path.clone(),
+                data_change: false,
+                deletion_timestamp: Some(now),
+                extended_file_metadata: Some(true),
+                partition_values: Some(f.partition.iter().cloned().collect()),
+                size: Some(f.size as i64),
+                tags: None,
+                deletion_vector: None,
+                base_row_id: None,
+                default_row_commit_version: None,
+            })
+        })
+        .collect();
+    let adds = rewritten.adds.iter().cloned().map(Action::Add);
+    let actions: Vec<Action> = removes.into_iter().chain(adds).collect();
+    let operation = DeltaOperation::Optimize {
+        predicate: Some(
+            job.partition
+                .iter()
+                .map(|(k, v)| format!("{k} = '{}'", v.as_deref().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(" AND "),
+        ),
+        target_size: target_file_bytes as i64,
+    };
+    for _ in 0..MAX_ATTEMPTS * 4 {
+        table.update_incremental(None).await.map_err(|e| table_error(url, e))?;
+        let active: HashSet<String> = active_files(table)
+            .map_err(|e| table_error(url, e))?
+            .into_iter()
+            .map(|f| f.path)
+            .collect();
+        if !job.files.iter().all(|f| active.contains(&f.path)) {
+            return Ok(false);
+        }
+        let read_version = table.version();
+        let snapshot = table.snapshot().map_err(|e| table_error(url, e))?;
+        let committed = CommitBuilder::from(CommitProperties::default().with_max_retries(0))
+            .with_actions(actions.clone())
+            .build(Some(snapshot), table.log_store(), operation.clone())
+            .await;
+        match committed {
+            Ok(_) => {
+                table.update_incremental(None).await.map_err(|e| table_error(url, e))?;
+                return Ok(true);
+            }
+            Err(e) => {
+                table.update_incremental(None).await.map_err(|e| table_error(url, e))?;
+                if table.version() == read_version {
+                    delete_unused(table, rewritten).await;
+                    return Err(table_error(
+                        url,
+                        format!("committing the compaction of {}: {e}", job.name()),
+                    ));
+                }
+                tracing::debug!(%url, partition = %job.name(), "the table moved on during the commit; checking inputs again");
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// Best-effort removal of output files that will not be committed (vacuum
+/// removes any that remain).
+async fn delete_unused(table: &DeltaTable, rewritten: &Rewritten) {
+    let store = table.object_store();
+    for add in &rewritten.adds {
+        if let Err(e) = store.delete(&Path::from(add.path.as_str())).await {
+            tracing::debug!(path = %add.path, error = %e, "could not delete an unused compaction output");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -78,8 +78,12 @@ impl ValidateTransform {
                 format!("expected a JSON object, got {}", kind_of(&value)),
             ));
         }
-        if let Some(error) = self.validator.iter_errors(&value).next() {
-            return Err((schema_reason(&error), error.to_string()));
+        // `is_valid` stops at the first failure without building errors;
+        // only an invalid event pays for the error that names the reason.
+        if !self.validator.is_valid(&value) {
+            if let Some(error) = self.validator.iter_errors(&value).next() {
+                return Err((schema_reason(&error), error.to_string()));
+            }
         }
         let id = match value.pointer(&self.event_id) {
             Some(Value::String(s)) if !s.is_empty() => Arc::<str>::from(s.as_str()),

@@ -1,0 +1,107 @@
+//! Micro-benchmarks of the hot path, on 10 000 generator lines (1% malformed):
+//! * `validate`: parse each event and check it against the full clickstream
+//!   JSON Schema, extracting id and time;
+//! * `lake_accept`: group by partition, dedupe, decode JSON into Arrow
+//!   columns and encode them into in-memory Parquet (the sink's `accept`;
+//!   `reset` discards the files, so no I/O is measured).
+//!
+//! `cargo bench -p sluice-bench --bench hot_path`
+
+use std::{path::PathBuf, process::Command};
+
+use bytes::Bytes;
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use sluice_core::{Event, Sink, Transform};
+use sluice_lake::{LakeSink, LakeSinkConfig};
+use sluice_schema::{ValidateTransform, arrow_layout, load_schema};
+
+const LINES: usize = 10_000;
+
+fn bench_dir() -> PathBuf {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    [
+        std::env::var_os("SLUICE_BENCH_DIR").map(PathBuf::from),
+        Some(manifest.join("../../../shared/bench")),
+        Some(PathBuf::from("/work/shared/bench")),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|p| p.join("gen_events.py").exists())
+    .expect("shared/bench/gen_events.py not found; set SLUICE_BENCH_DIR")
+}
+
+fn lines() -> Vec<Bytes> {
+    let python = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(python)
+        .arg(bench_dir().join("gen_events.py"))
+        .args(["clickstream", "-n", &LINES.to_string(), "--seed", "3", "--bad-rate", "0.01"])
+        .output()
+        .expect("running the generator");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(Bytes::copy_from_slice)
+        .collect()
+}
+
+fn events(lines: &[Bytes]) -> Vec<Event> {
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Event::from_line(i as u32, l.clone()))
+        .collect()
+}
+
+fn hot_path(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let lines = lines();
+    let schema = load_schema(&bench_dir().join("schemas/clickstream.schema.json")).unwrap();
+    let validate = ValidateTransform::new(&schema, "/event_id", "/ts").unwrap();
+    let bytes: u64 = lines.iter().map(|l| l.len() as u64).sum();
+
+    let mut group = c.benchmark_group("hot_path");
+    group.throughput(Throughput::Elements(lines.len() as u64));
+    group.bench_function("validate", |b| {
+        b.iter_batched(
+            || events(&lines),
+            |events| rt.block_on(validate.process(events)).unwrap(),
+            BatchSize::LargeInput,
+        )
+    });
+
+    let valid = rt.block_on(validate.process(events(&lines))).unwrap().events;
+    let layout = arrow_layout(&schema).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = url::Url::from_directory_path(dir.path().join("t")).unwrap();
+    let config = default_config(url.as_str());
+    let mut sink = rt
+        .block_on(LakeSink::open(
+            url,
+            &config,
+            &layout.schema,
+            layout.json_text_paths.clone(),
+            "/event_id",
+        ))
+        .unwrap();
+    group.bench_function("lake_accept", |b| {
+        b.iter_batched(
+            || valid.clone(),
+            |events| {
+                rt.block_on(sink.accept("bench", false, events)).unwrap();
+                sink.reset();
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+    eprintln!("input: {} events, {} bytes of JSON", lines.len(), bytes);
+}
+
+/// The sink's defaults, as a pipeline file with only `inputs` and `uri` gives them.
+fn default_config(uri: &str) -> LakeSinkConfig {
+    serde_json::from_value(serde_json::json!({ "inputs": ["v"], "uri": uri })).unwrap()
+}
+
+criterion_group!(benches, hot_path);
+criterion_main!(benches);

@@ -1,0 +1,277 @@
+//! `sluice-bench`: the bench command. In one run, on generated input, it
+//! measures and prints Sluice beside the DuckDB reference (lake ingest on
+//! one thread, compaction), HTTP durable ingest at several concurrency
+//! levels and at a paced half rate, event -> queryable latency, and the
+//! engine's peak RSS in each run. `scripts/bench` builds it and runs it.
+
+mod http;
+mod ingest;
+mod process;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use serde::Serialize;
+
+#[derive(Debug, Parser)]
+#[command(about = "Measure Sluice beside the DuckDB reference; print the figures")]
+struct Args {
+    /// Generator lines for the lake ingest run.
+    #[arg(long, default_value_t = 1_000_000)]
+    lines: u64,
+    /// Working folder (inputs, tables, logs, results.json).
+    #[arg(long, default_value = "target/bench")]
+    work: PathBuf,
+    /// Seconds per HTTP load level.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Concurrency levels of the closed-loop HTTP runs.
+    #[arg(long, value_delimiter = ',', default_value = "4,16,64")]
+    concurrency: Vec<usize>,
+    /// Skip the HTTP and latency runs.
+    #[arg(long)]
+    no_http: bool,
+}
+
+/// Where things are.
+pub struct Env {
+    pub sluice: PathBuf,
+    pub python: PathBuf,
+    /// `shared/bench`: generator, schema, DuckDB reference.
+    pub bench_dir: PathBuf,
+    /// This crate's folder (`compact_duckdb.py`).
+    pub scripts: PathBuf,
+    pub work: PathBuf,
+}
+
+impl Env {
+    fn discover(work: &Path) -> Result<Env> {
+        let exe = std::env::current_exe()?;
+        let sluice = exe.with_file_name("sluice");
+        if !sluice.exists() {
+            bail!("{} not found; build it with `cargo build --release -p sluice`", sluice.display());
+        }
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let bench_dir = [
+            std::env::var_os("SLUICE_BENCH_DIR").map(PathBuf::from),
+            Some(manifest.join("../../../shared/bench")),
+            Some(PathBuf::from("/work/shared/bench")),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|p| p.join("gen_events.py").exists())
+        .context("shared/bench/gen_events.py not found; set SLUICE_BENCH_DIR")?;
+        std::fs::create_dir_all(work)?;
+        Ok(Env {
+            sluice,
+            python: std::env::var_os("SLUICE_PYTHON").map_or_else(|| "python3".into(), PathBuf::from),
+            bench_dir,
+            scripts: manifest.to_path_buf(),
+            work: std::fs::canonicalize(work)?,
+        })
+    }
+
+    /// Runs the shared generator; returns the NDJSON path.
+    fn generate(&self, name: &str, lines: u64, flags: &[&str]) -> Result<PathBuf> {
+        let out = self.work.join(format!("{name}.ndjson"));
+        process::run(
+            Command::new(&self.python)
+                .arg(self.bench_dir.join("gen_events.py"))
+                .args(["clickstream", "-n", &lines.to_string(), "--seed", "7"])
+                .args(flags)
+                .arg("-o")
+                .arg(&out)
+                .arg("--expect")
+                .arg(self.work.join(format!("{name}.expect.json"))),
+        )?;
+        Ok(out)
+    }
+}
+
+#[derive(Serialize)]
+struct Results {
+    lines: u64,
+    lake_ingest: ingest::Comparison,
+    compaction: ingest::Comparison,
+    http: Option<HttpResults>,
+}
+
+#[derive(Serialize)]
+struct HttpResults {
+    closed_loop: Vec<http::Load>,
+    paced: http::Load,
+    queryable: http::Queryable,
+    peak_rss_mib: f64,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+async fn http_runs(env: &Env, args: &Args) -> Result<HttpResults> {
+    let dir = env.work.join("http");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    let input = env.generate("http", 300_000, &[])?;
+    let lines: Vec<String> = std::fs::read_to_string(&input)?.lines().map(str::to_string).collect();
+    let bodies = Arc::new(http::bodies(&lines));
+    let (port, api) = (free_port()?, free_port()?);
+    let flush_interval_secs = 1;
+    std::fs::write(
+        dir.join("pipeline.toml"),
+        format!(
+            r#"data_dir = ".sluice"
+
+[api]
+address = "127.0.0.1:{api}"
+
+[delivery]
+max_queue_bytes = 2147483648
+
+[sources.web]
+type = "http"
+address = "127.0.0.1:{port}"
+
+[transforms.standardize]
+type = "validate"
+inputs = ["web"]
+schema = "{schema}"
+event_id = "/event_id"
+event_time = "/ts"
+
+[sinks.lake]
+type = "lake"
+inputs = ["standardize"]
+uri = "lake"
+flush_interval_secs = {flush_interval_secs}
+compaction.enabled = false
+"#,
+            schema = env.bench_dir.join("schemas/clickstream.schema.json").display()
+        ),
+    )?;
+    let started = Instant::now();
+    let child = Command::new(&env.sluice)
+        .args(["run", "pipeline.toml"])
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("sluice.log"))?)
+        .spawn()?;
+    let ready = format!("http://127.0.0.1:{api}/ready");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !reqwest::get(&ready).await.is_ok_and(|r| r.status().is_success()) {
+        if Instant::now() > deadline {
+            process::terminate(&child);
+            bail!("sluice did not become ready; see {}", dir.join("sluice.log").display());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let client = Arc::new(http::Client::new(port));
+    eprintln!("  event -> queryable at 2000 events/s for 15 s");
+    let queryable = http::queryable(
+        client.clone(),
+        bodies.clone(),
+        &dir.join("lake"),
+        2000.0,
+        Duration::from_secs(15),
+        flush_interval_secs,
+    )
+    .await?;
+    let mut closed_loop = Vec::new();
+    for &c in &args.concurrency {
+        eprintln!("  HTTP closed loop, {c} requests in flight, {} s", args.seconds);
+        closed_loop.push(http::closed_loop(client.clone(), bodies.clone(), c, Duration::from_secs(args.seconds)).await?);
+    }
+    let best = closed_loop.iter().map(|l| l.events_per_s).fold(0.0, f64::max);
+    eprintln!("  HTTP paced at half the best rate ({:.0} events/s)", best / 2.0);
+    let paced = http::paced(client, bodies, best / 2.0, Duration::from_secs(args.seconds)).await?;
+    process::terminate(&child);
+    let (_, measured) = tokio::task::spawn_blocking(move || process::wait(child, started)).await??;
+    Ok(HttpResults {
+        closed_loop,
+        paced,
+        queryable,
+        peak_rss_mib: measured.peak_rss_mib,
+    })
+}
+
+fn print_comparison(title: &str, c: &ingest::Comparison) {
+    println!("\n{title}");
+    for side in [&c.sluice, &c.duckdb] {
+        println!(
+            "  {:<40} {:>9.0} rows/s  {:>7.2} s  cpu {:>6.2} s  peak RSS {:>6.0} MiB  ({} rows in, {} out)",
+            side.engine,
+            side.rows_per_s,
+            side.measured.seconds,
+            side.measured.cpu_seconds,
+            side.measured.peak_rss_mib,
+            side.rows_in,
+            side.rows_out
+        );
+    }
+    println!("  ratio sluice / duckdb: {:.2}x", c.ratio);
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let env = Env::discover(&args.work)?;
+    eprintln!("generating {} lines", args.lines);
+    let events = env.generate(
+        "events",
+        args.lines,
+        &["--dup-rate", "0.02", "--bad-rate", "0.01", "--late-rate", "0.05"],
+    )?;
+    eprintln!("lake ingest: sluice, then duckdb");
+    let ingest = ingest::lake_ingest(&env, &events, args.lines).await?;
+    eprintln!("compaction: duckdb, then sluice");
+    let compaction = ingest::compaction(&env, &ingest.table).await?;
+    let http = if args.no_http {
+        None
+    } else {
+        eprintln!("HTTP ingest");
+        Some(http_runs(&env, &args).await?)
+    };
+    let results = Results {
+        lines: args.lines,
+        lake_ingest: ingest.comparison,
+        compaction,
+        http,
+    };
+    print_comparison(
+        &format!("lake ingest, {} generator lines, one thread each", args.lines),
+        &results.lake_ingest,
+    );
+    print_comparison("compaction of the ingested table, one thread each", &results.compaction);
+    if let Some(h) = &results.http {
+        println!("\nHTTP durable ingest, {} events per request (fsync'd before 200)", http::EVENTS_PER_REQUEST);
+        for l in h.closed_loop.iter().chain([&h.paced]) {
+            let how = match (l.concurrency, l.target_events_per_s) {
+                (Some(c), _) => format!("{c} in flight"),
+                (None, Some(t)) => format!("paced at {t:.0}/s"),
+                _ => String::new(),
+            };
+            println!(
+                "  {how:<22} {:>9.0} events/s  p50 {:>7.2} ms  p99 {:>7.2} ms  refused {}",
+                l.events_per_s, l.p50_ms, l.p99_ms, l.refused
+            );
+        }
+        let q = &h.queryable;
+        println!(
+            "\nevent -> queryable at {:.0} events/s (flush_interval_secs = {}): p50 {:.0} ms, p99 {:.0} ms over {} requests ({} never seen)",
+            q.events_per_s, q.flush_interval_secs, q.p50_ms, q.p99_ms, q.markers, q.never_seen
+        );
+        println!("engine peak RSS in the HTTP runs: {:.0} MiB", h.peak_rss_mib);
+    }
+    let out = env.work.join("results.json");
+    std::fs::write(&out, serde_json::to_string_pretty(&results)?)?;
+    println!("\nresults: {}", out.display());
+    Ok(())
+}

@@ -1,0 +1,59 @@
+//! Running a command to completion with its wall time, CPU time and peak
+//! resident memory (from `wait4`'s rusage, so the peak is the kernel's own).
+
+use std::{
+    process::{Child, Command},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Measured {
+    pub seconds: f64,
+    pub cpu_seconds: f64,
+    pub peak_rss_mib: f64,
+}
+
+/// Runs `cmd` to completion; fails unless it exits 0.
+pub fn run(cmd: &mut Command) -> Result<Measured> {
+    let started = Instant::now();
+    let child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
+    let (ok, measured) = wait(child, started)?;
+    if !ok {
+        bail!("{cmd:?} failed");
+    }
+    Ok(measured)
+}
+
+/// Waits for `child` (started at `started`); returns whether it exited 0.
+pub fn wait(child: Child, started: Instant) -> Result<(bool, Measured)> {
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 fills it for our own child, which
+    // `Child` has not reaped (we never call its wait methods).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    if reaped != pid {
+        bail!("wait4({pid}) failed: {}", std::io::Error::last_os_error());
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000).as_secs_f64();
+    Ok((
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        Measured {
+            seconds,
+            cpu_seconds: time(usage.ru_utime) + time(usage.ru_stime),
+            // ru_maxrss is in KiB on Linux.
+            peak_rss_mib: usage.ru_maxrss as f64 / 1024.0,
+        },
+    ))
+}
+
+/// Sends SIGTERM to a running child.
+pub fn terminate(child: &Child) {
+    // SAFETY: signalling our own child by pid.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+}

@@ -34,7 +34,15 @@ fn lines() -> Vec<Bytes> {
     let python = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".into());
     let out = Command::new(python)
         .arg(bench_dir().join("gen_events.py"))
-        .args(["clickstream", "-n", &LINES.to_string(), "--seed", "3", "--bad-rate", "0.01"])
+        .args([
+            "clickstream",
+            "-n",
+            &LINES.to_string(),
+            "--seed",
+            "3",
+            "--bad-rate",
+            "0.01",
+        ])
         .output()
         .expect("running the generator");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -54,7 +62,10 @@ fn events(lines: &[Bytes]) -> Vec<Event> {
 }
 
 fn hot_path(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let lines = lines();
     let schema = load_schema(&bench_dir().join("schemas/clickstream.schema.json")).unwrap();
     let validate = ValidateTransform::new(&schema, "/event_id", "/ts").unwrap();

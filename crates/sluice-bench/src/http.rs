@@ -15,7 +15,9 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
-use deltalake::{DeltaTableBuilder, arrow::array::AsArray, parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder};
+use deltalake::{
+    DeltaTableBuilder, arrow::array::AsArray, parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder,
+};
 use serde::Serialize;
 use tokio::task::JoinSet;
 
@@ -93,7 +95,12 @@ pub fn bodies(lines: &[String]) -> Vec<Bytes> {
 }
 
 /// `concurrency` tasks post bodies back to back for `duration`.
-pub async fn closed_loop(client: Arc<Client>, bodies: Arc<Vec<Bytes>>, concurrency: usize, duration: Duration) -> Result<Load> {
+pub async fn closed_loop(
+    client: Arc<Client>,
+    bodies: Arc<Vec<Bytes>>,
+    concurrency: usize,
+    duration: Duration,
+) -> Result<Load> {
     let next = Arc::new(AtomicUsize::new(0));
     let refused = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -136,7 +143,12 @@ pub async fn closed_loop(client: Arc<Client>, bodies: Arc<Vec<Bytes>>, concurren
 
 /// Requests start on a fixed schedule (open loop) at `events_per_s`;
 /// latency counts from the scheduled start, so a stalled server is not hidden.
-pub async fn paced(client: Arc<Client>, bodies: Arc<Vec<Bytes>>, events_per_s: f64, duration: Duration) -> Result<Load> {
+pub async fn paced(
+    client: Arc<Client>,
+    bodies: Arc<Vec<Bytes>>,
+    events_per_s: f64,
+    duration: Duration,
+) -> Result<Load> {
     let (latencies, refused, elapsed) = paced_requests(client, bodies, events_per_s, duration, |_, _| {}).await?;
     let mut latencies: Vec<f64> = latencies.into_iter().map(|(_, ms)| ms).collect();
     let accepted = latencies.len();
@@ -289,7 +301,10 @@ async fn watch_table(
             let file = std::fs::File::open(table.join(&path))?;
             for batch in ParquetRecordBatchReaderBuilder::try_new(file)?.build()? {
                 let batch = batch?;
-                let ids = batch.column_by_name("event_id").context("no event_id column")?.as_string::<i32>();
+                let ids = batch
+                    .column_by_name("event_id")
+                    .context("no event_id column")?
+                    .as_string::<i32>();
                 let mut seen = seen_at.lock().expect("seen map");
                 for id in ids.iter().flatten() {
                     seen.entry(id.to_string()).or_insert(now);

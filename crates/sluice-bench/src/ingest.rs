@@ -84,7 +84,10 @@ fn log_file(dir: &Path, name: &str) -> Result<File> {
 
 /// Runs `python SCRIPT args...` and parses the JSON line it prints.
 fn python_json(env: &Env, dir: &Path, script: &Path, args: &[&Path], extra: &[&str]) -> Result<(Value, Measured)> {
-    let out = dir.join(format!("{}.json", script.file_stem().unwrap_or_default().to_string_lossy()));
+    let out = dir.join(format!(
+        "{}.json",
+        script.file_stem().unwrap_or_default().to_string_lossy()
+    ));
     let measured = run(Command::new(&env.python)
         .arg(script)
         .args(args)
@@ -92,7 +95,10 @@ fn python_json(env: &Env, dir: &Path, script: &Path, args: &[&Path], extra: &[&s
         .stdout(File::create(&out)?)
         .stderr(log_file(dir, "python.log")?))?;
     let text = std::fs::read_to_string(&out)?;
-    Ok((serde_json::from_str(text.trim()).with_context(|| format!("{script:?} printed {text:?}"))?, measured))
+    Ok((
+        serde_json::from_str(text.trim()).with_context(|| format!("{script:?} printed {text:?}"))?,
+        measured,
+    ))
 }
 
 fn duckdb_side(value: &Value, measured: Measured) -> Side {

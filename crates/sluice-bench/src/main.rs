@@ -34,6 +34,9 @@ struct Args {
     /// Concurrency levels of the closed-loop HTTP runs.
     #[arg(long, value_delimiter = ',', default_value = "4,16,64")]
     concurrency: Vec<usize>,
+    /// Events/s of the paced HTTP run (half the 200k events/s target).
+    #[arg(long, default_value_t = 100_000.0)]
+    paced_rate: f64,
     /// Skip the HTTP and latency runs.
     #[arg(long)]
     no_http: bool,
@@ -55,7 +58,10 @@ impl Env {
         let exe = std::env::current_exe()?;
         let sluice = exe.with_file_name("sluice");
         if !sluice.exists() {
-            bail!("{} not found; build it with `cargo build --release -p sluice`", sluice.display());
+            bail!(
+                "{} not found; build it with `cargo build --release -p sluice`",
+                sluice.display()
+            );
         }
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
         let bench_dir = [
@@ -184,14 +190,21 @@ compaction.enabled = false
         flush_interval_secs,
     )
     .await?;
+    // Paced before the closed loops, so it does not start behind their backlog.
+    eprintln!("  HTTP paced at {:.0} events/s, {} s", args.paced_rate, args.seconds);
+    let paced = http::paced(
+        client.clone(),
+        bodies.clone(),
+        args.paced_rate,
+        Duration::from_secs(args.seconds),
+    )
+    .await?;
     let mut closed_loop = Vec::new();
     for &c in &args.concurrency {
         eprintln!("  HTTP closed loop, {c} requests in flight, {} s", args.seconds);
-        closed_loop.push(http::closed_loop(client.clone(), bodies.clone(), c, Duration::from_secs(args.seconds)).await?);
+        closed_loop
+            .push(http::closed_loop(client.clone(), bodies.clone(), c, Duration::from_secs(args.seconds)).await?);
     }
-    let best = closed_loop.iter().map(|l| l.events_per_s).fold(0.0, f64::max);
-    eprintln!("  HTTP paced at half the best rate ({:.0} events/s)", best / 2.0);
-    let paced = http::paced(client, bodies, best / 2.0, Duration::from_secs(args.seconds)).await?;
     process::terminate(&child);
     let (_, measured) = tokio::task::spawn_blocking(move || process::wait(child, started)).await??;
     Ok(HttpResults {
@@ -251,8 +264,11 @@ async fn main() -> Result<()> {
     );
     print_comparison("compaction of the ingested table, one thread each", &results.compaction);
     if let Some(h) = &results.http {
-        println!("\nHTTP durable ingest, {} events per request (fsync'd before 200)", http::EVENTS_PER_REQUEST);
-        for l in h.closed_loop.iter().chain([&h.paced]) {
+        println!(
+            "\nHTTP durable ingest, {} events per request (fsync'd before 200)",
+            http::EVENTS_PER_REQUEST
+        );
+        for l in [&h.paced].into_iter().chain(&h.closed_loop) {
             let how = match (l.concurrency, l.target_events_per_s) {
                 (Some(c), _) => format!("{c} in flight"),
                 (None, Some(t)) => format!("paced at {t:.0}/s"),

@@ -116,11 +116,13 @@ pub fn active_files(table: &DeltaTable) -> Result<Vec<FileInfo>, deltalake::Delt
 }
 
 /// Compacts the table at `url`. `progress` is called after each partition
-/// with the report so far and the number of partitions planned.
+/// with its report and the number of partitions planned; when it returns
+/// `false`, the compaction stops there (each partition is its own commit,
+/// so stopping between them leaves nothing half done).
 pub async fn compact(
     url: &Url,
     options: &CompactionOptions,
-    progress: &(dyn Fn(&PartitionReport, usize) + Send + Sync),
+    progress: &(dyn Fn(&PartitionReport, usize) -> bool + Send + Sync),
 ) -> Result<CompactionReport, LakeError> {
     let started = Instant::now();
     let mut table = DeltaTableBuilder::from_url(url.clone())
@@ -134,8 +136,11 @@ pub async fn compact(
     for job in jobs {
         match compact_partition(&mut table, url, job, options, &mut report.conflicts).await? {
             Outcome::Compacted(done) => {
-                progress(&done, planned);
+                let go_on = progress(&done, planned);
                 report.partitions.push(done);
+                if !go_on {
+                    break;
+                }
             }
             Outcome::LeftForLater(name) => report.skipped.push(name),
         }

@@ -15,7 +15,9 @@ fn options(scope: Scope) -> CompactionOptions {
     }
 }
 
-fn no_progress(_: &PartitionReport, _: usize) {}
+fn no_progress(_: &PartitionReport, _: usize) -> bool {
+    true
+}
 
 async fn load(url: &Url) -> DeltaTable {
     DeltaTableBuilder::from_url(url.clone()).unwrap().load().await.unwrap()

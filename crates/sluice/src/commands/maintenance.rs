@@ -54,6 +54,7 @@ pub async fn compact(path: &Path, sink: Option<&str>, since: Option<u64>, all: b
         bar.set_length(planned as u64);
         bar.set_message(done.partition.clone());
         bar.inc(1);
+        true
     })
     .await?;
     bar.finish_and_clear();

@@ -132,7 +132,7 @@ pub async fn run(dir: &Path, n: usize) -> Result<()> {
             target_file_bytes: 128 * 1024 * 1024,
             id_column,
         },
-        &|_, _| {},
+        &|_, _| true,
     )
     .await?;
     let compacted = sluice_lake::summarize(&table_url).await?;

@@ -1,9 +1,13 @@
 //! Scheduled compaction inside `sluice run`: every `compaction.interval_secs`
 //! each lake sink's table is compacted within its look-back, beside the
 //! running writer (see `sluice_lake::compaction` for why that is safe). A
-//! failed run is logged and counted; the next tick tries again.
+//! failed run is logged and counted; the next tick tries again. On stop, a
+//! run finishes the partition it is on and returns: cancelling it mid-await
+//! would leave delta-rs's blocking work running past the runtime.
 
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 use sluice_lake::{
     CompactionConfig,
@@ -11,15 +15,25 @@ use sluice_lake::{
 };
 use url::Url;
 
-/// Runs forever; the runtime aborts it when the pipeline stops.
-pub async fn run_schedule(sink: String, url: Url, config: CompactionConfig, id_column: Vec<String>) {
+/// Runs until `stop` turns true.
+pub async fn run_schedule(
+    sink: String,
+    url: Url,
+    config: CompactionConfig,
+    id_column: Vec<String>,
+    mut stop: watch::Receiver<bool>,
+) {
     let every = Duration::from_secs(config.interval_secs);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
         let options = config.options(Scope::lookback_hours(config.lookback_hours), id_column.clone());
-        match compact(&url, &options, &|_, _| {}).await {
+        let stopping = stop.clone();
+        match compact(&url, &options, &|_, _| !*stopping.borrow()).await {
             Ok(report) => {
                 record(&sink, &report);
                 if !report.partitions.is_empty() {

@@ -50,6 +50,9 @@ use route::{Route, TransformNode, dependency_order, route_for, run_route};
 use sink_task::{SinkDriver, SinkJob, SinkMsg};
 use ticket::{InFlight, RETRY_DELAY, Ticket, run_acker, run_lease_keeper};
 
+/// Least time between two early flushes (input drained, or in-flight limit reached).
+const EARLY_FLUSH_EVERY: Duration = Duration::from_millis(100);
+
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions {
     /// Return once every source is drained and everything is committed.
@@ -104,6 +107,7 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
     let mut sink_tasks = JoinSet::new();
     let mut background = JoinSet::new();
     let mut compactions = JoinSet::new();
+    let (compaction_stop_tx, compaction_stop_rx) = watch::channel(false);
     for (name, sink) in &cfg.sinks {
         let SinkConfig::Lake(lake) = sink;
         let table = &pipeline.lakes[name];
@@ -124,6 +128,7 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
                 table.url.clone(),
                 lake.compaction.clone(),
                 table.id_column.clone(),
+                compaction_stop_rx.clone(),
             ));
         }
         let (tx, rx) = mpsc::channel(4);
@@ -194,7 +199,7 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
         max_in_flight: cfg.delivery.max_in_flight,
     };
     let mut stopping = false;
-    let mut last_idle_flush: Option<Instant> = None;
+    let mut last_early_flush: Option<Instant> = None;
     loop {
         if !stopping && *stop.borrow() {
             stopping = true;
@@ -224,20 +229,25 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
             Vec::new()
         };
         if deliveries.is_empty() {
-            if sources.is_empty() {
-                if in_flight.lock().expect("in-flight lock").is_empty() {
-                    match q.stats().await {
-                        Ok(stats) if stats.batches == 0 => break,
-                        Ok(_) => {}
-                        Err(e) => queue_trouble("stats", &e).await,
-                    }
-                } else if last_idle_flush.is_none_or(|t| t.elapsed() > Duration::from_millis(500)) {
-                    // Nothing new will come: commit what sinks hold without waiting for their age bound.
-                    last_idle_flush = Some(Instant::now());
-                    for s in &sinks {
-                        let (reply, _) = oneshot::channel();
-                        let _ = s.tx.try_send(SinkMsg::Flush(reply));
-                    }
+            let in_flight_now = in_flight.lock().expect("in-flight lock").len();
+            if sources.is_empty() && in_flight_now == 0 {
+                match q.stats().await {
+                    Ok(stats) if stats.batches == 0 => break,
+                    Ok(_) => {}
+                    Err(e) => queue_trouble("stats", &e).await,
+                }
+            }
+            // Batches in flight are acknowledged only after their sinks commit.
+            // When no more input will come, or when the in-flight limit is
+            // reached, waiting for the sinks' age bound would only idle (and
+            // cap throughput at max_in_flight batches per flush interval):
+            // commit now.
+            let waiting = in_flight_now > 0 && (sources.is_empty() || free == 0);
+            if waiting && last_early_flush.is_none_or(|t| t.elapsed() > EARLY_FLUSH_EVERY) {
+                last_early_flush = Some(Instant::now());
+                for s in &sinks {
+                    let (reply, _) = oneshot::channel();
+                    let _ = s.tx.try_send(SinkMsg::Flush(reply));
                 }
             }
             tokio::select! {
@@ -258,9 +268,8 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
     }
     acker.await.context("acker panicked")?;
     background.abort_all();
-    // A compaction is cancelled at its next await; waiting for that keeps
-    // the runtime up while delta-rs's kernel may still be blocking on it.
-    compactions.abort_all();
+    // A running compaction finishes its current partition, then returns.
+    let _ = compaction_stop_tx.send(true);
     while compactions.join_next().await.is_some() {}
     tracing::info!("pipeline stopped; everything accepted is committed");
     Ok(())

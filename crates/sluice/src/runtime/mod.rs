@@ -229,7 +229,10 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
             Vec::new()
         };
         if deliveries.is_empty() {
-            let in_flight_now = in_flight.lock().expect("in-flight lock").len();
+            let (in_flight_now, in_flight_bytes) = {
+                let tickets = in_flight.lock().expect("in-flight lock");
+                (tickets.len(), tickets.values().map(|t| t.bytes as u64).sum::<u64>())
+            };
             if sources.is_empty() && in_flight_now == 0 {
                 match q.stats().await {
                     Ok(stats) if stats.batches == 0 => break,
@@ -237,12 +240,15 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
                     Err(e) => queue_trouble("stats", &e).await,
                 }
             }
-            // Batches in flight are acknowledged only after their sinks commit.
-            // When no more input will come, or when the in-flight limit is
-            // reached, waiting for the sinks' age bound would only idle (and
-            // cap throughput at max_in_flight batches per flush interval):
+            // Batches in flight are acknowledged only after their sinks commit,
+            // and count against the queue's size until then. When no more
+            // input will come, when the in-flight limit is reached, or when
+            // in-flight batches fill half the queue (sources are about to be
+            // refused), waiting for the sinks' age bound would only idle and
+            // cap throughput at what fits in flight per flush interval:
             // commit now.
-            let waiting = in_flight_now > 0 && (sources.is_empty() || free == 0);
+            let queue_filling = in_flight_bytes.saturating_mul(2) >= cfg.delivery.max_queue_bytes;
+            let waiting = in_flight_now > 0 && (sources.is_empty() || free == 0 || queue_filling);
             if waiting && last_early_flush.is_none_or(|t| t.elapsed() > EARLY_FLUSH_EVERY) {
                 last_early_flush = Some(Instant::now());
                 for s in &sinks {
@@ -354,7 +360,7 @@ impl Consumer<'_> {
             }
             return Ok(());
         }
-        let ticket = Ticket::new(d.key.clone(), d.id, jobs.len(), self.done_tx.clone());
+        let ticket = Ticket::new(d.key.clone(), d.payload.len(), d.id, jobs.len(), self.done_tx.clone());
         self.in_flight
             .lock()
             .expect("in-flight lock")

@@ -21,6 +21,8 @@ pub const RETRY_DELAY: Duration = Duration::from_secs(1);
 
 pub struct Ticket {
     pub key: String,
+    /// Payload bytes of the batch (it counts against the queue's size until acked).
+    pub bytes: usize,
     ids: Mutex<Vec<DeliveryId>>,
     remaining: AtomicUsize,
     error: Mutex<Option<String>>,
@@ -28,9 +30,16 @@ pub struct Ticket {
 }
 
 impl Ticket {
-    pub fn new(key: String, id: DeliveryId, shares: usize, done: mpsc::UnboundedSender<Arc<Ticket>>) -> Arc<Self> {
+    pub fn new(
+        key: String,
+        bytes: usize,
+        id: DeliveryId,
+        shares: usize,
+        done: mpsc::UnboundedSender<Arc<Ticket>>,
+    ) -> Arc<Self> {
         Arc::new(Ticket {
             key,
+            bytes,
             ids: Mutex::new(vec![id]),
             remaining: AtomicUsize::new(shares),
             error: Mutex::new(None),

@@ -194,6 +194,10 @@ pub async fn run(dir: &Path, n: usize) -> Result<()> {
     let exe = std::env::current_exe().map_or_else(|_| "sluice".into(), |p| p.display().to_string());
     println!("  {exe} dlq show {} --limit 3", pipeline_path.display());
     println!(
+        "  {exe} compact {} --all   # already compacted: commits nothing",
+        pipeline_path.display()
+    );
+    println!(
         "  {exe} run {}   # the same pipeline, until Ctrl-C",
         pipeline_path.display()
     );

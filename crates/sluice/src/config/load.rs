@@ -139,9 +139,13 @@ fn check(config: &PipelineFile) -> Result<(), String> {
         ));
     }
     let d = &config.delivery;
-    if d.visibility_timeout_secs == 0 || d.max_attempts == 0 || d.max_in_flight == 0 || d.max_queue_bytes < 1024 * 1024
+    if d.visibility_timeout_secs == 0
+        || d.max_attempts == 0
+        || d.max_in_flight == 0
+        || d.max_queue_bytes < 1024 * 1024
+        || d.max_in_flight_bytes < 1024 * 1024
     {
-        return Err("delivery: visibility_timeout_secs, max_attempts and max_in_flight must be at least 1, max_queue_bytes at least 1048576".into());
+        return Err("delivery: visibility_timeout_secs, max_attempts and max_in_flight must be at least 1, max_queue_bytes and max_in_flight_bytes at least 1048576".into());
     }
     if let Some(api) = &config.api {
         api.address

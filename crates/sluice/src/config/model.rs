@@ -46,6 +46,10 @@ pub struct DeliveryConfig {
     /// Batches being worked on at once.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// Payload bytes being worked on at once (a batch is received while
+    /// fewer are in flight, so one larger batch may pass it).
+    #[serde(default = "default_max_in_flight_bytes")]
+    pub max_in_flight_bytes: u64,
 }
 
 fn default_visibility_timeout_secs() -> u64 {
@@ -56,6 +60,9 @@ fn default_max_attempts() -> u32 {
 }
 fn default_max_queue_bytes() -> u64 {
     256 * 1024 * 1024
+}
+fn default_max_in_flight_bytes() -> u64 {
+    64 * 1024 * 1024
 }
 fn default_max_in_flight() -> usize {
     64
@@ -68,6 +75,7 @@ impl Default for DeliveryConfig {
             max_attempts: default_max_attempts(),
             max_queue_bytes: default_max_queue_bytes(),
             max_in_flight: default_max_in_flight(),
+            max_in_flight_bytes: default_max_in_flight_bytes(),
         }
     }
 }

@@ -7,7 +7,8 @@
 //! * A batch being worked on is kept invisible (`extend`); a redelivery of a
 //!   batch still in flight joins the existing ticket instead of being
 //!   processed twice.
-//! * At most `delivery.max_in_flight` batches are in flight, and sink inputs
+//! * At most `delivery.max_in_flight` batches (and about
+//!   `delivery.max_in_flight_bytes` of payload) are in flight, and sink inputs
 //!   are bounded channels: when sinks are slow, the queue fills and sources
 //!   get backpressure (HTTP 503, files wait).
 //! * Stopping (signal, or `--until-idle` once sources are drained) stops the
@@ -214,9 +215,15 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
             finished.context("sink task panicked")??;
             bail!("a sink stopped unexpectedly");
         }
-        let free = consumer
-            .max_in_flight
-            .saturating_sub(in_flight.lock().expect("in-flight lock").len());
+        let (in_flight_now, in_flight_bytes) = {
+            let tickets = in_flight.lock().expect("in-flight lock");
+            (tickets.len(), tickets.values().map(|t| t.bytes as u64).sum::<u64>())
+        };
+        let free = if in_flight_bytes >= cfg.delivery.max_in_flight_bytes {
+            0
+        } else {
+            consumer.max_in_flight.saturating_sub(in_flight_now)
+        };
         let deliveries = if free > 0 {
             match q.receive(free.min(16)).await {
                 Ok(d) => d,
@@ -229,10 +236,6 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
             Vec::new()
         };
         if deliveries.is_empty() {
-            let (in_flight_now, in_flight_bytes) = {
-                let tickets = in_flight.lock().expect("in-flight lock");
-                (tickets.len(), tickets.values().map(|t| t.bytes as u64).sum::<u64>())
-            };
             if sources.is_empty() && in_flight_now == 0 {
                 match q.stats().await {
                     Ok(stats) if stats.batches == 0 => break,
@@ -242,7 +245,7 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
             }
             // Batches in flight are acknowledged only after their sinks commit,
             // and count against the queue's size until then. When no more
-            // input will come, when the in-flight limit is reached, or when
+            // input will come, when an in-flight limit is reached, or when
             // in-flight batches fill half the queue (sources are about to be
             // refused), waiting for the sinks' age bound would only idle and
             // cap throughput at what fits in flight per flush interval:

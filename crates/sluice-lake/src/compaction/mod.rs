@@ -181,8 +181,9 @@ async fn compact_partition(
                 return Err(table_error(url, format!("compacting {}: {message}", job.name())));
             }
         };
-        if commit_while_inputs_active(table, url, &job, &rewritten, options.target_file_bytes).await? {
-            let version = table.version().map_or(-1, |v| v as i64);
+        if let Some(version) =
+            commit_while_inputs_active(table, url, &job, &rewritten, options.target_file_bytes).await?
+        {
             return Ok(Outcome::Compacted(PartitionReport {
                 partition: job.name(),
                 files_in: job.files.len() as u64,
@@ -223,14 +224,15 @@ async fn replan(
 }
 
 /// Commits removes + adds on top of the latest version, as long as every
-/// input file is still active there. `false`: an input was replaced.
+/// input file is still active there; returns the commit's version, or
+/// `None` when an input was replaced.
 async fn commit_while_inputs_active(
     table: &mut DeltaTable,
     url: &Url,
     job: &PartitionJob,
     rewritten: &Rewritten,
     target_file_bytes: u64,
-) -> Result<bool, LakeError> {
+) -> Result<Option<i64>, LakeError> {
     let now = sluice_core::now_ms();
     let removes: Vec<Action> = job
         .files
@@ -270,7 +272,7 @@ async fn commit_while_inputs_active(
             .map(|f| f.path)
             .collect();
         if !job.files.iter().all(|f| active.contains(&f.path)) {
-            return Ok(false);
+            return Ok(None);
         }
         let read_version = table.version();
         let snapshot = table.snapshot().map_err(|e| table_error(url, e))?;
@@ -279,9 +281,9 @@ async fn commit_while_inputs_active(
             .build(Some(snapshot), table.log_store(), operation.clone())
             .await;
         match committed {
-            Ok(_) => {
+            Ok(done) => {
                 table.update_incremental(None).await.map_err(|e| table_error(url, e))?;
-                return Ok(true);
+                return Ok(Some(done.version as i64));
             }
             Err(e) => {
                 table.update_incremental(None).await.map_err(|e| table_error(url, e))?;
@@ -296,7 +298,7 @@ async fn commit_while_inputs_active(
             }
         }
     }
-    Ok(false)
+    Ok(None)
 }
 
 /// Best-effort removal of output files that will not be committed (vacuum

@@ -109,17 +109,14 @@ async fn a_commit_is_refused_once_its_inputs_were_replaced() {
     let job = plan::plan(&active_files(&first).unwrap(), Scope::All).remove(0);
     let a = rewrite(&first, &job, 1 << 20, &["id".into()]).await.unwrap();
     let b = rewrite(&second, &job, 1 << 20, &["id".into()]).await.unwrap();
-    assert!(
-        commit_while_inputs_active(&mut first, &url, &job, &a, 1 << 20)
-            .await
-            .unwrap()
-    );
-    assert!(
-        !commit_while_inputs_active(&mut second, &url, &job, &b, 1 << 20)
-            .await
-            .unwrap(),
-        "the loser must not commit a second copy of the rows"
-    );
+    let won = commit_while_inputs_active(&mut first, &url, &job, &a, 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(won, Some(summarize(&url).await.unwrap().version));
+    let lost = commit_while_inputs_active(&mut second, &url, &job, &b, 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(lost, None, "the loser must not commit a second copy of the rows");
     assert_eq!(summarize(&url).await.unwrap().rows, 2);
 }
 
@@ -136,11 +133,10 @@ async fn rows_a_writer_appends_meanwhile_are_kept() {
     sink.accept("late", false, vec![ev("c", 0)]).await.unwrap();
     sink.flush().await.unwrap();
 
-    assert!(
-        commit_while_inputs_active(&mut table, &url, &job, &rewritten, 1 << 20)
-            .await
-            .unwrap()
-    );
+    let committed = commit_while_inputs_active(&mut table, &url, &job, &rewritten, 1 << 20)
+        .await
+        .unwrap();
+    assert!(committed.is_some(), "a writer's append does not stop the compaction");
     let after = summarize(&url).await.unwrap();
     assert_eq!((after.rows, after.files), (3, 2));
     let ids = distinct_strings(&url, "id").await.unwrap();

@@ -131,37 +131,12 @@ async fn http_runs(env: &Env, args: &Args) -> Result<HttpResults> {
     let bodies = Arc::new(http::bodies(&lines));
     let (port, api) = (free_port()?, free_port()?);
     let flush_interval_secs = 1;
+    let head = format!(
+        "[api]\naddress = \"127.0.0.1:{api}\"\n\n[delivery]\nmax_queue_bytes = 2147483648\n\n[sources.input]\ntype = \"http\"\naddress = \"127.0.0.1:{port}\""
+    );
     std::fs::write(
         dir.join("pipeline.toml"),
-        format!(
-            r#"data_dir = ".sluice"
-
-[api]
-address = "127.0.0.1:{api}"
-
-[delivery]
-max_queue_bytes = 2147483648
-
-[sources.web]
-type = "http"
-address = "127.0.0.1:{port}"
-
-[transforms.standardize]
-type = "validate"
-inputs = ["web"]
-schema = "{schema}"
-event_id = "/event_id"
-event_time = "/ts"
-
-[sinks.lake]
-type = "lake"
-inputs = ["standardize"]
-uri = "lake"
-flush_interval_secs = {flush_interval_secs}
-compaction.enabled = false
-"#,
-            schema = env.bench_dir.join("schemas/clickstream.schema.json").display()
-        ),
+        ingest::pipeline(env, &head, &format!("flush_interval_secs = {flush_interval_secs}")),
     )?;
     let started = Instant::now();
     let child = Command::new(&env.sluice)

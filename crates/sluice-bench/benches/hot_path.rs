@@ -18,16 +18,7 @@ use sluice_schema::{ValidateTransform, arrow_layout, load_schema};
 const LINES: usize = 10_000;
 
 fn bench_dir() -> PathBuf {
-    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    [
-        std::env::var_os("SLUICE_BENCH_DIR").map(PathBuf::from),
-        Some(manifest.join("../../../shared/bench")),
-        Some(PathBuf::from("/work/shared/bench")),
-    ]
-    .into_iter()
-    .flatten()
-    .find(|p| p.join("gen_events.py").exists())
-    .expect("shared/bench/gen_events.py not found; set SLUICE_BENCH_DIR")
+    sluice_bench::bench_dir().expect("shared/bench/gen_events.py not found; set SLUICE_BENCH_DIR")
 }
 
 fn lines() -> Vec<Bytes> {

@@ -63,22 +63,14 @@ impl Env {
                 sluice.display()
             );
         }
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let bench_dir = [
-            std::env::var_os("SLUICE_BENCH_DIR").map(PathBuf::from),
-            Some(manifest.join("../../../shared/bench")),
-            Some(PathBuf::from("/work/shared/bench")),
-        ]
-        .into_iter()
-        .flatten()
-        .find(|p| p.join("gen_events.py").exists())
-        .context("shared/bench/gen_events.py not found; set SLUICE_BENCH_DIR")?;
+        let bench_dir =
+            sluice_bench::bench_dir().context("shared/bench/gen_events.py not found; set SLUICE_BENCH_DIR")?;
         std::fs::create_dir_all(work)?;
         Ok(Env {
             sluice,
             python: std::env::var_os("SLUICE_PYTHON").map_or_else(|| "python3".into(), PathBuf::from),
             bench_dir,
-            scripts: manifest.to_path_buf(),
+            scripts: Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf(),
             work: std::fs::canonicalize(work)?,
         })
     }

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use deltalake::{DeltaTableBuilder, operations::vacuum::VacuumMode};
+use deltalake::{DeltaTableBuilder, operations::vacuum::VacuumMode, table::config::TablePropertiesExt};
 use serde::Serialize;
 use url::Url;
 
@@ -33,22 +33,27 @@ pub async fn vacuum(url: &Url, retention: Duration, force: bool, dry_run: bool) 
         .load()
         .await
         .map_err(|e| err(&e))?;
+    let minimum = table
+        .snapshot()
+        .map_err(|e| err(&e))?
+        .table_config()
+        .deleted_file_retention_duration();
+    if retention < minimum && !force {
+        return Err(err(&format!(
+            "a retention of {} h is shorter than the table's delta.deletedFileRetentionDuration ({} h); readers of older versions could lose files: pass --force to do it anyway",
+            retention.as_secs() / 3600,
+            minimum.as_secs() / 3600
+        )));
+    }
     let retention = chrono::Duration::from_std(retention).map_err(|e| err(&e))?;
     let (_, metrics) = table
         .vacuum()
         .with_retention_period(retention)
-        .with_enforce_retention_duration(!force)
+        .with_enforce_retention_duration(false)
         .with_mode(VacuumMode::Full)
         .with_dry_run(dry_run)
         .await
-        .map_err(|e| {
-            let message = e.to_string();
-            if message.contains("retention") && !force {
-                err(&format!("{message}; a shorter retention needs --force"))
-            } else {
-                err(&message)
-            }
-        })?;
+        .map_err(|e| err(&e))?;
     Ok(VacuumReport {
         dry_run,
         files_deleted: metrics.files_deleted,

@@ -178,6 +178,30 @@ mod tests {
     }
 
     #[test]
+    fn older_files_are_cast_to_the_writer_schema() {
+        let old = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("n", DataType::Int32, false)])),
+            vec![Arc::new(arrow_array::Int32Array::from(vec![1, 2])) as ArrayRef],
+        )
+        .unwrap();
+        let writer = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, true),
+            Field::new("added", DataType::Utf8, true),
+        ]));
+        let conformed = conform(old, &writer).unwrap();
+        assert_eq!(conformed.schema(), writer);
+        assert_eq!(
+            conformed.column(0).as_ref(),
+            &Int64Array::from(vec![1, 2]) as &dyn arrow_array::Array
+        );
+        assert_eq!(
+            conformed.column(1).null_count(),
+            2,
+            "a column the old file lacks is null"
+        );
+    }
+
+    #[test]
     fn finds_nested_and_numeric_ids() {
         let inner = Fields::from(vec![Field::new("id", DataType::Int64, true)]);
         let meta = StructArray::new(

@@ -74,7 +74,11 @@ pub async fn run(dir: &Path, n: usize) -> Result<()> {
     std::fs::write(&pipeline_path, pipeline_text(http_port, api_port))?;
     let pipeline = config::load(&pipeline_path)?;
     let table_url = pipeline.lakes["lake"].url.clone();
-    let id_column = pipeline.lakes["lake"].id_column.clone();
+    let compact_all = {
+        let config::SinkConfig::Lake(lake) = &pipeline.config.sinks["lake"];
+        lake.compaction
+            .options(compaction::Scope::All, pipeline.lakes["lake"].id_column.clone())
+    };
 
     println!(
         "sluice demo: {} events -> http://127.0.0.1:{http_port}/v1/events -> validate -> Delta table",
@@ -125,16 +129,7 @@ pub async fn run(dir: &Path, n: usize) -> Result<()> {
     let total = started.elapsed();
 
     let summary = sluice_lake::summarize(&table_url).await?;
-    let compaction = compaction::compact(
-        &table_url,
-        &compaction::CompactionOptions {
-            scope: compaction::Scope::All,
-            target_file_bytes: 128 * 1024 * 1024,
-            id_column,
-        },
-        &|_, _| true,
-    )
-    .await?;
+    let compaction = compaction::compact(&table_url, &compact_all, &|_, _| true).await?;
     let compacted = sluice_lake::summarize(&table_url).await?;
     let distinct = sluice_lake::distinct_strings(&table_url, "event_id").await?.len() as u64;
     let dead = runtime::open_queue(&pipeline, false)?.counts().await?;

@@ -33,6 +33,9 @@ pub struct Pipeline {
     pub schemas: BTreeMap<String, Value>,
     /// Table and columns of each lake sink.
     pub lakes: BTreeMap<String, LakeTable>,
+    /// The JSON Schema of each postgres sink's events, when every input is
+    /// a `validate` transform with the same schema (it declares the columns).
+    pub postgres: BTreeMap<String, Option<Value>>,
 }
 
 /// What a lake sink writes: where, which columns, and where the event id is.
@@ -85,8 +88,20 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
         schemas.insert(tname.clone(), schema);
     }
     let mut lakes = BTreeMap::new();
+    let mut postgres = BTreeMap::new();
     for (sname, sink) in &config.sinks {
-        let SinkConfig::Lake(lake) = sink;
+        let lake = match sink {
+            SinkConfig::Lake(lake) => lake,
+            SinkConfig::Postgres(pg) => {
+                let schema = common_schema(&config, &schemas, sink.inputs());
+                if let Some(schema) = &schema {
+                    sluice_postgres::shape::check_primary_key(schema, &pg.primary_key)
+                        .map_err(|e| invalid(format!("sinks.{sname}.primary_key: {e}")))?;
+                }
+                postgres.insert(sname.clone(), schema.cloned());
+                continue;
+            }
+        };
         let url = table_url(&dir, &lake.uri).map_err(|e| invalid(format!("sinks.{sname}.uri: {e}")))?;
         let (schema, event_id) = lake_schema(&config, &schemas, sname, sink.inputs()).map_err(invalid)?;
         let layout =
@@ -127,6 +142,7 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
         config,
         schemas,
         lakes,
+        postgres,
     })
 }
 
@@ -193,8 +209,11 @@ fn check(config: &PipelineFile) -> Result<(), String> {
         }
     }
     for (name, s) in &config.sinks {
-        let SinkConfig::Lake(l) = s;
-        l.validate().map_err(|e| format!("sinks.{name}.{e}"))?;
+        match s {
+            SinkConfig::Lake(l) => l.validate(),
+            SinkConfig::Postgres(p) => p.validate(),
+        }
+        .map_err(|e| format!("sinks.{name}.{e}"))?;
     }
     check_graph(config)
 }
@@ -306,6 +325,24 @@ fn lake_schema<'a>(
         (Some(schema), Some(id)) => Ok((schema, id.to_string())),
         _ => Err(format!("sinks.{sink}.inputs: must not be empty")),
     }
+}
+
+/// The schema every input validates against, if they all are `validate`
+/// transforms with the same schema.
+fn common_schema<'a>(
+    config: &PipelineFile,
+    schemas: &'a BTreeMap<String, Value>,
+    inputs: &[String],
+) -> Option<&'a Value> {
+    let mut found: Option<&Value> = None;
+    for input in inputs {
+        let schema = schemas.get(input).filter(|_| config.transforms.contains_key(input))?;
+        if found.is_some_and(|f| f != schema) {
+            return None;
+        }
+        found = Some(schema);
+    }
+    found
 }
 
 /// The column a JSON pointer names, through struct fields.

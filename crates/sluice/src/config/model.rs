@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use sluice_connectors::sources::{file::FileSourceConfig, http::HttpSourceConfig};
 use sluice_lake::LakeSinkConfig;
+use sluice_postgres::PostgresSinkConfig;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -125,12 +126,22 @@ pub struct ValidateConfig {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SinkConfig {
     Lake(LakeSinkConfig),
+    Postgres(PostgresSinkConfig),
 }
 
 impl SinkConfig {
     pub fn inputs(&self) -> &[String] {
         match self {
             SinkConfig::Lake(l) => &l.inputs,
+            SinkConfig::Postgres(p) => &p.inputs,
+        }
+    }
+
+    /// Longest time an accepted event waits before it is committed.
+    pub fn flush_interval_secs(&self) -> u64 {
+        match self {
+            SinkConfig::Lake(l) => l.flush_interval_secs,
+            SinkConfig::Postgres(p) => p.flush_interval_secs,
         }
     }
 }

@@ -74,10 +74,11 @@ pub async fn run(dir: &Path, n: usize) -> Result<()> {
     std::fs::write(&pipeline_path, pipeline_text(http_port, api_port))?;
     let pipeline = config::load(&pipeline_path)?;
     let table_url = pipeline.lakes["lake"].url.clone();
-    let compact_all = {
-        let config::SinkConfig::Lake(lake) = &pipeline.config.sinks["lake"];
-        lake.compaction
-            .options(compaction::Scope::All, pipeline.lakes["lake"].id_column.clone())
+    let compact_all = match &pipeline.config.sinks["lake"] {
+        config::SinkConfig::Lake(lake) => lake
+            .compaction
+            .options(compaction::Scope::All, pipeline.lakes["lake"].id_column.clone()),
+        config::SinkConfig::Postgres(_) => unreachable!("the demo pipeline's sink is a lake"),
     };
 
     println!(

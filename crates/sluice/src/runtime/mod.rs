@@ -35,6 +35,7 @@ use sluice_connectors::{
 };
 use sluice_core::{DeadLetter, Delivery, Event, Sink, now_ms, split_lines};
 use sluice_lake::LakeSink;
+use sluice_postgres::PostgresSink;
 use sluice_queue::{DeadLetterStore, Queue, QueueSettings, embedded::EmbeddedQueue};
 use sluice_schema::ValidateTransform;
 use tokio::{
@@ -110,33 +111,41 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
     let mut compactions = JoinSet::new();
     let (compaction_stop_tx, compaction_stop_rx) = watch::channel(false);
     for (name, sink) in &cfg.sinks {
-        let SinkConfig::Lake(lake) = sink;
-        let table = &pipeline.lakes[name];
-        let opened: Box<dyn Sink> = Box::new(
-            LakeSink::open(
-                table.url.clone(),
-                lake,
-                &table.layout.schema,
-                table.layout.json_text_paths.clone(),
-                &table.event_id,
-            )
-            .await
-            .with_context(|| format!("sinks.{name}"))?,
-        );
-        if lake.compaction.enabled {
-            compactions.spawn(compaction::run_schedule(
-                name.clone(),
-                table.url.clone(),
-                lake.compaction.clone(),
-                table.id_column.clone(),
-                compaction_stop_rx.clone(),
-            ));
-        }
+        let opened: Box<dyn Sink> = match sink {
+            SinkConfig::Lake(lake) => {
+                let table = &pipeline.lakes[name];
+                if lake.compaction.enabled {
+                    compactions.spawn(compaction::run_schedule(
+                        name.clone(),
+                        table.url.clone(),
+                        lake.compaction.clone(),
+                        table.id_column.clone(),
+                        compaction_stop_rx.clone(),
+                    ));
+                }
+                Box::new(
+                    LakeSink::open(
+                        table.url.clone(),
+                        lake,
+                        &table.layout.schema,
+                        table.layout.json_text_paths.clone(),
+                        &table.event_id,
+                    )
+                    .await
+                    .with_context(|| format!("sinks.{name}"))?,
+                )
+            }
+            SinkConfig::Postgres(pg) => Box::new(
+                PostgresSink::open(pg, pipeline.postgres[name].clone())
+                    .await
+                    .with_context(|| format!("sinks.{name}"))?,
+            ),
+        };
         let (tx, rx) = mpsc::channel(4);
         let driver = SinkDriver {
             name: name.clone(),
             sink: opened,
-            flush_interval: Duration::from_secs(lake.flush_interval_secs),
+            flush_interval: Duration::from_secs(sink.flush_interval_secs()),
             dead_letters: dlq.clone(),
         };
         let sink_name = name.clone();

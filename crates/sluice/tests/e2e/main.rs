@@ -8,5 +8,6 @@ mod disk_full;
 mod early_flush;
 mod faults;
 mod hostile;
+mod postgres;
 mod redelivery;
 mod support;

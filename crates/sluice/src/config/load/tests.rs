@@ -71,7 +71,9 @@ fn bucket_keys_and_compaction_keys_are_checked() {
     let dir = tempfile::tempdir().unwrap();
     let bucketed = EXAMPLE.replace(r#"["dt", "hour"]"#, r#"["dt", "hour", "bucket(16, /event_id)"]"#);
     let p = load(&write(&dir, &bucketed)).unwrap();
-    let SinkConfig::Lake(lake) = &p.config.sinks["lake"];
+    let SinkConfig::Lake(lake) = &p.config.sinks["lake"] else {
+        panic!("not a lake sink")
+    };
     assert_eq!(lake.partition_by[2].column(), "bucket");
 
     let e = error_of(&EXAMPLE.replace(r#"["dt", "hour"]"#, r#"["dt", "bucket(16, /nope)"]"#));
@@ -139,4 +141,47 @@ fn unused_source_is_refused() {
 fn s3_is_not_accepted_yet() {
     let e = error_of(&EXAMPLE.replace("uri = \"lake/clickstream\"", "uri = \"s3://b/p\""));
     assert!(e.contains("sinks.lake.uri") && e.contains("s3"), "{e}");
+}
+
+const POSTGRES: &str = r#"
+[sinks.warehouse]
+type = "postgres"
+inputs = ["standardize"]
+url = "postgres://postgres@127.0.0.1/test"
+table = "events"
+"#;
+
+#[test]
+fn a_postgres_sink_takes_the_schema_of_its_validated_inputs_or_infers() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = load(&write(&dir, &format!("{EXAMPLE}{POSTGRES}"))).unwrap();
+    assert!(
+        p.postgres["warehouse"]
+            .as_ref()
+            .is_some_and(|s| s["properties"]["ts"].is_object())
+    );
+    let raw = POSTGRES.replace("inputs = [\"standardize\"]", "inputs = [\"web\"]");
+    let p = load(&write(&dir, &format!("{EXAMPLE}{raw}"))).unwrap();
+    assert_eq!(p.postgres["warehouse"], None);
+}
+
+#[test]
+fn postgres_sink_errors_name_the_key() {
+    let upsert = |key: &str| format!("{EXAMPLE}{POSTGRES}mode = \"upsert\"\nprimary_key = [\"{key}\"]\n");
+    let e = error_of(&upsert("/nope"));
+    assert!(
+        e.contains("sinks.warehouse.primary_key") && e.contains("\"/nope\" is not a string, number or boolean field"),
+        "{e}"
+    );
+    assert!(load(&write(&tempfile::tempdir().unwrap(), &upsert("/event_id"))).is_ok());
+    let e = error_of(&format!("{EXAMPLE}{POSTGRES}mode = \"merge\"\n"));
+    assert!(
+        e.contains("mode") && e.contains("append") && e.contains("upsert"),
+        "{e}"
+    );
+    let e = error_of(&format!("{EXAMPLE}{}", POSTGRES.replace("\"events\"", "\"my events\"")));
+    assert!(
+        e.contains("sinks.warehouse.table") && e.contains("letters, digits"),
+        "{e}"
+    );
 }

@@ -1,0 +1,325 @@
+//! The sink against the machine's real PostgreSQL (`SLUICE_TEST_POSTGRES`,
+//! default `postgres://postgres@127.0.0.1:5432/test`). Each test works in a
+//! schema of its own and drops it at the end.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use sluice_core::{Accepted, Event, Sink};
+use tokio_postgres::Client;
+
+use crate::{PostgresSink, PostgresSinkConfig, WriteMode, db};
+
+fn url() -> String {
+    std::env::var("SLUICE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A fresh schema name and a client to look at it.
+async fn scratch() -> (String, Client) {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let schema = format!(
+        "sluice_unit_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let client = db::connect(&url()).await.expect("the test PostgreSQL is reachable");
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .await
+        .unwrap();
+    (schema, client)
+}
+
+async fn drop_schema(client: &Client, schema: &str) {
+    client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+}
+
+fn config(schema: &str, mode: WriteMode) -> PostgresSinkConfig {
+    let mut c: PostgresSinkConfig = toml::from_str(&format!(
+        "inputs = [\"x\"]\nurl = \"{}\"\nschema = \"{schema}\"\ntable = \"events\"",
+        url()
+    ))
+    .unwrap();
+    c.mode = mode;
+    if mode == WriteMode::Upsert {
+        c.primary_key = vec!["/id".into()];
+    }
+    c.validate().unwrap();
+    c
+}
+
+fn events(values: &[Value]) -> Vec<Event> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Event::from_line(i as u32, Bytes::from(v.to_string())))
+        .collect()
+}
+
+async fn accept(sink: &mut PostgresSink, key: &str, values: &[Value]) -> Vec<(String, String)> {
+    match sink.accept(key, false, events(values)).await.unwrap() {
+        Accepted::Buffered { rejected } => rejected.into_iter().map(|r| (r.reason, r.detail)).collect(),
+        Accepted::AlreadyCommitted => panic!("{key} was already committed"),
+    }
+}
+
+async fn strings(client: &Client, sql: &str) -> Vec<String> {
+    client
+        .query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| r.get::<_, Option<String>>(0).unwrap_or_else(|| "NULL".into()))
+        .collect()
+}
+
+async fn columns(client: &Client, schema: &str, table: &str) -> Vec<String> {
+    strings(
+        client,
+        &format!(
+            "SELECT column_name || ' ' || data_type FROM information_schema.columns
+             WHERE table_schema = '{schema}' AND table_name = '{table}' ORDER BY ordinal_position"
+        ),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn events_flatten_into_a_root_table_and_child_tables_linked_by_parent_and_index() {
+    let (schema, client) = scratch().await;
+    let mut sink = PostgresSink::open(&config(&schema, WriteMode::Append), None)
+        .await
+        .unwrap();
+    let refused = accept(
+        &mut sink,
+        "b1",
+        &[
+            json!({"id": "a", "ts": "2026-11-01T00:00:00Z", "device": {"screen": {"w": 390}}, "tags": ["x", "y"],
+                   "props": {"items": [{"sku": "s1", "qty": 2, "price": 1.5}, {"sku": "s2", "qty": 1, "price": 10.0}]}}),
+            json!({"id": "b", "props": {"items": []}}),
+        ],
+    )
+    .await;
+    assert!(refused.is_empty(), "{refused:?}");
+    let report = sink.flush().await.unwrap();
+    assert_eq!((report.rows, report.batches), (2, 1));
+
+    assert_eq!(
+        columns(&client, &schema, "events").await,
+        vec![
+            "_sluice_id uuid",
+            "_sluice_loaded_at timestamp with time zone",
+            "id text",
+            "ts text",
+            "device__screen__w bigint",
+            "tags jsonb",
+        ]
+    );
+    let linked = strings(
+        &client,
+        &format!(
+            "SELECT e.id || ':' || i._sluice_list_idx || ':' || i.sku || ':' || i.qty * i.price
+             FROM {schema}.events e JOIN {schema}.events__props__items i ON i._sluice_parent_id = e._sluice_id
+             ORDER BY 1"
+        ),
+    )
+    .await;
+    assert_eq!(linked, vec!["a:0:s1:3", "a:1:s2:10"]);
+    let tags = strings(&client, &format!("SELECT tags->>1 FROM {schema}.events ORDER BY id")).await;
+    assert_eq!(tags, vec!["y", "NULL"]);
+    drop_schema(&client, &schema).await;
+}
+
+#[tokio::test]
+async fn a_new_field_mid_stream_adds_a_nullable_column_and_a_misfit_is_refused() {
+    let (schema, client) = scratch().await;
+    let mut sink = PostgresSink::open(&config(&schema, WriteMode::Append), None)
+        .await
+        .unwrap();
+    accept(&mut sink, "b1", &[json!({"id": "a", "n": 1})]).await;
+    sink.flush().await.unwrap();
+    let refused = accept(
+        &mut sink,
+        "b2",
+        &[
+            json!({"id": "b", "n": 2, "coupon": "X1", "experiment": {"arm": "B"}}),
+            json!({"id": "c", "n": "three"}),
+            json!({"id": "d", "n": 4.5}),
+        ],
+    )
+    .await;
+    assert_eq!(
+        refused,
+        vec![
+            (
+                "column_type:/n".to_string(),
+                "expected bigint, got string \"three\" (column \"n\" of table \"events\")".to_string()
+            ),
+            (
+                "column_type:/n".to_string(),
+                "4.5 does not fit bigint (column \"n\" of table \"events\")".to_string()
+            ),
+        ]
+    );
+    sink.flush().await.unwrap();
+    let rows = strings(
+        &client,
+        &format!("SELECT id || ',' || n || ',' || coalesce(coupon, '-') || ',' || coalesce(experiment__arm, '-') FROM {schema}.events ORDER BY id"),
+    )
+    .await;
+    assert_eq!(rows, vec!["a,1,-,-", "b,2,X1,B"]);
+
+    // A new process reads the shape back: `coupon` stays text.
+    drop(sink);
+    let mut again = PostgresSink::open(&config(&schema, WriteMode::Append), None)
+        .await
+        .unwrap();
+    let refused = accept(&mut again, "b3", &[json!({"id": "e", "coupon": 5})]).await;
+    assert_eq!(refused[0].0, "column_type:/coupon");
+    drop_schema(&client, &schema).await;
+}
+
+#[tokio::test]
+async fn a_committed_batch_is_recognised_and_two_writers_never_commit_one_batch_twice() {
+    let (schema, client) = scratch().await;
+    let cfg = config(&schema, WriteMode::Append);
+    let mut one = PostgresSink::open(&cfg, None).await.unwrap();
+    let mut two = PostgresSink::open(&cfg, None).await.unwrap();
+    accept(&mut one, "same", &[json!({"id": "a"})]).await;
+    accept(&mut two, "same", &[json!({"id": "a"})]).await;
+    one.flush().await.unwrap();
+    let err = two.flush().await.unwrap_err();
+    assert!(err.is_retriable() && err.message.contains("duplicate key"), "{err}");
+    two.reset();
+    assert!(matches!(
+        two.accept("same", true, events(&[json!({"id": "a"})])).await.unwrap(),
+        Accepted::AlreadyCommitted
+    ));
+    let count = strings(&client, &format!("SELECT count(*)::text FROM {schema}.events")).await;
+    assert_eq!(count, vec!["1"]);
+    drop_schema(&client, &schema).await;
+}
+
+#[tokio::test]
+async fn upsert_replaces_the_row_and_its_children_and_keeps_the_last_version() {
+    let (schema, client) = scratch().await;
+    let mut sink = PostgresSink::open(&config(&schema, WriteMode::Upsert), None)
+        .await
+        .unwrap();
+    accept(
+        &mut sink,
+        "b1",
+        &[
+            json!({"id": "a", "v": 1, "items": [{"k": 1}, {"k": 2}, {"k": 3}]}),
+            json!({"id": "b", "v": 1}),
+        ],
+    )
+    .await;
+    sink.flush().await.unwrap();
+    let refused = accept(
+        &mut sink,
+        "b2",
+        &[
+            json!({"id": "a", "v": 2, "items": [{"k": 9}]}),
+            json!({"id": "a", "v": 3, "items": [{"k": 10}, {"k": 11}]}),
+            json!({"v": 4}),
+        ],
+    )
+    .await;
+    assert_eq!(refused[0].0, "missing_primary_key:/id");
+    let report = sink.flush().await.unwrap();
+    assert_eq!((report.rows, report.duplicates_dropped), (1, 1));
+    let rows = strings(
+        &client,
+        &format!(
+            "SELECT e.id || ':' || e.v || ':' || coalesce(string_agg(i.k::text, ',' ORDER BY i._sluice_list_idx), '')
+             FROM {schema}.events e LEFT JOIN {schema}.events__items i ON i._sluice_root_id = e._sluice_id
+             GROUP BY e.id, e.v ORDER BY e.id"
+        ),
+    )
+    .await;
+    assert_eq!(rows, vec!["a:3:10,11", "b:1:"]);
+    drop_schema(&client, &schema).await;
+}
+
+#[tokio::test]
+async fn hostile_field_names_are_quoted_and_long_ones_shortened() {
+    let (schema, client) = scratch().await;
+    let mut sink = PostgresSink::open(&config(&schema, WriteMode::Append), None)
+        .await
+        .unwrap();
+    let evil = "x\"; DROP TABLE events; --";
+    let long = "a".repeat(80);
+    let refused = accept(
+        &mut sink,
+        "b1",
+        &[json!({evil: "'); DROP TABLE events; --", &long: 1, "Mixed Case": true, "": 1})],
+    )
+    .await;
+    assert_eq!(refused[0].0, "column_name:/");
+    accept(
+        &mut sink,
+        "b2",
+        &[json!({evil: "'); DROP TABLE events; --", &long: 1, "Mixed Case": true})],
+    )
+    .await;
+    sink.flush().await.unwrap();
+    let cols = columns(&client, &schema, "events").await;
+    assert!(cols.contains(&format!("{evil} text")), "{cols:?}");
+    assert!(cols.contains(&"Mixed Case boolean".to_string()), "{cols:?}");
+    assert!(
+        cols.iter()
+            .any(|c| c.starts_with(&"a".repeat(54)) && c.len() == 63 + " bigint".len())
+    );
+    let stored = strings(
+        &client,
+        &format!("SELECT \"x\"\"; DROP TABLE events; --\" FROM {schema}.events"),
+    )
+    .await;
+    assert_eq!(stored, vec!["'); DROP TABLE events; --"]);
+    drop_schema(&client, &schema).await;
+}
+
+#[tokio::test]
+async fn the_schema_declares_tables_up_front_and_a_conflicting_type_or_foreign_table_is_refused() {
+    let (schema, client) = scratch().await;
+    let json_schema = json!({"type": "object", "properties": {
+        "id": {"type": "string"},
+        "ts": {"type": "string", "format": "date-time"},
+        "items": {"type": "array", "items": {"type": "object", "properties": {"sku": {"type": "string"}}}}
+    }});
+    let cfg = config(&schema, WriteMode::Append);
+    PostgresSink::open(&cfg, Some(json_schema)).await.unwrap();
+    assert!(
+        columns(&client, &schema, "events")
+            .await
+            .contains(&"ts timestamp with time zone".to_string())
+    );
+    assert!(
+        columns(&client, &schema, "events__items")
+            .await
+            .contains(&"sku text".to_string())
+    );
+
+    let changed = json!({"type": "object", "properties": {"ts": {"type": "integer"}}});
+    let err = PostgresSink::open(&cfg, Some(changed)).await.err().unwrap();
+    assert!(
+        err.message
+            .contains("column \"ts\" of table \"events\" is timestamp with time zone but the schema makes /ts bigint"),
+        "{err}"
+    );
+
+    client
+        .batch_execute(&format!("CREATE TABLE {schema}.theirs (a int)"))
+        .await
+        .unwrap();
+    let mut theirs = cfg.clone();
+    theirs.table = "theirs".into();
+    let err = PostgresSink::open(&theirs, None).await.err().unwrap();
+    assert!(err.message.contains("exists but was not made by Sluice"), "{err}");
+    drop_schema(&client, &schema).await;
+}

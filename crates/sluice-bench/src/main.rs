@@ -1,11 +1,13 @@
 //! `sluice-bench`: the bench command. In one run, on generated input, it
 //! measures and prints Sluice beside the DuckDB reference (lake ingest on
-//! one thread, compaction), HTTP durable ingest at several concurrency
+//! one thread, compaction), PostgreSQL loading beside row-by-row inserts,
+//! HTTP durable ingest at several concurrency
 //! levels and at a paced half rate, event -> queryable latency, and the
 //! engine's peak RSS in each run. `scripts/bench` builds it and runs it.
 
 mod http;
 mod ingest;
+mod pg;
 mod process;
 
 use std::{
@@ -40,6 +42,15 @@ struct Args {
     /// Skip the HTTP and latency runs.
     #[arg(long)]
     no_http: bool,
+    /// Generator lines for the PostgreSQL load.
+    #[arg(long, default_value_t = 200_000)]
+    postgres_lines: u64,
+    /// The PostgreSQL server for the load (schemas `sluice_bench_*` are replaced).
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    postgres_url: String,
+    /// Skip the PostgreSQL load.
+    #[arg(long)]
+    no_postgres: bool,
 }
 
 /// Where things are.
@@ -97,6 +108,7 @@ struct Results {
     lines: u64,
     lake_ingest: ingest::Comparison,
     compaction: ingest::Comparison,
+    postgres: Option<pg::PgComparison>,
     http: Option<HttpResults>,
 }
 
@@ -213,6 +225,17 @@ async fn main() -> Result<()> {
     let ingest = ingest::lake_ingest(&env, &events, args.lines).await?;
     eprintln!("compaction: duckdb, then sluice");
     let compaction = ingest::compaction(&env, &ingest.table).await?;
+    let postgres = if args.no_postgres {
+        None
+    } else {
+        eprintln!("postgres load: sluice, then row-by-row inserts");
+        let input = env.generate(
+            "postgres",
+            args.postgres_lines,
+            &["--dup-rate", "0.02", "--bad-rate", "0.01", "--late-rate", "0.05"],
+        )?;
+        Some(pg::load(&env, &args.postgres_url, &input, args.postgres_lines).await?)
+    };
     let http = if args.no_http {
         None
     } else {
@@ -223,6 +246,7 @@ async fn main() -> Result<()> {
         lines: args.lines,
         lake_ingest: ingest.comparison,
         compaction,
+        postgres,
         http,
     };
     print_comparison(
@@ -230,6 +254,25 @@ async fn main() -> Result<()> {
         &results.lake_ingest,
     );
     print_comparison("compaction of the ingested table, one thread each", &results.compaction);
+    if let Some(p) = &results.postgres {
+        println!(
+            "\nPostgreSQL load, {} generator lines (purchases' items in a child table)",
+            args.postgres_lines
+        );
+        for side in [&p.sluice, &p.baseline] {
+            println!(
+                "  {:<62} {:>8.0} events/s  {:>7.2} s  ({} rows + {} item rows){}",
+                side.engine,
+                side.events_per_s,
+                side.seconds,
+                side.root_rows,
+                side.child_rows,
+                side.measured
+                    .map_or(String::new(), |m| format!("  peak RSS {:.0} MiB", m.peak_rss_mib))
+            );
+        }
+        println!("  ratio sluice / naive inserts: {:.2}x", p.ratio);
+    }
     if let Some(h) = &results.http {
         println!(
             "\nHTTP durable ingest, {} events per request (fsync'd before 200)",

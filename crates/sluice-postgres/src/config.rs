@@ -16,7 +16,7 @@ pub struct PostgresSinkConfig {
     pub schema: String,
     /// The root table; child tables are named after it (`events__props__items`).
     pub table: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "write_mode")]
     pub mode: WriteMode,
     /// JSON pointers of the key an `upsert` replaces rows by.
     #[serde(default)]
@@ -34,14 +34,25 @@ pub struct PostgresSinkConfig {
 }
 
 /// How a flush writes its rows.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum WriteMode {
     /// Every event is a new row (engine redelivery is still written once).
     #[default]
     Append,
     /// An event replaces the row with the same primary key, children included.
     Upsert,
+}
+
+/// Names the key in the error: serde's own message for an unknown variant
+/// loses it inside the internally tagged sink enum.
+fn write_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<WriteMode, D::Error> {
+    match String::deserialize(d)?.as_str() {
+        "append" => Ok(WriteMode::Append),
+        "upsert" => Ok(WriteMode::Upsert),
+        other => Err(serde::de::Error::custom(format!(
+            "mode: {other:?} is not allowed; allowed: \"append\", \"upsert\""
+        ))),
+    }
 }
 
 fn default_schema() -> String {

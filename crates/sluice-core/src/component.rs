@@ -15,6 +15,8 @@ use crate::{dead_letter::Rejected, error::StageError, event::Event};
 pub struct TransformOutput {
     pub events: Vec<Event>,
     pub rejected: Vec<Rejected>,
+    /// Events left out on purpose (a filter, a jq program emitting nothing).
+    pub dropped: u64,
 }
 
 /// A per-batch transform (validate, jq, lookup, documents, ...).

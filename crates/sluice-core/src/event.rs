@@ -29,3 +29,16 @@ impl Event {
         }
     }
 }
+
+/// What kind of JSON value `v` is, for messages: `a string`, `an object`, ...
+pub fn json_kind(v: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use chrono::DateTime;
 use jsonschema::{ValidationError, Validator, error::ValidationErrorKind};
 use serde_json::Value;
-use sluice_core::{Event, Rejected, StageError, Transform, TransformOutput, reason};
+use sluice_core::{Event, Rejected, StageError, Transform, TransformOutput, json_kind, reason};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
@@ -75,7 +75,7 @@ impl ValidateTransform {
         if !value.is_object() {
             return Err((
                 reason::NOT_AN_OBJECT.into(),
-                format!("expected a JSON object, got {}", kind_of(&value)),
+                format!("expected a JSON object, got {}", json_kind(&value)),
             ));
         }
         // `is_valid` stops at the first failure without building errors;
@@ -110,7 +110,7 @@ impl ValidateTransform {
                     format!(
                         "expected an RFC 3339 string at {}, got {}",
                         self.event_time,
-                        kind_of(other)
+                        json_kind(other)
                     ),
                 ));
             }
@@ -124,17 +124,6 @@ impl ValidateTransform {
         event.id = Some(id);
         event.time_us = Some(time_us);
         Ok(())
-    }
-}
-
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 
@@ -157,7 +146,7 @@ impl Transform for ValidateTransform {
     async fn process(&self, events: Vec<Event>) -> Result<TransformOutput, StageError> {
         let mut out = TransformOutput {
             events: Vec::with_capacity(events.len()),
-            rejected: Vec::new(),
+            ..TransformOutput::default()
         };
         for mut event in events {
             match self.check(&mut event) {

@@ -13,6 +13,7 @@ pub async fn execute(command: Command) -> Result<()> {
         Command::Run { pipeline, until_idle } => run::run(&pipeline, until_idle).await,
         Command::Validate { pipeline } => {
             let p = config::load(&pipeline)?;
+            config::build_transforms(&p)?;
             println!(
                 "{}: ok ({} sources, {} transforms, {} sinks; data in {})",
                 pipeline.display(),

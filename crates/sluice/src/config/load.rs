@@ -11,7 +11,10 @@ use serde_json::Value;
 use sluice_schema::{ArrowLayout, arrow_layout, load_schema};
 use url::Url;
 
-use super::model::{PipelineFile, SinkConfig, SourceConfig, TransformConfig};
+use super::{
+    build::check_transform,
+    model::{PipelineFile, SinkConfig, SourceConfig, TransformConfig},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -79,13 +82,25 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
     }
     let mut schemas = BTreeMap::new();
     for (tname, transform) in &mut config.transforms {
-        let TransformConfig::Validate(v) = transform;
+        let v = match transform {
+            TransformConfig::Validate(v) => v,
+            TransformConfig::Jq(jq) => {
+                if let Some(f) = &mut jq.program_file {
+                    *f = resolve(&dir, f).to_string_lossy().into_owned();
+                }
+                continue;
+            }
+            _ => continue,
+        };
         let schema_path = resolve(&dir, &v.schema);
         let schema = load_schema(&schema_path).map_err(|e| invalid(format!("transforms.{tname}.schema: {e}")))?;
         sluice_schema::ValidateTransform::new(&schema, &v.event_id, &v.event_time)
             .map_err(|e| invalid(format!("transforms.{tname}.schema: {e}")))?;
         v.schema = schema_path.to_string_lossy().into_owned();
         schemas.insert(tname.clone(), schema);
+    }
+    for (tname, transform) in &config.transforms {
+        check_transform(transform).map_err(|e| invalid(format!("transforms.{tname}.{e}")))?;
     }
     let mut lakes = BTreeMap::new();
     let mut postgres = BTreeMap::new();
@@ -199,7 +214,9 @@ fn check(config: &PipelineFile) -> Result<(), String> {
         .map_err(|e| format!("sources.{name}.{e}"))?;
     }
     for (name, t) in &config.transforms {
-        let TransformConfig::Validate(v) = t;
+        let TransformConfig::Validate(v) = t else {
+            continue;
+        };
         for (key, pointer) in [("event_id", &v.event_id), ("event_time", &v.event_time)] {
             if !pointer.starts_with('/') {
                 return Err(format!(

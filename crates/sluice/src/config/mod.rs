@@ -1,10 +1,13 @@
-//! Pipeline files: parsing (`model`), checking and resolving paths (`load`).
+//! Pipeline files: parsing (`model`), checking and resolving paths (`load`),
+//! building transforms from them (`build`).
 //!
 //! Loading is pure apart from reading the pipeline file and the schema files
 //! it names, so `sluice validate` has no side effects.
 
+mod build;
 mod load;
 mod model;
 
+pub use build::build_transforms;
 pub use load::{ConfigError, LakeTable, Pipeline, load};
-pub use model::{SinkConfig, SourceConfig, TransformConfig};
+pub use model::{SinkConfig, SourceConfig};

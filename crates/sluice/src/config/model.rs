@@ -7,6 +7,7 @@ use serde::Deserialize;
 use sluice_connectors::sources::{file::FileSourceConfig, http::HttpSourceConfig};
 use sluice_lake::LakeSinkConfig;
 use sluice_postgres::PostgresSinkConfig;
+use sluice_transform::config::{CastConfig, DropConfig, FilterConfig, HashConfig, JqConfig, RenameConfig, SetConfig};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -99,12 +100,26 @@ pub enum SourceConfig {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum TransformConfig {
     Validate(ValidateConfig),
+    Jq(JqConfig),
+    Rename(RenameConfig),
+    Drop(DropConfig),
+    Set(SetConfig),
+    Cast(CastConfig),
+    Filter(FilterConfig),
+    Hash(HashConfig),
 }
 
 impl TransformConfig {
     pub fn inputs(&self) -> &[String] {
         match self {
-            TransformConfig::Validate(v) => &v.inputs,
+            TransformConfig::Validate(c) => &c.inputs,
+            TransformConfig::Jq(c) => &c.inputs,
+            TransformConfig::Rename(c) => &c.inputs,
+            TransformConfig::Drop(c) => &c.inputs,
+            TransformConfig::Set(c) => &c.inputs,
+            TransformConfig::Cast(c) => &c.inputs,
+            TransformConfig::Filter(c) => &c.inputs,
+            TransformConfig::Hash(c) => &c.inputs,
         }
     }
 }

@@ -37,7 +37,6 @@ use sluice_core::{DeadLetter, Delivery, Event, Sink, now_ms, split_lines};
 use sluice_lake::LakeSink;
 use sluice_postgres::PostgresSink;
 use sluice_queue::{DeadLetterStore, Queue, QueueSettings, embedded::EmbeddedQueue};
-use sluice_schema::ValidateTransform;
 use tokio::{
     sync::{mpsc, oneshot, watch},
     task::JoinSet,
@@ -45,7 +44,7 @@ use tokio::{
 
 use crate::{
     api,
-    config::{Pipeline, SinkConfig, SourceConfig, TransformConfig},
+    config::{Pipeline, SinkConfig, SourceConfig, build_transforms},
     telemetry,
 };
 use route::{Route, TransformNode, dependency_order, route_for, run_route};
@@ -89,20 +88,14 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
     let dlq: Arc<dyn DeadLetterStore> = queue.clone();
     let cfg = &pipeline.config;
 
-    let transforms: Vec<TransformNode> = cfg
-        .transforms
-        .iter()
-        .map(|(name, t)| {
-            let TransformConfig::Validate(v) = t;
-            let transform = ValidateTransform::new(&pipeline.schemas[name], &v.event_id, &v.event_time)
-                .map_err(|e| anyhow::anyhow!("transforms.{name}: {e}"))?;
-            Ok(TransformNode {
-                name: name.clone(),
-                inputs: v.inputs.clone(),
-                transform: Arc::new(transform),
-            })
+    let transforms: Vec<TransformNode> = build_transforms(pipeline)?
+        .into_iter()
+        .map(|(name, transform)| TransformNode {
+            inputs: cfg.transforms[&name].inputs().to_vec(),
+            name,
+            transform,
         })
-        .collect::<Result<_>>()?;
+        .collect();
     let order = dependency_order(&transforms);
 
     let mut sinks = Vec::new();

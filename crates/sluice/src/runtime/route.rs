@@ -106,8 +106,12 @@ pub async fn run_route(
         let node = &transforms[i];
         let input = gather(&outputs, &node.inputs);
         let received = input.len() as u64;
+        let started = std::time::Instant::now();
         let out = node.transform.process(input).await?;
         let c = node.name.clone();
+        metrics::histogram!("sluice_transform_seconds", "component" => c.clone())
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!("sluice_transform_dropped_events_total", "component" => c.clone()).increment(out.dropped);
         metrics::counter!("sluice_component_received_events_total", "component" => c.clone()).increment(received);
         metrics::counter!("sluice_component_sent_events_total", "component" => c.clone())
             .increment(out.events.len() as u64);
@@ -138,7 +142,7 @@ mod tests {
         async fn process(&self, events: Vec<Event>) -> Result<TransformOutput, StageError> {
             Ok(TransformOutput {
                 events,
-                rejected: vec![],
+                ..TransformOutput::default()
             })
         }
     }

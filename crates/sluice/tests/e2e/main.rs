@@ -11,3 +11,4 @@ mod hostile;
 mod postgres;
 mod redelivery;
 mod support;
+mod transforms;

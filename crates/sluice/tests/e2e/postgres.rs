@@ -17,11 +17,11 @@ use tokio_postgres::{Client, NoTls};
 
 use crate::support::{self, Running};
 
-fn url() -> String {
+pub(crate) fn url() -> String {
     std::env::var("SLUICE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
-async fn connect() -> Client {
+pub(crate) async fn connect() -> Client {
     let (client, connection) = tokio_postgres::connect(&url(), NoTls)
         .await
         .expect("the test PostgreSQL is reachable (scripts/test starts it)");
@@ -30,7 +30,7 @@ async fn connect() -> Client {
 }
 
 /// A schema name of this test run, dropped first if a failed run left it.
-async fn fresh_schema(client: &Client, name: &str) -> String {
+pub(crate) async fn fresh_schema(client: &Client, name: &str) -> String {
     let schema = format!("sluice_e2e_{name}_{}", std::process::id());
     client
         .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
@@ -82,7 +82,7 @@ fn event_id(line: &str) -> Option<String> {
     v.get("event_id")?.as_str().map(str::to_string)
 }
 
-async fn one_i64(client: &Client, sql: &str) -> i64 {
+pub(crate) async fn one_i64(client: &Client, sql: &str) -> i64 {
     client
         .query_one(sql, &[])
         .await
@@ -145,23 +145,25 @@ async fn check_tables(client: &Client, schema: &str, oracle: &Value) -> HashMap<
     per_id
 }
 
-fn run_until_idle(dir: &Path) {
+/// `sluice run dir/pipeline.toml --until-idle` with extra environment variables.
+pub(crate) fn run_until_idle(dir: &Path, env: &[(&str, &str)]) {
     support::run_ok(
         Command::new(support::SLUICE)
             .arg("run")
             .arg(dir.join("pipeline.toml"))
-            .arg("--until-idle"),
+            .arg("--until-idle")
+            .envs(env.iter().copied()),
     );
 }
 
-async fn drop_schema(client: &Client, schema: &str) {
+pub(crate) async fn drop_schema(client: &Client, schema: &str) {
     client
         .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
         .await
         .unwrap();
 }
 
-fn dead_letter_count(dir: &Path) -> usize {
+pub(crate) fn dead_letter_count(dir: &Path) -> usize {
     support::run_ok(
         Command::new(support::SLUICE)
             .args(["dlq", "show"])
@@ -209,7 +211,7 @@ async fn clickstream_upserts_into_normalised_tables_and_a_new_field_adds_a_colum
         pipeline(api, &schema, "mode = \"upsert\"\nprimary_key = [\"/event_id\"]"),
     )
     .unwrap();
-    run_until_idle(dir);
+    run_until_idle(dir, &[]);
 
     let per_id = check_tables(&client, &schema, &oracle).await;
     assert!(per_id.values().all(|n| *n == 1), "upsert keeps one row per event id");
@@ -310,7 +312,7 @@ async fn kill_9_rounds_into_postgres_append_lose_nothing_and_duplicate_nothing()
     }
     dropper.join().unwrap();
     sluice.stop();
-    run_until_idle(dir);
+    run_until_idle(dir, &[]);
 
     let per_id = check_tables(&client, &schema, &oracle).await;
     let mut offered: HashMap<String, i64> = HashMap::new();

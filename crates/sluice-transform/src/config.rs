@@ -1,0 +1,285 @@
+//! Configuration of the user transforms, as written in a pipeline file, and
+//! building each into a [`Transform`]. Building checks everything the
+//! transform needs at start (the jq program compiles, pointers parse, the
+//! hash key's environment variable is set); errors start with the key.
+
+use std::{collections::BTreeMap, path::Path, sync::Arc};
+
+use serde::Deserialize;
+use serde_json::Value;
+use sluice_core::Transform;
+
+use crate::{
+    jq::JqTransform,
+    ops::{Cast, CastType, DropFields, EditTransform, Filter, Hash, Rename, Set, SetValue, Test},
+    pointer::Pointer,
+};
+
+/// `type = "jq"`: `program` inline or `program_file` (relative to the pipeline file).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JqConfig {
+    pub inputs: Vec<String>,
+    pub program: Option<String>,
+    pub program_file: Option<String>,
+}
+
+/// `type = "rename"`: `fields = { "/from" = "/to" }`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RenameConfig {
+    pub inputs: Vec<String>,
+    pub fields: BTreeMap<String, String>,
+}
+
+/// `type = "drop"`: `fields = ["/page/referrer"]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DropConfig {
+    pub inputs: Vec<String>,
+    pub fields: Vec<String>,
+}
+
+/// `type = "set"`: `fields = { "/source" = "web", "/copy" = { from = "/geo/country" } }`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SetConfig {
+    pub inputs: Vec<String>,
+    pub fields: BTreeMap<String, SetSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum SetSpec {
+    From { from: String },
+    Constant(Value),
+}
+
+/// `type = "cast"`: `fields = { "/props/qty" = "integer" }`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CastConfig {
+    pub inputs: Vec<String>,
+    pub fields: BTreeMap<String, CastType>,
+}
+
+/// `type = "filter"`: `keep_if` or `drop_if` a condition on one field.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    pub inputs: Vec<String>,
+    pub keep_if: Option<Condition>,
+    pub drop_if: Option<Condition>,
+}
+
+/// `{ field = "/event_type", equals = "purchase" }`; exactly one of
+/// `equals`, `not_equals`, `in`, `exists`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Condition {
+    pub field: String,
+    pub equals: Option<Value>,
+    pub not_equals: Option<Value>,
+    #[serde(rename = "in")]
+    pub one_of: Option<Vec<Value>>,
+    pub exists: Option<bool>,
+}
+
+/// `type = "hash"`: `fields = ["/user_id"]`, `key_env = "SLUICE_PII_KEY"`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HashConfig {
+    pub inputs: Vec<String>,
+    pub fields: Vec<String>,
+    /// Environment variable holding the secret key (never logged or printed).
+    pub key_env: String,
+}
+
+fn pointer(key: &str, text: &str) -> Result<Pointer, String> {
+    Pointer::parse(text).map_err(|e| format!("{key}: {e}"))
+}
+
+fn pointers(key: &str, texts: &[String]) -> Result<Vec<Pointer>, String> {
+    if texts.is_empty() {
+        return Err(format!("{key}: name at least one field"));
+    }
+    texts.iter().map(|t| pointer(key, t)).collect()
+}
+
+fn pairs<T: Clone>(key: &str, map: &BTreeMap<String, T>) -> Result<Vec<(Pointer, T)>, String> {
+    if map.is_empty() {
+        return Err(format!("{key}: name at least one field"));
+    }
+    map.iter().map(|(k, v)| Ok((pointer(key, k)?, v.clone()))).collect()
+}
+
+impl JqConfig {
+    /// The program text: inline, or read from `program_file` under `dir`.
+    pub fn program_text(&self, dir: &Path) -> Result<String, String> {
+        match (&self.program, &self.program_file) {
+            (Some(p), None) => Ok(p.clone()),
+            (None, Some(f)) => {
+                std::fs::read_to_string(dir.join(f)).map_err(|e| format!("program_file: cannot read {f:?}: {e}"))
+            }
+            _ => Err("program: give the jq program either inline (`program`) or in a file (`program_file`)".into()),
+        }
+    }
+
+    pub fn build(&self, dir: &Path) -> Result<Arc<dyn Transform>, String> {
+        let text = self.program_text(dir)?;
+        let key = if self.program.is_some() {
+            "program"
+        } else {
+            "program_file"
+        };
+        Ok(Arc::new(
+            JqTransform::compile(&text).map_err(|e| format!("{key}: {e}"))?,
+        ))
+    }
+}
+
+impl RenameConfig {
+    pub fn build(&self) -> Result<Arc<dyn Transform>, String> {
+        let renames = pairs("fields", &self.fields)?
+            .into_iter()
+            .map(|(from, to)| Ok((from, pointer("fields", &to)?)))
+            .collect::<Result<_, String>>()?;
+        Ok(Arc::new(EditTransform(Rename(renames))))
+    }
+}
+
+impl DropConfig {
+    pub fn build(&self) -> Result<Arc<dyn Transform>, String> {
+        Ok(Arc::new(EditTransform(DropFields(pointers("fields", &self.fields)?))))
+    }
+}
+
+impl SetConfig {
+    pub fn build(&self) -> Result<Arc<dyn Transform>, String> {
+        let sets = pairs("fields", &self.fields)?
+            .into_iter()
+            .map(|(target, spec)| {
+                let value = match spec {
+                    SetSpec::From { from } => SetValue::From(pointer("fields", &from)?),
+                    SetSpec::Constant(v) => SetValue::Constant(v),
+                };
+                Ok((target, value))
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Arc::new(EditTransform(Set(sets))))
+    }
+}
+
+impl CastConfig {
+    pub fn build(&self) -> Result<Arc<dyn Transform>, String> {
+        Ok(Arc::new(EditTransform(Cast(pairs("fields", &self.fields)?))))
+    }
+}
+
+impl FilterConfig {
+    pub fn build(&self) -> Result<Arc<dyn Transform>, String> {
+        let (key, condition, keep_passing) = match (&self.keep_if, &self.drop_if) {
+            (Some(c), None) => ("keep_if", c, true),
+            (None, Some(c)) => ("drop_if", c, false),
+            _ => return Err("keep_if: give exactly one of keep_if or drop_if".into()),
+        };
+        let c = condition;
+        let test = match (&c.equals, &c.not_equals, &c.one_of, c.exists) {
+            (Some(v), None, None, None) => Test::Equals(v.clone()),
+            (None, Some(v), None, None) => Test::NotEquals(v.clone()),
+            (None, None, Some(vs), None) => Test::In(vs.clone()),
+            (None, None, None, Some(b)) => Test::Exists(b),
+            _ => {
+                return Err(format!(
+                    "{key}: give exactly one test: equals, not_equals, in or exists"
+                ));
+            }
+        };
+        Ok(Arc::new(EditTransform(Filter {
+            field: pointer(&format!("{key}.field"), &c.field)?,
+            test,
+            keep_passing,
+        })))
+    }
+}
+
+impl HashConfig {
+    /// Checks what needs no secret (the fields), for commands that never run the transform.
+    pub fn check(&self) -> Result<(), String> {
+        pointers("fields", &self.fields).map(|_| ())
+    }
+
+    /// Builds the transform with the key from `key_env`.
+    pub fn build(&self) -> Result<Arc<dyn Transform>, String> {
+        let fields = pointers("fields", &self.fields)?;
+        let key = std::env::var_os(&self.key_env)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| {
+                format!(
+                    "key_env: the environment variable {} is not set or empty; it must hold the secret key",
+                    self.key_env
+                )
+            })?;
+        Ok(Arc::new(EditTransform(Hash::new(fields, key.into_encoded_bytes()))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_parse_and_errors_name_the_key() {
+        let set: SetConfig =
+            toml::from_str("inputs = [\"a\"]\nfields = { \"/source\" = \"web\", \"/copy\" = { from = \"/x\" } }")
+                .unwrap();
+        assert_eq!(set.fields["/copy"], SetSpec::From { from: "/x".into() });
+        assert_eq!(set.fields["/source"], SetSpec::Constant(Value::from("web")));
+        assert!(set.build().is_ok());
+
+        let filter: FilterConfig =
+            toml::from_str("inputs = [\"a\"]\nkeep_if = { field = \"/t\", in = [\"x\"], exists = true }").unwrap();
+        assert_eq!(
+            filter.build().err().unwrap(),
+            "keep_if: give exactly one test: equals, not_equals, in or exists"
+        );
+        let filter: FilterConfig =
+            toml::from_str("inputs = [\"a\"]\ndrop_if = { field = \"t\", exists = true }").unwrap();
+        assert!(
+            filter
+                .build()
+                .err()
+                .unwrap()
+                .starts_with("drop_if.field: \"t\" is not a JSON pointer")
+        );
+
+        let drop: DropConfig = toml::from_str("inputs = [\"a\"]\nfields = []").unwrap();
+        assert_eq!(drop.build().err().unwrap(), "fields: name at least one field");
+
+        let hash: HashConfig =
+            toml::from_str("inputs = [\"a\"]\nfields = [\"/user_id\"]\nkey_env = \"SLUICE_TEST_SURELY_UNSET_KEY\"")
+                .unwrap();
+        assert!(
+            hash.build()
+                .err()
+                .unwrap()
+                .starts_with("key_env: the environment variable SLUICE_TEST_SURELY_UNSET_KEY")
+        );
+
+        let jq: JqConfig = toml::from_str("inputs = [\"a\"]\nprogram = \".a |\"").unwrap();
+        assert!(
+            jq.build(Path::new("."))
+                .err()
+                .unwrap()
+                .starts_with("program: line 1, column")
+        );
+        let jq: JqConfig = toml::from_str("inputs = [\"a\"]").unwrap();
+        assert!(
+            jq.build(Path::new("."))
+                .err()
+                .unwrap()
+                .starts_with("program: give the jq program")
+        );
+        assert!(toml::from_str::<CastConfig>("inputs = [\"a\"]\nfields = { \"/a\" = \"float\" }").is_err());
+    }
+}

@@ -1,0 +1,209 @@
+//! The `jq` transform: a jq program (jaq, with its standard library) run on
+//! each event. Every value the program emits becomes an event (none drops
+//! it, several fan it out); an error, or an output that is not a JSON
+//! object, sends the input event to the dead-letter store with the reason.
+//! The program is compiled once; compile errors name line and column.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use jaq_core::{
+    Compiler, Ctx, Vars, data,
+    load::{Arena, File, Loader},
+    unwrap_valr,
+};
+use jaq_json::Val;
+use sluice_core::{Event, Rejected, StageError, Transform, TransformOutput, reason};
+
+/// Reasons of events the `jq` transform refuses.
+pub mod jq_reason {
+    /// The program raised an error (`error(...)`, a type error, ...).
+    pub const JQ_ERROR: &str = "jq_error";
+    /// The program emitted a value that is not a JSON object (or not JSON at all, like `nan`).
+    pub const JQ_OUTPUT: &str = "jq_output";
+}
+
+type Filter = jaq_core::Filter<data::JustLut<Val>>;
+
+pub struct JqTransform {
+    filter: Filter,
+}
+
+impl JqTransform {
+    /// Compiles `program`; the error names the line and column of each problem.
+    pub fn compile(program: &str) -> Result<Self, String> {
+        let defs = jaq_core::defs().chain(jaq_std::defs()).chain(jaq_json::defs());
+        let funs = jaq_core::funs().chain(jaq_std::funs()).chain(jaq_json::funs());
+        let arena = Arena::default();
+        let loader = Loader::new(defs);
+        let modules = loader
+            .load(
+                &arena,
+                File {
+                    code: program,
+                    path: (),
+                },
+            )
+            .map_err(|errors| load_errors(program, errors))?;
+        let filter = Compiler::default().with_funs(funs).compile(modules).map_err(|errors| {
+            let mut messages = Vec::new();
+            for (_, undefined) in errors {
+                for (name, kind) in undefined {
+                    messages.push(format!(
+                        "{}: undefined {} {name}",
+                        position(program, name),
+                        kind.as_str()
+                    ));
+                }
+            }
+            messages.join("; ")
+        })?;
+        Ok(JqTransform { filter })
+    }
+
+    /// Runs the program on one event's JSON; the outputs' JSON texts, or the reason and detail of a refusal.
+    pub fn run(&self, payload: &[u8]) -> Result<Vec<Bytes>, (String, String)> {
+        let input =
+            jaq_json::read::parse_single(payload).map_err(|e| (reason::INVALID_JSON.to_string(), e.to_string()))?;
+        let ctx = Ctx::<data::JustLut<Val>>::new(&self.filter.lut, Vars::new([]));
+        let mut out = Vec::new();
+        for value in self.filter.id.run((ctx, input)).map(unwrap_valr) {
+            let value = value.map_err(|e| (jq_reason::JQ_ERROR.to_string(), e.to_string()))?;
+            if !matches!(value, Val::Obj(_)) {
+                return Err((
+                    jq_reason::JQ_OUTPUT.into(),
+                    format!("the program emitted {}, not an object", shorten(&value.to_string())),
+                ));
+            }
+            let text = value.to_string();
+            // jaq prints values JSON cannot hold (nan, byte strings) as non-JSON.
+            if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&text) {
+                return Err((
+                    jq_reason::JQ_OUTPUT.into(),
+                    format!("the program emitted a value that is not JSON ({e}): {}", shorten(&text)),
+                ));
+            }
+            out.push(Bytes::from(text));
+        }
+        Ok(out)
+    }
+}
+
+fn shorten(text: &str) -> String {
+    match text.char_indices().nth(120) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+/// `line L, column C` of `part`, a slice of `code`.
+fn position(code: &str, part: &str) -> String {
+    let offset = (part.as_ptr() as usize)
+        .checked_sub(code.as_ptr() as usize)
+        .filter(|o| *o <= code.len())
+        .unwrap_or(0);
+    let before = &code[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("line {line}, column {column}")
+}
+
+fn load_errors(code: &str, errors: jaq_core::load::Errors<&str, ()>) -> String {
+    use jaq_core::load::Error;
+    let mut messages = Vec::new();
+    for (_, error) in errors {
+        match error {
+            Error::Io(errs) => messages.extend(errs.into_iter().map(|(path, e)| format!("cannot load {path}: {e}"))),
+            Error::Lex(errs) => messages.extend(
+                errs.into_iter()
+                    .map(|(expect, at)| format!("{}: expected {}", position(code, at), expect.as_str())),
+            ),
+            Error::Parse(errs) => messages.extend(errs.into_iter().map(|(expect, at)| {
+                let found = if at.is_empty() {
+                    "the end".to_string()
+                } else {
+                    format!("{at:?}")
+                };
+                format!("{}: expected {}, found {found}", position(code, at), expect.as_str())
+            })),
+        }
+    }
+    messages.join("; ")
+}
+
+#[async_trait]
+impl Transform for JqTransform {
+    async fn process(&self, events: Vec<Event>) -> Result<TransformOutput, StageError> {
+        let mut output = TransformOutput::default();
+        for event in events {
+            match self.run(&event.payload) {
+                Ok(outs) if outs.is_empty() => output.dropped += 1,
+                Ok(outs) => output.events.extend(outs.into_iter().map(|payload| Event {
+                    payload,
+                    ..event.clone()
+                })),
+                Err((reason, detail)) => output.rejected.push(Rejected::new(event, reason, detail)),
+            }
+        }
+        Ok(output)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(program: &str, input: &str) -> Result<Vec<String>, (String, String)> {
+        let t = JqTransform::compile(program).unwrap();
+        t.run(input.as_bytes()).map(|outs| {
+            outs.into_iter()
+                .map(|b| String::from_utf8(b.to_vec()).unwrap())
+                .collect()
+        })
+    }
+
+    #[test]
+    fn a_program_rewrites_drops_or_fans_out() {
+        let cents = ".props.revenue_cents = ((.props.revenue // 0) * 100 | round) | del(.page.referrer)";
+        assert_eq!(
+            run(
+                cents,
+                r#"{"props":{"revenue":12.34},"page":{"url":"u","referrer":"r"}}"#
+            )
+            .unwrap(),
+            vec![r#"{"props":{"revenue":12.34,"revenue_cents":1234},"page":{"url":"u"}}"#]
+        );
+        assert_eq!(run("select(.n > 1)", r#"{"n":1}"#).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            run(".items[] | {sku}", r#"{"items":[{"sku":"a"},{"sku":"b"}]}"#).unwrap(),
+            vec![r#"{"sku":"a"}"#, r#"{"sku":"b"}"#]
+        );
+    }
+
+    #[test]
+    fn errors_and_non_objects_are_refused_with_a_reason() {
+        let (reason, detail) = run(r#"error("no thanks")"#, "{}").unwrap_err();
+        assert_eq!(reason, "jq_error");
+        assert!(detail.contains("no thanks"), "{detail}");
+        assert_eq!(run(".n + 1", r#"{"n":1}"#).unwrap_err().0, "jq_output");
+        assert_eq!(run("{x: nan}", "{}").unwrap_err().0, "jq_output");
+        assert_eq!(run(".", "{").unwrap_err().0, "invalid_json");
+        assert_eq!(
+            run(".", r#"{"s":"quote \" tab \t nul \u0000 é"}"#).unwrap(),
+            vec![r#"{"s":"quote \" tab \t nul \u0000 é"}"#]
+        );
+    }
+
+    #[test]
+    fn syntax_errors_name_line_and_column() {
+        let err = JqTransform::compile(".a |\n  .b | (").err().unwrap();
+        assert!(
+            err.starts_with("line 2, column 9: expected closing parenthesis"),
+            "{err}"
+        );
+        let err = JqTransform::compile(".a | nosuchfn(1)").err().unwrap();
+        assert!(
+            err.contains("line 1, column 6: undefined") && err.contains("nosuchfn"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,59 @@
+//! Building transforms from their checked configuration. `load` checks
+//! each transform without secrets (a jq program must compile; a hash key's
+//! variable is not read), so every command can load a pipeline; `run` and
+//! `validate` build them all, which also reads the secrets they need.
+//! Building has no side effects.
+
+use std::{collections::BTreeMap, path::Path, sync::Arc};
+
+use serde_json::Value;
+use sluice_core::Transform;
+use sluice_schema::ValidateTransform;
+
+use super::{ConfigError, Pipeline, model::TransformConfig};
+
+/// The checks of a transform that need no secret. `validate` transforms are
+/// checked when their schema is loaded.
+pub fn check_transform(config: &TransformConfig) -> Result<(), String> {
+    match config {
+        TransformConfig::Validate(_) => Ok(()),
+        TransformConfig::Hash(c) => c.check(),
+        other => build_transform(other, None).map(|_| ()),
+    }
+}
+
+/// Every transform of the pipeline, built, by name.
+pub fn build_transforms(pipeline: &Pipeline) -> Result<BTreeMap<String, Arc<dyn Transform>>, ConfigError> {
+    pipeline
+        .config
+        .transforms
+        .iter()
+        .map(|(name, t)| {
+            let built = build_transform(t, pipeline.schemas.get(name)).map_err(|e| ConfigError::Invalid {
+                file: pipeline.file.display().to_string(),
+                message: format!("transforms.{name}.{e}"),
+            })?;
+            Ok((name.clone(), built))
+        })
+        .collect()
+}
+
+/// The transform for `config`; `schema` is the loaded schema of a
+/// `validate` transform. Errors start with the key they are about.
+fn build_transform(config: &TransformConfig, schema: Option<&Value>) -> Result<Arc<dyn Transform>, String> {
+    match config {
+        TransformConfig::Validate(v) => {
+            let schema = schema.ok_or("schema: not loaded")?;
+            let t = ValidateTransform::new(schema, &v.event_id, &v.event_time).map_err(|e| format!("schema: {e}"))?;
+            Ok(Arc::new(t))
+        }
+        // `load` made `program_file` absolute.
+        TransformConfig::Jq(c) => c.build(Path::new("/")),
+        TransformConfig::Rename(c) => c.build(),
+        TransformConfig::Drop(c) => c.build(),
+        TransformConfig::Set(c) => c.build(),
+        TransformConfig::Cast(c) => c.build(),
+        TransformConfig::Filter(c) => c.build(),
+        TransformConfig::Hash(c) => c.build(),
+    }
+}

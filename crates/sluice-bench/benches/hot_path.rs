@@ -1,6 +1,8 @@
 //! Micro-benchmarks of the hot path, on 10 000 generator lines (1% malformed):
 //! * `validate`: parse each event and check it against the full clickstream
 //!   JSON Schema, extracting id and time;
+//! * `jq`: the bench's typical jq program (revenue in cents, a field
+//!   dropped) on the valid events;
 //! * `lake_accept`: group by partition, dedupe, decode JSON into Arrow
 //!   columns and encode them into in-memory Parquet (the sink's `accept`;
 //!   `reset` discards the files, so no I/O is measured).
@@ -73,6 +75,14 @@ fn hot_path(c: &mut Criterion) {
     });
 
     let valid = rt.block_on(validate.process(events(&lines))).unwrap().events;
+    let jq = sluice_transform::jq::JqTransform::compile(sluice_bench::JQ_PROGRAM).unwrap();
+    group.bench_function("jq", |b| {
+        b.iter_batched(
+            || valid.clone(),
+            |events| rt.block_on(jq.process(events)).unwrap(),
+            BatchSize::LargeInput,
+        )
+    });
     let layout = arrow_layout(&schema).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let url = url::Url::from_directory_path(dir.path().join("t")).unwrap();

@@ -1,5 +1,5 @@
 //! What the bench command and the criterion benches share: where the
-//! shared generator and schema live.
+//! shared generator and schema live, and the jq program they measure.
 
 use std::path::{Path, PathBuf};
 
@@ -16,3 +16,6 @@ pub fn bench_dir() -> Option<PathBuf> {
     .flatten()
     .find(|p| p.join("gen_events.py").exists())
 }
+
+/// The jq program the bench measures: what a user would write to derive cents.
+pub const JQ_PROGRAM: &str = r#"if .event_type == "purchase" then .props.revenue_cents = (.props.revenue * 100 | round) else . end | del(.page.referrer)"#;

@@ -1,7 +1,7 @@
 //! `sluice-bench`: the bench command. In one run, on generated input, it
 //! measures and prints Sluice beside the DuckDB reference (lake ingest on
 //! one thread, compaction), PostgreSQL loading beside row-by-row inserts,
-//! HTTP durable ingest at several concurrency
+//! the per-event cost of validate, jq and hash, HTTP durable ingest at several concurrency
 //! levels and at a paced half rate, event -> queryable latency, and the
 //! engine's peak RSS in each run. `scripts/bench` builds it and runs it.
 
@@ -9,6 +9,7 @@ mod http;
 mod ingest;
 mod pg;
 mod process;
+mod transforms;
 
 use std::{
     path::{Path, PathBuf},
@@ -109,6 +110,7 @@ struct Results {
     lake_ingest: ingest::Comparison,
     compaction: ingest::Comparison,
     postgres: Option<pg::PgComparison>,
+    transform_costs: Vec<transforms::Cost>,
     http: Option<HttpResults>,
 }
 
@@ -236,6 +238,8 @@ async fn main() -> Result<()> {
         )?;
         Some(pg::load(&env, &args.postgres_url, &input, args.postgres_lines).await?)
     };
+    eprintln!("transform costs");
+    let transform_costs = transforms::costs(&env, &events).await?;
     let http = if args.no_http {
         None
     } else {
@@ -247,6 +251,7 @@ async fn main() -> Result<()> {
         lake_ingest: ingest.comparison,
         compaction,
         postgres,
+        transform_costs,
         http,
     };
     print_comparison(
@@ -272,6 +277,19 @@ async fn main() -> Result<()> {
             );
         }
         println!("  ratio sluice / naive inserts: {:.2}x", p.ratio);
+    }
+    println!(
+        "\nper-event cost, in process, one thread (jq program: {})",
+        sluice_bench::JQ_PROGRAM
+    );
+    for c in &results.transform_costs {
+        println!(
+            "  {:<40} {:>8.2} µs/event  ({:.0} events/s over {} events)",
+            c.stage,
+            c.ns_per_event / 1000.0,
+            1e9 / c.ns_per_event,
+            c.events
+        );
     }
     if let Some(h) = &results.http {
         println!(

@@ -10,7 +10,11 @@ use serde_json::Value;
 use sluice_core::Transform;
 use sluice_schema::ValidateTransform;
 
-use super::{ConfigError, Pipeline, model::TransformConfig};
+use super::{
+    ConfigError, Pipeline,
+    model::{BUILT_IN_TRANSFORMS, CustomTransformConfig, TransformConfig},
+};
+use crate::registry;
 
 /// The checks of a transform that need no secret. `validate` transforms are
 /// checked when their schema is loaded.
@@ -18,6 +22,7 @@ pub fn check_transform(config: &TransformConfig) -> Result<(), String> {
     match config {
         TransformConfig::Validate(_) => Ok(()),
         TransformConfig::Hash(c) => c.check(),
+        TransformConfig::Custom(c) => registry::factory(&c.type_name).map(|_| ()).ok_or_else(|| unknown(c)),
         other => build_transform(other, None).map(|_| ()),
     }
 }
@@ -55,5 +60,15 @@ fn build_transform(config: &TransformConfig, schema: Option<&Value>) -> Result<A
         TransformConfig::Cast(c) => c.build(),
         TransformConfig::Filter(c) => c.build(),
         TransformConfig::Hash(c) => c.build(),
+        TransformConfig::Custom(c) => {
+            let factory = registry::factory(&c.type_name).ok_or_else(|| unknown(c))?;
+            factory(&c.options)
+        }
     }
+}
+
+fn unknown(c: &CustomTransformConfig) -> String {
+    let mut allowed: Vec<&str> = BUILT_IN_TRANSFORMS.to_vec();
+    allowed.extend(registry::registered());
+    format!("type: {:?} is not a transform type; allowed: {allowed:?}", c.type_name)
 }

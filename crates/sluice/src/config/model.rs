@@ -96,8 +96,9 @@ pub enum SourceConfig {
     File(FileSourceConfig),
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(tag = "type", rename_all = "snake_case")]
+/// A transform table: a built-in `type`, or one a program using Sluice as a
+/// library registered ([`crate::Sluice::transform`]).
+#[derive(Debug, Clone, PartialEq)]
 pub enum TransformConfig {
     Validate(ValidateConfig),
     Jq(JqConfig),
@@ -107,6 +108,59 @@ pub enum TransformConfig {
     Cast(CastConfig),
     Filter(FilterConfig),
     Hash(HashConfig),
+    Custom(CustomTransformConfig),
+}
+
+/// The built-in transform types.
+pub const BUILT_IN_TRANSFORMS: [&str; 8] = ["validate", "jq", "rename", "drop", "set", "cast", "filter", "hash"];
+
+/// A transform of a registered type: its other keys are its options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomTransformConfig {
+    pub type_name: String,
+    pub inputs: Vec<String>,
+    /// Every key but `type` and `inputs`.
+    pub options: toml::Table,
+}
+
+impl<'de> Deserialize<'de> for TransformConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut table = toml::Table::deserialize(d)?;
+        let type_name = match table.remove("type") {
+            Some(toml::Value::String(t)) => t,
+            Some(_) => return Err(D::Error::custom("type: must be a string")),
+            None => return Err(D::Error::missing_field("type")),
+        };
+        fn parse<'a, T: serde::de::DeserializeOwned, E: Error>(
+            table: toml::Table,
+            wrap: impl FnOnce(T) -> TransformConfig,
+        ) -> Result<TransformConfig, E> {
+            T::deserialize(table).map(wrap).map_err(|e| E::custom(e.message()))
+        }
+        match type_name.as_str() {
+            "validate" => parse(table, TransformConfig::Validate),
+            "jq" => parse(table, TransformConfig::Jq),
+            "rename" => parse(table, TransformConfig::Rename),
+            "drop" => parse(table, TransformConfig::Drop),
+            "set" => parse(table, TransformConfig::Set),
+            "cast" => parse(table, TransformConfig::Cast),
+            "filter" => parse(table, TransformConfig::Filter),
+            "hash" => parse(table, TransformConfig::Hash),
+            _ => {
+                let inputs = match table.remove("inputs") {
+                    Some(v) => Vec::<String>::deserialize(v)
+                        .map_err(|e| D::Error::custom(format!("inputs: {}", e.message())))?,
+                    None => return Err(D::Error::missing_field("inputs")),
+                };
+                Ok(TransformConfig::Custom(CustomTransformConfig {
+                    type_name,
+                    inputs,
+                    options: table,
+                }))
+            }
+        }
+    }
 }
 
 impl TransformConfig {
@@ -120,6 +174,7 @@ impl TransformConfig {
             TransformConfig::Cast(c) => &c.inputs,
             TransformConfig::Filter(c) => &c.inputs,
             TransformConfig::Hash(c) => &c.inputs,
+            TransformConfig::Custom(c) => &c.inputs,
         }
     }
 }

@@ -185,3 +185,23 @@ fn postgres_sink_errors_name_the_key() {
         "{e}"
     );
 }
+
+#[test]
+fn transform_types_and_keys_are_checked() {
+    let with = |table: &str| EXAMPLE.replace("[sinks.lake]", &format!("{table}\n\n[sinks.lake]"));
+    let unknown = with("[transforms.extra]\ntype = \"geoip\"\ninputs = [\"standardize\"]");
+    let e = error_of(&unknown.replace("inputs = [\"standardize\"]\nuri", "inputs = [\"extra\"]\nuri"));
+    assert!(
+        e.contains("transforms.extra.type: \"geoip\" is not a transform type; allowed: [\"validate\", \"jq\""),
+        "{e}"
+    );
+    let typo = with("[transforms.cents]\ntype = \"jq\"\ninputs = [\"standardize\"]\nprogramme = \".\"");
+    let e = error_of(&typo);
+    assert!(
+        e.contains("unknown field `programme`") && e.contains("transforms"),
+        "{e}"
+    );
+    let broken = with("[transforms.cents]\ntype = \"jq\"\ninputs = [\"standardize\"]\nprogram = \".a | (\"");
+    let e = error_of(&broken.replace("inputs = [\"standardize\"]\nuri", "inputs = [\"cents\"]\nuri"));
+    assert!(e.contains("transforms.cents.program: line 1, column"), "{e}");
+}

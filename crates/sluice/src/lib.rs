@@ -1,0 +1,112 @@
+//! Sluice as a library: the `sluice` command line, with transform types of
+//! your own registered beside the built-in ones. Implement
+//! [`Transform`] (a batch of events in; events, dead letters and a dropped
+//! count out) in your crate, register a factory under a `type` name, and
+//! your binary runs pipeline files that use it:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use sluice::{Sluice, Transform, toml};
+//!
+//! fn main() -> std::process::ExitCode {
+//!     Sluice::new()
+//!         .transform("my_enrich", |options: &toml::Table| -> Result<Arc<dyn Transform>, String> {
+//!             let _ = options; // the table's keys other than `type` and `inputs`
+//!             todo!("build the transform")
+//!         })
+//!         .run()
+//! }
+//! ```
+//!
+//! `examples/custom-transform` is a complete crate doing this.
+
+mod api;
+mod cli;
+mod commands;
+mod config;
+mod demo;
+mod registry;
+mod runtime;
+mod telemetry;
+
+use std::{collections::BTreeMap, process::ExitCode, sync::Arc};
+
+use clap::Parser;
+pub use registry::TransformFactory;
+pub use sluice_core::{Event, Rejected, StageError, Transform, TransformOutput, json_kind, reason};
+pub use toml;
+
+/// The `sluice` command line, with the transform types registered on it.
+#[derive(Default)]
+pub struct Sluice {
+    transforms: BTreeMap<String, TransformFactory>,
+}
+
+impl Sluice {
+    pub fn new() -> Self {
+        Sluice::default()
+    }
+
+    /// Registers a transform type: tables with `type = "<type_name>"` are
+    /// built by `factory` from their options (every key but `type` and
+    /// `inputs`). Built-in names cannot be taken.
+    pub fn transform(
+        mut self,
+        type_name: &str,
+        factory: impl Fn(&toml::Table) -> Result<Arc<dyn Transform>, String> + Send + Sync + 'static,
+    ) -> Self {
+        self.transforms.insert(type_name.to_string(), Arc::new(factory));
+        self
+    }
+
+    /// Parses the command line and runs the command; the exit code is 2 for
+    /// configuration errors, 1 for other failures.
+    pub fn run(self) -> ExitCode {
+        if let Some(taken) = self
+            .transforms
+            .keys()
+            .find(|t| config::BUILT_IN_TRANSFORMS.contains(&t.as_str()))
+        {
+            eprintln!("error: the transform type {taken:?} is built in; register it under another name");
+            return ExitCode::from(2);
+        }
+        registry::install(self.transforms);
+        run_cli()
+    }
+}
+
+fn run_cli() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let quiet = matches!(
+        cli.command,
+        cli::Command::Demo { .. } | cli::Command::Dlq { .. } | cli::Command::Validate { .. }
+    );
+    telemetry::init_logging(match (cli.verbose, quiet) {
+        (true, _) => "info,sluice=debug",
+        (false, true) => "warn",
+        (false, false) => "warn,sluice=info",
+    });
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(threads) = cli.threads {
+        builder.worker_threads(threads.max(1));
+    }
+    let rt = match builder.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(commands::execute(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<config::ConfigError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

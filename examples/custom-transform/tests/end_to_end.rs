@@ -1,0 +1,143 @@
+//! The example's binary runs a pipeline that uses its custom transform:
+//! generator events -> validate -> big_spender -> PostgreSQL (the machine's
+//! server; `SLUICE_TEST_POSTGRES` overrides the URL).
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use tokio_postgres::NoTls;
+
+const BIN: &str = env!("CARGO_BIN_EXE_custom-sluice");
+
+fn bench_dir() -> PathBuf {
+    [
+        std::env::var_os("SLUICE_BENCH_DIR").map(PathBuf::from),
+        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/bench")),
+        Some(PathBuf::from("/work/shared/bench")),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|p| p.join("gen_events.py").exists())
+    .expect("shared/bench/gen_events.py not found; set SLUICE_BENCH_DIR")
+}
+
+fn url() -> String {
+    std::env::var("SLUICE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+fn pipeline(schema: &str, threshold: &str) -> String {
+    format!(
+        r#"
+[sources.input]
+type = "file"
+path = "incoming/*.ndjson"
+settle_secs = 0
+
+[transforms.standardize]
+type = "validate"
+inputs = ["input"]
+schema = "{json_schema}"
+event_id = "/event_id"
+event_time = "/ts"
+
+[transforms.vip]
+type = "big_spender"
+inputs = ["standardize"]
+threshold = {threshold}
+
+[sinks.warehouse]
+type = "postgres"
+inputs = ["vip"]
+url = "{url}"
+schema = "{schema}"
+table = "events"
+mode = "upsert"
+primary_key = ["/event_id"]
+"#,
+        json_schema = bench_dir().join("schemas/clickstream.schema.json").display(),
+        url = url(),
+    )
+}
+
+#[tokio::test]
+async fn the_custom_transform_runs_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("incoming")).unwrap();
+    let python = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let generated = Command::new(python)
+        .arg(bench_dir().join("gen_events.py"))
+        .args([
+            "clickstream",
+            "-n",
+            "5000",
+            "--seed",
+            "53",
+            "--dup-rate",
+            "0.02",
+            "--bad-rate",
+            "0.01",
+        ])
+        .arg("-o")
+        .arg(dir.join("incoming/events.ndjson"))
+        .arg("--expect")
+        .arg(dir.join("expect.json"))
+        .status()
+        .unwrap();
+    assert!(generated.success());
+    let oracle: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("expect.json")).unwrap()).unwrap();
+
+    let (client, connection) = tokio_postgres::connect(&url(), NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let schema = format!("sluice_example_{}", std::process::id());
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .await
+        .unwrap();
+
+    // A bad option is a config error naming the key.
+    let file = dir.join("pipeline.toml");
+    std::fs::write(&file, pipeline(&schema, "-1.0")).unwrap();
+    let refused = Command::new(BIN).arg("validate").arg(&file).output().unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains("transforms.vip.threshold: -1 is not allowed"),
+        "{message}"
+    );
+
+    std::fs::write(&file, pipeline(&schema, "500.0")).unwrap();
+    let run = Command::new(BIN)
+        .arg("run")
+        .arg(&file)
+        .arg("--until-idle")
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT count(*),
+                        count(*) FILTER (WHERE props__big_spender),
+                        count(*) FILTER (WHERE event_type = 'purchase' AND props__revenue >= 500)
+                 FROM {schema}.events"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let (rows, marked, expected): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(rows as u64, oracle["valid_unique"].as_u64().unwrap());
+    assert!(expected > 0);
+    assert_eq!(
+        marked, expected,
+        "every purchase of 500 or more is marked, nothing else"
+    );
+    client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+}

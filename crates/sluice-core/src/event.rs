@@ -30,6 +30,21 @@ impl Event {
     }
 }
 
+/// An event's payload parsed as a JSON object (the `Value` is always an
+/// object), or the dead-letter reason (`invalid_json`, `not_an_object`)
+/// and detail for one that is not.
+pub fn parse_object(payload: &[u8]) -> Result<serde_json::Value, (&'static str, String)> {
+    use crate::dead_letter::reason;
+    match serde_json::from_slice(payload) {
+        Ok(v @ serde_json::Value::Object(_)) => Ok(v),
+        Ok(other) => Err((
+            reason::NOT_AN_OBJECT,
+            format!("expected a JSON object, got {}", json_kind(&other)),
+        )),
+        Err(e) => Err((reason::INVALID_JSON, e.to_string())),
+    }
+}
+
 /// What kind of JSON value `v` is, for messages: `a string`, `an object`, ...
 pub fn json_kind(v: &serde_json::Value) -> &'static str {
     use serde_json::Value;

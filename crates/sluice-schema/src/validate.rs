@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use chrono::DateTime;
 use jsonschema::{ValidationError, Validator, error::ValidationErrorKind};
 use serde_json::Value;
-use sluice_core::{Event, Rejected, StageError, Transform, TransformOutput, json_kind, reason};
+use sluice_core::{Event, Rejected, StageError, Transform, TransformOutput, json_kind, parse_object, reason};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
@@ -70,20 +70,13 @@ impl ValidateTransform {
 
     /// Checks one event; on success sets its id and time.
     pub fn check(&self, event: &mut Event) -> Result<(), (String, String)> {
-        let value: Value =
-            serde_json::from_slice(&event.payload).map_err(|e| (reason::INVALID_JSON.to_string(), e.to_string()))?;
-        if !value.is_object() {
-            return Err((
-                reason::NOT_AN_OBJECT.into(),
-                format!("expected a JSON object, got {}", json_kind(&value)),
-            ));
-        }
+        let value = parse_object(&event.payload).map_err(|(why, detail)| (why.to_string(), detail))?;
         // `is_valid` stops at the first failure without building errors;
         // only an invalid event pays for the error that names the reason.
-        if !self.validator.is_valid(&value) {
-            if let Some(error) = self.validator.iter_errors(&value).next() {
-                return Err((schema_reason(&error), error.to_string()));
-            }
+        if !self.validator.is_valid(&value)
+            && let Some(error) = self.validator.iter_errors(&value).next()
+        {
+            return Err((schema_reason(&error), error.to_string()));
         }
         let id = match value.pointer(&self.event_id) {
             Some(Value::String(s)) if !s.is_empty() => Arc::<str>::from(s.as_str()),

@@ -3,7 +3,7 @@
 //! transform needs at start (the jq program compiles, pointers parse, the
 //! hash key's environment variable is set); errors start with the key.
 
-use std::{collections::BTreeMap, path::Path, sync::Arc};
+use std::{collections::BTreeMap, path::Path, sync::Arc, time::Duration};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -11,6 +11,7 @@ use sluice_core::Transform;
 
 use crate::{
     jq::JqTransform,
+    lookup::{Format, LookupSpec, LookupTransform, OnMissing, Source},
     ops::{Cast, CastType, DropFields, EditTransform, Filter, Hash, Rename, Set, SetValue, Test},
     pointer::Pointer,
 };
@@ -93,6 +94,42 @@ pub struct HashConfig {
     pub fields: Vec<String>,
     /// Environment variable holding the secret key (never logged or printed).
     pub key_env: String,
+}
+
+/// `type = "lookup"`: enrich from a reference table keyed by `key_column`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LookupConfig {
+    pub inputs: Vec<String>,
+    /// The event's field to match (string or number).
+    pub key: String,
+    /// Where the matched row (an object of its columns) is written.
+    pub target: String,
+    /// A local file (relative to the pipeline file): `.csv` with a header
+    /// row, `.ndjson`/`.jsonl`, `.parquet`.
+    pub file: Option<String>,
+    /// The file's format when its extension does not say.
+    pub format: Option<Format>,
+    /// A PostgreSQL query instead of a file.
+    pub postgres: Option<PostgresLookup>,
+    /// The reference table's column holding the key.
+    pub key_column: String,
+    #[serde(default)]
+    pub on_missing: OnMissing,
+    #[serde(default = "default_refresh_secs")]
+    pub refresh_secs: u64,
+}
+
+/// `postgres = { url = "postgres://...", query = "SELECT code, name FROM countries" }`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresLookup {
+    pub url: String,
+    pub query: String,
+}
+
+fn default_refresh_secs() -> u64 {
+    300
 }
 
 fn pointer(key: &str, text: &str) -> Result<Pointer, String> {
@@ -221,6 +258,51 @@ impl HashConfig {
                 )
             })?;
         Ok(Arc::new(EditTransform(Hash::new(fields, key.into_encoded_bytes()))))
+    }
+}
+
+impl LookupConfig {
+    /// Checks the source without loading it (a file must exist); `name` labels the metrics.
+    pub fn build(&self, name: &str) -> Result<Arc<dyn Transform>, String> {
+        let source = match (&self.file, &self.postgres) {
+            (Some(path), None) => {
+                let format = match self.format {
+                    Some(f) => f,
+                    None => Format::from_path(path).ok_or_else(|| {
+                        format!("format: {path:?} does not end in .csv, .ndjson, .jsonl or .parquet; set format = \"csv\", \"ndjson\" or \"parquet\"")
+                    })?,
+                };
+                if !Path::new(path).is_file() {
+                    return Err(format!("file: {path:?} does not exist"));
+                }
+                Source::File {
+                    path: path.clone(),
+                    format,
+                }
+            }
+            (None, Some(pg)) => {
+                pg.url
+                    .parse::<tokio_postgres::Config>()
+                    .map_err(|e| format!("postgres.url: not a PostgreSQL connection string ({e})"))?;
+                Source::Postgres {
+                    url: pg.url.clone(),
+                    query: pg.query.clone(),
+                }
+            }
+            _ => return Err("file: give the reference table as either `file` or `postgres`".into()),
+        };
+        if self.refresh_secs == 0 {
+            return Err("refresh_secs: must be at least 1".into());
+        }
+        Ok(Arc::new(LookupTransform::new(LookupSpec {
+            name: name.to_string(),
+            key: pointer("key", &self.key)?,
+            target: pointer("target", &self.target)?,
+            on_missing: self.on_missing,
+            source,
+            key_column: self.key_column.clone(),
+            refresh: Duration::from_secs(self.refresh_secs),
+        })))
     }
 }
 

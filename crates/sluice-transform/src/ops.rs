@@ -11,7 +11,7 @@ use bytes::Bytes;
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::Value;
 use sha2::Sha256;
-use sluice_core::{Event, Rejected, StageError, Transform, TransformOutput, json_kind, reason};
+use sluice_core::{Event, Rejected, StageError, Transform, TransformOutput, json_kind, parse_object};
 
 use crate::pointer::Pointer;
 
@@ -53,19 +53,10 @@ impl<E: Edit> Transform for EditTransform<E> {
     async fn process(&self, events: Vec<Event>) -> Result<TransformOutput, StageError> {
         let mut output = TransformOutput::default();
         for mut event in events {
-            let mut value: Value = match serde_json::from_slice(&event.payload) {
-                Ok(v @ Value::Object(_)) => v,
-                Ok(other) => {
-                    let detail = format!("expected a JSON object, got {}", json_kind(&other));
-                    output
-                        .rejected
-                        .push(Rejected::new(event, reason::NOT_AN_OBJECT, detail));
-                    continue;
-                }
-                Err(e) => {
-                    output
-                        .rejected
-                        .push(Rejected::new(event, reason::INVALID_JSON, e.to_string()));
+            let mut value = match parse_object(&event.payload) {
+                Ok(v) => v,
+                Err((why, detail)) => {
+                    output.rejected.push(Rejected::new(event, why, detail));
                     continue;
                 }
             };

@@ -43,7 +43,7 @@ pub async fn poll_queue(queue: Arc<dyn Queue>, dlq: Arc<dyn DeadLetterStore>) {
             metrics::gauge!("sluice_queue_in_flight_batches").set(s.in_flight as f64);
             metrics::gauge!("sluice_queue_oldest_batch_age_seconds").set(s.oldest_age_ms as f64 / 1000.0);
         }
-        if tick % 5 == 0 {
+        if tick.is_multiple_of(5) {
             if let Ok(c) = dlq.counts().await {
                 metrics::gauge!("sluice_dead_letter_depth").set(c.total as f64);
                 for (reason, n) in c.by_reason {

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
-use sluice::{Event, Rejected, Sluice, StageError, Transform, TransformOutput, json_kind, reason, toml};
+use sluice::{Event, Rejected, Sluice, StageError, Transform, TransformOutput, parse_object, toml};
 
 /// The options of a `big_spender` table.
 #[derive(Debug, Deserialize)]
@@ -49,19 +49,10 @@ impl Transform for BigSpender {
     async fn process(&self, events: Vec<Event>) -> Result<TransformOutput, StageError> {
         let mut output = TransformOutput::default();
         for mut event in events {
-            let mut value: Value = match serde_json::from_slice(&event.payload) {
-                Ok(v @ Value::Object(_)) => v,
-                Ok(other) => {
-                    let detail = format!("expected an object, got {}", json_kind(&other));
-                    output
-                        .rejected
-                        .push(Rejected::new(event, reason::NOT_AN_OBJECT, detail));
-                    continue;
-                }
-                Err(e) => {
-                    output
-                        .rejected
-                        .push(Rejected::new(event, reason::INVALID_JSON, e.to_string()));
+            let mut value = match parse_object(&event.payload) {
+                Ok(v) => v,
+                Err((why, detail)) => {
+                    output.rejected.push(Rejected::new(event, why, detail));
                     continue;
                 }
             };

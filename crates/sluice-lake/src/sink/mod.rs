@@ -285,11 +285,11 @@ impl Sink for LakeSink {
                         continue;
                     }
                 };
-            if let Some(id) = &event.id {
-                if !self.seen.insert(id) {
-                    self.duplicates_dropped += 1;
-                    continue;
-                }
+            if let Some(id) = &event.id
+                && !self.seen.insert(id)
+            {
+                self.duplicates_dropped += 1;
+                continue;
             }
             groups.entry(values).or_default().push(event);
         }

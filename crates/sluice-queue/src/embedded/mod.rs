@@ -299,6 +299,10 @@ fn enqueue(tx: &Transaction, settings: &QueueSettings, held: &mut u64, batch: Ne
     Ok(())
 }
 
+/// A `batches` row as `receive` reads it: id, key, source, payload,
+/// maybe_committed, attempts, enqueued_at, last_error.
+type BatchRow = (i64, String, String, Vec<u8>, bool, u32, i64, Option<String>);
+
 fn receive(
     tx: &Transaction,
     settings: &QueueSettings,
@@ -306,7 +310,7 @@ fn receive(
     max: usize,
 ) -> Result<Vec<Delivery>, QueueError> {
     let now = now_ms();
-    let rows: Vec<(i64, String, String, Vec<u8>, bool, u32, i64, Option<String>)> = {
+    let rows: Vec<BatchRow> = {
         let mut stmt = tx
             .prepare_cached(
                 "SELECT id, key, source, payload, maybe_committed, attempts, enqueued_at, last_error

@@ -90,6 +90,12 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
                 }
                 continue;
             }
+            TransformConfig::Lookup(lookup) => {
+                if let Some(f) = &mut lookup.file {
+                    *f = resolve(&dir, f).to_string_lossy().into_owned();
+                }
+                continue;
+            }
             _ => continue,
         };
         let schema_path = resolve(&dir, &v.schema);
@@ -100,7 +106,7 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
         schemas.insert(tname.clone(), schema);
     }
     for (tname, transform) in &config.transforms {
-        check_transform(transform).map_err(|e| invalid(format!("transforms.{tname}.{e}")))?;
+        check_transform(tname, transform).map_err(|e| invalid(format!("transforms.{tname}.{e}")))?;
     }
     let mut lakes = BTreeMap::new();
     let mut postgres = BTreeMap::new();

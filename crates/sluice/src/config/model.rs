@@ -7,7 +7,9 @@ use serde::Deserialize;
 use sluice_connectors::sources::{file::FileSourceConfig, http::HttpSourceConfig};
 use sluice_lake::LakeSinkConfig;
 use sluice_postgres::PostgresSinkConfig;
-use sluice_transform::config::{CastConfig, DropConfig, FilterConfig, HashConfig, JqConfig, RenameConfig, SetConfig};
+use sluice_transform::config::{
+    CastConfig, DropConfig, FilterConfig, HashConfig, JqConfig, LookupConfig, RenameConfig, SetConfig,
+};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -106,13 +108,16 @@ pub enum TransformConfig {
     Drop(DropConfig),
     Set(SetConfig),
     Cast(CastConfig),
-    Filter(FilterConfig),
+    Filter(Box<FilterConfig>),
     Hash(HashConfig),
+    Lookup(LookupConfig),
     Custom(CustomTransformConfig),
 }
 
 /// The built-in transform types.
-pub const BUILT_IN_TRANSFORMS: [&str; 8] = ["validate", "jq", "rename", "drop", "set", "cast", "filter", "hash"];
+pub const BUILT_IN_TRANSFORMS: [&str; 9] = [
+    "validate", "jq", "rename", "drop", "set", "cast", "filter", "hash", "lookup",
+];
 
 /// A transform of a registered type: its other keys are its options.
 #[derive(Debug, Clone, PartialEq)]
@@ -132,7 +137,7 @@ impl<'de> Deserialize<'de> for TransformConfig {
             Some(_) => return Err(D::Error::custom("type: must be a string")),
             None => return Err(D::Error::missing_field("type")),
         };
-        fn parse<'a, T: serde::de::DeserializeOwned, E: Error>(
+        fn parse<T: serde::de::DeserializeOwned, E: Error>(
             table: toml::Table,
             wrap: impl FnOnce(T) -> TransformConfig,
         ) -> Result<TransformConfig, E> {
@@ -145,8 +150,9 @@ impl<'de> Deserialize<'de> for TransformConfig {
             "drop" => parse(table, TransformConfig::Drop),
             "set" => parse(table, TransformConfig::Set),
             "cast" => parse(table, TransformConfig::Cast),
-            "filter" => parse(table, TransformConfig::Filter),
+            "filter" => parse(table, |c| TransformConfig::Filter(Box::new(c))),
             "hash" => parse(table, TransformConfig::Hash),
+            "lookup" => parse(table, TransformConfig::Lookup),
             _ => {
                 let inputs = match table.remove("inputs") {
                     Some(v) => Vec::<String>::deserialize(v)
@@ -174,6 +180,7 @@ impl TransformConfig {
             TransformConfig::Cast(c) => &c.inputs,
             TransformConfig::Filter(c) => &c.inputs,
             TransformConfig::Hash(c) => &c.inputs,
+            TransformConfig::Lookup(c) => &c.inputs,
             TransformConfig::Custom(c) => &c.inputs,
         }
     }

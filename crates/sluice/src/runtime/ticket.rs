@@ -126,10 +126,10 @@ pub async fn run_lease_keeper(queue: Arc<dyn Queue>, in_flight: InFlight, every:
             .values()
             .flat_map(|t| t.ids())
             .collect();
-        if !ids.is_empty() {
-            if let Err(e) = queue.extend(ids).await {
-                tracing::warn!(error = %e, "extending visibility failed");
-            }
+        if !ids.is_empty()
+            && let Err(e) = queue.extend(ids).await
+        {
+            tracing::warn!(error = %e, "extending visibility failed");
         }
     }
 }

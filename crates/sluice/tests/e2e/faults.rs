@@ -60,11 +60,12 @@ async fn post_until_ok(client: &reqwest::Client, url: &str, batch: &[String], lo
             .body(body.clone())
             .send()
             .await;
-        if let Ok(r) = sent {
-            if r.status() == 200 && r.bytes().await.is_ok() {
-                log.lock().unwrap().acked.extend(batch.iter().cloned());
-                return;
-            }
+        if let Ok(r) = sent
+            && r.status() == 200
+            && r.bytes().await.is_ok()
+        {
+            log.lock().unwrap().acked.extend(batch.iter().cloned());
+            return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -96,7 +97,7 @@ fn event_id(line: &str) -> Option<String> {
 /// Delta commit lands, before the queue acknowledged its batches) and
 /// restarts it. Returns when the new process is ready.
 fn kill_and_restart(sluice: &mut Running, round: usize, rng: &mut u64, dir: &Path, api: u16) -> String {
-    let moment = if round % 2 == 0 {
+    let moment = if round.is_multiple_of(2) {
         let wait = 100 + next_rand(rng) % 700;
         std::thread::sleep(Duration::from_millis(wait));
         format!("after {wait} ms")

@@ -8,6 +8,7 @@ mod disk_full;
 mod early_flush;
 mod faults;
 mod hostile;
+mod lookup;
 mod postgres;
 mod redelivery;
 mod support;

@@ -50,19 +50,20 @@ pub fn decode_body(
         Some(other) => return Err(BodyError::UnsupportedEncoding(other.to_string())),
     };
     let starts_array = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
-    if json && starts_array {
-        if let Ok(items) = serde_json::from_slice::<Vec<&RawValue>>(&body) {
-            let mut out = Vec::with_capacity(body.len());
-            for item in items {
-                out.extend(
-                    item.get()
-                        .bytes()
-                        .map(|b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
-                );
-                out.push(b'\n');
-            }
-            return Ok(Bytes::from(out));
+    if json
+        && starts_array
+        && let Ok(items) = serde_json::from_slice::<Vec<&RawValue>>(&body)
+    {
+        let mut out = Vec::with_capacity(body.len());
+        for item in items {
+            out.extend(
+                item.get()
+                    .bytes()
+                    .map(|b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
+            );
+            out.push(b'\n');
         }
+        return Ok(Bytes::from(out));
     }
     Ok(body)
 }

@@ -205,3 +205,35 @@ fn transform_types_and_keys_are_checked() {
     let e = error_of(&broken.replace("inputs = [\"standardize\"]\nuri", "inputs = [\"cents\"]\nuri"));
     assert!(e.contains("transforms.cents.program: line 1, column"), "{e}");
 }
+
+#[test]
+fn lookup_sources_are_checked_without_loading_them() {
+    let with = |keys: &str| {
+        let table = format!(
+            "[transforms.countries]\ntype = \"lookup\"\ninputs = [\"standardize\"]\nkey = \"/geo/country\"\n\
+             target = \"/geo/info\"\nkey_column = \"code\"\n{keys}"
+        );
+        EXAMPLE
+            .replace("[sinks.lake]", &format!("{table}\n\n[sinks.lake]"))
+            .replace("inputs = [\"standardize\"]\nuri", "inputs = [\"countries\"]\nuri")
+    };
+    let e = error_of(&with("file = \"ref/countries.csv\""));
+    assert!(
+        e.contains("transforms.countries.file: ") && e.contains("ref/countries.csv\" does not exist"),
+        "{e}"
+    );
+    let e = error_of(&with(""));
+    assert!(
+        e.contains("transforms.countries.file: give the reference table as either `file` or `postgres`"),
+        "{e}"
+    );
+    let e = error_of(&with("file = \"countries.txt\""));
+    assert!(
+        e.contains("transforms.countries.format: ") && e.contains("set format = \"csv\""),
+        "{e}"
+    );
+    let e = error_of(&with(
+        "postgres = { url = \"postgres://x\", query = \"SELECT 1\" }\non_missing = \"skip\"",
+    ));
+    assert!(e.contains("unknown variant `skip`") && e.contains("dead_letter"), "{e}");
+}

@@ -1,0 +1,3 @@
+//! Documents from change events: the order-independent merge ([`merge`]).
+
+pub mod merge;

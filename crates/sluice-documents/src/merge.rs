@@ -51,6 +51,8 @@ fn is_zero(v: &Version) -> bool {
 /// What one change did to the state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriteStats {
+    /// Parts of the change that were kept (the state changed if any was).
+    pub written_parts: u64,
     /// Parts of the change that lost to newer writes (a duplicate loses all of them).
     pub stale_parts: u64,
 }
@@ -108,7 +110,10 @@ impl Node {
             stats.stale_parts += 1;
             return;
         }
-        self.merged = self.merged.max(version);
+        if version > self.merged {
+            self.merged = version;
+            stats.written_parts += 1;
+        }
         for (key, value) in fields {
             self.children
                 .entry(key.clone())
@@ -123,6 +128,7 @@ impl Node {
             return;
         }
         self.replaced = Some((version, value));
+        stats.written_parts += 1;
         if self.merged <= version {
             self.merged = 0;
         }

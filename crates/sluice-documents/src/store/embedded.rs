@@ -1,0 +1,264 @@
+//! The embedded document store: one SQLite database per `documents` stage
+//! in the data directory, written by one process at a time (`sluice run`
+//! holds the data directory's lock). Each batch is one transaction in WAL
+//! mode with `synchronous=FULL`.
+//!
+//! ```text
+//! documents(entity, id, state, version, revision, updated_at, document, seq)
+//! batches(key, emitted, at_ms)      -- emitted: JSON [[entity, id], ...]
+//! ```
+
+use std::{
+    collections::HashMap,
+    path::Path,
+    sync::{Arc, Mutex},
+};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use sluice_core::now_ms;
+
+use super::{Applied, DocumentStore, Sequenced, StoreError};
+use crate::{
+    apply::{Record, StoredDocument, apply_changes},
+    change::{Change, DocKey},
+};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS documents (
+    entity TEXT NOT NULL,
+    id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    revision INTEGER NOT NULL,
+    updated_at TEXT,
+    document TEXT,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (entity, id)
+);
+CREATE INDEX IF NOT EXISTS documents_seq ON documents(seq);
+CREATE TABLE IF NOT EXISTS batches (
+    key TEXT PRIMARY KEY,
+    emitted TEXT NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+";
+
+pub struct EmbeddedStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn fatal(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Fatal(e.to_string())
+}
+
+fn sqlite(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(
+            rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked | rusqlite::ErrorCode::DiskFull,
+        ) => StoreError::Unavailable(e.to_string()),
+        _ => StoreError::Fatal(e.to_string()),
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the store at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| fatal(format!("creating {}: {e}", dir.display())))?;
+        }
+        let conn = Connection::open(path).map_err(|e| fatal(format!("opening {}: {e}", path.display())))?;
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;")
+            .and_then(|_| conn.execute_batch(SCHEMA))
+            .map_err(sqlite)?;
+        Ok(EmbeddedStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn with_conn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || f(&mut conn.lock().unwrap_or_else(|e| e.into_inner())))
+            .await
+            .map_err(|e| fatal(format!("store task: {e}")))?
+    }
+}
+
+fn load(tx: &Transaction, key: &DocKey) -> Result<Option<Record>, StoreError> {
+    let row = tx
+        .prepare_cached(
+            "SELECT state, version, revision, updated_at, document FROM documents WHERE entity = ?1 AND id = ?2",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![key.entity, key.id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                ))
+            })
+            .optional()
+        })
+        .map_err(sqlite)?;
+    let Some((state, version, revision, updated_at, document)) = row else {
+        return Ok(None);
+    };
+    Ok(Some(Record {
+        state: serde_json::from_str(&state).map_err(|e| fatal(format!("stored state of {key:?}: {e}")))?,
+        version: version as u64,
+        revision: revision as u64,
+        updated_at,
+        document: document
+            .map(|d| serde_json::from_str(&d))
+            .transpose()
+            .map_err(|e| fatal(format!("stored document of {key:?}: {e}")))?,
+    }))
+}
+
+fn apply_in(tx: &Transaction, key: &str, check_recorded: bool, changes: &[Change]) -> Result<Applied, StoreError> {
+    if check_recorded {
+        let emitted: Option<String> = tx
+            .query_row("SELECT emitted FROM batches WHERE key = ?1", params![key], |r| r.get(0))
+            .optional()
+            .map_err(sqlite)?;
+        if let Some(emitted) = emitted {
+            let keys: Vec<(String, String)> = serde_json::from_str(&emitted).map_err(fatal)?;
+            let mut documents = Vec::with_capacity(keys.len());
+            for (entity, id) in keys {
+                let key = DocKey { entity, id };
+                if let Some(record) = load(tx, &key)? {
+                    documents.push(StoredDocument::new(key, &record));
+                }
+            }
+            return Ok(Applied {
+                emitted: documents,
+                replayed: true,
+                ..Applied::default()
+            });
+        }
+    }
+    let mut records = HashMap::new();
+    for change in changes {
+        if !records.contains_key(&change.key)
+            && let Some(record) = load(tx, &change.key)?
+        {
+            records.insert(change.key.clone(), record);
+        }
+    }
+    let outcome = apply_changes(&mut records, changes);
+    let last_seq: i64 = tx
+        .query_row("SELECT coalesce(max(seq), 0) FROM documents", [], |r| r.get(0))
+        .map_err(sqlite)?;
+    for (seq, key) in (last_seq + 1..).zip(&outcome.dirty) {
+        let record = &records[key];
+        tx.prepare_cached(
+            "INSERT INTO documents (entity, id, state, version, revision, updated_at, document, seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (entity, id) DO UPDATE SET state = ?3, version = ?4, revision = ?5,
+                 updated_at = ?6, document = ?7, seq = ?8",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                key.entity,
+                key.id,
+                serde_json::to_string(&record.state).expect("states serialise"),
+                record.version as i64,
+                record.revision as i64,
+                record.updated_at,
+                record.document.as_ref().map(|d| d.to_string()),
+                seq,
+            ])
+        })
+        .map_err(sqlite)?;
+    }
+    let emitted: Vec<(&str, &str)> = outcome
+        .emitted
+        .iter()
+        .map(|d| (d.key.entity.as_str(), d.key.id.as_str()))
+        .collect();
+    tx.execute(
+        "INSERT OR IGNORE INTO batches (key, emitted, at_ms) VALUES (?1, ?2, ?3)",
+        params![key, serde_json::to_string(&emitted).expect("keys serialise"), now_ms()],
+    )
+    .map_err(sqlite)?;
+    Ok(Applied {
+        stored: outcome.dirty.len() as u64,
+        emitted: outcome.emitted,
+        stats: outcome.stats,
+        replayed: false,
+    })
+}
+
+#[async_trait]
+impl DocumentStore for EmbeddedStore {
+    async fn apply(&self, key: &str, check_recorded: bool, changes: &[Change]) -> Result<Applied, StoreError> {
+        let (key, changes) = (key.to_string(), changes.to_vec());
+        self.with_conn(move |conn| {
+            let tx = conn.transaction().map_err(sqlite)?;
+            let applied = apply_in(&tx, &key, check_recorded, &changes)?;
+            tx.commit().map_err(sqlite)?;
+            Ok(applied)
+        })
+        .await
+    }
+
+    async fn get(&self, key: &DocKey) -> Result<Option<StoredDocument>, StoreError> {
+        let key = key.clone();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction().map_err(sqlite)?;
+            Ok(load(&tx, &key)?.map(|record| StoredDocument::new(key, &record)))
+        })
+        .await
+    }
+
+    async fn changed_since(&self, after: i64, limit: usize) -> Result<Vec<Sequenced>, StoreError> {
+        self.with_conn(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT seq, entity, id, version, revision, updated_at, document FROM documents
+                     WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                )
+                .map_err(sqlite)?;
+            let rows = stmt
+                .query_map(params![after, limit as i64], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        DocKey {
+                            entity: r.get(1)?,
+                            id: r.get(2)?,
+                        },
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, Option<String>>(5)?,
+                        r.get::<_, Option<String>>(6)?,
+                    ))
+                })
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(sqlite)?;
+            rows.into_iter()
+                .map(|(seq, key, version, revision, updated_at, document)| {
+                    let document = document
+                        .map(|d| serde_json::from_str(&d))
+                        .transpose()
+                        .map_err(|e| fatal(format!("stored document of {key:?}: {e}")))?;
+                    Ok(Sequenced {
+                        seq,
+                        document: StoredDocument {
+                            key,
+                            version: version as u64,
+                            revision: revision as u64,
+                            updated_at,
+                            document,
+                        },
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+}

@@ -1,0 +1,81 @@
+//! Document stores: where the `documents` stage keeps each document's
+//! merge state and current document. Two backends behind one trait, held to
+//! one conformance suite (`tests.rs`): embedded SQLite in the data
+//! directory ([`embedded`]) and PostgreSQL ([`postgres`]).
+//!
+//! Invariants every store keeps:
+//! * A batch's changes, their documents and a record of the batch (its key
+//!   and the documents it emitted) commit in one transaction. A redelivered
+//!   batch whose record exists changes nothing and gets back the current
+//!   documents it emitted, so a downstream stage that lost them sees them
+//!   again.
+//! * Every stored write takes a new sequence number; `changed_since` reads
+//!   documents (and deletions) in that order, for snapshots and re-hydration.
+
+pub mod embedded;
+pub mod postgres;
+
+use async_trait::async_trait;
+use sluice_core::StageError;
+
+use crate::{
+    apply::{BatchStats, StoredDocument},
+    change::{Change, DocKey},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Worth retrying: the database is unreachable, busy, or a concurrent
+    /// writer won a lock.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The stored data or the configuration is wrong; retrying will not help.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+impl From<StoreError> for StageError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(m) => StageError::retriable(format!("document store: {m}")),
+            StoreError::Fatal(m) => StageError::fatal(format!("document store: {m}")),
+        }
+    }
+}
+
+/// What applying one batch did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Documents to emit, in change order.
+    pub emitted: Vec<StoredDocument>,
+    pub stats: BatchStats,
+    /// Records written (documents, deletions and tombstones).
+    pub stored: u64,
+    /// The batch was applied before; `emitted` holds its documents as they are now.
+    pub replayed: bool,
+}
+
+/// A document with the sequence number of its last write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sequenced {
+    pub seq: i64,
+    pub document: StoredDocument,
+}
+
+#[async_trait]
+pub trait DocumentStore: Send + Sync {
+    /// Applies one batch's changes atomically with a record of batch `key`.
+    /// With `check_recorded`, a batch already recorded changes nothing and
+    /// returns the current documents it emitted.
+    async fn apply(&self, key: &str, check_recorded: bool, changes: &[Change]) -> Result<Applied, StoreError>;
+
+    /// One document, if it has ever been written (deleted ones have no document).
+    async fn get(&self, key: &DocKey) -> Result<Option<StoredDocument>, StoreError>;
+
+    /// Documents written after sequence number `after`, in sequence order,
+    /// at most `limit`; deletions have no document.
+    async fn changed_since(&self, after: i64, limit: usize) -> Result<Vec<Sequenced>, StoreError>;
+}
+
+#[cfg(test)]
+mod tests;

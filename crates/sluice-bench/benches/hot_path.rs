@@ -13,7 +13,7 @@ use std::{path::PathBuf, process::Command};
 
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use sluice_core::{Event, Sink, Transform};
+use sluice_core::{BatchInfo, Event, Sink, Transform};
 use sluice_lake::{LakeSink, LakeSinkConfig};
 use sluice_schema::{ValidateTransform, arrow_layout, load_schema};
 
@@ -69,17 +69,20 @@ fn hot_path(c: &mut Criterion) {
     group.bench_function("validate", |b| {
         b.iter_batched(
             || events(&lines),
-            |events| rt.block_on(validate.process(events)).unwrap(),
+            |events| rt.block_on(validate.process(BatchInfo::first("test"), events)).unwrap(),
             BatchSize::LargeInput,
         )
     });
 
-    let valid = rt.block_on(validate.process(events(&lines))).unwrap().events;
+    let valid = rt
+        .block_on(validate.process(BatchInfo::first("test"), events(&lines)))
+        .unwrap()
+        .events;
     let jq = sluice_transform::jq::JqTransform::compile(sluice_bench::JQ_PROGRAM).unwrap();
     group.bench_function("jq", |b| {
         b.iter_batched(
             || valid.clone(),
-            |events| rt.block_on(jq.process(events)).unwrap(),
+            |events| rt.block_on(jq.process(BatchInfo::first("test"), events)).unwrap(),
             BatchSize::LargeInput,
         )
     });

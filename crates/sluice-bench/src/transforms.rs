@@ -8,7 +8,7 @@ use std::{path::Path, time::Instant};
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use serde::Serialize;
-use sluice_core::{Event, Transform};
+use sluice_core::{BatchInfo, Event, Transform};
 use sluice_schema::{ValidateTransform, load_schema};
 use sluice_transform::{
     config::JqConfig,
@@ -35,7 +35,7 @@ async fn measure(stage: &str, transform: &dyn Transform, batches: &[Vec<Event>])
     let mut events = 0u64;
     for batch in batches {
         events += batch.len() as u64;
-        transform.process(batch.clone()).await?;
+        transform.process(BatchInfo::first("test"), batch.clone()).await?;
     }
     Ok(Cost {
         stage: stage.to_string(),
@@ -58,7 +58,7 @@ pub async fn costs(env: &Env, input: &Path) -> Result<Vec<Cost>> {
     let validate = ValidateTransform::new(&schema, "/event_id", "/ts").map_err(anyhow::Error::msg)?;
     let mut valid = Vec::new();
     for batch in &raw {
-        valid.push(validate.process(batch.clone()).await?.events);
+        valid.push(validate.process(BatchInfo::first("test"), batch.clone()).await?.events);
     }
     let jq: JqConfig = serde_json::from_value(serde_json::json!({"inputs": ["v"], "program": JQ_PROGRAM}))?;
     let jq = jq.build(Path::new("/")).map_err(anyhow::Error::msg)?;

@@ -19,10 +19,30 @@ pub struct TransformOutput {
     pub dropped: u64,
 }
 
+/// The batch a transform is working on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchInfo<'a> {
+    /// The batch's stable key ([`crate::NewBatch::key`]).
+    pub key: &'a str,
+    /// The batch may have been processed before (a redelivery, a re-read
+    /// input): a transform that keeps state per batch checks its records.
+    pub redelivered: bool,
+}
+
+impl<'a> BatchInfo<'a> {
+    /// A batch seen for the first time.
+    pub fn first(key: &'a str) -> Self {
+        BatchInfo {
+            key,
+            redelivered: false,
+        }
+    }
+}
+
 /// A per-batch transform (validate, jq, lookup, documents, ...).
 #[async_trait]
 pub trait Transform: Send + Sync {
-    async fn process(&self, events: Vec<Event>) -> Result<TransformOutput, StageError>;
+    async fn process(&self, batch: BatchInfo<'_>, events: Vec<Event>) -> Result<TransformOutput, StageError>;
 }
 
 /// Result of handing one batch's events to a sink.

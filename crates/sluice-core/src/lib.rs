@@ -13,7 +13,7 @@ pub mod error;
 pub mod event;
 
 pub use batch::{Delivery, DeliveryId, NewBatch, split_lines};
-pub use component::{Accepted, FlushReport, Sink, Transform, TransformOutput};
+pub use component::{Accepted, BatchInfo, FlushReport, Sink, Transform, TransformOutput};
 pub use dead_letter::{DeadLetter, Rejected, reason};
 pub use error::{ErrorClass, StageError};
 pub use event::{Event, json_kind, parse_object};

@@ -17,7 +17,9 @@ use async_trait::async_trait;
 use chrono::DateTime;
 use jsonschema::{ValidationError, Validator, error::ValidationErrorKind};
 use serde_json::Value;
-use sluice_core::{Event, Rejected, StageError, Transform, TransformOutput, json_kind, parse_object, reason};
+use sluice_core::{
+    BatchInfo, Event, Rejected, StageError, Transform, TransformOutput, json_kind, parse_object, reason,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
@@ -136,7 +138,7 @@ fn schema_reason(error: &ValidationError) -> String {
 
 #[async_trait]
 impl Transform for ValidateTransform {
-    async fn process(&self, events: Vec<Event>) -> Result<TransformOutput, StageError> {
+    async fn process(&self, _batch: BatchInfo<'_>, events: Vec<Event>) -> Result<TransformOutput, StageError> {
         let mut out = TransformOutput {
             events: Vec::with_capacity(events.len()),
             ..TransformOutput::default()
@@ -257,7 +259,7 @@ mod tests {
             event("{"),
             event(r#"{"id":"b","ts":"2026-11-01T00:00:00Z"}"#),
         ];
-        let out = transform().process(events).await.unwrap();
+        let out = transform().process(BatchInfo::first("test"), events).await.unwrap();
         assert_eq!(out.events.len(), 2);
         assert_eq!(out.rejected.len(), 1);
         assert_eq!(out.rejected[0].event.raw, Bytes::from_static(b"{"));

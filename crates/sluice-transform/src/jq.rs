@@ -12,7 +12,7 @@ use jaq_core::{
     unwrap_valr,
 };
 use jaq_json::Val;
-use sluice_core::{Event, Rejected, StageError, Transform, TransformOutput, reason};
+use sluice_core::{BatchInfo, Event, Rejected, StageError, Transform, TransformOutput, reason};
 
 /// Reasons of events the `jq` transform refuses.
 pub mod jq_reason {
@@ -132,7 +132,7 @@ fn load_errors(code: &str, errors: jaq_core::load::Errors<&str, ()>) -> String {
 
 #[async_trait]
 impl Transform for JqTransform {
-    async fn process(&self, events: Vec<Event>) -> Result<TransformOutput, StageError> {
+    async fn process(&self, _batch: BatchInfo<'_>, events: Vec<Event>) -> Result<TransformOutput, StageError> {
         let mut output = TransformOutput::default();
         for event in events {
             match self.run(&event.payload) {

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::Value;
 use sha2::Sha256;
-use sluice_core::{Event, Rejected, StageError, Transform, TransformOutput, json_kind, parse_object};
+use sluice_core::{BatchInfo, Event, Rejected, StageError, Transform, TransformOutput, json_kind, parse_object};
 
 use crate::pointer::Pointer;
 
@@ -50,7 +50,7 @@ pub struct EditTransform<E>(pub E);
 
 #[async_trait]
 impl<E: Edit> Transform for EditTransform<E> {
-    async fn process(&self, events: Vec<Event>) -> Result<TransformOutput, StageError> {
+    async fn process(&self, _batch: BatchInfo<'_>, events: Vec<Event>) -> Result<TransformOutput, StageError> {
         let mut output = TransformOutput::default();
         for mut event in events {
             let mut value = match parse_object(&event.payload) {

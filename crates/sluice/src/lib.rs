@@ -33,7 +33,9 @@ use std::{collections::BTreeMap, process::ExitCode, sync::Arc};
 
 use clap::Parser;
 pub use registry::TransformFactory;
-pub use sluice_core::{Event, Rejected, StageError, Transform, TransformOutput, json_kind, parse_object, reason};
+pub use sluice_core::{
+    BatchInfo, Event, Rejected, StageError, Transform, TransformOutput, json_kind, parse_object, reason,
+};
 pub use toml;
 
 /// The `sluice` command line, with the transform types registered on it.

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
-use sluice::{Event, Rejected, Sluice, StageError, Transform, TransformOutput, parse_object, toml};
+use sluice::{BatchInfo, Event, Rejected, Sluice, StageError, Transform, TransformOutput, parse_object, toml};
 
 /// The options of a `big_spender` table.
 #[derive(Debug, Deserialize)]
@@ -46,7 +46,7 @@ impl BigSpender {
 
 #[async_trait]
 impl Transform for BigSpender {
-    async fn process(&self, events: Vec<Event>) -> Result<TransformOutput, StageError> {
+    async fn process(&self, _batch: BatchInfo<'_>, events: Vec<Event>) -> Result<TransformOutput, StageError> {
         let mut output = TransformOutput::default();
         for mut event in events {
             let mut value = match parse_object(&event.payload) {

@@ -21,7 +21,7 @@ use std::{
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::Value;
-use sluice_core::{Event, Rejected, StageError, Transform, TransformOutput, json_kind, parse_object};
+use sluice_core::{BatchInfo, Event, Rejected, StageError, Transform, TransformOutput, json_kind, parse_object};
 
 pub use source::{Format, Source, Table, key_text};
 
@@ -157,7 +157,7 @@ impl LookupTransform {
 
 #[async_trait]
 impl Transform for LookupTransform {
-    async fn process(&self, events: Vec<Event>) -> Result<TransformOutput, StageError> {
+    async fn process(&self, _batch: BatchInfo<'_>, events: Vec<Event>) -> Result<TransformOutput, StageError> {
         self.start_refreshing();
         let table = match self.shared.table() {
             Some(t) => t,

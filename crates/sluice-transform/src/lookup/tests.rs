@@ -55,7 +55,7 @@ async fn csv_rows_enrich_events_and_missing_keys_follow_on_missing() {
     let input = [json!("DE"), json!("FR"), json!(null)];
 
     let t = LookupTransform::new(spec(file(&path, Format::Csv), OnMissing::Null, Duration::from_secs(60)));
-    let out = t.process(events(&input)).await.unwrap();
+    let out = t.process(BatchInfo::first("test"), events(&input)).await.unwrap();
     assert_eq!(
         infos(&out),
         vec![
@@ -66,7 +66,7 @@ async fn csv_rows_enrich_events_and_missing_keys_follow_on_missing() {
     );
 
     let t = LookupTransform::new(spec(file(&path, Format::Csv), OnMissing::Drop, Duration::from_secs(60)));
-    let out = t.process(events(&input)).await.unwrap();
+    let out = t.process(BatchInfo::first("test"), events(&input)).await.unwrap();
     assert_eq!((out.events.len(), out.dropped), (1, 2));
 
     let t = LookupTransform::new(spec(
@@ -74,7 +74,7 @@ async fn csv_rows_enrich_events_and_missing_keys_follow_on_missing() {
         OnMissing::DeadLetter,
         Duration::from_secs(60),
     ));
-    let out = t.process(events(&input)).await.unwrap();
+    let out = t.process(BatchInfo::first("test"), events(&input)).await.unwrap();
     let reasons: Vec<(&str, &str)> = out
         .rejected
         .iter()
@@ -106,7 +106,10 @@ async fn ndjson_and_parquet_keep_their_types_and_number_keys_match() {
         OnMissing::Null,
         Duration::from_secs(60),
     ));
-    let out = t.process(events(&[json!(49), json!("1")])).await.unwrap();
+    let out = t
+        .process(BatchInfo::first("test"), events(&[json!(49), json!("1")]))
+        .await
+        .unwrap();
     assert_eq!(
         infos(&out),
         vec![json!({"code": 49, "pop": 83.2}), json!({"code": 1, "pop": 335.9})]
@@ -134,7 +137,10 @@ async fn ndjson_and_parquet_keep_their_types_and_number_keys_match() {
         OnMissing::Null,
         Duration::from_secs(60),
     ));
-    let out = t.process(events(&[json!("DE"), json!("US")])).await.unwrap();
+    let out = t
+        .process(BatchInfo::first("test"), events(&[json!("DE"), json!("US")]))
+        .await
+        .unwrap();
     assert_eq!(
         infos(&out),
         vec![json!({"code": "DE", "population_m": 83}), json!({"code": "US"})]
@@ -152,14 +158,23 @@ async fn a_refresh_swaps_the_table_and_a_failed_one_keeps_the_last_good() {
         Duration::from_millis(50),
     ));
     assert_eq!(
-        infos(&t.process(events(&[json!("DE")])).await.unwrap())[0]["name"],
+        infos(
+            &t.process(BatchInfo::first("test"), events(&[json!("DE")]))
+                .await
+                .unwrap()
+        )[0]["name"],
         "Germany"
     );
 
     write_atomically(&path, "code,name\nDE,Deutschland\n");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let name = infos(&t.process(events(&[json!("DE")])).await.unwrap())[0]["name"].clone();
+        let name = infos(
+            &t.process(BatchInfo::first("test"), events(&[json!("DE")]))
+                .await
+                .unwrap(),
+        )[0]["name"]
+            .clone();
         if name == "Deutschland" {
             break;
         }
@@ -171,7 +186,11 @@ async fn a_refresh_swaps_the_table_and_a_failed_one_keeps_the_last_good() {
     write_atomically(&path, "name\nBroken\n");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        infos(&t.process(events(&[json!("DE")])).await.unwrap())[0]["name"],
+        infos(
+            &t.process(BatchInfo::first("test"), events(&[json!("DE")]))
+                .await
+                .unwrap()
+        )[0]["name"],
         "Deutschland"
     );
 }
@@ -181,7 +200,11 @@ async fn no_table_yet_fails_the_batch_for_redelivery() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("missing.csv");
     let t = LookupTransform::new(spec(file(&path, Format::Csv), OnMissing::Null, Duration::from_secs(60)));
-    let err = t.process(events(&[json!("DE")])).await.err().unwrap();
+    let err = t
+        .process(BatchInfo::first("test"), events(&[json!("DE")]))
+        .await
+        .err()
+        .unwrap();
     assert!(err.is_retriable() && err.message.contains("not loaded yet"), "{err}");
 }
 
@@ -205,7 +228,10 @@ async fn a_postgres_query_is_a_reference_table() {
         query: format!("SELECT code, name, members, share, eu FROM {schema}.countries"),
     };
     let t = LookupTransform::new(spec(source, OnMissing::Null, Duration::from_secs(60)));
-    let out = t.process(events(&[json!("DE"), json!("US")])).await.unwrap();
+    let out = t
+        .process(BatchInfo::first("test"), events(&[json!("DE"), json!("US")]))
+        .await
+        .unwrap();
     assert_eq!(
         infos(&out),
         vec![

@@ -33,7 +33,7 @@ use sluice_connectors::{
     Source, SourceContext,
     sources::{file::FileSource, http::HttpSource},
 };
-use sluice_core::{DeadLetter, Delivery, Event, Sink, now_ms, split_lines};
+use sluice_core::{BatchInfo, DeadLetter, Delivery, Event, Sink, now_ms, split_lines};
 use sluice_lake::LakeSink;
 use sluice_postgres::PostgresSink;
 use sluice_queue::{DeadLetterStore, Queue, QueueSettings, embedded::EmbeddedQueue};
@@ -329,7 +329,11 @@ impl Consumer<'_> {
         let events: Vec<Event> = split_lines(&d.payload)
             .map(|(line, bytes)| Event::from_line(line, bytes))
             .collect();
-        let routed = match run_route(&d.source, events, route, &self.transforms, &self.sink_inputs).await {
+        let batch = BatchInfo {
+            key: &d.key,
+            redelivered: d.needs_commit_check(),
+        };
+        let routed = match run_route(&d.source, batch, events, route, &self.transforms, &self.sink_inputs).await {
             Ok(r) => r,
             Err(e) if e.is_retriable() => {
                 self.return_later(d.id, e.message, RETRY_DELAY).await;

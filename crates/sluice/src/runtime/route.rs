@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use sluice_core::{Event, Rejected, StageError, Transform};
+use sluice_core::{BatchInfo, Event, Rejected, StageError, Transform};
 
 pub struct TransformNode {
     pub name: String,
@@ -85,6 +85,7 @@ pub struct Routed {
 
 pub async fn run_route(
     source: &str,
+    batch: BatchInfo<'_>,
     events: Vec<Event>,
     route: &Route,
     transforms: &[TransformNode],
@@ -107,7 +108,7 @@ pub async fn run_route(
         let input = gather(&outputs, &node.inputs);
         let received = input.len() as u64;
         let started = std::time::Instant::now();
-        let out = node.transform.process(input).await?;
+        let out = node.transform.process(batch, input).await?;
         let c = node.name.clone();
         metrics::histogram!("sluice_transform_seconds", "component" => c.clone())
             .record(started.elapsed().as_secs_f64());
@@ -139,7 +140,7 @@ mod tests {
     struct Pass;
     #[async_trait]
     impl Transform for Pass {
-        async fn process(&self, events: Vec<Event>) -> Result<TransformOutput, StageError> {
+        async fn process(&self, _batch: BatchInfo<'_>, events: Vec<Event>) -> Result<TransformOutput, StageError> {
             Ok(TransformOutput {
                 events,
                 ..TransformOutput::default()

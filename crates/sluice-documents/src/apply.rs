@@ -74,11 +74,18 @@ pub struct BatchStats {
     pub stale_parts: u64,
 }
 
+/// A document emitted by the change at `change` (an index into the batch's changes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Emission {
+    pub change: usize,
+    pub document: StoredDocument,
+}
+
 /// The result of applying a batch: the documents emitted, in change order,
 /// and which records changed (their state, possibly without a new document).
 #[derive(Debug, Default)]
 pub struct BatchOutcome {
-    pub emitted: Vec<StoredDocument>,
+    pub emitted: Vec<Emission>,
     pub dirty: Vec<DocKey>,
     pub stats: BatchStats,
 }
@@ -87,7 +94,7 @@ pub struct BatchOutcome {
 /// missing one starts empty).
 pub fn apply_changes(records: &mut HashMap<DocKey, Record>, changes: &[Change]) -> BatchOutcome {
     let mut outcome = BatchOutcome::default();
-    for change in changes {
+    for (index, change) in changes.iter().enumerate() {
         let record = records.entry(change.key.clone()).or_default();
         let written = match &change.op {
             Op::Upsert(patch) => record.state.upsert(change.version, patch),
@@ -105,7 +112,10 @@ pub fn apply_changes(records: &mut HashMap<DocKey, Record>, changes: &[Change]) 
             record.document = document;
             record.revision += 1;
             outcome.stats.applied += 1;
-            outcome.emitted.push(StoredDocument::new(change.key.clone(), record));
+            outcome.emitted.push(Emission {
+                change: index,
+                document: StoredDocument::new(change.key.clone(), record),
+            });
         } else {
             outcome.stats.noops += 1;
         }
@@ -150,16 +160,24 @@ mod tests {
             change("b", 4, upsert(json!({"q": 1}))),
         ];
         let outcome = apply_changes(&mut records, &changes);
-        let emitted: Vec<(&str, u64, u64, Option<Value>)> = outcome
+        let emitted: Vec<(usize, &str, u64, u64, Option<Value>)> = outcome
             .emitted
             .iter()
-            .map(|d| (d.key.id.as_str(), d.version, d.revision, d.document.clone()))
+            .map(|e| {
+                (
+                    e.change,
+                    e.document.key.id.as_str(),
+                    e.document.version,
+                    e.document.revision,
+                    e.document.document.clone(),
+                )
+            })
             .collect();
         assert_eq!(
             emitted,
             vec![
-                ("a", 2, 1, Some(json!({"x": 1, "y": 2}))),
-                ("a", 2, 2, Some(json!({"x": 1, "y": 2, "z": 3}))),
+                (0, "a", 2, 1, Some(json!({"x": 1, "y": 2}))),
+                (2, "a", 2, 2, Some(json!({"x": 1, "y": 2, "z": 3}))),
             ],
             "the late change adds z but loses x; a same-value change and a delete of nothing emit nothing"
         );

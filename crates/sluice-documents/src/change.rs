@@ -146,6 +146,10 @@ impl ChangeFields {
         };
         let op = match event.pointer(&self.op).and_then(Value::as_str) {
             Some("upsert") => match event.pointer(&self.patch) {
+                Some(Value::Object(patch)) if holds_nul(patch) => {
+                    let detail = "the patch holds U+0000, which PostgreSQL's jsonb cannot store".to_string();
+                    return Err(invalid(&self.patch, detail));
+                }
                 Some(Value::Object(patch)) => Op::Upsert(patch.clone()),
                 Some(other) => {
                     let detail = format!("an upsert's patch must be an object, got {}", json_kind(other));
@@ -166,6 +170,20 @@ impl ChangeFields {
         };
         Ok(Change { key, version, ts, op })
     }
+}
+
+/// Whether a key or string anywhere in `patch` holds U+0000 (refused by
+/// every store alike, so both stores keep the same documents).
+fn holds_nul(patch: &Map<String, Value>) -> bool {
+    fn value(v: &Value) -> bool {
+        match v {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().any(value),
+            Value::Object(fields) => holds_nul(fields),
+            _ => false,
+        }
+    }
+    patch.iter().any(|(k, v)| k.contains('\0') || value(v))
 }
 
 fn describe(v: &Value) -> String {
@@ -252,6 +270,10 @@ mod tests {
                 "invalid_change:/patch".into(),
                 "an upsert's patch must be an object, got an array".into()
             )
+        );
+        assert_eq!(
+            broken("/patch", json!({"a": [{"b": "x\u{0}y"}]})).1,
+            "the patch holds U+0000, which PostgreSQL's jsonb cannot store"
         );
         assert_eq!(
             fields

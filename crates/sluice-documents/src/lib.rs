@@ -1,9 +1,13 @@
 //! Documents from change events: parsing changes ([`change`]), the
 //! order-independent merge ([`merge`]), applying a batch of changes to the
-//! records they touch ([`apply`]), and the stores that keep the records
-//! ([`store`]: embedded SQLite and PostgreSQL, one conformance suite).
+//! records they touch ([`apply`]), the stores that keep the records
+//! ([`store`]: embedded SQLite and PostgreSQL, one conformance suite), and
+//! the `documents` stage that puts them together ([`transform`], configured
+//! by [`config`]).
 
 pub mod apply;
 pub mod change;
+pub mod config;
 pub mod merge;
 pub mod store;
+pub mod transform;

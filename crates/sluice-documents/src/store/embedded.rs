@@ -126,20 +126,14 @@ fn apply_in(tx: &Transaction, key: &str, check_recorded: bool, changes: &[Change
             .query_row("SELECT emitted FROM batches WHERE key = ?1", params![key], |r| r.get(0))
             .optional()
             .map_err(sqlite)?;
-        if let Some(emitted) = emitted {
-            let keys: Vec<(String, String)> = serde_json::from_str(&emitted).map_err(fatal)?;
-            let mut documents = Vec::with_capacity(keys.len());
-            for (entity, id) in keys {
-                let key = DocKey { entity, id };
-                if let Some(record) = load(tx, &key)? {
-                    documents.push(StoredDocument::new(key, &record));
+        if let Some(recorded) = emitted {
+            let mut current = HashMap::new();
+            for doc in super::recorded_keys(key, &recorded)? {
+                if let Some(record) = load(tx, &doc)? {
+                    current.insert(doc.clone(), StoredDocument::new(doc, &record));
                 }
             }
-            return Ok(Applied {
-                emitted: documents,
-                replayed: true,
-                ..Applied::default()
-            });
+            return super::replay(key, &recorded, |doc| current.get(doc).cloned());
         }
     }
     let mut records = HashMap::new();
@@ -176,14 +170,9 @@ fn apply_in(tx: &Transaction, key: &str, check_recorded: bool, changes: &[Change
         })
         .map_err(sqlite)?;
     }
-    let emitted: Vec<(&str, &str)> = outcome
-        .emitted
-        .iter()
-        .map(|d| (d.key.entity.as_str(), d.key.id.as_str()))
-        .collect();
     tx.execute(
         "INSERT OR IGNORE INTO batches (key, emitted, at_ms) VALUES (?1, ?2, ?3)",
-        params![key, serde_json::to_string(&emitted).expect("keys serialise"), now_ms()],
+        params![key, super::record_of(&outcome.emitted), now_ms()],
     )
     .map_err(sqlite)?;
     Ok(Applied {

@@ -5,10 +5,10 @@
 //!
 //! Invariants every store keeps:
 //! * A batch's changes, their documents and a record of the batch (its key
-//!   and the documents it emitted) commit in one transaction. A redelivered
-//!   batch whose record exists changes nothing and gets back the current
-//!   documents it emitted, so a downstream stage that lost them sees them
-//!   again.
+//!   and which of its changes emitted which document) commit in one
+//!   transaction. A redelivered batch whose record exists changes nothing
+//!   and gets back the same emissions with the documents as they are now,
+//!   so a downstream stage that lost them sees them again.
 //! * Every stored write takes a new sequence number; `changed_since` reads
 //!   documents (and deletions) in that order, for snapshots and re-hydration.
 
@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use sluice_core::StageError;
 
 use crate::{
-    apply::{BatchStats, StoredDocument},
+    apply::{BatchStats, Emission, StoredDocument},
     change::{Change, DocKey},
 };
 
@@ -47,12 +47,54 @@ impl From<StoreError> for StageError {
 #[derive(Debug, Default)]
 pub struct Applied {
     /// Documents to emit, in change order.
-    pub emitted: Vec<StoredDocument>,
+    pub emitted: Vec<Emission>,
     pub stats: BatchStats,
     /// Records written (documents, deletions and tombstones).
     pub stored: u64,
     /// The batch was applied before; `emitted` holds its documents as they are now.
     pub replayed: bool,
+}
+
+/// A batch record as stores keep it: `[[entity, id, change index], ...]`.
+type Recorded = Vec<(String, String, usize)>;
+
+fn record_of(emitted: &[Emission]) -> String {
+    let recorded: Vec<(&str, &str, usize)> = emitted
+        .iter()
+        .map(|e| (e.document.key.entity.as_str(), e.document.key.id.as_str(), e.change))
+        .collect();
+    serde_json::to_string(&recorded).expect("keys serialise")
+}
+
+/// The emissions of a recorded batch with the documents `current` finds now.
+fn replay(
+    key: &str,
+    recorded: &str,
+    mut current: impl FnMut(&DocKey) -> Option<StoredDocument>,
+) -> Result<Applied, StoreError> {
+    let recorded: Recorded =
+        serde_json::from_str(recorded).map_err(|e| StoreError::Fatal(format!("batch record {key}: {e}")))?;
+    let emitted = recorded
+        .into_iter()
+        .filter_map(|(entity, id, change)| {
+            current(&DocKey { entity, id }).map(|document| Emission { change, document })
+        })
+        .collect();
+    Ok(Applied {
+        emitted,
+        replayed: true,
+        ..Applied::default()
+    })
+}
+
+/// The keys a recorded batch emitted, to load before [`replay`].
+fn recorded_keys(key: &str, recorded: &str) -> Result<Vec<DocKey>, StoreError> {
+    let recorded: Recorded =
+        serde_json::from_str(recorded).map_err(|e| StoreError::Fatal(format!("batch record {key}: {e}")))?;
+    Ok(recorded
+        .into_iter()
+        .map(|(entity, id, _)| DocKey { entity, id })
+        .collect())
 }
 
 /// A document with the sequence number of its last write.

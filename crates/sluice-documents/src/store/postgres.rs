@@ -176,18 +176,11 @@ impl PostgresStore {
                 .await
                 .map_err(store_error)?;
             if let Some(row) = recorded {
-                let keys: Vec<(String, String)> = serde_json::from_str(row.get(0))
-                    .map_err(|e| StoreError::Fatal(format!("batch record {key}: {e}")))?;
-                let keys: Vec<DocKey> = keys.into_iter().map(|(entity, id)| DocKey { entity, id }).collect();
+                let recorded: String = row.get(0);
+                let keys = super::recorded_keys(key, &recorded)?;
                 let records = self.load(tx, &keys, false).await?;
-                let emitted = keys
-                    .into_iter()
-                    .filter_map(|k| records.get(&k).map(|r| StoredDocument::new(k.clone(), r)))
-                    .collect();
-                return Ok(Applied {
-                    emitted,
-                    replayed: true,
-                    ..Applied::default()
+                return super::replay(key, &recorded, |doc| {
+                    records.get(doc).map(|r| StoredDocument::new(doc.clone(), r))
                 });
             }
         }
@@ -248,21 +241,12 @@ impl PostgresStore {
         )
         .await
         .map_err(store_error)?;
-        let emitted: Vec<(&str, &str)> = outcome
-            .emitted
-            .iter()
-            .map(|d| (d.key.entity.as_str(), d.key.id.as_str()))
-            .collect();
         tx.execute(
             &format!(
                 "INSERT INTO {} (key, emitted, at_ms) VALUES ($1, $2::text::jsonb, $3) ON CONFLICT DO NOTHING",
                 self.batches
             ),
-            &[
-                &key,
-                &serde_json::to_string(&emitted).expect("keys serialise"),
-                &now_ms(),
-            ],
+            &[&key, &super::record_of(&outcome.emitted), &now_ms()],
         )
         .await
         .map_err(store_error)?;

@@ -18,12 +18,12 @@ use crate::registry;
 
 /// The checks of a transform that need no secret. `validate` transforms are
 /// checked when their schema is loaded.
-pub fn check_transform(name: &str, config: &TransformConfig) -> Result<(), String> {
+pub fn check_transform(name: &str, config: &TransformConfig, data_dir: &Path) -> Result<(), String> {
     match config {
         TransformConfig::Validate(_) => Ok(()),
         TransformConfig::Hash(c) => c.check(),
         TransformConfig::Custom(c) => registry::factory(&c.type_name).map(|_| ()).ok_or_else(|| unknown(c)),
-        other => build_transform(name, other, None).map(|_| ()),
+        other => build_transform(name, other, None, data_dir).map(|_| ()),
     }
 }
 
@@ -34,9 +34,11 @@ pub fn build_transforms(pipeline: &Pipeline) -> Result<BTreeMap<String, Arc<dyn 
         .transforms
         .iter()
         .map(|(name, t)| {
-            let built = build_transform(name, t, pipeline.schemas.get(name)).map_err(|e| ConfigError::Invalid {
-                file: pipeline.file.display().to_string(),
-                message: format!("transforms.{name}.{e}"),
+            let built = build_transform(name, t, pipeline.schemas.get(name), &pipeline.data_dir).map_err(|e| {
+                ConfigError::Invalid {
+                    file: pipeline.file.display().to_string(),
+                    message: format!("transforms.{name}.{e}"),
+                }
             })?;
             Ok((name.clone(), built))
         })
@@ -45,7 +47,12 @@ pub fn build_transforms(pipeline: &Pipeline) -> Result<BTreeMap<String, Arc<dyn 
 
 /// The transform `name` for `config`; `schema` is the loaded schema of a
 /// `validate` transform. Errors start with the key they are about.
-fn build_transform(name: &str, config: &TransformConfig, schema: Option<&Value>) -> Result<Arc<dyn Transform>, String> {
+fn build_transform(
+    name: &str,
+    config: &TransformConfig,
+    schema: Option<&Value>,
+    data_dir: &Path,
+) -> Result<Arc<dyn Transform>, String> {
     match config {
         TransformConfig::Validate(v) => {
             let schema = schema.ok_or("schema: not loaded")?;
@@ -62,6 +69,7 @@ fn build_transform(name: &str, config: &TransformConfig, schema: Option<&Value>)
         TransformConfig::Hash(c) => c.build(),
         // `load` made `file` absolute.
         TransformConfig::Lookup(c) => c.build(name),
+        TransformConfig::Documents(c) => Ok(Arc::new(c.build(name, data_dir)?)),
         TransformConfig::Custom(c) => {
             let factory = registry::factory(&c.type_name).ok_or_else(|| unknown(c))?;
             factory(&c.options)

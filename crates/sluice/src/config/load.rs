@@ -69,6 +69,7 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
     let name = file
         .file_stem()
         .map_or_else(|| "pipeline".into(), |s| s.to_string_lossy().into_owned());
+    resolve_stream_aliases(&mut config);
     check(&config).map_err(invalid)?;
 
     let data_dir = match &config.data_dir {
@@ -96,6 +97,14 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
                 }
                 continue;
             }
+            TransformConfig::Documents(documents) => {
+                if let Some(snapshot) = &mut documents.snapshot
+                    && !snapshot.uri.contains("://")
+                {
+                    snapshot.uri = resolve(&dir, &snapshot.uri).to_string_lossy().into_owned();
+                }
+                continue;
+            }
             _ => continue,
         };
         let schema_path = resolve(&dir, &v.schema);
@@ -106,7 +115,7 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
         schemas.insert(tname.clone(), schema);
     }
     for (tname, transform) in &config.transforms {
-        check_transform(tname, transform).map_err(|e| invalid(format!("transforms.{tname}.{e}")))?;
+        check_transform(tname, transform, &data_dir).map_err(|e| invalid(format!("transforms.{tname}.{e}")))?;
     }
     let mut lakes = BTreeMap::new();
     let mut postgres = BTreeMap::new();
@@ -192,8 +201,10 @@ fn check(config: &PipelineFile) -> Result<(), String> {
     if config.sources.is_empty() {
         return Err("sources: a pipeline needs at least one source".into());
     }
-    if config.sinks.is_empty() {
-        return Err("sinks: a pipeline needs at least one sink".into());
+    if config.sinks.is_empty() && !config.transforms.values().any(stores_itself) {
+        return Err(
+            "sinks: a pipeline needs at least one sink (or a `documents` stage, which stores its documents)".into(),
+        );
     }
     let mut names = BTreeSet::new();
     let all = config
@@ -241,6 +252,36 @@ fn check(config: &PipelineFile) -> Result<(), String> {
     check_graph(config)
 }
 
+/// A `documents` stage stores what it receives, so a pipeline may end with it.
+fn stores_itself(transform: &TransformConfig) -> bool {
+    matches!(transform, TransformConfig::Documents(_))
+}
+
+/// `inputs = ["doctors.changes"]` names the outbound document stream of the
+/// `documents` stage `doctors`, which is its output.
+fn resolve_stream_aliases(config: &mut PipelineFile) {
+    let documents: BTreeSet<String> = config
+        .transforms
+        .iter()
+        .filter(|(_, t)| stores_itself(t))
+        .map(|(name, _)| name.clone())
+        .collect();
+    let consumers = config
+        .transforms
+        .values_mut()
+        .map(TransformConfig::inputs_mut)
+        .chain(config.sinks.values_mut().map(SinkConfig::inputs_mut));
+    for inputs in consumers {
+        for input in inputs.iter_mut() {
+            if let Some(stage) = input.strip_suffix(".changes")
+                && documents.contains(stage)
+            {
+                *input = stage.to_string();
+            }
+        }
+    }
+}
+
 fn check_graph(config: &PipelineFile) -> Result<(), String> {
     let consumers = config
         .transforms
@@ -267,7 +308,7 @@ fn check_graph(config: &PipelineFile) -> Result<(), String> {
         ("transforms", config.transforms.keys().collect()),
     ] {
         for name in names {
-            if !used.contains(name) {
+            if !used.contains(name) && !config.transforms.get(name).is_some_and(stores_itself) {
                 return Err(format!(
                     "{kind}.{name}: nothing takes its events; name it in a transform's or sink's inputs"
                 ));

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use sluice_connectors::sources::{file::FileSourceConfig, http::HttpSourceConfig};
+use sluice_documents::config::DocumentsConfig;
 use sluice_lake::LakeSinkConfig;
 use sluice_postgres::PostgresSinkConfig;
 use sluice_transform::config::{
@@ -111,6 +112,7 @@ pub enum TransformConfig {
     Filter(Box<FilterConfig>),
     Hash(HashConfig),
     Lookup(LookupConfig),
+    Documents(DocumentsConfig),
     Custom(CustomTransformConfig),
 }
 
@@ -153,6 +155,7 @@ impl<'de> Deserialize<'de> for TransformConfig {
             "filter" => parse(table, |c| TransformConfig::Filter(Box::new(c))),
             "hash" => parse(table, TransformConfig::Hash),
             "lookup" => parse(table, TransformConfig::Lookup),
+            "documents" => parse(table, TransformConfig::Documents),
             _ => {
                 let inputs = match table.remove("inputs") {
                     Some(v) => Vec::<String>::deserialize(v)
@@ -181,7 +184,25 @@ impl TransformConfig {
             TransformConfig::Filter(c) => &c.inputs,
             TransformConfig::Hash(c) => &c.inputs,
             TransformConfig::Lookup(c) => &c.inputs,
+            TransformConfig::Documents(c) => &c.inputs,
             TransformConfig::Custom(c) => &c.inputs,
+        }
+    }
+
+    /// The inputs, for rewriting aliases at load.
+    pub fn inputs_mut(&mut self) -> &mut Vec<String> {
+        match self {
+            TransformConfig::Validate(c) => &mut c.inputs,
+            TransformConfig::Jq(c) => &mut c.inputs,
+            TransformConfig::Rename(c) => &mut c.inputs,
+            TransformConfig::Drop(c) => &mut c.inputs,
+            TransformConfig::Set(c) => &mut c.inputs,
+            TransformConfig::Cast(c) => &mut c.inputs,
+            TransformConfig::Filter(c) => &mut c.inputs,
+            TransformConfig::Hash(c) => &mut c.inputs,
+            TransformConfig::Lookup(c) => &mut c.inputs,
+            TransformConfig::Documents(c) => &mut c.inputs,
+            TransformConfig::Custom(c) => &mut c.inputs,
         }
     }
 }
@@ -211,6 +232,14 @@ impl SinkConfig {
         match self {
             SinkConfig::Lake(l) => &l.inputs,
             SinkConfig::Postgres(p) => &p.inputs,
+        }
+    }
+
+    /// The inputs, for rewriting aliases at load.
+    pub fn inputs_mut(&mut self) -> &mut Vec<String> {
+        match self {
+            SinkConfig::Lake(l) => &mut l.inputs,
+            SinkConfig::Postgres(p) => &mut p.inputs,
         }
     }
 

@@ -5,6 +5,7 @@ mod backpressure;
 mod clickstream;
 mod compaction;
 mod disk_full;
+mod documents;
 mod early_flush;
 mod faults;
 mod hostile;

@@ -42,7 +42,8 @@ pub struct DocumentsConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SnapshotConfig {
-    /// A Delta table (relative to the pipeline file).
+    /// A Delta table: a path relative to the pipeline file, or a URL (after
+    /// loading, always a URL).
     pub uri: String,
 }
 

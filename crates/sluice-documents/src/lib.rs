@@ -3,11 +3,13 @@
 //! records they touch ([`apply`]), the stores that keep the records
 //! ([`store`]: embedded SQLite and PostgreSQL, one conformance suite), and
 //! the `documents` stage that puts them together ([`transform`], configured
-//! by [`config`]).
+//! by [`config`]), and snapshots of every document in a Delta table
+//! ([`snapshot`]).
 
 pub mod apply;
 pub mod change;
 pub mod config;
 pub mod merge;
+pub mod snapshot;
 pub mod store;
 pub mod transform;

@@ -16,6 +16,7 @@
 pub mod compaction;
 pub mod config;
 pub mod inspect;
+pub mod keyed;
 pub mod partition;
 pub mod sink;
 mod table;

@@ -21,7 +21,7 @@ use crate::{LakeError, partition::PartitionKey};
 /// redelivered later than this could be written twice.
 pub const TXN_RETENTION: &str = "interval 7 days";
 
-fn table_error(url: &Url, e: impl std::fmt::Display) -> LakeError {
+pub(crate) fn table_error(url: &Url, e: impl std::fmt::Display) -> LakeError {
     LakeError::Table {
         uri: url.to_string(),
         message: e.to_string(),

@@ -64,6 +64,15 @@ pub enum Command {
         json: bool,
     },
     /// Inspect and redrive dead letters.
+    /// Write every current document of a `documents` stage to its snapshot table (incrementally).
+    Snapshot {
+        pipeline: PathBuf,
+        /// The `documents` stage (needed when the pipeline has several).
+        #[arg(long)]
+        sink: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,

@@ -1,6 +1,7 @@
 //! One function per CLI command.
 
 mod dlq;
+mod documents;
 mod maintenance;
 mod run;
 
@@ -31,6 +32,7 @@ pub async fn execute(command: Command) -> Result<()> {
             all,
             json,
         } => maintenance::compact(&pipeline, sink.as_deref(), since, all, json).await,
+        Command::Snapshot { pipeline, sink, json } => documents::snapshot(&pipeline, sink.as_deref(), json).await,
         Command::Vacuum {
             pipeline,
             sink,

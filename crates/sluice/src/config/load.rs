@@ -98,10 +98,10 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
                 continue;
             }
             TransformConfig::Documents(documents) => {
-                if let Some(snapshot) = &mut documents.snapshot
-                    && !snapshot.uri.contains("://")
-                {
-                    snapshot.uri = resolve(&dir, &snapshot.uri).to_string_lossy().into_owned();
+                if let Some(snapshot) = &mut documents.snapshot {
+                    let url = table_url(&dir, &snapshot.uri)
+                        .map_err(|e| invalid(format!("transforms.{tname}.snapshot.uri: {e}")))?;
+                    snapshot.uri = url.to_string();
                 }
                 continue;
             }

@@ -10,4 +10,4 @@ mod model;
 
 pub use build::build_transforms;
 pub use load::{ConfigError, LakeTable, Pipeline, load};
-pub use model::{BUILT_IN_TRANSFORMS, SinkConfig, SourceConfig};
+pub use model::{BUILT_IN_TRANSFORMS, SinkConfig, SourceConfig, TransformConfig};

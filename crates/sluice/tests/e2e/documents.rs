@@ -1,7 +1,9 @@
 //! The `documents` stage end to end: the generator's change events (out of
 //! order, duplicated, with deletes) through `sluice run` into each document
 //! store, compared document by document and field by field with the
-//! generator's oracle; a second run over the same files changes nothing.
+//! generator's oracle; snapshots (one after part of the changes, one
+//! incremental after the rest) read back with delta-rs's Python package equal
+//! it too; a replay of the same files changes nothing.
 
 use std::{collections::BTreeMap, path::Path, process::Command};
 
@@ -15,7 +17,8 @@ use crate::{
 const CHANGES: usize = 100_000;
 const DOCUMENTS: usize = 2_500;
 
-/// Generates `cdc` changes into `dir/changes/` (split into files) and returns the oracle's documents.
+/// Generates `cdc` changes into `dir/parts/` (five files, in delivery
+/// order) and returns the oracle's documents.
 fn generate(dir: &Path, seed: u64) -> BTreeMap<String, Value> {
     let all = dir.join("all.ndjson");
     let expect = dir.join("expect.json");
@@ -28,15 +31,20 @@ fn generate(dir: &Path, seed: u64) -> BTreeMap<String, Value> {
             .arg("--expect")
             .arg(&expect),
     );
+    std::fs::create_dir_all(dir.join("parts")).unwrap();
     std::fs::create_dir_all(dir.join("changes")).unwrap();
     let text = std::fs::read_to_string(&all).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    for (i, chunk) in lines.chunks(20_000).enumerate() {
-        std::fs::write(dir.join(format!("changes/part-{i:02}.ndjson")), chunk.join("\n") + "\n").unwrap();
+    for (i, chunk) in lines.chunks(lines.len().div_ceil(5)).enumerate() {
+        std::fs::write(dir.join(format!("parts/part-{i}.ndjson")), chunk.join("\n") + "\n").unwrap();
     }
     let oracle: Value = serde_json::from_str(&std::fs::read_to_string(&expect).unwrap()).unwrap();
     let documents: BTreeMap<String, Value> = serde_json::from_value(oracle["documents"].clone()).unwrap();
-    assert!(documents.len() >= 2_000, "the oracle holds {} documents", documents.len());
+    assert!(
+        documents.len() >= 2_000,
+        "the oracle holds {} documents",
+        documents.len()
+    );
     documents
 }
 
@@ -58,10 +66,49 @@ snapshot.uri = "lake/doctors"
     )
 }
 
+/// Moves parts `range` into the watched folder.
+fn deliver(dir: &Path, range: std::ops::Range<usize>) {
+    for i in range {
+        let name = format!("part-{i}.ndjson");
+        std::fs::rename(dir.join("parts").join(&name), dir.join("changes").join(&name)).unwrap();
+    }
+}
+
+/// The snapshot table as delta-rs's Python package reads it: documents by id.
+fn snapshot_documents(dir: &Path) -> BTreeMap<String, Value> {
+    let script = "import json, sys\nfrom deltalake import DeltaTable\n\
+                  rows = DeltaTable(sys.argv[1]).to_pyarrow_table(columns=['entity', 'id', 'document']).to_pylist()\n\
+                  print(json.dumps([[r['entity'], r['id'], r['document']] for r in rows]))";
+    let out = support::run_ok(
+        Command::new(support::python())
+            .args(["-c", script])
+            .arg(dir.join("lake/doctors")),
+    );
+    let rows: Vec<(String, String, String)> = serde_json::from_str(&out).unwrap();
+    let mut documents = BTreeMap::new();
+    for (entity, id, document) in rows {
+        assert_eq!(entity, "doctor");
+        let previous = documents.insert(id.clone(), serde_json::from_str(&document).unwrap());
+        assert!(previous.is_none(), "document {id} has two rows in the snapshot");
+    }
+    documents
+}
+
+fn sluice_snapshot(dir: &Path) -> String {
+    support::run_ok(
+        Command::new(support::SLUICE)
+            .arg("snapshot")
+            .arg(dir.join("pipeline.toml")),
+    )
+}
+
 fn assert_matches_oracle(stored: &BTreeMap<String, Value>, oracle: &BTreeMap<String, Value>) {
     let missing: Vec<&String> = oracle.keys().filter(|id| !stored.contains_key(*id)).take(5).collect();
     let extra: Vec<&String> = stored.keys().filter(|id| !oracle.contains_key(*id)).take(5).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}, extra {extra:?}");
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}, extra {extra:?}"
+    );
     for (id, document) in oracle {
         assert_eq!(&stored[id], document, "document {id}");
     }
@@ -83,14 +130,26 @@ fn embedded_documents(dir: &Path) -> BTreeMap<String, Value> {
 }
 
 #[test]
-fn change_events_merge_into_the_embedded_store_as_the_oracle_says() {
+fn change_events_merge_into_the_embedded_store_and_snapshots_follow_incrementally() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let oracle = generate(dir, 71);
     std::fs::write(dir.join("pipeline.toml"), pipeline("embedded")).unwrap();
+
+    // Three fifths, a snapshot of them; the rest, a snapshot of what changed since.
+    deliver(dir, 0..3);
     run_until_idle(dir, &[]);
+    let first = sluice_snapshot(dir);
+    assert!(first.contains("documents written"), "{first}");
+    assert_eq!(snapshot_documents(dir), embedded_documents(dir));
+    deliver(dir, 3..5);
+    run_until_idle(dir, &[]);
+    let second = sluice_snapshot(dir);
+    assert!(second.contains("removed"), "{second}");
     let stored = embedded_documents(dir);
     assert_matches_oracle(&stored, &oracle);
+    assert_matches_oracle(&snapshot_documents(dir), &oracle);
+    assert!(sluice_snapshot(dir).contains("up to date"), "a second run commits nothing");
 
     // The same files again (a replay): nothing changes.
     for entry in std::fs::read_dir(dir.join("changes")).unwrap() {
@@ -100,6 +159,7 @@ fn change_events_merge_into_the_embedded_store_as_the_oracle_says() {
     }
     run_until_idle(dir, &[]);
     assert_eq!(embedded_documents(dir), stored);
+    assert!(sluice_snapshot(dir).contains("up to date"), "a replay writes nothing new");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,6 +171,7 @@ async fn change_events_merge_into_postgres_as_the_oracle_says() {
     let schema = fresh_schema(&client, "documents").await;
     let store = format!("{}\"\nschema = \"{schema}", url());
     std::fs::write(dir.join("pipeline.toml"), pipeline(&store)).unwrap();
+    deliver(dir, 0..5);
     run_until_idle(dir, &[]);
     let stored: BTreeMap<String, Value> = client
         .query(
@@ -123,5 +184,7 @@ async fn change_events_merge_into_postgres_as_the_oracle_says() {
         .map(|r| (r.get(0), serde_json::from_str(r.get::<_, &str>(1)).unwrap()))
         .collect();
     assert_matches_oracle(&stored, &oracle);
+    sluice_snapshot(dir);
+    assert_matches_oracle(&snapshot_documents(dir), &oracle);
     drop_schema(&client, &schema).await;
 }

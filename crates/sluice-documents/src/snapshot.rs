@@ -1,0 +1,115 @@
+//! Snapshots: every current document of a `documents` stage in a Delta
+//! table (`snapshot.uri`), one row per document (columns `entity`, `id`,
+//! `version`, `revision`, `updated_at`, `document` as JSON text).
+//!
+//! A run reads the store's writes after the table's watermark (the sequence
+//! number recorded with its last commit), in pages; each page becomes one
+//! commit that replaces the rows of the documents it names, removes the
+//! deleted ones and moves the watermark. So a run is incremental, resumable
+//! after a crash, and a second run with no new writes commits nothing.
+
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema};
+use serde::Serialize;
+use sluice_lake::keyed::{self, KeyedUpdate, row_key};
+use url::Url;
+
+use crate::store::DocumentStore;
+
+/// Hash buckets of the snapshot table: an update rewrites only the buckets
+/// its documents fall in.
+pub const BUCKETS: u32 = 16;
+/// Store writes read (and committed) at a time.
+const PAGE: usize = 20_000;
+
+/// The snapshot table's columns.
+pub fn schema() -> Schema {
+    Schema::new(vec![
+        Field::new("entity", DataType::Utf8, false),
+        Field::new("id", DataType::Utf8, false),
+        Field::new("version", DataType::Int64, false),
+        Field::new("revision", DataType::Int64, false),
+        Field::new("updated_at", DataType::Utf8, true),
+        Field::new("document", DataType::Utf8, false),
+    ])
+}
+
+/// What one run did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct SnapshotReport {
+    pub documents_written: u64,
+    pub documents_removed: u64,
+    pub commits: u64,
+    /// The store sequence number the table is up to date with.
+    pub watermark: i64,
+}
+
+/// Brings the snapshot of stage `stage` at `url` up to date with `store`.
+pub async fn snapshot(store: &dyn DocumentStore, url: &Url, stage: &str) -> Result<SnapshotReport, String> {
+    let app_id = format!("sluice-snapshot/{stage}");
+    let schema = schema();
+    let mut report = SnapshotReport {
+        watermark: keyed::watermark(url, &app_id)
+            .await
+            .map_err(|e| e.to_string())?
+            .unwrap_or(0),
+        ..SnapshotReport::default()
+    };
+    loop {
+        let page = store
+            .changed_since(report.watermark, PAGE)
+            .await
+            .map_err(|e| format!("reading the document store: {e}"))?;
+        let Some(last) = page.last().map(|s| s.seq) else {
+            return Ok(report);
+        };
+        let mut deleted = Vec::new();
+        let mut live = Vec::new();
+        for written in &page {
+            let doc = &written.document;
+            match &doc.document {
+                Some(document) => live.push((doc, document.to_string())),
+                None => deleted.push(row_key(&[&doc.key.entity, &doc.key.id])),
+            }
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(
+                live.iter().map(|(d, _)| d.key.entity.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                live.iter().map(|(d, _)| d.key.id.as_str()),
+            )),
+            Arc::new(Int64Array::from_iter_values(live.iter().map(|(d, _)| d.version as i64))),
+            Arc::new(Int64Array::from_iter_values(
+                live.iter().map(|(d, _)| d.revision as i64),
+            )),
+            Arc::new(StringArray::from_iter(
+                live.iter().map(|(d, _)| d.updated_at.as_deref()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                live.iter().map(|(_, text)| text.as_str()),
+            )),
+        ];
+        let rows = RecordBatch::try_new(Arc::new(schema.clone()), columns).map_err(|e| e.to_string())?;
+        report.documents_written += live.len() as u64;
+        report.documents_removed += deleted.len() as u64;
+        keyed::update(
+            url,
+            KeyedUpdate {
+                schema: &schema,
+                key_columns: &["entity", "id"],
+                buckets: BUCKETS,
+                rows,
+                deleted,
+                app_id: &app_id,
+                watermark: last,
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        report.commits += 1;
+        report.watermark = last;
+    }
+}

@@ -115,12 +115,10 @@ impl ChangeFields {
     pub fn parse(&self, event: &Value) -> Result<Change, (String, String)> {
         let invalid = |pointer: &str, detail: String| (format!("{INVALID_CHANGE}:{pointer}"), detail);
         let text = |pointer: &str| match event.pointer(pointer) {
-            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-            Some(Value::Number(n)) if n.is_u64() || n.is_i64() => Ok(n.to_string()),
-            Some(other) => Err(invalid(
-                pointer,
-                format!("expected a non-empty string or an integer, got {}", describe(other)),
-            )),
+            Some(v) => key_text(v).ok_or_else(|| {
+                let detail = format!("expected a non-empty string or an integer, got {}", describe(v));
+                invalid(pointer, detail)
+            }),
             None => Err(invalid(pointer, "missing".into())),
         };
         let key = DocKey {
@@ -169,6 +167,15 @@ impl ChangeFields {
             }
         };
         Ok(Change { key, version, ts, op })
+    }
+}
+
+/// The text of an entity or id: a non-empty string, or an integer.
+pub fn key_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) if n.is_u64() || n.is_i64() => Some(n.to_string()),
+        _ => None,
     }
 }
 

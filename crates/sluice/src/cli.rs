@@ -73,6 +73,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rebuild a projection from every current document of the stage it reads.
+    Rehydrate {
+        pipeline: PathBuf,
+        /// The `projection` sink.
+        projection: String,
+        #[arg(long)]
+        json: bool,
+    },
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,

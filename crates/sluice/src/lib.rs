@@ -25,6 +25,7 @@ mod cli;
 mod commands;
 mod config;
 mod demo;
+mod documents;
 mod registry;
 mod runtime;
 mod telemetry;

@@ -1,40 +1,14 @@
-//! Commands on `documents` stages: `snapshot`.
+//! Commands on `documents` stages and projections: `snapshot`, `rehydrate`.
 
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use sluice_documents::config::DocumentsConfig;
 use url::Url;
 
-use crate::config::{self, Pipeline, TransformConfig};
-
-/// The `documents` stage `name`, or the only one.
-fn documents_stage<'a>(pipeline: &'a Pipeline, name: Option<&str>) -> Result<(&'a str, &'a DocumentsConfig)> {
-    let stages: Vec<(&str, &DocumentsConfig)> = pipeline
-        .config
-        .transforms
-        .iter()
-        .filter_map(|(n, t)| match t {
-            TransformConfig::Documents(d) => Some((n.as_str(), d)),
-            _ => None,
-        })
-        .collect();
-    let names: Vec<&str> = stages.iter().map(|(n, _)| *n).collect();
-    match (name, stages.as_slice()) {
-        (None, [one]) => Ok(*one),
-        (None, []) => bail!("{}: the pipeline has no `documents` stage", pipeline.file.display()),
-        (None, _) => bail!(
-            "{}: the pipeline has several `documents` stages; pick one with --sink (one of {names:?})",
-            pipeline.file.display()
-        ),
-        (Some(name), _) => stages.iter().find(|(n, _)| *n == name).copied().with_context(|| {
-            format!(
-                "{}: no `documents` stage {name:?}; allowed: {names:?}",
-                pipeline.file.display()
-            )
-        }),
-    }
-}
+use crate::{
+    config::{self, SinkConfig},
+    documents::{documents_stage, open_projection_parts, open_store},
+};
 
 pub async fn snapshot(path: &Path, stage: Option<&str>, json: bool) -> Result<()> {
     let pipeline = config::load(path)?;
@@ -46,11 +20,7 @@ pub async fn snapshot(path: &Path, stage: Option<&str>, json: bool) -> Result<()
         );
     };
     let url = Url::parse(&target.uri).context("the snapshot URI")?;
-    let spec = stage.store_spec(name, &pipeline.data_dir).map_err(anyhow::Error::msg)?;
-    let store = spec
-        .open()
-        .await
-        .with_context(|| format!("opening the document store of {name}"))?;
+    let store = open_store(&pipeline, name, stage).await?;
     let report = sluice_documents::snapshot::snapshot(store.as_ref(), &url, name)
         .await
         .map_err(anyhow::Error::msg)?;
@@ -63,6 +33,39 @@ pub async fn snapshot(path: &Path, stage: Option<&str>, json: bool) -> Result<()
             "snapshot of {name}: {} documents written, {} removed, in {} commits; up to date with store sequence {}",
             report.documents_written, report.documents_removed, report.commits, report.watermark
         );
+    }
+    Ok(())
+}
+
+pub async fn rehydrate(path: &Path, projection: &str, json: bool) -> Result<()> {
+    let pipeline = config::load(path)?;
+    let config = match pipeline.config.sinks.get(projection) {
+        Some(SinkConfig::Projection(p)) => p,
+        _ => {
+            let names: Vec<&String> = pipeline
+                .config
+                .sinks
+                .iter()
+                .filter(|(_, s)| matches!(s, SinkConfig::Projection(_)))
+                .map(|(n, _)| n)
+                .collect();
+            bail!(
+                "{}: no projection {projection:?}; allowed: {names:?}",
+                pipeline.file.display()
+            );
+        }
+    };
+    let (projector, store, writer) = open_projection_parts(&pipeline, config).await?;
+    let written = sluice_documents::projection::redis::rehydrate(&projector, store.as_ref(), &writer)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "projection": projection, "written": written })
+        );
+    } else {
+        println!("rehydrated {projection}: {written} hashes written from every current document");
     }
     Ok(())
 }

@@ -33,6 +33,11 @@ pub async fn execute(command: Command) -> Result<()> {
             json,
         } => maintenance::compact(&pipeline, sink.as_deref(), since, all, json).await,
         Command::Snapshot { pipeline, sink, json } => documents::snapshot(&pipeline, sink.as_deref(), json).await,
+        Command::Rehydrate {
+            pipeline,
+            projection,
+            json,
+        } => documents::rehydrate(&pipeline, &projection, json).await,
         Command::Vacuum {
             pipeline,
             sink,

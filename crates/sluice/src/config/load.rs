@@ -8,6 +8,7 @@ use std::{
 };
 
 use serde_json::Value;
+use sluice_documents::projection::ProjectionConfig;
 use sluice_schema::{ArrowLayout, arrow_layout, load_schema};
 use url::Url;
 
@@ -122,6 +123,7 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
     for (sname, sink) in &config.sinks {
         let lake = match sink {
             SinkConfig::Lake(lake) => lake,
+            SinkConfig::Projection(_) => continue,
             SinkConfig::Postgres(pg) => {
                 let schema = common_schema(&config, &schemas, sink.inputs());
                 if let Some(schema) = &schema {
@@ -246,10 +248,24 @@ fn check(config: &PipelineFile) -> Result<(), String> {
         match s {
             SinkConfig::Lake(l) => l.validate(),
             SinkConfig::Postgres(p) => p.validate(),
+            SinkConfig::Projection(p) => check_projection(config, p),
         }
         .map_err(|e| format!("sinks.{name}.{e}"))?;
     }
     check_graph(config)
+}
+
+/// A projection reads the outbound stream of exactly one `documents` stage
+/// (whose store its lookups read).
+fn check_projection(config: &PipelineFile, p: &ProjectionConfig) -> Result<(), String> {
+    p.projector()?;
+    match p.inputs.as_slice() {
+        [input] if config.transforms.get(input).is_some_and(stores_itself) => Ok(()),
+        _ => Err(format!(
+            "inputs: {:?}: a projection reads the outbound stream of one `documents` stage (inputs = [\"doctors.changes\"])",
+            p.inputs
+        )),
+    }
 }
 
 /// A `documents` stage stores what it receives, so a pipeline may end with it.

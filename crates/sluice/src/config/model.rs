@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use sluice_connectors::sources::{file::FileSourceConfig, http::HttpSourceConfig};
-use sluice_documents::config::DocumentsConfig;
+use sluice_documents::{config::DocumentsConfig, projection::ProjectionConfig};
 use sluice_lake::LakeSinkConfig;
 use sluice_postgres::PostgresSinkConfig;
 use sluice_transform::config::{
@@ -225,6 +225,7 @@ pub struct ValidateConfig {
 pub enum SinkConfig {
     Lake(LakeSinkConfig),
     Postgres(PostgresSinkConfig),
+    Projection(ProjectionConfig),
 }
 
 impl SinkConfig {
@@ -232,6 +233,7 @@ impl SinkConfig {
         match self {
             SinkConfig::Lake(l) => &l.inputs,
             SinkConfig::Postgres(p) => &p.inputs,
+            SinkConfig::Projection(p) => &p.inputs,
         }
     }
 
@@ -240,6 +242,7 @@ impl SinkConfig {
         match self {
             SinkConfig::Lake(l) => &mut l.inputs,
             SinkConfig::Postgres(p) => &mut p.inputs,
+            SinkConfig::Projection(p) => &mut p.inputs,
         }
     }
 
@@ -248,6 +251,7 @@ impl SinkConfig {
         match self {
             SinkConfig::Lake(l) => l.flush_interval_secs,
             SinkConfig::Postgres(p) => p.flush_interval_secs,
+            SinkConfig::Projection(p) => p.flush_interval_secs,
         }
     }
 }

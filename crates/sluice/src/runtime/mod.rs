@@ -133,6 +133,11 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
                     .await
                     .with_context(|| format!("sinks.{name}"))?,
             ),
+            SinkConfig::Projection(p) => Box::new(
+                crate::documents::open_projection(pipeline, name, p)
+                    .await
+                    .with_context(|| format!("sinks.{name}"))?,
+            ),
         };
         let (tx, rx) = mpsc::channel(4);
         let driver = SinkDriver {

@@ -1,0 +1,226 @@
+//! Writing projections to Redis: one hash per document, replaced whole by a
+//! Lua script that refuses a revision older than the one stored (`_revision`
+//! in the hash), so redelivered or re-hydrated writes are idempotent and a
+//! late write never undoes a newer one. The sink buffers the latest
+//! revision per key and writes at flush, in one pipeline.
+
+use std::collections::{BTreeSet, HashMap};
+
+use async_trait::async_trait;
+use redis::{Script, aio::MultiplexedConnection};
+use sluice_core::{Accepted, Event, FlushReport, Rejected, Sink, StageError, parse_object};
+
+use super::{Projected, Projector};
+use crate::{
+    apply::StoredDocument,
+    change::{DocKey, key_text},
+    store::DocumentStore,
+};
+
+/// KEYS[1]: the hash; ARGV[1]: revision; ARGV[2]: "set" or "del"; then field, value pairs.
+const WRITE: &str = r"
+local stored = tonumber(redis.call('HGET', KEYS[1], '_revision') or '-1')
+if stored > tonumber(ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[1])
+if ARGV[2] == 'set' then
+  redis.call('HSET', KEYS[1], '_revision', ARGV[1], unpack(ARGV, 3))
+end
+return 1
+";
+
+/// Reason of outbound documents a projection cannot read.
+pub const NOT_A_DOCUMENT: &str = "projection_input";
+
+/// Writes projected hashes.
+pub struct RedisWriter {
+    conn: MultiplexedConnection,
+    script: Script,
+}
+
+impl RedisWriter {
+    pub async fn connect(url: &str) -> Result<Self, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("redis {url}: {e}"))?;
+        let conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| format!("connecting to redis {url}: {e}"))?;
+        Ok(RedisWriter {
+            conn,
+            script: Script::new(WRITE),
+        })
+    }
+
+    /// Writes every hash in one pipeline; returns how many were written
+    /// (the rest held a newer revision already).
+    pub async fn write(&self, projected: &[Projected]) -> Result<u64, String> {
+        if projected.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.conn.clone();
+        // A fresh server (or one that restarted) may not know the script yet.
+        redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(WRITE)
+            .query_async::<String>(&mut conn)
+            .await
+            .map_err(|e| format!("loading the write script: {e}"))?;
+        let mut pipe = redis::pipe();
+        for p in projected {
+            let cmd = pipe
+                .cmd("EVALSHA")
+                .arg(self.script.get_hash())
+                .arg(1)
+                .arg(&p.key)
+                .arg(p.revision)
+                .arg(if p.fields.is_some() { "set" } else { "del" });
+            for (field, value) in p.fields.iter().flatten() {
+                cmd.arg(field).arg(value);
+            }
+        }
+        let written: Vec<i64> = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| format!("writing projections: {e}"))?;
+        Ok(written.iter().filter(|w| **w == 1).count() as u64)
+    }
+}
+
+/// Projects `docs` (looking up the other documents they name in `store`).
+pub async fn project(
+    projector: &Projector,
+    store: &dyn DocumentStore,
+    docs: &[StoredDocument],
+) -> Result<Vec<Projected>, String> {
+    let mut wanted = BTreeSet::new();
+    for doc in docs {
+        projector.lookup_keys(doc, &mut wanted);
+    }
+    let mut others = HashMap::new();
+    for key in wanted {
+        let found = store.get(&key).await.map_err(|e| format!("looking up {key:?}: {e}"))?;
+        if let Some(document) = found.and_then(|d| d.document) {
+            others.insert(key, document);
+        }
+    }
+    Ok(docs.iter().map(|doc| projector.project(doc, &others)).collect())
+}
+
+/// Reads an outbound document event back.
+fn outbound(event: &Event) -> Result<StoredDocument, (&'static str, String)> {
+    let value = parse_object(&event.payload)?;
+    let text = |field: &str| value.get(field).and_then(key_text);
+    let (Some(entity), Some(id), Some(revision)) = (text("entity"), text("id"), value["revision"].as_u64()) else {
+        return Err((
+            NOT_A_DOCUMENT,
+            "expected a document from a `documents` stage (entity, id, revision)".into(),
+        ));
+    };
+    Ok(StoredDocument {
+        key: DocKey { entity, id },
+        version: value["version"].as_u64().unwrap_or(0),
+        revision,
+        updated_at: value["updated_at"].as_str().map(str::to_string),
+        document: value.get("document").filter(|d| d.is_object()).cloned(),
+    })
+}
+
+/// The `projection` sink.
+pub struct ProjectionSink {
+    name: String,
+    projector: Projector,
+    store: std::sync::Arc<dyn DocumentStore>,
+    writer: RedisWriter,
+    buffer: HashMap<DocKey, StoredDocument>,
+    batches: u64,
+}
+
+impl ProjectionSink {
+    pub fn new(
+        name: &str,
+        projector: Projector,
+        store: std::sync::Arc<dyn DocumentStore>,
+        writer: RedisWriter,
+    ) -> Self {
+        ProjectionSink {
+            name: name.to_string(),
+            projector,
+            store,
+            writer,
+            buffer: HashMap::new(),
+            batches: 0,
+        }
+    }
+}
+
+#[async_trait]
+impl Sink for ProjectionSink {
+    async fn accept(&mut self, _key: &str, _check_committed: bool, events: Vec<Event>) -> Result<Accepted, StageError> {
+        let mut rejected = Vec::new();
+        for event in events {
+            match outbound(&event) {
+                Ok(doc) if self.projector.wants(&doc.key.entity) => {
+                    let newer = self.buffer.get(&doc.key).is_none_or(|b| b.revision <= doc.revision);
+                    if newer {
+                        self.buffer.insert(doc.key.clone(), doc);
+                    }
+                }
+                Ok(_) => {}
+                Err((why, detail)) => rejected.push(Rejected::new(event, why, detail)),
+            }
+        }
+        self.batches += 1;
+        Ok(Accepted::Buffered { rejected })
+    }
+
+    fn buffered_bytes(&self) -> usize {
+        self.buffer.len() * 256
+    }
+
+    fn max_buffered_bytes(&self) -> usize {
+        4 * 1024 * 1024
+    }
+
+    async fn flush(&mut self) -> Result<FlushReport, StageError> {
+        let docs: Vec<StoredDocument> = self.buffer.values().cloned().collect();
+        let projected = project(&self.projector, self.store.as_ref(), &docs)
+            .await
+            .map_err(StageError::retriable)?;
+        let written = self.writer.write(&projected).await.map_err(StageError::retriable)?;
+        metrics::counter!("sluice_projection_writes_total", "component" => self.name.clone()).increment(written);
+        let report = FlushReport {
+            rows: written,
+            batches: std::mem::take(&mut self.batches),
+            ..FlushReport::default()
+        };
+        self.buffer.clear();
+        Ok(report)
+    }
+
+    fn reset(&mut self) {
+        self.buffer.clear();
+        self.batches = 0;
+    }
+}
+
+/// Rebuilds a projection from every current document of `store`; returns
+/// the hashes written.
+pub async fn rehydrate(projector: &Projector, store: &dyn DocumentStore, writer: &RedisWriter) -> Result<u64, String> {
+    let mut after = 0;
+    let mut written = 0;
+    loop {
+        let page = store
+            .changed_since(after, 5_000)
+            .await
+            .map_err(|e| format!("reading the document store: {e}"))?;
+        let Some(last) = page.last().map(|s| s.seq) else {
+            return Ok(written);
+        };
+        let docs: Vec<StoredDocument> = page
+            .into_iter()
+            .map(|s| s.document)
+            .filter(|d| projector.wants(&d.key.entity))
+            .collect();
+        written += writer.write(&project(projector, store, &docs).await?).await?;
+        after = last;
+    }
+}

@@ -65,7 +65,7 @@ pub async fn rehydrate(path: &Path, projection: &str, json: bool) -> Result<()> 
             serde_json::json!({ "projection": projection, "written": written })
         );
     } else {
-        println!("rehydrated {projection}: {written} hashes written from every current document");
+        println!("rehydrated {projection}: {written} hashes written or deleted from every current document");
     }
     Ok(())
 }

@@ -309,7 +309,7 @@ lookups.hospital = {{ entity = "hospital", id = "/hospital", fields = {{ hospita
                 .arg(dir.join("pipeline.toml"))
                 .arg("cards"),
         );
-        assert!(out.contains("hashes written"), "{out}");
+        assert!(out.contains("hashes written or deleted"), "{out}");
         assert_eq!(redis_hashes(&mut conn, &prefix).await, expected);
     }
     let keys: Vec<String> = redis::cmd("KEYS")

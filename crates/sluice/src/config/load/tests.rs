@@ -237,3 +237,20 @@ fn lookup_sources_are_checked_without_loading_them() {
     ));
     assert!(e.contains("unknown variant `skip`") && e.contains("dead_letter"), "{e}");
 }
+
+#[test]
+fn the_documents_example_loads_with_its_stream_alias_resolved() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = include_str!("../../../../../examples/documents/pipeline.toml");
+    let p = load(&write(&dir, text)).unwrap();
+    assert_eq!(p.config.sinks["cards"].inputs(), ["doctors"]);
+    let TransformConfig::Documents(d) = &p.config.transforms["doctors"] else {
+        panic!("doctors is a documents stage")
+    };
+    let snapshot = d.snapshot.as_ref().unwrap();
+    assert_eq!(snapshot.uri, format!("file://{}/lake/doctors/", dir.path().display()));
+    let mut without_stage = text.replace("type = \"documents\"", "type = \"jq\"\nprogram = \".\"");
+    without_stage = without_stage.replace("store = \"embedded\"               # or \"postgres://127.0.0.1:5432/app\"\nsnapshot.uri = \"lake/doctors\"", "");
+    let e = error_of(&without_stage);
+    assert!(e.contains("sinks.cards.inputs") && e.contains("`documents` stage"), "{e}");
+}

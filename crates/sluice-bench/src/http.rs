@@ -47,7 +47,7 @@ pub struct Queryable {
 }
 
 /// `q` (0..=1) quantile of `values` in ms.
-fn quantile(values: &mut [f64], q: f64) -> f64 {
+pub fn quantile(values: &mut [f64], q: f64) -> f64 {
     if values.is_empty() {
         return f64::NAN;
     }
@@ -70,7 +70,7 @@ impl Client {
     }
 
     /// Posts one body; `Ok(true)` on 200, `Ok(false)` on 503/429.
-    async fn post(&self, body: Bytes) -> Result<bool> {
+    pub async fn post(&self, body: Bytes) -> Result<bool> {
         let response = self
             .http
             .post(&self.url)

@@ -5,6 +5,7 @@
 //! levels and at a paced half rate, event -> queryable latency, and the
 //! engine's peak RSS in each run. `scripts/bench` builds it and runs it.
 
+mod documents;
 mod http;
 mod ingest;
 mod pg;
@@ -52,6 +53,15 @@ struct Args {
     /// Skip the PostgreSQL load.
     #[arg(long)]
     no_postgres: bool,
+    /// Change events for the documents runs (per store).
+    #[arg(long, default_value_t = 200_000)]
+    document_changes: u64,
+    /// Redis for the projection latency run.
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// Skip the documents runs.
+    #[arg(long)]
+    no_documents: bool,
 }
 
 /// Where things are.
@@ -112,6 +122,13 @@ struct Results {
     postgres: Option<pg::PgComparison>,
     transform_costs: Vec<transforms::Cost>,
     http: Option<HttpResults>,
+    documents: Option<DocumentResults>,
+}
+
+#[derive(Serialize)]
+struct DocumentResults {
+    throughput: Vec<documents::Throughput>,
+    projection_lag: documents::ProjectionLag,
 }
 
 #[derive(Serialize)]
@@ -246,6 +263,17 @@ async fn main() -> Result<()> {
         eprintln!("HTTP ingest");
         Some(http_runs(&env, &args).await?)
     };
+    let documents = if args.no_documents {
+        None
+    } else {
+        eprintln!("documents: changes/s per store, then change -> projection latency");
+        let throughput = documents::throughput(&env, &args.postgres_url, args.document_changes).await?;
+        let projection_lag = documents::projection_lag(&env, &args.redis_url, 20.0, Duration::from_secs(15)).await?;
+        Some(DocumentResults {
+            throughput,
+            projection_lag,
+        })
+    };
     let results = Results {
         lines: args.lines,
         lake_ingest: ingest.comparison,
@@ -253,6 +281,7 @@ async fn main() -> Result<()> {
         postgres,
         transform_costs,
         http,
+        documents,
     };
     print_comparison(
         &format!("lake ingest, {} generator lines, one thread each", args.lines),
@@ -313,6 +342,20 @@ async fn main() -> Result<()> {
             q.events_per_s, q.flush_interval_secs, q.p50_ms, q.p99_ms, q.markers, q.never_seen
         );
         println!("engine peak RSS in the HTTP runs: {:.0} MiB", h.peak_rss_mib);
+    }
+    if let Some(d) = &results.documents {
+        println!("\ndocuments: generator changes merged into each store (file source, one worker thread)");
+        for t in &d.throughput {
+            println!(
+                "  {:<10} {:>9.0} changes/s  {:>7.2} s  peak RSS {:>5.0} MiB  ({} changes, {} documents = oracle)",
+                t.store, t.changes_per_s, t.measured.seconds, t.measured.peak_rss_mib, t.changes, t.documents
+            );
+        }
+        let l = &d.projection_lag;
+        println!(
+            "change -> projection (HTTP -> documents -> Redis, flush_interval_secs = {}) at {:.0} changes/s: p50 {:.0} ms, p99 {:.0} ms over {} changes ({} never seen)",
+            l.flush_interval_secs, l.changes_per_s, l.p50_ms, l.p99_ms, l.samples, l.never_seen
+        );
     }
     let out = env.work.join("results.json");
     std::fs::write(&out, serde_json::to_string_pretty(&results)?)?;

@@ -250,7 +250,13 @@ fn the_documents_example_loads_with_its_stream_alias_resolved() {
     let snapshot = d.snapshot.as_ref().unwrap();
     assert_eq!(snapshot.uri, format!("file://{}/lake/doctors/", dir.path().display()));
     let mut without_stage = text.replace("type = \"documents\"", "type = \"jq\"\nprogram = \".\"");
-    without_stage = without_stage.replace("store = \"embedded\"               # or \"postgres://127.0.0.1:5432/app\"\nsnapshot.uri = \"lake/doctors\"", "");
+    without_stage = without_stage.replace(
+        "store = \"embedded\"               # or \"postgres://127.0.0.1:5432/app\"\nsnapshot.uri = \"lake/doctors\"",
+        "",
+    );
     let e = error_of(&without_stage);
-    assert!(e.contains("sinks.cards.inputs") && e.contains("`documents` stage"), "{e}");
+    assert!(
+        e.contains("sinks.cards.inputs") && e.contains("`documents` stage"),
+        "{e}"
+    );
 }

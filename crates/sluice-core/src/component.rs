@@ -27,14 +27,17 @@ pub struct BatchInfo<'a> {
     /// The batch may have been processed before (a redelivery, a re-read
     /// input): a transform that keeps state per batch checks its records.
     pub redelivered: bool,
+    /// When the batch entered the queue (ms since the epoch).
+    pub enqueued_at_ms: i64,
 }
 
 impl<'a> BatchInfo<'a> {
-    /// A batch seen for the first time.
+    /// A batch seen for the first time, enqueued now.
     pub fn first(key: &'a str) -> Self {
         BatchInfo {
             key,
             redelivered: false,
+            enqueued_at_ms: crate::now_ms(),
         }
     }
 }

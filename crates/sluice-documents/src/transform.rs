@@ -93,10 +93,12 @@ impl Transform for DocumentsTransform {
                 )));
             };
             let doc = &emission.document;
+            let mut payload = doc.to_event_json();
+            payload["received_at_ms"] = batch.enqueued_at_ms.into();
             output.events.push(Event {
                 line: source.line,
                 raw: source.raw.clone(),
-                payload: Bytes::from(doc.to_event_json().to_string()),
+                payload: Bytes::from(payload.to_string()),
                 id: Some(format!("{}/{}/{}", doc.key.entity, doc.key.id, doc.revision).into()),
                 time_us: source.time_us,
             });

@@ -105,8 +105,8 @@ pub async fn project(
     Ok(docs.iter().map(|doc| projector.project(doc, &others)).collect())
 }
 
-/// Reads an outbound document event back.
-fn outbound(event: &Event) -> Result<StoredDocument, (&'static str, String)> {
+/// Reads an outbound document event back, with when its change was received.
+fn outbound(event: &Event) -> Result<(StoredDocument, Option<i64>), (&'static str, String)> {
     let value = parse_object(&event.payload)?;
     let text = |field: &str| value.get(field).and_then(key_text);
     let (Some(entity), Some(id), Some(revision)) = (text("entity"), text("id"), value["revision"].as_u64()) else {
@@ -115,13 +115,14 @@ fn outbound(event: &Event) -> Result<StoredDocument, (&'static str, String)> {
             "expected a document from a `documents` stage (entity, id, revision)".into(),
         ));
     };
-    Ok(StoredDocument {
+    let doc = StoredDocument {
         key: DocKey { entity, id },
         version: value["version"].as_u64().unwrap_or(0),
         revision,
         updated_at: value["updated_at"].as_str().map(str::to_string),
         document: value.get("document").filter(|d| d.is_object()).cloned(),
-    })
+    };
+    Ok((doc, value["received_at_ms"].as_i64()))
 }
 
 /// The `projection` sink.
@@ -130,7 +131,9 @@ pub struct ProjectionSink {
     projector: Projector,
     store: std::sync::Arc<dyn DocumentStore>,
     writer: RedisWriter,
-    buffer: HashMap<DocKey, StoredDocument>,
+    /// The newest revision of each document since the last flush, with when
+    /// its change was received.
+    buffer: HashMap<DocKey, (StoredDocument, Option<i64>)>,
     batches: u64,
 }
 
@@ -158,10 +161,13 @@ impl Sink for ProjectionSink {
         let mut rejected = Vec::new();
         for event in events {
             match outbound(&event) {
-                Ok(doc) if self.projector.wants(&doc.key.entity) => {
-                    let newer = self.buffer.get(&doc.key).is_none_or(|b| b.revision <= doc.revision);
+                Ok((doc, received)) if self.projector.wants(&doc.key.entity) => {
+                    let newer = self
+                        .buffer
+                        .get(&doc.key)
+                        .is_none_or(|(b, _)| b.revision <= doc.revision);
                     if newer {
-                        self.buffer.insert(doc.key.clone(), doc);
+                        self.buffer.insert(doc.key.clone(), (doc, received));
                     }
                 }
                 Ok(_) => {}
@@ -181,12 +187,17 @@ impl Sink for ProjectionSink {
     }
 
     async fn flush(&mut self) -> Result<FlushReport, StageError> {
-        let docs: Vec<StoredDocument> = self.buffer.values().cloned().collect();
+        let docs: Vec<StoredDocument> = self.buffer.values().map(|(d, _)| d.clone()).collect();
         let projected = project(&self.projector, self.store.as_ref(), &docs)
             .await
             .map_err(StageError::retriable)?;
         let written = self.writer.write(&projected).await.map_err(StageError::retriable)?;
         metrics::counter!("sluice_projection_writes_total", "component" => self.name.clone()).increment(written);
+        let now = sluice_core::now_ms();
+        let lag = metrics::histogram!("sluice_projection_lag_seconds", "component" => self.name.clone());
+        for received in self.buffer.values().filter_map(|(_, r)| *r) {
+            lag.record((now - received).max(0) as f64 / 1000.0);
+        }
         let report = FlushReport {
             rows: written,
             batches: std::mem::take(&mut self.batches),

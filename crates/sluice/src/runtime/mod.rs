@@ -337,6 +337,7 @@ impl Consumer<'_> {
         let batch = BatchInfo {
             key: &d.key,
             redelivered: d.needs_commit_check(),
+            enqueued_at_ms: d.enqueued_at_ms,
         };
         let routed = match run_route(&d.source, batch, events, route, &self.transforms, &self.sink_inputs).await {
             Ok(r) => r,

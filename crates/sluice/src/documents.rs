@@ -56,7 +56,12 @@ pub async fn open_projection_parts(
     pipeline: &Pipeline,
     projection: &ProjectionConfig,
 ) -> Result<(Projector, Arc<dyn DocumentStore>, RedisWriter)> {
-    let projector = projection.projector().map_err(anyhow::Error::msg)?;
+    let mut projector = projection.projector().map_err(anyhow::Error::msg)?;
+    if let Some(custom) = &projection.custom {
+        let factory = crate::registry::projection_factory(&custom.type_name)
+            .with_context(|| format!("the projection type {:?} is not registered", custom.type_name))?;
+        projector = projector.with_custom(factory(&custom.options).map_err(anyhow::Error::msg)?);
+    }
     let input = projection.inputs.first().map(String::as_str);
     let (stage_name, stage) = documents_stage(pipeline, input)?;
     let store = open_store(pipeline, stage_name, stage).await?;

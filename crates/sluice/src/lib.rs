@@ -30,19 +30,21 @@ mod registry;
 mod runtime;
 mod telemetry;
 
-use std::{collections::BTreeMap, process::ExitCode, sync::Arc};
+use std::{process::ExitCode, sync::Arc};
 
 use clap::Parser;
-pub use registry::TransformFactory;
+pub use registry::{ProjectionFactory, TransformFactory};
 pub use sluice_core::{
     BatchInfo, Event, Rejected, StageError, Transform, TransformOutput, json_kind, parse_object, reason,
 };
+pub use sluice_documents::{apply::StoredDocument, change::DocKey, projection::Projection};
 pub use toml;
 
-/// The `sluice` command line, with the transform types registered on it.
+/// The `sluice` command line, with the transform and projection types
+/// registered on it.
 #[derive(Default)]
 pub struct Sluice {
-    transforms: BTreeMap<String, TransformFactory>,
+    registered: registry::Registered,
 }
 
 impl Sluice {
@@ -58,7 +60,23 @@ impl Sluice {
         type_name: &str,
         factory: impl Fn(&toml::Table) -> Result<Arc<dyn Transform>, String> + Send + Sync + 'static,
     ) -> Self {
-        self.transforms.insert(type_name.to_string(), Arc::new(factory));
+        self.registered
+            .transforms
+            .insert(type_name.to_string(), Arc::new(factory));
+        self
+    }
+
+    /// Registers a projection type: a projection sink with
+    /// `custom = { type = "<type_name>", ... }` adds the fields `factory`'s
+    /// [`Projection`] computes (from the `custom` table's other keys).
+    pub fn projection(
+        mut self,
+        type_name: &str,
+        factory: impl Fn(&toml::Table) -> Result<Arc<dyn Projection>, String> + Send + Sync + 'static,
+    ) -> Self {
+        self.registered
+            .projections
+            .insert(type_name.to_string(), Arc::new(factory));
         self
     }
 
@@ -66,6 +84,7 @@ impl Sluice {
     /// configuration errors, 1 for other failures.
     pub fn run(self) -> ExitCode {
         if let Some(taken) = self
+            .registered
             .transforms
             .keys()
             .find(|t| config::BUILT_IN_TRANSFORMS.contains(&t.as_str()))
@@ -73,7 +92,7 @@ impl Sluice {
             eprintln!("error: the transform type {taken:?} is built in; register it under another name");
             return ExitCode::from(2);
         }
-        registry::install(self.transforms);
+        registry::install(self.registered);
         run_cli()
     }
 }

@@ -1,21 +1,34 @@
-//! A custom transform in its own crate: `big_spender` marks purchases whose
-//! revenue reaches a threshold (`props.big_spender = true`). The binary is
-//! the full `sluice` command line with this type registered:
+//! Custom logic in its own crate. `big_spender`, a transform, marks
+//! purchases whose revenue reaches a threshold (`props.big_spender = true`);
+//! `doctor_card`, a projection, adds a headline to a doctor's Redis hash from
+//! the doctor and the hospital its lookup found. The binary is the full
+//! `sluice` command line with both registered:
 //!
 //! ```toml
 //! [transforms.vip]
 //! type = "big_spender"
 //! inputs = ["standardize"]
 //! threshold = 500.0
+//!
+//! [sinks.cards]
+//! type = "projection"
+//! inputs = ["doctors.changes"]
+//! redis = "redis://127.0.0.1:6379"
+//! key = "card:{id}"
+//! lookups.hospital = { entity = "hospital", id = "/hospital", fields = {} }
+//! custom = { type = "doctor_card", unknown_specialty = "general practice" }
 //! ```
 
-use std::{process::ExitCode, sync::Arc};
+use std::{collections::HashMap, process::ExitCode, sync::Arc};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
-use sluice::{BatchInfo, Event, Rejected, Sluice, StageError, Transform, TransformOutput, parse_object, toml};
+use sluice::{
+    BatchInfo, DocKey, Event, Projection, Rejected, Sluice, StageError, StoredDocument, Transform, TransformOutput,
+    parse_object, toml,
+};
 
 /// The options of a `big_spender` table.
 #[derive(Debug, Deserialize)]
@@ -67,6 +80,55 @@ impl Transform for BigSpender {
     }
 }
 
+/// The options of a `doctor_card` projection.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CardOptions {
+    /// Said of doctors without a specialty.
+    unknown_specialty: String,
+}
+
+/// `headline`: "Dr. Ann, Dentist at General (Oslo)", from the doctor and
+/// the hospital document the projection's lookup found.
+struct DoctorCard {
+    unknown_specialty: String,
+}
+
+impl DoctorCard {
+    fn from_options(options: &toml::Table) -> Result<Arc<dyn Projection>, String> {
+        let options = CardOptions::deserialize(options.clone()).map_err(|e| e.message().to_string())?;
+        Ok(Arc::new(DoctorCard {
+            unknown_specialty: options.unknown_specialty,
+        }))
+    }
+}
+
+impl Projection for DoctorCard {
+    fn fields(&self, doc: &StoredDocument, others: &HashMap<DocKey, Value>) -> Vec<(String, String)> {
+        let Some(document) = &doc.document else {
+            return Vec::new();
+        };
+        let text = |v: &Value, pointer: &str| v.pointer(pointer).and_then(Value::as_str).map(str::to_string);
+        let name = text(document, "/name").unwrap_or_default();
+        let specialty = text(document, "/specialty").unwrap_or_else(|| self.unknown_specialty.clone());
+        let hospital = text(document, "/hospital").unwrap_or_default();
+        let city = others
+            .get(&DocKey {
+                entity: "hospital".into(),
+                id: hospital.clone(),
+            })
+            .and_then(|h| text(h, "/city"));
+        let place = match city {
+            Some(city) => format!("{hospital} ({city})"),
+            None => hospital,
+        };
+        vec![("headline".into(), format!("{name}, {specialty} at {place}"))]
+    }
+}
+
 fn main() -> ExitCode {
-    Sluice::new().transform("big_spender", BigSpender::from_options).run()
+    Sluice::new()
+        .transform("big_spender", BigSpender::from_options)
+        .projection("doctor_card", DoctorCard::from_options)
+        .run()
 }

@@ -1,6 +1,7 @@
-//! The example's binary runs a pipeline that uses its custom transform:
-//! generator events -> validate -> big_spender -> PostgreSQL (the machine's
-//! server; `SLUICE_TEST_POSTGRES` overrides the URL).
+//! The example's binary runs pipelines that use its custom types: generator
+//! events -> validate -> big_spender -> PostgreSQL (the machine's server;
+//! `SLUICE_TEST_POSTGRES` overrides the URL), and change events ->
+//! documents -> a projection with doctor_card -> Redis (`SLUICE_TEST_REDIS`).
 
 use std::{
     path::{Path, PathBuf},
@@ -21,6 +22,17 @@ fn bench_dir() -> PathBuf {
     .flatten()
     .find(|p| p.join("gen_events.py").exists())
     .expect("shared/bench/gen_events.py not found; set SLUICE_BENCH_DIR")
+}
+
+/// Runs the example's binary on `file` until its input is drained.
+fn run_until_idle(file: &Path) {
+    let run = Command::new(BIN)
+        .arg("run")
+        .arg(file)
+        .arg("--until-idle")
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
 }
 
 fn url() -> String {
@@ -109,13 +121,7 @@ async fn the_custom_transform_runs_end_to_end() {
     );
 
     std::fs::write(&file, pipeline(&schema, "500.0")).unwrap();
-    let run = Command::new(BIN)
-        .arg("run")
-        .arg(&file)
-        .arg("--until-idle")
-        .output()
-        .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    run_until_idle(&file);
 
     let row = client
         .query_one(
@@ -140,4 +146,76 @@ async fn the_custom_transform_runs_end_to_end() {
         .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn the_custom_projection_writes_headlines_to_redis() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("changes")).unwrap();
+    let changes = [
+        r#"{"entity":"hospital","id":"General","version":1,"op":"upsert","patch":{"city":"Oslo"}}"#,
+        r#"{"entity":"doctor","id":"d1","version":2,"op":"upsert","patch":{"specialty":"Dentist"}}"#,
+        r#"{"entity":"doctor","id":"d1","version":1,"op":"upsert","patch":{"name":"Dr. Ann","specialty":"Surgeon","hospital":"General"}}"#,
+        r#"{"entity":"doctor","id":"d2","version":1,"op":"upsert","patch":{"name":"Dr. Bo","hospital":"Nowhere"}}"#,
+    ];
+    std::fs::write(dir.join("changes/changes.ndjson"), changes.join("\n") + "\n").unwrap();
+    let redis_url = std::env::var("SLUICE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("sluice-example-{}:", std::process::id());
+    let pipeline = format!(
+        r#"
+[sources.changes]
+type = "file"
+path = "changes/*.ndjson"
+settle_secs = 0
+
+[transforms.doctors]
+type = "documents"
+inputs = ["changes"]
+
+[sinks.cards]
+type = "projection"
+inputs = ["doctors.changes"]
+redis = "{redis_url}"
+key = "{prefix}{{id}}"
+entity = "doctor"
+lookups.hospital = {{ entity = "hospital", id = "/hospital", fields = {{}} }}
+custom = {{ type = "doctor_card", unknown_specialty = "general practice" }}
+"#
+    );
+    let file = dir.join("pipeline.toml");
+    std::fs::write(&file, pipeline.replace("unknown_specialty", "unknown_speciality")).unwrap();
+    let refused = Command::new(BIN).arg("validate").arg(&file).output().unwrap();
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains("sinks.cards.custom.unknown field `unknown_speciality`"),
+        "{message}"
+    );
+
+    std::fs::write(&file, &pipeline).unwrap();
+    run_until_idle(&file);
+    let client = redis::Client::open(redis_url.as_str()).unwrap();
+    let conn = client.get_multiplexed_async_connection().await.unwrap();
+    let headline = |id: &str| {
+        let key = format!("{prefix}{id}");
+        let mut conn = conn.clone();
+        async move {
+            let value: Option<String> = redis::cmd("HGET")
+                .arg(&key)
+                .arg("headline")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            let _: () = redis::cmd("DEL").arg(&key).query_async(&mut conn).await.unwrap();
+            value
+        }
+    };
+    assert_eq!(
+        headline("d1").await.as_deref(),
+        Some("Dr. Ann, Dentist at General (Oslo)")
+    );
+    assert_eq!(
+        headline("d2").await.as_deref(),
+        Some("Dr. Bo, general practice at Nowhere")
+    );
 }

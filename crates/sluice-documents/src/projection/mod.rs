@@ -8,7 +8,10 @@
 
 pub mod redis;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
+};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -33,8 +36,27 @@ pub struct ProjectionConfig {
     /// Other documents whose fields the hash embeds, by name.
     #[serde(default)]
     pub lookups: BTreeMap<String, LookupConfig>,
+    /// Logic in Rust, registered by a program using Sluice as a library:
+    /// `custom = { type = "doctor_card", ... options }`.
+    pub custom: Option<CustomProjection>,
     #[serde(default = "default_flush_interval_secs")]
     pub flush_interval_secs: u64,
+}
+
+/// A registered [`Projection`] type and its options.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct CustomProjection {
+    #[serde(rename = "type")]
+    pub type_name: String,
+    #[serde(flatten)]
+    pub options: toml::Table,
+}
+
+/// Projection logic beyond fields and lookups, in Rust: more hash fields
+/// for a live document (deleted documents never reach it; their hash goes).
+/// `others` holds the documents the projection's lookups found.
+pub trait Projection: Send + Sync {
+    fn fields(&self, doc: &StoredDocument, others: &HashMap<DocKey, Value>) -> Vec<(String, String)>;
 }
 
 /// `lookups.hospital = { entity = "hospital", id = "/hospital", fields = { hospital_city = "/city" } }`.
@@ -69,12 +91,13 @@ enum KeyPart {
 }
 
 /// A checked projection.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Projector {
     key: Vec<KeyPart>,
     entity: Option<String>,
     fields: Vec<(String, String)>,
     lookups: Vec<LookupConfig>,
+    custom: Option<Arc<dyn Projection>>,
 }
 
 fn check_pointer(key: &str, pointer: &str) -> Result<(), String> {
@@ -147,11 +170,30 @@ impl ProjectionConfig {
             entity: self.entity.clone(),
             fields: self.fields.iter().map(|(f, p)| (f.clone(), p.clone())).collect(),
             lookups: self.lookups.values().cloned().collect(),
+            custom: None,
         })
     }
 }
 
+impl std::fmt::Debug for Projector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Projector")
+            .field("key", &self.key)
+            .field("entity", &self.entity)
+            .field("fields", &self.fields)
+            .field("lookups", &self.lookups)
+            .field("custom", &self.custom.is_some())
+            .finish()
+    }
+}
+
 impl Projector {
+    /// Adds the fields of a [`Projection`] after the configured ones.
+    pub fn with_custom(mut self, custom: Arc<dyn Projection>) -> Self {
+        self.custom = Some(custom);
+        self
+    }
+
     /// Whether documents of `entity` are projected.
     pub fn wants(&self, entity: &str) -> bool {
         self.entity.as_deref().is_none_or(|e| e == entity)
@@ -215,6 +257,9 @@ impl Projector {
                         .filter_map(|(field, pointer)| other.pointer(pointer).map(|v| (field.clone(), field_text(v)))),
                 );
             }
+        }
+        if let Some(custom) = &self.custom {
+            fields.extend(custom.fields(doc, others));
         }
         Projected {
             key,

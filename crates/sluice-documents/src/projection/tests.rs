@@ -70,6 +70,30 @@ fn a_document_becomes_a_hash_with_its_lookups() {
         "deleted: no hash"
     );
     assert!(projector.wants("doctor") && !projector.wants("hospital"));
+
+    struct Initials;
+    impl Projection for Initials {
+        fn fields(&self, doc: &StoredDocument, others: &HashMap<DocKey, Value>) -> Vec<(String, String)> {
+            let name = doc
+                .document
+                .as_ref()
+                .and_then(|d| d["name"].as_str())
+                .unwrap_or_default();
+            vec![
+                ("initial".into(), name.chars().take(1).collect()),
+                ("lookups_seen".into(), others.len().to_string()),
+            ]
+        }
+    }
+    let custom = projector.with_custom(Arc::new(Initials));
+    let fields = custom.project(&ann, &others).fields.unwrap();
+    assert_eq!(
+        fields[4..],
+        [
+            ("initial".to_string(), "A".to_string()),
+            ("lookups_seen".into(), "1".into())
+        ]
+    );
 }
 
 #[test]

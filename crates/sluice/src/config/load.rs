@@ -259,6 +259,16 @@ fn check(config: &PipelineFile) -> Result<(), String> {
 /// (whose store its lookups read).
 fn check_projection(config: &PipelineFile, p: &ProjectionConfig) -> Result<(), String> {
     p.projector()?;
+    if let Some(custom) = &p.custom {
+        let factory = crate::registry::projection_factory(&custom.type_name).ok_or_else(|| {
+            format!(
+                "custom.type: {:?} is not a registered projection; registered: {:?}",
+                custom.type_name,
+                crate::registry::registered_projections()
+            )
+        })?;
+        factory(&custom.options).map_err(|e| format!("custom.{e}"))?;
+    }
     match p.inputs.as_slice() {
         [input] if config.transforms.get(input).is_some_and(stores_itself) => Ok(()),
         _ => Err(format!(

@@ -45,6 +45,48 @@ pub struct SnapshotConfig {
     /// A Delta table: a path relative to the pipeline file, or a URL (after
     /// loading, always a URL).
     pub uri: String,
+    /// Typed columns beside `document`, from fields of each document.
+    #[serde(default)]
+    pub columns: std::collections::BTreeMap<String, SnapshotColumn>,
+}
+
+/// `columns.rating = { pointer = "/rating", type = "double" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotColumn {
+    pub pointer: String,
+    #[serde(rename = "type")]
+    pub kind: ColumnType,
+}
+
+/// A typed column's Delta type; a value of another JSON type is null.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColumnType {
+    String,
+    Long,
+    Double,
+    Boolean,
+}
+
+impl SnapshotConfig {
+    /// Column names must not clash with the fixed ones; pointers must be pointers.
+    pub fn check(&self) -> Result<(), String> {
+        for (name, column) in &self.columns {
+            if crate::snapshot::FIXED_COLUMNS.contains(&name.as_str()) || name == "bucket" {
+                return Err(format!(
+                    "snapshot.columns.{name}: the snapshot table has this column already"
+                ));
+            }
+            if !column.pointer.starts_with('/') {
+                return Err(format!(
+                    "snapshot.columns.{name}.pointer: {:?} is not a JSON pointer; write it like \"/rating\"",
+                    column.pointer
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn default_store() -> String {
@@ -111,6 +153,52 @@ impl DocumentsConfig {
     pub fn build(&self, name: &str, data_dir: &Path) -> Result<DocumentsTransform, String> {
         let fields = self.fields();
         fields.check()?;
+        if let Some(snapshot) = &self.snapshot {
+            snapshot.check()?;
+        }
         Ok(DocumentsTransform::new(name, fields, self.store_spec(name, data_dir)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stage(extra: &str) -> Result<DocumentsTransform, String> {
+        let config: DocumentsConfig = toml::from_str(&format!("inputs = [\"changes\"]\n{extra}")).unwrap();
+        config.build("doctors", Path::new("/data"))
+    }
+
+    #[test]
+    fn stores_pointers_and_snapshot_columns_are_checked() {
+        assert!(stage("").is_ok());
+        let err = |extra: &str| stage(extra).err().unwrap();
+        assert_eq!(
+            err("store = \"mysql://x\""),
+            "store: \"mysql://x\" is not a store; allowed: \"embedded\" or a postgres:// URL"
+        );
+        assert!(err("id = \"id\"").starts_with("id: \"id\" is not a JSON pointer"));
+        assert_eq!(
+            err("snapshot = { uri = \"lake/d\", columns = { document = { pointer = \"/x\", type = \"string\" } } }"),
+            "snapshot.columns.document: the snapshot table has this column already"
+        );
+        assert!(
+            err("snapshot = { uri = \"lake/d\", columns = { rating = { pointer = \"rating\", type = \"double\" } } }")
+                .starts_with("snapshot.columns.rating.pointer: \"rating\" is not a JSON pointer")
+        );
+        let spec = DocumentsConfig {
+            table: None,
+            ..toml::from_str("inputs = [\"changes\"]\nstore = \"postgres://127.0.0.1/app\"").unwrap()
+        }
+        .store_spec("doctors", Path::new("/data"))
+        .unwrap();
+        assert_eq!(
+            spec,
+            StoreSpec::Postgres {
+                url: "postgres://127.0.0.1/app".into(),
+                schema: "sluice".into(),
+                table: "doctors".into()
+            }
+        );
     }
 }

@@ -21,7 +21,7 @@ pub async fn snapshot(path: &Path, stage: Option<&str>, json: bool) -> Result<()
     };
     let url = Url::parse(&target.uri).context("the snapshot URI")?;
     let store = open_store(&pipeline, name, stage).await?;
-    let report = sluice_documents::snapshot::snapshot(store.as_ref(), &url, name)
+    let report = sluice_documents::snapshot::snapshot(store.as_ref(), &url, name, target)
         .await
         .map_err(anyhow::Error::msg)?;
     if json {

@@ -66,6 +66,8 @@ type = "documents"
 inputs = ["changes"]
 store = "{store}"
 snapshot.uri = "lake/doctors"
+snapshot.columns.rating = {{ pointer = "/rating", type = "double" }}
+snapshot.columns.specialty = {{ pointer = "/specialty", type = "string" }}
 "#
     )
 }
@@ -83,19 +85,28 @@ fn snapshot_documents(dir: &Path) -> BTreeMap<String, Value> {
     // `os._exit`: pyarrow's threads sometimes abort the interpreter's teardown
     // ("terminate called without an active exception") after the answer is out.
     let script = "import json, os, sys\nfrom deltalake import DeltaTable\n\
-                  rows = DeltaTable(sys.argv[1]).to_pyarrow_table(columns=['entity', 'id', 'document']).to_pylist()\n\
-                  print(json.dumps([[r['entity'], r['id'], r['document']] for r in rows]), flush=True)\n\
+                  columns = ['entity', 'id', 'document', 'rating', 'specialty']\n\
+                  rows = DeltaTable(sys.argv[1]).to_pyarrow_table(columns=columns).to_pylist()\n\
+                  print(json.dumps([[r[c] for c in columns] for r in rows]), flush=True)\n\
                   os._exit(0)";
     let out = support::run_ok(
         Command::new(support::python())
             .args(["-c", script])
             .arg(dir.join("lake/doctors")),
     );
-    let rows: Vec<(String, String, String)> = serde_json::from_str(&out).unwrap();
+    let rows: Vec<(String, String, String, Value, Value)> = serde_json::from_str(&out).unwrap();
     let mut documents = BTreeMap::new();
-    for (entity, id, document) in rows {
+    for (entity, id, document, rating, specialty) in rows {
         assert_eq!(entity, "doctor");
-        let previous = documents.insert(id.clone(), serde_json::from_str(&document).unwrap());
+        let document: Value = serde_json::from_str(&document).unwrap();
+        // The typed columns hold the document's fields, null where absent.
+        assert_eq!(rating, document.get("rating").cloned().unwrap_or(Value::Null), "{id}");
+        assert_eq!(
+            specialty,
+            document.get("specialty").cloned().unwrap_or(Value::Null),
+            "{id}"
+        );
+        let previous = documents.insert(id.clone(), document);
         assert!(previous.is_none(), "document {id} has two rows in the snapshot");
     }
     documents

@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS batches (
     emitted TEXT NOT NULL,
     at_ms INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS batches_at ON batches(at_ms);
 ";
 
 pub struct EmbeddedStore {
@@ -173,6 +174,11 @@ fn apply_in(tx: &Transaction, key: &str, check_recorded: bool, changes: &[Change
     tx.execute(
         "INSERT OR IGNORE INTO batches (key, emitted, at_ms) VALUES (?1, ?2, ?3)",
         params![key, super::record_of(&outcome.emitted), now_ms()],
+    )
+    .map_err(sqlite)?;
+    tx.execute(
+        "DELETE FROM batches WHERE at_ms < ?1",
+        params![now_ms() - super::BATCH_RECORD_RETENTION_MS],
     )
     .map_err(sqlite)?;
     Ok(Applied {

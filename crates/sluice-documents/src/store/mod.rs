@@ -15,6 +15,11 @@
 pub mod embedded;
 pub mod postgres;
 
+/// How long a batch record is kept. A batch redelivered later than this is
+/// applied again: its changes are no-ops then, so it changes nothing but
+/// emits nothing either.
+pub const BATCH_RECORD_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
+
 use async_trait::async_trait;
 use sluice_core::StageError;
 

@@ -93,7 +93,9 @@ impl PostgresStore {
                  emitted jsonb NOT NULL,
                  at_ms bigint NOT NULL
              );
+             CREATE INDEX IF NOT EXISTS {at_index} ON {batches} (at_ms);
              CREATE SEQUENCE IF NOT EXISTS {sequence};",
+            at_index = sluice_postgres::ident::quote(&format!("{table}_batches_at_idx")),
             schema = sluice_postgres::ident::quote(schema),
             documents = store.documents,
             seq_index = sluice_postgres::ident::quote(&format!("{table}_seq_idx")),
@@ -247,6 +249,17 @@ impl PostgresStore {
                 self.batches
             ),
             &[&key, &super::record_of(&outcome.emitted), &now_ms()],
+        )
+        .await
+        .map_err(store_error)?;
+        tx.execute(
+            // SKIP LOCKED: concurrent writers prune disjoint records, never wait on each other.
+            &format!(
+                "DELETE FROM {batches} WHERE key IN
+                     (SELECT key FROM {batches} WHERE at_ms < $1 LIMIT 1000 FOR UPDATE SKIP LOCKED)",
+                batches = self.batches
+            ),
+            &[&(now_ms() - super::BATCH_RECORD_RETENTION_MS)],
         )
         .await
         .map_err(store_error)?;

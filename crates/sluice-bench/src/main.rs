@@ -1,9 +1,10 @@
 //! `sluice-bench`: the bench command. In one run, on generated input, it
 //! measures and prints Sluice beside the DuckDB reference (lake ingest on
 //! one thread, compaction), PostgreSQL loading beside row-by-row inserts,
-//! the per-event cost of validate, jq and hash, HTTP durable ingest at several concurrency
-//! levels and at a paced half rate, event -> queryable latency, and the
-//! engine's peak RSS in each run. `scripts/bench` builds it and runs it.
+//! the per-event cost of validate, jq and hash, change events merged per
+//! second into each document store and change -> projection latency, HTTP
+//! durable ingest at several concurrency levels and at a paced half rate,
+//! event -> queryable latency, and the engine's peak RSS in each run. `scripts/bench` builds it and runs it.
 
 mod documents;
 mod http;

@@ -10,11 +10,13 @@
 //!   letters with reason `max_attempts` and its last error.
 //! * `extend` keeps batches that are still being worked on hidden.
 //!
-//! Backends: [`embedded`] (SQLite in the data directory, the default).
+//! Backends: [`embedded`] (SQLite in the data directory, the default) and
+//! [`jetstream`] (a NATS JetStream work-queue stream shared by replicas).
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod embedded;
+pub mod jetstream;
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -72,6 +74,57 @@ pub trait Queue: Send + Sync {
     async fn nack(&self, id: DeliveryId, error: String, delay: Duration) -> Result<(), QueueError>;
     async fn extend(&self, ids: Vec<DeliveryId>) -> Result<(), QueueError>;
     async fn stats(&self) -> Result<QueueStats, QueueError>;
+}
+
+/// The dead letters of a batch delivered `attempts` times without success:
+/// one per line, reason `max_attempts`, with the last error recorded.
+pub fn exhausted_batch_letters(
+    key: &str,
+    source: &str,
+    payload: &bytes::Bytes,
+    attempts: u32,
+    last_error: Option<&str>,
+) -> Vec<DeadLetter> {
+    let detail = format!(
+        "delivered {attempts} times without success; last error: {}",
+        last_error.unwrap_or("none recorded (visibility timeout expired)")
+    );
+    let now = sluice_core::now_ms();
+    sluice_core::split_lines(payload)
+        .map(|(line, bytes)| DeadLetter {
+            batch_key: key.to_string(),
+            line,
+            source: source.to_string(),
+            component: "queue".into(),
+            reason: sluice_core::reason::MAX_ATTEMPTS.into(),
+            detail: detail.clone(),
+            bytes,
+            at_ms: now,
+        })
+        .collect()
+}
+
+/// A shared queue is a queue (tasks hold one `Arc` each).
+#[async_trait]
+impl<T: Queue + ?Sized> Queue for std::sync::Arc<T> {
+    async fn enqueue(&self, batch: NewBatch) -> Result<(), QueueError> {
+        (**self).enqueue(batch).await
+    }
+    async fn receive(&self, max: usize) -> Result<Vec<Delivery>, QueueError> {
+        (**self).receive(max).await
+    }
+    async fn ack(&self, ids: Vec<DeliveryId>) -> Result<(), QueueError> {
+        (**self).ack(ids).await
+    }
+    async fn nack(&self, id: DeliveryId, error: String, delay: Duration) -> Result<(), QueueError> {
+        (**self).nack(id, error, delay).await
+    }
+    async fn extend(&self, ids: Vec<DeliveryId>) -> Result<(), QueueError> {
+        (**self).extend(ids).await
+    }
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
+        (**self).stats().await
+    }
 }
 
 /// Counts of dead letters, as `sluice dlq list --json` prints them.

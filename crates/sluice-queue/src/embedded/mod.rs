@@ -30,7 +30,7 @@ use std::{
 use async_trait::async_trait;
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
-use sluice_core::{DeadLetter, Delivery, DeliveryId, NewBatch, now_ms, reason, split_lines};
+use sluice_core::{DeadLetter, Delivery, DeliveryId, NewBatch, now_ms};
 use tokio::sync::oneshot;
 
 use crate::{DeadLetterCounts, DeadLetterFilter, DeadLetterStore, Queue, QueueError, QueueSettings, QueueStats};
@@ -337,24 +337,7 @@ fn receive(
     for (id, key, source, payload, maybe_committed, attempts, enqueued_at, last_error) in rows {
         let payload = Bytes::from(payload);
         if attempts >= settings.max_attempts {
-            let detail = format!(
-                "delivered {attempts} times without success; last error: {}",
-                last_error
-                    .as_deref()
-                    .unwrap_or("none recorded (visibility timeout expired)")
-            );
-            let letters: Vec<DeadLetter> = split_lines(&payload)
-                .map(|(line, bytes)| DeadLetter {
-                    batch_key: key.clone(),
-                    line,
-                    source: source.clone(),
-                    component: "queue".into(),
-                    reason: reason::MAX_ATTEMPTS.into(),
-                    detail: detail.clone(),
-                    bytes,
-                    at_ms: now,
-                })
-                .collect();
+            let letters = crate::exhausted_batch_letters(&key, &source, &payload, attempts, last_error.as_deref());
             put_dead(tx, &letters)?;
             delete_batch(tx, held, id)?;
             continue;

@@ -15,11 +15,17 @@ macro_rules! conformance_tests {
     )*};
 }
 
+#[tokio::test]
+async fn max_attempts_dead_letters_with_last_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(&dir);
+    conformance::max_attempts_dead_letters_with_last_error(&q, &q).await;
+}
+
 conformance_tests!(
     delivers_in_order_and_ack_removes,
     redelivers_after_visibility_timeout,
     extend_keeps_batch_hidden,
-    max_attempts_dead_letters_with_last_error,
     full_queue_refuses_then_recovers,
     dead_letters_idempotent_and_redrive_once,
     concurrent_enqueues_all_delivered,

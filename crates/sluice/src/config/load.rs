@@ -180,9 +180,9 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
 
 /// Pure checks of the file's content.
 fn check(config: &PipelineFile) -> Result<(), String> {
-    if config.queue != "embedded" {
+    if config.queue != "embedded" && !config.queue.starts_with("nats://") {
         return Err(format!(
-            "queue: {:?} is not supported; allowed: \"embedded\"",
+            "queue: {:?} is not supported; allowed: \"embedded\" or a NATS JetStream URL (\"nats://127.0.0.1:4222\")",
             config.queue
         ));
     }

@@ -17,9 +17,13 @@ use sluice_transform::config::{
 pub struct PipelineFile {
     /// Queue, dead letters and checkpoints; default `.sluice/<file stem>`.
     pub data_dir: Option<String>,
-    /// Queue backend; only `"embedded"` (SQLite in `data_dir`) for now.
+    /// Queue backend: `"embedded"` (SQLite in `data_dir`) or a NATS
+    /// JetStream URL (`"nats://127.0.0.1:4222"`), shared by replicas.
     #[serde(default = "default_queue")]
     pub queue: String,
+    /// Names the JetStream stream, subject and consumer (default: the
+    /// pipeline's file stem); replicas of one pipeline share it.
+    pub queue_name: Option<String>,
     #[serde(default)]
     pub delivery: DeliveryConfig,
     pub api: Option<ApiConfig>,

@@ -36,7 +36,11 @@ use sluice_connectors::{
 use sluice_core::{BatchInfo, DeadLetter, Delivery, Event, Sink, now_ms, split_lines};
 use sluice_lake::LakeSink;
 use sluice_postgres::PostgresSink;
-use sluice_queue::{DeadLetterStore, Queue, QueueSettings, embedded::EmbeddedQueue};
+use sluice_queue::{
+    DeadLetterStore, Queue, QueueSettings,
+    embedded::EmbeddedQueue,
+    jetstream::{JetStreamNames, JetStreamQueue},
+};
 use tokio::{
     sync::{mpsc, oneshot, watch},
     task::JoinSet,
@@ -60,19 +64,76 @@ pub struct RunOptions {
     pub until_idle: bool,
 }
 
-/// Opens the pipeline's embedded queue: as its one consumer (`sluice run`), or beside it (`sluice dlq`).
-pub fn open_queue(pipeline: &Pipeline, consumer: bool) -> Result<Arc<EmbeddedQueue>> {
+fn queue_settings(pipeline: &Pipeline) -> QueueSettings {
     let d = &pipeline.config.delivery;
-    let settings = QueueSettings {
+    QueueSettings {
         visibility_timeout: Duration::from_secs(d.visibility_timeout_secs),
         max_attempts: d.max_attempts,
         max_bytes: d.max_queue_bytes,
-    };
+    }
+}
+
+/// Opens the pipeline's embedded queue: as its one consumer (`sluice run`), or beside it (`sluice dlq`).
+pub fn open_queue(pipeline: &Pipeline, consumer: bool) -> Result<Arc<EmbeddedQueue>> {
+    let settings = queue_settings(pipeline);
     Ok(Arc::new(if consumer {
         EmbeddedQueue::open_consumer(&pipeline.data_dir, settings)?
     } else {
         EmbeddedQueue::open(&pipeline.data_dir, settings)?
     }))
+}
+
+/// The queue `run` consumes and the dead-letter store: the embedded queue,
+/// or JetStream when `queue` is a `nats://` URL. Dead letters stay in the
+/// data directory's embedded store either way; with JetStream, batches
+/// `sluice dlq redrive` puts back there are forwarded to JetStream.
+async fn open_run_queue(
+    pipeline: &Pipeline,
+    background: &mut JoinSet<()>,
+) -> Result<(Arc<dyn Queue>, Arc<dyn DeadLetterStore>)> {
+    let local = open_queue(pipeline, true)?;
+    if pipeline.config.queue == "embedded" {
+        return Ok((local.clone(), local));
+    }
+    let names = JetStreamNames::for_pipeline(pipeline.config.queue_name.as_deref().unwrap_or(&pipeline.name));
+    let shared = Arc::new(
+        JetStreamQueue::open(&pipeline.config.queue, names, queue_settings(pipeline), local.clone())
+            .await
+            .context("queue")?,
+    );
+    let (from, to) = (local.clone(), shared.clone());
+    background.spawn(async move {
+        loop {
+            if let Err(e) = forward_redriven(from.as_ref(), to.as_ref()).await {
+                queue_trouble("forward", &e).await;
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    });
+    Ok((shared, local))
+}
+
+/// Moves batches from the embedded queue (where `dlq redrive` puts them) to
+/// JetStream, flagged so sinks check their logs: a crash between publish
+/// and local ack publishes a batch twice, and the second copy commits nothing.
+async fn forward_redriven(from: &EmbeddedQueue, to: &JetStreamQueue) -> Result<(), sluice_queue::QueueError> {
+    loop {
+        let batches = from.receive(100).await?;
+        if batches.is_empty() {
+            return Ok(());
+        }
+        let ids = batches.iter().map(|d| d.id).collect();
+        for d in batches {
+            to.enqueue(sluice_core::NewBatch {
+                key: d.key,
+                source: d.source,
+                payload: d.payload,
+                maybe_committed: true,
+            })
+            .await?;
+        }
+        from.ack(ids).await?;
+    }
 }
 
 struct SinkHandle {
@@ -83,9 +144,8 @@ struct SinkHandle {
 
 /// Runs the pipeline until `stop` turns true (or, with `until_idle`, until drained).
 pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Receiver<bool>) -> Result<()> {
-    let queue = open_queue(pipeline, true)?;
-    let q: Arc<dyn Queue> = queue.clone();
-    let dlq: Arc<dyn DeadLetterStore> = queue.clone();
+    let mut background = JoinSet::new();
+    let (q, dlq) = open_run_queue(pipeline, &mut background).await?;
     let cfg = &pipeline.config;
 
     let transforms: Vec<TransformNode> = build_transforms(pipeline)?
@@ -100,7 +160,6 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
 
     let mut sinks = Vec::new();
     let mut sink_tasks = JoinSet::new();
-    let mut background = JoinSet::new();
     let mut compactions = JoinSet::new();
     let (compaction_stop_tx, compaction_stop_rx) = watch::channel(false);
     for (name, sink) in &cfg.sinks {

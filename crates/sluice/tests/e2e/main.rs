@@ -9,6 +9,7 @@ mod documents;
 mod early_flush;
 mod faults;
 mod hostile;
+mod jetstream;
 mod lookup;
 mod postgres;
 mod redelivery;

@@ -123,7 +123,7 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
     for (sname, sink) in &config.sinks {
         let lake = match sink {
             SinkConfig::Lake(lake) => lake,
-            SinkConfig::Projection(_) => continue,
+            SinkConfig::Projection(_) | SinkConfig::Stream(_) => continue,
             SinkConfig::Postgres(pg) => {
                 let schema = common_schema(&config, &schemas, sink.inputs());
                 if let Some(schema) = &schema {
@@ -249,6 +249,7 @@ fn check(config: &PipelineFile) -> Result<(), String> {
             SinkConfig::Lake(l) => l.validate(),
             SinkConfig::Postgres(p) => p.validate(),
             SinkConfig::Projection(p) => check_projection(config, p),
+            SinkConfig::Stream(s) => s.validate(),
         }
         .map_err(|e| format!("sinks.{name}.{e}"))?;
     }

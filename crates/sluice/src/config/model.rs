@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use sluice_connectors::sinks::stream::StreamSinkConfig;
 use sluice_connectors::sources::{file::FileSourceConfig, http::HttpSourceConfig};
 use sluice_documents::{config::DocumentsConfig, projection::ProjectionConfig};
 use sluice_lake::LakeSinkConfig;
@@ -230,6 +231,7 @@ pub enum SinkConfig {
     Lake(LakeSinkConfig),
     Postgres(PostgresSinkConfig),
     Projection(ProjectionConfig),
+    Stream(StreamSinkConfig),
 }
 
 impl SinkConfig {
@@ -238,6 +240,7 @@ impl SinkConfig {
             SinkConfig::Lake(l) => &l.inputs,
             SinkConfig::Postgres(p) => &p.inputs,
             SinkConfig::Projection(p) => &p.inputs,
+            SinkConfig::Stream(s) => &s.inputs,
         }
     }
 
@@ -247,6 +250,7 @@ impl SinkConfig {
             SinkConfig::Lake(l) => &mut l.inputs,
             SinkConfig::Postgres(p) => &mut p.inputs,
             SinkConfig::Projection(p) => &mut p.inputs,
+            SinkConfig::Stream(s) => &mut s.inputs,
         }
     }
 
@@ -256,6 +260,7 @@ impl SinkConfig {
             SinkConfig::Lake(l) => l.flush_interval_secs,
             SinkConfig::Postgres(p) => p.flush_interval_secs,
             SinkConfig::Projection(p) => p.flush_interval_secs,
+            SinkConfig::Stream(s) => s.flush_interval_secs,
         }
     }
 }

@@ -78,7 +78,7 @@ pub async fn run(dir: &Path, n: usize) -> Result<()> {
         config::SinkConfig::Lake(lake) => lake
             .compaction
             .options(compaction::Scope::All, pipeline.lakes["lake"].id_column.clone()),
-        config::SinkConfig::Postgres(_) | config::SinkConfig::Projection(_) => {
+        config::SinkConfig::Postgres(_) | config::SinkConfig::Projection(_) | config::SinkConfig::Stream(_) => {
             unreachable!("the demo pipeline's sink is a lake")
         }
     };

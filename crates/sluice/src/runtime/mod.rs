@@ -31,6 +31,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use sluice_connectors::{
     Source, SourceContext,
+    sinks::stream::StreamSink,
     sources::{file::FileSource, http::HttpSource},
 };
 use sluice_core::{BatchInfo, DeadLetter, Delivery, Event, Sink, now_ms, split_lines};
@@ -190,6 +191,12 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
             SinkConfig::Postgres(pg) => Box::new(
                 PostgresSink::open(pg, pipeline.postgres[name].clone())
                     .await
+                    .with_context(|| format!("sinks.{name}"))?,
+            ),
+            SinkConfig::Stream(stream) => Box::new(
+                StreamSink::open(stream)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}", e.message))
                     .with_context(|| format!("sinks.{name}"))?,
             ),
             SinkConfig::Projection(p) => Box::new(

@@ -1,8 +1,10 @@
-//! The JetStream queue end to end: generator files -> validate -> lake with
-//! `queue = "nats://..."` (the machine's NATS; `SLUICE_TEST_NATS` overrides
-//! it). The table holds exactly the oracle's events, the dead letters are
-//! its invalid lines, and dead letters redriven into the data directory
-//! travel through JetStream again.
+//! NATS JetStream end to end (the machine's NATS; `SLUICE_TEST_NATS`
+//! overrides it). As the queue: generator files -> validate -> lake with
+//! `queue = "nats://..."`; the table holds exactly the oracle's events, the
+//! dead letters are its invalid lines, and dead letters redriven into the
+//! data directory travel through JetStream again. As a sink: the `stream`
+//! sink publishes every valid event once, and a re-read of the same input
+//! publishes nothing new.
 
 use std::process::Command;
 
@@ -50,4 +52,94 @@ async fn files_through_a_jetstream_queue_land_as_the_oracle_says() {
     let client = async_nats::connect(nats_url()).await.unwrap();
     let stream = sluice_queue::jetstream::JetStreamNames::for_pipeline(&queue_name).stream;
     async_nats::jetstream::new(client).delete_stream(&stream).await.unwrap();
+}
+
+/// Every message of JetStream stream `name`: (message id, payload).
+async fn read_stream(name: &str) -> Vec<(String, serde_json::Value)> {
+    use futures::StreamExt;
+    let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await.unwrap());
+    let mut stream = js.get_stream(name).await.unwrap();
+    let count = stream.info().await.unwrap().state.messages;
+    let consumer: async_nats::jetstream::consumer::PullConsumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    // A fetch hands out at most one server-side batch; ask until all arrived.
+    while (out.len() as u64) < count {
+        let mut messages = consumer.fetch().max_messages(1000).messages().await.unwrap();
+        while let Some(message) = messages.next().await {
+            let message = message.unwrap();
+            let id = message
+                .headers
+                .as_ref()
+                .unwrap()
+                .get("Nats-Msg-Id")
+                .unwrap()
+                .as_str()
+                .to_string();
+            out.push((id, serde_json::from_slice(&message.payload).unwrap()));
+        }
+    }
+    assert_eq!(out.len() as u64, count);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_sink_publishes_each_valid_event_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (lines, oracle) = support::generate(dir, 5_000, 83);
+    std::fs::create_dir_all(dir.join("incoming")).unwrap();
+    std::fs::rename(dir.join("events.ndjson"), dir.join("incoming/events.ndjson")).unwrap();
+    let stream = format!("SLUICE_E2E_PROCESSED_{}", std::process::id());
+    let pipeline = format!(
+        r#"
+[sources.files]
+type = "file"
+path = "incoming/*.ndjson"
+settle_secs = 0
+max_batch_bytes = 65536
+
+[transforms.standardize]
+type = "validate"
+inputs = ["files"]
+schema = "{schema}"
+event_id = "/event_id"
+event_time = "/ts"
+
+[sinks.processed]
+type = "stream"
+inputs = ["standardize"]
+url = "{url}"
+subject = "sluice.e2e.{pid}.processed"
+stream = "{stream}"
+"#,
+        schema = support::bench_dir().join("schemas/clickstream.schema.json").display(),
+        url = nats_url(),
+        pid = std::process::id(),
+    );
+    std::fs::write(dir.join("pipeline.toml"), pipeline).unwrap();
+    run_until_idle(dir, &[]);
+    let published = read_stream(&stream).await;
+    let valid_lines = lines.len() as u64 - oracle["invalid"].as_u64().unwrap();
+    assert_eq!(
+        published.len() as u64,
+        valid_lines,
+        "every valid line, producer duplicates included"
+    );
+    let ids: std::collections::BTreeSet<&str> = published.iter().filter_map(|(_, e)| e["event_id"].as_str()).collect();
+    assert_eq!(ids.len() as u64, oracle["valid_unique"].as_u64().unwrap());
+
+    // Forget that the file was read: the same batches are published again,
+    // with the same message ids, and JetStream keeps one copy.
+    std::fs::remove_dir_all(dir.join(".sluice")).unwrap();
+    run_until_idle(dir, &[]);
+    assert_eq!(read_stream(&stream).await.len(), published.len());
+
+    let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await.unwrap());
+    js.delete_stream(&stream).await.unwrap();
 }

@@ -6,7 +6,7 @@
 
 use std::{
     path::Path,
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -134,21 +134,7 @@ pub async fn projection_lag(env: &Env, redis_url: &str, rate: f64, duration: Dur
              key = \"{prefix}{{id}}\"\nfields = {{ seq = \"/seq\" }}\nflush_interval_secs = {flush_interval_secs}\n"
         ),
     )?;
-    let child = Command::new(&env.sluice)
-        .args(["run", "pipeline.toml"])
-        .current_dir(&dir)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("sluice.log"))?)
-        .spawn()?;
-    let ready = format!("http://127.0.0.1:{api}/ready");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !reqwest::get(&ready).await.is_ok_and(|r| r.status().is_success()) {
-        if Instant::now() > deadline {
-            process::terminate(&child);
-            bail!("sluice did not become ready; see {}", dir.join("sluice.log").display());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let child = process::start_pipeline(&env.sluice, &dir, api).await?;
     let redis = redis::Client::open(redis_url)?;
     let mut conn = redis.get_multiplexed_async_connection().await?;
     let client = std::sync::Arc::new(http::Client::new(port));

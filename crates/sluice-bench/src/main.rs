@@ -15,7 +15,7 @@ mod transforms;
 
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -163,21 +163,7 @@ async fn http_runs(env: &Env, args: &Args) -> Result<HttpResults> {
         ingest::pipeline(env, &head, &format!("flush_interval_secs = {flush_interval_secs}")),
     )?;
     let started = Instant::now();
-    let child = Command::new(&env.sluice)
-        .args(["run", "pipeline.toml"])
-        .current_dir(&dir)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("sluice.log"))?)
-        .spawn()?;
-    let ready = format!("http://127.0.0.1:{api}/ready");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !reqwest::get(&ready).await.is_ok_and(|r| r.status().is_success()) {
-        if Instant::now() > deadline {
-            process::terminate(&child);
-            bail!("sluice did not become ready; see {}", dir.join("sluice.log").display());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let child = process::start_pipeline(&env.sluice, &dir, api).await?;
     let client = Arc::new(http::Client::new(port));
     eprintln!("  event -> queryable at 2000 events/s for 15 s");
     let queryable = http::queryable(

@@ -1,8 +1,10 @@
 //! Running a command to completion with its wall time, CPU time and peak
-//! resident memory (from `wait4`'s rusage, so the peak is the kernel's own).
+//! resident memory (from `wait4`'s rusage, so the peak is the kernel's own),
+//! and starting a long-running pipeline.
 
 use std::{
-    process::{Child, Command},
+    path::Path,
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -48,6 +50,27 @@ pub fn wait(child: Child, started: Instant) -> Result<(bool, Measured)> {
             peak_rss_mib: usage.ru_maxrss as f64 / 1024.0,
         },
     ))
+}
+
+/// Starts `sluice run pipeline.toml` in `dir` (log in `dir/sluice.log`) and
+/// waits until its API on port `api` reports ready.
+pub async fn start_pipeline(sluice: &Path, dir: &Path, api: u16) -> Result<Child> {
+    let child = Command::new(sluice)
+        .args(["run", "pipeline.toml"])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("sluice.log"))?)
+        .spawn()?;
+    let ready = format!("http://127.0.0.1:{api}/ready");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !reqwest::get(&ready).await.is_ok_and(|r| r.status().is_success()) {
+        if Instant::now() > deadline {
+            terminate(&child);
+            bail!("sluice did not become ready; see {}", dir.join("sluice.log").display());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(child)
 }
 
 /// Sends SIGTERM to a running child.

@@ -21,7 +21,7 @@ use delta_kernel::expressions::Scalar;
 use deltalake::{
     DeltaTableBuilder, ObjectStore, Path,
     kernel::{
-        Action, Remove, Transaction,
+        Action, Transaction,
         transaction::{CommitBuilder, CommitProperties},
     },
     parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder,
@@ -34,7 +34,7 @@ use url::Url;
 
 use crate::{
     LakeError,
-    compaction::active_files,
+    compaction::{active_files, remove_action},
     partition::{PartitionKey, bucket_of},
     sink::parquet_properties,
     table::{check_schema, open_or_create, table_error, table_schema},
@@ -211,20 +211,7 @@ pub async fn update(url: &Url, update: KeyedUpdate<'_>) -> Result<KeyedReport, L
     let now = sluice_core::now_ms();
     report.files_removed = old_files.len() as u64;
     report.files_added = adds.len() as u64;
-    let removes = old_files.iter().map(|f| {
-        Action::Remove(Remove {
-            path: f.path.clone(),
-            data_change: true,
-            deletion_timestamp: Some(now),
-            extended_file_metadata: Some(true),
-            partition_values: Some(f.partition.iter().cloned().collect()),
-            size: Some(f.size as i64),
-            tags: None,
-            deletion_vector: None,
-            base_row_id: None,
-            default_row_commit_version: None,
-        })
-    });
+    let removes = old_files.iter().map(|f| remove_action(f, true, now));
     let actions: Vec<Action> = removes.chain(adds.into_iter().map(Action::Add)).collect();
     let txn = Transaction {
         app_id: update.app_id.to_string(),

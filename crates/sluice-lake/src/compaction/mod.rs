@@ -115,6 +115,22 @@ pub fn active_files(table: &DeltaTable) -> Result<Vec<FileInfo>, deltalake::Delt
         .collect())
 }
 
+/// The `remove` action of an active file, at `now` (ms).
+pub(crate) fn remove_action(file: &FileInfo, data_change: bool, now: i64) -> Action {
+    Action::Remove(Remove {
+        path: file.path.clone(),
+        data_change,
+        deletion_timestamp: Some(now),
+        extended_file_metadata: Some(true),
+        partition_values: Some(file.partition.iter().cloned().collect()),
+        size: Some(file.size as i64),
+        tags: None,
+        deletion_vector: None,
+        base_row_id: None,
+        default_row_commit_version: None,
+    })
+}
+
 /// Compacts the table at `url`. `progress` is called after each partition
 /// with its report and the number of partitions planned; when it returns
 /// `false`, the compaction stops there (each partition is its own commit,
@@ -234,24 +250,7 @@ async fn commit_while_inputs_active(
     target_file_bytes: u64,
 ) -> Result<Option<i64>, LakeError> {
     let now = sluice_core::now_ms();
-    let removes: Vec<Action> = job
-        .files
-        .iter()
-        .map(|f| {
-            Action::Remove(Remove {
-                path: f.path.clone(),
-                data_change: false,
-                deletion_timestamp: Some(now),
-                extended_file_metadata: Some(true),
-                partition_values: Some(f.partition.iter().cloned().collect()),
-                size: Some(f.size as i64),
-                tags: None,
-                deletion_vector: None,
-                base_row_id: None,
-                default_row_commit_version: None,
-            })
-        })
-        .collect();
+    let removes: Vec<Action> = job.files.iter().map(|f| remove_action(f, false, now)).collect();
     let adds = rewritten.adds.iter().cloned().map(Action::Add);
     let actions: Vec<Action> = removes.into_iter().chain(adds).collect();
     let operation = DeltaOperation::Optimize {

@@ -94,6 +94,8 @@ pub struct BatchOutcome {
 /// missing one starts empty).
 pub fn apply_changes(records: &mut HashMap<DocKey, Record>, changes: &[Change]) -> BatchOutcome {
     let mut outcome = BatchOutcome::default();
+    // The keys in `outcome.dirty`, so marking one costs O(1), not a scan.
+    let mut marked = std::collections::HashSet::new();
     for (index, change) in changes.iter().enumerate() {
         let record = records.entry(change.key.clone()).or_default();
         let written = match &change.op {
@@ -119,7 +121,7 @@ pub fn apply_changes(records: &mut HashMap<DocKey, Record>, changes: &[Change]) 
         } else {
             outcome.stats.noops += 1;
         }
-        if dirty && !outcome.dirty.contains(&change.key) {
+        if dirty && marked.insert(&change.key) {
             outcome.dirty.push(change.key.clone());
         }
     }

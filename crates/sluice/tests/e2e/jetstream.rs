@@ -98,19 +98,7 @@ async fn the_stream_sink_publishes_each_valid_event_once() {
     let stream = format!("SLUICE_E2E_PROCESSED_{}", std::process::id());
     let pipeline = format!(
         r#"
-[sources.files]
-type = "file"
-path = "incoming/*.ndjson"
-settle_secs = 0
-max_batch_bytes = 65536
-
-[transforms.standardize]
-type = "validate"
-inputs = ["files"]
-schema = "{schema}"
-event_id = "/event_id"
-event_time = "/ts"
-
+{input}
 [sinks.processed]
 type = "stream"
 inputs = ["standardize"]
@@ -118,7 +106,7 @@ url = "{url}"
 subject = "sluice.e2e.{pid}.processed"
 stream = "{stream}"
 "#,
-        schema = support::bench_dir().join("schemas/clickstream.schema.json").display(),
+        input = support::validated_input(),
         url = nats_url(),
         pid = std::process::id(),
     );

@@ -26,19 +26,7 @@ fn pipeline(api: u16, schema: &str) -> String {
 [api]
 address = "127.0.0.1:{api}"
 
-[sources.input]
-type = "file"
-path = "incoming/*.ndjson"
-settle_secs = 0
-max_batch_bytes = 65536
-
-[transforms.standardize]
-type = "validate"
-inputs = ["input"]
-schema = "{json_schema}"
-event_id = "/event_id"
-event_time = "/ts"
-
+{input}
 [transforms.countries]
 type = "lookup"
 inputs = ["standardize"]
@@ -58,7 +46,7 @@ mode = "upsert"
 primary_key = ["/event_id"]
 flush_interval_secs = 1
 "#,
-        json_schema = support::bench_dir().join("schemas/clickstream.schema.json").display(),
+        input = support::validated_input(),
         url = url(),
     )
 }

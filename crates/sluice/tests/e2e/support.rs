@@ -276,6 +276,27 @@ flush_interval_secs = 1
     )
 }
 
+/// TOML of a file source `input` (`incoming/*.ndjson`, 64 KiB batches) and
+/// a `validate` transform `standardize` with the shared clickstream schema.
+pub fn validated_input() -> String {
+    format!(
+        r#"[sources.input]
+type = "file"
+path = "incoming/*.ndjson"
+settle_secs = 0
+max_batch_bytes = 65536
+
+[transforms.standardize]
+type = "validate"
+inputs = ["input"]
+schema = "{}"
+event_id = "/event_id"
+event_time = "/ts"
+"#,
+        bench_dir().join("schemas/clickstream.schema.json").display()
+    )
+}
+
 pub fn gzip(data: &[u8]) -> Vec<u8> {
     use std::io::Write;
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());

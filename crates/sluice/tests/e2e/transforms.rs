@@ -17,19 +17,7 @@ const KEY_ENV: &str = "SLUICE_E2E_PII_KEY";
 fn pipeline(schema: &str) -> String {
     format!(
         r#"
-[sources.input]
-type = "file"
-path = "incoming/*.ndjson"
-settle_secs = 0
-max_batch_bytes = 65536
-
-[transforms.standardize]
-type = "validate"
-inputs = ["input"]
-schema = "{json_schema}"
-event_id = "/event_id"
-event_time = "/ts"
-
+{input}
 [transforms.cents]
 type = "jq"
 inputs = ["standardize"]
@@ -75,7 +63,7 @@ table = "events"
 mode = "upsert"
 primary_key = ["/event_id"]
 "#,
-        json_schema = support::bench_dir().join("schemas/clickstream.schema.json").display(),
+        input = support::validated_input(),
         url = url(),
     )
 }

@@ -90,6 +90,7 @@ fn hot_path(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let url = url::Url::from_directory_path(dir.path().join("t")).unwrap();
     let config = default_config(url.as_str());
+    let url = sluice_lake::TableLocation::from(url);
     let mut sink = rt
         .block_on(LakeSink::open(
             url,

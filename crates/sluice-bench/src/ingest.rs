@@ -70,14 +70,19 @@ compaction.enabled = false
     )
 }
 
-fn fresh_dir(path: &Path) -> Result<()> {
+/// The lake table in folder `table` (an absolute path).
+pub(crate) fn local_table(table: &Path) -> sluice_lake::TableLocation {
+    url::Url::from_directory_path(table).expect("absolute path").into()
+}
+
+pub(crate) fn fresh_dir(path: &Path) -> Result<()> {
     if path.exists() {
         std::fs::remove_dir_all(path).with_context(|| format!("removing {}", path.display()))?;
     }
     std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))
 }
 
-fn log_file(dir: &Path, name: &str) -> Result<File> {
+pub(crate) fn log_file(dir: &Path, name: &str) -> Result<File> {
     File::create(dir.join(name)).with_context(|| format!("creating {name}"))
 }
 
@@ -131,7 +136,7 @@ pub async fn lake_ingest(env: &Env, events: &Path, lines: u64) -> Result<IngestR
         .stdout(Stdio::null())
         .stderr(log_file(&dir, "sluice.log")?))?;
     let table = dir.join("lake");
-    let summary = sluice_lake::summarize(&url::Url::from_directory_path(&table).expect("absolute path")).await?;
+    let summary = sluice_lake::summarize(&local_table(&table)).await?;
     let sluice = Side {
         engine: "sluice (1 worker thread)".into(),
         rows_in: lines,
@@ -156,8 +161,7 @@ pub async fn lake_ingest(env: &Env, events: &Path, lines: u64) -> Result<IngestR
 
 /// Compacts `table` with DuckDB (into a separate folder) and then with Sluice.
 pub async fn compaction(env: &Env, table: &Path) -> Result<Comparison> {
-    let url = url::Url::from_directory_path(table).expect("absolute path");
-    let before = sluice_lake::summarize(&url).await?;
+    let before = sluice_lake::summarize(&local_table(table)).await?;
     let duck_dir = env.work.join("duckdb-compact");
     fresh_dir(&duck_dir)?;
     let list = duck_dir.join("files.txt");

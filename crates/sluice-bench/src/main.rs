@@ -4,13 +4,15 @@
 //! the per-event cost of validate, jq and hash, change events merged per
 //! second into each document store and change -> projection latency, HTTP
 //! durable ingest at several concurrency levels and at a paced half rate,
-//! event -> queryable latency, and the engine's peak RSS in each run. `scripts/bench` builds it and runs it.
+//! event -> queryable latency, lake ingest with 1, 2 and 3 replicas on a
+//! shared JetStream queue, and the engine's peak RSS in each run. `scripts/bench` builds it and runs it.
 
 mod documents;
 mod http;
 mod ingest;
 mod pg;
 mod process;
+mod replicas;
 mod transforms;
 
 use std::{
@@ -63,6 +65,15 @@ struct Args {
     /// Skip the documents runs.
     #[arg(long)]
     no_documents: bool,
+    /// Replica counts of the scale-out runs (the lake ingest input, split).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+    replicas: Vec<usize>,
+    /// NATS with JetStream, the scale-out runs' shared queue.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    /// Skip the scale-out runs.
+    #[arg(long)]
+    no_replicas: bool,
 }
 
 /// Where things are.
@@ -124,6 +135,7 @@ struct Results {
     transform_costs: Vec<transforms::Cost>,
     http: Option<HttpResults>,
     documents: Option<DocumentResults>,
+    replicas: Option<Vec<replicas::ReplicaRun>>,
 }
 
 #[derive(Serialize)]
@@ -261,6 +273,12 @@ async fn main() -> Result<()> {
             projection_lag,
         })
     };
+    let replica_runs = if args.no_replicas {
+        None
+    } else {
+        eprintln!("scale-out: lake ingest over {:?} replicas", args.replicas);
+        Some(replicas::throughput(&env, &events, args.lines, &args.nats_url, &args.replicas).await?)
+    };
     let results = Results {
         lines: args.lines,
         lake_ingest: ingest.comparison,
@@ -269,6 +287,7 @@ async fn main() -> Result<()> {
         transform_costs,
         http,
         documents,
+        replicas: replica_runs,
     };
     print_comparison(
         &format!("lake ingest, {} generator lines, one thread each", args.lines),
@@ -343,6 +362,23 @@ async fn main() -> Result<()> {
             "change -> projection (HTTP -> documents -> Redis, flush_interval_secs = {}) at {:.0} changes/s: p50 {:.0} ms, p99 {:.0} ms over {} changes ({} never seen)",
             l.flush_interval_secs, l.changes_per_s, l.p50_ms, l.p99_ms, l.samples, l.never_seen
         );
+    }
+    if let Some(runs) = &results.replicas {
+        println!("\nlake ingest over replicas (JetStream queue, one lake table, input split, one worker thread each)");
+        let base = runs.first().map_or(1.0, |r| r.rows_per_s);
+        for r in runs {
+            println!(
+                "  {} replica{:<2} {:>9.0} rows/s  {:>7.2} s  {:.2}x  cpu {:>6.2} s  peak RSS {:>5.0} MiB  ({} rows out)",
+                r.replicas,
+                if r.replicas == 1 { "" } else { "s" },
+                r.rows_per_s,
+                r.seconds,
+                r.rows_per_s / base,
+                r.cpu_seconds,
+                r.max_peak_rss_mib,
+                r.rows_out
+            );
+        }
     }
     let out = env.work.join("results.json");
     std::fs::write(&out, serde_json::to_string_pretty(&results)?)?;

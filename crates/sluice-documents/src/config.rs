@@ -45,6 +45,10 @@ pub struct SnapshotConfig {
     /// A Delta table: a path relative to the pipeline file, or a URL (after
     /// loading, always a URL).
     pub uri: String,
+    /// Options for an `s3://` table (endpoint, region, ...), over the
+    /// `AWS_*` environment variables.
+    #[serde(default)]
+    pub storage_options: std::collections::BTreeMap<String, String>,
     /// Typed columns beside `document`, from fields of each document.
     #[serde(default)]
     pub columns: std::collections::BTreeMap<String, SnapshotColumn>,
@@ -70,6 +74,12 @@ pub enum ColumnType {
 }
 
 impl SnapshotConfig {
+    /// The table, once `uri` is a URL (after loading).
+    pub fn location(&self) -> Result<sluice_lake::TableLocation, String> {
+        let url = url::Url::parse(&self.uri).map_err(|e| format!("uri: {:?} is not a URL ({e})", self.uri))?;
+        sluice_lake::TableLocation::new(url, self.storage_options.clone())
+    }
+
     /// Column names must not clash with the fixed ones; pointers must be pointers.
     pub fn check(&self) -> Result<(), String> {
         for (name, column) in &self.columns {

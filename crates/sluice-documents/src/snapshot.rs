@@ -14,8 +14,10 @@ use std::sync::Arc;
 use arrow_array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
 use serde::Serialize;
-use sluice_lake::keyed::{self, KeyedUpdate, row_key};
-use url::Url;
+use sluice_lake::{
+    TableLocation,
+    keyed::{self, KeyedUpdate, row_key},
+};
 
 use serde_json::Value;
 
@@ -79,14 +81,14 @@ pub struct SnapshotReport {
 /// Brings the snapshot of stage `stage` at `url` up to date with `store`.
 pub async fn snapshot(
     store: &dyn DocumentStore,
-    url: &Url,
+    location: &TableLocation,
     stage: &str,
     config: &SnapshotConfig,
 ) -> Result<SnapshotReport, String> {
     let app_id = format!("sluice-snapshot/{stage}");
     let schema = schema(config);
     let mut report = SnapshotReport {
-        watermark: keyed::watermark(url, &app_id)
+        watermark: keyed::watermark(location, &app_id)
             .await
             .map_err(|e| e.to_string())?
             .unwrap_or(0),
@@ -133,7 +135,7 @@ pub async fn snapshot(
         report.documents_written += live.len() as u64;
         report.documents_removed += deleted.len() as u64;
         keyed::update(
-            url,
+            location,
             KeyedUpdate {
                 schema: &schema,
                 key_columns: &["entity", "id"],

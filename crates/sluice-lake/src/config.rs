@@ -12,8 +12,13 @@ use crate::{
 #[serde(deny_unknown_fields)]
 pub struct LakeSinkConfig {
     pub inputs: Vec<String>,
-    /// Table location: a path (relative to the pipeline file) or `file://` URL.
+    /// Table location: a path (relative to the pipeline file), a `file://`
+    /// URL or `s3://bucket/prefix`.
     pub uri: String,
+    /// Options for an `s3://` table (endpoint, region, credentials, ...),
+    /// over the `AWS_*` environment variables.
+    #[serde(default)]
+    pub storage_options: std::collections::BTreeMap<String, String>,
     #[serde(default = "default_partition_by")]
     pub partition_by: Vec<PartitionKey>,
     /// Longest time an accepted event waits before it is committed.
@@ -71,6 +76,7 @@ impl CompactionConfig {
             scope,
             target_file_bytes: self.target_file_bytes,
             id_column,
+            run_id: None,
         }
     }
 }

@@ -4,14 +4,14 @@
 use std::collections::{BTreeMap, HashSet};
 
 use deltalake::{
-    DeltaTableBuilder,
+    Path,
     arrow::array::AsArray,
     parquet::arrow::{ProjectionMask, arrow_reader::ParquetRecordBatchReaderBuilder},
 };
+use object_store::ObjectStoreExt;
 use serde::Serialize;
-use url::Url;
 
-use crate::{LakeError, compaction::plan::partition_name};
+use crate::{LakeError, TableLocation, compaction::plan::partition_name};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct TableSummary {
@@ -31,16 +31,12 @@ pub struct PartitionStats {
     pub bytes: u64,
 }
 
-pub async fn summarize(url: &Url) -> Result<TableSummary, LakeError> {
+pub async fn summarize(location: &TableLocation) -> Result<TableSummary, LakeError> {
     let err = |e: deltalake::DeltaTableError| LakeError::Table {
-        uri: url.to_string(),
+        uri: location.to_string(),
         message: e.to_string(),
     };
-    let table = DeltaTableBuilder::from_url(url.clone())
-        .map_err(err)?
-        .load()
-        .await
-        .map_err(err)?;
+    let table = location.builder()?.load().await.map_err(err)?;
     let snapshot = table.snapshot().map_err(err)?;
     let mut summary = TableSummary {
         version: snapshot.version() as i64,
@@ -62,19 +58,28 @@ pub async fn summarize(url: &Url) -> Result<TableSummary, LakeError> {
 }
 
 /// The distinct non-null values of a top-level string column over the
-/// table's active files (for summaries and checks; reads local tables only).
-pub async fn distinct_strings(url: &Url, column: &str) -> Result<HashSet<String>, LakeError> {
+/// table's active files (for summaries and checks).
+pub async fn distinct_strings(location: &TableLocation, column: &str) -> Result<HashSet<String>, LakeError> {
     let err = |e: String| LakeError::Table {
-        uri: url.to_string(),
+        uri: location.to_string(),
         message: e,
     };
-    let root = url
-        .to_file_path()
-        .map_err(|()| err("only local tables can be read here".into()))?;
-    let summary = summarize(url).await?;
+    let store = location
+        .builder()?
+        .build()
+        .map_err(|e| err(e.to_string()))?
+        .object_store();
+    let summary = summarize(location).await?;
     let mut values = HashSet::new();
     for relative in &summary.file_paths {
-        let file = std::fs::File::open(root.join(relative)).map_err(|e| err(format!("{relative}: {e}")))?;
+        let read = |e: object_store::Error| err(format!("{relative}: {e}"));
+        let file = store
+            .get(&Path::from(relative.as_str()))
+            .await
+            .map_err(read)?
+            .bytes()
+            .await
+            .map_err(read)?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| err(e.to_string()))?;
         let Some(index) = builder
             .parquet_schema()

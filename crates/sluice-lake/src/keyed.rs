@@ -19,7 +19,7 @@ use std::{
 use arrow_array::{Array, BooleanArray, RecordBatch, UInt32Array, cast::AsArray};
 use delta_kernel::expressions::Scalar;
 use deltalake::{
-    DeltaTableBuilder, ObjectStore, Path,
+    ObjectStore, Path,
     kernel::{
         Action, Transaction,
         transaction::{CommitBuilder, CommitProperties},
@@ -30,10 +30,9 @@ use deltalake::{
 };
 use indexmap::IndexMap;
 use object_store::ObjectStoreExt;
-use url::Url;
 
 use crate::{
-    LakeError,
+    LakeError, TableLocation,
     compaction::{active_files, remove_action},
     partition::{PartitionKey, bucket_of},
     sink::parquet_properties,
@@ -66,27 +65,23 @@ pub struct KeyedReport {
     pub version: Option<i64>,
 }
 
-/// How far the table at `url` is up to date for `app_id` (none: no table, or never).
-pub async fn watermark(url: &Url, app_id: &str) -> Result<Option<i64>, LakeError> {
-    if let Ok(path) = url.to_file_path()
+/// How far the table at `location` is up to date for `app_id` (none: no table, or never).
+pub async fn watermark(location: &TableLocation, app_id: &str) -> Result<Option<i64>, LakeError> {
+    if let Ok(path) = location.url().to_file_path()
         && !path.join("_delta_log").exists()
     {
         return Ok(None);
     }
-    let table = match DeltaTableBuilder::from_url(url.clone())
-        .map_err(|e| table_error(url, e))?
-        .load()
-        .await
-    {
+    let table = match location.builder()?.load().await {
         Ok(table) => table,
         Err(deltalake::DeltaTableError::NotATable(_)) => return Ok(None),
-        Err(e) => return Err(table_error(url, e)),
+        Err(e) => return Err(table_error(location, e)),
     };
-    let snapshot = table.snapshot().map_err(|e| table_error(url, e))?;
+    let snapshot = table.snapshot().map_err(|e| table_error(location, e))?;
     snapshot
         .transaction_version(table.log_store().as_ref(), app_id)
         .await
-        .map_err(|e| table_error(url, e))
+        .map_err(|e| table_error(location, e))
 }
 
 /// The key of a row: its key values joined by U+001F.
@@ -121,15 +116,15 @@ fn keys_of(batch: &RecordBatch, key_columns: &[&str]) -> Result<Vec<String>, Str
         .collect()
 }
 
-/// Applies `update` to the keyed table at `url` (created if missing).
-pub async fn update(url: &Url, update: KeyedUpdate<'_>) -> Result<KeyedReport, LakeError> {
-    let fail = |e: &dyn std::fmt::Display| table_error(url, e);
+/// Applies `update` to the keyed table at `location` (created if missing).
+pub async fn update(location: &TableLocation, update: KeyedUpdate<'_>) -> Result<KeyedReport, LakeError> {
+    let fail = |e: &dyn std::fmt::Display| table_error(location, e);
     let partition_by = [PartitionKey::Bucket {
         count: update.buckets,
         pointer: format!("/{}", update.key_columns.join("+")),
     }];
-    let mut table = open_or_create(url, update.schema, &partition_by).await?;
-    check_schema(&table, url, &table_schema(update.schema, &partition_by))?;
+    let mut table = open_or_create(location, update.schema, &partition_by).await?;
+    check_schema(&table, location, &table_schema(update.schema, &partition_by))?;
     let keys = keys_of(&update.rows, update.key_columns).map_err(|e| fail(&e))?;
     let mut touched: HashSet<&str> = update.deleted.iter().map(String::as_str).collect();
     let mut new_rows: BTreeMap<String, Vec<u32>> = BTreeMap::new();
@@ -172,7 +167,7 @@ pub async fn update(url: &Url, update: KeyedUpdate<'_>) -> Result<KeyedReport, L
             .iter()
             .filter(|f| f.partition.iter().any(|(_, v)| v.as_deref() == Some(bucket)))
         {
-            let in_file = |e: &dyn std::fmt::Display| table_error(url, format!("{}: {e}", file.path));
+            let in_file = |e: &dyn std::fmt::Display| table_error(location, format!("{}: {e}", file.path));
             let bytes = store
                 .get(&Path::from(file.path.as_str()))
                 .await

@@ -19,12 +19,14 @@ pub mod inspect;
 pub mod keyed;
 pub mod partition;
 pub mod sink;
+mod storage;
 mod table;
 pub mod vacuum;
 
 pub use config::{CompactionConfig, LakeSinkConfig};
 pub use inspect::{PartitionStats, TableSummary, distinct_strings, summarize};
 pub use sink::LakeSink;
+pub use storage::TableLocation;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LakeError {

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 
 use arrow_schema::{DataType, Field, Schema};
 use deltalake::{
-    DeltaTable, DeltaTableBuilder,
+    DeltaTable,
+    kernel::transaction::CommitProperties,
     kernel::{
         StructType,
         engine::arrow_conversion::{TryFromArrow, TryIntoArrow},
@@ -13,17 +14,16 @@ use deltalake::{
     operations::create::CreateBuilder,
     protocol::SaveMode,
 };
-use url::Url;
 
-use crate::{LakeError, partition::PartitionKey};
+use crate::{LakeError, TableLocation, partition::PartitionKey};
 
 /// How long batch keys stay in the Delta log (`txn` retention). A batch
 /// redelivered later than this could be written twice.
 pub const TXN_RETENTION: &str = "interval 7 days";
 
-pub(crate) fn table_error(url: &Url, e: impl std::fmt::Display) -> LakeError {
+pub(crate) fn table_error(location: &TableLocation, e: impl std::fmt::Display) -> LakeError {
     LakeError::Table {
-        uri: url.to_string(),
+        uri: location.to_string(),
         message: e.to_string(),
     }
 }
@@ -39,49 +39,73 @@ pub fn table_schema(data: &Schema, partition_by: &[PartitionKey]) -> Schema {
     Schema::new(fields)
 }
 
-/// Loads the table at `url`, creating it when there is none.
-pub async fn open_or_create(url: &Url, data: &Schema, partition_by: &[PartitionKey]) -> Result<DeltaTable, LakeError> {
-    if url.scheme() == "file" {
-        let path = url.to_file_path().map_err(|()| table_error(url, "not a local path"))?;
-        std::fs::create_dir_all(&path).map_err(|e| table_error(url, e))?;
+/// Loads the table at `location`, creating it when there is none. Several
+/// replicas may race to create it: the loser's put-if-absent of version 0
+/// fails, and it loads the winner's table.
+pub async fn open_or_create(
+    location: &TableLocation,
+    data: &Schema,
+    partition_by: &[PartitionKey],
+) -> Result<DeltaTable, LakeError> {
+    if location.is_local() {
+        let path = location
+            .url()
+            .to_file_path()
+            .map_err(|()| table_error(location, "not a local path"))?;
+        std::fs::create_dir_all(&path).map_err(|e| table_error(location, e))?;
         if !path.join("_delta_log").exists() {
-            return create(url, data, partition_by).await;
+            return create(location, data, partition_by).await;
         }
     }
-    let builder = DeltaTableBuilder::from_url(url.clone()).map_err(|e| table_error(url, e))?;
-    match builder.load().await {
+    match location.builder()?.load().await {
         Ok(table) => Ok(table),
-        Err(deltalake::DeltaTableError::NotATable(_)) => create(url, data, partition_by).await,
-        Err(e) => Err(table_error(url, e)),
+        Err(deltalake::DeltaTableError::NotATable(_)) => match create(location, data, partition_by).await {
+            Ok(table) => Ok(table),
+            Err(create_error) => location.builder()?.load().await.map_err(|_| create_error),
+        },
+        Err(e) => Err(table_error(location, e)),
     }
 }
 
-async fn create(url: &Url, data: &Schema, partition_by: &[PartitionKey]) -> Result<DeltaTable, LakeError> {
+async fn create(
+    location: &TableLocation,
+    data: &Schema,
+    partition_by: &[PartitionKey],
+) -> Result<DeltaTable, LakeError> {
     let schema = table_schema(data, partition_by);
-    let kernel = StructType::try_from_arrow(&schema).map_err(|e| table_error(url, e))?;
+    let kernel = StructType::try_from_arrow(&schema).map_err(|e| table_error(location, e))?;
     let config: HashMap<String, Option<String>> = [(
         "delta.setTransactionRetentionDuration".to_string(),
         Some(TXN_RETENTION.to_string()),
     )]
     .into();
+    let log_store = location
+        .builder()?
+        .build()
+        .map_err(|e| table_error(location, e))?
+        .log_store();
     CreateBuilder::new()
-        .with_location(url.as_str())
+        .with_log_store(log_store)
         .with_columns(kernel.fields().cloned())
         .with_partition_columns(partition_by.iter().map(|p| p.column()))
         .with_configuration(config)
         .with_save_mode(SaveMode::Ignore)
+        // A lost race to create must fail, not retry as a later version:
+        // that would commit the table's metadata again and fail every
+        // writer that loaded the winner's version 0.
+        .with_commit_properties(CommitProperties::default().with_max_retries(0))
         .await
-        .map_err(|e| table_error(url, e))
+        .map_err(|e| table_error(location, e))
 }
 
 /// Checks the table's columns against the schema's, by name and type.
-pub fn check_schema(table: &DeltaTable, url: &Url, expected: &Schema) -> Result<(), LakeError> {
-    let snapshot = table.snapshot().map_err(|e| table_error(url, e))?;
+pub fn check_schema(table: &DeltaTable, location: &TableLocation, expected: &Schema) -> Result<(), LakeError> {
+    let snapshot = table.snapshot().map_err(|e| table_error(location, e))?;
     let found = snapshot.schema();
     let found_arrow: Schema = found
         .as_ref()
         .try_into_arrow()
-        .map_err(|e: arrow_schema::ArrowError| table_error(url, e))?;
+        .map_err(|e: arrow_schema::ArrowError| table_error(location, e))?;
     let describe = |s: &Schema| {
         s.fields()
             .iter()
@@ -91,7 +115,7 @@ pub fn check_schema(table: &DeltaTable, url: &Url, expected: &Schema) -> Result<
     };
     if describe(&found_arrow) != describe(expected) {
         return Err(LakeError::SchemaMismatch {
-            uri: url.to_string(),
+            uri: location.to_string(),
             found: describe(&found_arrow),
             expected: describe(expected),
         });

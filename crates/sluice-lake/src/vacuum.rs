@@ -8,11 +8,10 @@
 
 use std::time::Duration;
 
-use deltalake::{DeltaTableBuilder, operations::vacuum::VacuumMode, table::config::TablePropertiesExt};
+use deltalake::{operations::vacuum::VacuumMode, table::config::TablePropertiesExt};
 use serde::Serialize;
-use url::Url;
 
-use crate::LakeError;
+use crate::{LakeError, TableLocation};
 
 /// Default retention, in hours (Delta's own default).
 pub const DEFAULT_RETENTION_HOURS: u64 = 168;
@@ -23,16 +22,17 @@ pub struct VacuumReport {
     pub files_deleted: Vec<String>,
 }
 
-pub async fn vacuum(url: &Url, retention: Duration, force: bool, dry_run: bool) -> Result<VacuumReport, LakeError> {
+pub async fn vacuum(
+    location: &TableLocation,
+    retention: Duration,
+    force: bool,
+    dry_run: bool,
+) -> Result<VacuumReport, LakeError> {
     let err = |e: &dyn std::fmt::Display| LakeError::Table {
-        uri: url.to_string(),
+        uri: location.to_string(),
         message: e.to_string(),
     };
-    let table = DeltaTableBuilder::from_url(url.clone())
-        .map_err(|e| err(&e))?
-        .load()
-        .await
-        .map_err(|e| err(&e))?;
+    let table = location.builder()?.load().await.map_err(|e| err(&e))?;
     let minimum = table
         .snapshot()
         .map_err(|e| err(&e))?

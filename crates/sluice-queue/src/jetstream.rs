@@ -41,6 +41,8 @@ use sluice_core::{Delivery, DeliveryId, NewBatch, now_ms};
 
 use crate::{DeadLetterStore, Queue, QueueError, QueueSettings, QueueStats};
 
+pub mod lease;
+
 const KEY_HEADER: &str = "Sluice-Batch-Key";
 const SOURCE_HEADER: &str = "Sluice-Source";
 const MAYBE_COMMITTED_HEADER: &str = "Sluice-Maybe-Committed";
@@ -53,11 +55,13 @@ pub struct JetStreamNames {
     pub stream: String,
     pub subject: String,
     pub consumer: String,
+    /// The KV bucket of the replicas' leases.
+    pub leases: String,
 }
 
 impl JetStreamNames {
     /// `SLUICE_<PIPELINE>`, `sluice.<pipeline>.batches`, `sluice-<pipeline>`,
-    /// with anything but letters, digits, `-` and `_` replaced by `_`.
+    /// `SLUICE_<PIPELINE>_LEASES`, with anything but letters, digits, `-` and `_` replaced by `_`.
     pub fn for_pipeline(pipeline: &str) -> Self {
         let safe: String = pipeline
             .chars()
@@ -73,6 +77,7 @@ impl JetStreamNames {
             stream: format!("SLUICE_{}", safe.to_ascii_uppercase()),
             subject: format!("sluice.{safe}.batches"),
             consumer: format!("sluice-{safe}"),
+            leases: format!("SLUICE_{}_LEASES", safe.to_ascii_uppercase()),
         }
     }
 }
@@ -140,6 +145,12 @@ impl JetStreamQueue {
             last_errors: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
         })
+    }
+
+    /// The replicas' leases, in this queue's KV bucket (created with `ttl`
+    /// as its entries' time to live; an existing bucket keeps its own).
+    pub async fn leases(&self, holder: &str, ttl: Duration) -> Result<lease::JetStreamLeases, QueueError> {
+        lease::JetStreamLeases::open(&self.js, &self.names.leases, holder, ttl).await
     }
 
     fn take(&self, id: DeliveryId) -> Option<jetstream::Message> {

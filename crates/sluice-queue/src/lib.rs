@@ -12,11 +12,13 @@
 //!
 //! Backends: [`embedded`] (SQLite in the data directory, the default) and
 //! [`jetstream`] (a NATS JetStream work-queue stream shared by replicas).
+//! Each also gives [`lease`]s, for work one replica at a time must do.
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod embedded;
 pub mod jetstream;
+pub mod lease;
 
 use std::{collections::BTreeMap, time::Duration};
 

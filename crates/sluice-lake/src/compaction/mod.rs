@@ -22,7 +22,7 @@ mod rewrite;
 use std::{collections::HashSet, time::Instant};
 
 use deltalake::{
-    DeltaTable, DeltaTableBuilder, Path,
+    DeltaTable, Path,
     kernel::{
         Action, Remove,
         transaction::{CommitBuilder, CommitProperties},
@@ -31,13 +31,15 @@ use deltalake::{
 };
 use object_store::ObjectStoreExt;
 use serde::Serialize;
-use url::Url;
 
 pub use plan::{FileInfo, PartitionJob, Scope};
 pub use rewrite::COMPACTED_TAG;
 use rewrite::{RewriteError, Rewritten, rewrite};
 
-use crate::LakeError;
+use crate::{LakeError, TableLocation, table::table_error};
+
+/// The `commitInfo` key that names the compaction run of a commit.
+pub const RUN_ID_KEY: &str = "sluice.compaction.run";
 
 /// How often one partition is re-planned after losing a race before the
 /// compaction gives up on it (it is retried by the next run).
@@ -49,6 +51,9 @@ pub struct CompactionOptions {
     pub target_file_bytes: u64,
     /// Path of the event id column (through structs), e.g. `["event_id"]`.
     pub id_column: Vec<String>,
+    /// Names this run in its commits' `commitInfo` (`sluice.compaction.run`),
+    /// so the log shows which replica compacted what, and when.
+    pub run_id: Option<String>,
 }
 
 /// What one partition's compaction did.
@@ -79,13 +84,6 @@ pub struct CompactionReport {
 impl CompactionReport {
     pub fn sum(&self, field: impl Fn(&PartitionReport) -> u64) -> u64 {
         self.partitions.iter().map(field).sum()
-    }
-}
-
-fn table_error(url: &Url, e: impl std::fmt::Display) -> LakeError {
-    LakeError::Table {
-        uri: url.to_string(),
-        message: e.to_string(),
     }
 }
 
@@ -131,26 +129,25 @@ pub(crate) fn remove_action(file: &FileInfo, data_change: bool, now: i64) -> Act
     })
 }
 
-/// Compacts the table at `url`. `progress` is called after each partition
+/// Compacts the table at `location`. `progress` is called after each partition
 /// with its report and the number of partitions planned; when it returns
 /// `false`, the compaction stops there (each partition is its own commit,
 /// so stopping between them leaves nothing half done).
 pub async fn compact(
-    url: &Url,
+    location: &TableLocation,
     options: &CompactionOptions,
     progress: &(dyn Fn(&PartitionReport, usize) -> bool + Send + Sync),
 ) -> Result<CompactionReport, LakeError> {
     let started = Instant::now();
-    let mut table = DeltaTableBuilder::from_url(url.clone())
-        .map_err(|e| table_error(url, e))?
-        .load()
-        .await
-        .map_err(|e| table_error(url, e))?;
-    let jobs = plan::plan(&active_files(&table).map_err(|e| table_error(url, e))?, options.scope);
+    let mut table = location.builder()?.load().await.map_err(|e| table_error(location, e))?;
+    let jobs = plan::plan(
+        &active_files(&table).map_err(|e| table_error(location, e))?,
+        options.scope,
+    );
     let mut report = CompactionReport::default();
     let planned = jobs.len();
     for job in jobs {
-        match compact_partition(&mut table, url, job, options, &mut report.conflicts).await? {
+        match compact_partition(&mut table, location, job, options, &mut report.conflicts).await? {
             Outcome::Compacted(done) => {
                 let go_on = progress(&done, planned);
                 report.partitions.push(done);
@@ -174,7 +171,7 @@ enum Outcome {
 /// Rewrites and commits one partition, re-planning it after lost races.
 async fn compact_partition(
     table: &mut DeltaTable,
-    url: &Url,
+    location: &TableLocation,
     mut job: PartitionJob,
     options: &CompactionOptions,
     conflicts: &mut u64,
@@ -183,9 +180,9 @@ async fn compact_partition(
         let rewritten = match rewrite(table, &job, options.target_file_bytes, &options.id_column).await {
             Ok(r) => r,
             Err(RewriteError::InputGone(path)) => {
-                tracing::info!(%url, partition = %job.name(), %path, "an input file was replaced meanwhile; re-planning");
+                tracing::info!(%location, partition = %job.name(), %path, "an input file was replaced meanwhile; re-planning");
                 *conflicts += 1;
-                match replan(table, url, &job, options.scope).await? {
+                match replan(table, location, &job, options.scope).await? {
                     Some(next) => {
                         job = next;
                         continue;
@@ -194,12 +191,10 @@ async fn compact_partition(
                 }
             }
             Err(RewriteError::Other(message)) => {
-                return Err(table_error(url, format!("compacting {}: {message}", job.name())));
+                return Err(table_error(location, format!("compacting {}: {message}", job.name())));
             }
         };
-        if let Some(version) =
-            commit_while_inputs_active(table, url, &job, &rewritten, options.target_file_bytes).await?
-        {
+        if let Some(version) = commit_while_inputs_active(table, location, &job, &rewritten, options).await? {
             return Ok(Outcome::Compacted(PartitionReport {
                 partition: job.name(),
                 files_in: job.files.len() as u64,
@@ -214,7 +209,7 @@ async fn compact_partition(
         }
         *conflicts += 1;
         delete_unused(table, &rewritten).await;
-        match replan(table, url, &job, options.scope).await? {
+        match replan(table, location, &job, options.scope).await? {
             Some(next) => job = next,
             None => return Ok(Outcome::LeftForLater(job.name())),
         }
@@ -226,13 +221,16 @@ async fn compact_partition(
 /// still needs one.
 async fn replan(
     table: &mut DeltaTable,
-    url: &Url,
+    location: &TableLocation,
     job: &PartitionJob,
     scope: Scope,
 ) -> Result<Option<PartitionJob>, LakeError> {
-    table.update_incremental(None).await.map_err(|e| table_error(url, e))?;
+    table
+        .update_incremental(None)
+        .await
+        .map_err(|e| table_error(location, e))?;
     let files: Vec<FileInfo> = active_files(table)
-        .map_err(|e| table_error(url, e))?
+        .map_err(|e| table_error(location, e))?
         .into_iter()
         .filter(|f| f.partition == job.partition)
         .collect();
@@ -244,10 +242,10 @@ async fn replan(
 /// `None` when an input was replaced.
 async fn commit_while_inputs_active(
     table: &mut DeltaTable,
-    url: &Url,
+    location: &TableLocation,
     job: &PartitionJob,
     rewritten: &Rewritten,
-    target_file_bytes: u64,
+    options: &CompactionOptions,
 ) -> Result<Option<i64>, LakeError> {
     let now = sluice_core::now_ms();
     let removes: Vec<Action> = job.files.iter().map(|f| remove_action(f, false, now)).collect();
@@ -261,12 +259,15 @@ async fn commit_while_inputs_active(
                 .collect::<Vec<_>>()
                 .join(" AND "),
         ),
-        target_size: target_file_bytes as i64,
+        target_size: options.target_file_bytes as i64,
     };
     for _ in 0..MAX_ATTEMPTS * 4 {
-        table.update_incremental(None).await.map_err(|e| table_error(url, e))?;
+        table
+            .update_incremental(None)
+            .await
+            .map_err(|e| table_error(location, e))?;
         let active: HashSet<String> = active_files(table)
-            .map_err(|e| table_error(url, e))?
+            .map_err(|e| table_error(location, e))?
             .into_iter()
             .map(|f| f.path)
             .collect();
@@ -274,26 +275,38 @@ async fn commit_while_inputs_active(
             return Ok(None);
         }
         let read_version = table.version();
-        let snapshot = table.snapshot().map_err(|e| table_error(url, e))?;
-        let committed = CommitBuilder::from(CommitProperties::default().with_max_retries(0))
+        let snapshot = table.snapshot().map_err(|e| table_error(location, e))?;
+        let properties = CommitProperties::default().with_max_retries(0).with_metadata(
+            options
+                .run_id
+                .iter()
+                .map(|id| (RUN_ID_KEY.to_string(), id.as_str().into())),
+        );
+        let committed = CommitBuilder::from(properties)
             .with_actions(actions.clone())
             .build(Some(snapshot), table.log_store(), operation.clone())
             .await;
         match committed {
             Ok(done) => {
-                table.update_incremental(None).await.map_err(|e| table_error(url, e))?;
+                table
+                    .update_incremental(None)
+                    .await
+                    .map_err(|e| table_error(location, e))?;
                 return Ok(Some(done.version as i64));
             }
             Err(e) => {
-                table.update_incremental(None).await.map_err(|e| table_error(url, e))?;
+                table
+                    .update_incremental(None)
+                    .await
+                    .map_err(|e| table_error(location, e))?;
                 if table.version() == read_version {
                     delete_unused(table, rewritten).await;
                     return Err(table_error(
-                        url,
+                        location,
                         format!("committing the compaction of {}: {e}", job.name()),
                     ));
                 }
-                tracing::debug!(%url, partition = %job.name(), "the table moved on during the commit; checking inputs again");
+                tracing::debug!(%location, partition = %job.name(), "the table moved on during the commit; checking inputs again");
             }
         }
     }

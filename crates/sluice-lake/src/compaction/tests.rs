@@ -12,6 +12,7 @@ fn options(scope: Scope) -> CompactionOptions {
         scope,
         target_file_bytes: 1024 * 1024,
         id_column: vec!["id".into()],
+        run_id: None,
     }
 }
 
@@ -19,8 +20,8 @@ fn no_progress(_: &PartitionReport, _: usize) -> bool {
     true
 }
 
-async fn load(url: &Url) -> DeltaTable {
-    DeltaTableBuilder::from_url(url.clone()).unwrap().load().await.unwrap()
+async fn load(url: &TableLocation) -> DeltaTable {
+    url.builder().unwrap().load().await.unwrap()
 }
 
 /// Writes `batches` as separate flushes (so separate files), without the
@@ -109,11 +110,11 @@ async fn a_commit_is_refused_once_its_inputs_were_replaced() {
     let job = plan::plan(&active_files(&first).unwrap(), Scope::All).remove(0);
     let a = rewrite(&first, &job, 1 << 20, &["id".into()]).await.unwrap();
     let b = rewrite(&second, &job, 1 << 20, &["id".into()]).await.unwrap();
-    let won = commit_while_inputs_active(&mut first, &url, &job, &a, 1 << 20)
+    let won = commit_while_inputs_active(&mut first, &url, &job, &a, &options(Scope::All))
         .await
         .unwrap();
     assert_eq!(won, Some(summarize(&url).await.unwrap().version));
-    let lost = commit_while_inputs_active(&mut second, &url, &job, &b, 1 << 20)
+    let lost = commit_while_inputs_active(&mut second, &url, &job, &b, &options(Scope::All))
         .await
         .unwrap();
     assert_eq!(lost, None, "the loser must not commit a second copy of the rows");
@@ -133,7 +134,7 @@ async fn rows_a_writer_appends_meanwhile_are_kept() {
     sink.accept("late", false, vec![ev("c", 0)]).await.unwrap();
     sink.flush().await.unwrap();
 
-    let committed = commit_while_inputs_active(&mut table, &url, &job, &rewritten, 1 << 20)
+    let committed = commit_while_inputs_active(&mut table, &url, &job, &rewritten, &options(Scope::All))
         .await
         .unwrap();
     assert!(committed.is_some(), "a writer's append does not stop the compaction");

@@ -39,10 +39,9 @@ use deltalake::{
 };
 use serde_json::Value;
 use sluice_core::{Accepted, Event, FlushReport, Rejected, Sink, StageError, now_ms, reason};
-use url::Url;
 
 use crate::{
-    LakeError, LakeSinkConfig,
+    LakeError, LakeSinkConfig, TableLocation,
     partition::{PartitionError, PartitionKey, partition_values},
     table::{check_schema, open_or_create, table_schema},
 };
@@ -51,7 +50,7 @@ use crate::{
 pub const TXN_PREFIX: &str = "sluice/";
 
 pub struct LakeSink {
-    url: Url,
+    location: TableLocation,
     table: DeltaTable,
     writer: RecordBatchWriter,
     /// Data columns as the table stores them (partition columns excluded).
@@ -73,20 +72,20 @@ pub struct LakeSink {
 }
 
 impl LakeSink {
-    /// Opens (or creates) the table at `url` with the columns of `data_schema`;
+    /// Opens (or creates) the table at `location` with the columns of `data_schema`;
     /// `event_id` is the JSON pointer of the events' id.
     pub async fn open(
-        url: Url,
+        location: TableLocation,
         config: &LakeSinkConfig,
         data_schema: &Schema,
         json_text_paths: Vec<Vec<String>>,
         event_id: &str,
     ) -> Result<Self, LakeError> {
-        let table = open_or_create(&url, data_schema, &config.partition_by).await?;
-        check_schema(&table, &url, &table_schema(data_schema, &config.partition_by))?;
+        let table = open_or_create(&location, data_schema, &config.partition_by).await?;
+        check_schema(&table, &location, &table_schema(data_schema, &config.partition_by))?;
         let writer = RecordBatchWriter::for_table(&table)
             .map_err(|e| LakeError::Table {
-                uri: url.to_string(),
+                uri: location.to_string(),
                 message: e.to_string(),
             })?
             .with_writer_properties(parquet_properties())
@@ -100,7 +99,7 @@ impl LakeSink {
             .cloned()
             .collect();
         Ok(LakeSink {
-            url,
+            location,
             table,
             writer,
             data_schema: Arc::new(Schema::new(data_fields)),
@@ -123,7 +122,7 @@ impl LakeSink {
     }
 
     fn retriable(&self, what: &str, e: impl std::fmt::Display) -> StageError {
-        StageError::retriable(format!("lake {}: {what}: {e}", self.url))
+        StageError::retriable(format!("lake {}: {what}: {e}", self.location))
     }
 
     /// Whether the Delta log already records batch `key`.

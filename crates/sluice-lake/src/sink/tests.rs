@@ -7,9 +7,9 @@ use sluice_core::{Accepted, Event, Sink};
 use url::Url;
 
 use super::*;
-use crate::{inspect::summarize, partition::PartitionKey};
+use crate::{TableLocation, inspect::summarize, partition::PartitionKey};
 
-fn schema() -> Schema {
+pub(crate) fn schema() -> Schema {
     Schema::new(vec![
         Field::new("id", DataType::Utf8, true),
         Field::new(
@@ -31,6 +31,7 @@ pub(crate) fn config(uri: &str) -> LakeSinkConfig {
         max_file_bytes: 8 * 1024 * 1024,
         dedupe_window_secs: 0,
         dedupe_max_ids: 1000,
+        storage_options: Default::default(),
         compaction: Default::default(),
     }
 }
@@ -43,14 +44,17 @@ pub(crate) fn event(line: u32, id: &str, ts: &str, n: &str) -> Event {
     e
 }
 
-async fn open(dir: &tempfile::TempDir) -> (LakeSink, Url) {
+async fn open(dir: &tempfile::TempDir) -> (LakeSink, TableLocation) {
     open_with(dir, |_| {}).await
 }
 
 /// A sink on `dir/t` with the test config, changed by `adjust`.
-pub(crate) async fn open_with(dir: &tempfile::TempDir, adjust: impl FnOnce(&mut LakeSinkConfig)) -> (LakeSink, Url) {
-    let url = Url::from_directory_path(dir.path().join("t")).unwrap();
-    let mut config = config(url.as_str());
+pub(crate) async fn open_with(
+    dir: &tempfile::TempDir,
+    adjust: impl FnOnce(&mut LakeSinkConfig),
+) -> (LakeSink, TableLocation) {
+    let url = TableLocation::from(Url::from_directory_path(dir.path().join("t")).unwrap());
+    let mut config = config(url.url().as_str());
     adjust(&mut config);
     let sink = LakeSink::open(url.clone(), &config, &schema(), vec![vec!["extra".into()]], "/id")
         .await
@@ -133,7 +137,7 @@ async fn reopening_with_other_columns_is_refused() {
     let (sink, url) = open(&dir).await;
     drop(sink);
     let other = Schema::new(vec![Field::new("id", DataType::Int64, true)]);
-    let err = LakeSink::open(url.clone(), &config(url.as_str()), &other, vec![], "/id")
+    let err = LakeSink::open(url.clone(), &config(url.url().as_str()), &other, vec![], "/id")
         .await
         .err()
         .unwrap();

@@ -33,6 +33,7 @@ async fn open_with(name: &str, settings: QueueSettings) -> (JetStreamQueue, Arc<
 
 async fn close(queue: JetStreamQueue) {
     queue.js.delete_stream(&queue.names.stream).await.unwrap();
+    let _ = queue.js.delete_key_value(&queue.names.leases).await;
 }
 
 macro_rules! conformance_tests {
@@ -54,6 +55,44 @@ conformance_tests!(
 );
 
 #[tokio::test]
+async fn leases_have_one_holder_and_expire_unless_renewed() {
+    use crate::lease::Leases;
+    const NAME: &str = "compaction.lake";
+    let (queue, _dead, _dir) = open("leases").await;
+    let ttl = Duration::from_secs(1);
+    let a = queue.leases("replica-a", ttl).await.unwrap();
+    let b = queue.leases("replica-b", ttl).await.unwrap();
+
+    let mut held = a.try_acquire(NAME).await.unwrap().expect("a free lease is taken");
+    assert!(b.try_acquire(NAME).await.unwrap().is_none(), "a held lease is refused");
+    held.renew().await.unwrap();
+    held.release().await;
+    let mut by_b = b.try_acquire(NAME).await.unwrap().expect("a released lease is taken");
+
+    // b stops renewing (killed): past the time to live, a takes it over.
+    let started = std::time::Instant::now();
+    let by_a = loop {
+        if let Some(lease) = a.try_acquire(NAME).await.unwrap() {
+            break lease;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "the lease never expired");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "taken before it expired"
+    );
+    assert!(by_b.renew().await.is_err(), "the old holder learns it lost the lease");
+    by_b.release().await;
+    assert!(
+        b.try_acquire(NAME).await.unwrap().is_none(),
+        "a stale release frees nothing"
+    );
+    by_a.release().await;
+    close(queue).await;
+}
+
+#[tokio::test]
 async fn max_attempts_dead_letters_with_last_error() {
     let (queue, dead, _dir) = open("max_attempts").await;
     conformance::max_attempts_dead_letters_with_last_error(&queue, dead.as_ref()).await;
@@ -69,6 +108,7 @@ fn names_are_safe_for_nats() {
             stream: "SLUICE_CLICK_STREAM_2".into(),
             subject: "sluice.click_stream_2.batches".into(),
             consumer: "sluice-click_stream_2".into(),
+            leases: "SLUICE_CLICK_STREAM_2_LEASES".into(),
         }
     );
 }

@@ -2,8 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
-use url::Url;
+use anyhow::{Result, bail};
 
 use crate::{
     config::{self, SinkConfig},
@@ -19,9 +18,11 @@ pub async fn snapshot(path: &Path, stage: Option<&str>, json: bool) -> Result<()
             pipeline.file.display()
         );
     };
-    let url = Url::parse(&target.uri).context("the snapshot URI")?;
+    let location = target
+        .location()
+        .map_err(|e| anyhow::anyhow!("{}: transforms.{name}.snapshot.{e}", pipeline.file.display()))?;
     let store = open_store(&pipeline, name, stage).await?;
-    let report = sluice_documents::snapshot::snapshot(store.as_ref(), &url, name, target)
+    let report = sluice_documents::snapshot::snapshot(store.as_ref(), &location, name, target)
         .await
         .map_err(anyhow::Error::msg)?;
     if json {

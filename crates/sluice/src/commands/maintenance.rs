@@ -50,7 +50,7 @@ pub async fn compact(path: &Path, sink: Option<&str>, since: Option<u64>, all: b
                 .expect("valid template"),
         )
     };
-    let report = compaction::compact(&table.url, &options, &|done, planned| {
+    let report = compaction::compact(&table.location, &options, &|done, planned| {
         bar.set_length(planned as u64);
         bar.set_message(done.partition.clone());
         bar.inc(1);
@@ -98,7 +98,7 @@ pub async fn vacuum(
     let pipeline = config::load(path)?;
     let (_, table) = lake(&pipeline, sink)?;
     let retention = Duration::from_secs(retention_hours.saturating_mul(3600));
-    let report = vacuum::vacuum(&table.url, retention, force, dry_run).await?;
+    let report = vacuum::vacuum(&table.location, retention, force, dry_run).await?;
     if json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

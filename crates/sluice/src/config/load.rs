@@ -9,11 +9,13 @@ use std::{
 
 use serde_json::Value;
 use sluice_documents::projection::ProjectionConfig;
+use sluice_lake::TableLocation;
 use sluice_schema::{ArrowLayout, arrow_layout, load_schema};
 use url::Url;
 
 use super::{
     build::check_transform,
+    interpolate::interpolate,
     model::{PipelineFile, SinkConfig, SourceConfig, TransformConfig},
 };
 
@@ -45,7 +47,7 @@ pub struct Pipeline {
 /// What a lake sink writes: where, which columns, and where the event id is.
 #[derive(Debug, Clone)]
 pub struct LakeTable {
-    pub url: Url,
+    pub location: TableLocation,
     pub layout: ArrowLayout,
     /// JSON pointer of the event id (from the `validate` inputs).
     pub event_id: String,
@@ -65,6 +67,7 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
         file: shown.clone(),
         message,
     };
+    let text = interpolate(&text, |name| std::env::var(name).ok()).map_err(invalid)?;
     let mut config: PipelineFile = toml::from_str(&text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
     let dir = file.parent().unwrap_or(Path::new("/")).to_path_buf();
     let name = file
@@ -100,9 +103,9 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
             }
             TransformConfig::Documents(documents) => {
                 if let Some(snapshot) = &mut documents.snapshot {
-                    let url = table_url(&dir, &snapshot.uri)
-                        .map_err(|e| invalid(format!("transforms.{tname}.snapshot.uri: {e}")))?;
-                    snapshot.uri = url.to_string();
+                    let location = table_location(&dir, &snapshot.uri, &snapshot.storage_options)
+                        .map_err(|e| invalid(format!("transforms.{tname}.snapshot.{e}")))?;
+                    snapshot.uri = location.url().to_string();
                 }
                 continue;
             }
@@ -134,7 +137,8 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
                 continue;
             }
         };
-        let url = table_url(&dir, &lake.uri).map_err(|e| invalid(format!("sinks.{sname}.uri: {e}")))?;
+        let location = table_location(&dir, &lake.uri, &lake.storage_options)
+            .map_err(|e| invalid(format!("sinks.{sname}.{e}")))?;
         let (schema, event_id) = lake_schema(&config, &schemas, sname, sink.inputs()).map_err(invalid)?;
         let layout =
             arrow_layout(schema).map_err(|e| invalid(format!("sinks.{sname}: the schema of its inputs: {e}")))?;
@@ -160,7 +164,7 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
         lakes.insert(
             sname.clone(),
             LakeTable {
-                url,
+                location,
                 layout,
                 event_id,
                 id_column,
@@ -192,8 +196,9 @@ fn check(config: &PipelineFile) -> Result<(), String> {
         || d.max_in_flight == 0
         || d.max_queue_bytes < 1024 * 1024
         || d.max_in_flight_bytes < 1024 * 1024
+        || d.lease_secs < 3
     {
-        return Err("delivery: visibility_timeout_secs, max_attempts and max_in_flight must be at least 1, max_queue_bytes and max_in_flight_bytes at least 1048576".into());
+        return Err("delivery: visibility_timeout_secs, max_attempts and max_in_flight must be at least 1, lease_secs at least 3, max_queue_bytes and max_in_flight_bytes at least 1048576".into());
     }
     if let Some(api) = &config.api {
         api.address
@@ -461,18 +466,20 @@ fn column_path(schema: &arrow_schema::Schema, pointer: &str) -> Result<Vec<Strin
     Ok(path)
 }
 
-fn table_url(dir: &Path, uri: &str) -> Result<Url, String> {
-    if uri.contains("://") {
-        let url = Url::parse(uri).map_err(|e| format!("{uri:?} is not a URL ({e})"))?;
-        if url.scheme() != "file" {
-            return Err(format!(
-                "{uri:?}: scheme {:?} is not supported yet; allowed: a local path or file://",
-                url.scheme()
-            ));
+/// A table's location; errors start with the key they are about.
+fn table_location(dir: &Path, uri: &str, options: &BTreeMap<String, String>) -> Result<TableLocation, String> {
+    let url = if uri.contains("://") {
+        Url::parse(uri).map_err(|e| format!("uri: {uri:?} is not a URL ({e})"))?
+    } else {
+        Url::from_directory_path(resolve(dir, uri)).map_err(|()| format!("uri: {uri:?} is not a usable path"))?
+    };
+    TableLocation::new(url, options.clone()).map_err(|e| {
+        if e.starts_with("storage_options") {
+            e
+        } else {
+            format!("uri: {e}")
         }
-        return Ok(url);
-    }
-    Url::from_directory_path(resolve(dir, uri)).map_err(|()| format!("{uri:?} is not a usable path"))
+    })
 }
 
 /// `p` relative to `dir` (unless absolute), with `.` and `..` folded.

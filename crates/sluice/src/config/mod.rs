@@ -1,10 +1,12 @@
-//! Pipeline files: parsing (`model`), checking and resolving paths (`load`),
+//! Pipeline files: environment references (`interpolate`), parsing (`model`),
+//! checking and resolving paths (`load`),
 //! building transforms from them (`build`).
 //!
 //! Loading is pure apart from reading the pipeline file and the schema files
 //! it names, so `sluice validate` has no side effects.
 
 mod build;
+mod interpolate;
 mod load;
 mod model;
 

@@ -60,6 +60,15 @@ pub struct DeliveryConfig {
     /// fewer are in flight, so one larger batch may pass it).
     #[serde(default = "default_max_in_flight_bytes")]
     pub max_in_flight_bytes: u64,
+    /// A replica's lease (scheduled compaction) lapses this long after its
+    /// holder stopped renewing it (killed); renewed every third of it. With
+    /// JetStream, the lease bucket keeps the value it was created with.
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u64,
+}
+
+fn default_lease_secs() -> u64 {
+    30
 }
 
 fn default_visibility_timeout_secs() -> u64 {
@@ -86,6 +95,7 @@ impl Default for DeliveryConfig {
             max_queue_bytes: default_max_queue_bytes(),
             max_in_flight: default_max_in_flight(),
             max_in_flight_bytes: default_max_in_flight_bytes(),
+            lease_secs: default_lease_secs(),
         }
     }
 }

@@ -73,7 +73,7 @@ pub async fn run(dir: &Path, n: usize) -> Result<()> {
     let pipeline_path = dir.join("pipeline.toml");
     std::fs::write(&pipeline_path, pipeline_text(http_port, api_port))?;
     let pipeline = config::load(&pipeline_path)?;
-    let table_url = pipeline.lakes["lake"].url.clone();
+    let table = pipeline.lakes["lake"].location.clone();
     let compact_all = match &pipeline.config.sinks["lake"] {
         config::SinkConfig::Lake(lake) => lake
             .compaction
@@ -131,10 +131,10 @@ pub async fn run(dir: &Path, n: usize) -> Result<()> {
     spinner.finish_and_clear();
     let total = started.elapsed();
 
-    let summary = sluice_lake::summarize(&table_url).await?;
-    let compaction = compaction::compact(&table_url, &compact_all, &|_, _| true).await?;
-    let compacted = sluice_lake::summarize(&table_url).await?;
-    let distinct = sluice_lake::distinct_strings(&table_url, "event_id").await?.len() as u64;
+    let summary = sluice_lake::summarize(&table).await?;
+    let compaction = compaction::compact(&table, &compact_all, &|_, _| true).await?;
+    let compacted = sluice_lake::summarize(&table).await?;
+    let distinct = sluice_lake::distinct_strings(&table, "event_id").await?.len() as u64;
     let dead = runtime::open_queue(&pipeline, false)?.counts().await?;
     let accepted = accepted.load(Ordering::Relaxed);
     println!(
@@ -185,7 +185,8 @@ pub async fn run(dir: &Path, n: usize) -> Result<()> {
             "MISMATCH"
         }
     );
-    let table_path = table_url
+    let table_path = table
+        .url()
         .to_file_path()
         .map_err(|()| anyhow::anyhow!("table is not local"))?;
     println!("\nTry it:");

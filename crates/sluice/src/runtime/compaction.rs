@@ -1,39 +1,92 @@
 //! Scheduled compaction inside `sluice run`: every `compaction.interval_secs`
 //! each lake sink's table is compacted within its look-back, beside the
-//! running writer (see `sluice_lake::compaction` for why that is safe). A
-//! failed run is logged and counted; the next tick tries again. On stop, a
-//! run finishes the partition it is on and returns: cancelling it mid-await
-//! would leave delta-rs's blocking work running past the runtime.
+//! running writer (see `sluice_lake::compaction` for why that is safe).
+//!
+//! Replicas take turns: a run first takes the lease `compaction.<sink>`
+//! (in JetStream KV when the queue is JetStream), keeps it renewed while it
+//! works, and stops at the next partition if the lease is lost; a replica
+//! that finds the lease held skips the tick. So at most one compaction runs
+//! on a table at a time, and a killed holder's lease lapses after its time
+//! to live. Each commit names its run (`sluice.compaction.run`).
+//!
+//! A failed run is logged and counted; the next tick tries again. On stop,
+//! a run finishes the partition it is on and returns: cancelling it
+//! mid-await would leave delta-rs's blocking work running past the runtime.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use sluice_lake::{
-    CompactionConfig,
+    CompactionConfig, TableLocation,
     compaction::{CompactionReport, Scope, compact},
 };
-use url::Url;
+use sluice_queue::lease::{Lease, Leases};
+
+/// What a scheduled compaction works on, and who it is.
+pub struct Schedule {
+    pub sink: String,
+    pub location: TableLocation,
+    pub config: CompactionConfig,
+    pub id_column: Vec<String>,
+    pub leases: Arc<dyn Leases>,
+    /// This replica's name in leases and commits.
+    pub replica: String,
+}
 
 /// Runs until `stop` turns true.
-pub async fn run_schedule(
-    sink: String,
-    url: Url,
-    config: CompactionConfig,
-    id_column: Vec<String>,
-    mut stop: watch::Receiver<bool>,
-) {
+pub async fn run_schedule(schedule: Schedule, mut stop: watch::Receiver<bool>) {
+    let Schedule {
+        sink,
+        location,
+        config,
+        id_column,
+        leases,
+        replica,
+    } = schedule;
     let every = Duration::from_secs(config.interval_secs);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let lease_name = format!("compaction.{sink}");
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let options = config.options(Scope::lookback_hours(config.lookback_hours), id_column.clone());
+        let lease = match leases.try_acquire(&lease_name).await {
+            Ok(Some(lease)) => lease,
+            Ok(None) => {
+                metrics::counter!("sluice_compaction_skipped_total", "component" => sink.clone(), "reason" => "lease_held")
+                    .increment(1);
+                continue;
+            }
+            Err(e) => {
+                metrics::counter!("sluice_compaction_errors_total", "component" => sink.clone()).increment(1);
+                tracing::warn!(sink, error = %e, "could not take the compaction lease; retrying at the next interval");
+                continue;
+            }
+        };
+        let lost = Arc::new(AtomicBool::new(false));
+        let (done_tx, done_rx) = oneshot::channel();
+        let renewer = tokio::spawn(keep_renewed(lease, leases.time_to_live() / 3, lost.clone(), done_rx));
+        let mut options = config.options(Scope::lookback_hours(config.lookback_hours), id_column.clone());
+        options.run_id = Some(format!("{replica}/{}", sluice_core::now_ms()));
         let stopping = stop.clone();
-        match compact(&url, &options, &|_, _| !*stopping.borrow()).await {
+        let outcome = compact(&location, &options, &|_, _| {
+            !*stopping.borrow() && !lost.load(Ordering::Relaxed)
+        })
+        .await;
+        let _ = done_tx.send(());
+        if let Ok(lease) = renewer.await {
+            lease.release().await;
+        }
+        match outcome {
             Ok(report) => {
                 record(&sink, &report);
                 if !report.partitions.is_empty() {
@@ -51,6 +104,28 @@ pub async fn run_schedule(
             Err(e) => {
                 metrics::counter!("sluice_compaction_errors_total", "component" => sink.clone()).increment(1);
                 tracing::warn!(sink, error = %e, "compaction failed; retrying at the next interval");
+            }
+        }
+    }
+}
+
+/// Renews `lease` every `every` until `done`; a failed renewal sets `lost`
+/// (the run stops at its next partition). Returns the lease to release.
+async fn keep_renewed(
+    mut lease: Box<dyn Lease>,
+    every: Duration,
+    lost: Arc<AtomicBool>,
+    mut done: oneshot::Receiver<()>,
+) -> Box<dyn Lease> {
+    loop {
+        tokio::select! {
+            _ = &mut done => return lease,
+            _ = tokio::time::sleep(every) => {
+                if let Err(e) = lease.renew().await {
+                    tracing::warn!(error = %e, "compaction lease lost; stopping after this partition");
+                    lost.store(true, Ordering::Relaxed);
+                    return lease;
+                }
             }
         }
     }

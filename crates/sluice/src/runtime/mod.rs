@@ -41,6 +41,7 @@ use sluice_queue::{
     DeadLetterStore, Queue, QueueSettings,
     embedded::EmbeddedQueue,
     jetstream::{JetStreamNames, JetStreamQueue},
+    lease::{Leases, LocalLeases},
 };
 use tokio::{
     sync::{mpsc, oneshot, watch},
@@ -88,19 +89,29 @@ pub fn open_queue(pipeline: &Pipeline, consumer: bool) -> Result<Arc<EmbeddedQue
 /// or JetStream when `queue` is a `nats://` URL. Dead letters stay in the
 /// data directory's embedded store either way; with JetStream, batches
 /// `sluice dlq redrive` puts back there are forwarded to JetStream.
+/// The run's queue, its dead-letter store and where replicas take leases.
 async fn open_run_queue(
     pipeline: &Pipeline,
     background: &mut JoinSet<()>,
-) -> Result<(Arc<dyn Queue>, Arc<dyn DeadLetterStore>)> {
+) -> Result<(Arc<dyn Queue>, Arc<dyn DeadLetterStore>, Arc<dyn Leases>)> {
     let local = open_queue(pipeline, true)?;
     if pipeline.config.queue == "embedded" {
-        return Ok((local.clone(), local));
+        return Ok((local.clone(), local, Arc::new(LocalLeases::default())));
     }
     let names = JetStreamNames::for_pipeline(pipeline.config.queue_name.as_deref().unwrap_or(&pipeline.name));
     let shared = Arc::new(
         JetStreamQueue::open(&pipeline.config.queue, names, queue_settings(pipeline), local.clone())
             .await
             .context("queue")?,
+    );
+    let leases = Arc::new(
+        shared
+            .leases(
+                &replica_name(),
+                Duration::from_secs(pipeline.config.delivery.lease_secs),
+            )
+            .await
+            .context("queue leases")?,
     );
     let (from, to) = (local.clone(), shared.clone());
     background.spawn(async move {
@@ -111,7 +122,20 @@ async fn open_run_queue(
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
     });
-    Ok((shared, local))
+    Ok((shared, local, leases))
+}
+
+/// This replica's name in leases and compaction commits: `SLUICE_REPLICA`,
+/// else the host name (a Kubernetes pod's name), with the process id.
+fn replica_name() -> String {
+    let host = std::env::var("SLUICE_REPLICA")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "sluice".into());
+    format!("{host}:{}", std::process::id())
 }
 
 /// Moves batches from the embedded queue (where `dlq redrive` puts them) to
@@ -146,7 +170,7 @@ struct SinkHandle {
 /// Runs the pipeline until `stop` turns true (or, with `until_idle`, until drained).
 pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Receiver<bool>) -> Result<()> {
     let mut background = JoinSet::new();
-    let (q, dlq) = open_run_queue(pipeline, &mut background).await?;
+    let (q, dlq, leases) = open_run_queue(pipeline, &mut background).await?;
     let cfg = &pipeline.config;
 
     let transforms: Vec<TransformNode> = build_transforms(pipeline)?
@@ -168,17 +192,19 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
             SinkConfig::Lake(lake) => {
                 let table = &pipeline.lakes[name];
                 if lake.compaction.enabled {
-                    compactions.spawn(compaction::run_schedule(
-                        name.clone(),
-                        table.url.clone(),
-                        lake.compaction.clone(),
-                        table.id_column.clone(),
-                        compaction_stop_rx.clone(),
-                    ));
+                    let schedule = compaction::Schedule {
+                        sink: name.clone(),
+                        location: table.location.clone(),
+                        config: lake.compaction.clone(),
+                        id_column: table.id_column.clone(),
+                        leases: leases.clone(),
+                        replica: replica_name(),
+                    };
+                    compactions.spawn(compaction::run_schedule(schedule, compaction_stop_rx.clone()));
                 }
                 Box::new(
                     LakeSink::open(
-                        table.url.clone(),
+                        table.location.clone(),
                         lake,
                         &table.layout.schema,
                         table.layout.json_text_paths.clone(),

@@ -120,7 +120,21 @@ fn sluice_snapshot(dir: &Path) -> String {
     )
 }
 
-fn assert_matches_oracle(stored: &BTreeMap<String, Value>, oracle: &BTreeMap<String, Value>) {
+/// Current `doctors` documents in the PostgreSQL store under `schema`.
+pub(crate) async fn postgres_documents(client: &tokio_postgres::Client, schema: &str) -> BTreeMap<String, Value> {
+    client
+        .query(
+            &format!("SELECT id, document::text FROM {schema}.doctors WHERE document IS NOT NULL"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), serde_json::from_str(r.get::<_, &str>(1)).unwrap()))
+        .collect()
+}
+
+pub(crate) fn assert_matches_oracle(stored: &BTreeMap<String, Value>, oracle: &BTreeMap<String, Value>) {
     let missing: Vec<&String> = oracle.keys().filter(|id| !stored.contains_key(*id)).take(5).collect();
     let extra: Vec<&String> = stored.keys().filter(|id| !oracle.contains_key(*id)).take(5).collect();
     assert!(
@@ -197,17 +211,7 @@ async fn change_events_merge_into_postgres_as_the_oracle_says() {
     std::fs::write(dir.join("pipeline.toml"), pipeline(&store)).unwrap();
     deliver(dir, 0..5);
     run_until_idle(dir, &[]);
-    let stored: BTreeMap<String, Value> = client
-        .query(
-            &format!("SELECT id, document::text FROM {schema}.doctors WHERE document IS NOT NULL"),
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), serde_json::from_str(r.get::<_, &str>(1)).unwrap()))
-        .collect();
-    assert_matches_oracle(&stored, &oracle);
+    assert_matches_oracle(&postgres_documents(&client, &schema).await, &oracle);
     sluice_snapshot(dir);
     assert_matches_oracle(&snapshot_documents(dir), &oracle);
     drop_schema(&client, &schema).await;

@@ -13,5 +13,6 @@ mod jetstream;
 mod lookup;
 mod postgres;
 mod redelivery;
+mod replicas;
 mod support;
 mod transforms;

@@ -97,10 +97,16 @@ pub struct Running {
 
 impl Running {
     pub fn start(pipeline: &Path, extra: &[&str]) -> Running {
+        Running::start_with_env(pipeline, extra, &[])
+    }
+
+    /// `sluice run` with extra environment variables.
+    pub fn start_with_env(pipeline: &Path, extra: &[&str], env: &[(&str, &str)]) -> Running {
         let child = Command::new(SLUICE)
             .arg("run")
             .arg(pipeline)
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -166,7 +172,7 @@ pub struct LakeContents {
 }
 
 pub async fn read_lake(table: &Path) -> LakeContents {
-    let url = url::Url::from_directory_path(table).unwrap();
+    let url: sluice_lake::TableLocation = url::Url::from_directory_path(table).unwrap().into();
     let summary = sluice_lake::summarize(&url).await.unwrap();
     let mut rows = 0;
     let mut rows_per_id = std::collections::HashMap::new();

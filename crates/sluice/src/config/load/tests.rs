@@ -58,7 +58,10 @@ fn the_documented_example_loads_with_paths_resolved() {
     };
     assert_eq!(f.path, root.join("incoming/*.ndjson*").to_string_lossy());
     let lake = &p.lakes["lake"];
-    assert_eq!(lake.url.to_file_path().unwrap(), root.join("lake/clickstream"));
+    assert_eq!(
+        lake.location.url().to_file_path().unwrap(),
+        root.join("lake/clickstream")
+    );
     assert_eq!(lake.layout.schema.fields().len(), 2);
     assert_eq!(
         (lake.event_id.as_str(), lake.id_column.as_slice()),
@@ -138,9 +141,38 @@ fn unused_source_is_refused() {
 }
 
 #[test]
-fn s3_is_not_accepted_yet() {
-    let e = error_of(&EXAMPLE.replace("uri = \"lake/clickstream\"", "uri = \"s3://b/p\""));
-    assert!(e.contains("sinks.lake.uri") && e.contains("s3"), "{e}");
+fn s3_tables_load_and_other_schemes_or_options_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = EXAMPLE.replace(
+        "uri = \"lake/clickstream\"",
+        "uri = \"s3://b/p\"\nstorage_options = { endpoint = \"http://127.0.0.1:4566\" }",
+    );
+    let p = load(&write(&dir, &s3)).unwrap();
+    assert_eq!(p.lakes["lake"].location.url().as_str(), "s3://b/p");
+    let e = error_of(&EXAMPLE.replace("uri = \"lake/clickstream\"", "uri = \"gs://b/p\""));
+    assert!(
+        e.contains("sinks.lake.uri: gs://b/p: scheme \"gs\" is not supported"),
+        "{e}"
+    );
+    let e = error_of(&s3.replace("endpoint =", "endpiont ="));
+    assert!(
+        e.contains("sinks.lake.storage_options.endpiont: not an S3 option"),
+        "{e}"
+    );
+}
+
+#[test]
+fn environment_references_are_replaced_and_an_unset_one_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_default = EXAMPLE.replace("127.0.0.1:9090", "127.0.0.1:${SLUICE_TEST_UNSET_API_PORT:-9191}");
+    let p = load(&write(&dir, &with_default)).unwrap();
+    assert_eq!(p.config.api.unwrap().address, "127.0.0.1:9191");
+    let e = error_of(&EXAMPLE.replace("127.0.0.1:9090", "127.0.0.1:${SLUICE_TEST_UNSET_API_PORT}"));
+    assert!(e.contains("pipeline.toml: line"), "{e}");
+    assert!(
+        e.contains("environment variable SLUICE_TEST_UNSET_API_PORT is not set"),
+        "{e}"
+    );
 }
 
 const POSTGRES: &str = r#"

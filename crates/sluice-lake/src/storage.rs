@@ -1,0 +1,149 @@
+//! Where a table lives: a local directory (`file://`) or an S3-compatible
+//! bucket (`s3://bucket/prefix`), with the options that reach it.
+//!
+//! S3 goes through `object_store`'s client, registered once as delta-rs's
+//! `s3` scheme, with delta-rs's default log store: every commit is a
+//! put-if-absent (`If-None-Match: *`) of the next log version, so concurrent
+//! writers on several machines lose the race loudly and retry on top of the
+//! winner; nothing ever renames. Settings come from the usual `AWS_*`
+//! environment variables, overridden per table by `storage_options`.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    str::FromStr,
+    sync::{Arc, Once},
+};
+
+use deltalake::{
+    DeltaResult, DeltaTableBuilder, DeltaTableError, Path,
+    logstore::{
+        LogStore, LogStoreFactory, ObjectStoreFactory, ObjectStoreRef, StorageConfig, default_logstore,
+        logstore_factories, object_store_factories,
+    },
+};
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use url::Url;
+
+use crate::{LakeError, table::table_error};
+
+/// A table's URL and the object-store options for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableLocation {
+    url: Url,
+    options: BTreeMap<String, String>,
+}
+
+impl TableLocation {
+    /// Checks the scheme and every option key; messages say what is allowed.
+    pub fn new(url: Url, options: BTreeMap<String, String>) -> Result<Self, String> {
+        match url.scheme() {
+            "file" if options.is_empty() => {}
+            "file" => return Err("storage_options: only apply to s3:// tables".into()),
+            "s3" => {
+                if url.host_str().is_none_or(str::is_empty) {
+                    return Err(format!("{url}: an s3:// URL names a bucket: s3://BUCKET/PREFIX"));
+                }
+                for key in options.keys() {
+                    AmazonS3ConfigKey::from_str(key).map_err(|_| {
+                        format!(
+                            "storage_options.{key}: not an S3 option; allowed: endpoint, region, access_key_id, secret_access_key, session_token, allow_http, virtual_hosted_style_request, conditional_put and the other aws_* keys of object_store"
+                        )
+                    })?;
+                }
+            }
+            other => {
+                return Err(format!(
+                    "{url}: scheme {other:?} is not supported; allowed: a local path, file:// or s3://"
+                ));
+            }
+        }
+        Ok(TableLocation { url, options })
+    }
+
+    /// A local table, or an S3 one configured by the environment alone.
+    pub fn from_url(url: Url) -> Result<Self, String> {
+        TableLocation::new(url, BTreeMap::new())
+    }
+
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    pub fn is_local(&self) -> bool {
+        self.url.scheme() == "file"
+    }
+
+    /// A delta-rs builder for this table, with the S3 scheme registered.
+    pub(crate) fn builder(&self) -> Result<DeltaTableBuilder, LakeError> {
+        register_s3();
+        let builder = DeltaTableBuilder::from_url(self.url.clone()).map_err(|e| table_error(self, e))?;
+        Ok(builder.with_storage_options(self.options.clone().into_iter().collect()))
+    }
+}
+
+/// A location with no options, unchecked: a scheme delta-rs does not know
+/// fails when the table is opened.
+impl From<Url> for TableLocation {
+    fn from(url: Url) -> Self {
+        TableLocation {
+            url,
+            options: BTreeMap::new(),
+        }
+    }
+}
+
+impl fmt::Display for TableLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.url.fmt(f)
+    }
+}
+
+/// Registers `s3://` with delta-rs (once per process).
+fn register_s3() {
+    static REGISTER: Once = Once::new();
+    REGISTER.call_once(|| {
+        let scheme = Url::parse("s3://").expect("a valid scheme URL");
+        object_store_factories().insert(scheme.clone(), Arc::new(S3Factory));
+        logstore_factories().insert(scheme, Arc::new(S3Factory));
+    });
+}
+
+/// Builds S3 clients from the environment plus the table's options.
+struct S3Factory;
+
+impl ObjectStoreFactory for S3Factory {
+    fn parse_url_opts(&self, url: &Url, config: &StorageConfig) -> DeltaResult<(ObjectStoreRef, Path)> {
+        let mut builder = AmazonS3Builder::from_env().with_url(url.as_str());
+        let mut plain_http = std::env::var("AWS_ENDPOINT_URL").is_ok_and(|e| e.starts_with("http://"));
+        for (key, value) in &config.raw {
+            let key = AmazonS3ConfigKey::from_str(key).map_err(|e| DeltaTableError::Generic(e.to_string()))?;
+            if key == AmazonS3ConfigKey::Endpoint {
+                plain_http = value.starts_with("http://");
+            }
+            builder = builder.with_config(key, value);
+        }
+        if plain_http {
+            // An endpoint written as http:// (a local server) is asked for
+            // explicitly; object_store refuses it unless told.
+            builder = builder.with_allow_http(true);
+        }
+        let store = builder.build().map_err(|e| DeltaTableError::Generic(e.to_string()))?;
+        Ok((Arc::new(store), Path::from(url.path())))
+    }
+}
+
+impl LogStoreFactory for S3Factory {
+    fn with_options(
+        &self,
+        prefixed_store: ObjectStoreRef,
+        root_store: ObjectStoreRef,
+        location: &Url,
+        options: &StorageConfig,
+    ) -> DeltaResult<Arc<dyn LogStore>> {
+        Ok(default_logstore(prefixed_store, root_store, location, options))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -2,6 +2,7 @@
 
 pub mod file;
 pub mod http;
+pub mod nats;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -56,6 +57,8 @@ pub enum SourceError {
     Bind { address: String, message: String },
     #[error("source state: {0}")]
     State(String),
+    #[error("upstream: {0}")]
+    Upstream(String),
     #[error("stopped")]
     Stopped,
 }

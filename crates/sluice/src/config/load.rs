@@ -234,6 +234,7 @@ fn check(config: &PipelineFile) -> Result<(), String> {
         match s {
             SourceConfig::Http(h) => h.validate(),
             SourceConfig::File(f) => f.validate(),
+            SourceConfig::Nats(n) => n.validate(),
         }
         .map_err(|e| format!("sources.{name}.{e}"))?;
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use sluice_connectors::sinks::stream::StreamSinkConfig;
-use sluice_connectors::sources::{file::FileSourceConfig, http::HttpSourceConfig};
+use sluice_connectors::sources::{file::FileSourceConfig, http::HttpSourceConfig, nats::NatsSourceConfig};
 use sluice_documents::{config::DocumentsConfig, projection::ProjectionConfig};
 use sluice_lake::LakeSinkConfig;
 use sluice_postgres::PostgresSinkConfig;
@@ -112,6 +112,7 @@ pub struct ApiConfig {
 pub enum SourceConfig {
     Http(HttpSourceConfig),
     File(FileSourceConfig),
+    Nats(NatsSourceConfig),
 }
 
 /// A transform table: a built-in `type`, or one a program using Sluice as a

@@ -32,7 +32,7 @@ use anyhow::{Context, Result, bail};
 use sluice_connectors::{
     Source, SourceContext,
     sinks::stream::StreamSink,
-    sources::{file::FileSource, http::HttpSource},
+    sources::{file::FileSource, http::HttpSource, nats::NatsSource},
 };
 use sluice_core::{BatchInfo, DeadLetter, Delivery, Event, Sink, now_ms, split_lines};
 use sluice_lake::LakeSink;
@@ -280,6 +280,7 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
         let s: Box<dyn Source> = match source {
             SourceConfig::Http(h) => Box::new(HttpSource::new(h.clone())),
             SourceConfig::File(f) => Box::new(FileSource::new(f.clone())),
+            SourceConfig::Nats(n) => Box::new(NatsSource::new(n.clone())),
         };
         let source_name = name.clone();
         sources.spawn(async move { s.run(ctx).await.with_context(|| format!("source {source_name}")) });

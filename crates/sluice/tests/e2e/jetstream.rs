@@ -4,7 +4,10 @@
 //! dead letters are its invalid lines, and dead letters redriven into the
 //! data directory travel through JetStream again. As a sink: the `stream`
 //! sink publishes every valid event once, and a re-read of the same input
-//! publishes nothing new.
+//! publishes nothing new. As a source: events published to a JetStream
+//! stream (many per message and one per message, beside messages on a
+//! subject the filter leaves out) land as the oracle says, every message is
+//! acknowledged, and a second run reads nothing again.
 
 use std::process::Command;
 
@@ -129,5 +132,73 @@ stream = "{stream}"
     assert_eq!(read_stream(&stream).await.len(), published.len());
 
     let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await.unwrap());
+    js.delete_stream(&stream).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nats_source_lands_a_published_stream_as_the_oracle_says() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (lines, oracle) = support::generate(dir, 10_000, 85);
+    let pid = std::process::id();
+    let (stream, subject) = (format!("SLUICE_E2E_IN_{pid}"), format!("e2e.{pid}.events"));
+    let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await.unwrap());
+    let _ = js.delete_stream(&stream).await;
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: stream.clone(),
+        subjects: vec![format!("{subject}.>")],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // The first half 25 lines per message, the rest one per message; lines
+    // on another subject are outside the source's filter.
+    let (many, single) = lines.split_at(lines.len() / 2);
+    let mut messages: Vec<String> = many.chunks(25).map(|c| c.join("\n")).collect();
+    messages.extend(single.iter().cloned());
+    for (i, message) in messages.into_iter().enumerate() {
+        js.publish(format!("{subject}.clicks"), message.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        if i % 100 == 0 {
+            js.publish(format!("{subject}.other"), "not for us".into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    }
+
+    let sources = format!(
+        "[sources.events]\ntype = \"nats\"\nurl = \"{}\"\nstream = \"{stream}\"\nsubject = \"{subject}.clicks\"\nmax_wait_ms = 300",
+        nats_url()
+    );
+    let body = support::pipeline(support::free_port(), "", &sources, &["events"], "t");
+    std::fs::write(dir.join("pipeline.toml"), body).unwrap();
+    run_until_idle(dir, &[]);
+    let lake = support::read_lake(&dir.join("lake/t")).await;
+    assert_eq!(lake.ids_sha256, oracle["event_ids_sha256"].as_str().unwrap());
+    assert_eq!(lake.rows, oracle["valid_unique"].as_u64().unwrap());
+    assert_eq!(dead_letter_count(dir), oracle["invalid"].as_u64().unwrap() as usize);
+
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_stream(&stream)
+        .await
+        .unwrap()
+        .get_consumer("sluice-events")
+        .await
+        .unwrap();
+    let info = consumer.info().await.unwrap();
+    assert_eq!(
+        (info.num_pending, info.num_ack_pending),
+        (0, 0),
+        "every message acknowledged"
+    );
+
+    // Acknowledged messages are not read again.
+    run_until_idle(dir, &[]);
+    assert_eq!(support::read_lake(&dir.join("lake/t")).await.rows, lake.rows);
     js.delete_stream(&stream).await.unwrap();
 }

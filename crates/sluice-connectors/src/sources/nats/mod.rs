@@ -1,0 +1,9 @@
+//! The NATS source (`type = "nats"`): events other systems publish to a
+//! JetStream stream, read through a durable pull consumer that replicas
+//! share, acknowledged upstream only once they are durable in Sluice's queue.
+
+mod config;
+mod source;
+
+pub use config::NatsSourceConfig;
+pub use source::NatsSource;

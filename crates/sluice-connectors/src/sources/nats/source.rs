@@ -1,0 +1,182 @@
+//! Pulling JetStream messages into queue batches.
+//!
+//! A pull takes up to `max_batch_messages` / `max_batch_bytes`, waiting at
+//! most `max_wait_ms`; the messages' payloads (each one or more NDJSON
+//! lines) become one queue batch keyed `nats:<stream>:<first seq>-<last
+//! seq>`, and the messages are acknowledged only once the batch is durable
+//! in the queue. While the queue is full the source reports progress, so
+//! the messages stay with it instead of being redelivered. A crash between
+//! enqueue and ack delivers the messages again, as a retrying HTTP client
+//! would send a request again: the batch is flagged `maybe_committed` when
+//! any message was delivered before, and its events are producer duplicates
+//! that the lake's dedupe and compaction remove.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self, AckKind,
+    consumer::{AckPolicy, PullConsumer, pull},
+};
+use async_trait::async_trait;
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::StreamExt;
+use sluice_core::NewBatch;
+
+use super::NatsSourceConfig;
+use crate::sources::{Source, SourceContext, SourceError, count_received};
+
+pub struct NatsSource {
+    config: NatsSourceConfig,
+}
+
+impl NatsSource {
+    pub fn new(config: NatsSourceConfig) -> Self {
+        NatsSource { config }
+    }
+
+    /// Connects and creates the durable consumer if missing.
+    async fn consumer(&self, source: &str) -> Result<PullConsumer, SourceError> {
+        let c = &self.config;
+        let upstream = |what: &str, e: &dyn std::fmt::Display| SourceError::Upstream(format!("{what}: {e}"));
+        let client = async_nats::connect(&c.url)
+            .await
+            .map_err(|e| upstream(&format!("connecting to {}", c.url), &e))?;
+        let js = jetstream::new(client);
+        let stream = js.get_stream(&c.stream).await.map_err(|e| {
+            upstream(
+                &format!("stream {} (it must exist; its producers create it)", c.stream),
+                &e,
+            )
+        })?;
+        let name = c.consumer.clone().unwrap_or_else(|| format!("sluice-{source}"));
+        stream
+            .get_or_create_consumer(
+                &name,
+                pull::Config {
+                    durable_name: Some(name.clone()),
+                    filter_subject: c.subject.clone().unwrap_or_default(),
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: Duration::from_secs(c.ack_wait_secs),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| upstream(&format!("consumer {name} on stream {}", c.stream), &e))
+    }
+
+    /// One pull: the messages that arrived within the wait.
+    async fn pull(&self, consumer: &PullConsumer) -> Result<Vec<jetstream::Message>, String> {
+        let c = &self.config;
+        let mut messages = consumer
+            .batch()
+            .max_messages(c.max_batch_messages)
+            .max_bytes(c.max_batch_bytes)
+            .expires(Duration::from_millis(c.max_wait_ms))
+            .messages()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut pulled = Vec::new();
+        while let Some(message) = messages.next().await {
+            pulled.push(message.map_err(|e| e.to_string())?);
+        }
+        Ok(pulled)
+    }
+
+    /// Enqueues `batch`, reporting progress on `messages` while the queue is full.
+    async fn enqueue_holding(
+        &self,
+        ctx: &SourceContext,
+        batch: NewBatch,
+        messages: &[jetstream::Message],
+    ) -> Result<(), SourceError> {
+        let enqueue = ctx.enqueue_waiting(batch);
+        tokio::pin!(enqueue);
+        let every = Duration::from_secs(self.config.ack_wait_secs).max(Duration::from_secs(3)) / 3;
+        let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            tokio::select! {
+                done = &mut enqueue => return done,
+                _ = progress.tick() => {
+                    for message in messages {
+                        let _ = message.ack_with(AckKind::Progress).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The queue batch of `messages`: their lines, key and redelivery flag.
+fn batch_of(stream: &str, source: &str, messages: &[jetstream::Message]) -> (NewBatch, u64) {
+    let mut payload = BytesMut::new();
+    let mut lines = 0;
+    let (mut first, mut last, mut redelivered) = (u64::MAX, 0, false);
+    for message in messages {
+        if let Ok(info) = message.info() {
+            first = first.min(info.stream_sequence);
+            last = last.max(info.stream_sequence);
+            redelivered |= info.delivered > 1;
+        }
+        let body = message.payload.strip_suffix(b"\n").unwrap_or(&message.payload);
+        if body.is_empty() {
+            continue;
+        }
+        payload.put_slice(body);
+        payload.put_u8(b'\n');
+        lines += body.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+    }
+    let batch = NewBatch {
+        key: format!("nats:{stream}:{first}-{last}"),
+        source: source.to_string(),
+        payload: Bytes::from(payload),
+        maybe_committed: redelivered,
+    };
+    (batch, lines)
+}
+
+#[async_trait]
+impl Source for NatsSource {
+    async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
+        let consumer = self.consumer(&ctx.name).await?;
+        let mut shutdown = ctx.shutdown.clone();
+        loop {
+            if ctx.stopping() {
+                return Ok(());
+            }
+            let messages = tokio::select! {
+                pulled = self.pull(&consumer) => pulled,
+                _ = shutdown.wait_for(|s| *s) => return Ok(()),
+            };
+            let messages = match messages {
+                Ok(messages) => messages,
+                Err(e) => {
+                    metrics::counter!("sluice_source_errors_total", "component" => ctx.name.clone()).increment(1);
+                    tracing::warn!(source = %ctx.name, error = %e, "pulling from JetStream failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if messages.is_empty() {
+                if ctx.until_idle {
+                    return Ok(());
+                }
+                continue;
+            }
+            let (batch, lines) = batch_of(&self.config.stream, &ctx.name, &messages);
+            let bytes = batch.payload.len() as u64;
+            if !batch.payload.is_empty() {
+                match self.enqueue_holding(&ctx, batch, &messages).await {
+                    Ok(()) => count_received(&ctx.name, lines, bytes),
+                    // Not acknowledged: JetStream delivers them again.
+                    Err(SourceError::Stopped) => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+            }
+            for message in &messages {
+                if let Err(e) = message.ack().await {
+                    tracing::debug!(source = %ctx.name, error = %e, "ack lost; the message comes back and is a duplicate");
+                }
+            }
+        }
+    }
+}

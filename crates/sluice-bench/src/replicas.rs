@@ -91,6 +91,7 @@ pub async fn throughput(
         let js = async_nats::jetstream::new(async_nats::connect(nats_url).await?);
         let names = sluice_queue::jetstream::JetStreamNames::for_pipeline(&queue_name);
         js.delete_stream(&names.stream).await?;
+        js.delete_stream(&names.dead_stream).await?;
         let _ = js.delete_key_value(&names.leases).await;
     }
     Ok(runs)

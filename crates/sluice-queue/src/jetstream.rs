@@ -12,8 +12,9 @@
 //!   in-progress, `nack` a delayed NAK, `ack` an ACK (the work-queue stream
 //!   then deletes the message).
 //! * A message delivered more than `max_attempts` times is turned into dead
-//!   letters in the given [`DeadLetterStore`] and terminated (MaxDeliver is
-//!   one more than `max_attempts`, so the server never gives up first).
+//!   letters and terminated (MaxDeliver is one more than `max_attempts`, so
+//!   the server never gives up first). Dead letters live in a stream beside
+//!   the queue, shared by the replicas (`dead_letters.rs`).
 //! * The last error of a NAK is remembered by the process that sent it
 //!   (JetStream carries no text with a NAK); a batch dead-lettered by another
 //!   replica says none was recorded.
@@ -21,7 +22,7 @@
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Mutex,
+        Mutex,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -37,10 +38,11 @@ use async_nats::{
 };
 use async_trait::async_trait;
 use futures::StreamExt;
-use sluice_core::{Delivery, DeliveryId, NewBatch, now_ms};
+use sluice_core::{DeadLetter, Delivery, DeliveryId, NewBatch, now_ms};
 
-use crate::{DeadLetterStore, Queue, QueueError, QueueSettings, QueueStats};
+use crate::{DeadLetterCounts, DeadLetterFilter, DeadLetterStore, Queue, QueueError, QueueSettings, QueueStats};
 
+mod dead_letters;
 pub mod lease;
 
 const KEY_HEADER: &str = "Sluice-Batch-Key";
@@ -57,11 +59,15 @@ pub struct JetStreamNames {
     pub consumer: String,
     /// The KV bucket of the replicas' leases.
     pub leases: String,
+    /// The dead-letter stream and its subject prefix.
+    pub dead_stream: String,
+    pub dead_subject: String,
 }
 
 impl JetStreamNames {
     /// `SLUICE_<PIPELINE>`, `sluice.<pipeline>.batches`, `sluice-<pipeline>`,
-    /// `SLUICE_<PIPELINE>_LEASES`, with anything but letters, digits, `-` and `_` replaced by `_`.
+    /// `SLUICE_<PIPELINE>_LEASES`, `SLUICE_<PIPELINE>_DLQ` and
+    /// `sluice.<pipeline>.dead`, with anything but letters, digits, `-` and `_` replaced by `_`.
     pub fn for_pipeline(pipeline: &str) -> Self {
         let safe: String = pipeline
             .chars()
@@ -78,6 +84,8 @@ impl JetStreamNames {
             subject: format!("sluice.{safe}.batches"),
             consumer: format!("sluice-{safe}"),
             leases: format!("SLUICE_{}_LEASES", safe.to_ascii_uppercase()),
+            dead_stream: format!("SLUICE_{}_DLQ", safe.to_ascii_uppercase()),
+            dead_subject: format!("sluice.{safe}.dead"),
         }
     }
 }
@@ -87,7 +95,6 @@ pub struct JetStreamQueue {
     names: JetStreamNames,
     consumer: PullConsumer,
     settings: QueueSettings,
-    dead: Arc<dyn DeadLetterStore>,
     in_flight: Mutex<HashMap<u64, jetstream::Message>>,
     last_errors: Mutex<HashMap<String, String>>,
     next_id: AtomicU64,
@@ -98,14 +105,9 @@ fn storage(e: impl std::fmt::Display) -> QueueError {
 }
 
 impl JetStreamQueue {
-    /// Connects to `url` and creates the stream and consumer if missing
+    /// Connects to `url` and creates the streams and consumer if missing
     /// (an existing one keeps its configuration).
-    pub async fn open(
-        url: &str,
-        names: JetStreamNames,
-        settings: QueueSettings,
-        dead: Arc<dyn DeadLetterStore>,
-    ) -> Result<Self, QueueError> {
+    pub async fn open(url: &str, names: JetStreamNames, settings: QueueSettings) -> Result<Self, QueueError> {
         let client = async_nats::connect(url)
             .await
             .map_err(|e| storage(format!("connecting to {url}: {e}")))?;
@@ -135,12 +137,12 @@ impl JetStreamQueue {
             )
             .await
             .map_err(|e| storage(format!("consumer {}: {e}", names.consumer)))?;
+        Self::open_dead_letters(&js, &names.dead_stream, &names.dead_subject).await?;
         Ok(JetStreamQueue {
             js,
             names,
             consumer,
             settings,
-            dead,
             in_flight: Mutex::new(HashMap::new()),
             last_errors: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
@@ -153,33 +155,13 @@ impl JetStreamQueue {
         lease::JetStreamLeases::open(&self.js, &self.names.leases, holder, ttl).await
     }
 
-    fn take(&self, id: DeliveryId) -> Option<jetstream::Message> {
-        self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&id.0)
-    }
-
-    /// Turns a message delivered too often into dead letters, then ends it.
-    async fn dead_letter(&self, key: String, source: String, message: jetstream::Message) -> Result<(), QueueError> {
-        let last = self.last_errors.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
-        let letters = crate::exhausted_batch_letters(
-            &key,
-            &source,
-            &message.payload,
-            self.settings.max_attempts,
-            last.as_deref(),
-        );
-        self.dead.put(letters).await?;
-        message.ack_with(AckKind::Term).await.map_err(storage)
-    }
-}
-
-fn header(headers: Option<&HeaderMap>, name: &str) -> Option<String> {
-    headers.and_then(|h| h.get(name)).map(|v| v.as_str().to_string())
-}
-
-#[async_trait]
-impl Queue for JetStreamQueue {
-    async fn enqueue(&self, batch: NewBatch) -> Result<(), QueueError> {
+    /// Publishes a batch; `msg_id` lets JetStream drop a second publish of
+    /// it within the stream's duplicate window.
+    async fn publish(&self, batch: NewBatch, msg_id: Option<&str>) -> Result<(), QueueError> {
         let mut headers = HeaderMap::new();
+        if let Some(id) = msg_id {
+            headers.insert("Nats-Msg-Id", id);
+        }
         headers.insert(KEY_HEADER, batch.key.as_str());
         headers.insert(SOURCE_HEADER, batch.source.as_str());
         headers.insert(MAYBE_COMMITTED_HEADER, if batch.maybe_committed { "1" } else { "0" });
@@ -205,6 +187,35 @@ impl Queue for JetStreamQueue {
             }
             Err(e) => Err(storage(e)),
         }
+    }
+
+    fn take(&self, id: DeliveryId) -> Option<jetstream::Message> {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&id.0)
+    }
+
+    /// Turns a message delivered too often into dead letters, then ends it.
+    async fn dead_letter(&self, key: String, source: String, message: jetstream::Message) -> Result<(), QueueError> {
+        let last = self.last_errors.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+        let letters = crate::exhausted_batch_letters(
+            &key,
+            &source,
+            &message.payload,
+            self.settings.max_attempts,
+            last.as_deref(),
+        );
+        self.put_dead(letters).await?;
+        message.ack_with(AckKind::Term).await.map_err(storage)
+    }
+}
+
+fn header(headers: Option<&HeaderMap>, name: &str) -> Option<String> {
+    headers.and_then(|h| h.get(name)).map(|v| v.as_str().to_string())
+}
+
+#[async_trait]
+impl Queue for JetStreamQueue {
+    async fn enqueue(&self, batch: NewBatch) -> Result<(), QueueError> {
+        self.publish(batch, None).await
     }
 
     async fn receive(&self, max: usize) -> Result<Vec<Delivery>, QueueError> {
@@ -306,3 +317,27 @@ impl Queue for JetStreamQueue {
 
 #[cfg(test)]
 mod tests;
+
+#[async_trait]
+impl DeadLetterStore for JetStreamQueue {
+    async fn put(&self, letters: Vec<DeadLetter>) -> Result<(), QueueError> {
+        self.put_dead(letters).await
+    }
+
+    async fn counts(&self) -> Result<DeadLetterCounts, QueueError> {
+        self.dead_counts().await
+    }
+
+    async fn list(&self, filter: DeadLetterFilter, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
+        Ok(self
+            .read_dead(&filter, limit)
+            .await?
+            .into_iter()
+            .map(|(_, l)| l)
+            .collect())
+    }
+
+    async fn redrive(&self, filter: DeadLetterFilter) -> Result<u64, QueueError> {
+        self.redrive_dead(filter).await
+    }
+}

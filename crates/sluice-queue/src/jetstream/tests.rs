@@ -2,37 +2,34 @@
 //! (`SLUICE_TEST_NATS`, default `nats://127.0.0.1:4222`); each test has a
 //! stream of its own, deleted afterwards.
 
+use std::sync::Arc;
+
 use super::*;
-use crate::{
-    conformance::{self, suite_settings},
-    embedded::EmbeddedQueue,
-};
+use crate::conformance::{self, suite_settings};
 
 fn url() -> String {
     std::env::var("SLUICE_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
 
-/// A fresh queue for test `name`, its dead-letter store, and the folder that store lives in.
-async fn open(name: &str) -> (JetStreamQueue, Arc<EmbeddedQueue>, tempfile::TempDir) {
+/// A fresh queue (and dead-letter stream) for test `name`.
+async fn open(name: &str) -> JetStreamQueue {
     open_with(name, suite_settings()).await
 }
 
-async fn open_with(name: &str, settings: QueueSettings) -> (JetStreamQueue, Arc<EmbeddedQueue>, tempfile::TempDir) {
+async fn open_with(name: &str, settings: QueueSettings) -> JetStreamQueue {
     let names = JetStreamNames::for_pipeline(&format!("test-{name}-{}", std::process::id()));
     let client = async_nats::connect(url())
         .await
         .expect("NATS is reachable (scripts/test starts it)");
-    let _ = jetstream::new(client).delete_stream(&names.stream).await;
-    let dir = tempfile::tempdir().unwrap();
-    let dead = Arc::new(EmbeddedQueue::open(dir.path(), suite_settings()).unwrap());
-    let queue = JetStreamQueue::open(&url(), names, settings, dead.clone())
-        .await
-        .unwrap();
-    (queue, dead, dir)
+    let js = jetstream::new(client);
+    let _ = js.delete_stream(&names.stream).await;
+    let _ = js.delete_stream(&names.dead_stream).await;
+    JetStreamQueue::open(&url(), names, settings).await.unwrap()
 }
 
 async fn close(queue: JetStreamQueue) {
     queue.js.delete_stream(&queue.names.stream).await.unwrap();
+    queue.js.delete_stream(&queue.names.dead_stream).await.unwrap();
     let _ = queue.js.delete_key_value(&queue.names.leases).await;
 }
 
@@ -40,7 +37,7 @@ macro_rules! conformance_tests {
     ($($name:ident),* $(,)?) => {$(
         #[tokio::test]
         async fn $name() {
-            let (queue, _dead, _dir) = open(stringify!($name)).await;
+            let queue = open(stringify!($name)).await;
             conformance::$name(&queue).await;
             close(queue).await;
         }
@@ -52,13 +49,14 @@ conformance_tests!(
     redelivers_after_visibility_timeout,
     extend_keeps_batch_hidden,
     full_queue_refuses_then_recovers,
+    dead_letters_idempotent_and_redrive_once,
 );
 
 #[tokio::test]
 async fn leases_have_one_holder_and_expire_unless_renewed() {
     use crate::lease::Leases;
     const NAME: &str = "compaction.lake";
-    let (queue, _dead, _dir) = open("leases").await;
+    let queue = open("leases").await;
     let ttl = Duration::from_secs(1);
     let a = queue.leases("replica-a", ttl).await.unwrap();
     let b = queue.leases("replica-b", ttl).await.unwrap();
@@ -94,8 +92,8 @@ async fn leases_have_one_holder_and_expire_unless_renewed() {
 
 #[tokio::test]
 async fn max_attempts_dead_letters_with_last_error() {
-    let (queue, dead, _dir) = open("max_attempts").await;
-    conformance::max_attempts_dead_letters_with_last_error(&queue, dead.as_ref()).await;
+    let queue = open("max_attempts").await;
+    conformance::max_attempts_dead_letters_with_last_error(&queue, &queue).await;
     close(queue).await;
 }
 
@@ -109,8 +107,62 @@ fn names_are_safe_for_nats() {
             subject: "sluice.click_stream_2.batches".into(),
             consumer: "sluice-click_stream_2".into(),
             leases: "SLUICE_CLICK_STREAM_2_LEASES".into(),
+            dead_stream: "SLUICE_CLICK_STREAM_2_DLQ".into(),
+            dead_subject: "sluice.click_stream_2.dead".into(),
         }
     );
+}
+
+#[test]
+fn reasons_round_trip_through_one_subject_token() {
+    for reason in [
+        "invalid_json",
+        "schema:/props/revenue:type",
+        "lookup_missing:/a.b c",
+        "",
+        "ü~",
+    ] {
+        let token = dead_letters::encode_reason(reason);
+        assert!(
+            !token.is_empty() && !token.contains(['.', '*', '>', ' ']),
+            "{reason:?} -> {token:?}"
+        );
+        assert_eq!(dead_letters::decode_reason(&token), reason);
+    }
+}
+
+/// Two replicas dead-letter the same batch (one was killed after storing
+/// its letters): the shared store keeps one copy, and both see it.
+#[tokio::test]
+async fn replicas_share_one_dead_letter_store() {
+    let a = open("shared_dlq").await;
+    let b = JetStreamQueue::open(&url(), a.names.clone(), suite_settings())
+        .await
+        .unwrap();
+    let letter = DeadLetter {
+        batch_key: "file:/in/x.ndjson@10:1#0".into(),
+        line: 3,
+        source: "files".into(),
+        component: "standardize".into(),
+        reason: "schema:/ts:format".into(),
+        detail: "not a date-time\non two lines".into(),
+        bytes: bytes::Bytes::from_static(b"{\"ts\":\"x\"}"),
+        at_ms: 1,
+    };
+    a.put(vec![letter.clone()]).await.unwrap();
+    b.put(vec![letter.clone()]).await.unwrap();
+    assert_eq!(
+        b.counts().await.unwrap().by_reason,
+        [("schema:/ts:format".to_string(), 1)].into()
+    );
+    let listed = a.list(DeadLetterFilter::default(), 10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].batch_key.as_str(), listed[0].line, listed[0].bytes.as_ref()),
+        (letter.batch_key.as_str(), 3, letter.bytes.as_ref())
+    );
+    assert_eq!(listed[0].detail, "not a date-time on two lines");
+    close(a).await;
 }
 
 /// JetStream counts a message's subject and headers against `max_bytes`
@@ -122,7 +174,7 @@ async fn concurrent_enqueues_all_delivered() {
         max_bytes: 64 * 1024,
         ..suite_settings()
     };
-    let (queue, _dead, _dir) = open_with("concurrent", settings).await;
+    let queue = open_with("concurrent", settings).await;
     let queue = Arc::new(queue);
     conformance::concurrent_enqueues_all_delivered(&queue).await;
     close(Arc::into_inner(queue).expect("the suite's tasks are done")).await;

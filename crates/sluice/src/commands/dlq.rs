@@ -2,14 +2,14 @@
 
 use anyhow::Result;
 use chrono::DateTime;
-use sluice_queue::{DeadLetterFilter, DeadLetterStore};
+use sluice_queue::DeadLetterFilter;
 
-use crate::{cli::DlqCommand, config, runtime::open_queue};
+use crate::{cli::DlqCommand, config, runtime::open_dead_letters};
 
 pub async fn execute(command: DlqCommand) -> Result<()> {
     match command {
         DlqCommand::List { pipeline, json } => {
-            let counts = open_queue(&config::load(&pipeline)?, false)?.counts().await?;
+            let counts = open_dead_letters(&config::load(&pipeline)?).await?.counts().await?;
             if json {
                 println!("{}", serde_json::to_string(&counts)?);
             } else {
@@ -25,7 +25,8 @@ pub async fn execute(command: DlqCommand) -> Result<()> {
             limit,
             json,
         } => {
-            let letters = open_queue(&config::load(&pipeline)?, false)?
+            let letters = open_dead_letters(&config::load(&pipeline)?)
+                .await?
                 .list(DeadLetterFilter { reason }, limit)
                 .await?;
             for l in letters {
@@ -48,7 +49,8 @@ pub async fn execute(command: DlqCommand) -> Result<()> {
             }
         }
         DlqCommand::Redrive { pipeline, reason } => {
-            let moved = open_queue(&config::load(&pipeline)?, false)?
+            let moved = open_dead_letters(&config::load(&pipeline)?)
+                .await?
                 .redrive(DeadLetterFilter { reason })
                 .await?;
             println!("redrove {moved} dead letters onto the queue");

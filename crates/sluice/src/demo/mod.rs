@@ -18,7 +18,6 @@ use anyhow::{Context, Result, bail};
 use futures::{StreamExt, stream};
 use indicatif::{ProgressBar, ProgressStyle};
 use sluice_lake::compaction;
-use sluice_queue::DeadLetterStore;
 use tokio::sync::watch;
 
 use crate::{config, runtime};
@@ -135,7 +134,7 @@ pub async fn run(dir: &Path, n: usize) -> Result<()> {
     let compaction = compaction::compact(&table, &compact_all, &|_, _| true).await?;
     let compacted = sluice_lake::summarize(&table).await?;
     let distinct = sluice_lake::distinct_strings(&table, "event_id").await?.len() as u64;
-    let dead = runtime::open_queue(&pipeline, false)?.counts().await?;
+    let dead = runtime::open_dead_letters(&pipeline).await?.counts().await?;
     let accepted = accepted.load(Ordering::Relaxed);
     println!(
         "\n  accepted      {accepted} events (HTTP 200) in {:.1}s, {:.0} events/s",

@@ -85,44 +85,59 @@ pub fn open_queue(pipeline: &Pipeline, consumer: bool) -> Result<Arc<EmbeddedQue
     }))
 }
 
-/// The queue `run` consumes and the dead-letter store: the embedded queue,
-/// or JetStream when `queue` is a `nats://` URL. Dead letters stay in the
-/// data directory's embedded store either way; with JetStream, batches
-/// `sluice dlq redrive` puts back there are forwarded to JetStream.
-/// The run's queue, its dead-letter store and where replicas take leases.
-async fn open_run_queue(
-    pipeline: &Pipeline,
-    background: &mut JoinSet<()>,
-) -> Result<(Arc<dyn Queue>, Arc<dyn DeadLetterStore>, Arc<dyn Leases>)> {
+/// What `run` works with: its queue, dead-letter store and leases.
+struct RunQueue {
+    queue: Arc<dyn Queue>,
+    dead_letters: Arc<dyn DeadLetterStore>,
+    leases: Arc<dyn Leases>,
+    /// The embedded queue opened as this process's consumer. With JetStream
+    /// it holds only the data directory's lock: one `run` per data directory
+    /// (source checkpoints, embedded document stores).
+    _local: Arc<EmbeddedQueue>,
+}
+
+/// The embedded queue, or JetStream (queue, dead letters and leases shared
+/// by the replicas) when `queue` is a `nats://` URL.
+async fn open_run_queue(pipeline: &Pipeline) -> Result<RunQueue> {
     let local = open_queue(pipeline, true)?;
     if pipeline.config.queue == "embedded" {
-        return Ok((local.clone(), local, Arc::new(LocalLeases::default())));
+        return Ok(RunQueue {
+            queue: local.clone(),
+            dead_letters: local.clone(),
+            leases: Arc::new(LocalLeases::default()),
+            _local: local,
+        });
     }
+    let shared = Arc::new(open_jetstream(pipeline).await?);
+    let leases = shared
+        .leases(
+            &replica_name(),
+            Duration::from_secs(pipeline.config.delivery.lease_secs),
+        )
+        .await
+        .context("queue leases")?;
+    Ok(RunQueue {
+        queue: shared.clone(),
+        dead_letters: shared,
+        leases: Arc::new(leases),
+        _local: local,
+    })
+}
+
+async fn open_jetstream(pipeline: &Pipeline) -> Result<JetStreamQueue> {
     let names = JetStreamNames::for_pipeline(pipeline.config.queue_name.as_deref().unwrap_or(&pipeline.name));
-    let shared = Arc::new(
-        JetStreamQueue::open(&pipeline.config.queue, names, queue_settings(pipeline), local.clone())
-            .await
-            .context("queue")?,
-    );
-    let leases = Arc::new(
-        shared
-            .leases(
-                &replica_name(),
-                Duration::from_secs(pipeline.config.delivery.lease_secs),
-            )
-            .await
-            .context("queue leases")?,
-    );
-    let (from, to) = (local.clone(), shared.clone());
-    background.spawn(async move {
-        loop {
-            if let Err(e) = forward_redriven(from.as_ref(), to.as_ref()).await {
-                queue_trouble("forward", &e).await;
-            }
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
-    });
-    Ok((shared, local, leases))
+    JetStreamQueue::open(&pipeline.config.queue, names, queue_settings(pipeline))
+        .await
+        .context("queue")
+}
+
+/// The pipeline's dead-letter store, beside a running pipeline (`sluice
+/// dlq`, `status`): the data directory's, or the JetStream one.
+pub async fn open_dead_letters(pipeline: &Pipeline) -> Result<Arc<dyn DeadLetterStore>> {
+    if pipeline.config.queue == "embedded" {
+        return Ok(open_queue(pipeline, false)?);
+    }
+    Ok(Arc::new(open_jetstream(pipeline).await?))
 }
 
 /// This replica's name in leases and compaction commits: `SLUICE_REPLICA`,
@@ -138,29 +153,6 @@ fn replica_name() -> String {
     format!("{host}:{}", std::process::id())
 }
 
-/// Moves batches from the embedded queue (where `dlq redrive` puts them) to
-/// JetStream, flagged so sinks check their logs: a crash between publish
-/// and local ack publishes a batch twice, and the second copy commits nothing.
-async fn forward_redriven(from: &EmbeddedQueue, to: &JetStreamQueue) -> Result<(), sluice_queue::QueueError> {
-    loop {
-        let batches = from.receive(100).await?;
-        if batches.is_empty() {
-            return Ok(());
-        }
-        let ids = batches.iter().map(|d| d.id).collect();
-        for d in batches {
-            to.enqueue(sluice_core::NewBatch {
-                key: d.key,
-                source: d.source,
-                payload: d.payload,
-                maybe_committed: true,
-            })
-            .await?;
-        }
-        from.ack(ids).await?;
-    }
-}
-
 struct SinkHandle {
     name: String,
     inputs: Vec<String>,
@@ -170,7 +162,12 @@ struct SinkHandle {
 /// Runs the pipeline until `stop` turns true (or, with `until_idle`, until drained).
 pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Receiver<bool>) -> Result<()> {
     let mut background = JoinSet::new();
-    let (q, dlq, leases) = open_run_queue(pipeline, &mut background).await?;
+    let RunQueue {
+        queue: q,
+        dead_letters: dlq,
+        leases,
+        _local,
+    } = open_run_queue(pipeline).await?;
     let cfg = &pipeline.config;
 
     let transforms: Vec<TransformNode> = build_transforms(pipeline)?

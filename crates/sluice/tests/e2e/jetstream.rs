@@ -1,8 +1,8 @@
 //! NATS JetStream end to end (the machine's NATS; `SLUICE_TEST_NATS`
 //! overrides it). As the queue: generator files -> validate -> lake with
 //! `queue = "nats://..."`; the table holds exactly the oracle's events, the
-//! dead letters are its invalid lines, and dead letters redriven into the
-//! data directory travel through JetStream again. As a sink: the `stream`
+//! dead letters (in JetStream) are its invalid lines, and redriven dead
+//! letters travel through the queue again. As a sink: the `stream`
 //! sink publishes every valid event once, and a re-read of the same input
 //! publishes nothing new. As a source: events published to a JetStream
 //! stream (many per message and one per message, beside messages on a
@@ -52,9 +52,10 @@ async fn files_through_a_jetstream_queue_land_as_the_oracle_says() {
     assert_eq!(dead_letter_count(dir), invalid);
     assert_eq!(support::read_lake(&dir.join("lake/t")).await.rows, lake.rows);
 
-    let client = async_nats::connect(nats_url()).await.unwrap();
-    let stream = sluice_queue::jetstream::JetStreamNames::for_pipeline(&queue_name).stream;
-    async_nats::jetstream::new(client).delete_stream(&stream).await.unwrap();
+    let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await.unwrap());
+    let names = sluice_queue::jetstream::JetStreamNames::for_pipeline(&queue_name);
+    js.delete_stream(&names.stream).await.unwrap();
+    js.delete_stream(&names.dead_stream).await.unwrap();
 }
 
 /// Every message of JetStream stream `name`: (message id, payload).

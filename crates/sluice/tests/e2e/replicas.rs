@@ -6,8 +6,8 @@
 //! and restarted; scheduled compaction runs every second on every replica.
 //!
 //! Then: the lake, read by delta-rs's Python package from S3, holds exactly
-//! the oracle's events (after a final compaction); the distinct dead letters
-//! across replicas are exactly the invalid lines; the documents in PostgreSQL equal
+//! the oracle's events (after a final compaction); the shared dead-letter
+//! store holds exactly the invalid lines, once each; the documents in PostgreSQL equal
 //! the oracle's; and the compaction runs recorded in the Delta log never
 //! interleave (one replica compacts at a time).
 
@@ -217,6 +217,16 @@ async fn wait_drained(queue_name: &str) {
     }
 }
 
+/// Ticks on which a replica found the compaction lease held by another.
+fn compaction_skips(api: u16) -> f64 {
+    let (_, metrics) = support::http_get(api, "/metrics").expect("the replica's /metrics");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("sluice_compaction_skipped_total{") && l.contains("lease_held"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Runs a Python snippet with the AWS settings; returns its JSON output.
 fn python_json(script: &str, args: &[&str]) -> Value {
     let out = support::run_ok(
@@ -298,6 +308,7 @@ async fn three_replicas_with_one_killed_land_everything_once() {
     let mut retries = post_all(&client, bodies, &replicas.iter().collect::<Vec<_>>()).await;
 
     // Replica 2 is busy with the queue's backlog: kill it mid-work.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let victim = replicas[2].process.take().unwrap();
     support::run_ok(Command::new("kill").arg("-KILL").arg(victim.child.id().to_string()));
     drop(victim);
@@ -306,6 +317,8 @@ async fn three_replicas_with_one_killed_land_everything_once() {
     retries += post_all(&client, last, &replicas.iter().collect::<Vec<_>>()).await;
 
     wait_drained(&queue_name).await;
+    // While one replica held the compaction lease, the others skipped.
+    let skipped: f64 = replicas.iter().map(|r| compaction_skips(r.api)).sum();
     for replica in &mut replicas {
         replica.process.take().unwrap().stop();
     }
@@ -313,40 +326,35 @@ async fn three_replicas_with_one_killed_land_everything_once() {
     // The documents: exactly the oracle's.
     assert_matches_oracle(&postgres_documents(&pg, &store_schema).await, &documents);
 
-    // Dead letters, over the replicas' data directories. A dead letter is
-    // (batch key, line): a replica killed after storing a batch's invalid
-    // lines but before its ack leaves them in its store, and the replica
-    // that takes the batch over stores them again in its own.
-    let mut dead: HashMap<(String, u64), usize> = HashMap::new();
-    for replica in &replicas {
-        let shown = replica.command(&["dlq", "show", "--json", "--limit", "100000000"], &pipeline_path);
-        for line in shown.lines() {
-            let letter: Value = serde_json::from_str(line).unwrap();
-            let key = (
-                letter["batch_key"].as_str().unwrap().to_string(),
-                letter["line"].as_u64().unwrap(),
-            );
-            *dead.entry(key).or_default() += 1;
-        }
-    }
+    // Dead letters: one store in JetStream, whichever replica asks. A
+    // replica killed after storing a batch's invalid lines but before its
+    // ack makes another replica store them again: JetStream keeps one copy.
+    let letters: Vec<Value> = replicas[1]
+        .command(&["dlq", "show", "--json", "--limit", "100000000"], &pipeline_path)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let distinct: std::collections::HashSet<(&str, u64)> = letters
+        .iter()
+        .map(|l| (l["batch_key"].as_str().unwrap(), l["line"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(distinct.len(), letters.len(), "a dead letter stored twice");
     let invalid = oracle["invalid"].as_u64().unwrap() as usize;
     if retries == 0 {
-        assert_eq!(dead.len(), invalid);
+        assert_eq!(letters.len(), invalid);
     } else {
         assert!(
-            dead.len() >= invalid,
+            letters.len() >= invalid,
             "{} dead letters, {invalid} invalid lines",
-            dead.len()
+            letters.len()
         );
     }
-    let copies = dead.values().filter(|&&n| n > 1).count();
-    assert!(copies * 10 <= invalid, "{copies} dead letters stored by two replicas");
 
     // Compaction never ran on two replicas at once.
     let table = format!("s3://{bucket}/clickstream");
     let commits = compaction_commits(&table);
-    let runs: std::collections::HashSet<&String> = commits.iter().map(|(_, run)| run).collect();
-    assert!(runs.len() >= 2, "scheduled compaction ran: {commits:?}");
+    assert!(!commits.is_empty(), "scheduled compaction ran");
+    assert!(skipped > 0.0, "no replica ever found the lease held");
     assert_runs_do_not_interleave(&commits);
 
     // A final compaction folds the duplicates replicas wrote apart; then the
@@ -365,5 +373,6 @@ async fn three_replicas_with_one_killed_land_everything_once() {
     let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await.unwrap());
     let names = sluice_queue::jetstream::JetStreamNames::for_pipeline(&queue_name);
     js.delete_stream(&names.stream).await.unwrap();
+    js.delete_stream(&names.dead_stream).await.unwrap();
     let _ = js.delete_key_value(&names.leases).await;
 }

@@ -52,7 +52,7 @@ pub async fn throughput(
         let queue_name = format!("bench-replicas-{n}-{}", std::process::id());
         let head = format!(
             "queue = \"{nats_url}\"\nqueue_name = \"{queue_name}\"\n\n\
-             [sources.input]\ntype = \"file\"\npath = \"replica-${{REPLICA}}/incoming/*.ndjson\"\nsettle_secs = 0"
+             [sources.input]\ntype = \"file\"\npath = \"replica-${{REPLICA}}/incoming/*.ndjson\"\nsettle_secs = 0\nmax_batch_bytes = 524288"
         );
         let text =
             pipeline(env, &head, "").replace("data_dir = \".sluice\"", "data_dir = \"replica-${REPLICA}/.sluice\"");

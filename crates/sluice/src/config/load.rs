@@ -183,12 +183,29 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
 }
 
 /// Pure checks of the file's content.
+/// NATS's default `max_payload`, the largest batch a JetStream queue takes.
+const NATS_MAX_PAYLOAD: usize = 1024 * 1024 - 4096;
+
 fn check(config: &PipelineFile) -> Result<(), String> {
     if config.queue != "embedded" && !config.queue.starts_with("nats://") {
         return Err(format!(
             "queue: {:?} is not supported; allowed: \"embedded\" or a NATS JetStream URL (\"nats://127.0.0.1:4222\")",
             config.queue
         ));
+    }
+    if config.queue.starts_with("nats://") {
+        // A batch is one JetStream message: NATS refuses payloads over its
+        // max_payload (1 MiB unless the server raises it).
+        for (name, source) in &config.sources {
+            if let SourceConfig::File(f) = source
+                && f.max_batch_bytes > NATS_MAX_PAYLOAD
+            {
+                return Err(format!(
+                    "sources.{name}.max_batch_bytes: {} is more than a JetStream queue's messages hold; allowed: at most {NATS_MAX_PAYLOAD} (NATS max_payload) with queue = \"nats://...\"",
+                    f.max_batch_bytes
+                ));
+            }
+        }
     }
     let d = &config.delivery;
     if d.visibility_timeout_secs == 0

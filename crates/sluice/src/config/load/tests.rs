@@ -162,6 +162,19 @@ fn s3_tables_load_and_other_schemes_or_options_are_named() {
 }
 
 #[test]
+fn a_jetstream_queue_refuses_file_batches_nats_cannot_carry() {
+    let nats = format!("queue = \"nats://127.0.0.1:4222\"\n{EXAMPLE}");
+    let e = error_of(&nats);
+    assert!(e.contains("sources.files.max_batch_bytes: 4194304 is more than"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let fits = nats.replace(
+        "path = \"incoming/*.ndjson*\"",
+        "path = \"incoming/*.ndjson*\"\nmax_batch_bytes = 524288",
+    );
+    load(&write(&dir, &fits)).unwrap();
+}
+
+#[test]
 fn environment_references_are_replaced_and_an_unset_one_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let with_default = EXAMPLE.replace("127.0.0.1:9090", "127.0.0.1:${SLUICE_TEST_UNSET_API_PORT:-9191}");

@@ -61,11 +61,6 @@ impl TableLocation {
         Ok(TableLocation { url, options })
     }
 
-    /// A local table, or an S3 one configured by the environment alone.
-    pub fn from_url(url: Url) -> Result<Self, String> {
-        TableLocation::new(url, BTreeMap::new())
-    }
-
     pub fn url(&self) -> &Url {
         &self.url
     }

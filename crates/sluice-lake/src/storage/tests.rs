@@ -32,9 +32,9 @@ fn s3_locations_take_s3_options_and_name_a_bad_key() {
 
 #[test]
 fn other_schemes_and_bucketless_urls_are_refused() {
-    let err = TableLocation::from_url(Url::parse("gs://lake/events").unwrap()).unwrap_err();
+    let err = TableLocation::new(Url::parse("gs://lake/events").unwrap(), BTreeMap::new()).unwrap_err();
     assert!(err.contains("scheme \"gs\" is not supported; allowed"), "{err}");
-    let err = TableLocation::from_url(Url::parse("s3:///events").unwrap()).unwrap_err();
+    let err = TableLocation::new(Url::parse("s3:///events").unwrap(), BTreeMap::new()).unwrap_err();
     assert!(err.contains("names a bucket"), "{err}");
     let err = TableLocation::new(Url::parse("file:///tmp/t/").unwrap(), options(&[("region", "x")])).unwrap_err();
     assert!(err.contains("only apply to s3://"), "{err}");

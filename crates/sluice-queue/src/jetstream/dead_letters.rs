@@ -58,9 +58,13 @@ pub(super) fn decode_reason(token: &str) -> String {
     let mut bytes = Vec::with_capacity(token.len());
     let mut rest = token.as_bytes();
     while let Some((&first, tail)) = rest.split_first() {
-        match (first, tail.get(..2).and_then(|h| std::str::from_utf8(h).ok())) {
-            (b'~', Some(hex)) if u8::from_str_radix(hex, 16).is_ok() => {
-                bytes.push(u8::from_str_radix(hex, 16).unwrap_or_default());
+        let escaped = tail
+            .get(..2)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (first, escaped) {
+            (b'~', Some(byte)) => {
+                bytes.push(byte);
                 rest = &tail[2..];
             }
             (b'~', _) => rest = tail,

@@ -90,6 +90,8 @@ struct RunQueue {
     queue: Arc<dyn Queue>,
     dead_letters: Arc<dyn DeadLetterStore>,
     leases: Arc<dyn Leases>,
+    /// This replica's name in leases and compaction commits.
+    replica: String,
     /// The embedded queue opened as this process's consumer. With JetStream
     /// it holds only the data directory's lock: one `run` per data directory
     /// (source checkpoints, embedded document stores).
@@ -100,26 +102,26 @@ struct RunQueue {
 /// by the replicas) when `queue` is a `nats://` URL.
 async fn open_run_queue(pipeline: &Pipeline) -> Result<RunQueue> {
     let local = open_queue(pipeline, true)?;
+    let replica = replica_name();
     if pipeline.config.queue == "embedded" {
         return Ok(RunQueue {
             queue: local.clone(),
             dead_letters: local.clone(),
             leases: Arc::new(LocalLeases::default()),
+            replica,
             _local: local,
         });
     }
     let shared = Arc::new(open_jetstream(pipeline).await?);
     let leases = shared
-        .leases(
-            &replica_name(),
-            Duration::from_secs(pipeline.config.delivery.lease_secs),
-        )
+        .leases(&replica, Duration::from_secs(pipeline.config.delivery.lease_secs))
         .await
         .context("queue leases")?;
     Ok(RunQueue {
         queue: shared.clone(),
         dead_letters: shared,
         leases: Arc::new(leases),
+        replica,
         _local: local,
     })
 }
@@ -166,6 +168,7 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
         queue: q,
         dead_letters: dlq,
         leases,
+        replica,
         _local,
     } = open_run_queue(pipeline).await?;
     let cfg = &pipeline.config;
@@ -195,7 +198,7 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
                         config: lake.compaction.clone(),
                         id_column: table.id_column.clone(),
                         leases: leases.clone(),
-                        replica: replica_name(),
+                        replica: replica.clone(),
                     };
                     compactions.spawn(compaction::run_schedule(schedule, compaction_stop_rx.clone()));
                 }

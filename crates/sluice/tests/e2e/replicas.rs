@@ -170,7 +170,7 @@ fn generate_changes(dir: &Path) -> (Vec<String>, BTreeMap<String, Value>) {
     (lines, serde_json::from_value(oracle["documents"].clone()).unwrap())
 }
 
-/// Posts `bodies` to the replicas whose indexes are in `to`, round robin,
+/// Posts `bodies` to `replicas`' collectors (clicks or changes), round robin,
 /// a few at a time; a refused or failed post is retried on the next one.
 async fn post_all(client: &reqwest::Client, bodies: Vec<(bool, String)>, replicas: &[&Replica]) -> usize {
     use futures::StreamExt;

@@ -17,7 +17,13 @@ pub mod reason {
     /// A value a partition key needs (e.g. the field a bucket hashes) is absent.
     pub const MISSING_PARTITION_VALUE: &str = "missing_partition_value";
     pub const MAX_ATTEMPTS: &str = "max_attempts";
+    /// A file or object that could not be read to the end (the detail names it).
     pub const UNREADABLE_INPUT: &str = "unreadable_input";
+    /// A record that does not fit its input's format (a CSV row with the
+    /// wrong number of cells); the input's other records go on.
+    pub const BAD_RECORD: &str = "bad_record";
+    /// An object notification that is not an S3 event.
+    pub const BAD_NOTIFICATION: &str = "bad_notification";
     /// Prefix of reasons for values a sink could not encode.
     pub const ENCODE_PREFIX: &str = "encode";
 }

@@ -22,7 +22,11 @@ use deltalake::{
         logstore_factories, object_store_factories,
     },
 };
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::{
+    ObjectStore,
+    aws::{AmazonS3Builder, AmazonS3ConfigKey},
+    local::LocalFileSystem,
+};
 use url::Url;
 
 use crate::{LakeError, table::table_error};
@@ -39,7 +43,7 @@ impl TableLocation {
     pub fn new(url: Url, options: BTreeMap<String, String>) -> Result<Self, String> {
         match url.scheme() {
             "file" if options.is_empty() => {}
-            "file" => return Err("storage_options: only apply to s3:// tables".into()),
+            "file" => return Err("storage_options: only apply to s3:// locations".into()),
             "s3" => {
                 if url.host_str().is_none_or(str::is_empty) {
                     return Err(format!("{url}: an s3:// URL names a bucket: s3://BUCKET/PREFIX"));
@@ -67,6 +71,23 @@ impl TableLocation {
 
     pub fn is_local(&self) -> bool {
         self.url.scheme() == "file"
+    }
+
+    /// A client for the objects under this location, and the prefix they
+    /// are under in it (a local folder is its own root).
+    pub fn object_store(&self) -> Result<(Arc<dyn ObjectStore>, Path), String> {
+        if self.is_local() {
+            let dir = self
+                .url
+                .to_file_path()
+                .map_err(|()| format!("{}: not a local path", self.url))?;
+            std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            let store = LocalFileSystem::new_with_prefix(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            return Ok((Arc::new(store), Path::default()));
+        }
+        let store = s3_store(&self.url, &self.options).map_err(|e| format!("{}: {e}", self.url))?;
+        let prefix = Path::from_url_path(self.url.path()).map_err(|e| format!("{}: {e}", self.url))?;
+        Ok((Arc::new(store), prefix))
     }
 
     /// A delta-rs builder for this table, with the S3 scheme registered.
@@ -109,23 +130,31 @@ struct S3Factory;
 
 impl ObjectStoreFactory for S3Factory {
     fn parse_url_opts(&self, url: &Url, config: &StorageConfig) -> DeltaResult<(ObjectStoreRef, Path)> {
-        let mut builder = AmazonS3Builder::from_env().with_url(url.as_str());
-        let mut plain_http = std::env::var("AWS_ENDPOINT_URL").is_ok_and(|e| e.starts_with("http://"));
-        for (key, value) in &config.raw {
-            let key = AmazonS3ConfigKey::from_str(key).map_err(|e| DeltaTableError::Generic(e.to_string()))?;
-            if key == AmazonS3ConfigKey::Endpoint {
-                plain_http = value.starts_with("http://");
-            }
-            builder = builder.with_config(key, value);
-        }
-        if plain_http {
-            // An endpoint written as http:// (a local server) is asked for
-            // explicitly; object_store refuses it unless told.
-            builder = builder.with_allow_http(true);
-        }
-        let store = builder.build().map_err(|e| DeltaTableError::Generic(e.to_string()))?;
+        let store = s3_store(url, &config.raw).map_err(DeltaTableError::Generic)?;
         Ok((Arc::new(store), Path::from(url.path())))
     }
+}
+
+/// An S3 client for `url`'s bucket: the `AWS_*` environment, then `options`.
+fn s3_store<'a>(
+    url: &Url,
+    options: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Result<object_store::aws::AmazonS3, String> {
+    let mut builder = AmazonS3Builder::from_env().with_url(url.as_str());
+    let mut plain_http = std::env::var("AWS_ENDPOINT_URL").is_ok_and(|e| e.starts_with("http://"));
+    for (key, value) in options {
+        let key = AmazonS3ConfigKey::from_str(key).map_err(|e| e.to_string())?;
+        if key == AmazonS3ConfigKey::Endpoint {
+            plain_http = value.starts_with("http://");
+        }
+        builder = builder.with_config(key, value);
+    }
+    if plain_http {
+        // An endpoint written as http:// (a local server) is asked for
+        // explicitly; object_store refuses it unless told.
+        builder = builder.with_allow_http(true);
+    }
+    builder.build().map_err(|e| e.to_string())
 }
 
 impl LogStoreFactory for S3Factory {

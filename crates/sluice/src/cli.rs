@@ -63,7 +63,6 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Inspect and redrive dead letters.
     /// Write every current document of a `documents` stage to its snapshot table (incrementally).
     Snapshot {
         pipeline: PathBuf,
@@ -81,9 +80,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Inspect and redrive dead letters.
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,
+    },
+    /// What an `objects` source has found, read and failed to read.
+    Objects {
+        #[command(subcommand)]
+        command: ObjectsCommand,
     },
     /// Run a complete demo pipeline on embedded defaults, fed by generated events.
     Demo {
@@ -119,5 +124,30 @@ pub enum DlqCommand {
         pipeline: PathBuf,
         #[arg(long)]
         reason: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ObjectsCommand {
+    /// Objects per state, and the pending and failed ones by key.
+    Status {
+        pipeline: PathBuf,
+        /// The `objects` source (needed when the pipeline has several).
+        #[arg(long)]
+        source: Option<String>,
+        /// How many objects of each state to list.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read failed objects again (after a fix), with fresh attempts.
+    Redrive {
+        pipeline: PathBuf,
+        #[arg(long)]
+        source: Option<String>,
+        /// Only this object key (default: every failed object).
+        #[arg(long)]
+        key: Option<String>,
     },
 }

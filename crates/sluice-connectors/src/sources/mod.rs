@@ -1,8 +1,10 @@
 //! The source trait and its shared context. One folder per source.
 
+mod chunks;
 pub mod file;
 pub mod http;
 pub mod nats;
+pub mod objects;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 

@@ -3,6 +3,7 @@
 mod dlq;
 mod documents;
 mod maintenance;
+mod objects;
 mod run;
 
 use anyhow::Result;
@@ -47,6 +48,7 @@ pub async fn execute(command: Command) -> Result<()> {
             json,
         } => maintenance::vacuum(&pipeline, sink.as_deref(), retention_hours, force, dry_run, json).await,
         Command::Dlq { command } => dlq::execute(command).await,
+        Command::Objects { command } => objects::execute(command),
         Command::Demo { dir, events } => demo::run(&dir, events).await,
     }
 }

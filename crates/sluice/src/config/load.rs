@@ -80,9 +80,20 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
         Some(d) => resolve(&dir, d),
         None => dir.join(".sluice").join(&name),
     };
-    for source in config.sources.values_mut() {
-        if let SourceConfig::File(f) = source {
-            f.path = resolve(&dir, &f.path).to_string_lossy().into_owned();
+    for (name, source) in &mut config.sources {
+        match source {
+            SourceConfig::File(f) => f.path = resolve(&dir, &f.path).to_string_lossy().into_owned(),
+            SourceConfig::Objects(o) => {
+                let location = table_location(&dir, &o.uri, &o.storage_options)
+                    .map_err(|e| invalid(format!("sources.{name}.{e}")))?;
+                if o.notifications.is_some() && location.is_local() {
+                    return Err(invalid(format!(
+                        "sources.{name}.notifications: S3 event notifications need uri = \"s3://bucket/prefix\"; a local folder is found by its sweep"
+                    )));
+                }
+                o.uri = location.url().to_string();
+            }
+            SourceConfig::Http(_) | SourceConfig::Nats(_) => {}
         }
     }
     let mut schemas = BTreeMap::new();
@@ -197,12 +208,14 @@ fn check(config: &PipelineFile) -> Result<(), String> {
         // A batch is one JetStream message: NATS refuses payloads over its
         // max_payload (1 MiB unless the server raises it).
         for (name, source) in &config.sources {
-            if let SourceConfig::File(f) = source
-                && f.max_batch_bytes > NATS_MAX_PAYLOAD
-            {
+            let max_batch_bytes = match source {
+                SourceConfig::File(f) => f.max_batch_bytes,
+                SourceConfig::Objects(o) => o.max_batch_bytes,
+                SourceConfig::Http(_) | SourceConfig::Nats(_) => continue,
+            };
+            if max_batch_bytes > NATS_MAX_PAYLOAD {
                 return Err(format!(
-                    "sources.{name}.max_batch_bytes: {} is more than a JetStream queue's messages hold; allowed: at most {NATS_MAX_PAYLOAD} (NATS max_payload) with queue = \"nats://...\"",
-                    f.max_batch_bytes
+                    "sources.{name}.max_batch_bytes: {max_batch_bytes} is more than a JetStream queue's messages hold; allowed: at most {NATS_MAX_PAYLOAD} (NATS max_payload) with queue = \"nats://...\""
                 ));
             }
         }
@@ -252,6 +265,7 @@ fn check(config: &PipelineFile) -> Result<(), String> {
             SourceConfig::Http(h) => h.validate(),
             SourceConfig::File(f) => f.validate(),
             SourceConfig::Nats(n) => n.validate(),
+            SourceConfig::Objects(o) => o.validate(),
         }
         .map_err(|e| format!("sources.{name}.{e}"))?;
     }

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use sluice_connectors::sinks::stream::StreamSinkConfig;
-use sluice_connectors::sources::{file::FileSourceConfig, http::HttpSourceConfig, nats::NatsSourceConfig};
+use sluice_connectors::sources::{
+    file::FileSourceConfig, http::HttpSourceConfig, nats::NatsSourceConfig, objects::ObjectsSourceConfig,
+};
 use sluice_documents::{config::DocumentsConfig, projection::ProjectionConfig};
 use sluice_lake::LakeSinkConfig;
 use sluice_postgres::PostgresSinkConfig;
@@ -113,6 +115,7 @@ pub enum SourceConfig {
     Http(HttpSourceConfig),
     File(FileSourceConfig),
     Nats(NatsSourceConfig),
+    Objects(ObjectsSourceConfig),
 }
 
 /// A transform table: a built-in `type`, or one a program using Sluice as a

@@ -32,10 +32,15 @@ use anyhow::{Context, Result, bail};
 use sluice_connectors::{
     Source, SourceContext,
     sinks::stream::StreamSink,
-    sources::{file::FileSource, http::HttpSource, nats::NatsSource},
+    sources::{
+        file::FileSource,
+        http::HttpSource,
+        nats::NatsSource,
+        objects::{ObjectsSource, ObjectsSourceConfig},
+    },
 };
 use sluice_core::{BatchInfo, DeadLetter, Delivery, Event, Sink, now_ms, split_lines};
-use sluice_lake::LakeSink;
+use sluice_lake::{LakeSink, TableLocation};
 use sluice_postgres::PostgresSink;
 use sluice_queue::{
     DeadLetterStore, Queue, QueueSettings,
@@ -56,6 +61,15 @@ use crate::{
 use route::{Route, TransformNode, dependency_order, route_for, run_route};
 use sink_task::{SinkDriver, SinkJob, SinkMsg};
 use ticket::{InFlight, RETRY_DELAY, Ticket, run_acker, run_lease_keeper};
+
+/// An objects source over the store its `uri` names.
+fn objects_source(config: &ObjectsSourceConfig) -> Result<ObjectsSource> {
+    let url = url::Url::parse(&config.uri).with_context(|| format!("uri {:?}", config.uri))?;
+    let bucket = (url.scheme() == "s3").then(|| url.host_str().unwrap_or_default().to_string());
+    let location = TableLocation::new(url, config.storage_options.clone()).map_err(anyhow::Error::msg)?;
+    let (store, prefix) = location.object_store().map_err(anyhow::Error::msg)?;
+    ObjectsSource::new(config.clone(), store, prefix, bucket).map_err(anyhow::Error::msg)
+}
 
 /// Least time between two early flushes (input drained, or in-flight limit reached).
 const EARLY_FLUSH_EVERY: Duration = Duration::from_millis(100);
@@ -281,6 +295,7 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
             SourceConfig::Http(h) => Box::new(HttpSource::new(h.clone())),
             SourceConfig::File(f) => Box::new(FileSource::new(f.clone())),
             SourceConfig::Nats(n) => Box::new(NatsSource::new(n.clone())),
+            SourceConfig::Objects(o) => Box::new(objects_source(o).with_context(|| format!("source {name}"))?),
         };
         let source_name = name.clone();
         sources.spawn(async move { s.run(ctx).await.with_context(|| format!("source {source_name}")) });

@@ -7,18 +7,18 @@
 
 use std::{
     fs::File,
-    io::{BufRead, BufReader, Read},
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use sluice_core::{DeadLetter, NewBatch, now_ms, reason, split_lines};
 use tokio::sync::mpsc;
 
 use super::{FileCheckpoints, FileSourceConfig, FileState};
-use crate::sources::{Source, SourceContext, SourceError, count_received};
+use crate::sources::{
+    Source, SourceContext, SourceError,
+    chunks::{Chunk, Layout, ReadError, dead_letter_unreadable, enqueue_chunks, read_chunks},
+};
 
 pub struct FileSource {
     config: FileSourceConfig,
@@ -35,11 +35,6 @@ struct Candidate {
     path: PathBuf,
     size: u64,
     mtime_ns: i64,
-}
-
-enum Chunk {
-    Lines(Bytes),
-    Failed(String),
 }
 
 #[async_trait]
@@ -119,102 +114,32 @@ impl FileSource {
     }
 
     async fn read_file(&self, ctx: &SourceContext, file: &Candidate, reread: bool) -> Result<(), SourceError> {
-        let (tx, mut rx) = mpsc::channel::<Chunk>(2);
+        let (tx, rx) = mpsc::channel::<Chunk>(2);
         let path = file.path.clone();
         let max = self.config.max_batch_bytes;
-        let reader = std::thread::spawn(move || read_chunks(&path, max, &tx));
-        let base = format!("file:{}@{}:{}", file.path.display(), file.size, file.mtime_ns);
-        let mut chunk_no = 0u64;
-        let mut result = Ok(());
-        while let Some(chunk) = rx.recv().await {
-            match chunk {
-                Chunk::Lines(payload) => {
-                    let events = split_lines(&payload).count() as u64;
-                    let bytes = payload.len() as u64;
-                    let batch = NewBatch {
-                        key: format!("{base}#{chunk_no}"),
-                        source: ctx.name.clone(),
-                        payload,
-                        maybe_committed: reread,
-                    };
-                    if let Err(e) = ctx.enqueue_waiting(batch).await {
-                        result = Err(e);
-                        break;
-                    }
-                    count_received(&ctx.name, events, bytes);
-                    chunk_no += 1;
-                }
-                Chunk::Failed(message) => {
-                    tracing::warn!(source = %ctx.name, file = %file.path.display(), error = %message, "unreadable file");
-                    let letter = DeadLetter {
-                        batch_key: format!("{base}#error"),
-                        line: 0,
-                        source: ctx.name.clone(),
-                        component: ctx.name.clone(),
-                        reason: reason::UNREADABLE_INPUT.into(),
-                        detail: format!("{}: {message} (after {chunk_no} batches)", file.path.display()),
-                        bytes: Bytes::new(),
-                        at_ms: now_ms(),
-                    };
-                    if let Err(e) = ctx.dead_letters.put(vec![letter]).await {
-                        result = Err(SourceError::State(format!("storing dead letter: {e}")));
-                    }
-                }
-            }
-        }
-        drop(rx);
-        let _ = reader.join();
-        result
-    }
-}
-
-/// Reads whole lines into chunks of about `max` bytes; runs on its own thread.
-fn read_chunks(path: &Path, max: usize, tx: &mpsc::Sender<Chunk>) {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) => {
-            let _ = tx.blocking_send(Chunk::Failed(e.to_string()));
-            return;
-        }
-    };
-    let gz = path.extension().is_some_and(|e| e == "gz");
-    let inner: Box<dyn Read> = if gz {
-        Box::new(flate2::read::MultiGzDecoder::new(file))
-    } else {
-        Box::new(file)
-    };
-    let mut reader = BufReader::with_capacity(256 * 1024, inner);
-    let mut chunk = Vec::with_capacity(max + 4096);
-    loop {
-        match reader.read_until(b'\n', &mut chunk) {
-            Ok(0) => break,
-            Ok(_) => {
-                if chunk.len() >= max {
-                    if tx
-                        .blocking_send(Chunk::Lines(Bytes::from(std::mem::take(&mut chunk))))
-                        .is_err()
-                    {
-                        return;
-                    }
-                    chunk.reserve(max + 4096);
-                }
-            }
+        let reader = std::thread::spawn(move || match File::open(&path) {
+            Ok(f) => read_chunks(Box::new(f), Layout::Ndjson, max, &tx),
             Err(e) => {
-                // Keep whole lines read so far; the partial last line is lost with the error.
-                if let Some(end) = chunk.iter().rposition(|&b| b == b'\n') {
-                    chunk.truncate(end + 1);
-                } else {
-                    chunk.clear();
-                }
-                if !chunk.is_empty() {
-                    let _ = tx.blocking_send(Chunk::Lines(Bytes::from(std::mem::take(&mut chunk))));
-                }
-                let _ = tx.blocking_send(Chunk::Failed(e.to_string()));
-                return;
+                let _ = tx.blocking_send(Chunk::Failed(ReadError {
+                    message: e.to_string(),
+                    retriable: false,
+                }));
             }
+        });
+        let base = format!("file:{}@{}:{}", file.path.display(), file.size, file.mtime_ns);
+        let result = enqueue_chunks(ctx, rx, &base, reread).await;
+        let _ = reader.join();
+        let done = result?;
+        if let Some(e) = done.failed {
+            tracing::warn!(source = %ctx.name, file = %file.path.display(), error = %e.message, "unreadable file");
+            let detail = format!(
+                "{}: {} (after {} batches)",
+                file.path.display(),
+                e.message,
+                done.batches
+            );
+            dead_letter_unreadable(ctx, &base, detail).await?;
         }
-    }
-    if !chunk.is_empty() {
-        let _ = tx.blocking_send(Chunk::Lines(Bytes::from(chunk)));
+        Ok(())
     }
 }

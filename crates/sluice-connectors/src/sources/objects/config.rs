@@ -1,0 +1,184 @@
+//! Configuration of the objects source.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// `[sources.NAME] type = "objects"`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectsSourceConfig {
+    /// A local folder (relative to the pipeline file) or `s3://bucket/prefix`.
+    /// The loader turns a folder into a `file://` URL.
+    pub uri: String,
+    /// S3 settings over the `AWS_*` environment (as for a lake sink).
+    #[serde(default)]
+    pub storage_options: BTreeMap<String, String>,
+    /// Glob on an object's key below the prefix (`*` also crosses `/`).
+    #[serde(default = "default_pattern")]
+    pub pattern: String,
+    /// How objects are read; `auto` decides by name (see [`ObjectFormat`]).
+    #[serde(default)]
+    pub format: ObjectFormat,
+    /// How often the prefix is listed to find objects no notification announced.
+    #[serde(default = "default_sweep_interval_secs")]
+    pub sweep_interval_secs: u64,
+    /// How often pending objects are pulled for reading.
+    #[serde(default = "default_pull_interval_secs")]
+    pub pull_interval_secs: u64,
+    /// How many objects one pull takes.
+    #[serde(default = "default_objects_per_pull")]
+    pub objects_per_pull: usize,
+    /// An object taken for reading and not finished within this time is
+    /// handed out again.
+    #[serde(default = "default_visibility_timeout_secs")]
+    pub visibility_timeout_secs: u64,
+    /// Reads that fail for reasons that may pass (the store unreachable)
+    /// before the object is given up as failed.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Bytes of lines per queue batch.
+    #[serde(default = "default_max_batch_bytes")]
+    pub max_batch_bytes: usize,
+    /// An object is listed only once it has not changed for this long (a
+    /// file still being written is left alone). `--until-idle` reads at once.
+    #[serde(default = "default_settle_secs")]
+    pub settle_secs: u64,
+    /// Object-created notifications (S3 event JSON, plain or in an SNS
+    /// envelope) on a JetStream stream.
+    #[serde(default)]
+    pub notifications: Option<NotificationConfig>,
+}
+
+/// `[sources.NAME.notifications]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationConfig {
+    /// `nats://host:4222`.
+    pub url: String,
+    /// The stream the notifications are published to (it must exist).
+    pub stream: String,
+    /// Only notifications on subjects matching this filter.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// The durable consumer's name. Default: `sluice-<source name>-notifications`.
+    #[serde(default)]
+    pub consumer: Option<String>,
+}
+
+/// How an object's bytes become events. Gzip is recognised by its magic
+/// bytes whatever the name, and unpacked first.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectFormat {
+    /// By the name without `.gz`: `.csv` is CSV, `.json` a JSON array, anything else NDJSON.
+    #[default]
+    Auto,
+    Ndjson,
+    JsonArray,
+    /// A header row, then one event per row: an object of strings, empty cells left out.
+    Csv,
+}
+
+impl ObjectFormat {
+    /// The format for `key` (`auto` decided by name).
+    pub fn for_key(self, key: &str) -> ObjectFormat {
+        if self != ObjectFormat::Auto {
+            return self;
+        }
+        let name = key.strip_suffix(".gz").unwrap_or(key).to_ascii_lowercase();
+        if name.ends_with(".csv") {
+            ObjectFormat::Csv
+        } else if name.ends_with(".json") {
+            ObjectFormat::JsonArray
+        } else {
+            ObjectFormat::Ndjson
+        }
+    }
+}
+
+fn default_pattern() -> String {
+    "*".into()
+}
+fn default_sweep_interval_secs() -> u64 {
+    300
+}
+fn default_pull_interval_secs() -> u64 {
+    1
+}
+fn default_objects_per_pull() -> usize {
+    10
+}
+fn default_visibility_timeout_secs() -> u64 {
+    300
+}
+fn default_max_attempts() -> u32 {
+    5
+}
+fn default_max_batch_bytes() -> usize {
+    1024 * 1024
+}
+fn default_settle_secs() -> u64 {
+    1
+}
+
+impl ObjectsSourceConfig {
+    /// Checks values; errors start with the key they are about.
+    pub fn validate(&self) -> Result<(), String> {
+        glob::Pattern::new(&self.pattern)
+            .map_err(|e| format!("pattern: {:?} is not a glob pattern ({e})", self.pattern))?;
+        for (key, value) in [
+            ("sweep_interval_secs", self.sweep_interval_secs),
+            ("pull_interval_secs", self.pull_interval_secs),
+            ("visibility_timeout_secs", self.visibility_timeout_secs),
+            ("objects_per_pull", self.objects_per_pull as u64),
+            ("max_attempts", u64::from(self.max_attempts)),
+        ] {
+            if value == 0 {
+                return Err(format!("{key}: must be at least 1"));
+            }
+        }
+        if self.max_batch_bytes < 1024 {
+            return Err("max_batch_bytes: must be at least 1024".into());
+        }
+        if let Some(n) = &self.notifications {
+            if !n.url.starts_with("nats://") && !n.url.starts_with("tls://") {
+                return Err(format!(
+                    "notifications.url: {:?} is not a NATS URL (nats://host:4222)",
+                    n.url
+                ));
+            }
+            let name_ok =
+                |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !name_ok(&n.stream) {
+                return Err(format!(
+                    "notifications.stream: {:?} is not a stream name (letters, digits, - and _)",
+                    n.stream
+                ));
+            }
+            if let Some(c) = &n.consumer
+                && !name_ok(c)
+            {
+                return Err(format!(
+                    "notifications.consumer: {c:?} is not a consumer name (letters, digits, - and _)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_format_goes_by_the_name_without_gz() {
+        let auto = ObjectFormat::Auto;
+        assert_eq!(auto.for_key("a/b.csv.gz"), ObjectFormat::Csv);
+        assert_eq!(auto.for_key("a/b.JSON"), ObjectFormat::JsonArray);
+        assert_eq!(auto.for_key("a/b.ndjson.gz"), ObjectFormat::Ndjson);
+        assert_eq!(auto.for_key("firehose-2026-11-23-10"), ObjectFormat::Ndjson);
+        assert_eq!(ObjectFormat::Csv.for_key("x.json"), ObjectFormat::Csv);
+    }
+}

@@ -1,0 +1,403 @@
+//! The objects source at work: three loops over one ledger.
+//!
+//! * The sweep lists the prefix every `sweep_interval_secs` (first at start)
+//!   and records every matching object version it finds: the safety net for
+//!   notifications that never came.
+//! * The notification loop (when configured) pulls S3 event notifications
+//!   from a durable JetStream consumer, records the versions they announce,
+//!   and acknowledges them only after the ledger committed.
+//! * The worker, every `pull_interval_secs`, claims up to
+//!   `objects_per_pull` pending versions and reads each one: a reader thread
+//!   fetches it (`If-Match` its version, so a replaced object is not read
+//!   under the old version's name) and cuts it into batches keyed
+//!   `object:<source>:<key>@<version>#<chunk>`. The object is `done` once
+//!   its last batch is durable. Its batches are always flagged
+//!   `maybe_committed`: any run may have read this version before (a killed
+//!   one, or one whose ledger is gone), so every sink checks its commit
+//!   record first and an object's events land once.
+//!
+//! A read that fails on the store is tried again after a back-off, up to
+//! `max_attempts`; bytes that are not what the format says make the object
+//! `failed` at once. Either way the object gets a dead letter naming it.
+
+use std::{
+    io,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_nats::jetstream::{
+    self,
+    consumer::{AckPolicy, PullConsumer, pull},
+};
+use async_trait::async_trait;
+use futures::{StreamExt, TryStreamExt};
+use object_store::{GetOptions, ObjectStore, path::Path};
+use sluice_core::{DeadLetter, now_ms, reason};
+use tokio::sync::mpsc;
+use tokio_util::io::{StreamReader, SyncIoBridge};
+
+use super::{
+    NotificationConfig, ObjectsSourceConfig,
+    ledger::{Claim, FoundBy, Ledger},
+    listing::Objects,
+    notification,
+};
+use crate::sources::{
+    Source, SourceContext, SourceError,
+    chunks::{Chunk, FetchError, Layout, ReadError, dead_letter_unreadable, enqueue_chunks, read_chunks},
+};
+
+/// The longest wait before a failed read is tried again.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
+
+pub struct ObjectsSource {
+    config: ObjectsSourceConfig,
+    objects: Objects,
+}
+
+impl ObjectsSource {
+    /// `store` holds the objects under `prefix`; `bucket` is the S3 bucket
+    /// notifications must name.
+    pub fn new(
+        config: ObjectsSourceConfig,
+        store: Arc<dyn ObjectStore>,
+        prefix: Path,
+        bucket: Option<String>,
+    ) -> Result<Self, String> {
+        let pattern = glob::Pattern::new(&config.pattern)
+            .map_err(|e| format!("pattern: {:?} is not a glob pattern ({e})", config.pattern))?;
+        Ok(ObjectsSource {
+            objects: Objects {
+                store,
+                prefix,
+                bucket,
+                pattern,
+            },
+            config,
+        })
+    }
+}
+
+type SharedLedger = Arc<Mutex<Ledger>>;
+
+fn locked(ledger: &SharedLedger) -> std::sync::MutexGuard<'_, Ledger> {
+    ledger.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[async_trait]
+impl Source for ObjectsSource {
+    async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
+        let ledger = Ledger::open(&Ledger::path(&ctx.state_dir, &ctx.name)).map_err(SourceError::State)?;
+        let released = ledger.release_claims().map_err(SourceError::State)?;
+        if released > 0 {
+            tracing::info!(source = %ctx.name, objects = released, "reading objects a previous run had claimed again");
+        }
+        let ledger: SharedLedger = Arc::new(Mutex::new(ledger));
+        let consumer = match &self.config.notifications {
+            Some(n) => Some(notification_consumer(n, &ctx.name).await?),
+            None => None,
+        };
+        if ctx.until_idle {
+            // Batch mode: everything there is now, then stop.
+            self.sweep(&ctx, &ledger, Duration::ZERO).await?;
+            if let Some(consumer) = &consumer {
+                while self.take_notifications(&ctx, &ledger, consumer).await? > 0 {}
+            }
+            return self.work(&ctx, &ledger).await;
+        }
+        let sweeper = self.sweep_loop(&ctx, &ledger);
+        let notifier = async {
+            match &consumer {
+                Some(consumer) => self.notification_loop(&ctx, &ledger, consumer).await,
+                None => Ok(()),
+            }
+        };
+        let worker = self.work(&ctx, &ledger);
+        tokio::try_join!(sweeper, notifier, worker).map(|_| ())
+    }
+}
+
+impl ObjectsSource {
+    /// Lists the prefix and records what it finds; `false` if listing failed.
+    async fn sweep(&self, ctx: &SourceContext, ledger: &SharedLedger, settle: Duration) -> Result<bool, SourceError> {
+        let found = match self.objects.list(settle).await {
+            Ok(found) => found,
+            Err(e) => {
+                metrics::counter!("sluice_source_errors_total", "component" => ctx.name.clone()).increment(1);
+                tracing::warn!(source = %ctx.name, error = %e, "listing objects failed; the next sweep tries again");
+                return Ok(false);
+            }
+        };
+        let new = locked(ledger)
+            .found(&found, FoundBy::Sweep, now_ms())
+            .map_err(SourceError::State)?;
+        if new > 0 {
+            tracing::info!(source = %ctx.name, objects = new, "the sweep found objects no notification announced");
+        }
+        metrics::counter!("sluice_objects_found_total", "component" => ctx.name.clone(), "by" => "sweep")
+            .increment(new as u64);
+        Ok(true)
+    }
+
+    async fn sweep_loop(&self, ctx: &SourceContext, ledger: &SharedLedger) -> Result<(), SourceError> {
+        let mut shutdown = ctx.shutdown.clone();
+        let settle = Duration::from_secs(self.config.settle_secs);
+        loop {
+            self.sweep(ctx, ledger, settle).await?;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(self.config.sweep_interval_secs)) => {}
+                _ = shutdown.wait_for(|s| *s) => return Ok(()),
+            }
+        }
+    }
+
+    async fn notification_loop(
+        &self,
+        ctx: &SourceContext,
+        ledger: &SharedLedger,
+        consumer: &PullConsumer,
+    ) -> Result<(), SourceError> {
+        let mut shutdown = ctx.shutdown.clone();
+        loop {
+            tokio::select! {
+                taken = self.take_notifications(ctx, ledger, consumer) => { taken?; }
+                _ = shutdown.wait_for(|s| *s) => return Ok(()),
+            }
+        }
+    }
+
+    /// One pull of notifications: records what they announce, then acks them.
+    /// Returns how many messages there were.
+    async fn take_notifications(
+        &self,
+        ctx: &SourceContext,
+        ledger: &SharedLedger,
+        consumer: &PullConsumer,
+    ) -> Result<usize, SourceError> {
+        let pulled: Result<Vec<jetstream::Message>, String> = async {
+            let mut messages = consumer
+                .batch()
+                .max_messages(100)
+                .expires(Duration::from_secs(1))
+                .messages()
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut pulled = Vec::new();
+            while let Some(message) = messages.next().await {
+                pulled.push(message.map_err(|e| e.to_string())?);
+            }
+            Ok(pulled)
+        }
+        .await;
+        let messages = match pulled {
+            Ok(messages) => messages,
+            Err(e) => {
+                metrics::counter!("sluice_source_errors_total", "component" => ctx.name.clone()).increment(1);
+                tracing::warn!(source = %ctx.name, error = %e, "pulling notifications failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                return Ok(0);
+            }
+        };
+        let mut found = Vec::new();
+        let mut letters = Vec::new();
+        for message in &messages {
+            match notification::parse(&message.payload) {
+                Ok(created) => {
+                    for c in &created {
+                        match self.objects.announced(c).await {
+                            Ok(Some(object)) => found.push(object),
+                            Ok(None) => {}
+                            Err(e) => {
+                                // Not acknowledged: the notification comes back.
+                                tracing::warn!(source = %ctx.name, key = %c.key, error = %e, "cannot look up a notified object; retrying");
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                                return Ok(messages.len());
+                            }
+                        }
+                    }
+                }
+                Err(detail) => {
+                    let sequence = message.info().map(|i| i.stream_sequence).unwrap_or_default();
+                    letters.push(DeadLetter {
+                        batch_key: format!("notification:{}:{sequence}", consumer.cached_info().stream_name),
+                        line: 0,
+                        source: ctx.name.clone(),
+                        component: ctx.name.clone(),
+                        reason: reason::BAD_NOTIFICATION.into(),
+                        detail,
+                        bytes: message.payload.clone(),
+                        at_ms: now_ms(),
+                    });
+                }
+            }
+        }
+        if !letters.is_empty() {
+            ctx.dead_letters
+                .put(letters)
+                .await
+                .map_err(|e| SourceError::State(format!("storing dead letter: {e}")))?;
+        }
+        let new = locked(ledger)
+            .found(&found, FoundBy::Notification, now_ms())
+            .map_err(SourceError::State)?;
+        metrics::counter!("sluice_objects_found_total", "component" => ctx.name.clone(), "by" => "notification")
+            .increment(new as u64);
+        for message in &messages {
+            if let Err(e) = message.ack().await {
+                tracing::debug!(source = %ctx.name, error = %e, "notification ack lost; it comes back and changes nothing");
+            }
+        }
+        Ok(messages.len())
+    }
+
+    /// Claims and reads objects until stopped (or, in batch mode, until none are left).
+    async fn work(&self, ctx: &SourceContext, ledger: &SharedLedger) -> Result<(), SourceError> {
+        let mut shutdown = ctx.shutdown.clone();
+        let visibility_ms = (self.config.visibility_timeout_secs * 1000) as i64;
+        loop {
+            let claims = locked(ledger)
+                .claim(self.config.objects_per_pull, now_ms(), visibility_ms)
+                .map_err(SourceError::State)?;
+            for claim in &claims {
+                match self.read(ctx, ledger, claim).await {
+                    Err(SourceError::Stopped) => return Ok(()),
+                    other => other?,
+                }
+            }
+            let counts = locked(ledger).counts().map_err(SourceError::State)?;
+            for (state, n) in &counts {
+                metrics::gauge!("sluice_objects", "component" => ctx.name.clone(), "state" => state.clone())
+                    .set(*n as f64);
+            }
+            if ctx.until_idle && claims.is_empty() && counts["pending"] + counts["reading"] == 0 {
+                return Ok(());
+            }
+            if ctx.stopping() {
+                return Ok(());
+            }
+            if claims.len() < self.config.objects_per_pull {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(self.config.pull_interval_secs)) => {}
+                    _ = shutdown.wait_for(|s| *s) => return Ok(()),
+                }
+            }
+        }
+    }
+
+    /// Reads one claimed object version into batches and records the outcome.
+    async fn read(&self, ctx: &SourceContext, ledger: &SharedLedger, claim: &Claim) -> Result<(), SourceError> {
+        let object = &claim.object;
+        let base = format!(
+            "object:{}:{}@{}",
+            ctx.name,
+            object.key,
+            object.version.trim_matches('"')
+        );
+        let layout = match self.config.format.for_key(&object.key) {
+            super::ObjectFormat::Csv => Layout::Csv,
+            super::ObjectFormat::JsonArray => Layout::JsonArray,
+            super::ObjectFormat::Ndjson | super::ObjectFormat::Auto => Layout::Ndjson,
+        };
+        let options = GetOptions {
+            if_match: Some(object.version.clone()),
+            ..GetOptions::default()
+        };
+        let failed = match self
+            .objects
+            .store
+            .get_opts(&Path::from(object.key.as_str()), options)
+            .await
+        {
+            Err(object_store::Error::NotFound { .. }) => Some(ReadError {
+                message: "the object no longer exists".into(),
+                retriable: false,
+            }),
+            Err(object_store::Error::Precondition { .. }) => Some(ReadError {
+                message: "the object was replaced before this version was read (the new version is read as new data)"
+                    .into(),
+                retriable: false,
+            }),
+            Err(e) => Some(ReadError {
+                message: e.to_string(),
+                retriable: true,
+            }),
+            Ok(got) => {
+                let stream = got
+                    .into_stream()
+                    .map_err(|e| io::Error::other(FetchError(e.to_string())));
+                let body = SyncIoBridge::new(StreamReader::new(stream));
+                let (tx, rx) = mpsc::channel::<Chunk>(2);
+                let max = self.config.max_batch_bytes;
+                let reader = std::thread::spawn(move || read_chunks(Box::new(body), layout, max, &tx));
+                let result = enqueue_chunks(ctx, rx, &base, true).await;
+                let _ = reader.join();
+                let done = result?;
+                done.failed.map(|mut e| {
+                    e.message = format!("{} (after {} batches)", e.message, done.batches);
+                    e
+                })
+            }
+        };
+        let now = now_ms();
+        let outcome = match failed {
+            None => {
+                locked(ledger).finish(object, now).map_err(SourceError::State)?;
+                "done"
+            }
+            Some(e) if e.retriable && claim.attempts < self.config.max_attempts => {
+                let delay = Duration::from_secs(1 << claim.attempts.min(6)).min(MAX_RETRY_DELAY);
+                tracing::warn!(source = %ctx.name, key = %object.key, attempt = claim.attempts, error = %e.message, "reading an object failed; trying again");
+                locked(ledger)
+                    .retry_at(object, &e.message, now + delay.as_millis() as i64)
+                    .map_err(SourceError::State)?;
+                "retry"
+            }
+            Some(e) => {
+                let message = if e.retriable {
+                    format!("gave up after {} attempts: {}", claim.attempts, e.message)
+                } else {
+                    e.message
+                };
+                tracing::warn!(source = %ctx.name, key = %object.key, error = %message, "object failed");
+                let detail = format!("{} (version {}): {message}", object.key, object.version);
+                dead_letter_unreadable(ctx, &base, detail).await?;
+                locked(ledger).fail(object, &message, now).map_err(SourceError::State)?;
+                "failed"
+            }
+        };
+        metrics::counter!("sluice_objects_read_total", "component" => ctx.name.clone(), "outcome" => outcome)
+            .increment(1);
+        Ok(())
+    }
+}
+
+/// Connects and creates the durable consumer of notifications if missing.
+async fn notification_consumer(config: &NotificationConfig, source: &str) -> Result<PullConsumer, SourceError> {
+    let upstream = |what: &str, e: &dyn std::fmt::Display| SourceError::Upstream(format!("{what}: {e}"));
+    let client = async_nats::connect(&config.url)
+        .await
+        .map_err(|e| upstream(&format!("connecting to {}", config.url), &e))?;
+    let js = jetstream::new(client);
+    let stream = js
+        .get_stream(&config.stream)
+        .await
+        .map_err(|e| upstream(&format!("notification stream {} (it must exist)", config.stream), &e))?;
+    let name = config
+        .consumer
+        .clone()
+        .unwrap_or_else(|| format!("sluice-{source}-notifications"));
+    stream
+        .get_or_create_consumer(
+            &name,
+            pull::Config {
+                durable_name: Some(name.clone()),
+                filter_subject: config.subject.clone().unwrap_or_default(),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| upstream(&format!("consumer {name} on stream {}", config.stream), &e))
+}

@@ -16,10 +16,6 @@ use crate::{
     support,
 };
 
-fn nats_url() -> String {
-    std::env::var("SLUICE_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_through_a_jetstream_queue_land_as_the_oracle_says() {
     let tmp = tempfile::tempdir().unwrap();
@@ -28,7 +24,7 @@ async fn files_through_a_jetstream_queue_land_as_the_oracle_says() {
     std::fs::create_dir_all(dir.join("incoming")).unwrap();
     std::fs::rename(dir.join("events.ndjson"), dir.join("incoming/events.ndjson")).unwrap();
     let queue_name = format!("e2e-{}", std::process::id());
-    let head = format!("queue = \"{}\"\nqueue_name = \"{queue_name}\"\n", nats_url());
+    let head = format!("queue = \"{}\"\nqueue_name = \"{queue_name}\"\n", support::nats_url());
     let sources =
         "[sources.files]\ntype = \"file\"\npath = \"incoming/*.ndjson\"\nsettle_secs = 0\nmax_batch_bytes = 65536";
     let body = support::pipeline(support::free_port(), "", sources, &["files"], "t");
@@ -52,7 +48,7 @@ async fn files_through_a_jetstream_queue_land_as_the_oracle_says() {
     assert_eq!(dead_letter_count(dir), invalid);
     assert_eq!(support::read_lake(&dir.join("lake/t")).await.rows, lake.rows);
 
-    let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await.unwrap());
+    let js = async_nats::jetstream::new(async_nats::connect(support::nats_url()).await.unwrap());
     let names = sluice_queue::jetstream::JetStreamNames::for_pipeline(&queue_name);
     js.delete_stream(&names.stream).await.unwrap();
     js.delete_stream(&names.dead_stream).await.unwrap();
@@ -61,7 +57,7 @@ async fn files_through_a_jetstream_queue_land_as_the_oracle_says() {
 /// Every message of JetStream stream `name`: (message id, payload).
 async fn read_stream(name: &str) -> Vec<(String, serde_json::Value)> {
     use futures::StreamExt;
-    let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await.unwrap());
+    let js = async_nats::jetstream::new(async_nats::connect(support::nats_url()).await.unwrap());
     let mut stream = js.get_stream(name).await.unwrap();
     let count = stream.info().await.unwrap().state.messages;
     let consumer: async_nats::jetstream::consumer::PullConsumer = stream
@@ -111,7 +107,7 @@ subject = "sluice.e2e.{pid}.processed"
 stream = "{stream}"
 "#,
         input = support::validated_input(),
-        url = nats_url(),
+        url = support::nats_url(),
         pid = std::process::id(),
     );
     std::fs::write(dir.join("pipeline.toml"), pipeline).unwrap();
@@ -132,7 +128,7 @@ stream = "{stream}"
     run_until_idle(dir, &[]);
     assert_eq!(read_stream(&stream).await.len(), published.len());
 
-    let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await.unwrap());
+    let js = async_nats::jetstream::new(async_nats::connect(support::nats_url()).await.unwrap());
     js.delete_stream(&stream).await.unwrap();
 }
 
@@ -143,7 +139,7 @@ async fn the_nats_source_lands_a_published_stream_as_the_oracle_says() {
     let (lines, oracle) = support::generate(dir, 10_000, 85);
     let pid = std::process::id();
     let (stream, subject) = (format!("SLUICE_E2E_IN_{pid}"), format!("e2e.{pid}.events"));
-    let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await.unwrap());
+    let js = async_nats::jetstream::new(async_nats::connect(support::nats_url()).await.unwrap());
     let _ = js.delete_stream(&stream).await;
     js.create_stream(async_nats::jetstream::stream::Config {
         name: stream.clone(),
@@ -174,7 +170,7 @@ async fn the_nats_source_lands_a_published_stream_as_the_oracle_says() {
 
     let sources = format!(
         "[sources.events]\ntype = \"nats\"\nurl = \"{}\"\nstream = \"{stream}\"\nsubject = \"{subject}.clicks\"\nmax_wait_ms = 300",
-        nats_url()
+        support::nats_url()
     );
     let body = support::pipeline(support::free_port(), "", &sources, &["events"], "t");
     std::fs::write(dir.join("pipeline.toml"), body).unwrap();

@@ -11,6 +11,7 @@ mod faults;
 mod hostile;
 mod jetstream;
 mod lookup;
+mod objects;
 mod postgres;
 mod redelivery;
 mod replicas;

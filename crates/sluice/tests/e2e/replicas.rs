@@ -31,18 +31,10 @@ const CHANGES: usize = 20_000;
 const DOCUMENTS: usize = 1_000;
 const LINES_PER_POST: usize = 400;
 
-fn nats_url() -> String {
-    std::env::var("SLUICE_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
-}
-
-fn s3_endpoint() -> String {
-    std::env::var("SLUICE_TEST_S3").unwrap_or_else(|_| "http://127.0.0.1:4566".into())
-}
-
 /// The AWS settings every process (replicas, the Python reader) gets.
 fn aws_env() -> Vec<(String, String)> {
     [
-        ("AWS_ENDPOINT_URL", s3_endpoint()),
+        ("AWS_ENDPOINT_URL", support::s3_endpoint()),
         ("AWS_ACCESS_KEY_ID", "test".into()),
         ("AWS_SECRET_ACCESS_KEY", "test".into()),
         ("AWS_REGION", "us-east-1".into()),
@@ -143,7 +135,7 @@ inputs = ["changes"]
 store = "{store}"
 schema = "{store_schema}"
 "#,
-        nats = nats_url(),
+        nats = support::nats_url(),
         schema = support::bench_dir().join("schemas/clickstream.schema.json").display(),
         store = crate::postgres::url(),
     )
@@ -205,7 +197,7 @@ async fn post_all(client: &reqwest::Client, bodies: Vec<(bool, String)>, replica
 /// Waits until the JetStream queue holds nothing (every batch committed and acked).
 async fn wait_drained(queue_name: &str) {
     let stream = sluice_queue::jetstream::JetStreamNames::for_pipeline(queue_name).stream;
-    let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await.unwrap());
+    let js = async_nats::jetstream::new(async_nats::connect(support::nats_url()).await.unwrap());
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let mut info = js.get_stream(&stream).await.unwrap();
@@ -276,7 +268,7 @@ async fn three_replicas_with_one_killed_land_everything_once() {
     let pid = std::process::id();
     let bucket = format!("sluice-replicas-{pid}");
     let created = reqwest::Client::new()
-        .put(format!("{}/{bucket}", s3_endpoint()))
+        .put(format!("{}/{bucket}", support::s3_endpoint()))
         .send()
         .await
         .expect("the test S3 server (scripts/test starts it)");
@@ -370,7 +362,7 @@ async fn three_replicas_with_one_killed_land_everything_once() {
     assert_eq!(read["partition_mismatches"], 0);
 
     drop_schema(&pg, &store_schema).await;
-    let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await.unwrap());
+    let js = async_nats::jetstream::new(async_nats::connect(support::nats_url()).await.unwrap());
     let names = sluice_queue::jetstream::JetStreamNames::for_pipeline(&queue_name);
     js.delete_stream(&names.stream).await.unwrap();
     js.delete_stream(&names.dead_stream).await.unwrap();

@@ -35,6 +35,16 @@ pub fn python() -> String {
     std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
+/// The NATS server with JetStream (`SLUICE_TEST_NATS`, default the machine's).
+pub fn nats_url() -> String {
+    std::env::var("SLUICE_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// The local S3 server `scripts/test` starts (`SLUICE_TEST_S3`).
+pub fn s3_endpoint() -> String {
+    std::env::var("SLUICE_TEST_S3").unwrap_or_else(|_| "http://127.0.0.1:4566".into())
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -10,7 +10,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use sluice_core::NewBatch;
-use sluice_queue::{DeadLetterStore, Queue, QueueError};
+use sluice_queue::{DeadLetterStore, Queue, QueueError, lease::Leases};
 use tokio::sync::watch;
 
 /// Everything a running source needs from the pipeline.
@@ -25,6 +25,9 @@ pub struct SourceContext {
     pub until_idle: bool,
     /// Where a source keeps its own state (checkpoints).
     pub state_dir: PathBuf,
+    /// Leases shared by the pipeline's replicas, for a source that must
+    /// run on one replica at a time (`objects`).
+    pub leases: Arc<dyn Leases>,
 }
 
 impl SourceContext {

@@ -290,6 +290,7 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
             shutdown: source_stop_rx.clone(),
             until_idle: options.until_idle,
             state_dir: pipeline.data_dir.join("sources"),
+            leases: leases.clone(),
         };
         let s: Box<dyn Source> = match source {
             SourceConfig::Http(h) => Box::new(HttpSource::new(h.clone())),

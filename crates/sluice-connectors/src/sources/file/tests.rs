@@ -1,7 +1,9 @@
 use std::{io::Write, path::Path, sync::Arc};
 
 use sluice_core::{Delivery, split_lines};
-use sluice_queue::{DeadLetterFilter, DeadLetterStore, Queue, QueueSettings, embedded::EmbeddedQueue};
+use sluice_queue::{
+    DeadLetterFilter, DeadLetterStore, Queue, QueueSettings, embedded::EmbeddedQueue, lease::LocalLeases,
+};
 use tokio::sync::watch;
 
 use super::{source::mtime_ns, *};
@@ -37,6 +39,7 @@ fn context(queue: &Arc<EmbeddedQueue>, state_dir: &Path) -> (SourceContext, watc
         shutdown,
         until_idle: true,
         state_dir: state_dir.to_path_buf(),
+        leases: Arc::new(LocalLeases::default()),
     };
     (ctx, stop)
 }

@@ -1,4 +1,6 @@
-//! The objects source at work: three loops over one ledger.
+//! The objects source at work: three loops over one ledger, run by the
+//! replica that holds the lease `source.<name>` (the others stand by and
+//! take over when it stops renewing).
 //!
 //! * The sweep lists the prefix every `sweep_interval_secs` (first at start)
 //!   and records every matching object version it finds: the safety net for
@@ -34,6 +36,7 @@ use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
 use object_store::{GetOptions, ObjectStore, path::Path};
 use sluice_core::{DeadLetter, now_ms, reason};
+use sluice_queue::{QueueError, lease::Lease};
 use tokio::sync::mpsc;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
@@ -47,6 +50,9 @@ use crate::sources::{
     Source, SourceContext, SourceError,
     chunks::{Chunk, FetchError, Layout, ReadError, dead_letter_unreadable, enqueue_chunks, read_chunks},
 };
+
+/// How often a standing-by replica asks for the source's lease.
+const LEASE_POLL: Duration = Duration::from_secs(2);
 
 /// The longest wait before a failed read is tried again.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
@@ -89,36 +95,95 @@ fn locked(ledger: &SharedLedger) -> std::sync::MutexGuard<'_, Ledger> {
 impl Source for ObjectsSource {
     async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
         let ledger = Ledger::open(&Ledger::path(&ctx.state_dir, &ctx.name)).map_err(SourceError::State)?;
-        let released = ledger.release_claims().map_err(SourceError::State)?;
-        if released > 0 {
-            tracing::info!(source = %ctx.name, objects = released, "reading objects a previous run had claimed again");
-        }
         let ledger: SharedLedger = Arc::new(Mutex::new(ledger));
         let consumer = match &self.config.notifications {
             Some(n) => Some(notification_consumer(n, &ctx.name).await?),
             None => None,
         };
-        if ctx.until_idle {
-            // Batch mode: everything there is now, then stop.
-            self.sweep(&ctx, &ledger, Duration::ZERO).await?;
-            if let Some(consumer) = &consumer {
-                while self.take_notifications(&ctx, &ledger, consumer).await? > 0 {}
+        let lease_name = format!("source.{}", ctx.name);
+        let renew_every = ctx.leases.time_to_live() / 3;
+        loop {
+            let Some(mut lease) = self.wait_for_lease(&ctx, &lease_name).await? else {
+                return Ok(());
+            };
+            metrics::gauge!("sluice_source_lease_held", "component" => ctx.name.clone()).set(1.0);
+            let released = locked(&ledger).release_claims().map_err(SourceError::State)?;
+            if released > 0 {
+                tracing::info!(source = %ctx.name, objects = released, "reading objects an earlier holder had claimed again");
             }
-            return self.work(&ctx, &ledger).await;
+            let lost = tokio::select! {
+                served = self.serve(&ctx, &ledger, consumer.as_ref()) => {
+                    lease.release().await;
+                    metrics::gauge!("sluice_source_lease_held", "component" => ctx.name.clone()).set(0.0);
+                    return served;
+                }
+                lost = keep_renewed(lease.as_mut(), renew_every) => lost,
+            };
+            metrics::gauge!("sluice_source_lease_held", "component" => ctx.name.clone()).set(0.0);
+            tracing::warn!(source = %ctx.name, error = %lost, "lost the source's lease; another replica reads the objects now");
         }
-        let sweeper = self.sweep_loop(&ctx, &ledger);
-        let notifier = async {
-            match &consumer {
-                Some(consumer) => self.notification_loop(&ctx, &ledger, consumer).await,
-                None => Ok(()),
-            }
-        };
-        let worker = self.work(&ctx, &ledger);
-        tokio::try_join!(sweeper, notifier, worker).map(|_| ())
+    }
+}
+
+/// Renews `lease` every `every` until a renewal fails; returns that error.
+async fn keep_renewed(lease: &mut dyn Lease, every: Duration) -> QueueError {
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(e) = lease.renew().await {
+            return e;
+        }
     }
 }
 
 impl ObjectsSource {
+    /// Takes the source's lease, waiting while another replica holds it;
+    /// `None` if the pipeline stops first. One replica at a time sweeps,
+    /// takes notifications and reads objects, so replicas do not read every
+    /// object once each.
+    async fn wait_for_lease(&self, ctx: &SourceContext, name: &str) -> Result<Option<Box<dyn Lease>>, SourceError> {
+        let mut shutdown = ctx.shutdown.clone();
+        let mut told = false;
+        loop {
+            match ctx.leases.try_acquire(name).await {
+                Ok(Some(lease)) => return Ok(Some(lease)),
+                Ok(None) if !told => {
+                    tracing::info!(source = %ctx.name, "another replica reads this objects source; standing by");
+                    told = true;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(source = %ctx.name, error = %e, "cannot take the source's lease; retrying"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(LEASE_POLL.min(ctx.leases.time_to_live() / 3)) => {}
+                _ = shutdown.wait_for(|s| *s) => return Ok(None),
+            }
+        }
+    }
+
+    /// Sweeps, takes notifications and reads objects until stopped (or, in
+    /// batch mode, until everything found now is read).
+    async fn serve(
+        &self,
+        ctx: &SourceContext,
+        ledger: &SharedLedger,
+        consumer: Option<&PullConsumer>,
+    ) -> Result<(), SourceError> {
+        if ctx.until_idle {
+            self.sweep(ctx, ledger, Duration::ZERO).await?;
+            if let Some(consumer) = consumer {
+                while self.take_notifications(ctx, ledger, consumer).await? > 0 {}
+            }
+            return self.work(ctx, ledger).await;
+        }
+        let notifier = async {
+            match consumer {
+                Some(consumer) => self.notification_loop(ctx, ledger, consumer).await,
+                None => Ok(()),
+            }
+        };
+        tokio::try_join!(self.sweep_loop(ctx, ledger), notifier, self.work(ctx, ledger)).map(|_| ())
+    }
+
     /// Lists the prefix and records what it finds; `false` if listing failed.
     async fn sweep(&self, ctx: &SourceContext, ledger: &SharedLedger, settle: Duration) -> Result<bool, SourceError> {
         let found = match self.objects.list(settle).await {

@@ -2,7 +2,9 @@ use std::{collections::BTreeMap, io::Write, path::Path as FsPath, sync::Arc};
 
 use object_store::{local::LocalFileSystem, path::Path};
 use sluice_core::{Delivery, split_lines};
-use sluice_queue::{DeadLetterFilter, DeadLetterStore, Queue, QueueSettings, embedded::EmbeddedQueue};
+use sluice_queue::{
+    DeadLetterFilter, DeadLetterStore, Queue, QueueSettings, embedded::EmbeddedQueue, lease::LocalLeases,
+};
 use tokio::sync::watch;
 
 use super::*;
@@ -40,6 +42,7 @@ async fn read_once(
         shutdown,
         until_idle: true,
         state_dir: state.to_path_buf(),
+        leases: Arc::new(LocalLeases::default()),
     };
     let store = Arc::new(LocalFileSystem::new_with_prefix(folder).unwrap());
     let source = ObjectsSource::new(config, store, Path::default(), None).unwrap();
@@ -203,4 +206,55 @@ async fn an_unreadable_object_is_a_dead_letter_naming_it_and_can_be_redriven() {
             .contains("replaced before this version was read")
     );
     assert_eq!(ledger_counts(&state)["done"], 3);
+}
+
+#[tokio::test]
+async fn one_holder_of_the_lease_reads_and_another_takes_over_when_it_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("landing");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("a.ndjson"), ndjson(0, 50)).unwrap();
+    let queue = Arc::new(EmbeddedQueue::open(&dir.path().join("q"), QueueSettings::default()).unwrap());
+    let leases: Arc<LocalLeases> = Arc::new(LocalLeases::default());
+    let start = |state: &str| {
+        let (stop, shutdown) = watch::channel(false);
+        let ctx = SourceContext {
+            name: "drops".into(),
+            queue: queue.clone(),
+            dead_letters: queue.clone(),
+            shutdown,
+            until_idle: false,
+            state_dir: dir.path().join(state),
+            leases: leases.clone(),
+        };
+        let store = Arc::new(LocalFileSystem::new_with_prefix(&folder).unwrap());
+        let mut settled = config("*", ObjectFormat::Auto);
+        settled.settle_secs = 0;
+        let source = ObjectsSource::new(settled, store, Path::default(), None).unwrap();
+        (stop, tokio::spawn(Box::new(source).run(ctx)))
+    };
+    let (stop_first, first) = start("first");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (stop_second, second) = start("second");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(ledger_counts(&dir.path().join("first"))["done"], 1);
+    assert!(
+        !Ledger::path(&dir.path().join("second"), "drops").exists()
+            || ledger_counts(&dir.path().join("second"))["done"] == 0,
+        "the second replica stands by while the first holds the lease"
+    );
+    stop_first.send(true).unwrap();
+    first.await.unwrap().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while ledger_counts(&dir.path().join("second"))["done"] == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(ledger_counts(&dir.path().join("second"))["done"], 1, "it took over");
+    stop_second.send(true).unwrap();
+    second.await.unwrap().unwrap();
+    let got = queue.receive(10_000).await.unwrap();
+    assert!(
+        got.iter().all(|d| d.maybe_committed),
+        "a takeover's batches are checked by the sinks"
+    );
 }

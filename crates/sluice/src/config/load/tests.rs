@@ -305,3 +305,64 @@ fn the_documents_example_loads_with_its_stream_alias_resolved() {
         "{e}"
     );
 }
+
+#[test]
+fn objects_sources_resolve_their_folder_and_name_bad_keys() {
+    let objects = |table: &str| {
+        EXAMPLE.replace(
+            "[sources.files]\ntype = \"file\"\npath = \"incoming/*.ndjson*\"",
+            &format!("[sources.files]\ntype = \"objects\"\n{table}"),
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let p = load(&write(&dir, &objects("uri = \"landing\"\npattern = \"*.csv\""))).unwrap();
+    let SourceConfig::Objects(o) = &p.config.sources["files"] else {
+        panic!()
+    };
+    assert_eq!(
+        url::Url::parse(&o.uri).unwrap().to_file_path().unwrap(),
+        dir.path().join("landing")
+    );
+    let s3 = "uri = \"s3://landing/clicks\"\n[sources.files.notifications]\nurl = \"nats://127.0.0.1:4222\"\nstream = \"S3_EVENTS\"";
+    let p = load(&write(&dir, &objects(s3))).unwrap();
+    let SourceConfig::Objects(o) = &p.config.sources["files"] else {
+        panic!()
+    };
+    assert_eq!(o.uri, "s3://landing/clicks");
+
+    for (table, expected) in [
+        (
+            "uri = \"landing\"\n[sources.files.notifications]\nurl = \"nats://127.0.0.1:4222\"\nstream = \"S3_EVENTS\"",
+            "sources.files.notifications: S3 event notifications need uri = \"s3://bucket/prefix\"",
+        ),
+        (
+            "uri = \"gs://b/p\"",
+            "sources.files.uri: gs://b/p: scheme \"gs\" is not supported",
+        ),
+        (
+            "uri = \"landing\"\nformat = \"xml\"",
+            "unknown variant `xml`, expected one of `auto`, `ndjson`, `json_array`, `csv`",
+        ),
+        (
+            "uri = \"landing\"\npattern = \"[\"",
+            "sources.files.pattern: \"[\" is not a glob pattern",
+        ),
+        (
+            "uri = \"landing\"\nobjects_per_pull = 0",
+            "sources.files.objects_per_pull: must be at least 1",
+        ),
+        ("uri = \"landing\"\npull_every = 3", "unknown field `pull_every`"),
+        (
+            "uri = \"s3://b/p\"\nstorage_options = { endpiont = \"x\" }",
+            "sources.files.storage_options.endpiont: not an S3 option",
+        ),
+    ] {
+        let e = error_of(&objects(table));
+        assert!(e.contains(expected), "{table}: {e}");
+    }
+    let nats = format!(
+        "queue = \"nats://127.0.0.1:4222\"\n{}",
+        objects("uri = \"landing\"\nmax_batch_bytes = 2097152")
+    );
+    assert!(error_of(&nats).contains("sources.files.max_batch_bytes: 2097152 is more than"));
+}

@@ -366,3 +366,18 @@ fn objects_sources_resolve_their_folder_and_name_bad_keys() {
     );
     assert!(error_of(&nats).contains("sources.files.max_batch_bytes: 2097152 is more than"));
 }
+
+#[test]
+fn the_objects_example_loads() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/objects/pipeline.toml");
+    let p = load(&file).unwrap();
+    let SourceConfig::Objects(o) = &p.config.sources["drops"] else {
+        panic!("drops is an objects source")
+    };
+    assert!(
+        o.uri.starts_with("file://") && o.uri.ends_with("/examples/objects/landing/"),
+        "{}",
+        o.uri
+    );
+    assert_eq!((o.objects_per_pull, o.sweep_interval_secs), (10, 60));
+}

@@ -139,15 +139,7 @@ async fn the_nats_source_lands_a_published_stream_as_the_oracle_says() {
     let (lines, oracle) = support::generate(dir, 10_000, 85);
     let pid = std::process::id();
     let (stream, subject) = (format!("SLUICE_E2E_IN_{pid}"), format!("e2e.{pid}.events"));
-    let js = async_nats::jetstream::new(async_nats::connect(support::nats_url()).await.unwrap());
-    let _ = js.delete_stream(&stream).await;
-    js.create_stream(async_nats::jetstream::stream::Config {
-        name: stream.clone(),
-        subjects: vec![format!("{subject}.>")],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let js = support::fresh_stream(&stream, &subject).await;
     // The first half 25 lines per message, the rest one per message; lines
     // on another subject are outside the source's filter.
     let (many, single) = lines.split_at(lines.len() / 2);

@@ -153,15 +153,7 @@ async fn objects_on_s3_with_lost_duplicated_and_reordered_notifications_land_onc
         .expect("the test S3 server (scripts/test starts it)");
     assert!(created.status().is_success());
     let (stream, subject) = (format!("S3_EVENTS_{pid}"), format!("s3events.{pid}"));
-    let js = async_nats::jetstream::new(async_nats::connect(support::nats_url()).await.unwrap());
-    let _ = js.delete_stream(&stream).await;
-    js.create_stream(async_nats::jetstream::stream::Config {
-        name: stream.clone(),
-        subjects: vec![format!("{subject}.>")],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let js = support::fresh_stream(&stream, &subject).await;
 
     let api = support::free_port();
     let notifications = format!(

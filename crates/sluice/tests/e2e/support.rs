@@ -45,6 +45,21 @@ pub fn s3_endpoint() -> String {
     std::env::var("SLUICE_TEST_S3").unwrap_or_else(|_| "http://127.0.0.1:4566".into())
 }
 
+/// A new JetStream stream `name` taking `<subject>.>` (an old one of the
+/// same name is deleted first), and the JetStream context it lives in.
+pub async fn fresh_stream(name: &str, subject: &str) -> async_nats::jetstream::Context {
+    let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await.unwrap());
+    let _ = js.delete_stream(name).await;
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: name.to_string(),
+        subjects: vec![format!("{subject}.>")],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    js
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

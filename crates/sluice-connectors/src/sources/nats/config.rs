@@ -47,23 +47,7 @@ fn default_ack_wait_secs() -> u64 {
 
 impl NatsSourceConfig {
     pub fn validate(&self) -> Result<(), String> {
-        if !self.url.starts_with("nats://") && !self.url.starts_with("tls://") {
-            return Err(format!("url: {:?} is not a NATS URL (nats://host:4222)", self.url));
-        }
-        let name_ok = |n: &str| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !name_ok(&self.stream) {
-            return Err(format!(
-                "stream: {:?} is not a stream name (letters, digits, - and _)",
-                self.stream
-            ));
-        }
-        if let Some(consumer) = &self.consumer
-            && !name_ok(consumer)
-        {
-            return Err(format!(
-                "consumer: {consumer:?} is not a consumer name (letters, digits, - and _)"
-            ));
-        }
+        check_endpoint("", &self.url, &self.stream, self.consumer.as_deref())?;
         if self.max_batch_messages == 0 {
             return Err("max_batch_messages: must be at least 1".into());
         }
@@ -75,4 +59,26 @@ impl NatsSourceConfig {
         }
         Ok(())
     }
+}
+
+/// Checks a NATS URL and the stream and consumer names; errors start with
+/// the key, under `prefix` (`"notifications."`).
+pub(crate) fn check_endpoint(prefix: &str, url: &str, stream: &str, consumer: Option<&str>) -> Result<(), String> {
+    if !url.starts_with("nats://") && !url.starts_with("tls://") {
+        return Err(format!("{prefix}url: {url:?} is not a NATS URL (nats://host:4222)"));
+    }
+    let name_ok = |n: &str| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !name_ok(stream) {
+        return Err(format!(
+            "{prefix}stream: {stream:?} is not a stream name (letters, digits, - and _)"
+        ));
+    }
+    if let Some(consumer) = consumer
+        && !name_ok(consumer)
+    {
+        return Err(format!(
+            "{prefix}consumer: {consumer:?} is not a consumer name (letters, digits, - and _)"
+        ));
+    }
+    Ok(())
 }

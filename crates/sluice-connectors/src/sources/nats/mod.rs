@@ -6,4 +6,6 @@ mod config;
 mod source;
 
 pub use config::NatsSourceConfig;
+pub(crate) use config::check_endpoint;
 pub use source::NatsSource;
+pub(crate) use source::{durable_consumer, pull};

@@ -34,52 +34,17 @@ impl NatsSource {
         NatsSource { config }
     }
 
-    /// Connects and creates the durable consumer if missing.
     async fn consumer(&self, source: &str) -> Result<PullConsumer, SourceError> {
         let c = &self.config;
-        let upstream = |what: &str, e: &dyn std::fmt::Display| SourceError::Upstream(format!("{what}: {e}"));
-        let client = async_nats::connect(&c.url)
-            .await
-            .map_err(|e| upstream(&format!("connecting to {}", c.url), &e))?;
-        let js = jetstream::new(client);
-        let stream = js.get_stream(&c.stream).await.map_err(|e| {
-            upstream(
-                &format!("stream {} (it must exist; its producers create it)", c.stream),
-                &e,
-            )
-        })?;
         let name = c.consumer.clone().unwrap_or_else(|| format!("sluice-{source}"));
-        stream
-            .get_or_create_consumer(
-                &name,
-                pull::Config {
-                    durable_name: Some(name.clone()),
-                    filter_subject: c.subject.clone().unwrap_or_default(),
-                    ack_policy: AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(c.ack_wait_secs),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| upstream(&format!("consumer {name} on stream {}", c.stream), &e))
-    }
-
-    /// One pull: the messages that arrived within the wait.
-    async fn pull(&self, consumer: &PullConsumer) -> Result<Vec<jetstream::Message>, String> {
-        let c = &self.config;
-        let mut messages = consumer
-            .batch()
-            .max_messages(c.max_batch_messages)
-            .max_bytes(c.max_batch_bytes)
-            .expires(Duration::from_millis(c.max_wait_ms))
-            .messages()
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut pulled = Vec::new();
-        while let Some(message) = messages.next().await {
-            pulled.push(message.map_err(|e| e.to_string())?);
-        }
-        Ok(pulled)
+        durable_consumer(
+            &c.url,
+            &c.stream,
+            c.subject.as_deref(),
+            &name,
+            Duration::from_secs(c.ack_wait_secs),
+        )
+        .await
     }
 
     /// Enqueues `batch`, reporting progress on `messages` while the queue is full.
@@ -104,6 +69,63 @@ impl NatsSource {
             }
         }
     }
+}
+
+/// Connects to `url` and returns the durable pull consumer `name` (explicit
+/// acks, filtered to `subject`) on `stream`, creating it if missing; the
+/// stream must exist.
+pub(crate) async fn durable_consumer(
+    url: &str,
+    stream: &str,
+    subject: Option<&str>,
+    name: &str,
+    ack_wait: Duration,
+) -> Result<PullConsumer, SourceError> {
+    let upstream = |what: &str, e: &dyn std::fmt::Display| SourceError::Upstream(format!("{what}: {e}"));
+    let client = async_nats::connect(url)
+        .await
+        .map_err(|e| upstream(&format!("connecting to {url}"), &e))?;
+    let js = jetstream::new(client);
+    let handle = js
+        .get_stream(stream)
+        .await
+        .map_err(|e| upstream(&format!("stream {stream} (it must exist; its producers create it)"), &e))?;
+    handle
+        .get_or_create_consumer(
+            name,
+            pull::Config {
+                durable_name: Some(name.to_string()),
+                filter_subject: subject.unwrap_or_default().to_string(),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| upstream(&format!("consumer {name} on stream {stream}"), &e))
+}
+
+/// One pull: the messages (at most `max_messages`, about `max_bytes`) that
+/// arrived within `wait`.
+pub(crate) async fn pull(
+    consumer: &PullConsumer,
+    max_messages: usize,
+    max_bytes: usize,
+    wait: Duration,
+) -> Result<Vec<jetstream::Message>, String> {
+    let mut messages = consumer
+        .batch()
+        .max_messages(max_messages)
+        .max_bytes(max_bytes)
+        .expires(wait)
+        .messages()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut pulled = Vec::new();
+    while let Some(message) = messages.next().await {
+        pulled.push(message.map_err(|e| e.to_string())?);
+    }
+    Ok(pulled)
 }
 
 /// The queue batch of `messages`: their lines, key and redelivery flag.
@@ -143,8 +165,10 @@ impl Source for NatsSource {
             if ctx.stopping() {
                 return Ok(());
             }
+            let c = &self.config;
+            let wait = Duration::from_millis(c.max_wait_ms);
             let messages = tokio::select! {
-                pulled = self.pull(&consumer) => pulled,
+                pulled = pull(&consumer, c.max_batch_messages, c.max_batch_bytes, wait) => pulled,
                 _ = shutdown.wait_for(|s| *s) => return Ok(()),
             };
             let messages = match messages {

@@ -142,27 +142,7 @@ impl ObjectsSourceConfig {
             return Err("max_batch_bytes: must be at least 1024".into());
         }
         if let Some(n) = &self.notifications {
-            if !n.url.starts_with("nats://") && !n.url.starts_with("tls://") {
-                return Err(format!(
-                    "notifications.url: {:?} is not a NATS URL (nats://host:4222)",
-                    n.url
-                ));
-            }
-            let name_ok =
-                |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-            if !name_ok(&n.stream) {
-                return Err(format!(
-                    "notifications.stream: {:?} is not a stream name (letters, digits, - and _)",
-                    n.stream
-                ));
-            }
-            if let Some(c) = &n.consumer
-                && !name_ok(c)
-            {
-                return Err(format!(
-                    "notifications.consumer: {c:?} is not a consumer name (letters, digits, - and _)"
-                ));
-            }
+            crate::sources::nats::check_endpoint("notifications.", &n.url, &n.stream, n.consumer.as_deref())?;
         }
         Ok(())
     }

@@ -28,12 +28,9 @@ use std::{
     time::Duration,
 };
 
-use async_nats::jetstream::{
-    self,
-    consumer::{AckPolicy, PullConsumer, pull},
-};
+use async_nats::jetstream::consumer::PullConsumer;
 use async_trait::async_trait;
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use object_store::{GetOptions, ObjectStore, path::Path};
 use sluice_core::{DeadLetter, now_ms, reason};
 use sluice_queue::{QueueError, lease::Lease};
@@ -49,6 +46,7 @@ use super::{
 use crate::sources::{
     Source, SourceContext, SourceError,
     chunks::{Chunk, FetchError, Layout, ReadError, dead_letter_unreadable, enqueue_chunks, read_chunks},
+    nats::{durable_consumer, pull},
 };
 
 /// How often a standing-by replica asks for the source's lease.
@@ -240,21 +238,7 @@ impl ObjectsSource {
         ledger: &SharedLedger,
         consumer: &PullConsumer,
     ) -> Result<usize, SourceError> {
-        let pulled: Result<Vec<jetstream::Message>, String> = async {
-            let mut messages = consumer
-                .batch()
-                .max_messages(100)
-                .expires(Duration::from_secs(1))
-                .messages()
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut pulled = Vec::new();
-            while let Some(message) = messages.next().await {
-                pulled.push(message.map_err(|e| e.to_string())?);
-            }
-            Ok(pulled)
-        }
-        .await;
+        let pulled = pull(consumer, 100, 1024 * 1024, Duration::from_secs(1)).await;
         let messages = match pulled {
             Ok(messages) => messages,
             Err(e) => {
@@ -437,32 +421,12 @@ impl ObjectsSource {
     }
 }
 
-/// Connects and creates the durable consumer of notifications if missing.
+/// The durable consumer of notifications, created if missing.
 async fn notification_consumer(config: &NotificationConfig, source: &str) -> Result<PullConsumer, SourceError> {
-    let upstream = |what: &str, e: &dyn std::fmt::Display| SourceError::Upstream(format!("{what}: {e}"));
-    let client = async_nats::connect(&config.url)
-        .await
-        .map_err(|e| upstream(&format!("connecting to {}", config.url), &e))?;
-    let js = jetstream::new(client);
-    let stream = js
-        .get_stream(&config.stream)
-        .await
-        .map_err(|e| upstream(&format!("notification stream {} (it must exist)", config.stream), &e))?;
     let name = config
         .consumer
         .clone()
         .unwrap_or_else(|| format!("sluice-{source}-notifications"));
-    stream
-        .get_or_create_consumer(
-            &name,
-            pull::Config {
-                durable_name: Some(name.clone()),
-                filter_subject: config.subject.clone().unwrap_or_default(),
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| upstream(&format!("consumer {name} on stream {}", config.stream), &e))
+    let ack_wait = Duration::from_secs(30);
+    durable_consumer(&config.url, &config.stream, config.subject.as_deref(), &name, ack_wait).await
 }

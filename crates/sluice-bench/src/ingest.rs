@@ -2,7 +2,9 @@
 //! input: the generator's NDJSON through `sluice run --until-idle` (file
 //! source -> validate -> lake, one worker thread) against
 //! `baseline_duckdb.py --threads 1`; then `sluice compact --all` on the
-//! resulting table against DuckDB rewriting the same Parquet files.
+//! resulting table against DuckDB rewriting the same Parquet files. The same
+//! input as objects in a folder (`objects` source) shows what finding,
+//! claiming and reading objects costs over reading one file.
 
 use std::{
     fs::File,
@@ -157,6 +159,64 @@ pub async fn lake_ingest(env: &Env, events: &Path, lines: u64) -> Result<IngestR
         comparison: Comparison::new(sluice, duckdb_side(&value, measured)),
         table,
     })
+}
+
+/// The lake ingest's input cut into `objects` objects in a folder (every
+/// other one gzip), read by an `objects` source with one worker thread.
+pub async fn objects_ingest(env: &Env, events: &Path, lines: u64, objects: usize) -> Result<Side> {
+    let dir = env.work.join("objects-ingest");
+    fresh_dir(&dir)?;
+    let landing = dir.join("landing");
+    std::fs::create_dir_all(&landing)?;
+    let names: Vec<PathBuf> = (0..objects)
+        .map(|i| landing.join(format!("part-{i:03}.ndjson{}", if i % 2 == 1 { ".gz" } else { "" })))
+        .collect();
+    split_events(events, lines, &names)?;
+    let source = "[sources.input]\ntype = \"objects\"\nuri = \"landing\"\nsettle_secs = 0";
+    std::fs::write(dir.join("pipeline.toml"), pipeline(env, source, ""))?;
+    let measured = run(Command::new(&env.sluice)
+        .args(["--threads", "1", "run", "pipeline.toml", "--until-idle"])
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .stderr(log_file(&dir, "sluice.log")?))?;
+    let summary = sluice_lake::summarize(&local_table(&dir.join("lake"))).await?;
+    Ok(Side {
+        engine: format!("sluice, {objects} objects (1 worker thread)"),
+        rows_in: lines,
+        rows_out: summary.rows,
+        rows_per_s: lines as f64 / measured.seconds,
+        measured,
+    })
+}
+
+/// Writes `events` (`lines` lines) into `files` as contiguous shares; a
+/// name ending in `.gz` is gzip. Streamed, never read whole: the peak RSS
+/// wait4 reports for a child starts from this process's at the spawn.
+pub(crate) fn split_events(events: &Path, lines: u64, files: &[PathBuf]) -> Result<()> {
+    use std::io::{BufRead, Write};
+    let per_file = lines.div_ceil(files.len().max(1) as u64);
+    let mut reader = std::io::BufReader::new(File::open(events)?);
+    let mut line = Vec::new();
+    for name in files {
+        if let Some(dir) = name.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = std::io::BufWriter::new(File::create(name)?);
+        let mut out: Box<dyn Write> = if name.extension().is_some_and(|e| e == "gz") {
+            Box::new(flate2::write::GzEncoder::new(file, flate2::Compression::fast()))
+        } else {
+            Box::new(file)
+        };
+        for _ in 0..per_file {
+            line.clear();
+            if reader.read_until(b'\n', &mut line)? == 0 {
+                break;
+            }
+            out.write_all(&line)?;
+        }
+        out.flush()?;
+    }
+    Ok(())
 }
 
 /// Compacts `table` with DuckDB (into a separate folder) and then with Sluice.

@@ -74,6 +74,12 @@ struct Args {
     /// Skip the scale-out runs.
     #[arg(long)]
     no_replicas: bool,
+    /// Objects the lake ingest's input is cut into for the objects-source run.
+    #[arg(long, default_value_t = 20)]
+    objects: usize,
+    /// Skip the objects-source run.
+    #[arg(long)]
+    no_objects: bool,
 }
 
 /// Where things are.
@@ -130,6 +136,7 @@ impl Env {
 struct Results {
     lines: u64,
     lake_ingest: ingest::Comparison,
+    objects_ingest: Option<ingest::Side>,
     compaction: ingest::Comparison,
     postgres: Option<pg::PgComparison>,
     transform_costs: Vec<transforms::Cost>,
@@ -215,18 +222,22 @@ async fn http_runs(env: &Env, args: &Args) -> Result<HttpResults> {
 fn print_comparison(title: &str, c: &ingest::Comparison) {
     println!("\n{title}");
     for side in [&c.sluice, &c.duckdb] {
-        println!(
-            "  {:<40} {:>9.0} rows/s  {:>7.2} s  cpu {:>6.2} s  peak RSS {:>6.0} MiB  ({} rows in, {} out)",
-            side.engine,
-            side.rows_per_s,
-            side.measured.seconds,
-            side.measured.cpu_seconds,
-            side.measured.peak_rss_mib,
-            side.rows_in,
-            side.rows_out
-        );
+        print_side(side);
     }
     println!("  ratio sluice / duckdb: {:.2}x", c.ratio);
+}
+
+fn print_side(side: &ingest::Side) {
+    println!(
+        "  {:<40} {:>9.0} rows/s  {:>7.2} s  cpu {:>6.2} s  peak RSS {:>6.0} MiB  ({} rows in, {} out)",
+        side.engine,
+        side.rows_per_s,
+        side.measured.seconds,
+        side.measured.cpu_seconds,
+        side.measured.peak_rss_mib,
+        side.rows_in,
+        side.rows_out
+    );
 }
 
 #[tokio::main]
@@ -241,6 +252,12 @@ async fn main() -> Result<()> {
     )?;
     eprintln!("lake ingest: sluice, then duckdb");
     let ingest = ingest::lake_ingest(&env, &events, args.lines).await?;
+    let objects_ingest = if args.no_objects {
+        None
+    } else {
+        eprintln!("lake ingest from {} objects in a folder", args.objects);
+        Some(ingest::objects_ingest(&env, &events, args.lines, args.objects).await?)
+    };
     eprintln!("compaction: duckdb, then sluice");
     let compaction = ingest::compaction(&env, &ingest.table).await?;
     let postgres = if args.no_postgres {
@@ -282,6 +299,7 @@ async fn main() -> Result<()> {
     let results = Results {
         lines: args.lines,
         lake_ingest: ingest.comparison,
+        objects_ingest,
         compaction,
         postgres,
         transform_costs,
@@ -293,6 +311,10 @@ async fn main() -> Result<()> {
         &format!("lake ingest, {} generator lines, one thread each", args.lines),
         &results.lake_ingest,
     );
+    if let Some(side) = &results.objects_ingest {
+        println!("\nlake ingest of the same lines as objects in a folder (every other one gzip)");
+        print_side(side);
+    }
     print_comparison("compaction of the ingested table, one thread each", &results.compaction);
     if let Some(p) = &results.postgres {
         println!(

@@ -5,7 +5,7 @@
 //! the last replica exits; CPU is summed, peak RSS is the largest replica's.
 
 use std::{
-    path::Path,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     time::Instant,
 };
@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::{
     Env,
-    ingest::{fresh_dir, local_table, log_file, pipeline},
+    ingest::{fresh_dir, local_table, log_file, pipeline, split_events},
     process::{Measured, wait},
 };
 
@@ -37,18 +37,15 @@ pub async fn throughput(
     nats_url: &str,
     counts: &[usize],
 ) -> Result<Vec<ReplicaRun>> {
-    let text = std::fs::read_to_string(events).context("reading the generated events")?;
-    let all: Vec<&str> = text.lines().collect();
     let mut runs = Vec::new();
     for &n in counts {
         let dir = env.work.join(format!("replicas-{n}"));
         fresh_dir(&dir)?;
         // Contiguous shares, cut into 64 KiB batches by each file source.
-        for (i, share) in all.chunks(all.len().div_ceil(n)).enumerate() {
-            let incoming = dir.join(format!("replica-{i}/incoming"));
-            std::fs::create_dir_all(&incoming)?;
-            std::fs::write(incoming.join("events.ndjson"), share.join("\n") + "\n")?;
-        }
+        let shares: Vec<PathBuf> = (0..n)
+            .map(|i| dir.join(format!("replica-{i}/incoming/events.ndjson")))
+            .collect();
+        split_events(events, lines, &shares)?;
         let queue_name = format!("bench-replicas-{n}-{}", std::process::id());
         let head = format!(
             "queue = \"{nats_url}\"\nqueue_name = \"{queue_name}\"\n\n\

@@ -47,23 +47,29 @@ pub async fn open_or_create(
     data: &Schema,
     partition_by: &[PartitionKey],
 ) -> Result<DeltaTable, LakeError> {
-    if location.is_local() {
+    // A local table without a log is created straight away (loading it
+    // would be refused as a missing path); elsewhere loading tells.
+    let log_exists = if location.is_local() {
         let path = location
             .url()
             .to_file_path()
             .map_err(|()| table_error(location, "not a local path"))?;
         std::fs::create_dir_all(&path).map_err(|e| table_error(location, e))?;
-        if !path.join("_delta_log").exists() {
-            return create(location, data, partition_by).await;
+        path.join("_delta_log").exists()
+    } else {
+        true
+    };
+    if log_exists {
+        match location.builder()?.load().await {
+            Ok(table) => return Ok(table),
+            Err(deltalake::DeltaTableError::NotATable(_)) => {}
+            Err(e) => return Err(table_error(location, e)),
         }
     }
-    match location.builder()?.load().await {
+    match create(location, data, partition_by).await {
         Ok(table) => Ok(table),
-        Err(deltalake::DeltaTableError::NotATable(_)) => match create(location, data, partition_by).await {
-            Ok(table) => Ok(table),
-            Err(create_error) => location.builder()?.load().await.map_err(|_| create_error),
-        },
-        Err(e) => Err(table_error(location, e)),
+        // Another writer created it first: use the winner's table.
+        Err(create_error) => location.builder()?.load().await.map_err(|_| create_error),
     }
 }
 
@@ -137,5 +143,30 @@ fn type_name(t: &DataType) -> String {
         DataType::List(item) | DataType::LargeList(item) => format!("list<{}>", type_name(item.data_type())),
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "string".into(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writers_racing_to_create_a_local_table_all_open_it() {
+        let schema = Schema::new(vec![Field::new("id", DataType::Utf8, true)]);
+        for round in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let url = url::Url::from_directory_path(dir.path().join("t")).unwrap();
+            let location = TableLocation::new(url, Default::default()).unwrap();
+            let racers: Vec<_> = (0..4)
+                .map(|_| {
+                    let (location, schema) = (location.clone(), schema.clone());
+                    tokio::spawn(async move { open_or_create(&location, &schema, &[PartitionKey::Dt]).await })
+                })
+                .collect();
+            for racer in racers {
+                let table = racer.await.unwrap().unwrap_or_else(|e| panic!("round {round}: {e}"));
+                assert_eq!(table.version(), Some(0));
+            }
+        }
     }
 }

@@ -1,6 +1,8 @@
-//! Running a command to completion with its wall time, CPU time and peak
-//! resident memory (from `wait4`'s rusage, so the peak is the kernel's own),
-//! and starting a long-running pipeline.
+//! Running a command to completion with its wall time, CPU time (`wait4`'s
+//! rusage) and peak resident memory (the kernel's `VmHWM`, sampled while it
+//! runs: rusage's `ru_maxrss` starts from the spawning process's peak, so
+//! it would report this bench's own memory for a smaller child), and
+//! starting a long-running pipeline.
 
 use std::{
     path::Path,
@@ -31,6 +33,14 @@ pub fn run(cmd: &mut Command) -> Result<Measured> {
 /// Waits for `child` (started at `started`); returns whether it exited 0.
 pub fn wait(child: Child, started: Instant) -> Result<(bool, Measured)> {
     let pid = child.id() as libc::pid_t;
+    let sampler = std::thread::spawn(move || {
+        let mut peak_kib = 0u64;
+        while let Some(kib) = high_water_kib(pid) {
+            peak_kib = peak_kib.max(kib);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        peak_kib
+    });
     let mut status = 0;
     // SAFETY: rusage is plain data; wait4 fills it for our own child, which
     // `Child` has not reaped (we never call its wait methods).
@@ -40,16 +50,31 @@ pub fn wait(child: Child, started: Instant) -> Result<(bool, Measured)> {
         bail!("wait4({pid}) failed: {}", std::io::Error::last_os_error());
     }
     let seconds = started.elapsed().as_secs_f64();
+    let sampled_kib = sampler.join().unwrap_or(0);
     let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000).as_secs_f64();
     Ok((
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         Measured {
             seconds,
             cpu_seconds: time(usage.ru_utime) + time(usage.ru_stime),
-            // ru_maxrss is in KiB on Linux.
-            peak_rss_mib: usage.ru_maxrss as f64 / 1024.0,
+            // ru_maxrss (KiB) only when sampling saw nothing: it starts
+            // from this process's peak when the child was spawned, so a
+            // large bench process would inflate every later child's.
+            peak_rss_mib: if sampled_kib > 0 {
+                sampled_kib
+            } else {
+                usage.ru_maxrss as u64
+            } as f64
+                / 1024.0,
         },
     ))
+}
+
+/// The peak resident set size of process `pid` (`VmHWM`), while it runs.
+fn high_water_kib(pid: libc::pid_t) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Starts `sluice run pipeline.toml` in `dir` (log in `dir/sluice.log`) and

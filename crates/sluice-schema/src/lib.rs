@@ -1,8 +1,9 @@
 //! Schemas: JSON Schema 2020-12 validation of events (the `validate`
-//! transform) and the mapping from a JSON Schema to the Arrow schema the lake
-//! writes.
+//! transform), the mapping from a JSON Schema to the Arrow schema the lake
+//! writes, and the schema registry (versioned schemas, compatibility).
 
 pub mod arrow_types;
+pub mod registry;
 pub mod validate;
 
 pub use arrow_types::{ArrowLayout, arrow_layout};

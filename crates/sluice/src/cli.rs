@@ -85,6 +85,11 @@ pub enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Versioned schemas: register, check compatibility, list, show.
+    Schema {
+        #[command(subcommand)]
+        command: SchemaCommand,
+    },
     /// What an `objects` source has found, read and failed to read.
     Objects {
         #[command(subcommand)]
@@ -150,4 +155,32 @@ pub enum ObjectsCommand {
         #[arg(long)]
         key: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SchemaCommand {
+    /// Store a schema version, after checking it against the newest version of its MODEL.
+    Register {
+        pipeline: PathBuf,
+        /// The JSON Schema file.
+        file: PathBuf,
+        /// `iglu:vendor/name/format/M-R-A` (default: the schema's `self` block).
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Say what registering would do (compatible, or what breaks); store nothing.
+    Check {
+        pipeline: PathBuf,
+        file: PathBuf,
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Registered schemas with their fingerprints.
+    List {
+        pipeline: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One registered schema.
+    Show { pipeline: PathBuf, key: String },
 }

@@ -42,6 +42,8 @@ pub struct Pipeline {
     /// The JSON Schema of each postgres sink's events, when every input is
     /// a `validate` transform with the same schema (it declares the columns).
     pub postgres: BTreeMap<String, Option<Value>>,
+    /// The schema registry's folder.
+    pub registry: PathBuf,
 }
 
 /// What a lake sink writes: where, which columns, and where the event id is.
@@ -182,6 +184,13 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
             },
         );
     }
+    if config.registry.uri.contains("://") {
+        return Err(invalid(format!(
+            "registry.uri: {:?} is not supported yet; allowed: a folder (relative to the pipeline file)",
+            config.registry.uri
+        )));
+    }
+    let registry = resolve(&dir, &config.registry.uri);
     Ok(Pipeline {
         file,
         name,
@@ -190,6 +199,7 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
         schemas,
         lakes,
         postgres,
+        registry,
     })
 }
 

@@ -31,6 +31,8 @@ pub struct PipelineFile {
     pub delivery: DeliveryConfig,
     pub api: Option<ApiConfig>,
     #[serde(default)]
+    pub registry: RegistryConfig,
+    #[serde(default)]
     pub sources: BTreeMap<String, SourceConfig>,
     #[serde(default)]
     pub transforms: BTreeMap<String, TransformConfig>,
@@ -40,6 +42,28 @@ pub struct PipelineFile {
 
 fn default_queue() -> String {
     "embedded".into()
+}
+
+/// `[registry]`: where `sluice schema` keeps versioned schemas.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// A folder (relative to the pipeline file), laid out as an Iglu static
+    /// repository (`schemas/vendor/name/format/1-0-0`).
+    #[serde(default = "default_registry_uri")]
+    pub uri: String,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            uri: default_registry_uri(),
+        }
+    }
+}
+
+fn default_registry_uri() -> String {
+    "registry".into()
 }
 
 /// How batches are handed out and retried.

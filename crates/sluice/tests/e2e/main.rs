@@ -15,5 +15,6 @@ mod objects;
 mod postgres;
 mod redelivery;
 mod replicas;
+mod schema_registry;
 mod support;
 mod transforms;

@@ -381,3 +381,22 @@ fn the_objects_example_loads() {
     );
     assert_eq!((o.objects_per_pull, o.sweep_interval_secs), (10, 60));
 }
+
+#[test]
+fn the_registry_is_a_folder_beside_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(
+        load(&write(&dir, EXAMPLE)).unwrap().registry,
+        dir.path().join("registry")
+    );
+    let moved = format!("{EXAMPLE}\n[registry]\nuri = \"schemas/registry\"\n");
+    assert_eq!(
+        load(&write(&dir, &moved)).unwrap().registry,
+        dir.path().join("schemas/registry")
+    );
+    let e = error_of(&format!("{EXAMPLE}\n[registry]\nuri = \"s3://b/registry\"\n"));
+    assert!(
+        e.contains("registry.uri: \"s3://b/registry\" is not supported yet; allowed: a folder"),
+        "{e}"
+    );
+}

@@ -1,0 +1,153 @@
+//! What changed between two versions of a JSON Schema, for readers of data
+//! written with the older one: additions of optional fields are compatible;
+//! a removed field, a changed type and a field that is (or became) required
+//! are breaking. Types compare as sets of JSON types; gaining `null` (a
+//! field becoming nullable) is compatible.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+/// The changes found, each with the JSON pointer of the field it is about.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// What breaks readers of the older version, e.g. `/device: removed`.
+    pub breaking: Vec<String>,
+    /// Compatible additions, e.g. `/device_name: new optional field`.
+    pub additions: Vec<String>,
+}
+
+/// Compares `new` against `old` (both JSON Schemas of objects).
+pub fn compare(old: &Value, new: &Value) -> Changes {
+    let mut changes = Changes::default();
+    diff(old, new, "", &mut changes);
+    changes
+}
+
+fn types(schema: &Value) -> BTreeSet<String> {
+    match schema.get("type") {
+        Some(Value::String(t)) => [t.clone()].into(),
+        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+        _ => BTreeSet::new(),
+    }
+}
+
+fn required(schema: &Value) -> BTreeSet<String> {
+    schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+fn shown(types: &BTreeSet<String>) -> String {
+    if types.is_empty() {
+        "any".into()
+    } else {
+        types.iter().cloned().collect::<Vec<_>>().join("|")
+    }
+}
+
+fn diff(old: &Value, new: &Value, path: &str, changes: &mut Changes) {
+    let (old_types, new_types) = (types(old), types(new));
+    let mut old_non_null = old_types.clone();
+    old_non_null.remove("null");
+    let mut new_non_null = new_types.clone();
+    new_non_null.remove("null");
+    let at = if path.is_empty() { "/" } else { path };
+    if old_non_null != new_non_null || (old_types.contains("null") && !new_types.contains("null")) {
+        changes
+            .breaking
+            .push(format!("{at}: type {} -> {}", shown(&old_types), shown(&new_types)));
+        return;
+    }
+    if let (Some(old_props), Some(new_props)) = (
+        old.get("properties").and_then(Value::as_object),
+        new.get("properties").and_then(Value::as_object),
+    ) {
+        let (old_required, new_required) = (required(old), required(new));
+        for (name, old_field) in old_props {
+            let field = format!("{path}/{}", escape(name));
+            match new_props.get(name) {
+                None => changes.breaking.push(format!("{field}: removed")),
+                Some(new_field) => {
+                    if new_required.contains(name) && !old_required.contains(name) {
+                        changes.breaking.push(format!("{field}: became required"));
+                    }
+                    diff(old_field, new_field, &field, changes);
+                }
+            }
+        }
+        for name in new_props.keys().filter(|n| !old_props.contains_key(*n)) {
+            let field = format!("{path}/{}", escape(name));
+            if new_required.contains(name) {
+                changes.breaking.push(format!("{field}: new required field"));
+            } else {
+                changes.additions.push(format!("{field}: new optional field"));
+            }
+        }
+    }
+    if let (Some(old_items), Some(new_items)) = (old.get("items"), new.get("items")) {
+        diff(old_items, new_items, &format!("{path}/items"), changes);
+    }
+}
+
+/// A property name as a JSON pointer token.
+fn escape(name: &str) -> String {
+    name.replace('~', "~0").replace('/', "~1")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn v1() -> Value {
+        json!({"type": "object", "required": ["id"], "properties": {
+            "id": {"type": "string"},
+            "device": {"type": "string"},
+            "price": {"type": "number"},
+            "items": {"type": "array", "items": {"type": "object", "properties": {"sku": {"type": "string"}}}}
+        }})
+    }
+
+    #[test]
+    fn an_optional_field_is_an_addition() {
+        let mut v2 = v1();
+        v2["properties"]["coupon"] = json!({"type": ["string", "null"]});
+        v2["properties"]["items"]["items"]["properties"]["qty"] = json!({"type": "integer"});
+        v2["properties"]["device"] = json!({"type": ["string", "null"]});
+        let changes = compare(&v1(), &v2);
+        assert!(changes.breaking.is_empty(), "{changes:?}");
+        assert_eq!(
+            changes.additions,
+            vec!["/items/items/qty: new optional field", "/coupon: new optional field"]
+        );
+    }
+
+    #[test]
+    fn removals_type_changes_and_new_requirements_break_and_say_where() {
+        let mut v2 = v1();
+        let device = v2["properties"].as_object_mut().unwrap().remove("device").unwrap();
+        v2["properties"]["device_name"] = device;
+        v2["required"] = json!(["id", "device_name", "price"]);
+        v2["properties"]["items"]["items"]["properties"]["sku"] = json!({"type": "integer"});
+        let changes = compare(&v1(), &v2);
+        assert_eq!(
+            changes.breaking,
+            vec![
+                "/device: removed",
+                "/price: became required",
+                "/items/items/sku: type string -> integer",
+                "/device_name: new required field",
+            ]
+        );
+        let mut nullable = v1();
+        nullable["properties"]["price"] = json!({"type": ["number", "null"]});
+        assert_eq!(
+            compare(&nullable, &v1()).breaking,
+            vec!["/price: type null|number -> number"]
+        );
+    }
+}

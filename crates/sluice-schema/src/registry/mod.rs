@@ -1,0 +1,269 @@
+//! The schema registry: JSON Schemas stored by key
+//! (`iglu:vendor/name/format/MODEL-REVISION-ADDITION`) in a folder laid out
+//! as an Iglu static repository (`schemas/vendor/name/format/1-0-0`), each
+//! with a fingerprint (SHA-256 of its canonical JSON: keys sorted, no
+//! spaces).
+//!
+//! Invariants: a registered version never changes (registering the same
+//! content again is a no-op; other content under its key is refused); a
+//! version within a MODEL must be newer than every registered version of
+//! that MODEL and compatible with the newest of them ([`compat`]); a new
+//! MODEL starts at `M-0-0` and may break anything.
+
+pub mod compat;
+pub mod key;
+
+use std::{
+    collections::BTreeMap,
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+pub use compat::{Changes, compare};
+pub use key::{SchemaKey, SchemaVer};
+
+/// A registered schema.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Registered {
+    pub key: SchemaKey,
+    pub fingerprint: String,
+    pub schema: Value,
+}
+
+/// What registering (or checking) a schema found.
+#[derive(Debug, PartialEq)]
+pub enum Outcome {
+    /// Stored (or, for a check, would be): compared with `against` if the
+    /// MODEL had versions, with these additions.
+    Accepted {
+        against: Option<SchemaKey>,
+        additions: Vec<String>,
+    },
+    /// The same content is registered under this key already.
+    AlreadyRegistered,
+}
+
+/// Why a schema was refused; the message says exactly what breaks.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum RegistryError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(
+        "{key} breaks {against}:\n  {}\nregister it as iglu:{}/{}-0-0 (a new MODEL) if readers must move on",
+        breaking.join("\n  "),
+        key.family_path(),
+        key.version.model + 1
+    )]
+    Breaking {
+        key: SchemaKey,
+        against: SchemaKey,
+        breaking: Vec<String>,
+    },
+    #[error("registry {path}: {message}")]
+    Storage { path: String, message: String },
+}
+
+/// A folder of schemas.
+pub struct FolderRegistry {
+    root: PathBuf,
+}
+
+/// SHA-256 (hex) of `schema`'s canonical JSON.
+pub fn fingerprint(schema: &Value) -> String {
+    let mut text = Vec::new();
+    canonical(schema, &mut text);
+    Sha256::digest(&text).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn canonical(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Object(map) => {
+            let sorted: BTreeMap<&String, &Value> = map.iter().collect();
+            out.push(b'{');
+            for (i, (k, v)) in sorted.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend(serde_json::to_vec(k).unwrap_or_default());
+                out.push(b':');
+                canonical(v, out);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                canonical(v, out);
+            }
+            out.push(b']');
+        }
+        other => out.extend(serde_json::to_vec(other).unwrap_or_default()),
+    }
+}
+
+/// The key a self-describing schema names in its `self` block.
+pub fn self_key(schema: &Value) -> Option<Result<SchemaKey, String>> {
+    let own = schema.get("self")?;
+    let field = |k: &str| own.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    Some(
+        format!(
+            "iglu:{}/{}/{}/{}",
+            field("vendor"),
+            field("name"),
+            field("format"),
+            field("version")
+        )
+        .parse(),
+    )
+}
+
+impl FolderRegistry {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        FolderRegistry { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn storage(&self, e: impl std::fmt::Display) -> RegistryError {
+        RegistryError::Storage {
+            path: self.root.display().to_string(),
+            message: e.to_string(),
+        }
+    }
+
+    fn path_of(&self, key: &SchemaKey) -> PathBuf {
+        self.root
+            .join("schemas")
+            .join(key.family_path())
+            .join(key.version.to_string())
+    }
+
+    /// Every registered schema, ordered by family and version.
+    pub fn list(&self) -> Result<Vec<Registered>, RegistryError> {
+        let base = self.root.join("schemas");
+        let mut found = Vec::new();
+        if !base.exists() {
+            return Ok(found);
+        }
+        let dirs = |p: &Path| -> Result<Vec<(String, PathBuf)>, RegistryError> {
+            let mut entries = Vec::new();
+            for entry in std::fs::read_dir(p).map_err(|e| self.storage(format!("{}: {e}", p.display())))? {
+                let entry = entry.map_err(|e| self.storage(e))?;
+                entries.push((entry.file_name().to_string_lossy().into_owned(), entry.path()));
+            }
+            Ok(entries)
+        };
+        for (vendor, vendor_dir) in dirs(&base)? {
+            for (name, name_dir) in dirs(&vendor_dir)? {
+                for (format, format_dir) in dirs(&name_dir)? {
+                    for (version, _) in dirs(&format_dir)? {
+                        let Ok(key) = format!("iglu:{vendor}/{name}/{format}/{version}").parse::<SchemaKey>() else {
+                            continue;
+                        };
+                        found.push(self.get(&key)?.ok_or_else(|| self.storage(format!("{key} vanished")))?);
+                    }
+                }
+            }
+        }
+        found.sort_by(|a, b| (a.key.family_path(), a.key.version).cmp(&(b.key.family_path(), b.key.version)));
+        Ok(found)
+    }
+
+    pub fn get(&self, key: &SchemaKey) -> Result<Option<Registered>, RegistryError> {
+        let path = self.path_of(key);
+        let text = match std::fs::read(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.storage(format!("{}: {e}", path.display()))),
+        };
+        let schema: Value =
+            serde_json::from_slice(&text).map_err(|e| self.storage(format!("{}: {e}", path.display())))?;
+        Ok(Some(Registered {
+            key: key.clone(),
+            fingerprint: fingerprint(&schema),
+            schema,
+        }))
+    }
+
+    /// What registering `schema` under `key` would do, without storing it.
+    pub fn check(&self, key: &SchemaKey, schema: &Value) -> Result<Outcome, RegistryError> {
+        jsonschema::options()
+            .build(schema)
+            .map_err(|e| RegistryError::Invalid(format!("{key}: not a valid JSON Schema: {e}")))?;
+        if let Some(existing) = self.get(key)? {
+            if existing.fingerprint == fingerprint(schema) {
+                return Ok(Outcome::AlreadyRegistered);
+            }
+            return Err(RegistryError::Invalid(format!(
+                "{key} is registered with other content (fingerprint {}); a version never changes: register a new one",
+                existing.fingerprint
+            )));
+        }
+        let same_model: Vec<Registered> = self
+            .list()?
+            .into_iter()
+            .filter(|r| r.key.same_family(key) && r.key.version.model == key.version.model)
+            .collect();
+        let Some(newest) = same_model.last() else {
+            if key.version.revision != 0 || key.version.addition != 0 {
+                return Err(RegistryError::Invalid(format!(
+                    "{key}: the first version of MODEL {} is {}-0-0",
+                    key.version.model, key.version.model
+                )));
+            }
+            return Ok(Outcome::Accepted {
+                against: None,
+                additions: Vec::new(),
+            });
+        };
+        if key.version < newest.key.version {
+            return Err(RegistryError::Invalid(format!(
+                "{key} is older than {}, the newest version of its MODEL",
+                newest.key
+            )));
+        }
+        let changes = compare(&newest.schema, schema);
+        if !changes.breaking.is_empty() {
+            return Err(RegistryError::Breaking {
+                key: key.clone(),
+                against: newest.key.clone(),
+                breaking: changes.breaking,
+            });
+        }
+        Ok(Outcome::Accepted {
+            against: Some(newest.key.clone()),
+            additions: changes.additions,
+        })
+    }
+
+    /// Checks and stores `schema` under `key`.
+    pub fn register(&self, key: &SchemaKey, schema: &Value) -> Result<Outcome, RegistryError> {
+        let outcome = self.check(key, schema)?;
+        if outcome == Outcome::AlreadyRegistered {
+            return Ok(outcome);
+        }
+        let path = self.path_of(key);
+        let dir = path.parent().expect("a schema path has a folder");
+        std::fs::create_dir_all(dir).map_err(|e| self.storage(format!("{}: {e}", dir.display())))?;
+        let text = serde_json::to_vec_pretty(schema).map_err(|e| self.storage(e))?;
+        // Written aside and linked in: a version appears whole or not at all,
+        // and a racing registration of the same key fails instead of replacing.
+        let mut aside = tempfile::NamedTempFile::new_in(dir).map_err(|e| self.storage(e))?;
+        aside.write_all(&text).map_err(|e| self.storage(e))?;
+        aside.as_file().sync_all().map_err(|e| self.storage(e))?;
+        std::fs::hard_link(aside.path(), &path).map_err(|e| self.storage(format!("{}: {e}", path.display())))?;
+        Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests;

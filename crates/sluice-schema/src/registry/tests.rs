@@ -1,0 +1,116 @@
+use serde_json::json;
+
+use super::*;
+
+fn key(s: &str) -> SchemaKey {
+    s.parse().unwrap()
+}
+
+fn page_view() -> Value {
+    json!({"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+           "required": ["url"], "properties": {"url": {"type": "string"}, "device": {"type": "string"}}})
+}
+
+#[test]
+fn versions_register_in_order_and_a_breaking_change_needs_a_new_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = FolderRegistry::new(dir.path());
+    let v100 = key("iglu:com.acme/page_view/jsonschema/1-0-0");
+    assert_eq!(
+        registry.register(&v100, &page_view()).unwrap(),
+        Outcome::Accepted {
+            against: None,
+            additions: vec![]
+        }
+    );
+    assert_eq!(
+        registry.register(&v100, &page_view()).unwrap(),
+        Outcome::AlreadyRegistered
+    );
+
+    let mut v101_schema = page_view();
+    v101_schema["properties"]["referrer"] = json!({"type": "string"});
+    let v101 = key("iglu:com.acme/page_view/jsonschema/1-0-1");
+    assert_eq!(
+        registry.register(&v101, &v101_schema).unwrap(),
+        Outcome::Accepted {
+            against: Some(v100.clone()),
+            additions: vec!["/referrer: new optional field".into()]
+        }
+    );
+
+    // "device" renamed to "device_name": refused within MODEL 1, saying what breaks.
+    let mut renamed = v101_schema.clone();
+    let device = renamed["properties"].as_object_mut().unwrap().remove("device").unwrap();
+    renamed["properties"]["device_name"] = device;
+    renamed["required"] = json!(["url", "device_name"]);
+    let err = registry
+        .register(&key("iglu:com.acme/page_view/jsonschema/1-0-2"), &renamed)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "iglu:com.acme/page_view/jsonschema/1-0-2 breaks iglu:com.acme/page_view/jsonschema/1-0-1:\n  \
+         /device: removed\n  /device_name: new required field\n\
+         register it as iglu:com.acme/page_view/jsonschema/2-0-0 (a new MODEL) if readers must move on"
+    );
+    let v200 = key("iglu:com.acme/page_view/jsonschema/2-0-0");
+    assert!(matches!(
+        registry.register(&v200, &renamed).unwrap(),
+        Outcome::Accepted { against: None, .. }
+    ));
+
+    let listed: Vec<String> = registry.list().unwrap().iter().map(|r| r.key.to_string()).collect();
+    assert_eq!(
+        listed,
+        vec![v100.to_string(), v101.to_string(), v200.to_string()],
+        "ordered by version"
+    );
+    let shown = registry.get(&v101).unwrap().unwrap();
+    assert_eq!(shown.schema, v101_schema);
+    assert_eq!(shown.fingerprint.len(), 64);
+}
+
+#[test]
+fn versions_never_change_and_must_come_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = FolderRegistry::new(dir.path());
+    let v1 = key("iglu:com.acme/x/jsonschema/1-0-0");
+    registry.register(&v1, &page_view()).unwrap();
+    let mut other = page_view();
+    other["properties"]["extra"] = json!({"type": "string"});
+    let e = registry.register(&v1, &other).unwrap_err().to_string();
+    assert!(e.contains("is registered with other content"), "{e}");
+    let e = registry
+        .register(&key("iglu:com.acme/y/jsonschema/1-0-3"), &page_view())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("the first version of MODEL 1 is 1-0-0"), "{e}");
+    registry
+        .register(&key("iglu:com.acme/x/jsonschema/1-1-0"), &other)
+        .unwrap();
+    let e = registry
+        .register(&key("iglu:com.acme/x/jsonschema/1-0-5"), &other)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("is older than iglu:com.acme/x/jsonschema/1-1-0"), "{e}");
+    let e = registry
+        .register(&key("iglu:com.acme/z/jsonschema/1-0-0"), &json!({"type": 7}))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not a valid JSON Schema"), "{e}");
+}
+
+#[test]
+fn fingerprints_ignore_key_order_and_self_blocks_name_the_key() {
+    let a = json!({"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "integer"}}});
+    let b = json!({"properties": {"b": {"type": "integer"}, "a": {"type": "string"}}, "type": "object"});
+    assert_eq!(fingerprint(&a), fingerprint(&b));
+    assert_ne!(fingerprint(&a), fingerprint(&json!({"type": "object"})));
+    let described =
+        json!({"self": {"vendor": "com.acme", "name": "page_view", "format": "jsonschema", "version": "1-0-2"}});
+    assert_eq!(
+        self_key(&described).unwrap().unwrap(),
+        key("iglu:com.acme/page_view/jsonschema/1-0-2")
+    );
+    assert!(self_key(&json!({"type": "object"})).is_none());
+}

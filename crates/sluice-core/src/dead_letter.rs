@@ -22,6 +22,9 @@ pub mod reason {
     /// A record that does not fit its input's format (a CSV row with the
     /// wrong number of cells); the input's other records go on.
     pub const BAD_RECORD: &str = "bad_record";
+    /// A self-describing event whose schema key names no registered schema
+    /// (or is missing or malformed).
+    pub const UNKNOWN_SCHEMA: &str = "unknown_schema";
     /// An object notification that is not an S3 event.
     pub const BAD_NOTIFICATION: &str = "bad_notification";
     /// Prefix of reasons for values a sink could not encode.

@@ -4,7 +4,9 @@
 
 pub mod arrow_types;
 pub mod registry;
+pub mod self_describing;
 pub mod validate;
 
 pub use arrow_types::{ArrowLayout, arrow_layout};
+pub use self_describing::{Pointers, SelfDescribingTransform};
 pub use validate::{SchemaError, ValidateTransform, load_schema};

@@ -46,7 +46,7 @@ pub fn load_schema(path: &Path) -> Result<Value, SchemaError> {
     Ok(value)
 }
 
-fn compile(schema: &Value) -> Result<Validator, String> {
+pub(crate) fn compile(schema: &Value) -> Result<Validator, String> {
     jsonschema::draft202012::options()
         .should_validate_formats(true)
         .build(schema)
@@ -80,50 +80,58 @@ impl ValidateTransform {
         {
             return Err((schema_reason(&error), error.to_string()));
         }
-        let id = match value.pointer(&self.event_id) {
-            Some(Value::String(s)) if !s.is_empty() => Arc::<str>::from(s.as_str()),
-            Some(Value::Number(n)) => Arc::<str>::from(n.to_string()),
-            _ => {
-                return Err((
-                    reason::MISSING_EVENT_ID.into(),
-                    format!("no string or number at {}", self.event_id),
-                ));
-            }
-        };
-        let time_us = match value.pointer(&self.event_time) {
-            Some(Value::String(s)) => DateTime::parse_from_rfc3339(s)
-                .map_err(|e| {
-                    (
-                        reason::BAD_EVENT_TIME.to_string(),
-                        format!("{s:?} at {}: {e}", self.event_time),
-                    )
-                })?
-                .timestamp_micros(),
-            Some(other) => {
-                return Err((
-                    reason::BAD_EVENT_TIME.into(),
-                    format!(
-                        "expected an RFC 3339 string at {}, got {}",
-                        self.event_time,
-                        json_kind(other)
-                    ),
-                ));
-            }
-            None => {
-                return Err((
-                    reason::MISSING_EVENT_TIME.into(),
-                    format!("nothing at {}", self.event_time),
-                ));
-            }
-        };
-        event.id = Some(id);
-        event.time_us = Some(time_us);
-        Ok(())
+        stamp(&value, &self.event_id, &self.event_time, event)
     }
 }
 
+/// Sets `event`'s id and time from `value` at the JSON pointers
+/// `event_id` and `event_time`; the reason and detail if they are unusable.
+pub(crate) fn stamp(
+    value: &Value,
+    event_id: &str,
+    event_time: &str,
+    event: &mut Event,
+) -> Result<(), (String, String)> {
+    let id = match value.pointer(event_id) {
+        Some(Value::String(s)) if !s.is_empty() => Arc::<str>::from(s.as_str()),
+        Some(Value::Number(n)) => Arc::<str>::from(n.to_string()),
+        _ => {
+            return Err((
+                reason::MISSING_EVENT_ID.into(),
+                format!("no string or number at {}", event_id),
+            ));
+        }
+    };
+    let time_us = match value.pointer(event_time) {
+        Some(Value::String(s)) => DateTime::parse_from_rfc3339(s)
+            .map_err(|e| {
+                (
+                    reason::BAD_EVENT_TIME.to_string(),
+                    format!("{s:?} at {}: {e}", event_time),
+                )
+            })?
+            .timestamp_micros(),
+        Some(other) => {
+            return Err((
+                reason::BAD_EVENT_TIME.into(),
+                format!(
+                    "expected an RFC 3339 string at {}, got {}",
+                    event_time,
+                    json_kind(other)
+                ),
+            ));
+        }
+        None => {
+            return Err((reason::MISSING_EVENT_TIME.into(), format!("nothing at {}", event_time)));
+        }
+    };
+    event.id = Some(id);
+    event.time_us = Some(time_us);
+    Ok(())
+}
+
 /// `schema:<pointer>:<keyword>`; for `required` the pointer names the missing property.
-fn schema_reason(error: &ValidationError) -> String {
+pub(crate) fn schema_reason(error: &ValidationError) -> String {
     let mut pointer = error.instance_path().as_str().to_string();
     if let ValidationErrorKind::Required { property } = error.kind() {
         let name = property.as_str().map_or_else(|| property.to_string(), str::to_string);

@@ -54,6 +54,7 @@ fn build_transform(
     data_dir: &Path,
 ) -> Result<Arc<dyn Transform>, String> {
     match config {
+        TransformConfig::SelfDescribing(c) => Ok(Arc::new(c.build()?)),
         TransformConfig::Validate(v) => {
             let schema = schema.ok_or("schema: not loaded")?;
             let t = ValidateTransform::new(schema, &v.event_id, &v.event_time).map_err(|e| format!("schema: {e}"))?;

@@ -98,10 +98,21 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
             SourceConfig::Http(_) | SourceConfig::Nats(_) => {}
         }
     }
+    if config.registry.uri.contains("://") {
+        return Err(invalid(format!(
+            "registry.uri: {:?} is not supported yet; allowed: a folder (relative to the pipeline file)",
+            config.registry.uri
+        )));
+    }
+    let registry = resolve(&dir, &config.registry.uri);
     let mut schemas = BTreeMap::new();
     for (tname, transform) in &mut config.transforms {
         let v = match transform {
             TransformConfig::Validate(v) => v,
+            TransformConfig::SelfDescribing(sd) => {
+                sd.registry = registry.clone();
+                continue;
+            }
             TransformConfig::Jq(jq) => {
                 if let Some(f) = &mut jq.program_file {
                     *f = resolve(&dir, f).to_string_lossy().into_owned();
@@ -184,13 +195,6 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
             },
         );
     }
-    if config.registry.uri.contains("://") {
-        return Err(invalid(format!(
-            "registry.uri: {:?} is not supported yet; allowed: a folder (relative to the pipeline file)",
-            config.registry.uri
-        )));
-    }
-    let registry = resolve(&dir, &config.registry.uri);
     Ok(Pipeline {
         file,
         name,

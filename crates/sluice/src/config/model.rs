@@ -147,6 +147,7 @@ pub enum SourceConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum TransformConfig {
     Validate(ValidateConfig),
+    SelfDescribing(SelfDescribingConfig),
     Jq(JqConfig),
     Rename(RenameConfig),
     Drop(DropConfig),
@@ -160,8 +161,17 @@ pub enum TransformConfig {
 }
 
 /// The built-in transform types.
-pub const BUILT_IN_TRANSFORMS: [&str; 9] = [
-    "validate", "jq", "rename", "drop", "set", "cast", "filter", "hash", "lookup",
+pub const BUILT_IN_TRANSFORMS: [&str; 10] = [
+    "validate",
+    "self_describing",
+    "jq",
+    "rename",
+    "drop",
+    "set",
+    "cast",
+    "filter",
+    "hash",
+    "lookup",
 ];
 
 /// A transform of a registered type: its other keys are its options.
@@ -190,6 +200,7 @@ impl<'de> Deserialize<'de> for TransformConfig {
         }
         match type_name.as_str() {
             "validate" => parse(table, TransformConfig::Validate),
+            "self_describing" => parse(table, TransformConfig::SelfDescribing),
             "jq" => parse(table, TransformConfig::Jq),
             "rename" => parse(table, TransformConfig::Rename),
             "drop" => parse(table, TransformConfig::Drop),
@@ -219,6 +230,7 @@ impl TransformConfig {
     pub fn inputs(&self) -> &[String] {
         match self {
             TransformConfig::Validate(c) => &c.inputs,
+            TransformConfig::SelfDescribing(c) => &c.inputs,
             TransformConfig::Jq(c) => &c.inputs,
             TransformConfig::Rename(c) => &c.inputs,
             TransformConfig::Drop(c) => &c.inputs,
@@ -236,6 +248,7 @@ impl TransformConfig {
     pub fn inputs_mut(&mut self) -> &mut Vec<String> {
         match self {
             TransformConfig::Validate(c) => &mut c.inputs,
+            TransformConfig::SelfDescribing(c) => &mut c.inputs,
             TransformConfig::Jq(c) => &mut c.inputs,
             TransformConfig::Rename(c) => &mut c.inputs,
             TransformConfig::Drop(c) => &mut c.inputs,
@@ -261,6 +274,83 @@ pub struct ValidateConfig {
     pub event_id: String,
     /// JSON pointer to the event time (RFC 3339 string).
     pub event_time: String,
+}
+
+/// `type = "self_describing"`: events that name their schema version in
+/// the registry (`{"schema": "iglu:...", "data": {...}}`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SelfDescribingConfig {
+    pub inputs: Vec<String>,
+    /// JSON pointer to the schema key in the event.
+    #[serde(default = "default_schema_pointer")]
+    pub schema_field: String,
+    /// JSON pointer to the data the schema describes (the output event).
+    #[serde(default = "default_data_pointer")]
+    pub data_field: String,
+    /// JSON pointers into the data.
+    pub event_id: String,
+    pub event_time: String,
+    /// A top-level field of the output holding the schema key; `""` leaves it out.
+    #[serde(default = "default_key_field")]
+    pub key_field: String,
+    /// A schema key the registry did not have is looked up again after this long.
+    #[serde(default = "default_recheck_secs")]
+    pub recheck_secs: u64,
+    /// The pipeline's registry folder, filled in by `load`.
+    #[serde(skip)]
+    pub registry: std::path::PathBuf,
+}
+
+fn default_schema_pointer() -> String {
+    "/schema".into()
+}
+fn default_data_pointer() -> String {
+    "/data".into()
+}
+fn default_key_field() -> String {
+    "/_schema".into()
+}
+fn default_recheck_secs() -> u64 {
+    60
+}
+
+impl SelfDescribingConfig {
+    pub fn check(&self) -> Result<(), String> {
+        for (key, pointer) in [
+            ("schema_field", &self.schema_field),
+            ("data_field", &self.data_field),
+            ("event_id", &self.event_id),
+            ("event_time", &self.event_time),
+        ] {
+            if !pointer.starts_with('/') {
+                return Err(format!("{key}: {pointer:?} is not a JSON pointer (it starts with '/')"));
+            }
+        }
+        if !self.key_field.is_empty() && (!self.key_field.starts_with('/') || self.key_field[1..].contains('/')) {
+            return Err(format!(
+                "key_field: {:?} must be a top-level field (\"/_schema\") or \"\"",
+                self.key_field
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn build(&self) -> Result<sluice_schema::SelfDescribingTransform, String> {
+        self.check()?;
+        let pointers = sluice_schema::Pointers {
+            schema: self.schema_field.clone(),
+            data: self.data_field.clone(),
+            event_id: self.event_id.clone(),
+            event_time: self.event_time.clone(),
+            key_field: (!self.key_field.is_empty()).then(|| self.key_field.clone()),
+        };
+        Ok(sluice_schema::SelfDescribingTransform::new(
+            sluice_schema::registry::FolderRegistry::new(&self.registry),
+            pointers,
+            std::time::Duration::from_secs(self.recheck_secs),
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -237,7 +237,7 @@ fn transform_types_and_keys_are_checked() {
     let unknown = with("[transforms.extra]\ntype = \"geoip\"\ninputs = [\"standardize\"]");
     let e = error_of(&unknown.replace("inputs = [\"standardize\"]\nuri", "inputs = [\"extra\"]\nuri"));
     assert!(
-        e.contains("transforms.extra.type: \"geoip\" is not a transform type; allowed: [\"validate\", \"jq\""),
+        e.contains("transforms.extra.type: \"geoip\" is not a transform type; allowed: [\"validate\", \"self_describing\", \"jq\""),
         "{e}"
     );
     let typo = with("[transforms.cents]\ntype = \"jq\"\ninputs = [\"standardize\"]\nprogramme = \".\"");
@@ -397,6 +397,36 @@ fn the_registry_is_a_folder_beside_the_file() {
     let e = error_of(&format!("{EXAMPLE}\n[registry]\nuri = \"s3://b/registry\"\n"));
     assert!(
         e.contains("registry.uri: \"s3://b/registry\" is not supported yet; allowed: a folder"),
+        "{e}"
+    );
+}
+
+#[test]
+fn self_describing_transforms_use_the_pipeline_registry_and_check_their_pointers() {
+    let with = |keys: &str| {
+        EXAMPLE.replace(
+            "[transforms.standardize]\ntype = \"validate\"\ninputs = [\"web\", \"files\"]\nschema = \"schemas/clickstream.schema.json\"\n",
+            &format!("[transforms.described]\ntype = \"self_describing\"\ninputs = [\"web\"]\n{keys}\n\n[transforms.standardize]\ntype = \"validate\"\ninputs = [\"files\"]\nschema = \"schemas/clickstream.schema.json\"\n"),
+        )
+        .replace("[sinks.lake]", "[sinks.out]\ntype = \"stream\"\ninputs = [\"described\"]\nurl = \"nats://127.0.0.1:4222\"\nsubject = \"out\"\n\n[sinks.lake]")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let p = load(&write(&dir, &with("event_id = \"/id\"\nevent_time = \"/ts\""))).unwrap();
+    let TransformConfig::SelfDescribing(sd) = &p.config.transforms["described"] else {
+        panic!("described is self_describing")
+    };
+    assert_eq!(sd.registry, dir.path().join("registry"));
+    assert_eq!((sd.schema_field.as_str(), sd.data_field.as_str()), ("/schema", "/data"));
+    let e = error_of(&with("event_id = \"id\"\nevent_time = \"/ts\""));
+    assert!(
+        e.contains("transforms.described.event_id: \"id\" is not a JSON pointer"),
+        "{e}"
+    );
+    let e = error_of(&with(
+        "event_id = \"/id\"\nevent_time = \"/ts\"\nkey_field = \"/meta/schema\"",
+    ));
+    assert!(
+        e.contains("transforms.described.key_field: \"/meta/schema\" must be a top-level field"),
         "{e}"
     );
 }

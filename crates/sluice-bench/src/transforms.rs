@@ -1,7 +1,10 @@
 //! Cost per event of the per-event stages, in process on one thread, on
 //! the bench's generated events: `validate` (full clickstream schema), a
 //! typical `jq` program (revenue in cents, a field dropped) and `hash`
-//! (HMAC-SHA256 of one field), each over the same batches.
+//! (HMAC-SHA256 of one field), each over the same batches; and
+//! `self_describing` over the same events wrapped as
+//! `{"schema": "iglu:...", "data": ...}`, its schema from a folder registry
+//! (cached after the first event), beside `validate` for the registry's cost.
 
 use std::{path::Path, time::Instant};
 
@@ -9,7 +12,10 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use serde::Serialize;
 use sluice_core::{BatchInfo, Event, Transform};
-use sluice_schema::{ValidateTransform, load_schema};
+use sluice_schema::{
+    Pointers, SelfDescribingTransform, ValidateTransform, load_schema,
+    registry::{FolderRegistry, SchemaKey},
+};
 use sluice_transform::{
     config::JqConfig,
     ops::{EditTransform, Hash},
@@ -62,10 +68,42 @@ pub async fn costs(env: &Env, input: &Path) -> Result<Vec<Cost>> {
     }
     let jq: JqConfig = serde_json::from_value(serde_json::json!({"inputs": ["v"], "program": JQ_PROGRAM}))?;
     let jq = jq.build(Path::new("/")).map_err(anyhow::Error::msg)?;
+    let registry_dir = env.work.join("registry");
+    if registry_dir.exists() {
+        std::fs::remove_dir_all(&registry_dir)?;
+    }
+    let key: SchemaKey = "iglu:com.example/click/jsonschema/1-0-0".parse().map_err(anyhow::Error::msg)?;
+    FolderRegistry::new(&registry_dir).register(&key, &schema)?;
+    let described = SelfDescribingTransform::new(
+        FolderRegistry::new(&registry_dir),
+        Pointers {
+            schema: "/schema".into(),
+            data: "/data".into(),
+            event_id: "/event_id".into(),
+            event_time: "/ts".into(),
+            key_field: Some("/_schema".into()),
+        },
+        std::time::Duration::from_secs(60),
+    );
+    let wrapped: Vec<Vec<Event>> = raw
+        .iter()
+        .map(|batch| {
+            batch
+                .iter()
+                .map(|e| {
+                    let mut line = format!("{{\"schema\":\"{key}\",\"data\":").into_bytes();
+                    line.extend_from_slice(&e.payload);
+                    line.push(b'}');
+                    Event::from_line(e.line, Bytes::from(line))
+                })
+                .collect()
+        })
+        .collect();
     let user_id = Pointer::parse("/user_id").map_err(anyhow::Error::msg)?;
     let hash = EditTransform(Hash::new(vec![user_id], b"bench-key".to_vec()));
     Ok(vec![
         measure("validate (full schema)", &validate, &raw).await?,
+        measure("self_describing (registry, same schema)", &described, &wrapped).await?,
         measure("jq (revenue in cents, drop a field)", jq.as_ref(), &valid).await?,
         measure("hash (HMAC-SHA256 of one field)", &hash, &valid).await?,
     ])

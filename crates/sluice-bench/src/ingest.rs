@@ -131,21 +131,8 @@ pub async fn lake_ingest(env: &Env, events: &Path, lines: u64) -> Result<IngestR
     std::fs::create_dir_all(dir.join("incoming"))?;
     std::fs::copy(events, dir.join("incoming/events.ndjson"))?;
     let source = "[sources.input]\ntype = \"file\"\npath = \"incoming/*.ndjson\"\nsettle_secs = 0";
-    std::fs::write(dir.join("pipeline.toml"), pipeline(env, source, ""))?;
-    let measured = run(Command::new(&env.sluice)
-        .args(["--threads", "1", "run", "pipeline.toml", "--until-idle"])
-        .current_dir(&dir)
-        .stdout(Stdio::null())
-        .stderr(log_file(&dir, "sluice.log")?))?;
+    let sluice = one_thread_ingest(env, &dir, source, lines, "sluice (1 worker thread)".into()).await?;
     let table = dir.join("lake");
-    let summary = sluice_lake::summarize(&local_table(&table)).await?;
-    let sluice = Side {
-        engine: "sluice (1 worker thread)".into(),
-        rows_in: lines,
-        rows_out: summary.rows,
-        rows_per_s: lines as f64 / measured.seconds,
-        measured,
-    };
     let duck_dir = env.work.join("duckdb-ingest");
     fresh_dir(&duck_dir)?;
     let (value, measured) = python_json(
@@ -173,15 +160,28 @@ pub async fn objects_ingest(env: &Env, events: &Path, lines: u64, objects: usize
         .collect();
     split_events(events, lines, &names)?;
     let source = "[sources.input]\ntype = \"objects\"\nuri = \"landing\"\nsettle_secs = 0";
+    one_thread_ingest(
+        env,
+        &dir,
+        source,
+        lines,
+        format!("sluice, {objects} objects (1 worker thread)"),
+    )
+    .await
+}
+
+/// Runs the bench pipeline with `source` in `dir` (`sluice --threads 1 run
+/// --until-idle`) and measures it against the rows its table holds.
+async fn one_thread_ingest(env: &Env, dir: &Path, source: &str, lines: u64, engine: String) -> Result<Side> {
     std::fs::write(dir.join("pipeline.toml"), pipeline(env, source, ""))?;
     let measured = run(Command::new(&env.sluice)
         .args(["--threads", "1", "run", "pipeline.toml", "--until-idle"])
-        .current_dir(&dir)
+        .current_dir(dir)
         .stdout(Stdio::null())
-        .stderr(log_file(&dir, "sluice.log")?))?;
+        .stderr(log_file(dir, "sluice.log")?))?;
     let summary = sluice_lake::summarize(&local_table(&dir.join("lake"))).await?;
     Ok(Side {
-        engine: format!("sluice, {objects} objects (1 worker thread)"),
+        engine,
         rows_in: lines,
         rows_out: summary.rows,
         rows_per_s: lines as f64 / measured.seconds,

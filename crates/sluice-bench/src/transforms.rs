@@ -72,7 +72,9 @@ pub async fn costs(env: &Env, input: &Path) -> Result<Vec<Cost>> {
     if registry_dir.exists() {
         std::fs::remove_dir_all(&registry_dir)?;
     }
-    let key: SchemaKey = "iglu:com.example/click/jsonschema/1-0-0".parse().map_err(anyhow::Error::msg)?;
+    let key: SchemaKey = "iglu:com.example/click/jsonschema/1-0-0"
+        .parse()
+        .map_err(anyhow::Error::msg)?;
     FolderRegistry::new(&registry_dir).register(&key, &schema)?;
     let described = SelfDescribingTransform::new(
         FolderRegistry::new(&registry_dir),

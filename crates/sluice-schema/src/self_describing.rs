@@ -102,18 +102,18 @@ impl SelfDescribingTransform {
 
     /// One event: its data, checked and stamped, as the new payload.
     fn check(&self, event: &mut Event) -> Result<Result<(), (String, String)>, StageError> {
-        let value = match parse_object(&event.payload) {
+        let mut value = match parse_object(&event.payload) {
             Ok(v) => v,
             Err((why, detail)) => return Ok(Err((why.to_string(), detail))),
         };
         let p = &self.pointers;
-        let Some(Value::String(key)) = value.pointer(&p.schema) else {
+        let Some(Value::String(key)) = value.pointer(&p.schema).cloned() else {
             return Ok(Err((
                 reason::UNKNOWN_SCHEMA.into(),
                 format!("no schema key (a string) at {}", p.schema),
             )));
         };
-        let validator = match self.lookup(key)? {
+        let validator = match self.lookup(&key)? {
             Lookup::Found(v) => v,
             Lookup::Unknown(why) => return Ok(Err((reason::UNKNOWN_SCHEMA.into(), why))),
         };
@@ -131,9 +131,9 @@ impl SelfDescribingTransform {
         if let Err(e) = stamp(data, &p.event_id, &p.event_time, event) {
             return Ok(Err(e));
         }
-        let mut out = data.clone();
+        let mut out = value.pointer_mut(&p.data).map(Value::take).unwrap_or_default();
         if let (Some(field), Value::Object(map)) = (&p.key_field, &mut out) {
-            map.insert(field.trim_start_matches('/').to_string(), Value::String(key.clone()));
+            map.insert(field.trim_start_matches('/').to_string(), Value::String(key));
         }
         event.payload = Bytes::from(serde_json::to_vec(&out).unwrap_or_default());
         Ok(Ok(()))

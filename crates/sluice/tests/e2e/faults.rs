@@ -117,6 +117,44 @@ pub(crate) fn kill_and_restart(sluice: &mut Running, round: usize, rng: &mut u64
     moment
 }
 
+/// Starts the engine on `dir/pipeline.toml` and drops `files` (name,
+/// bytes) into `folder` one by one (each written aside as `.incoming.tmp`,
+/// which no test pattern matches, and renamed in) while killing and
+/// restarting it `rounds` times (moments from `seed`); then stops it and
+/// reads whatever is left with `--until-idle`.
+pub(crate) fn drop_files_while_killing(
+    dir: &Path,
+    api: u16,
+    folder: &Path,
+    files: Vec<(String, Vec<u8>)>,
+    rounds: usize,
+    seed: u64,
+) {
+    let mut sluice = Running::start(&dir.join("pipeline.toml"), &[]);
+    sluice.wait_ready(api);
+    let pause = Duration::from_millis(800 * rounds as u64) / files.len().max(1) as u32;
+    let dropper = {
+        let folder = folder.to_path_buf();
+        std::thread::spawn(move || {
+            for (name, bytes) in &files {
+                let aside = folder.join(".incoming.tmp");
+                std::fs::write(&aside, bytes).unwrap();
+                std::fs::rename(aside, folder.join(name)).unwrap();
+                std::thread::sleep(pause);
+            }
+        })
+    };
+    let mut rng = seed;
+    for round in 0..rounds {
+        let moment = kill_and_restart(&mut sluice, round, &mut rng, dir, api);
+        eprintln!("round {}: killed {moment}", round + 1);
+    }
+    dropper.join().unwrap();
+    sluice.stop();
+    let mut finish = Running::start(&dir.join("pipeline.toml"), &["--until-idle"]);
+    assert!(finish.child.wait().unwrap().success());
+}
+
 /// The end state after the faults: the table's distinct ids are exactly the
 /// oracle's; no id has more rows than times it was offered to the engine;
 /// the dead letters are exactly the invalid lines.
@@ -269,44 +307,19 @@ async fn kill_9_rounds_while_files_arrive_lose_nothing_and_duplicate_nothing() {
     .unwrap();
     let incoming = dir.join("incoming");
     std::fs::create_dir_all(&incoming).unwrap();
-    let mut sluice = Running::start(&dir.join("pipeline.toml"), &[]);
-    sluice.wait_ready(api);
-
-    // Files arrive (written aside, renamed in) while the engine is being killed.
-    let files: Vec<Vec<String>> = lines.chunks(3000).map(<[String]>::to_vec).collect();
-    let pause = Duration::from_millis(800 * rounds as u64) / files.len().max(1) as u32;
-    let dropper = {
-        let (files, incoming) = (files.clone(), incoming.clone());
-        std::thread::spawn(move || {
-            for (i, file) in files.iter().enumerate() {
-                let name = if i % 3 == 0 {
-                    format!("part-{i:05}.ndjson.gz")
-                } else {
-                    format!("part-{i:05}.ndjson")
-                };
-                let text = file.join("\n") + "\n";
-                let bytes = if name.ends_with(".gz") {
-                    support::gzip(text.as_bytes())
-                } else {
-                    text.into_bytes()
-                };
-                let tmp = incoming.join(format!(".{name}.tmp"));
-                std::fs::write(&tmp, bytes).unwrap();
-                std::fs::rename(tmp, incoming.join(name)).unwrap();
-                std::thread::sleep(pause);
+    let files: Vec<(String, Vec<u8>)> = lines
+        .chunks(3000)
+        .enumerate()
+        .map(|(i, file)| {
+            let text = file.join("\n") + "\n";
+            if i % 3 == 0 {
+                (format!("part-{i:05}.ndjson.gz"), support::gzip(text.as_bytes()))
+            } else {
+                (format!("part-{i:05}.ndjson"), text.into_bytes())
             }
         })
-    };
-    let mut rng = 0x2545_f491_4f6c_dd1du64;
-    for round in 0..rounds {
-        let moment = tokio::task::block_in_place(|| kill_and_restart(&mut sluice, round, &mut rng, dir, api));
-        eprintln!("round {}: killed {moment}", round + 1);
-    }
-    dropper.join().unwrap();
-    sluice.stop();
-    // Whatever the stopped run had not read yet, a batch run reads now.
-    let mut finish = Running::start(&dir.join("pipeline.toml"), &["--until-idle"]);
-    assert!(finish.child.wait().unwrap().success());
+        .collect();
+    tokio::task::block_in_place(|| drop_files_while_killing(dir, api, &incoming, files, rounds, 0x2545_f491_4f6c_dd1d));
 
     let mut offered: HashMap<String, u64> = HashMap::new();
     for line in &lines {

@@ -18,7 +18,7 @@ use std::{
 use serde_json::Value;
 
 use crate::{
-    faults::{check_outcome, kill_and_restart},
+    faults::{check_outcome, drop_files_while_killing, kill_and_restart},
     support::{self, Running},
 };
 
@@ -94,36 +94,13 @@ async fn objects_dropped_into_a_folder_through_kill_9_rounds_land_once() {
     )
     .unwrap();
     let landing = dir.join("landing");
+    std::fs::create_dir_all(&landing).unwrap();
     let objects = objects_of(&lines, 2000);
-    let mut sluice = Running::start(&dir.join("pipeline.toml"), &[]);
-    sluice.wait_ready(api);
-
-    // Objects arrive (written aside, renamed in) while the engine is killed.
-    let rounds = 6;
-    let pause = Duration::from_millis(800 * rounds as u64) / objects.len() as u32;
-    let dropper = {
-        let (objects, landing) = (objects.clone(), landing.clone());
-        std::thread::spawn(move || {
-            for (name, bytes) in &objects {
-                let aside = landing.join(".incoming.tmp");
-                std::fs::write(&aside, bytes).unwrap();
-                std::fs::rename(aside, landing.join(name)).unwrap();
-                std::thread::sleep(pause);
-            }
-        })
-    };
-    let mut rng = 0x51ce_7a3b_0d2e_9f41u64;
-    for round in 0..rounds {
-        let moment = tokio::task::block_in_place(|| kill_and_restart(&mut sluice, round, &mut rng, dir, api));
-        eprintln!("round {}: killed {moment}", round + 1);
-    }
-    dropper.join().unwrap();
-    sluice.stop();
-    let mut finish = Running::start(&dir.join("pipeline.toml"), &["--until-idle"]);
-    assert!(finish.child.wait().unwrap().success());
+    let count = objects.len();
+    tokio::task::block_in_place(|| drop_files_while_killing(dir, api, &landing, objects, 6, 0x51ce_7a3b_0d2e_9f41));
 
     let ledger = status(&dir.join("pipeline.toml"));
-    assert_eq!(ledger["counts"]["done"], objects.len(), "{ledger}");
+    assert_eq!(ledger["counts"]["done"], count, "{ledger}");
     assert_eq!(ledger["counts"]["failed"], 0, "{ledger}");
     check_outcome(dir, &lines, &oracle, &each_line_once(&lines)).await;
 }

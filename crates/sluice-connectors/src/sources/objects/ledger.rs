@@ -133,19 +133,6 @@ impl Ledger {
         Ok(new)
     }
 
-    /// Whether this object version is recorded (in any state).
-    pub fn knows(&self, key: &str, version: &str) -> Result<bool, String> {
-        self.conn
-            .query_row(
-                "SELECT 1 FROM objects WHERE key = ?1 AND version = ?2",
-                params![key, version],
-                |_| Ok(()),
-            )
-            .optional()
-            .map(|r| r.is_some())
-            .map_err(err)
-    }
-
     /// Takes up to `n` visible pending or expired objects, oldest found first.
     pub fn claim(&mut self, n: usize, now_ms: i64, visibility_ms: i64) -> Result<Vec<Claim>, String> {
         let tx = self.conn.transaction().map_err(err)?;
@@ -245,7 +232,7 @@ impl Ledger {
         Ok(counts)
     }
 
-    /// Whether any object is still to be read.
+    /// Whether any object is still to be read (an index lookup, not a count).
     pub fn has_work(&self) -> Result<bool, String> {
         self.conn
             .query_row(
@@ -353,6 +340,7 @@ mod tests {
         assert_eq!(again[0].attempts, 3, "a killed predecessor's claim is visible at once");
         l.fail(&obj("a", "1"), "bad gzip", 1002).unwrap();
         assert!(!l.has_work().unwrap());
+        assert_eq!(l.counts().unwrap()["failed"], 1);
         let failed = l.list(Some("failed"), 10).unwrap();
         assert_eq!(failed[0].error.as_deref(), Some("bad gzip"));
         assert_eq!(l.redrive(Some("other")).unwrap(), 0);

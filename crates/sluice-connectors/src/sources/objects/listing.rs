@@ -85,7 +85,7 @@ impl Objects {
 }
 
 /// An object's version: its ETag, else its size and modification time.
-pub fn version_of(meta: &ObjectMeta) -> String {
+fn version_of(meta: &ObjectMeta) -> String {
     meta.e_tag.clone().unwrap_or_else(|| {
         format!(
             "{}-{}",

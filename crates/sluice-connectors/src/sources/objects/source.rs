@@ -25,7 +25,7 @@
 use std::{
     io,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use async_nats::jetstream::consumer::PullConsumer;
@@ -51,6 +51,9 @@ use crate::sources::{
 
 /// How often a standing-by replica asks for the source's lease.
 const LEASE_POLL: Duration = Duration::from_secs(2);
+
+/// How often the `sluice_objects{state}` gauges are refreshed.
+const GAUGE_EVERY: Duration = Duration::from_secs(10);
 
 /// The longest wait before a failed read is tried again.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
@@ -304,6 +307,7 @@ impl ObjectsSource {
     async fn work(&self, ctx: &SourceContext, ledger: &SharedLedger) -> Result<(), SourceError> {
         let mut shutdown = ctx.shutdown.clone();
         let visibility_ms = (self.config.visibility_timeout_secs * 1000) as i64;
+        let mut last_counted = None;
         loop {
             let claims = locked(ledger)
                 .claim(self.config.objects_per_pull, now_ms(), visibility_ms)
@@ -314,12 +318,15 @@ impl ObjectsSource {
                     other => other?,
                 }
             }
-            let counts = locked(ledger).counts().map_err(SourceError::State)?;
-            for (state, n) in &counts {
-                metrics::gauge!("sluice_objects", "component" => ctx.name.clone(), "state" => state.clone())
-                    .set(*n as f64);
+            // Counting every state scans the ledger: the gauges are
+            // refreshed now and then, not after every pull.
+            if last_counted.is_none_or(|at: Instant| at.elapsed() >= GAUGE_EVERY) {
+                for (state, n) in locked(ledger).counts().map_err(SourceError::State)? {
+                    metrics::gauge!("sluice_objects", "component" => ctx.name.clone(), "state" => state).set(n as f64);
+                }
+                last_counted = Some(Instant::now());
             }
-            if ctx.until_idle && claims.is_empty() && counts["pending"] + counts["reading"] == 0 {
+            if ctx.until_idle && claims.is_empty() && !locked(ledger).has_work().map_err(SourceError::State)? {
                 return Ok(());
             }
             if ctx.stopping() {

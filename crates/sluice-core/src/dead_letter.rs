@@ -23,8 +23,15 @@ pub mod reason {
     /// wrong number of cells); the input's other records go on.
     pub const BAD_RECORD: &str = "bad_record";
     /// A self-describing event whose schema key names no registered schema
-    /// (or is missing or malformed).
+    /// (or is missing or malformed), or an Avro datum whose fingerprint no
+    /// registered schema has.
     pub const UNKNOWN_SCHEMA: &str = "unknown_schema";
+    /// An event whose schema version cannot go into its table: a column it
+    /// declares has another type there (the detail names the column).
+    pub const INCOMPATIBLE_SCHEMA: &str = "incompatible_schema";
+    /// A line of the `avro` transform that is not base64 of an Avro
+    /// single-object datum, or does not decode with its schema.
+    pub const INVALID_AVRO: &str = "invalid_avro";
     /// An object notification that is not an S3 event.
     pub const BAD_NOTIFICATION: &str = "bad_notification";
     /// Prefix of reasons for values a sink could not encode.

@@ -6,7 +6,9 @@ use std::sync::Arc;
 /// One event. `payload` is the event's current JSON text (a transform may
 /// rewrite it); `raw` is the line exactly as received, kept for dead letters.
 /// `id` and `time_us` are filled by the stage that knows where they live
-/// (the `validate` transform) and are what sinks partition and dedupe by.
+/// (the `validate` transform) and are what sinks partition and dedupe by;
+/// `schema` is the registry key of the version the event was checked
+/// against (set by `self_describing`), which a routed lake sink routes by.
 #[derive(Debug, Clone)]
 pub struct Event {
     pub line: u32,
@@ -15,6 +17,7 @@ pub struct Event {
     pub id: Option<Arc<str>>,
     /// Event time, microseconds since the Unix epoch, UTC.
     pub time_us: Option<i64>,
+    pub schema: Option<Arc<str>>,
 }
 
 impl Event {
@@ -26,6 +29,7 @@ impl Event {
             payload: bytes,
             id: None,
             time_us: None,
+            schema: None,
         }
     }
 }

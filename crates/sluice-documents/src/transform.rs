@@ -101,6 +101,7 @@ impl Transform for DocumentsTransform {
                 payload: Bytes::from(payload.to_string()),
                 id: Some(format!("{}/{}/{}", doc.key.entity, doc.key.id, doc.revision).into()),
                 time_us: source.time_us,
+                schema: None,
             });
         }
         Ok(output)

@@ -14,7 +14,11 @@ pub struct LakeSinkConfig {
     pub inputs: Vec<String>,
     /// Table location: a path (relative to the pipeline file), a `file://`
     /// URL or `s3://bucket/prefix`.
+    #[serde(default)]
     pub uri: String,
+    /// Instead of `uri`: one table per schema family and MODEL of
+    /// self-describing events, e.g. `"lake/{vendor}/{name}_{model}"`.
+    pub table_template: Option<String>,
     /// Options for an `s3://` table (endpoint, region, credentials, ...),
     /// over the `AWS_*` environment variables.
     #[serde(default)]
@@ -113,11 +117,56 @@ fn default_max_file_bytes() -> u64 {
     128 * 1024 * 1024
 }
 
+/// The placeholders of `table_template`; the first three are required.
+pub const TEMPLATE_FIELDS: [&str; 4] = ["{vendor}", "{name}", "{model}", "{format}"];
+
+fn check_template(template: &str) -> Result<(), String> {
+    let missing: Vec<&str> = TEMPLATE_FIELDS[..3]
+        .iter()
+        .copied()
+        .filter(|f| !template.contains(f))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "table_template: {template:?} lacks {}; each schema family and MODEL needs a table of its own (allowed placeholders: {})",
+            missing.join(", "),
+            TEMPLATE_FIELDS.join(" ")
+        ));
+    }
+    let mut rest = template.to_string();
+    for field in TEMPLATE_FIELDS {
+        rest = rest.replace(field, "");
+    }
+    if rest.contains('{') || rest.contains('}') {
+        return Err(format!(
+            "table_template: {template:?} has an unknown placeholder; allowed: {}",
+            TEMPLATE_FIELDS.join(" ")
+        ));
+    }
+    Ok(())
+}
+
 impl LakeSinkConfig {
+    /// `table_template` filled in for one schema family and MODEL.
+    pub fn table_uri(template: &str, vendor: &str, name: &str, format: &str, model: u32) -> String {
+        template
+            .replace("{vendor}", vendor)
+            .replace("{name}", name)
+            .replace("{format}", format)
+            .replace("{model}", &model.to_string())
+    }
+
     /// Pure checks: messages name the key and what is allowed.
     pub fn validate(&self) -> Result<(), String> {
-        if self.uri.trim().is_empty() {
-            return Err("uri: must not be empty".into());
+        match (self.uri.trim().is_empty(), &self.table_template) {
+            (true, None) => {
+                return Err("uri: must not be empty (or give table_template to route self-describing events)".into());
+            }
+            (false, Some(_)) => {
+                return Err("table_template: give either uri (one table) or table_template (a table per schema MODEL), not both".into());
+            }
+            (true, Some(template)) => check_template(template)?,
+            (false, None) => {}
         }
         if self.flush_interval_secs == 0 {
             return Err("flush_interval_secs: must be at least 1".into());

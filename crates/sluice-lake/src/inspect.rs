@@ -58,7 +58,8 @@ pub async fn summarize(location: &TableLocation) -> Result<TableSummary, LakeErr
 }
 
 /// The distinct non-null values of a top-level string column over the
-/// table's active files (for summaries and checks).
+/// table's active files (for summaries and checks). Files written before the
+/// column was added hold none.
 pub async fn distinct_strings(location: &TableLocation, column: &str) -> Result<HashSet<String>, LakeError> {
     let err = |e: String| LakeError::Table {
         uri: location.to_string(),
@@ -87,7 +88,7 @@ pub async fn distinct_strings(location: &TableLocation, column: &str) -> Result<
             .iter()
             .position(|c| c.path().string() == column)
         else {
-            return Err(err(format!("{relative} has no column {column:?}")));
+            continue;
         };
         let mask = ProjectionMask::leaves(builder.parquet_schema(), [index]);
         for batch in builder.with_projection(mask).build().map_err(|e| err(e.to_string()))? {

@@ -12,6 +12,9 @@
 //!   any span, compaction leaves each id once per partition.
 //! * Maintenance (compaction, vacuum) never removes rows: compaction removes
 //!   only files whose rows it rewrote, in the same commit.
+//! * A table's columns only grow, and only for routed tables (schema
+//!   families): a newer version adds nullable columns in the same commit as
+//!   the first rows that have them; a column never changes type.
 
 pub mod compaction;
 pub mod config;
@@ -25,15 +28,19 @@ pub mod vacuum;
 
 pub use config::{CompactionConfig, LakeSinkConfig};
 pub use inspect::{PartitionStats, TableSummary, distinct_strings, summarize};
-pub use sink::LakeSink;
+pub use sink::{
+    LakeSink,
+    routed::{Route, RouteError, RoutedLakeSink, Routes},
+};
 pub use storage::TableLocation;
+pub use table::table_exists;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LakeError {
     #[error("lake table {uri}: {message}")]
     Table { uri: String, message: String },
     #[error(
-        "lake table {uri} has columns {found}, but the schema gives {expected}; schema evolution is not supported yet, so write to a new table"
+        "lake table {uri} has columns {found}, but the schema gives {expected}; a table fed by `validate` keeps its columns: write to a new table, or route self-describing events with table_template (those tables gain the columns later versions add)"
     )]
     SchemaMismatch {
         uri: String,

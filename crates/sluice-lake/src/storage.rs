@@ -69,6 +69,11 @@ impl TableLocation {
         &self.url
     }
 
+    /// The object-store options over the `AWS_*` environment.
+    pub fn options(&self) -> &BTreeMap<String, String> {
+        &self.options
+    }
+
     pub fn is_local(&self) -> bool {
         self.url.scheme() == "file"
     }

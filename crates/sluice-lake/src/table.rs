@@ -73,6 +73,22 @@ pub async fn open_or_create(
     }
 }
 
+/// Whether a table is at `location` (a Delta log with a version).
+pub async fn table_exists(location: &TableLocation) -> Result<bool, LakeError> {
+    if location.is_local() {
+        let path = location
+            .url()
+            .to_file_path()
+            .map_err(|()| table_error(location, "not a local path"))?;
+        return Ok(path.join("_delta_log").exists());
+    }
+    match location.builder()?.load().await {
+        Ok(_) => Ok(true),
+        Err(deltalake::DeltaTableError::NotATable(_)) => Ok(false),
+        Err(e) => Err(table_error(location, e)),
+    }
+}
+
 async fn create(
     location: &TableLocation,
     data: &Schema,
@@ -129,6 +145,59 @@ pub fn check_schema(table: &DeltaTable, location: &TableLocation, expected: &Sch
     Ok(())
 }
 
+/// `current`'s columns with those of `incoming` it lacks added at the end
+/// (in structs too, also under lists), or `None` when it has them all. A
+/// column both have must have the same type (nullability and list item
+/// names aside): types never change, only columns get added.
+pub fn merge_columns(current: &Schema, incoming: &Schema) -> Result<Option<Schema>, String> {
+    let mut path = Vec::new();
+    let merged = merge_fields(current.fields(), incoming.fields(), &mut path)?;
+    Ok(merged.map(Schema::new))
+}
+
+fn merge_fields(
+    current: &arrow_schema::Fields,
+    incoming: &arrow_schema::Fields,
+    path: &mut Vec<String>,
+) -> Result<Option<Vec<Field>>, String> {
+    let mut out: Vec<Field> = current.iter().map(|f| f.as_ref().clone()).collect();
+    let mut changed = false;
+    for new in incoming {
+        path.push(new.name().clone());
+        match out.iter_mut().find(|f| f.name() == new.name()) {
+            None => {
+                out.push(new.as_ref().clone().with_nullable(true));
+                changed = true;
+            }
+            Some(old) => {
+                if let Some(widened) = merge_types(old.data_type(), new.data_type(), path)? {
+                    *old = old.clone().with_data_type(widened);
+                    changed = true;
+                }
+            }
+        }
+        path.pop();
+    }
+    Ok(changed.then_some(out))
+}
+
+fn merge_types(current: &DataType, incoming: &DataType, path: &mut Vec<String>) -> Result<Option<DataType>, String> {
+    match (current, incoming) {
+        (DataType::Struct(a), DataType::Struct(b)) => {
+            Ok(merge_fields(a, b, path)?.map(|fields| DataType::Struct(fields.into())))
+        }
+        (DataType::List(a), DataType::List(b)) => Ok(merge_types(a.data_type(), b.data_type(), path)?
+            .map(|item| DataType::List(std::sync::Arc::new(a.as_ref().clone().with_data_type(item))))),
+        _ if type_name(current) == type_name(incoming) => Ok(None),
+        _ => Err(format!(
+            "column {} is {} in the table but {} in the new schema; a column's type never changes (register a new MODEL)",
+            path.join("."),
+            type_name(current),
+            type_name(incoming)
+        )),
+    }
+}
+
 /// A type name that ignores nullability and list item names.
 fn type_name(t: &DataType) -> String {
     match t {
@@ -149,6 +218,61 @@ fn type_name(t: &DataType) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn columns_are_merged_by_name_and_types_never_change() {
+        let inner = |names: &[&str]| {
+            DataType::Struct(
+                names
+                    .iter()
+                    .map(|n| Field::new(*n, DataType::Int64, true))
+                    .collect::<Vec<_>>()
+                    .into(),
+            )
+        };
+        let table = Schema::new(vec![
+            Field::new("id", DataType::Utf8, true),
+            Field::new("dev", inner(&["w"]), true),
+            Field::new(
+                "tags",
+                DataType::List(std::sync::Arc::new(Field::new("element", DataType::Utf8, true))),
+                true,
+            ),
+        ]);
+        let same = Schema::new(vec![
+            Field::new(
+                "tags",
+                DataType::List(std::sync::Arc::new(Field::new("item", DataType::Utf8, true))),
+                true,
+            ),
+            Field::new("id", DataType::Utf8, true),
+        ]);
+        assert_eq!(merge_columns(&table, &same), Ok(None));
+
+        let wider = Schema::new(vec![
+            Field::new("id", DataType::Utf8, true),
+            Field::new("dev", inner(&["w", "h"]), true),
+            Field::new("ref", DataType::Utf8, false),
+        ]);
+        let merged = merge_columns(&table, &wider).unwrap().unwrap();
+        let names: Vec<&str> = merged.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, ["id", "dev", "tags", "ref"], "new columns come last");
+        assert_eq!(merged.field_with_name("dev").unwrap().data_type(), &inner(&["w", "h"]));
+        assert!(merged.field_with_name("ref").unwrap().is_nullable());
+
+        let changed = Schema::new(vec![
+            Field::new("dev", inner(&["w"]), true),
+            Field::new("id", DataType::Int64, true),
+        ]);
+        let err = merge_columns(&table, &changed).unwrap_err();
+        assert!(err.contains("column id is string in the table but Int64"), "{err}");
+        let nested = Schema::new(vec![Field::new(
+            "dev",
+            DataType::Struct(vec![Field::new("w", DataType::Utf8, true)].into()),
+            true,
+        )]);
+        assert!(merge_columns(&table, &nested).unwrap_err().contains("column dev.w"));
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn writers_racing_to_create_a_local_table_all_open_it() {

@@ -1,12 +1,16 @@
 //! Schemas: JSON Schema 2020-12 validation of events (the `validate`
 //! transform), the mapping from a JSON Schema to the Arrow schema the lake
-//! writes, and the schema registry (versioned schemas, compatibility).
+//! writes, the schema registry (versioned schemas, compatibility), and the
+//! transforms that check events against registered versions
+//! (`self_describing`, `avro`).
 
 pub mod arrow_types;
+pub mod avro;
 pub mod registry;
 pub mod self_describing;
 pub mod validate;
 
 pub use arrow_types::{ArrowLayout, arrow_layout};
+pub use avro::transform::AvroTransform;
 pub use self_describing::{Pointers, SelfDescribingTransform};
 pub use validate::{SchemaError, ValidateTransform, load_schema};

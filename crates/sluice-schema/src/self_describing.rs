@@ -2,7 +2,8 @@
 //! (`{"schema": "iglu:com.acme/page_view/jsonschema/1-0-2", "data": {...}}`,
 //! pointers configurable) are validated against exactly that registered
 //! version, stamped with id and time from `data`, and passed on as their
-//! `data` object, with the schema key kept in a field (`/_schema` by default).
+//! `data` object, with the schema key kept in a field (`/_schema` by default)
+//! and in [`Event::schema`] (what a routed lake sink routes by).
 //!
 //! Schemas come from the registry and are cached once compiled: a version
 //! never changes, so a cached one is never stale. A key the registry does
@@ -132,6 +133,7 @@ impl SelfDescribingTransform {
             return Ok(Err(e));
         }
         let mut out = value.pointer_mut(&p.data).map(Value::take).unwrap_or_default();
+        event.schema = Some(Arc::from(key.as_str()));
         if let (Some(field), Value::Object(map)) = (&p.key_field, &mut out) {
             map.insert(field.trim_start_matches('/').to_string(), Value::String(key));
         }

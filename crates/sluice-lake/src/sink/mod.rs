@@ -8,7 +8,15 @@
 //! open file. `flush` closes the files and makes one Delta commit holding the
 //! `add` actions and one `txn` action per batch key. If the commit fails, the
 //! closed files and keys stay staged and the next `flush` retries them.
+//!
+//! Schema evolution ([`LakeSink::widen`]): columns a newer schema version
+//! adds (nullable, never a changed type) close the files open so far and
+//! replace the writer by one with the wider schema; the next commit carries
+//! the table's new `metaData` together with the data written under it, so
+//! no reader sees rows of columns the table does not have. Files written
+//! before lack the new columns, which Delta readers read as null.
 
+pub mod routed;
 mod seen;
 
 use std::{
@@ -27,7 +35,8 @@ use delta_kernel::expressions::Scalar;
 use deltalake::{
     DeltaTable,
     kernel::{
-        Action, Add, Transaction,
+        Action, Add, MetadataExt, StructType, Transaction,
+        engine::arrow_conversion::TryFromArrow,
         transaction::{CommitBuilder, CommitProperties},
     },
     parquet::{
@@ -43,7 +52,7 @@ use sluice_core::{Accepted, Event, FlushReport, Rejected, Sink, StageError, now_
 use crate::{
     LakeError, LakeSinkConfig, TableLocation,
     partition::{PartitionError, PartitionKey, partition_values},
-    table::{check_schema, open_or_create, table_schema},
+    table::{check_schema, merge_columns, open_or_create, table_error, table_schema},
 };
 
 /// Prefix of the Delta `txn` application ids Sluice writes.
@@ -69,11 +78,15 @@ pub struct LakeSink {
     staged_adds: Vec<Add>,
     staged_keys: Vec<String>,
     staged_rows: u64,
+    /// The table's full schema once widened, until a commit records it.
+    pending_schema: Option<Arc<Schema>>,
+    max_file_bytes: u64,
 }
 
 impl LakeSink {
     /// Opens (or creates) the table at `location` with the columns of `data_schema`;
-    /// `event_id` is the JSON pointer of the events' id.
+    /// `event_id` is the JSON pointer of the events' id. An existing table
+    /// must have exactly these columns.
     pub async fn open(
         location: TableLocation,
         config: &LakeSinkConfig,
@@ -83,26 +96,44 @@ impl LakeSink {
     ) -> Result<Self, LakeError> {
         let table = open_or_create(&location, data_schema, &config.partition_by).await?;
         check_schema(&table, &location, &table_schema(data_schema, &config.partition_by))?;
+        Self::for_table(location, table, config, json_text_paths, event_id)
+    }
+
+    /// Opens (or creates) a table of a schema family: an existing table
+    /// keeps the columns it has; those `data_schema` adds come with the
+    /// next commit ([`LakeSink::widen`]).
+    pub async fn open_evolving(
+        location: TableLocation,
+        config: &LakeSinkConfig,
+        data_schema: &Schema,
+        json_text_paths: Vec<Vec<String>>,
+        event_id: &str,
+    ) -> Result<Self, LakeError> {
+        let table = open_or_create(&location, data_schema, &config.partition_by).await?;
+        let mut sink = Self::for_table(location, table, config, Vec::new(), event_id)?;
+        sink.widen(data_schema, &json_text_paths)
+            .await
+            .map_err(|e| table_error(&sink.location, e))?;
+        Ok(sink)
+    }
+
+    fn for_table(
+        location: TableLocation,
+        table: DeltaTable,
+        config: &LakeSinkConfig,
+        json_text_paths: Vec<Vec<String>>,
+        event_id: &str,
+    ) -> Result<Self, LakeError> {
         let writer = RecordBatchWriter::for_table(&table)
-            .map_err(|e| LakeError::Table {
-                uri: location.to_string(),
-                message: e.to_string(),
-            })?
+            .map_err(|e| table_error(&location, e))?
             .with_writer_properties(parquet_properties())
             .with_target_file_size(config.max_file_bytes);
-        let partition_columns: Vec<&str> = config.partition_by.iter().map(|p| p.column()).collect();
-        let writer_schema = writer.arrow_schema();
-        let data_fields: Vec<_> = writer_schema
-            .fields()
-            .iter()
-            .filter(|f| !partition_columns.contains(&f.name().as_str()))
-            .cloned()
-            .collect();
+        let data_schema = Arc::new(data_columns(&writer.arrow_schema(), &config.partition_by));
         Ok(LakeSink {
             location,
             table,
             writer,
-            data_schema: Arc::new(Schema::new(data_fields)),
+            data_schema,
             json_text_paths,
             partition_by: config.partition_by.clone(),
             event_id: event_id.to_string(),
@@ -114,7 +145,46 @@ impl LakeSink {
             staged_adds: Vec::new(),
             staged_keys: Vec::new(),
             staged_rows: 0,
+            pending_schema: None,
+            max_file_bytes: config.max_file_bytes,
         })
+    }
+
+    /// Makes the table hold every column of `data` (a later version of the
+    /// schema it was made from) and stores `json_text_paths` values as text.
+    /// Columns only ever get added; a column whose type would change is an
+    /// error and nothing changes.
+    pub async fn widen(&mut self, data: &Schema, json_text_paths: &[Vec<String>]) -> Result<(), StageError> {
+        let merged = merge_columns(&self.data_schema, data)
+            .map_err(|e| StageError::fatal(format!("lake {}: {e}", self.location)))?;
+        for path in json_text_paths {
+            if !self.json_text_paths.contains(path) {
+                self.json_text_paths.push(path.clone());
+            }
+        }
+        let Some(merged) = merged else {
+            return Ok(());
+        };
+        let adds = self
+            .writer
+            .flush()
+            .await
+            .map_err(|e| self.retriable("closing files", e))?;
+        self.staged_adds.extend(adds);
+        let full = Arc::new(table_schema(&merged, &self.partition_by));
+        let partition_columns = self.partition_by.iter().map(|p| p.column().to_string()).collect();
+        self.writer = RecordBatchWriter::try_new(
+            self.location.url().as_str(),
+            full.clone(),
+            Some(partition_columns),
+            Some(self.location.options().clone().into_iter().collect()),
+        )
+        .map_err(|e| self.retriable("opening a wider writer", e))?
+        .with_writer_properties(parquet_properties())
+        .with_target_file_size(self.max_file_bytes);
+        self.data_schema = Arc::new(merged);
+        self.pending_schema = Some(full);
+        Ok(())
     }
 
     pub fn table(&self) -> &DeltaTable {
@@ -176,6 +246,18 @@ impl LakeSink {
         }
         Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
     }
+}
+
+/// The data columns of a table schema: all but the partition columns.
+fn data_columns(full: &Schema, partition_by: &[PartitionKey]) -> Schema {
+    let partition_columns: Vec<&str> = partition_by.iter().map(|p| p.column()).collect();
+    Schema::new(
+        full.fields()
+            .iter()
+            .filter(|f| !partition_columns.contains(&f.name().as_str()))
+            .cloned()
+            .collect::<Vec<_>>(),
+    )
 }
 
 /// Parquet settings of every file Sluice writes: zstd level 3.
@@ -346,7 +428,7 @@ impl Sink for LakeSink {
                 last_updated: Some(now),
             })
             .collect();
-        let actions: Vec<Action> = self.staged_adds.iter().cloned().map(Action::Add).collect();
+        let mut actions: Vec<Action> = self.staged_adds.iter().cloned().map(Action::Add).collect();
         let operation = DeltaOperation::Write {
             mode: SaveMode::Append,
             partition_by: Some(self.partition_by.iter().map(|p| p.column().to_string()).collect()),
@@ -356,6 +438,18 @@ impl Sink for LakeSink {
             .table
             .snapshot()
             .map_err(|e| self.retriable("reading snapshot", e))?;
+        if let Some(schema) = &self.pending_schema {
+            let widened = StructType::try_from_arrow(schema.as_ref())
+                .map_err(|e| self.retriable("converting the wider schema", e))
+                .and_then(|kernel| {
+                    snapshot
+                        .metadata()
+                        .clone()
+                        .with_schema(&kernel)
+                        .map_err(|e| self.retriable("widening the schema", e))
+                })?;
+            actions.push(Action::Metadata(widened));
+        }
         CommitBuilder::from(CommitProperties::default().with_application_transactions(txns))
             .with_actions(actions)
             .build(Some(snapshot), self.table.log_store(), operation)
@@ -373,10 +467,13 @@ impl Sink for LakeSink {
         };
         self.staged_adds.clear();
         self.staged_keys.clear();
+        self.pending_schema = None;
         self.seen.commit(Instant::now());
         Ok(report)
     }
 
+    /// Drops what is not committed; a widened schema stays pending, as the
+    /// writer keeps it.
     fn reset(&mut self) {
         self.writer.reset();
         self.seen.discard();

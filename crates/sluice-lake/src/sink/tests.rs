@@ -7,7 +7,11 @@ use sluice_core::{Accepted, Event, Sink};
 use url::Url;
 
 use super::*;
-use crate::{TableLocation, inspect::summarize, partition::PartitionKey};
+use crate::{
+    TableLocation,
+    inspect::{distinct_strings, summarize},
+    partition::PartitionKey,
+};
 
 pub(crate) fn schema() -> Schema {
     Schema::new(vec![
@@ -26,6 +30,7 @@ pub(crate) fn config(uri: &str) -> LakeSinkConfig {
     LakeSinkConfig {
         inputs: vec![],
         uri: uri.into(),
+        table_template: None,
         partition_by: vec![PartitionKey::Dt, PartitionKey::Hour],
         flush_interval_secs: 5,
         max_file_bytes: 8 * 1024 * 1024,
@@ -225,4 +230,117 @@ async fn bucket_partitions_hash_the_event_id_or_a_field() {
         "bucket={}/dt=2026-11-01/hour=00",
         crate::partition::bucket_of("5", 8)
     )));
+}
+
+/// Routes of a test registry: `page` 1-0-0, 1-0-1 (adds `ref`) and 1-0-2
+/// (changes `n`'s type) to one table, `click` 1-0-0 to another.
+struct TestRoutes {
+    dir: std::path::PathBuf,
+}
+
+impl routed::Routes for TestRoutes {
+    fn route(&self, key: &str) -> Result<routed::Route, routed::RouteError> {
+        let mut fields = schema().fields().iter().map(|f| f.as_ref().clone()).collect::<Vec<_>>();
+        let table = match key {
+            "iglu:t/page/jsonschema/1-0-0" => "page_1",
+            "iglu:t/page/jsonschema/1-0-1" => {
+                fields.push(Field::new("ref", DataType::Utf8, true));
+                "page_1"
+            }
+            "iglu:t/page/jsonschema/1-0-2" => {
+                fields[2] = Field::new("n", DataType::Utf8, true);
+                "page_1"
+            }
+            "iglu:t/click/jsonschema/1-0-0" => "click_1",
+            other => return Err(routed::RouteError::Unknown(format!("{other} is not registered"))),
+        };
+        Ok(routed::Route {
+            location: TableLocation::from(Url::from_directory_path(self.dir.join(table)).unwrap()),
+            data_schema: Arc::new(Schema::new(fields)),
+            json_text_paths: vec![vec!["extra".into()]],
+        })
+    }
+}
+
+fn described(id: &str, key: Option<&str>, extra: &str) -> Event {
+    let text = format!(r#"{{"id":"{id}","ts":"2026-11-01T00:10:00Z","n":1{extra}}}"#);
+    let mut e = Event::from_line(id.as_bytes()[0] as u32, Bytes::from(text));
+    e.id = Some(Arc::from(id));
+    e.time_us = Some(
+        DateTime::parse_from_rfc3339("2026-11-01T00:10:00Z")
+            .unwrap()
+            .timestamp_micros(),
+    );
+    e.schema = key.map(Arc::from);
+    e
+}
+
+#[tokio::test]
+async fn routed_events_go_to_their_models_table_which_gains_columns_in_the_data_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let routes = Arc::new(TestRoutes {
+        dir: dir.path().to_path_buf(),
+    });
+    let open = || routed::RoutedLakeSink::new(config(""), "/id", routes.clone());
+    let table = |name: &str| TableLocation::from(Url::from_directory_path(dir.path().join(name)).unwrap());
+    let (v100, v101, v102) = (
+        Some("iglu:t/page/jsonschema/1-0-0"),
+        Some("iglu:t/page/jsonschema/1-0-1"),
+        Some("iglu:t/page/jsonschema/1-0-2"),
+    );
+    let click = Some("iglu:t/click/jsonschema/1-0-0");
+    let mut sink = open();
+    let first = vec![
+        described("a", v100, ""),
+        described("b", v100, ""),
+        described("c", click, r#","extra":{"k":1}"#),
+    ];
+    assert_eq!(rejected_count(&sink.accept("batch-1", false, first).await.unwrap()), 0);
+    assert_eq!(sink.flush().await.unwrap().rows, 3);
+
+    let second = vec![
+        described("d", v101, r#","ref":"x""#),
+        described("e", v100, ""),
+        described("f", v102, ""),
+        described("g", Some("iglu:t/other/jsonschema/1-0-0"), ""),
+        described("h", None, ""),
+    ];
+    let reasons = |accepted: &Accepted| -> Vec<String> {
+        match accepted {
+            Accepted::Buffered { rejected } => rejected.iter().map(|r| r.reason.clone()).collect(),
+            Accepted::AlreadyCommitted => panic!("unexpected AlreadyCommitted"),
+        }
+    };
+    let accepted = sink.accept("batch-2", false, second.clone()).await.unwrap();
+    let mut got = reasons(&accepted);
+    got.sort();
+    assert_eq!(got, ["incompatible_schema", "unknown_schema", "unknown_schema"]);
+    assert_eq!(sink.flush().await.unwrap().rows, 2);
+
+    assert_eq!(summarize(&table("page_1")).await.unwrap().rows, 4);
+    assert_eq!(summarize(&table("click_1")).await.unwrap().rows, 1);
+    let refs = distinct_strings(&table("page_1"), "ref").await.unwrap();
+    assert_eq!(refs, ["x".to_string()].into(), "old files read without the new column");
+    // The commit that brought the column is the one with its first rows.
+    let log = std::fs::read_to_string(dir.path().join("page_1/_delta_log/00000000000000000002.json")).unwrap();
+    assert!(
+        log.contains("\"metaData\"") && log.contains("\"add\"") && log.contains("ref"),
+        "{log}"
+    );
+    let loaded = table("page_1").builder().unwrap().load().await.unwrap();
+    let columns: Vec<String> = loaded
+        .snapshot()
+        .unwrap()
+        .schema()
+        .fields()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(columns, ["id", "ts", "n", "extra", "ref", "dt", "hour"]);
+
+    // A fresh process given batch 2 again writes nothing twice.
+    let mut again = open();
+    let accepted = again.accept("batch-2", true, second).await.unwrap();
+    assert_eq!(reasons(&accepted).len(), 3);
+    assert_eq!(again.flush().await.unwrap().rows, 0);
+    assert_eq!(summarize(&table("page_1")).await.unwrap().rows, 4);
 }

@@ -1,8 +1,10 @@
-//! The schema registry: JSON Schemas stored by key
+//! The schema registry: schemas stored by key
 //! (`iglu:vendor/name/format/MODEL-REVISION-ADDITION`) in a folder laid out
 //! as an Iglu static repository (`schemas/vendor/name/format/1-0-0`), each
-//! with a fingerprint (SHA-256 of its canonical JSON: keys sorted, no
-//! spaces).
+//! with a fingerprint. Format `jsonschema` holds JSON Schemas, fingerprinted
+//! by the SHA-256 of their canonical JSON (keys sorted, no spaces); format
+//! `avro` holds Avro schemas, fingerprinted as Avro's single-object
+//! encoding does ([`crate::avro`]), and no two Avro schemas share one.
 //!
 //! Invariants: a registered version never changes (registering the same
 //! content again is a no-op; other content under its key is refused); a
@@ -25,6 +27,8 @@ use sha2::{Digest, Sha256};
 
 pub use compat::{Changes, compare};
 pub use key::{SchemaKey, SchemaVer};
+
+use crate::avro;
 
 /// A registered schema.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -59,8 +63,8 @@ pub enum RegistryError {
         key.version.model + 1
     )]
     Breaking {
-        key: SchemaKey,
-        against: SchemaKey,
+        key: Box<SchemaKey>,
+        against: Box<SchemaKey>,
         breaking: Vec<String>,
     },
     #[error("registry {path}: {message}")]
@@ -124,6 +128,37 @@ pub fn self_key(schema: &Value) -> Option<Result<SchemaKey, String>> {
     )
 }
 
+/// The fingerprint of `schema` registered under `key`.
+pub fn fingerprint_of(key: &SchemaKey, schema: &Value) -> String {
+    if key.format == avro::FORMAT
+        && let Ok(parsed) = avro::parse(schema)
+    {
+        return avro::fingerprint_hex(&avro::fingerprint_bytes(&parsed));
+    }
+    fingerprint(schema)
+}
+
+impl Registered {
+    /// The JSON Schema of the events this schema describes: the schema
+    /// itself, or what an Avro schema's datums decode to.
+    pub fn json_schema(&self) -> Result<Value, String> {
+        json_schema_of(&self.key, &self.schema)
+    }
+}
+
+/// Checks `schema` is valid in `key`'s format; the JSON Schema its events follow.
+fn json_schema_of(key: &SchemaKey, schema: &Value) -> Result<Value, String> {
+    if key.format == avro::FORMAT {
+        return avro::parse(schema)
+            .map(|parsed| avro::to_json_schema(&parsed))
+            .map_err(|e| format!("{key}: {e}"));
+    }
+    jsonschema::options()
+        .build(schema)
+        .map_err(|e| format!("{key}: not a valid JSON Schema: {e}"))?;
+    Ok(schema.clone())
+}
+
 impl FolderRegistry {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         FolderRegistry { root: root.into() }
@@ -174,7 +209,7 @@ impl FolderRegistry {
                 }
             }
         }
-        found.sort_by(|a, b| (a.key.family_path(), a.key.version).cmp(&(b.key.family_path(), b.key.version)));
+        found.sort_by_key(|r| (r.key.family_path(), r.key.version));
         Ok(found)
     }
 
@@ -189,18 +224,17 @@ impl FolderRegistry {
             serde_json::from_slice(&text).map_err(|e| self.storage(format!("{}: {e}", path.display())))?;
         Ok(Some(Registered {
             key: key.clone(),
-            fingerprint: fingerprint(&schema),
+            fingerprint: fingerprint_of(key, &schema),
             schema,
         }))
     }
 
     /// What registering `schema` under `key` would do, without storing it.
     pub fn check(&self, key: &SchemaKey, schema: &Value) -> Result<Outcome, RegistryError> {
-        jsonschema::options()
-            .build(schema)
-            .map_err(|e| RegistryError::Invalid(format!("{key}: not a valid JSON Schema: {e}")))?;
+        let events = json_schema_of(key, schema).map_err(RegistryError::Invalid)?;
+        let new_fingerprint = fingerprint_of(key, schema);
         if let Some(existing) = self.get(key)? {
-            if existing.fingerprint == fingerprint(schema) {
+            if existing.fingerprint == new_fingerprint {
                 return Ok(Outcome::AlreadyRegistered);
             }
             return Err(RegistryError::Invalid(format!(
@@ -208,8 +242,18 @@ impl FolderRegistry {
                 existing.fingerprint
             )));
         }
-        let same_model: Vec<Registered> = self
-            .list()?
+        let all = self.list()?;
+        if key.format == avro::FORMAT
+            && let Some(twin) = all
+                .iter()
+                .find(|r| r.key.format == avro::FORMAT && r.fingerprint == new_fingerprint)
+        {
+            return Err(RegistryError::Invalid(format!(
+                "{key} has the fingerprint of {} ({new_fingerprint}); Avro datums name their schema by fingerprint, so each registered Avro schema must differ (e.g. in a field)",
+                twin.key
+            )));
+        }
+        let same_model: Vec<Registered> = all
             .into_iter()
             .filter(|r| r.key.same_family(key) && r.key.version.model == key.version.model)
             .collect();
@@ -231,11 +275,11 @@ impl FolderRegistry {
                 newest.key
             )));
         }
-        let changes = compare(&newest.schema, schema);
+        let changes = compare(&newest.json_schema().map_err(RegistryError::Invalid)?, &events);
         if !changes.breaking.is_empty() {
             return Err(RegistryError::Breaking {
-                key: key.clone(),
-                against: newest.key.clone(),
+                key: Box::new(key.clone()),
+                against: Box::new(newest.key.clone()),
                 breaking: changes.breaking,
             });
         }

@@ -73,6 +73,12 @@ async fn each_event_is_checked_against_its_exact_version_and_unknown_ones_are_de
         "the output is the data, with its schema key"
     );
     assert_eq!(payload["referrer"], "x");
+    let routed: Vec<&str> = out.events.iter().map(|e| e.schema.as_deref().unwrap()).collect();
+    assert_eq!(
+        routed,
+        [v100.to_string(), v101.to_string()],
+        "each event carries its version's key"
+    );
     let reasons: Vec<&str> = out.rejected.iter().map(|r| r.reason.as_str()).collect();
     assert_eq!(
         reasons,
@@ -105,13 +111,14 @@ async fn each_event_is_checked_against_its_exact_version_and_unknown_ones_are_de
         redelivered: false,
         enqueued_at_ms: 0,
     };
-    let err = t
+    let Err(err) = t
         .process(
             batch,
             vec![event("iglu:com.acme/other/jsonschema/1-0-0", data("g", false))],
         )
         .await
-        .err()
-        .expect("an outage for an uncached key fails the batch");
+    else {
+        panic!("an outage for an uncached key fails the batch");
+    };
     assert!(err.to_string().contains("schema registry"), "{err}");
 }

@@ -6,16 +6,21 @@ use std::{path::Path, time::Duration};
 use anyhow::{Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use sluice_lake::{
-    LakeSinkConfig,
+    LakeSinkConfig, TableLocation,
     compaction::{self, Scope},
-    vacuum,
+    table_exists, vacuum,
 };
 
-use crate::config::{self, LakeTable, Pipeline, SinkConfig};
+use crate::config::{self, Pipeline, SinkConfig};
 
-/// The lake sink `name`, or the only one.
-fn lake<'a>(pipeline: &'a Pipeline, name: Option<&str>) -> Result<(&'a LakeSinkConfig, &'a LakeTable)> {
-    let lakes: Vec<&String> = pipeline.lakes.keys().collect();
+/// The lake sink `name`, or the only one: its config and its tables (one,
+/// or for a `table_template` sink each existing table of a schema MODEL),
+/// each with its event id column.
+async fn lake<'a>(
+    pipeline: &'a Pipeline,
+    name: Option<&str>,
+) -> Result<(&'a LakeSinkConfig, Vec<(TableLocation, Vec<String>)>)> {
+    let lakes: Vec<&String> = pipeline.lakes.keys().chain(pipeline.routed_lakes.keys()).collect();
     let name = match (name, lakes.as_slice()) {
         (Some(n), _) => n,
         (None, [only]) => only.as_str(),
@@ -24,24 +29,45 @@ fn lake<'a>(pipeline: &'a Pipeline, name: Option<&str>) -> Result<(&'a LakeSinkC
             pipeline.file.display()
         ),
     };
-    match (pipeline.config.sinks.get(name), pipeline.lakes.get(name)) {
-        (Some(SinkConfig::Lake(config)), Some(table)) => Ok((config, table)),
-        _ => bail!(
+    let Some(SinkConfig::Lake(config)) = pipeline.config.sinks.get(name) else {
+        bail!(
             "--sink {name:?}: not a lake sink of {}; allowed: {lakes:?}",
             pipeline.file.display()
-        ),
+        );
+    };
+    if let Some(table) = pipeline.lakes.get(name) {
+        return Ok((config, vec![(table.location.clone(), table.id_column.clone())]));
     }
+    let routed = &pipeline.routed_lakes[name];
+    let mut existing = Vec::new();
+    for (location, id_column) in routed.tables().map_err(anyhow::Error::msg)? {
+        if table_exists(&location).await? {
+            existing.push((location, id_column));
+        }
+    }
+    Ok((config, existing))
 }
 
 pub async fn compact(path: &Path, sink: Option<&str>, since: Option<u64>, all: bool, json: bool) -> Result<()> {
     let pipeline = config::load(path)?;
-    let (config, table) = lake(&pipeline, sink)?;
+    let (config, tables) = lake(&pipeline, sink).await?;
     let scope = if all {
         Scope::All
     } else {
         Scope::lookback_hours(since.unwrap_or(config.compaction.lookback_hours))
     };
-    let options = config.compaction.options(scope, table.id_column.clone());
+    let several = tables.len() > 1;
+    for (location, id_column) in tables {
+        let options = config.compaction.options(scope, id_column);
+        if several && !json {
+            println!("{location}:");
+        }
+        compact_table(&location, &options, json).await?;
+    }
+    Ok(())
+}
+
+async fn compact_table(location: &TableLocation, options: &compaction::CompactionOptions, json: bool) -> Result<()> {
     let bar = if json {
         ProgressBar::hidden()
     } else {
@@ -50,7 +76,7 @@ pub async fn compact(path: &Path, sink: Option<&str>, since: Option<u64>, all: b
                 .expect("valid template"),
         )
     };
-    let report = compaction::compact(&table.location, &options, &|done, planned| {
+    let report = compaction::compact(location, options, &|done, planned| {
         bar.set_length(planned as u64);
         bar.set_message(done.partition.clone());
         bar.inc(1);
@@ -59,7 +85,9 @@ pub async fn compact(path: &Path, sink: Option<&str>, since: Option<u64>, all: b
     .await?;
     bar.finish_and_clear();
     if json {
-        println!("{}", serde_json::to_string(&report)?);
+        let mut line = serde_json::to_value(&report)?;
+        line["table"] = location.to_string().into();
+        println!("{line}");
         return Ok(());
     }
     if report.partitions.is_empty() && report.skipped.is_empty() {
@@ -96,18 +124,22 @@ pub async fn vacuum(
     json: bool,
 ) -> Result<()> {
     let pipeline = config::load(path)?;
-    let (_, table) = lake(&pipeline, sink)?;
+    let (_, tables) = lake(&pipeline, sink).await?;
     let retention = Duration::from_secs(retention_hours.saturating_mul(3600));
-    let report = vacuum::vacuum(&table.location, retention, force, dry_run).await?;
-    if json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
+    for (location, _) in tables {
+        let report = vacuum::vacuum(&location, retention, force, dry_run).await?;
+        if json {
+            let mut line = serde_json::to_value(&report)?;
+            line["table"] = location.to_string().into();
+            println!("{line}");
+            continue;
+        }
         for file in &report.files_deleted {
             println!("{file}");
         }
         let verb = if dry_run { "would delete" } else { "deleted" };
         println!(
-            "{verb} {} files older than {retention_hours} h that no table version uses",
+            "{location}: {verb} {} files older than {retention_hours} h that no table version uses",
             report.files_deleted.len()
         );
     }

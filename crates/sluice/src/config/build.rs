@@ -55,6 +55,7 @@ fn build_transform(
 ) -> Result<Arc<dyn Transform>, String> {
     match config {
         TransformConfig::SelfDescribing(c) => Ok(Arc::new(c.build()?)),
+        TransformConfig::Avro(c) => Ok(Arc::new(c.build()?)),
         TransformConfig::Validate(v) => {
             let schema = schema.ok_or("schema: not loaded")?;
             let t = ValidateTransform::new(schema, &v.event_id, &v.event_time).map_err(|e| format!("schema: {e}"))?;

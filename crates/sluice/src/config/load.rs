@@ -10,7 +10,7 @@ use std::{
 use serde_json::Value;
 use sluice_documents::projection::ProjectionConfig;
 use sluice_lake::TableLocation;
-use sluice_schema::{ArrowLayout, arrow_layout, load_schema};
+use sluice_schema::{ArrowLayout, arrow_layout, load_schema, registry::SchemaKey};
 use url::Url;
 
 use super::{
@@ -37,8 +37,10 @@ pub struct Pipeline {
     pub config: PipelineFile,
     /// Compiled-checked schema of each `validate` transform.
     pub schemas: BTreeMap<String, Value>,
-    /// Table and columns of each lake sink.
+    /// Table and columns of each lake sink with a `uri`.
     pub lakes: BTreeMap<String, LakeTable>,
+    /// Each lake sink with a `table_template` (a table per schema MODEL).
+    pub routed_lakes: BTreeMap<String, RoutedLake>,
     /// The JSON Schema of each postgres sink's events, when every input is
     /// a `validate` transform with the same schema (it declares the columns).
     pub postgres: BTreeMap<String, Option<Value>>,
@@ -55,6 +57,70 @@ pub struct LakeTable {
     pub event_id: String,
     /// The column holding the event id, through structs (for compaction).
     pub id_column: Vec<String>,
+}
+
+/// A lake sink that routes self-describing events to a table per schema
+/// family and MODEL.
+#[derive(Debug, Clone)]
+pub struct RoutedLake {
+    /// `table_template` with a relative path made absolute.
+    pub template: String,
+    pub storage_options: BTreeMap<String, String>,
+    /// JSON pointer of the event id (from the `self_describing` inputs).
+    pub event_id: String,
+    /// The top-level field holding each row's schema key, if kept.
+    pub key_field: Option<String>,
+    pub registry: PathBuf,
+}
+
+impl RoutedLake {
+    /// The table of `key`'s family and MODEL.
+    pub fn location(&self, key: &SchemaKey) -> Result<TableLocation, String> {
+        let filled = sluice_lake::LakeSinkConfig::table_uri(
+            &self.template,
+            &key.vendor,
+            &key.name,
+            &key.format,
+            key.version.model,
+        );
+        let url = if filled.contains("://") {
+            Url::parse(&filled).map_err(|e| format!("table_template: {filled:?} is not a URL ({e})"))?
+        } else {
+            Url::from_directory_path(&filled)
+                .map_err(|()| format!("table_template: {filled:?} is not a usable path"))?
+        };
+        TableLocation::new(url, self.storage_options.clone()).map_err(|e| format!("table_template: {e}"))
+    }
+
+    /// The table of each schema family and MODEL in the registry, with its
+    /// event id column (from the newest version), whether or not it exists
+    /// yet. Versions a table cannot hold, or without the id as a column,
+    /// are left out: no event of theirs reaches a table.
+    pub fn tables(&self) -> Result<Vec<(TableLocation, Vec<String>)>, String> {
+        let registered = sluice_schema::registry::FolderRegistry::new(&self.registry)
+            .list()
+            .map_err(|e| e.to_string())?;
+        let mut newest: BTreeMap<String, &sluice_schema::registry::Registered> = BTreeMap::new();
+        for r in &registered {
+            let Ok(location) = self.location(&r.key) else {
+                continue;
+            };
+            // `list` is ordered by version: the last one of a table wins.
+            newest.insert(location.url().to_string(), r);
+        }
+        let mut tables = Vec::new();
+        for r in newest.into_values() {
+            let Ok(layout) = r.json_schema().and_then(|s| arrow_layout(&s)) else {
+                continue;
+            };
+            let (Ok(location), Ok(id_column)) = (self.location(&r.key), column_path(&layout.schema, &self.event_id))
+            else {
+                continue;
+            };
+            tables.push((location, id_column));
+        }
+        Ok(tables)
+    }
 }
 
 /// Reads and checks a pipeline file.
@@ -113,6 +179,10 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
                 sd.registry = registry.clone();
                 continue;
             }
+            TransformConfig::Avro(avro) => {
+                avro.registry = registry.clone();
+                continue;
+            }
             TransformConfig::Jq(jq) => {
                 if let Some(f) = &mut jq.program_file {
                     *f = resolve(&dir, f).to_string_lossy().into_owned();
@@ -146,9 +216,15 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
         check_transform(tname, transform, &data_dir).map_err(|e| invalid(format!("transforms.{tname}.{e}")))?;
     }
     let mut lakes = BTreeMap::new();
+    let mut routed_lakes = BTreeMap::new();
     let mut postgres = BTreeMap::new();
     for (sname, sink) in &config.sinks {
         let lake = match sink {
+            SinkConfig::Lake(lake) if lake.table_template.is_some() => {
+                let routed = routed_lake(&config, &dir, &registry, sname, lake).map_err(invalid)?;
+                routed_lakes.insert(sname.clone(), routed);
+                continue;
+            }
             SinkConfig::Lake(lake) => lake,
             SinkConfig::Projection(_) | SinkConfig::Stream(_) => continue,
             SinkConfig::Postgres(pg) => {
@@ -202,6 +278,7 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
         config,
         schemas,
         lakes,
+        routed_lakes,
         postgres,
         registry,
     })
@@ -467,6 +544,53 @@ fn lake_schema<'a>(
         (Some(schema), Some(id)) => Ok((schema, id.to_string())),
         _ => Err(format!("sinks.{sink}.inputs: must not be empty")),
     }
+}
+
+/// A `table_template` lake sink: every input is a `self_describing`
+/// transform, all with one event id pointer.
+fn routed_lake(
+    config: &PipelineFile,
+    dir: &Path,
+    registry: &Path,
+    sink: &str,
+    lake: &sluice_lake::LakeSinkConfig,
+) -> Result<RoutedLake, String> {
+    let template = lake.table_template.clone().unwrap_or_default();
+    let mut found: Option<(&String, &String)> = None;
+    for input in &lake.inputs {
+        let (event_id, key_field) = match config.transforms.get(input) {
+            Some(TransformConfig::SelfDescribing(sd)) => (&sd.event_id, &sd.key_field),
+            Some(TransformConfig::Avro(avro)) => (&avro.event_id, &avro.key_field),
+            _ => {
+                return Err(format!(
+                    "sinks.{sink}.inputs: {input:?} is not a self_describing or avro transform; a lake sink with table_template routes events by the registered schema version they were checked against"
+                ));
+            }
+        };
+        if found.is_some_and(|(id, key)| id != event_id || key != key_field) {
+            return Err(format!(
+                "sinks.{sink}.inputs: the inputs take the event id or keep the schema key in different fields; the tables have one of each"
+            ));
+        }
+        found = Some((event_id, key_field));
+    }
+    let (event_id, key_field) = found.ok_or_else(|| format!("sinks.{sink}.inputs: must not be empty"))?;
+    let routed = RoutedLake {
+        template: if template.contains("://") {
+            template
+        } else {
+            resolve(dir, &template).to_string_lossy().into_owned()
+        },
+        storage_options: lake.storage_options.clone(),
+        event_id: event_id.clone(),
+        key_field: (!key_field.is_empty()).then(|| key_field.trim_start_matches('/').to_string()),
+        registry: registry.to_path_buf(),
+    };
+    let sample: SchemaKey = "iglu:com.example/sample/jsonschema/1-0-0"
+        .parse()
+        .expect("a valid sample key");
+    routed.location(&sample).map_err(|e| format!("sinks.{sink}.{e}"))?;
+    Ok(routed)
 }
 
 /// The schema every input validates against, if they all are `validate`

@@ -11,5 +11,5 @@ mod load;
 mod model;
 
 pub use build::build_transforms;
-pub use load::{ConfigError, LakeTable, Pipeline, load};
+pub use load::{ConfigError, Pipeline, RoutedLake, load};
 pub use model::{BUILT_IN_TRANSFORMS, SinkConfig, SourceConfig, TransformConfig};

@@ -148,6 +148,7 @@ pub enum SourceConfig {
 pub enum TransformConfig {
     Validate(ValidateConfig),
     SelfDescribing(SelfDescribingConfig),
+    Avro(AvroConfig),
     Jq(JqConfig),
     Rename(RenameConfig),
     Drop(DropConfig),
@@ -161,9 +162,10 @@ pub enum TransformConfig {
 }
 
 /// The built-in transform types.
-pub const BUILT_IN_TRANSFORMS: [&str; 10] = [
+pub const BUILT_IN_TRANSFORMS: [&str; 11] = [
     "validate",
     "self_describing",
+    "avro",
     "jq",
     "rename",
     "drop",
@@ -201,6 +203,7 @@ impl<'de> Deserialize<'de> for TransformConfig {
         match type_name.as_str() {
             "validate" => parse(table, TransformConfig::Validate),
             "self_describing" => parse(table, TransformConfig::SelfDescribing),
+            "avro" => parse(table, TransformConfig::Avro),
             "jq" => parse(table, TransformConfig::Jq),
             "rename" => parse(table, TransformConfig::Rename),
             "drop" => parse(table, TransformConfig::Drop),
@@ -231,6 +234,7 @@ impl TransformConfig {
         match self {
             TransformConfig::Validate(c) => &c.inputs,
             TransformConfig::SelfDescribing(c) => &c.inputs,
+            TransformConfig::Avro(c) => &c.inputs,
             TransformConfig::Jq(c) => &c.inputs,
             TransformConfig::Rename(c) => &c.inputs,
             TransformConfig::Drop(c) => &c.inputs,
@@ -249,6 +253,7 @@ impl TransformConfig {
         match self {
             TransformConfig::Validate(c) => &mut c.inputs,
             TransformConfig::SelfDescribing(c) => &mut c.inputs,
+            TransformConfig::Avro(c) => &mut c.inputs,
             TransformConfig::Jq(c) => &mut c.inputs,
             TransformConfig::Rename(c) => &mut c.inputs,
             TransformConfig::Drop(c) => &mut c.inputs,
@@ -317,23 +322,13 @@ fn default_recheck_secs() -> u64 {
 
 impl SelfDescribingConfig {
     pub fn check(&self) -> Result<(), String> {
-        for (key, pointer) in [
+        check_pointers(&[
             ("schema_field", &self.schema_field),
             ("data_field", &self.data_field),
             ("event_id", &self.event_id),
             ("event_time", &self.event_time),
-        ] {
-            if !pointer.starts_with('/') {
-                return Err(format!("{key}: {pointer:?} is not a JSON pointer (it starts with '/')"));
-            }
-        }
-        if !self.key_field.is_empty() && (!self.key_field.starts_with('/') || self.key_field[1..].contains('/')) {
-            return Err(format!(
-                "key_field: {:?} must be a top-level field (\"/_schema\") or \"\"",
-                self.key_field
-            ));
-        }
-        Ok(())
+        ])?;
+        check_key_field(&self.key_field)
     }
 
     pub fn build(&self) -> Result<sluice_schema::SelfDescribingTransform, String> {
@@ -351,6 +346,58 @@ impl SelfDescribingConfig {
             std::time::Duration::from_secs(self.recheck_secs),
         ))
     }
+}
+
+/// `type = "avro"`: lines of base64 Avro single-object datums, decoded
+/// with the registered Avro schema their fingerprint names.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AvroConfig {
+    pub inputs: Vec<String>,
+    /// JSON pointers into the decoded datum.
+    pub event_id: String,
+    pub event_time: String,
+    /// A top-level field of the output holding the schema key; `""` leaves it out.
+    #[serde(default = "default_key_field")]
+    pub key_field: String,
+    /// An unknown fingerprint reads the registry again after this long.
+    #[serde(default = "default_recheck_secs")]
+    pub recheck_secs: u64,
+    /// The pipeline's registry folder, filled in by `load`.
+    #[serde(skip)]
+    pub registry: std::path::PathBuf,
+}
+
+impl AvroConfig {
+    pub fn build(&self) -> Result<sluice_schema::AvroTransform, String> {
+        check_pointers(&[("event_id", &self.event_id), ("event_time", &self.event_time)])?;
+        check_key_field(&self.key_field)?;
+        Ok(sluice_schema::AvroTransform::new(
+            sluice_schema::registry::FolderRegistry::new(&self.registry),
+            &self.event_id,
+            &self.event_time,
+            (!self.key_field.is_empty()).then(|| self.key_field[1..].to_string()),
+            std::time::Duration::from_secs(self.recheck_secs),
+        ))
+    }
+}
+
+fn check_pointers(pointers: &[(&str, &String)]) -> Result<(), String> {
+    for (key, pointer) in pointers {
+        if !pointer.starts_with('/') {
+            return Err(format!("{key}: {pointer:?} is not a JSON pointer (it starts with '/')"));
+        }
+    }
+    Ok(())
+}
+
+fn check_key_field(key_field: &str) -> Result<(), String> {
+    if !key_field.is_empty() && (!key_field.starts_with('/') || key_field[1..].contains('/')) {
+        return Err(format!(
+            "key_field: {key_field:?} must be a top-level field (\"/_schema\") or \"\""
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -1,6 +1,7 @@
 //! Scheduled compaction inside `sluice run`: every `compaction.interval_secs`
-//! each lake sink's table is compacted within its look-back, beside the
-//! running writer (see `sluice_lake::compaction` for why that is safe).
+//! each lake sink's table (a `table_template` sink: each of its tables that
+//! exists) is compacted within its look-back, beside the running writer
+//! (see `sluice_lake::compaction` for why that is safe).
 //!
 //! Replicas take turns: a run first takes the lease `compaction.<sink>`
 //! (in JetStream KV when the queue is JetStream), keeps it renewed while it
@@ -26,27 +27,53 @@ use tokio::sync::{oneshot, watch};
 use sluice_lake::{
     CompactionConfig, TableLocation,
     compaction::{CompactionReport, Scope, compact},
+    table_exists,
 };
+
+use crate::config::RoutedLake;
 use sluice_queue::lease::{Lease, Leases};
 
 /// What a scheduled compaction works on, and who it is.
 pub struct Schedule {
     pub sink: String,
-    pub location: TableLocation,
+    pub tables: Tables,
     pub config: CompactionConfig,
-    pub id_column: Vec<String>,
     pub leases: Arc<dyn Leases>,
     /// This replica's name in leases and commits.
     pub replica: String,
+}
+
+/// The tables of a lake sink.
+pub enum Tables {
+    /// A sink's one table, with its event id column.
+    One(TableLocation, Vec<String>),
+    /// A `table_template` sink's tables: those of the registry's schema
+    /// MODELs that exist, found anew at every run.
+    Routed(RoutedLake),
+}
+
+impl Tables {
+    async fn existing(&self) -> Result<Vec<(TableLocation, Vec<String>)>, String> {
+        let all = match self {
+            Tables::One(location, id_column) => return Ok(vec![(location.clone(), id_column.clone())]),
+            Tables::Routed(routed) => routed.tables()?,
+        };
+        let mut existing = Vec::new();
+        for (location, id_column) in all {
+            if table_exists(&location).await.map_err(|e| e.to_string())? {
+                existing.push((location, id_column));
+            }
+        }
+        Ok(existing)
+    }
 }
 
 /// Runs until `stop` turns true.
 pub async fn run_schedule(schedule: Schedule, mut stop: watch::Receiver<bool>) {
     let Schedule {
         sink,
-        location,
+        tables,
         config,
-        id_column,
         leases,
         replica,
     } = schedule;
@@ -75,36 +102,58 @@ pub async fn run_schedule(schedule: Schedule, mut stop: watch::Receiver<bool>) {
         let lost = Arc::new(AtomicBool::new(false));
         let (done_tx, done_rx) = oneshot::channel();
         let renewer = tokio::spawn(keep_renewed(lease, leases.time_to_live() / 3, lost.clone(), done_rx));
-        let mut options = config.options(Scope::lookback_hours(config.lookback_hours), id_column.clone());
-        options.run_id = Some(format!("{replica}/{}", sluice_core::now_ms()));
-        let stopping = stop.clone();
-        let outcome = compact(&location, &options, &|_, _| {
-            !*stopping.borrow() && !lost.load(Ordering::Relaxed)
-        })
-        .await;
+        let run_id = format!("{replica}/{}", sluice_core::now_ms());
+        let outcomes = match tables.existing().await {
+            Ok(found) => {
+                let mut outcomes = Vec::new();
+                for (location, id_column) in found {
+                    if *stop.borrow() || lost.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let mut options = config.options(Scope::lookback_hours(config.lookback_hours), id_column);
+                    options.run_id = Some(run_id.clone());
+                    let stopping = stop.clone();
+                    let outcome = compact(&location, &options, &|_, _| {
+                        !*stopping.borrow() && !lost.load(Ordering::Relaxed)
+                    })
+                    .await
+                    .map_err(|e| e.to_string());
+                    outcomes.push(outcome);
+                }
+                outcomes
+            }
+            Err(e) => vec![Err(format!("listing the tables: {e}"))],
+        };
         let _ = done_tx.send(());
         if let Ok(lease) = renewer.await {
             lease.release().await;
         }
-        match outcome {
-            Ok(report) => {
-                record(&sink, &report);
-                if !report.partitions.is_empty() {
-                    tracing::info!(
-                        sink,
-                        partitions = report.partitions.len(),
-                        files_in = report.sum(|p| p.files_in),
-                        files_out = report.sum(|p| p.files_out),
-                        duplicates_removed = report.sum(|p| p.duplicates_removed),
-                        seconds = report.seconds,
-                        "compacted"
-                    );
-                }
+        for outcome in outcomes {
+            report(&sink, outcome);
+        }
+    }
+}
+
+/// Logs and counts one table's compaction.
+fn report(sink: &str, outcome: Result<CompactionReport, String>) {
+    match outcome {
+        Ok(report) => {
+            record(sink, &report);
+            if !report.partitions.is_empty() {
+                tracing::info!(
+                    sink,
+                    partitions = report.partitions.len(),
+                    files_in = report.sum(|p| p.files_in),
+                    files_out = report.sum(|p| p.files_out),
+                    duplicates_removed = report.sum(|p| p.duplicates_removed),
+                    seconds = report.seconds,
+                    "compacted"
+                );
             }
-            Err(e) => {
-                metrics::counter!("sluice_compaction_errors_total", "component" => sink.clone()).increment(1);
-                tracing::warn!(sink, error = %e, "compaction failed; retrying at the next interval");
-            }
+        }
+        Err(e) => {
+            metrics::counter!("sluice_compaction_errors_total", "component" => sink.to_string()).increment(1);
+            tracing::warn!(sink, error = %e, "compaction failed; retrying at the next interval");
         }
     }
 }

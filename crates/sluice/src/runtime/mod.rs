@@ -17,6 +17,7 @@
 mod compaction;
 pub mod route;
 mod sink_task;
+mod table_routes;
 mod ticket;
 
 use std::{
@@ -40,7 +41,7 @@ use sluice_connectors::{
     },
 };
 use sluice_core::{BatchInfo, DeadLetter, Delivery, Event, Sink, now_ms, split_lines};
-use sluice_lake::{LakeSink, TableLocation};
+use sluice_lake::{LakeSink, RoutedLakeSink, TableLocation};
 use sluice_postgres::PostgresSink;
 use sluice_queue::{
     DeadLetterStore, Queue, QueueSettings,
@@ -204,29 +205,43 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
     for (name, sink) in &cfg.sinks {
         let opened: Box<dyn Sink> = match sink {
             SinkConfig::Lake(lake) => {
-                let table = &pipeline.lakes[name];
+                let (tables, opened): (compaction::Tables, Box<dyn Sink>) = match pipeline.routed_lakes.get(name) {
+                    Some(routed) => (
+                        compaction::Tables::Routed(routed.clone()),
+                        Box::new(RoutedLakeSink::new(
+                            lake.clone(),
+                            &routed.event_id,
+                            Arc::new(table_routes::RegistryRoutes::new(routed.clone())),
+                        )),
+                    ),
+                    None => {
+                        let table = &pipeline.lakes[name];
+                        let sink = LakeSink::open(
+                            table.location.clone(),
+                            lake,
+                            &table.layout.schema,
+                            table.layout.json_text_paths.clone(),
+                            &table.event_id,
+                        )
+                        .await
+                        .with_context(|| format!("sinks.{name}"))?;
+                        (
+                            compaction::Tables::One(table.location.clone(), table.id_column.clone()),
+                            Box::new(sink),
+                        )
+                    }
+                };
                 if lake.compaction.enabled {
                     let schedule = compaction::Schedule {
                         sink: name.clone(),
-                        location: table.location.clone(),
+                        tables,
                         config: lake.compaction.clone(),
-                        id_column: table.id_column.clone(),
                         leases: leases.clone(),
                         replica: replica.clone(),
                     };
                     compactions.spawn(compaction::run_schedule(schedule, compaction_stop_rx.clone()));
                 }
-                Box::new(
-                    LakeSink::open(
-                        table.location.clone(),
-                        lake,
-                        &table.layout.schema,
-                        table.layout.json_text_paths.clone(),
-                        &table.event_id,
-                    )
-                    .await
-                    .with_context(|| format!("sinks.{name}"))?,
-                )
+                opened
             }
             SinkConfig::Postgres(pg) => Box::new(
                 PostgresSink::open(pg, pipeline.postgres[name].clone())

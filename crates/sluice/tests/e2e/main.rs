@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `sluice` binary against generated events,
 //! checked against the generator's oracle and an independent reader.
 
+mod avro;
 mod backpressure;
 mod clickstream;
 mod compaction;

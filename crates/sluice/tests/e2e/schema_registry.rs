@@ -103,6 +103,22 @@ fn schema_versions_are_registered_checked_and_listed() {
     assert_eq!(serde_json::from_str::<Value>(&shown).unwrap(), added);
 }
 
+/// Registers `body` as `iglu:com.acme/click/jsonschema/<version>` in the
+/// registry of `dir/pipeline.toml`, through the command line.
+fn register_click(dir: &std::path::Path, version: &str, body: &Value) {
+    let file = dir.join(format!("{version}.json"));
+    std::fs::write(&file, serde_json::to_vec(body).unwrap()).unwrap();
+    let key = format!("iglu:com.acme/click/jsonschema/{version}");
+    support::run_ok(Command::new(support::SLUICE).args([
+        "schema",
+        "register",
+        dir.join("pipeline.toml").to_str().unwrap(),
+        file.to_str().unwrap(),
+        "--key",
+        &key,
+    ]));
+}
+
 /// Generator lines wrapped as self-describing events of two registered
 /// versions, plus events naming a version nobody registered, through
 /// `self_describing` into PostgreSQL: rows = the oracle's valid unique
@@ -137,17 +153,7 @@ async fn self_describing_events_are_checked_against_their_version_and_unknown_on
     let mut v101 = base.clone();
     v101["properties"]["campaign_id"] = json!({"type": ["string", "null"]});
     for (version, body) in [("1-0-0", &base), ("1-0-1", &v101)] {
-        let file = dir.join(format!("{version}.json"));
-        std::fs::write(&file, serde_json::to_vec(body).unwrap()).unwrap();
-        let key = format!("iglu:com.acme/click/jsonschema/{version}");
-        support::run_ok(Command::new(support::SLUICE).args([
-            "schema",
-            "register",
-            p,
-            file.to_str().unwrap(),
-            "--key",
-            &key,
-        ]));
+        register_click(dir, version, body);
     }
 
     let wrapped: Vec<String> = lines
@@ -192,4 +198,199 @@ async fn self_describing_events_are_checked_against_their_version_and_unknown_on
         "the other dead letters are the generator's invalid lines"
     );
     drop_schema(&client, &schema).await;
+}
+
+/// What delta-rs's Python package reads of a routed table's new column:
+/// the table's columns, rows with `campaign_id`, and rows whose
+/// `campaign_id` is not the one their event was sent with.
+fn campaign_column(table: &std::path::Path) -> Value {
+    // `os._exit`: pyarrow's threads sometimes abort the interpreter's teardown.
+    let script = r#"
+import json, os, sys
+from deltalake import DeltaTable
+t = DeltaTable(sys.argv[1])
+names = [f.name for f in t.schema().fields]
+rows = t.to_pyarrow_table(columns=["event_id", "campaign_id"]).to_pylist()
+with_campaign = [r for r in rows if r["campaign_id"] is not None]
+wrong = [r for r in with_campaign if r["campaign_id"] != "c-" + r["event_id"]]
+print(json.dumps({"columns": names, "with_campaign": len(with_campaign), "wrong": len(wrong), "rows": len(rows)}), flush=True)
+os._exit(0)
+"#;
+    let out = support::run_ok(Command::new(support::python()).args(["-c", script]).arg(table));
+    serde_json::from_str(&out).unwrap()
+}
+
+/// Generator lines as self-describing events of two MODELs of one family,
+/// routed by `table_template` to a table per MODEL. The first run writes
+/// MODEL 1 events of version 1-0-0 only; then 1-0-1 (adds `campaign_id`)
+/// and 2-0-0 (renames `session_id`) are registered and a second run gets
+/// 1-0-0 and 1-0-1 events mixed, plus every MODEL 2 event. Read with
+/// delta-rs's Python package: the two tables' distinct events are the
+/// oracle's, per hour and in revenue; the MODEL 1 table gained the column
+/// in the second run, its older rows read it as null and every newer row
+/// has the value it was sent with; the dead letters are the invalid lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_describing_events_are_routed_to_a_table_per_model_which_gains_new_columns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (lines, oracle) = support::generate(dir, 8_000, 73);
+    std::fs::write(
+        dir.join("pipeline.toml"),
+        "[sources.input]\ntype = \"file\"\npath = \"incoming/*.ndjson\"\nsettle_secs = 0\n\n\
+         [transforms.described]\ntype = \"self_describing\"\ninputs = [\"input\"]\nevent_id = \"/event_id\"\nevent_time = \"/ts\"\n\n\
+         [sinks.lake]\ntype = \"lake\"\ninputs = [\"described\"]\ntable_template = \"lake/{vendor}/{name}_{model}\"\nflush_interval_secs = 1\n",
+    )
+    .unwrap();
+    let p = dir.join("pipeline.toml");
+    let p = p.to_str().unwrap();
+    let register = |version: &str, body: &Value| register_click(dir, version, body);
+    let base: Value =
+        serde_json::from_slice(&std::fs::read(support::bench_dir().join("schemas/clickstream.schema.json")).unwrap())
+            .unwrap();
+    let mut v101 = base.clone();
+    v101["properties"]["campaign_id"] = json!({"type": ["string", "null"]});
+    let mut v200 = base.clone();
+    let session = v200["properties"]
+        .as_object_mut()
+        .unwrap()
+        .remove("session_id")
+        .unwrap();
+    v200["properties"]["session"] = session;
+    for required in v200["required"].as_array_mut().unwrap() {
+        if required == "session_id" {
+            *required = json!("session");
+        }
+    }
+    register("1-0-0", &base);
+
+    // Every copy of an event goes to one MODEL (by its id); lines that are
+    // not JSON objects go to MODEL 1 as they are.
+    let wrap = |version: &str, data: &str| {
+        format!("{{\"schema\":\"iglu:com.acme/click/jsonschema/{version}\",\"data\":{data}}}")
+    };
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    let half = lines.len() / 2;
+    for (i, line) in lines.iter().enumerate() {
+        let Ok(Value::Object(mut data)) = serde_json::from_str::<Value>(line) else {
+            (if i < half { &mut first } else { &mut second }).push(wrap("1-0-0", line));
+            continue;
+        };
+        let id = data
+            .get("event_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        if id.bytes().last().is_some_and(|b| b % 3 == 0) {
+            if let Some(s) = data.remove("session_id") {
+                data.insert("session".into(), s);
+            }
+            second.push(wrap("2-0-0", &Value::Object(data).to_string()));
+        } else if i < half {
+            first.push(wrap("1-0-0", line));
+        } else if i % 2 == 0 {
+            data.insert("campaign_id".into(), json!(format!("c-{id}")));
+            second.push(wrap("1-0-1", &Value::Object(data).to_string()));
+        } else {
+            second.push(wrap("1-0-0", line));
+        }
+    }
+    std::fs::create_dir_all(dir.join("incoming")).unwrap();
+    std::fs::write(dir.join("incoming/a.ndjson"), first.join("\n") + "\n").unwrap();
+    crate::postgres::run_until_idle(dir, &[]);
+    let model_1 = dir.join("lake/com.acme/click_1");
+    let columns_before = column_names(&model_1);
+    let rows_before = support::read_with_delta_rs(&model_1)["rows"].as_u64().unwrap();
+    assert!(
+        !dir.join("lake/com.acme/click_2").exists(),
+        "no MODEL 2 event was sent yet"
+    );
+
+    register("1-0-1", &v101);
+    register("2-0-0", &v200);
+    std::fs::write(dir.join("incoming/b.ndjson"), second.join("\n") + "\n").unwrap();
+    crate::postgres::run_until_idle(dir, &[]);
+
+    let model_2 = dir.join("lake/com.acme/click_2");
+    let (one, two) = (
+        support::read_with_delta_rs(&model_1),
+        support::read_with_delta_rs(&model_2),
+    );
+    let count = |v: &Value, k: &str| v[k].as_u64().unwrap();
+    assert_eq!(
+        count(&one, "distinct") + count(&two, "distinct"),
+        oracle["valid_unique"].as_u64().unwrap()
+    );
+    assert!(count(&two, "distinct") > 0 && count(&one, "distinct") > count(&two, "distinct"));
+    assert_eq!(
+        count(&one, "partition_mismatches") + count(&two, "partition_mismatches"),
+        0
+    );
+    assert_eq!(
+        count(&one, "purchase_revenue_cents") + count(&two, "purchase_revenue_cents"),
+        oracle["purchase_revenue_cents"].as_u64().unwrap()
+    );
+    let mut per_hour: std::collections::BTreeMap<String, u64> = Default::default();
+    for table in [&one, &two] {
+        for (hour, n) in table["per_hour"].as_object().unwrap() {
+            *per_hour.entry(hour.clone()).or_default() += n.as_u64().unwrap();
+        }
+    }
+    assert_eq!(json!(per_hour), oracle["valid_unique_per_hour"]);
+    // The ids themselves, read with Sluice's own reader.
+    let mut ids = support::read_lake(&model_1).await.ids;
+    ids.extend(support::read_lake(&model_2).await.ids);
+    let mut sorted: Vec<&String> = ids.iter().collect();
+    sorted.sort();
+    let joined = sorted.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n");
+    use sha2::Digest;
+    let digest: String = sha2::Sha256::digest(joined.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(digest, oracle["event_ids_sha256"].as_str().unwrap());
+
+    let after = campaign_column(&model_1);
+    assert!(
+        !columns_before.contains(&"campaign_id".to_string()),
+        "{columns_before:?}"
+    );
+    assert!(
+        after["columns"].as_array().unwrap().contains(&json!("campaign_id")),
+        "{after}"
+    );
+    assert!(after["with_campaign"].as_u64().unwrap() > 100, "{after}");
+    assert_eq!(after["wrong"], 0, "{after}");
+    assert!(
+        after["rows"].as_u64().unwrap() > rows_before + after["with_campaign"].as_u64().unwrap(),
+        "1-0-0 rows kept coming after the table gained the column: {rows_before} {after}"
+    );
+    let two_columns = column_names(&model_2);
+    assert!(two_columns.contains(&"session".to_string()) && !two_columns.contains(&"session_id".to_string()));
+
+    let shown = support::run_ok(Command::new(support::SLUICE).args(["dlq", "show", p, "--json", "--limit", "100000"]));
+    assert_eq!(shown.lines().count() as u64, oracle["invalid"].as_u64().unwrap());
+
+    // Copies of an event sent in both runs are two rows until compaction,
+    // which works on every table of the sink.
+    let compacted = support::run_ok(Command::new(support::SLUICE).args(["compact", p, "--all", "--json"]));
+    let tables: Vec<String> = compacted
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["table"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(tables.len(), 2, "{compacted}");
+    for table in [&model_1, &model_2] {
+        let read = support::read_with_delta_rs(table);
+        assert_eq!(read["rows"], read["distinct"], "{}: {read}", table.display());
+    }
+}
+
+fn column_names(table: &std::path::Path) -> Vec<String> {
+    let script = "import json, sys\nfrom deltalake import DeltaTable\nprint(json.dumps([f.name for f in DeltaTable(sys.argv[1]).schema().fields]))";
+    let out = support::run_ok(Command::new(support::python()).args(["-c", script]).arg(table));
+    serde_json::from_str(&out).unwrap()
 }

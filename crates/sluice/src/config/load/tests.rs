@@ -430,3 +430,68 @@ fn self_describing_transforms_use_the_pipeline_registry_and_check_their_pointers
         "{e}"
     );
 }
+
+#[test]
+fn a_table_template_lake_routes_self_describing_and_avro_inputs() {
+    let routed = |template: &str, inputs: &str| {
+        format!(
+            "[sources.web]\ntype = \"http\"\naddress = \"127.0.0.1:8080\"\n\n\
+             [transforms.described]\ntype = \"self_describing\"\ninputs = [\"web\"]\nevent_id = \"/id\"\nevent_time = \"/ts\"\n\n\
+             [transforms.decoded]\ntype = \"avro\"\ninputs = [\"web\"]\nevent_id = \"/id\"\nevent_time = \"/ts\"\n\n\
+             [transforms.checked]\ntype = \"validate\"\ninputs = [\"web\"]\nschema = \"schemas/clickstream.schema.json\"\nevent_id = \"/id\"\nevent_time = \"/ts\"\n\n\
+             [sinks.checked_out]\ntype = \"stream\"\ninputs = [\"checked\"]\nurl = \"nats://127.0.0.1:4222\"\nsubject = \"out\"\n\n\
+             [sinks.lake]\ntype = \"lake\"\ninputs = {inputs}\n{template}\n"
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let p = load(&write(
+        &dir,
+        &routed(
+            "table_template = \"lake/{vendor}/{name}_{format}_{model}\"",
+            "[\"described\", \"decoded\"]",
+        ),
+    ))
+    .unwrap();
+    assert!(p.lakes.is_empty());
+    let lake = &p.routed_lakes["lake"];
+    assert_eq!(
+        (lake.event_id.as_str(), lake.key_field.as_deref()),
+        ("/id", Some("_schema"))
+    );
+    let key: SchemaKey = "iglu:com.acme/page_view/avro/2-1-0".parse().unwrap();
+    assert_eq!(
+        lake.location(&key).unwrap().url().to_file_path().unwrap(),
+        dir.path().join("lake/com.acme/page_view_avro_2")
+    );
+
+    for (template, inputs, expected) in [
+        (
+            "table_template = \"lake/{name}\"",
+            "[\"described\", \"decoded\"]",
+            "sinks.lake.table_template: \"lake/{name}\" lacks {vendor}, {model}",
+        ),
+        (
+            "table_template = \"lake/{vendor}/{name}/{model}/{hour}\"",
+            "[\"described\", \"decoded\"]",
+            "has an unknown placeholder",
+        ),
+        (
+            "uri = \"lake/t\"\ntable_template = \"lake/{vendor}/{name}/{model}\"",
+            "[\"described\", \"decoded\"]",
+            "sinks.lake.table_template: give either uri",
+        ),
+        (
+            "table_template = \"lake/{vendor}/{name}/{model}\"",
+            "[\"described\", \"decoded\", \"checked\"]",
+            "sinks.lake.inputs: \"checked\" is not a self_describing or avro transform",
+        ),
+        (
+            "table_template = \"gs://b/{vendor}/{name}/{model}\"",
+            "[\"described\", \"decoded\"]",
+            "sinks.lake.table_template: gs://b/com.example/sample/1",
+        ),
+    ] {
+        let e = error_of(&routed(template, inputs));
+        assert!(e.contains(expected), "{template}: {e}");
+    }
+}

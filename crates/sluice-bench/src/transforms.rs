@@ -14,7 +14,7 @@ use serde::Serialize;
 use sluice_core::{BatchInfo, Event, Transform};
 use sluice_schema::{
     Pointers, SelfDescribingTransform, ValidateTransform, load_schema,
-    registry::{FolderRegistry, SchemaKey},
+    registry::{Registry, SchemaKey},
 };
 use sluice_transform::{
     config::JqConfig,
@@ -75,9 +75,10 @@ pub async fn costs(env: &Env, input: &Path) -> Result<Vec<Cost>> {
     let key: SchemaKey = "iglu:com.example/click/jsonschema/1-0-0"
         .parse()
         .map_err(anyhow::Error::msg)?;
-    FolderRegistry::new(&registry_dir).register(&key, &schema)?;
+    let registry = Registry::folder(&registry_dir)?;
+    registry.register(&key, &schema).await?;
     let described = SelfDescribingTransform::new(
-        FolderRegistry::new(&registry_dir),
+        registry,
         Pointers {
             schema: "/schema".into(),
             data: "/data".into(),

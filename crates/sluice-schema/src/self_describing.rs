@@ -26,7 +26,7 @@ use serde_json::Value;
 use sluice_core::{BatchInfo, Event, Rejected, StageError, Transform, TransformOutput, parse_object, reason};
 
 use crate::{
-    registry::{FolderRegistry, SchemaKey},
+    registry::{Registry, SchemaKey},
     validate::{compile, schema_reason, stamp},
 };
 
@@ -42,7 +42,7 @@ pub struct Pointers {
 }
 
 pub struct SelfDescribingTransform {
-    registry: FolderRegistry,
+    registry: Registry,
     pointers: Pointers,
     recheck: Duration,
     known: RwLock<HashMap<String, Arc<Validator>>>,
@@ -56,7 +56,7 @@ enum Lookup {
 }
 
 impl SelfDescribingTransform {
-    pub fn new(registry: FolderRegistry, pointers: Pointers, recheck: Duration) -> Self {
+    pub fn new(registry: Registry, pointers: Pointers, recheck: Duration) -> Self {
         SelfDescribingTransform {
             registry,
             pointers,
@@ -66,7 +66,7 @@ impl SelfDescribingTransform {
         }
     }
 
-    fn lookup(&self, text: &str) -> Result<Lookup, StageError> {
+    async fn lookup(&self, text: &str) -> Result<Lookup, StageError> {
         if let Some(v) = self.known.read().unwrap_or_else(|e| e.into_inner()).get(text) {
             return Ok(Lookup::Found(v.clone()));
         }
@@ -80,7 +80,7 @@ impl SelfDescribingTransform {
                 return Ok(Lookup::Unknown(format!("{key} is not registered")));
             }
         }
-        match self.registry.get(&key) {
+        match self.registry.get(&key).await {
             Ok(Some(found)) => {
                 let validator =
                     Arc::new(compile(&found.schema).map_err(|e| StageError::fatal(format!("registered {key}: {e}")))?);
@@ -102,7 +102,7 @@ impl SelfDescribingTransform {
     }
 
     /// One event: its data, checked and stamped, as the new payload.
-    fn check(&self, event: &mut Event) -> Result<Result<(), (String, String)>, StageError> {
+    async fn check(&self, event: &mut Event) -> Result<Result<(), (String, String)>, StageError> {
         let mut value = match parse_object(&event.payload) {
             Ok(v) => v,
             Err((why, detail)) => return Ok(Err((why.to_string(), detail))),
@@ -114,7 +114,7 @@ impl SelfDescribingTransform {
                 format!("no schema key (a string) at {}", p.schema),
             )));
         };
-        let validator = match self.lookup(&key)? {
+        let validator = match self.lookup(&key).await? {
             Lookup::Found(v) => v,
             Lookup::Unknown(why) => return Ok(Err((reason::UNKNOWN_SCHEMA.into(), why))),
         };
@@ -150,7 +150,7 @@ impl Transform for SelfDescribingTransform {
             ..TransformOutput::default()
         };
         for mut event in events {
-            match self.check(&mut event)? {
+            match self.check(&mut event).await? {
                 Ok(()) => out.events.push(event),
                 Err((why, detail)) => out.rejected.push(Rejected::new(event, why, detail)),
             }

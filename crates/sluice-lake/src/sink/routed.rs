@@ -37,8 +37,9 @@ pub enum RouteError {
 }
 
 /// Where each schema version's events go.
+#[async_trait]
 pub trait Routes: Send + Sync {
-    fn route(&self, schema_key: &str) -> Result<Route, RouteError>;
+    async fn route(&self, schema_key: &str) -> Result<Route, RouteError>;
 }
 
 pub struct RoutedLakeSink {
@@ -99,7 +100,7 @@ impl Sink for RoutedLakeSink {
                 ));
                 continue;
             };
-            let route = match self.routes.route(&schema) {
+            let route = match self.routes.route(&schema).await {
                 Ok(route) => route,
                 Err(RouteError::Unknown(why)) => {
                     rejected.push(Rejected::new(event, reason::UNKNOWN_SCHEMA, why));

@@ -238,8 +238,9 @@ struct TestRoutes {
     dir: std::path::PathBuf,
 }
 
+#[async_trait::async_trait]
 impl routed::Routes for TestRoutes {
-    fn route(&self, key: &str) -> Result<routed::Route, routed::RouteError> {
+    async fn route(&self, key: &str) -> Result<routed::Route, routed::RouteError> {
         let mut fields = schema().fields().iter().map(|f| f.as_ref().clone()).collect::<Vec<_>>();
         let table = match key {
             "iglu:t/page/jsonschema/1-0-0" => "page_1",

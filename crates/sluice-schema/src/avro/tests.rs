@@ -9,7 +9,7 @@ use sluice_core::{BatchInfo, Event, Transform, TransformOutput};
 use super::{transform::AvroTransform, *};
 use crate::{
     arrow_layout,
-    registry::{FolderRegistry, RegistryError, SchemaKey},
+    registry::{Registry, RegistryError, SchemaKey},
 };
 
 fn page_view(extra: Option<Value>) -> Value {
@@ -106,32 +106,33 @@ fn an_avro_schema_reads_as_the_json_schema_of_its_datums() {
     assert!(validator.is_valid(&decoded), "a datum is valid against its JSON Schema");
 }
 
-#[test]
-fn avro_versions_are_checked_for_compatibility_and_fingerprints_are_unique() {
+#[tokio::test]
+async fn avro_versions_are_checked_for_compatibility_and_fingerprints_are_unique() {
     let dir = tempfile::tempdir().unwrap();
-    let registry = FolderRegistry::new(dir.path());
-    registry.register(&key("1-0-0"), &page_view(None)).unwrap();
+    let registry = Registry::folder(dir.path()).unwrap();
+    registry.register(&key("1-0-0"), &page_view(None)).await.unwrap();
     let with_default = page_view(Some(json!({"name": "referrer", "type": "string", "default": ""})));
-    registry.register(&key("1-0-1"), &with_default).unwrap();
+    registry.register(&key("1-0-1"), &with_default).await.unwrap();
     let mut required = with_default.clone();
     required["fields"]
         .as_array_mut()
         .unwrap()
         .push(json!({"name": "user", "type": "string"}));
-    let refused = registry.register(&key("1-0-2"), &required).unwrap_err();
+    let refused = registry.register(&key("1-0-2"), &required).await.unwrap_err();
     assert!(
         matches!(&refused, RegistryError::Breaking { breaking, .. } if breaking == &["/user: new required field"]),
         "{refused}"
     );
     let twin = registry
         .register(&"iglu:com.acme/other/avro/1-0-0".parse().unwrap(), &page_view(None))
+        .await
         .unwrap_err();
     assert!(
         twin.to_string()
             .contains("has the fingerprint of iglu:com.acme/page_view/avro/1-0-0"),
         "{twin}"
     );
-    let stored = registry.get(&key("1-0-0")).unwrap().unwrap();
+    let stored = registry.get(&key("1-0-0")).await.unwrap().unwrap();
     assert_eq!(
         stored.fingerprint,
         fingerprint_hex(&fingerprint_bytes(&parse(&page_view(None)).unwrap()))
@@ -141,6 +142,7 @@ fn avro_versions_are_checked_for_compatibility_and_fingerprints_are_unique() {
             &key("2-0-0"),
             &json!({"type": "record", "name": "X", "fields": [{"name": "a", "type": "nope"}]}),
         )
+        .await
         .unwrap_err();
     assert!(invalid.to_string().contains("not a valid Avro schema"), "{invalid}");
 }
@@ -148,10 +150,10 @@ fn avro_versions_are_checked_for_compatibility_and_fingerprints_are_unique() {
 #[tokio::test]
 async fn datums_are_decoded_by_fingerprint_and_bad_ones_dead_lettered() {
     let dir = tempfile::tempdir().unwrap();
-    let registry = FolderRegistry::new(dir.path());
-    registry.register(&key("1-0-0"), &page_view(None)).unwrap();
+    let registry = Registry::folder(dir.path()).unwrap();
+    registry.register(&key("1-0-0"), &page_view(None)).await.unwrap();
     let t = AvroTransform::new(
-        FolderRegistry::new(dir.path()),
+        Registry::folder(dir.path()).unwrap(),
         "/id",
         "/ts",
         Some("_schema".into()),
@@ -198,7 +200,7 @@ async fn datums_are_decoded_by_fingerprint_and_bad_ones_dead_lettered() {
     );
 
     // Registered later, 1-0-1 decodes once the registry is read again.
-    registry.register(&key("1-0-1"), &v101_json).unwrap();
+    registry.register(&key("1-0-1"), &v101_json).await.unwrap();
     std::thread::sleep(Duration::from_millis(250));
     let out = run(&t, vec![encode(&v101, later)]).await;
     assert_eq!(out.events.len(), 1, "{:?}", out.rejected.first().map(|r| &r.detail));

@@ -14,7 +14,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, RwLock},
+    sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
 
@@ -26,7 +26,7 @@ use serde_json::Value;
 use sluice_core::{BatchInfo, Event, Rejected, StageError, Transform, TransformOutput, reason};
 
 use super::{fingerprint_hex, split_single_object, to_json};
-use crate::{registry::FolderRegistry, validate::stamp};
+use crate::{registry::Registry, validate::stamp};
 
 /// A registered Avro schema, ready to decode.
 struct Known {
@@ -35,20 +35,20 @@ struct Known {
 }
 
 pub struct AvroTransform {
-    registry: FolderRegistry,
+    registry: Registry,
     event_id: String,
     event_time: String,
     key_field: Option<String>,
     recheck: Duration,
     known: RwLock<HashMap<[u8; 8], Arc<Known>>>,
     /// When the registry was last read for fingerprints it did not have.
-    last_scan: Mutex<Option<Instant>>,
+    last_scan: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl AvroTransform {
     /// `event_id` and `event_time` are JSON pointers into the decoded datum.
     pub fn new(
-        registry: FolderRegistry,
+        registry: Registry,
         event_id: &str,
         event_time: &str,
         key_field: Option<String>,
@@ -61,7 +61,7 @@ impl AvroTransform {
             key_field,
             recheck,
             known: RwLock::new(HashMap::new()),
-            last_scan: Mutex::new(None),
+            last_scan: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -75,17 +75,18 @@ impl AvroTransform {
 
     /// The schema with `fingerprint`, reading the registry's Avro schemas
     /// again if the last read is older than `recheck`.
-    fn lookup(&self, fingerprint: &[u8; 8]) -> Result<Option<Arc<Known>>, StageError> {
+    async fn lookup(&self, fingerprint: &[u8; 8]) -> Result<Option<Arc<Known>>, StageError> {
         if let Some(known) = self.cached(fingerprint) {
             return Ok(Some(known));
         }
-        let mut last_scan = self.last_scan.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last_scan = self.last_scan.lock().await;
         if last_scan.is_some_and(|at| at.elapsed() < self.recheck) {
             return Ok(None);
         }
         let registered = self
             .registry
             .list()
+            .await
             .map_err(|e| StageError::retriable(format!("schema registry: {e}")))?;
         let mut known = self.known.write().unwrap_or_else(|e| e.into_inner());
         for r in registered.into_iter().filter(|r| r.key.format == super::FORMAT) {
@@ -105,7 +106,7 @@ impl AvroTransform {
     }
 
     /// One line decoded into the event's new payload.
-    fn decode(&self, event: &mut Event) -> Result<Result<(), (String, String)>, StageError> {
+    async fn decode(&self, event: &mut Event) -> Result<Result<(), (String, String)>, StageError> {
         let invalid = |detail: String| Ok(Err((reason::INVALID_AVRO.to_string(), detail)));
         let text = event.payload.trim_ascii();
         let bytes = match base64::engine::general_purpose::STANDARD.decode(text) {
@@ -116,7 +117,7 @@ impl AvroTransform {
             Ok(parts) => parts,
             Err(e) => return invalid(e),
         };
-        let Some(known) = self.lookup(&fingerprint)? else {
+        let Some(known) = self.lookup(&fingerprint).await? else {
             return Ok(Err((
                 reason::UNKNOWN_SCHEMA.into(),
                 format!(
@@ -157,7 +158,7 @@ impl Transform for AvroTransform {
             ..TransformOutput::default()
         };
         for mut event in events {
-            match self.decode(&mut event)? {
+            match self.decode(&mut event).await? {
                 Ok(()) => out.events.push(event),
                 Err((why, detail)) => out.rejected.push(Rejected::new(event, why, detail)),
             }

@@ -1,7 +1,7 @@
 //! The schema registry: schemas stored by key
-//! (`iglu:vendor/name/format/MODEL-REVISION-ADDITION`) in a folder laid out
-//! as an Iglu static repository (`schemas/vendor/name/format/1-0-0`), each
-//! with a fingerprint. Format `jsonschema` holds JSON Schemas, fingerprinted
+//! (`iglu:vendor/name/format/MODEL-REVISION-ADDITION`) laid out as an Iglu
+//! static repository (`schemas/vendor/name/format/1-0-0`) in a folder, an
+//! S3 prefix or a PostgreSQL table ([`store`]), each with a fingerprint. Format `jsonschema` holds JSON Schemas, fingerprinted
 //! by the SHA-256 of their canonical JSON (keys sorted, no spaces); format
 //! `avro` holds Avro schemas, fingerprinted as Avro's single-object
 //! encoding does ([`crate::avro`]), and no two Avro schemas share one.
@@ -14,12 +14,9 @@
 
 pub mod compat;
 pub mod key;
+pub mod store;
 
-use std::{
-    collections::BTreeMap,
-    io::Write,
-    path::{Path, PathBuf},
-};
+use std::{collections::BTreeMap, path::Path, sync::Arc};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -27,6 +24,8 @@ use sha2::{Digest, Sha256};
 
 pub use compat::{Changes, compare};
 pub use key::{SchemaKey, SchemaVer};
+
+pub use store::{ObjectStoreSchemas, PostgresSchemas, SchemaStore};
 
 use crate::avro;
 
@@ -71,9 +70,10 @@ pub enum RegistryError {
     Storage { path: String, message: String },
 }
 
-/// A folder of schemas.
-pub struct FolderRegistry {
-    root: PathBuf,
+/// Versioned schemas in a [`SchemaStore`].
+#[derive(Clone)]
+pub struct Registry {
+    store: Arc<dyn SchemaStore>,
 }
 
 /// SHA-256 (hex) of `schema`'s canonical JSON.
@@ -159,69 +159,78 @@ fn json_schema_of(key: &SchemaKey, schema: &Value) -> Result<Value, String> {
     Ok(schema.clone())
 }
 
-impl FolderRegistry {
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        FolderRegistry { root: root.into() }
+impl Registry {
+    pub fn new(store: Arc<dyn SchemaStore>) -> Self {
+        Registry { store }
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// A registry in a local folder (created if missing).
+    pub fn folder(root: &Path) -> Result<Self, RegistryError> {
+        let shown = root.display().to_string();
+        std::fs::create_dir_all(root).map_err(|e| RegistryError::Storage {
+            path: shown.clone(),
+            message: e.to_string(),
+        })?;
+        let local =
+            object_store::local::LocalFileSystem::new_with_prefix(root).map_err(|e| RegistryError::Storage {
+                path: shown.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(Registry::new(Arc::new(ObjectStoreSchemas::new(
+            Arc::new(local),
+            object_store::path::Path::default(),
+            shown,
+        ))))
+    }
+
+    /// Where the schemas are, for messages.
+    pub fn location(&self) -> String {
+        self.store.location()
     }
 
     fn storage(&self, e: impl std::fmt::Display) -> RegistryError {
         RegistryError::Storage {
-            path: self.root.display().to_string(),
+            path: self.store.location(),
             message: e.to_string(),
         }
     }
 
-    fn path_of(&self, key: &SchemaKey) -> PathBuf {
-        self.root
-            .join("schemas")
-            .join(key.family_path())
-            .join(key.version.to_string())
+    fn path_of(key: &SchemaKey) -> String {
+        format!("schemas/{}/{}", key.family_path(), key.version)
     }
 
     /// Every registered schema, ordered by family and version.
-    pub fn list(&self) -> Result<Vec<Registered>, RegistryError> {
-        let base = self.root.join("schemas");
+    pub async fn list(&self) -> Result<Vec<Registered>, RegistryError> {
         let mut found = Vec::new();
-        if !base.exists() {
-            return Ok(found);
-        }
-        let dirs = |p: &Path| -> Result<Vec<(String, PathBuf)>, RegistryError> {
-            let mut entries = Vec::new();
-            for entry in std::fs::read_dir(p).map_err(|e| self.storage(format!("{}: {e}", p.display())))? {
-                let entry = entry.map_err(|e| self.storage(e))?;
-                entries.push((entry.file_name().to_string_lossy().into_owned(), entry.path()));
-            }
-            Ok(entries)
-        };
-        for (vendor, vendor_dir) in dirs(&base)? {
-            for (name, name_dir) in dirs(&vendor_dir)? {
-                for (format, format_dir) in dirs(&name_dir)? {
-                    for (version, _) in dirs(&format_dir)? {
-                        let Ok(key) = format!("iglu:{vendor}/{name}/{format}/{version}").parse::<SchemaKey>() else {
-                            continue;
-                        };
-                        found.push(self.get(&key)?.ok_or_else(|| self.storage(format!("{key} vanished")))?);
-                    }
-                }
-            }
+        for path in self.store.list().await.map_err(|e| self.storage(e))? {
+            let parts: Vec<&str> = path.split('/').collect();
+            let ["schemas", vendor, name, format, version] = parts.as_slice() else {
+                continue;
+            };
+            let Ok(key) = format!("iglu:{vendor}/{name}/{format}/{version}").parse::<SchemaKey>() else {
+                continue;
+            };
+            found.push(
+                self.get(&key)
+                    .await?
+                    .ok_or_else(|| self.storage(format!("{key} vanished")))?,
+            );
         }
         found.sort_by_key(|r| (r.key.family_path(), r.key.version));
         Ok(found)
     }
 
-    pub fn get(&self, key: &SchemaKey) -> Result<Option<Registered>, RegistryError> {
-        let path = self.path_of(key);
-        let text = match std::fs::read(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(self.storage(format!("{}: {e}", path.display()))),
+    pub async fn get(&self, key: &SchemaKey) -> Result<Option<Registered>, RegistryError> {
+        let path = Self::path_of(key);
+        let Some(text) = self
+            .store
+            .read(&path)
+            .await
+            .map_err(|e| self.storage(format!("{path}: {e}")))?
+        else {
+            return Ok(None);
         };
-        let schema: Value =
-            serde_json::from_slice(&text).map_err(|e| self.storage(format!("{}: {e}", path.display())))?;
+        let schema: Value = serde_json::from_slice(&text).map_err(|e| self.storage(format!("{path}: {e}")))?;
         Ok(Some(Registered {
             key: key.clone(),
             fingerprint: fingerprint_of(key, &schema),
@@ -230,10 +239,10 @@ impl FolderRegistry {
     }
 
     /// What registering `schema` under `key` would do, without storing it.
-    pub fn check(&self, key: &SchemaKey, schema: &Value) -> Result<Outcome, RegistryError> {
+    pub async fn check(&self, key: &SchemaKey, schema: &Value) -> Result<Outcome, RegistryError> {
         let events = json_schema_of(key, schema).map_err(RegistryError::Invalid)?;
         let new_fingerprint = fingerprint_of(key, schema);
-        if let Some(existing) = self.get(key)? {
+        if let Some(existing) = self.get(key).await? {
             if existing.fingerprint == new_fingerprint {
                 return Ok(Outcome::AlreadyRegistered);
             }
@@ -242,7 +251,7 @@ impl FolderRegistry {
                 existing.fingerprint
             )));
         }
-        let all = self.list()?;
+        let all = self.list().await?;
         if key.format == avro::FORMAT
             && let Some(twin) = all
                 .iter()
@@ -290,21 +299,23 @@ impl FolderRegistry {
     }
 
     /// Checks and stores `schema` under `key`.
-    pub fn register(&self, key: &SchemaKey, schema: &Value) -> Result<Outcome, RegistryError> {
-        let outcome = self.check(key, schema)?;
+    pub async fn register(&self, key: &SchemaKey, schema: &Value) -> Result<Outcome, RegistryError> {
+        let outcome = self.check(key, schema).await?;
         if outcome == Outcome::AlreadyRegistered {
             return Ok(outcome);
         }
-        let path = self.path_of(key);
-        let dir = path.parent().expect("a schema path has a folder");
-        std::fs::create_dir_all(dir).map_err(|e| self.storage(format!("{}: {e}", dir.display())))?;
         let text = serde_json::to_vec_pretty(schema).map_err(|e| self.storage(e))?;
-        // Written aside and linked in: a version appears whole or not at all,
-        // and a racing registration of the same key fails instead of replacing.
-        let mut aside = tempfile::NamedTempFile::new_in(dir).map_err(|e| self.storage(e))?;
-        aside.write_all(&text).map_err(|e| self.storage(e))?;
-        aside.as_file().sync_all().map_err(|e| self.storage(e))?;
-        std::fs::hard_link(aside.path(), &path).map_err(|e| self.storage(format!("{}: {e}", path.display())))?;
+        let path = Self::path_of(key);
+        if !self
+            .store
+            .create(&path, text)
+            .await
+            .map_err(|e| self.storage(format!("{path}: {e}")))?
+        {
+            return Err(RegistryError::Invalid(format!(
+                "{key} was registered by someone else meanwhile; check it again"
+            )));
+        }
         Ok(outcome)
     }
 }

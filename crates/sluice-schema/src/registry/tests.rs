@@ -11,20 +11,20 @@ fn page_view() -> Value {
            "required": ["url"], "properties": {"url": {"type": "string"}, "device": {"type": "string"}}})
 }
 
-#[test]
-fn versions_register_in_order_and_a_breaking_change_needs_a_new_model() {
+#[tokio::test]
+async fn versions_register_in_order_and_a_breaking_change_needs_a_new_model() {
     let dir = tempfile::tempdir().unwrap();
-    let registry = FolderRegistry::new(dir.path());
+    let registry = Registry::folder(dir.path()).unwrap();
     let v100 = key("iglu:com.acme/page_view/jsonschema/1-0-0");
     assert_eq!(
-        registry.register(&v100, &page_view()).unwrap(),
+        registry.register(&v100, &page_view()).await.unwrap(),
         Outcome::Accepted {
             against: None,
             additions: vec![]
         }
     );
     assert_eq!(
-        registry.register(&v100, &page_view()).unwrap(),
+        registry.register(&v100, &page_view()).await.unwrap(),
         Outcome::AlreadyRegistered
     );
 
@@ -32,7 +32,7 @@ fn versions_register_in_order_and_a_breaking_change_needs_a_new_model() {
     v101_schema["properties"]["referrer"] = json!({"type": "string"});
     let v101 = key("iglu:com.acme/page_view/jsonschema/1-0-1");
     assert_eq!(
-        registry.register(&v101, &v101_schema).unwrap(),
+        registry.register(&v101, &v101_schema).await.unwrap(),
         Outcome::Accepted {
             against: Some(v100.clone()),
             additions: vec!["/referrer: new optional field".into()]
@@ -46,6 +46,7 @@ fn versions_register_in_order_and_a_breaking_change_needs_a_new_model() {
     renamed["required"] = json!(["url", "device_name"]);
     let err = registry
         .register(&key("iglu:com.acme/page_view/jsonschema/1-0-2"), &renamed)
+        .await
         .unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -55,46 +56,56 @@ fn versions_register_in_order_and_a_breaking_change_needs_a_new_model() {
     );
     let v200 = key("iglu:com.acme/page_view/jsonschema/2-0-0");
     assert!(matches!(
-        registry.register(&v200, &renamed).unwrap(),
+        registry.register(&v200, &renamed).await.unwrap(),
         Outcome::Accepted { against: None, .. }
     ));
 
-    let listed: Vec<String> = registry.list().unwrap().iter().map(|r| r.key.to_string()).collect();
+    let listed: Vec<String> = registry
+        .list()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.key.to_string())
+        .collect();
     assert_eq!(
         listed,
         vec![v100.to_string(), v101.to_string(), v200.to_string()],
         "ordered by version"
     );
-    let shown = registry.get(&v101).unwrap().unwrap();
+    let shown = registry.get(&v101).await.unwrap().unwrap();
     assert_eq!(shown.schema, v101_schema);
     assert_eq!(shown.fingerprint.len(), 64);
 }
 
-#[test]
-fn versions_never_change_and_must_come_in_order() {
+#[tokio::test]
+async fn versions_never_change_and_must_come_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let registry = FolderRegistry::new(dir.path());
+    let registry = Registry::folder(dir.path()).unwrap();
     let v1 = key("iglu:com.acme/x/jsonschema/1-0-0");
-    registry.register(&v1, &page_view()).unwrap();
+    registry.register(&v1, &page_view()).await.unwrap();
     let mut other = page_view();
     other["properties"]["extra"] = json!({"type": "string"});
-    let e = registry.register(&v1, &other).unwrap_err().to_string();
+    let e = registry.register(&v1, &other).await.unwrap_err().to_string();
     assert!(e.contains("is registered with other content"), "{e}");
     let e = registry
         .register(&key("iglu:com.acme/y/jsonschema/1-0-3"), &page_view())
+        .await
         .unwrap_err()
         .to_string();
     assert!(e.contains("the first version of MODEL 1 is 1-0-0"), "{e}");
     registry
         .register(&key("iglu:com.acme/x/jsonschema/1-1-0"), &other)
+        .await
         .unwrap();
     let e = registry
         .register(&key("iglu:com.acme/x/jsonschema/1-0-5"), &other)
+        .await
         .unwrap_err()
         .to_string();
     assert!(e.contains("is older than iglu:com.acme/x/jsonschema/1-1-0"), "{e}");
     let e = registry
         .register(&key("iglu:com.acme/z/jsonschema/1-0-0"), &json!({"type": 7}))
+        .await
         .unwrap_err()
         .to_string();
     assert!(e.contains("not a valid JSON Schema"), "{e}");
@@ -113,4 +124,17 @@ fn fingerprints_ignore_key_order_and_self_blocks_name_the_key() {
         key("iglu:com.acme/page_view/jsonschema/1-0-2")
     );
     assert!(self_key(&json!({"type": "object"})).is_none());
+}
+
+#[tokio::test]
+async fn a_schema_file_is_created_once_and_never_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap();
+    let store = ObjectStoreSchemas::new(Arc::new(local), object_store::path::Path::default(), "test");
+    let path = "schemas/com.acme/x/jsonschema/1-0-0";
+    assert!(store.create(path, b"first".to_vec()).await.unwrap());
+    assert!(!store.create(path, b"second".to_vec()).await.unwrap());
+    assert_eq!(store.read(path).await.unwrap().unwrap(), b"first");
+    assert_eq!(store.read("schemas/com.acme/x/jsonschema/1-0-1").await.unwrap(), None);
+    assert_eq!(store.list().await.unwrap(), [path]);
 }

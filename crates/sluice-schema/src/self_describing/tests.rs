@@ -39,12 +39,16 @@ async fn run(t: &SelfDescribingTransform, events: Vec<Event>) -> TransformOutput
 #[tokio::test]
 async fn each_event_is_checked_against_its_exact_version_and_unknown_ones_are_dead_letters() {
     let dir = tempfile::tempdir().unwrap();
-    let registry = FolderRegistry::new(dir.path());
+    let registry = Registry::folder(dir.path()).unwrap();
     let v100: SchemaKey = "iglu:com.acme/page_view/jsonschema/1-0-0".parse().unwrap();
     let v101: SchemaKey = "iglu:com.acme/page_view/jsonschema/1-0-1".parse().unwrap();
-    registry.register(&v100, &page_view(None)).unwrap();
-    registry.register(&v101, &page_view(Some("referrer"))).unwrap();
-    let t = SelfDescribingTransform::new(FolderRegistry::new(dir.path()), pointers(), Duration::from_millis(200));
+    registry.register(&v100, &page_view(None)).await.unwrap();
+    registry.register(&v101, &page_view(Some("referrer"))).await.unwrap();
+    let t = SelfDescribingTransform::new(
+        Registry::folder(dir.path()).unwrap(),
+        pointers(),
+        Duration::from_millis(200),
+    );
 
     let data = |id: &str, extra: bool| {
         let mut d = json!({"id": id, "ts": "2026-11-23T10:00:00Z", "url": "/a"});
@@ -91,6 +95,7 @@ async fn each_event_is_checked_against_its_exact_version_and_unknown_ones_are_de
             &"iglu:com.acme/page_view/jsonschema/1-0-2".parse().unwrap(),
             &page_view(Some("referrer")),
         )
+        .await
         .unwrap();
     std::thread::sleep(Duration::from_millis(250));
     let out = run(

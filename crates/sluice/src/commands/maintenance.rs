@@ -40,7 +40,7 @@ async fn lake<'a>(
     }
     let routed = &pipeline.routed_lakes[name];
     let mut existing = Vec::new();
-    for (location, id_column) in routed.tables().map_err(anyhow::Error::msg)? {
+    for (location, id_column) in routed.tables().await.map_err(anyhow::Error::msg)? {
         if table_exists(&location).await? {
             existing.push((location, id_column));
         }

@@ -50,7 +50,7 @@ pub async fn execute(command: Command) -> Result<()> {
         } => maintenance::vacuum(&pipeline, sink.as_deref(), retention_hours, force, dry_run, json).await,
         Command::Dlq { command } => dlq::execute(command).await,
         Command::Objects { command } => objects::execute(command),
-        Command::Schema { command } => schema::execute(command),
+        Command::Schema { command } => schema::execute(command).await,
         Command::Demo { dir, events } => demo::run(&dir, events).await,
     }
 }

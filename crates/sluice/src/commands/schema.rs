@@ -1,21 +1,22 @@
 //! `sluice schema register|check|list|show`: the pipeline's schema
-//! registry (`[registry] uri`, default `registry/` beside the file).
+//! registry (`[registry] uri`: a folder, default `registry/` beside the
+//! file; an S3 prefix; or PostgreSQL).
 
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
-use sluice_schema::registry::{FolderRegistry, Outcome, SchemaKey, self_key};
+use sluice_schema::registry::{Outcome, Registry, SchemaKey, self_key};
 
 use crate::{cli::SchemaCommand, config};
 
-pub fn execute(command: SchemaCommand) -> Result<()> {
+pub async fn execute(command: SchemaCommand) -> Result<()> {
     match command {
-        SchemaCommand::Register { pipeline, file, key } => submit(&pipeline, &file, key.as_deref(), true),
-        SchemaCommand::Check { pipeline, file, key } => submit(&pipeline, &file, key.as_deref(), false),
+        SchemaCommand::Register { pipeline, file, key } => submit(&pipeline, &file, key.as_deref(), true).await,
+        SchemaCommand::Check { pipeline, file, key } => submit(&pipeline, &file, key.as_deref(), false).await,
         SchemaCommand::List { pipeline, json } => {
             let registry = registry(&pipeline)?;
-            let all = registry.list()?;
+            let all = registry.list().await?;
             if json {
                 for r in &all {
                     println!(
@@ -24,7 +25,7 @@ pub fn execute(command: SchemaCommand) -> Result<()> {
                     );
                 }
             } else {
-                println!("{} schemas in {}", all.len(), registry.root().display());
+                println!("{} schemas in {}", all.len(), registry.location());
                 for r in &all {
                     println!("  {}  {}", r.key, r.fingerprint);
                 }
@@ -33,7 +34,7 @@ pub fn execute(command: SchemaCommand) -> Result<()> {
         }
         SchemaCommand::Show { pipeline, key } => {
             let key: SchemaKey = key.parse().map_err(anyhow::Error::msg)?;
-            let Some(found) = registry(&pipeline)?.get(&key)? else {
+            let Some(found) = registry(&pipeline)?.get(&key).await? else {
                 bail!("{key} is not registered");
             };
             println!("{}", serde_json::to_string_pretty(&found.schema)?);
@@ -42,12 +43,12 @@ pub fn execute(command: SchemaCommand) -> Result<()> {
     }
 }
 
-fn registry(pipeline: &Path) -> Result<FolderRegistry> {
-    Ok(FolderRegistry::new(config::load(pipeline)?.registry))
+fn registry(pipeline: &Path) -> Result<Registry> {
+    config::load(pipeline)?.registry.open().map_err(anyhow::Error::msg)
 }
 
 /// Registers (or, with `store` false, checks) the schema in `file`.
-fn submit(pipeline: &Path, file: &Path, key: Option<&str>, store: bool) -> Result<()> {
+async fn submit(pipeline: &Path, file: &Path, key: Option<&str>, store: bool) -> Result<()> {
     let registry = registry(pipeline)?;
     let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let schema: Value = serde_json::from_slice(&text).with_context(|| format!("{}: not JSON", file.display()))?;
@@ -73,9 +74,9 @@ fn submit(pipeline: &Path, file: &Path, key: Option<&str>, store: bool) -> Resul
         ),
     };
     let outcome = if store {
-        registry.register(&key, &schema)?
+        registry.register(&key, &schema).await?
     } else {
-        registry.check(&key, &schema)?
+        registry.check(&key, &schema).await?
     };
     let verb = if store { "registered" } else { "can be registered" };
     match outcome {

@@ -14,6 +14,7 @@ use sluice_schema::{ArrowLayout, arrow_layout, load_schema, registry::SchemaKey}
 use url::Url;
 
 use super::{
+    RegistryLocation,
     build::check_transform,
     interpolate::interpolate,
     model::{PipelineFile, SinkConfig, SourceConfig, TransformConfig},
@@ -44,8 +45,8 @@ pub struct Pipeline {
     /// The JSON Schema of each postgres sink's events, when every input is
     /// a `validate` transform with the same schema (it declares the columns).
     pub postgres: BTreeMap<String, Option<Value>>,
-    /// The schema registry's folder.
-    pub registry: PathBuf,
+    /// Where the schema registry is.
+    pub registry: RegistryLocation,
 }
 
 /// What a lake sink writes: where, which columns, and where the event id is.
@@ -70,7 +71,7 @@ pub struct RoutedLake {
     pub event_id: String,
     /// The top-level field holding each row's schema key, if kept.
     pub key_field: Option<String>,
-    pub registry: PathBuf,
+    pub registry: RegistryLocation,
 }
 
 impl RoutedLake {
@@ -96,10 +97,8 @@ impl RoutedLake {
     /// event id column (from the newest version), whether or not it exists
     /// yet. Versions a table cannot hold, or without the id as a column,
     /// are left out: no event of theirs reaches a table.
-    pub fn tables(&self) -> Result<Vec<(TableLocation, Vec<String>)>, String> {
-        let registered = sluice_schema::registry::FolderRegistry::new(&self.registry)
-            .list()
-            .map_err(|e| e.to_string())?;
+    pub async fn tables(&self) -> Result<Vec<(TableLocation, Vec<String>)>, String> {
+        let registered = self.registry.open()?.list().await.map_err(|e| e.to_string())?;
         let mut newest: BTreeMap<String, &sluice_schema::registry::Registered> = BTreeMap::new();
         for r in &registered {
             let Ok(location) = self.location(&r.key) else {
@@ -164,23 +163,18 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
             SourceConfig::Http(_) | SourceConfig::Nats(_) => {}
         }
     }
-    if config.registry.uri.contains("://") {
-        return Err(invalid(format!(
-            "registry.uri: {:?} is not supported yet; allowed: a folder (relative to the pipeline file)",
-            config.registry.uri
-        )));
-    }
-    let registry = resolve(&dir, &config.registry.uri);
+    let registry = RegistryLocation::resolve(&config.registry, |uri, options| table_location(&dir, uri, options))
+        .map_err(|e| invalid(format!("registry.{e}")))?;
     let mut schemas = BTreeMap::new();
     for (tname, transform) in &mut config.transforms {
         let v = match transform {
             TransformConfig::Validate(v) => v,
             TransformConfig::SelfDescribing(sd) => {
-                sd.registry = registry.clone();
+                sd.registry = Some(registry.clone());
                 continue;
             }
             TransformConfig::Avro(avro) => {
-                avro.registry = registry.clone();
+                avro.registry = Some(registry.clone());
                 continue;
             }
             TransformConfig::Jq(jq) => {
@@ -551,7 +545,7 @@ fn lake_schema<'a>(
 fn routed_lake(
     config: &PipelineFile,
     dir: &Path,
-    registry: &Path,
+    registry: &RegistryLocation,
     sink: &str,
     lake: &sluice_lake::LakeSinkConfig,
 ) -> Result<RoutedLake, String> {
@@ -584,7 +578,7 @@ fn routed_lake(
         storage_options: lake.storage_options.clone(),
         event_id: event_id.clone(),
         key_field: (!key_field.is_empty()).then(|| key_field.trim_start_matches('/').to_string()),
-        registry: registry.to_path_buf(),
+        registry: registry.clone(),
     };
     let sample: SchemaKey = "iglu:com.example/sample/jsonschema/1-0-0"
         .parse()

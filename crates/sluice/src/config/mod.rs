@@ -9,7 +9,9 @@ mod build;
 mod interpolate;
 mod load;
 mod model;
+mod registry;
 
 pub use build::build_transforms;
 pub use load::{ConfigError, Pipeline, RoutedLake, load};
 pub use model::{BUILT_IN_TRANSFORMS, SinkConfig, SourceConfig, TransformConfig};
+pub use registry::RegistryLocation;

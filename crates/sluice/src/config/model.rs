@@ -48,22 +48,35 @@ fn default_queue() -> String {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryConfig {
-    /// A folder (relative to the pipeline file), laid out as an Iglu static
-    /// repository (`schemas/vendor/name/format/1-0-0`).
+    /// A folder (relative to the pipeline file) or `s3://bucket/prefix`,
+    /// laid out as an Iglu static repository
+    /// (`schemas/vendor/name/format/1-0-0`), or a PostgreSQL URL.
     #[serde(default = "default_registry_uri")]
     pub uri: String,
+    /// S3 settings over the `AWS_*` environment (an `s3://` registry).
+    #[serde(default)]
+    pub storage_options: std::collections::BTreeMap<String, String>,
+    /// The table of a PostgreSQL registry (`name` or `schema.name`).
+    #[serde(default = "default_registry_table")]
+    pub table: String,
 }
 
 impl Default for RegistryConfig {
     fn default() -> Self {
         RegistryConfig {
             uri: default_registry_uri(),
+            storage_options: Default::default(),
+            table: default_registry_table(),
         }
     }
 }
 
 fn default_registry_uri() -> String {
     "registry".into()
+}
+
+fn default_registry_table() -> String {
+    "sluice_schemas".into()
 }
 
 /// How batches are handed out and retried.
@@ -302,9 +315,9 @@ pub struct SelfDescribingConfig {
     /// A schema key the registry did not have is looked up again after this long.
     #[serde(default = "default_recheck_secs")]
     pub recheck_secs: u64,
-    /// The pipeline's registry folder, filled in by `load`.
+    /// The pipeline's registry, filled in by `load`.
     #[serde(skip)]
-    pub registry: std::path::PathBuf,
+    pub registry: Option<super::registry::RegistryLocation>,
 }
 
 fn default_schema_pointer() -> String {
@@ -341,7 +354,7 @@ impl SelfDescribingConfig {
             key_field: (!self.key_field.is_empty()).then(|| self.key_field.clone()),
         };
         Ok(sluice_schema::SelfDescribingTransform::new(
-            sluice_schema::registry::FolderRegistry::new(&self.registry),
+            open_registry(&self.registry)?,
             pointers,
             std::time::Duration::from_secs(self.recheck_secs),
         ))
@@ -363,9 +376,9 @@ pub struct AvroConfig {
     /// An unknown fingerprint reads the registry again after this long.
     #[serde(default = "default_recheck_secs")]
     pub recheck_secs: u64,
-    /// The pipeline's registry folder, filled in by `load`.
+    /// The pipeline's registry, filled in by `load`.
     #[serde(skip)]
-    pub registry: std::path::PathBuf,
+    pub registry: Option<super::registry::RegistryLocation>,
 }
 
 impl AvroConfig {
@@ -373,13 +386,23 @@ impl AvroConfig {
         check_pointers(&[("event_id", &self.event_id), ("event_time", &self.event_time)])?;
         check_key_field(&self.key_field)?;
         Ok(sluice_schema::AvroTransform::new(
-            sluice_schema::registry::FolderRegistry::new(&self.registry),
+            open_registry(&self.registry)?,
             &self.event_id,
             &self.event_time,
             (!self.key_field.is_empty()).then(|| self.key_field[1..].to_string()),
             std::time::Duration::from_secs(self.recheck_secs),
         ))
     }
+}
+
+/// The registry `load` resolved.
+fn open_registry(
+    location: &Option<super::registry::RegistryLocation>,
+) -> Result<sluice_schema::registry::Registry, String> {
+    location
+        .as_ref()
+        .ok_or("registry: not resolved (load the pipeline first)")?
+        .open()
 }
 
 fn check_pointers(pointers: &[(&str, &String)]) -> Result<(), String> {

@@ -56,7 +56,7 @@ impl Tables {
     async fn existing(&self) -> Result<Vec<(TableLocation, Vec<String>)>, String> {
         let all = match self {
             Tables::One(location, id_column) => return Ok(vec![(location.clone(), id_column.clone())]),
-            Tables::Routed(routed) => routed.tables()?,
+            Tables::Routed(routed) => routed.tables().await?,
         };
         let mut existing = Vec::new();
         for (location, id_column) in all {

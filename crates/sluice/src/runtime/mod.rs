@@ -211,7 +211,11 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
                         Box::new(RoutedLakeSink::new(
                             lake.clone(),
                             &routed.event_id,
-                            Arc::new(table_routes::RegistryRoutes::new(routed.clone())),
+                            Arc::new(
+                                table_routes::RegistryRoutes::new(routed.clone())
+                                    .map_err(anyhow::Error::msg)
+                                    .with_context(|| format!("sinks.{name}"))?,
+                            ),
                         )),
                     ),
                     None => {

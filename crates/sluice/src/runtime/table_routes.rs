@@ -11,30 +11,34 @@ use std::{
 
 use arrow_schema::{DataType, Field, Schema};
 use sluice_lake::{Route, RouteError, Routes};
-use sluice_schema::{arrow_layout, registry::FolderRegistry, registry::SchemaKey};
+use sluice_schema::{
+    arrow_layout,
+    registry::{Registry, SchemaKey},
+};
 
 use crate::config::RoutedLake;
 
 pub struct RegistryRoutes {
     lake: RoutedLake,
-    registry: FolderRegistry,
+    registry: Registry,
     known: RwLock<HashMap<String, Route>>,
 }
 
 impl RegistryRoutes {
-    pub fn new(lake: RoutedLake) -> Self {
-        RegistryRoutes {
-            registry: FolderRegistry::new(&lake.registry),
+    pub fn new(lake: RoutedLake) -> Result<Self, String> {
+        Ok(RegistryRoutes {
+            registry: lake.registry.open()?,
             lake,
             known: RwLock::new(HashMap::new()),
-        }
+        })
     }
 
-    fn resolve(&self, text: &str) -> Result<Route, RouteError> {
+    async fn resolve(&self, text: &str) -> Result<Route, RouteError> {
         let key: SchemaKey = text.parse().map_err(RouteError::Unknown)?;
         let registered = self
             .registry
             .get(&key)
+            .await
             .map_err(|e| RouteError::Unavailable(format!("schema registry: {e}")))?
             .ok_or_else(|| RouteError::Unknown(format!("{key} is not registered")))?;
         let layout = registered
@@ -56,12 +60,13 @@ impl RegistryRoutes {
     }
 }
 
+#[async_trait::async_trait]
 impl Routes for RegistryRoutes {
-    fn route(&self, schema_key: &str) -> Result<Route, RouteError> {
+    async fn route(&self, schema_key: &str) -> Result<Route, RouteError> {
         if let Some(route) = self.known.read().unwrap_or_else(|e| e.into_inner()).get(schema_key) {
             return Ok(route.clone());
         }
-        let route = self.resolve(schema_key)?;
+        let route = self.resolve(schema_key).await?;
         self.known
             .write()
             .unwrap_or_else(|e| e.into_inner())

@@ -237,7 +237,7 @@ fn transform_types_and_keys_are_checked() {
     let unknown = with("[transforms.extra]\ntype = \"geoip\"\ninputs = [\"standardize\"]");
     let e = error_of(&unknown.replace("inputs = [\"standardize\"]\nuri", "inputs = [\"extra\"]\nuri"));
     assert!(
-        e.contains("transforms.extra.type: \"geoip\" is not a transform type; allowed: [\"validate\", \"self_describing\", \"jq\""),
+        e.contains("transforms.extra.type: \"geoip\" is not a transform type; allowed: [\"validate\", \"self_describing\", \"avro\", \"jq\""),
         "{e}"
     );
     let typo = with("[transforms.cents]\ntype = \"jq\"\ninputs = [\"standardize\"]\nprogramme = \".\"");
@@ -382,23 +382,64 @@ fn the_objects_example_loads() {
     assert_eq!((o.objects_per_pull, o.sweep_interval_secs), (10, 60));
 }
 
+/// The folder `path` as a registry location.
+fn folder(path: &std::path::Path) -> RegistryLocation {
+    RegistryLocation::Objects(TableLocation::from(Url::from_directory_path(path).unwrap()))
+}
+
 #[test]
-fn the_registry_is_a_folder_beside_the_file() {
+fn the_registry_is_a_folder_beside_the_file_an_s3_prefix_or_postgres() {
     let dir = tempfile::tempdir().unwrap();
     assert_eq!(
         load(&write(&dir, EXAMPLE)).unwrap().registry,
-        dir.path().join("registry")
+        folder(&dir.path().join("registry"))
     );
-    let moved = format!("{EXAMPLE}\n[registry]\nuri = \"schemas/registry\"\n");
+    let with = |keys: &str| format!("{EXAMPLE}\n[registry]\n{keys}\n");
     assert_eq!(
-        load(&write(&dir, &moved)).unwrap().registry,
-        dir.path().join("schemas/registry")
+        load(&write(&dir, &with("uri = \"schemas/registry\"")))
+            .unwrap()
+            .registry,
+        folder(&dir.path().join("schemas/registry"))
     );
-    let e = error_of(&format!("{EXAMPLE}\n[registry]\nuri = \"s3://b/registry\"\n"));
-    assert!(
-        e.contains("registry.uri: \"s3://b/registry\" is not supported yet; allowed: a folder"),
-        "{e}"
+    let s3 = load(&write(
+        &dir,
+        &with("uri = \"s3://b/registry\"\nstorage_options = { endpoint = \"http://127.0.0.1:4566\" }"),
+    ))
+    .unwrap()
+    .registry;
+    let RegistryLocation::Objects(location) = s3 else {
+        panic!("an s3 registry is an object store")
+    };
+    assert_eq!(location.url().as_str(), "s3://b/registry");
+    let pg = load(&write(
+        &dir,
+        &with("uri = \"postgres://127.0.0.1/app\"\ntable = \"meta.schemas\""),
+    ))
+    .unwrap();
+    assert_eq!(
+        pg.registry,
+        RegistryLocation::Postgres {
+            url: "postgres://127.0.0.1/app".into(),
+            table: "meta.schemas".into()
+        }
     );
+    for (keys, expected) in [
+        (
+            "uri = \"gs://b/registry\"",
+            "registry.uri: gs://b/registry: scheme \"gs\" is not supported",
+        ),
+        (
+            "uri = \"postgres://127.0.0.1/app\"\ntable = \"a;drop\"",
+            "registry.table: \"a;drop\" is not a table name",
+        ),
+        (
+            "storage_options = { endpoint = \"http://x\" }",
+            "registry.storage_options: only apply to s3:// locations",
+        ),
+    ] {
+        let e = error_of(&with(keys));
+        assert!(e.contains(expected), "{keys}: {e}");
+    }
 }
 
 #[test]
@@ -415,7 +456,7 @@ fn self_describing_transforms_use_the_pipeline_registry_and_check_their_pointers
     let TransformConfig::SelfDescribing(sd) = &p.config.transforms["described"] else {
         panic!("described is self_describing")
     };
-    assert_eq!(sd.registry, dir.path().join("registry"));
+    assert_eq!(sd.registry, Some(folder(&dir.path().join("registry"))));
     assert_eq!((sd.schema_field.as_str(), sd.data_field.as_str()), ("/schema", "/data"));
     let e = error_of(&with("event_id = \"id\"\nevent_time = \"/ts\""));
     assert!(

@@ -123,12 +123,7 @@ async fn objects_on_s3_with_lost_duplicated_and_reordered_notifications_land_onc
     let pid = std::process::id();
     let http = reqwest::Client::new();
     let bucket = format!("sluice-objects-{pid}");
-    let created = http
-        .put(format!("{}/{bucket}", support::s3_endpoint()))
-        .send()
-        .await
-        .expect("the test S3 server (scripts/test starts it)");
-    assert!(created.status().is_success());
+    support::create_bucket(&bucket).await;
     let (stream, subject) = (format!("S3_EVENTS_{pid}"), format!("s3events.{pid}"));
     let js = support::fresh_stream(&stream, &subject).await;
 

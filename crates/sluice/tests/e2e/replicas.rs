@@ -267,12 +267,7 @@ async fn three_replicas_with_one_killed_land_everything_once() {
 
     let pid = std::process::id();
     let bucket = format!("sluice-replicas-{pid}");
-    let created = reqwest::Client::new()
-        .put(format!("{}/{bucket}", support::s3_endpoint()))
-        .send()
-        .await
-        .expect("the test S3 server (scripts/test starts it)");
-    assert!(created.status().is_success());
+    support::create_bucket(&bucket).await;
     let queue_name = format!("e2e-replicas-{pid}");
     let pg = connect().await;
     let store_schema = fresh_schema(&pg, "replicas").await;

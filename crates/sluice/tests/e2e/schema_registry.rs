@@ -32,12 +32,7 @@ async fn schema_versions_are_registered_checked_and_listed_on_s3_and_in_postgres
     use crate::postgres::{connect, drop_schema, fresh_schema, url};
 
     let bucket = format!("sluice-registry-{}", std::process::id());
-    let created = reqwest::Client::new()
-        .put(format!("{}/{bucket}", support::s3_endpoint()))
-        .send()
-        .await
-        .expect("the test S3 server (scripts/test starts it)");
-    assert!(created.status().is_success());
+    support::create_bucket(&bucket).await;
     let tmp = tempfile::tempdir().unwrap();
     let s3 = format!(
         "uri = \"s3://{bucket}/registry\"\nstorage_options = {{ endpoint = \"{}\", access_key_id = \"test\", secret_access_key = \"test\", region = \"us-east-1\" }}",

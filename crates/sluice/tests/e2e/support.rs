@@ -45,6 +45,20 @@ pub fn s3_endpoint() -> String {
     std::env::var("SLUICE_TEST_S3").unwrap_or_else(|_| "http://127.0.0.1:4566".into())
 }
 
+/// Creates the bucket `name` on the local S3 server.
+pub async fn create_bucket(name: &str) {
+    let created = reqwest::Client::new()
+        .put(format!("{}/{name}", s3_endpoint()))
+        .send()
+        .await
+        .expect("the test S3 server (scripts/test starts it)");
+    assert!(
+        created.status().is_success(),
+        "creating bucket {name}: {}",
+        created.status()
+    );
+}
+
 /// A new JetStream stream `name` taking `<subject>.>` (an old one of the
 /// same name is deleted first), and the JetStream context it lives in.
 pub async fn fresh_stream(name: &str, subject: &str) -> async_nats::jetstream::Context {

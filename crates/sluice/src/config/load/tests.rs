@@ -536,3 +536,18 @@ fn a_table_template_lake_routes_self_describing_and_avro_inputs() {
         assert!(e.contains(expected), "{template}: {e}");
     }
 }
+
+#[test]
+fn the_registry_example_loads_with_one_routed_lake() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/registry/pipeline.toml");
+    let p = load(&file).unwrap();
+    let lake = &p.routed_lakes["lake"];
+    let key: SchemaKey = "iglu:com.acme/page_view/jsonschema/1-0-0".parse().unwrap();
+    assert!(
+        lake.location(&key)
+            .unwrap()
+            .url()
+            .as_str()
+            .ends_with("/examples/registry/lake/com.acme/page_view_jsonschema_1/")
+    );
+}

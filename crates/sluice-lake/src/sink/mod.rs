@@ -99,22 +99,17 @@ impl LakeSink {
         Self::for_table(location, table, config, json_text_paths, event_id)
     }
 
-    /// Opens (or creates) a table of a schema family: an existing table
-    /// keeps the columns it has; those `data_schema` adds come with the
-    /// next commit ([`LakeSink::widen`]).
+    /// Opens a table of a schema family, or creates it with the columns of
+    /// `data_schema`: an existing table keeps the columns it has, and
+    /// [`LakeSink::widen`] adds those of later versions.
     pub async fn open_evolving(
         location: TableLocation,
         config: &LakeSinkConfig,
         data_schema: &Schema,
-        json_text_paths: Vec<Vec<String>>,
         event_id: &str,
     ) -> Result<Self, LakeError> {
         let table = open_or_create(&location, data_schema, &config.partition_by).await?;
-        let mut sink = Self::for_table(location, table, config, Vec::new(), event_id)?;
-        sink.widen(data_schema, &json_text_paths)
-            .await
-            .map_err(|e| table_error(&sink.location, e))?;
-        Ok(sink)
+        Self::for_table(location, table, config, Vec::new(), event_id)
     }
 
     fn for_table(

@@ -61,19 +61,15 @@ impl RoutedLakeSink {
         }
     }
 
-    /// The table at `route`, opened on first use.
+    /// The table at `route`, opened on first use (its columns come with
+    /// [`LakeSink::widen`], which `accept` calls for every version).
     async fn table(&mut self, route: &Route) -> Result<&mut LakeSink, StageError> {
         let url = route.location.url().to_string();
         if !self.tables.contains_key(&url) {
-            let sink = LakeSink::open_evolving(
-                route.location.clone(),
-                &self.config,
-                &route.data_schema,
-                route.json_text_paths.clone(),
-                &self.event_id,
-            )
-            .await
-            .map_err(|e| StageError::retriable(e.to_string()))?;
+            let sink =
+                LakeSink::open_evolving(route.location.clone(), &self.config, &route.data_schema, &self.event_id)
+                    .await
+                    .map_err(|e| StageError::retriable(e.to_string()))?;
             self.tables.insert(url.clone(), sink);
         }
         Ok(self.tables.get_mut(&url).expect("inserted above"))

@@ -344,4 +344,13 @@ async fn routed_events_go_to_their_models_table_which_gains_columns_in_the_data_
     assert_eq!(reasons(&accepted).len(), 3);
     assert_eq!(again.flush().await.unwrap().rows, 0);
     assert_eq!(summarize(&table("page_1")).await.unwrap().rows, 4);
+
+    // A process whose first event for a table conflicts with its columns
+    // dead-letters it instead of failing the batch.
+    let mut third = open();
+    let accepted = third
+        .accept("batch-3", false, vec![described("i", v102, "")])
+        .await
+        .unwrap();
+    assert_eq!(reasons(&accepted), ["incompatible_schema"]);
 }

@@ -80,7 +80,6 @@ pub struct LakeSink {
     staged_rows: u64,
     /// The table's full schema once widened, until a commit records it.
     pending_schema: Option<Arc<Schema>>,
-    max_file_bytes: u64,
 }
 
 impl LakeSink {
@@ -141,7 +140,6 @@ impl LakeSink {
             staged_keys: Vec::new(),
             staged_rows: 0,
             pending_schema: None,
-            max_file_bytes: config.max_file_bytes,
         })
     }
 
@@ -160,12 +158,7 @@ impl LakeSink {
         let Some(merged) = merged else {
             return Ok(());
         };
-        let adds = self
-            .writer
-            .flush()
-            .await
-            .map_err(|e| self.retriable("closing files", e))?;
-        self.staged_adds.extend(adds);
+        self.close_files().await?;
         let full = Arc::new(table_schema(&merged, &self.partition_by));
         let partition_columns = self.partition_by.iter().map(|p| p.column().to_string()).collect();
         self.writer = RecordBatchWriter::try_new(
@@ -176,7 +169,7 @@ impl LakeSink {
         )
         .map_err(|e| self.retriable("opening a wider writer", e))?
         .with_writer_properties(parquet_properties())
-        .with_target_file_size(self.max_file_bytes);
+        .with_target_file_size(self.max_buffered as u64);
         self.data_schema = Arc::new(merged);
         self.pending_schema = Some(full);
         Ok(())
@@ -184,6 +177,17 @@ impl LakeSink {
 
     pub fn table(&self) -> &DeltaTable {
         &self.table
+    }
+
+    /// Closes the open files; their `add`s wait for the next commit.
+    async fn close_files(&mut self) -> Result<(), StageError> {
+        let adds = self
+            .writer
+            .flush()
+            .await
+            .map_err(|e| self.retriable("closing files", e))?;
+        self.staged_adds.extend(adds);
+        Ok(())
     }
 
     fn retriable(&self, what: &str, e: impl std::fmt::Display) -> StageError {
@@ -400,12 +404,7 @@ impl Sink for LakeSink {
 
     async fn flush(&mut self) -> Result<FlushReport, StageError> {
         if !self.window_keys.is_empty() {
-            let adds = self
-                .writer
-                .flush()
-                .await
-                .map_err(|e| self.retriable("closing files", e))?;
-            self.staged_adds.extend(adds);
+            self.close_files().await?;
             self.staged_keys.append(&mut self.window_keys);
             self.staged_rows += std::mem::take(&mut self.window_rows);
             self.seen.stage();

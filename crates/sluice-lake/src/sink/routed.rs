@@ -76,47 +76,45 @@ impl RoutedLakeSink {
     }
 }
 
-/// One table's share of a batch: its events, by the version they follow.
-#[derive(Default)]
-struct Share {
-    versions: BTreeMap<String, (Route, Vec<Event>)>,
-}
+/// One table's share of a batch: each version's route and events.
+type Share = Vec<(Arc<str>, Route, Vec<Event>)>;
 
 #[async_trait]
 impl Sink for RoutedLakeSink {
     async fn accept(&mut self, key: &str, check_committed: bool, events: Vec<Event>) -> Result<Accepted, StageError> {
         let mut rejected = Vec::new();
-        let mut shares: BTreeMap<String, Share> = BTreeMap::new();
+        let mut by_version: BTreeMap<Arc<str>, Vec<Event>> = BTreeMap::new();
         for event in events {
-            let Some(schema) = event.schema.clone() else {
-                rejected.push(Rejected::new(
+            match event.schema.clone() {
+                Some(version) => by_version.entry(version).or_default().push(event),
+                None => rejected.push(Rejected::new(
                     event,
                     reason::UNKNOWN_SCHEMA,
                     "no schema key: a lake sink with table_template takes events from a self_describing transform",
-                ));
-                continue;
-            };
-            let route = match self.routes.route(&schema).await {
-                Ok(route) => route,
-                Err(RouteError::Unknown(why)) => {
-                    rejected.push(Rejected::new(event, reason::UNKNOWN_SCHEMA, why));
-                    continue;
-                }
+                )),
+            }
+        }
+        // Routed once per version in the batch, not per event.
+        let mut shares: BTreeMap<String, Share> = BTreeMap::new();
+        for (version, events) in by_version {
+            match self.routes.route(&version).await {
+                Ok(route) => shares
+                    .entry(route.location.url().to_string())
+                    .or_default()
+                    .push((version, route, events)),
+                Err(RouteError::Unknown(why)) => rejected.extend(
+                    events
+                        .into_iter()
+                        .map(|event| Rejected::new(event, reason::UNKNOWN_SCHEMA, why.clone())),
+                ),
                 Err(RouteError::Unavailable(why)) => return Err(StageError::retriable(why)),
-            };
-            let share = shares.entry(route.location.url().to_string()).or_default();
-            share
-                .versions
-                .entry(schema.to_string())
-                .or_insert_with(|| (route, Vec::new()))
-                .1
-                .push(event);
+            }
         }
         let mut all_committed = !shares.is_empty();
         for share in shares.into_values() {
             let mut events = Vec::new();
             let mut table = None;
-            for (version, (route, mut version_events)) in share.versions {
+            for (version, route, mut version_events) in share {
                 let sink = self.table(&route).await?;
                 match sink.widen(&route.data_schema, &route.json_text_paths).await {
                     Ok(()) => events.append(&mut version_events),

@@ -54,7 +54,7 @@ pub fn split_lines(payload: &Bytes) -> impl Iterator<Item = (u32, Bytes)> + '_ {
     let mut line_no = 0u32;
     std::iter::from_fn(move || {
         while start < payload.len() {
-            let end = memchr_newline(&payload[start..]).map_or(payload.len(), |i| start + i);
+            let end = memchr::memchr(b'\n', &payload[start..]).map_or(payload.len(), |i| start + i);
             let mut line_end = end;
             if line_end > start && payload[line_end - 1] == b'\r' {
                 line_end -= 1;
@@ -69,10 +69,6 @@ pub fn split_lines(payload: &Bytes) -> impl Iterator<Item = (u32, Bytes)> + '_ {
         }
         None
     })
-}
-
-fn memchr_newline(haystack: &[u8]) -> Option<usize> {
-    haystack.iter().position(|&b| b == b'\n')
 }
 
 #[cfg(test)]

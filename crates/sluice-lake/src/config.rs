@@ -1,5 +1,10 @@
 //! Configuration of the `lake` sink, as written in a pipeline file.
 
+use deltalake::parquet::{
+    basic::{Compression, ZstdLevel},
+    file::properties::WriterProperties,
+    schema::types::ColumnPath,
+};
 use serde::Deserialize;
 
 use crate::{
@@ -40,8 +45,43 @@ pub struct LakeSinkConfig {
     /// it, the oldest are forgotten early.
     #[serde(default = "default_dedupe_max_ids")]
     pub dedupe_max_ids: usize,
+    /// Codec of the Parquet files the sink writes (compaction rewrites them
+    /// with `compaction.compression`).
+    #[serde(default = "default_ingest_compression")]
+    pub compression: ParquetCompression,
     #[serde(default)]
     pub compaction: CompactionConfig,
+}
+
+/// A Parquet codec: `"snappy"`, `"zstd"` (level 3), `"lz4"` (LZ4_RAW) or `"none"`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ParquetCompression {
+    Snappy,
+    Zstd,
+    Lz4,
+    None,
+}
+
+impl ParquetCompression {
+    /// Writer settings of a Sluice file with this codec. The event id
+    /// column (a path through structs; empty: none) gets no dictionary: its
+    /// values are unique, so one would only cost time and memory.
+    pub fn writer_properties(self, id_column: &[String]) -> WriterProperties {
+        let codec = match self {
+            ParquetCompression::Snappy => Compression::SNAPPY,
+            ParquetCompression::Zstd => Compression::ZSTD(ZstdLevel::try_new(3).expect("3 is a valid zstd level")),
+            ParquetCompression::Lz4 => Compression::LZ4_RAW,
+            ParquetCompression::None => Compression::UNCOMPRESSED,
+        };
+        let builder = WriterProperties::builder().set_compression(codec);
+        if id_column.is_empty() {
+            return builder.build();
+        }
+        builder
+            .set_column_dictionary_enabled(ColumnPath::new(id_column.to_vec()), false)
+            .build()
+    }
 }
 
 /// `[sinks.NAME.compaction]`: scheduled compaction inside `sluice run`; the
@@ -60,6 +100,9 @@ pub struct CompactionConfig {
     /// Size compacted files are cut at.
     #[serde(default = "default_max_file_bytes")]
     pub target_file_bytes: u64,
+    /// Codec of compacted files.
+    #[serde(default = "default_compacted_compression")]
+    pub compression: ParquetCompression,
 }
 
 impl Default for CompactionConfig {
@@ -69,6 +112,7 @@ impl Default for CompactionConfig {
             interval_secs: default_compaction_interval_secs(),
             lookback_hours: default_lookback_hours(),
             target_file_bytes: default_max_file_bytes(),
+            compression: default_compacted_compression(),
         }
     }
 }
@@ -79,10 +123,23 @@ impl CompactionConfig {
         CompactionOptions {
             scope,
             target_file_bytes: self.target_file_bytes,
+            compression: self.compression,
             id_column,
             run_id: None,
         }
     }
+}
+
+/// Ingest files live until compaction replaces them: cheap to write and
+/// to hold open by the hundred (a zstd column writer holds ~160 KB of codec
+/// state).
+fn default_ingest_compression() -> ParquetCompression {
+    ParquetCompression::Snappy
+}
+
+/// Compacted files stay: small beats cheap.
+fn default_compacted_compression() -> ParquetCompression {
+    ParquetCompression::Zstd
 }
 
 fn default_true() -> bool {

@@ -32,10 +32,9 @@ use indexmap::IndexMap;
 use object_store::ObjectStoreExt;
 
 use crate::{
-    LakeError, TableLocation,
+    LakeError, ParquetCompression, TableLocation,
     compaction::{active_files, remove_action},
     partition::{PartitionKey, bucket_of},
-    sink::parquet_properties,
     table::{check_schema, open_or_create, table_error, table_schema},
 };
 
@@ -156,7 +155,7 @@ pub async fn update(location: &TableLocation, update: KeyedUpdate<'_>) -> Result
     let store: Arc<dyn ObjectStore> = table.object_store();
     let mut writer = RecordBatchWriter::for_table(&table)
         .map_err(|e| fail(&e))?
-        .with_writer_properties(parquet_properties());
+        .with_writer_properties(ParquetCompression::Zstd.writer_properties(&[]));
     let mut report = KeyedReport {
         buckets_rewritten: buckets.len() as u64,
         ..KeyedReport::default()

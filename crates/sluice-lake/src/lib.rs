@@ -26,7 +26,7 @@ mod storage;
 mod table;
 pub mod vacuum;
 
-pub use config::{CompactionConfig, LakeSinkConfig};
+pub use config::{CompactionConfig, LakeSinkConfig, ParquetCompression};
 pub use inspect::{PartitionStats, TableSummary, distinct_strings, summarize};
 pub use sink::{
     LakeSink,

@@ -36,7 +36,7 @@ pub use plan::{FileInfo, PartitionJob, Scope};
 pub use rewrite::COMPACTED_TAG;
 use rewrite::{RewriteError, Rewritten, rewrite};
 
-use crate::{LakeError, TableLocation, table::table_error};
+use crate::{LakeError, ParquetCompression, TableLocation, table::table_error};
 
 /// The `commitInfo` key that names the compaction run of a commit.
 pub const RUN_ID_KEY: &str = "sluice.compaction.run";
@@ -49,6 +49,8 @@ const MAX_ATTEMPTS: u32 = 8;
 pub struct CompactionOptions {
     pub scope: Scope,
     pub target_file_bytes: u64,
+    /// Codec of the files written.
+    pub compression: ParquetCompression,
     /// Path of the event id column (through structs), e.g. `["event_id"]`.
     pub id_column: Vec<String>,
     /// Names this run in its commits' `commitInfo` (`sluice.compaction.run`),
@@ -177,7 +179,7 @@ async fn compact_partition(
     conflicts: &mut u64,
 ) -> Result<Outcome, LakeError> {
     for _ in 0..MAX_ATTEMPTS {
-        let rewritten = match rewrite(table, &job, options.target_file_bytes, &options.id_column).await {
+        let rewritten = match rewrite(table, &job, options).await {
             Ok(r) => r,
             Err(RewriteError::InputGone(path)) => {
                 tracing::info!(%location, partition = %job.name(), %path, "an input file was replaced meanwhile; re-planning");

@@ -18,8 +18,7 @@ use indexmap::IndexMap;
 use object_store::ObjectStoreExt;
 use twox_hash::XxHash3_128;
 
-use super::plan::PartitionJob;
-use crate::sink::parquet_properties;
+use super::{CompactionOptions, plan::PartitionJob};
 
 /// Tag on the `add` action of every file a compaction writes.
 pub const COMPACTED_TAG: &str = "sluice.compacted";
@@ -43,15 +42,14 @@ pub enum RewriteError {
 pub async fn rewrite(
     table: &DeltaTable,
     job: &PartitionJob,
-    target_file_bytes: u64,
-    id_column: &[String],
+    options: &CompactionOptions,
 ) -> Result<Rewritten, RewriteError> {
     let other = |e: &dyn std::fmt::Display| RewriteError::Other(e.to_string());
     let store: Arc<dyn ObjectStore> = table.object_store();
     let mut writer = RecordBatchWriter::for_table(table)
         .map_err(|e| other(&e))?
-        .with_writer_properties(parquet_properties())
-        .with_target_file_size(target_file_bytes);
+        .with_writer_properties(options.compression.writer_properties(&options.id_column))
+        .with_target_file_size(options.target_file_bytes);
     let file_schema = writer.arrow_schema();
     let partition: IndexMap<String, Scalar> = job
         .partition
@@ -88,7 +86,8 @@ pub async fn rewrite(
         for batch in batches {
             let batch = batch.map_err(|e| in_file(&e))?;
             rows_in += batch.num_rows() as u64;
-            let keep = first_seen(&batch, id_column, &mut seen).map_err(|e| other(&format!("{}: {e}", file.path)))?;
+            let keep =
+                first_seen(&batch, &options.id_column, &mut seen).map_err(|e| other(&format!("{}: {e}", file.path)))?;
             let kept = arrow_select::filter::filter_record_batch(&batch, &keep).map_err(|e| other(&e))?;
             if kept.num_rows() == 0 {
                 continue;

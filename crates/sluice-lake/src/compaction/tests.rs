@@ -11,6 +11,7 @@ fn options(scope: Scope) -> CompactionOptions {
     CompactionOptions {
         scope,
         target_file_bytes: 1024 * 1024,
+        compression: ParquetCompression::Zstd,
         id_column: vec!["id".into()],
         run_id: None,
     }
@@ -108,8 +109,8 @@ async fn a_commit_is_refused_once_its_inputs_were_replaced() {
     let mut first = load(&url).await;
     let mut second = load(&url).await;
     let job = plan::plan(&active_files(&first).unwrap(), Scope::All).remove(0);
-    let a = rewrite(&first, &job, 1 << 20, &["id".into()]).await.unwrap();
-    let b = rewrite(&second, &job, 1 << 20, &["id".into()]).await.unwrap();
+    let a = rewrite(&first, &job, &options(Scope::All)).await.unwrap();
+    let b = rewrite(&second, &job, &options(Scope::All)).await.unwrap();
     let won = commit_while_inputs_active(&mut first, &url, &job, &a, &options(Scope::All))
         .await
         .unwrap();
@@ -128,7 +129,7 @@ async fn rows_a_writer_appends_meanwhile_are_kept() {
     write(&mut sink, vec![vec![ev("a", 0)], vec![ev("b", 0)]]).await;
     let mut table = load(&url).await;
     let job = plan::plan(&active_files(&table).unwrap(), Scope::All).remove(0);
-    let rewritten = rewrite(&table, &job, 1 << 20, &["id".into()]).await.unwrap();
+    let rewritten = rewrite(&table, &job, &options(Scope::All)).await.unwrap();
 
     // The writer commits a new file to the same partition before the compaction commits.
     sink.accept("late", false, vec![ev("c", 0)]).await.unwrap();
@@ -202,4 +203,70 @@ async fn large_partitions_are_cut_at_the_target_size() {
     assert!(p.files_out >= 2, "{p:?}");
     assert!(p.files_out <= bound, "{} files for {} bytes", p.files_out, p.bytes_out);
     assert_eq!(p.rows_out, 12_000);
+}
+
+/// Of each active file: whether it is compacted, the codec of its column
+/// chunks (a file does not record zstd's level) and which columns have a
+/// dictionary.
+async fn file_settings(url: &TableLocation, root: &std::path::Path) -> Vec<(bool, &'static str, Vec<String>)> {
+    use deltalake::parquet::{
+        basic::Compression,
+        file::reader::{FileReader, SerializedFileReader},
+    };
+    let mut seen = Vec::new();
+    for file in active_files(&load(url).await).unwrap() {
+        // Partition values here are digits: the path needs no decoding.
+        let reader = SerializedFileReader::new(std::fs::File::open(root.join(&file.path)).unwrap()).unwrap();
+        for group in reader.metadata().row_groups() {
+            let codec = group.column(0).compression();
+            assert!(group.columns().iter().all(|c| c.compression() == codec));
+            let codec = match codec {
+                Compression::SNAPPY => "snappy",
+                Compression::ZSTD(_) => "zstd",
+                Compression::LZ4_RAW => "lz4",
+                other => panic!("unexpected codec {other:?}"),
+            };
+            let dictionaries = group
+                .columns()
+                .iter()
+                .filter(|c| c.dictionary_page_offset().is_some())
+                .map(|c| c.column_path().string())
+                .collect();
+            seen.push((file.compacted, codec, dictionaries));
+        }
+    }
+    seen.sort();
+    seen.dedup();
+    seen
+}
+
+#[tokio::test]
+async fn ingest_files_are_snappy_compacted_files_zstd_and_ids_have_no_dictionary() {
+    let defaults: crate::LakeSinkConfig = serde_json::from_str(r#"{"inputs": [], "uri": "t"}"#).unwrap();
+    assert_eq!(defaults.compression, ParquetCompression::Snappy);
+    assert_eq!(defaults.compaction.compression, ParquetCompression::Zstd);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sink, url) = open_with(&dir, |_| {}).await;
+    write(&mut sink, vec![vec![ev("a", 0)], vec![ev("b", 0)], vec![ev("c", 1)]]).await;
+    let root = dir.path().join("t");
+    let dictionaries: Vec<String> = ["ts", "n", "extra"].map(String::from).to_vec();
+    assert_eq!(
+        file_settings(&url, &root).await,
+        vec![(false, "snappy", dictionaries.clone())]
+    );
+
+    compact(&url, &options(Scope::All), &no_progress).await.unwrap();
+    assert_eq!(
+        file_settings(&url, &root).await,
+        vec![(true, "zstd", dictionaries.clone())]
+    );
+
+    let other = tempfile::tempdir().unwrap();
+    let (mut sink, url) = open_with(&other, |c| c.compression = ParquetCompression::Lz4).await;
+    write(&mut sink, vec![vec![ev("a", 0)]]).await;
+    assert_eq!(
+        file_settings(&url, &other.path().join("t")).await,
+        vec![(false, "lz4", dictionaries)]
+    );
 }

@@ -39,10 +39,6 @@ use deltalake::{
         engine::arrow_conversion::TryFromArrow,
         transaction::{CommitBuilder, CommitProperties},
     },
-    parquet::{
-        basic::{Compression, ZstdLevel},
-        file::properties::WriterProperties,
-    },
     protocol::{DeltaOperation, SaveMode},
     writer::{DeltaWriter, RecordBatchWriter, WriteMode},
 };
@@ -50,7 +46,7 @@ use serde_json::Value;
 use sluice_core::{Accepted, Event, FlushReport, Rejected, Sink, StageError, now_ms, reason};
 
 use crate::{
-    LakeError, LakeSinkConfig, TableLocation,
+    LakeError, LakeSinkConfig, ParquetCompression, TableLocation,
     partition::{PartitionError, PartitionKey, partition_values},
     table::{check_schema, merge_columns, open_or_create, table_error, table_schema},
 };
@@ -69,6 +65,7 @@ pub struct LakeSink {
     /// JSON pointer of the event id (a bucket key on it uses `Event::id`).
     event_id: String,
     max_buffered: usize,
+    compression: ParquetCompression,
     seen: seen::SeenIds,
     /// Batch keys in the current window (written, not yet committed).
     window_keys: Vec<String>,
@@ -120,7 +117,7 @@ impl LakeSink {
     ) -> Result<Self, LakeError> {
         let writer = RecordBatchWriter::for_table(&table)
             .map_err(|e| table_error(&location, e))?
-            .with_writer_properties(parquet_properties())
+            .with_writer_properties(config.compression.writer_properties(&pointer_columns(event_id)))
             .with_target_file_size(config.max_file_bytes);
         let data_schema = Arc::new(data_columns(&writer.arrow_schema(), &config.partition_by));
         Ok(LakeSink {
@@ -132,6 +129,7 @@ impl LakeSink {
             partition_by: config.partition_by.clone(),
             event_id: event_id.to_string(),
             max_buffered: config.max_file_bytes as usize,
+            compression: config.compression,
             seen: seen::SeenIds::new(Duration::from_secs(config.dedupe_window_secs), config.dedupe_max_ids),
             window_keys: Vec::new(),
             window_rows: 0,
@@ -168,7 +166,7 @@ impl LakeSink {
             Some(self.location.options().clone().into_iter().collect()),
         )
         .map_err(|e| self.retriable("opening a wider writer", e))?
-        .with_writer_properties(parquet_properties())
+        .with_writer_properties(self.compression.writer_properties(&pointer_columns(&self.event_id)))
         .with_target_file_size(self.max_buffered as u64);
         self.data_schema = Arc::new(merged);
         self.pending_schema = Some(full);
@@ -259,13 +257,13 @@ fn data_columns(full: &Schema, partition_by: &[PartitionKey]) -> Schema {
     )
 }
 
-/// Parquet settings of every file Sluice writes: zstd level 3.
-pub(crate) fn parquet_properties() -> WriterProperties {
-    WriterProperties::builder()
-        .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(3).expect("3 is a valid zstd level"),
-        ))
-        .build()
+/// The column path a JSON pointer names (`/page/url` -> `page.url`).
+fn pointer_columns(pointer: &str) -> Vec<String> {
+    pointer
+        .split('/')
+        .skip(1)
+        .map(|s| s.replace("~1", "/").replace("~0", "~"))
+        .collect()
 }
 
 /// The text a bucket key hashes: the event id, or the string or number at

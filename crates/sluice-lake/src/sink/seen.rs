@@ -11,16 +11,48 @@
 //!   or, oldest first, when more than `max_ids` are held.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, VecDeque, hash_map::Entry},
+    hash::{BuildHasherDefault, Hash, Hasher},
     time::{Duration, Instant},
 };
 
 use twox_hash::XxHash3_128;
 
+/// An id's XXH3-128 as two words: 24 bytes per entry with its generation,
+/// where a `u128` key (16-byte aligned) makes 32.
+#[derive(PartialEq, Eq, Clone, Copy)]
+struct IdHash(u64, u64);
+
+impl Hash for IdHash {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0);
+    }
+}
+
+/// The map's hasher: the key already is a hash, so its first word serves.
+#[derive(Default)]
+struct FirstWord(u64);
+
+impl Hasher for FirstWord {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 pub struct SeenIds {
     window: Duration,
     max_ids: usize,
-    ids: HashMap<u128, u64>,
+    ids: HashMap<IdHash, u64, BuildHasherDefault<FirstWord>>,
     /// Generation the next inserts belong to.
     open: u64,
     /// First generation not yet committed.
@@ -38,7 +70,7 @@ impl SeenIds {
         SeenIds {
             window,
             max_ids,
-            ids: HashMap::new(),
+            ids: HashMap::default(),
             open: 0,
             first_uncommitted: 0,
             committed: VecDeque::new(),
@@ -49,13 +81,16 @@ impl SeenIds {
 
     /// Records `id`; `false` when it was already seen (a duplicate).
     pub fn insert(&mut self, id: &str) -> bool {
-        let key = XxHash3_128::oneshot(id.as_bytes());
-        if self.ids.contains_key(&key) {
-            return false;
+        let hash = XxHash3_128::oneshot(id.as_bytes());
+        let key = IdHash(hash as u64, (hash >> 64) as u64);
+        match self.ids.entry(key) {
+            Entry::Occupied(_) => false,
+            Entry::Vacant(slot) => {
+                slot.insert(self.open);
+                self.open_count += 1;
+                true
+            }
         }
-        self.ids.insert(key, self.open);
-        self.open_count += 1;
-        true
     }
 
     /// The open generation was flushed; later inserts start a new one.

@@ -37,6 +37,7 @@ pub(crate) fn config(uri: &str) -> LakeSinkConfig {
         dedupe_window_secs: 0,
         dedupe_max_ids: 1000,
         storage_options: Default::default(),
+        compression: crate::ParquetCompression::Snappy,
         compaction: Default::default(),
     }
 }

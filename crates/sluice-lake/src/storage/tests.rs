@@ -143,6 +143,7 @@ async fn concurrent_writers_and_a_compaction_on_s3_lose_no_commit() {
             let options = CompactionOptions {
                 scope: Scope::All,
                 target_file_bytes: 1 << 20,
+                compression: crate::ParquetCompression::Zstd,
                 id_column: vec!["id".into()],
                 run_id: None,
             };

@@ -98,3 +98,25 @@ async fn one_consumer_at_a_time_and_restart_releases_in_flight_batches() {
     assert_eq!(again.len(), 1, "released without waiting for the visibility timeout");
     assert!(again[0].needs_commit_check());
 }
+
+#[test]
+fn a_new_queue_file_has_64_kib_pages_and_an_old_one_keeps_its_own() {
+    let page_size = |path: &Path| -> i64 {
+        Connection::open(path)
+            .unwrap()
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(&dir);
+    assert_eq!(page_size(q.path()), 65536);
+
+    let old = tempfile::tempdir().unwrap();
+    let path = old.path().join("queue.sqlite3");
+    let conn = Connection::open(&path).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.execute_batch(SCHEMA).unwrap();
+    drop(conn);
+    let q = open(&old);
+    assert_eq!(page_size(q.path()), 4096, "a WAL database's page size cannot change");
+}

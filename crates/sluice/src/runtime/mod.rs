@@ -336,7 +336,6 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
     };
     let mut stopping = false;
     let mut last_early_flush: Option<Instant> = None;
-    let mut unflushed = Unflushed::default();
     loop {
         if !stopping && *stop.borrow() {
             stopping = true;
@@ -390,7 +389,6 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
             let waiting = in_flight_now > 0 && (sources.is_empty() || free == 0 || queue_filling);
             if waiting && last_early_flush.is_none_or(|t| t.elapsed() > EARLY_FLUSH_EVERY) {
                 last_early_flush = Some(Instant::now());
-                unflushed = Unflushed::default();
                 for s in &sinks {
                     let (reply, _) = oneshot::channel();
                     let _ = s.tx.try_send(SinkMsg::Flush(reply));
@@ -403,15 +401,7 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
             continue;
         }
         for delivery in deliveries {
-            unflushed.add(delivery.payload.len());
             consumer.process(delivery).await?;
-        }
-        if unflushed.is_half_of(consumer.max_in_flight, cfg.delivery.max_in_flight_bytes) {
-            // The sinks commit this half while the next one is processed,
-            // instead of everything stopping at the limit for a commit.
-            last_early_flush = Some(Instant::now());
-            unflushed = Unflushed::default();
-            request_flush(&sinks).await;
         }
     }
 
@@ -427,33 +417,6 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
     while compactions.join_next().await.is_some() {}
     tracing::info!("pipeline stopped; everything accepted is committed");
     Ok(())
-}
-
-/// Batches handed out since the sinks were last asked to flush.
-#[derive(Default)]
-struct Unflushed {
-    batches: usize,
-    bytes: u64,
-}
-
-impl Unflushed {
-    fn add(&mut self, bytes: usize) {
-        self.batches += 1;
-        self.bytes += bytes as u64;
-    }
-
-    /// Whether they make half of an in-flight limit.
-    fn is_half_of(&self, max_batches: usize, max_bytes: u64) -> bool {
-        self.batches.saturating_mul(2) >= max_batches || self.bytes.saturating_mul(2) >= max_bytes
-    }
-}
-
-/// Asks every sink to commit what it was handed so far (queued behind it).
-async fn request_flush(sinks: &[SinkHandle]) {
-    for s in sinks {
-        let (reply, _) = oneshot::channel();
-        let _ = s.tx.send(SinkMsg::Flush(reply)).await;
-    }
 }
 
 struct Consumer<'a> {

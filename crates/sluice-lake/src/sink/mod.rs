@@ -39,6 +39,7 @@ use deltalake::{
         engine::arrow_conversion::TryFromArrow,
         transaction::{CommitBuilder, CommitProperties},
     },
+    parquet::file::properties::WriterProperties,
     protocol::{DeltaOperation, SaveMode},
     writer::{DeltaWriter, RecordBatchWriter, WriteMode},
 };
@@ -46,7 +47,7 @@ use serde_json::Value;
 use sluice_core::{Accepted, Event, FlushReport, Rejected, Sink, StageError, now_ms, reason};
 
 use crate::{
-    LakeError, LakeSinkConfig, ParquetCompression, TableLocation,
+    LakeError, LakeSinkConfig, TableLocation,
     partition::{PartitionError, PartitionKey, partition_values},
     table::{check_schema, merge_columns, open_or_create, table_error, table_schema},
 };
@@ -65,7 +66,8 @@ pub struct LakeSink {
     /// JSON pointer of the event id (a bucket key on it uses `Event::id`).
     event_id: String,
     max_buffered: usize,
-    compression: ParquetCompression,
+    /// Codec and encodings of the files written (also after widening).
+    file_properties: WriterProperties,
     seen: seen::SeenIds,
     /// Batch keys in the current window (written, not yet committed).
     window_keys: Vec<String>,
@@ -115,9 +117,10 @@ impl LakeSink {
         json_text_paths: Vec<Vec<String>>,
         event_id: &str,
     ) -> Result<Self, LakeError> {
+        let file_properties = config.compression.writer_properties(&pointer_columns(event_id));
         let writer = RecordBatchWriter::for_table(&table)
             .map_err(|e| table_error(&location, e))?
-            .with_writer_properties(config.compression.writer_properties(&pointer_columns(event_id)))
+            .with_writer_properties(file_properties.clone())
             .with_target_file_size(config.max_file_bytes);
         let data_schema = Arc::new(data_columns(&writer.arrow_schema(), &config.partition_by));
         Ok(LakeSink {
@@ -129,7 +132,7 @@ impl LakeSink {
             partition_by: config.partition_by.clone(),
             event_id: event_id.to_string(),
             max_buffered: config.max_file_bytes as usize,
-            compression: config.compression,
+            file_properties,
             seen: seen::SeenIds::new(Duration::from_secs(config.dedupe_window_secs), config.dedupe_max_ids),
             window_keys: Vec::new(),
             window_rows: 0,
@@ -166,7 +169,7 @@ impl LakeSink {
             Some(self.location.options().clone().into_iter().collect()),
         )
         .map_err(|e| self.retriable("opening a wider writer", e))?
-        .with_writer_properties(self.compression.writer_properties(&pointer_columns(&self.event_id)))
+        .with_writer_properties(self.file_properties.clone())
         .with_target_file_size(self.max_buffered as u64);
         self.data_schema = Arc::new(merged);
         self.pending_schema = Some(full);

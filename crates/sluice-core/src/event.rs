@@ -49,6 +49,16 @@ pub fn parse_object(payload: &[u8]) -> Result<serde_json::Value, (&'static str, 
     }
 }
 
+/// The reference tokens of a JSON pointer (RFC 6901), unescaped:
+/// `/a~1b/c~0d` -> `["a/b", "c~d"]`; `""` (the whole document) -> `[]`.
+pub fn pointer_tokens(pointer: &str) -> Vec<String> {
+    pointer
+        .split('/')
+        .skip(1)
+        .map(|s| s.replace("~1", "/").replace("~0", "~"))
+        .collect()
+}
+
 /// What kind of JSON value `v` is, for messages: `a string`, `an object`, ...
 pub fn json_kind(v: &serde_json::Value) -> &'static str {
     use serde_json::Value;
@@ -59,5 +69,19 @@ pub fn json_kind(v: &serde_json::Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pointer_tokens_are_unescaped_in_rfc_order() {
+        assert_eq!(pointer_tokens("/page/url"), ["page", "url"]);
+        assert_eq!(pointer_tokens("/a~1b/c~0d"), ["a/b", "c~d"]);
+        // `~01` is a literal `~1`, not a slash: `~1` is replaced first.
+        assert_eq!(pointer_tokens("/~01"), ["~1"]);
+        assert!(pointer_tokens("").is_empty());
     }
 }

@@ -355,12 +355,7 @@ pub fn check_primary_key(schema: &Value, pointers: &[String]) -> Result<(), Stri
     let mut shape = Shape::new("root");
     shape.add_schema(schema)?;
     for p in pointers {
-        let path: Vec<String> = p
-            .split('/')
-            .skip(1)
-            .map(|s| s.replace("~1", "/").replace("~0", "~"))
-            .collect();
-        match shape.root().slot(&path) {
+        match shape.root().slot(&sluice_core::pointer_tokens(p)) {
             Some(Slot::Column(c)) if shape.root().columns[c].ty != PgType::Jsonb => {}
             _ => {
                 return Err(format!(

@@ -19,14 +19,9 @@ impl Pointer {
                 "{text:?} is not a JSON pointer to a field; write it like \"/props/revenue\""
             ));
         }
-        let segments = text
-            .split('/')
-            .skip(1)
-            .map(|s| s.replace("~1", "/").replace("~0", "~"))
-            .collect();
         Ok(Pointer {
             text: text.to_string(),
-            segments,
+            segments: sluice_core::pointer_tokens(text),
         })
     }
 

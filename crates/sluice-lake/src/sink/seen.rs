@@ -34,6 +34,7 @@ impl Hash for IdHash {
 struct FirstWord(u64);
 
 impl Hasher for FirstWord {
+    /// Required by `Hasher`; `IdHash` only ever calls `write_u64`.
     fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {
             self.0 = self.0.rotate_left(8) ^ u64::from(b);

@@ -607,11 +607,7 @@ fn common_schema<'a>(
 
 /// The column a JSON pointer names, through struct fields.
 fn column_path(schema: &arrow_schema::Schema, pointer: &str) -> Result<Vec<String>, String> {
-    let path: Vec<String> = pointer
-        .split('/')
-        .skip(1)
-        .map(|s| s.replace("~1", "/").replace("~0", "~"))
-        .collect();
+    let path = sluice_core::pointer_tokens(pointer);
     let mut fields = schema.fields().clone();
     for (i, name) in path.iter().enumerate() {
         let field = fields

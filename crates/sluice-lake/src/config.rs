@@ -64,23 +64,39 @@ pub enum ParquetCompression {
 }
 
 impl ParquetCompression {
-    /// Writer settings of a Sluice file with this codec. The event id
-    /// column (a path through structs; empty: none) gets no dictionary: its
-    /// values are unique, so one would only cost time and memory.
+    /// Writer settings of a file compaction (or a keyed snapshot) writes
+    /// with this codec: dictionaries where they help, but not for the event
+    /// id column (a path through structs; empty: none), whose values are
+    /// unique, so one would only cost time and memory.
     pub fn writer_properties(self, id_column: &[String]) -> WriterProperties {
-        let codec = match self {
-            ParquetCompression::Snappy => Compression::SNAPPY,
-            ParquetCompression::Zstd => Compression::ZSTD(ZstdLevel::try_new(3).expect("3 is a valid zstd level")),
-            ParquetCompression::Lz4 => Compression::LZ4_RAW,
-            ParquetCompression::None => Compression::UNCOMPRESSED,
-        };
-        let builder = WriterProperties::builder().set_compression(codec);
+        let builder = WriterProperties::builder().set_compression(self.codec());
         if id_column.is_empty() {
             return builder.build();
         }
         builder
             .set_column_dictionary_enabled(ColumnPath::new(id_column.to_vec()), false)
             .build()
+    }
+
+    /// Writer settings of the files the lake sink writes: no dictionaries.
+    /// A sink keeps one file open per partition it receives events for
+    /// (dozens with late events), and every column writer with a dictionary
+    /// starts with a 4 096-entry hash table; these files live until
+    /// compaction rewrites them with [`ParquetCompression::writer_properties`].
+    pub fn ingest_writer_properties(self) -> WriterProperties {
+        WriterProperties::builder()
+            .set_compression(self.codec())
+            .set_dictionary_enabled(false)
+            .build()
+    }
+
+    fn codec(self) -> Compression {
+        match self {
+            ParquetCompression::Snappy => Compression::SNAPPY,
+            ParquetCompression::Zstd => Compression::ZSTD(ZstdLevel::try_new(3).expect("3 is a valid zstd level")),
+            ParquetCompression::Lz4 => Compression::LZ4_RAW,
+            ParquetCompression::None => Compression::UNCOMPRESSED,
+        }
     }
 }
 

@@ -44,7 +44,7 @@ use deltalake::{
     writer::{DeltaWriter, RecordBatchWriter, WriteMode},
 };
 use serde_json::Value;
-use sluice_core::{Accepted, Event, FlushReport, Rejected, Sink, StageError, now_ms, pointer_tokens, reason};
+use sluice_core::{Accepted, Event, FlushReport, Rejected, Sink, StageError, now_ms, reason};
 
 use crate::{
     LakeError, LakeSinkConfig, TableLocation,
@@ -117,7 +117,7 @@ impl LakeSink {
         json_text_paths: Vec<Vec<String>>,
         event_id: &str,
     ) -> Result<Self, LakeError> {
-        let file_properties = config.compression.writer_properties(&pointer_tokens(event_id));
+        let file_properties = config.compression.ingest_writer_properties();
         let writer = RecordBatchWriter::for_table(&table)
             .map_err(|e| table_error(&location, e))?
             .with_writer_properties(file_properties.clone())

@@ -313,28 +313,40 @@ fn receive(
     max: usize,
 ) -> Result<Vec<Delivery>, QueueError> {
     let now = now_ms();
-    let rows: Vec<BatchRow> = {
-        let mut stmt = tx
+    // The ids first, from the `visible_at` index alone: ordering whole rows
+    // would copy the payload of every visible batch into SQLite's sorter on
+    // each call, however few are taken.
+    let ids: Vec<i64> = tx
+        .prepare_cached("SELECT id FROM batches INDEXED BY batches_visible WHERE visible_at <= ?1 ORDER BY id LIMIT ?2")
+        .and_then(|mut stmt| {
+            stmt.query_map(params![now, max as i64], |r| r.get(0))?
+                .collect::<Result<_, _>>()
+        })
+        .map_err(storage)?;
+    let mut rows: Vec<BatchRow> = Vec::with_capacity(ids.len());
+    for id in ids {
+        let row = tx
             .prepare_cached(
                 "SELECT id, key, source, payload, maybe_committed, attempts, enqueued_at, last_error
-                 FROM batches WHERE visible_at <= ?1 ORDER BY id LIMIT ?2",
+                 FROM batches WHERE id = ?1",
             )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![id], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                    ))
+                })
+            })
             .map_err(storage)?;
-        stmt.query_map(params![now, max as i64], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-            ))
-        })
-        .and_then(|rows| rows.collect::<Result<_, _>>())
-        .map_err(storage)?
-    };
+        rows.push(row);
+    }
     let visible_at = now + settings.visibility_timeout.as_millis() as i64;
     let mut deliveries = Vec::with_capacity(rows.len());
     for (id, key, source, payload, maybe_committed, attempts, enqueued_at, last_error) in rows {

@@ -15,6 +15,7 @@
 //!   sources first, then drains the queue, commits, and returns.
 
 mod compaction;
+mod receive;
 pub mod route;
 mod sink_task;
 mod table_routes;
@@ -59,6 +60,7 @@ use crate::{
     config::{Pipeline, SinkConfig, SourceConfig, build_transforms},
     telemetry,
 };
+use receive::ReceiveSize;
 use route::{Route, TransformNode, dependency_order, route_for, run_route};
 use sink_task::{SinkDriver, SinkJob, SinkMsg};
 use ticket::{InFlight, RETRY_DELAY, Ticket, run_acker, run_lease_keeper};
@@ -336,6 +338,7 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
     };
     let mut stopping = false;
     let mut last_early_flush: Option<Instant> = None;
+    let mut receive_size = ReceiveSize::default();
     loop {
         if !stopping && *stop.borrow() {
             stopping = true;
@@ -360,8 +363,11 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
             consumer.max_in_flight.saturating_sub(in_flight_now)
         };
         let deliveries = if free > 0 {
-            match q.receive(free.min(16)).await {
-                Ok(d) => d,
+            match q.receive(receive_size.count(free)).await {
+                Ok(d) => {
+                    receive_size.observe(&d);
+                    d
+                }
                 Err(e) => {
                     queue_trouble("receive", &e).await;
                     continue;

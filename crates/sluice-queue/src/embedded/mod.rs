@@ -15,10 +15,17 @@
 //!   becoming dead letters, never otherwise.
 //! * `dead_letters` is unique on `(batch_key, line)`, so a redelivered batch
 //!   cannot dead-letter the same line twice.
+//! * A batch's payload is a row of its own (`batch_payloads`, same id),
+//!   written and deleted in the same transaction as its `batches` row: the
+//!   updates of delivery state (`attempts`, `visible_at`, `last_error`)
+//!   then rewrite a row of a few bytes, where SQLite would otherwise read,
+//!   rebuild and compare the whole payload for each. A file made before
+//!   that split is migrated when it is opened ([`migrate_payloads`]).
 //!
 //! Tables:
 //! ```text
-//! batches(id, key, source, payload, maybe_committed, attempts, visible_at, enqueued_at, last_error)
+//! batches(id, key, source, bytes, maybe_committed, attempts, visible_at, enqueued_at, last_error)
+//! batch_payloads(id, payload)
 //! dead_letters(id, batch_key, line, source, component, reason, detail, bytes, at)
 //! ```
 
@@ -47,12 +54,16 @@ CREATE TABLE IF NOT EXISTS batches (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     key TEXT NOT NULL,
     source TEXT NOT NULL,
-    payload BLOB NOT NULL,
+    bytes INTEGER NOT NULL,
     maybe_committed INTEGER NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     visible_at INTEGER NOT NULL,
     enqueued_at INTEGER NOT NULL,
     last_error TEXT
+);
+CREATE TABLE IF NOT EXISTS batch_payloads (
+    id INTEGER PRIMARY KEY,
+    payload BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS batches_visible ON batches(visible_at);
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -159,17 +170,47 @@ fn storage(e: rusqlite::Error) -> QueueError {
 }
 
 fn open_connection(path: &Path) -> Result<Connection, QueueError> {
-    let conn = Connection::open(path).map_err(|e| QueueError::Storage(format!("opening {}: {e}", path.display())))?;
+    let mut conn =
+        Connection::open(path).map_err(|e| QueueError::Storage(format!("opening {}: {e}", path.display())))?;
     conn.busy_timeout(Duration::from_secs(10)).map_err(storage)?;
     conn.pragma_update(None, "page_size", 65536).map_err(storage)?;
     conn.pragma_update(None, "journal_mode", "WAL").map_err(storage)?;
     conn.pragma_update(None, "synchronous", "FULL").map_err(storage)?;
     conn.execute_batch(SCHEMA).map_err(storage)?;
+    migrate_payloads(&mut conn)?;
     Ok(conn)
 }
 
+/// Moves the payloads of a file made before `batch_payloads` existed (a
+/// `payload` column in `batches`) into their own rows, in one transaction;
+/// a file already migrated (or new) is left as it is. Processes opening the
+/// file at once are serialised by the immediate transaction, and the second
+/// finds nothing to do.
+fn migrate_payloads(conn: &mut Connection) -> Result<(), QueueError> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(storage)?;
+    let old_layout: bool = tx
+        .query_row(
+            "SELECT count(*) > 0 FROM pragma_table_info('batches') WHERE name = 'payload'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(storage)?;
+    if old_layout {
+        tx.execute_batch(
+            "INSERT INTO batch_payloads (id, payload) SELECT id, payload FROM batches;
+             ALTER TABLE batches ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
+             UPDATE batches SET bytes = length(payload);
+             ALTER TABLE batches DROP COLUMN payload;",
+        )
+        .map_err(storage)?;
+    }
+    tx.commit().map_err(storage)
+}
+
 fn held_bytes(conn: &Connection) -> Result<u64, QueueError> {
-    conn.query_row("SELECT coalesce(sum(length(payload)), 0) FROM batches", [], |r| {
+    conn.query_row("SELECT coalesce(sum(bytes), 0) FROM batches", [], |r| {
         r.get::<_, i64>(0)
     })
     .map(|b| b as u64)
@@ -292,13 +333,35 @@ fn enqueue(tx: &Transaction, settings: &QueueSettings, held: &mut u64, batch: Ne
             max_bytes: settings.max_bytes,
         });
     }
-    let now = now_ms();
-    tx.prepare_cached(
-        "INSERT INTO batches (key, source, payload, maybe_committed, visible_at, enqueued_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-    )
-    .and_then(|mut s| s.execute(params![batch.key, batch.source, &batch.payload[..], batch.maybe_committed, now]))
-    .map_err(storage)?;
+    insert_batch(
+        tx,
+        &batch.key,
+        &batch.source,
+        &batch.payload,
+        batch.maybe_committed,
+        now_ms(),
+    )?;
     *held += size;
+    Ok(())
+}
+
+/// Adds a visible batch: its `batches` row and its payload's row.
+fn insert_batch(
+    tx: &Transaction,
+    key: &str,
+    source: &str,
+    payload: &[u8],
+    maybe_committed: bool,
+    now: i64,
+) -> Result<(), QueueError> {
+    tx.prepare_cached(
+        "INSERT INTO batches (key, source, bytes, maybe_committed, visible_at, enqueued_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+    )
+    .and_then(|mut s| s.execute(params![key, source, payload.len() as i64, maybe_committed, now]))
+    .map_err(storage)?;
+    tx.prepare_cached("INSERT INTO batch_payloads (id, payload) VALUES (?1, ?2)")
+        .and_then(|mut s| s.execute(params![tx.last_insert_rowid(), payload]))
+        .map_err(storage)?;
     Ok(())
 }
 
@@ -314,8 +377,8 @@ fn receive(
 ) -> Result<Vec<Delivery>, QueueError> {
     let now = now_ms();
     // The ids first, from the `visible_at` index alone: ordering whole rows
-    // would copy the payload of every visible batch into SQLite's sorter on
-    // each call, however few are taken.
+    // would copy every visible batch's row into SQLite's sorter on each
+    // call, however few are taken.
     let ids: Vec<i64> = tx
         .prepare_cached("SELECT id FROM batches INDEXED BY batches_visible WHERE visible_at <= ?1 ORDER BY id LIMIT ?2")
         .and_then(|mut stmt| {
@@ -327,8 +390,8 @@ fn receive(
     for id in ids {
         let row = tx
             .prepare_cached(
-                "SELECT id, key, source, payload, maybe_committed, attempts, enqueued_at, last_error
-                 FROM batches WHERE id = ?1",
+                "SELECT b.id, b.key, b.source, p.payload, b.maybe_committed, b.attempts, b.enqueued_at, b.last_error
+                 FROM batches b JOIN batch_payloads p ON p.id = b.id WHERE b.id = ?1",
             )
             .and_then(|mut stmt| {
                 stmt.query_row(params![id], |r| {
@@ -375,8 +438,11 @@ fn receive(
 
 fn delete_batch(tx: &Transaction, held: &mut u64, id: i64) -> Result<(), QueueError> {
     let size: Option<i64> = tx
-        .prepare_cached("DELETE FROM batches WHERE id = ?1 RETURNING length(payload)")
+        .prepare_cached("DELETE FROM batches WHERE id = ?1 RETURNING bytes")
         .and_then(|mut s| s.query_row(params![id], |r| r.get(0)).optional())
+        .map_err(storage)?;
+    tx.prepare_cached("DELETE FROM batch_payloads WHERE id = ?1")
+        .and_then(|mut s| s.execute(params![id]))
         .map_err(storage)?;
     *held = held.saturating_sub(size.unwrap_or(0) as u64);
     Ok(())
@@ -412,7 +478,7 @@ fn stats(tx: &Transaction, held: &mut u64) -> Result<QueueStats, QueueError> {
     let now = now_ms();
     let (batches, bytes, in_flight, oldest): (i64, i64, i64, Option<i64>) = tx
         .query_row(
-            "SELECT count(*), coalesce(sum(length(payload)), 0),
+            "SELECT count(*), coalesce(sum(bytes), 0),
                     coalesce(sum(attempts > 0 AND visible_at > ?1), 0), min(enqueued_at)
              FROM batches",
             params![now],
@@ -514,11 +580,7 @@ fn redrive(tx: &Transaction, held: &mut u64, filter: &DeadLetterFilter) -> Resul
             payload.push(b'\n');
         }
         let key = format!("redrive/{}-{}", first.0, chunk.last().map_or(first.0, |l| l.0));
-        tx.prepare_cached(
-            "INSERT INTO batches (key, source, payload, maybe_committed, visible_at, enqueued_at) VALUES (?1, ?2, ?3, 0, ?4, ?4)",
-        )
-        .and_then(|mut s| s.execute(params![key, first.1.source, payload, now]))
-        .map_err(storage)?;
+        insert_batch(tx, &key, &first.1.source, &payload, false, now)?;
         *held += payload.len() as u64;
         let mut delete = tx
             .prepare_cached("DELETE FROM dead_letters WHERE id = ?1")

@@ -120,3 +120,83 @@ fn a_new_queue_file_has_64_kib_pages_and_an_old_one_keeps_its_own() {
     let q = open(&old);
     assert_eq!(page_size(q.path()), 4096, "a WAL database's page size cannot change");
 }
+
+/// `batches` as files made before payloads had a table of their own.
+const OLD_BATCHES: &str = "
+CREATE TABLE batches (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL,
+    source TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    maybe_committed INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    visible_at INTEGER NOT NULL,
+    enqueued_at INTEGER NOT NULL,
+    last_error TEXT
+);
+CREATE INDEX batches_visible ON batches(visible_at);";
+
+#[tokio::test]
+async fn a_file_with_payloads_in_batches_is_migrated_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queue.sqlite3");
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        conn.execute_batch(OLD_BATCHES).unwrap();
+        let far = now_ms() + 3_600_000;
+        conn.execute(
+            "INSERT INTO batches (key, source, payload, maybe_committed, attempts, visible_at, enqueued_at)
+             VALUES ('in-flight', 's', x'7b7d0a', 0, 1, ?1, 1), ('waiting', 's', x'7b2261223a317d0a', 1, 0, 0, 2)",
+            params![far],
+        )
+        .unwrap();
+    }
+    let q = EmbeddedQueue::open_consumer(dir.path(), suite_settings()).unwrap();
+    assert_eq!(q.stats().await.unwrap().bytes, 3 + 8);
+    let got = q.receive(10).await.unwrap();
+    let seen: Vec<(&str, &[u8], u32, bool)> = got
+        .iter()
+        .map(|d| (d.key.as_str(), &d.payload[..], d.attempts, d.maybe_committed))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("in-flight", &b"{}\n"[..], 2, false),
+            ("waiting", &b"{\"a\":1}\n"[..], 1, true)
+        ],
+        "the killed consumer's batch is released at once, both keep their payloads"
+    );
+    q.ack(got.iter().map(|d| d.id).collect()).await.unwrap();
+    assert_eq!(q.stats().await.unwrap().bytes, 0);
+    drop(q);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let conn = Connection::open(&path).unwrap();
+    let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(
+        count("SELECT count(*) FROM pragma_table_info('batches') WHERE name = 'payload'"),
+        0
+    );
+    assert_eq!(count("SELECT count(*) FROM batches"), 0);
+    assert_eq!(
+        count("SELECT count(*) FROM batch_payloads"),
+        0,
+        "ack deletes the payload too"
+    );
+    drop(conn);
+    let q = open(&dir);
+    q.enqueue(NewBatch {
+        key: "after".into(),
+        source: "s".into(),
+        payload: Bytes::from_static(b"{}\n"),
+        maybe_committed: false,
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        q.receive(10).await.unwrap()[0].key,
+        "after",
+        "a migrated file opens again"
+    );
+}

@@ -27,7 +27,7 @@ use sluice_core::{BatchInfo, Event, Rejected, StageError, Transform, TransformOu
 
 use crate::{
     registry::{Registry, SchemaKey},
-    validate::{compile, schema_reason, stamp},
+    validate::{EventFields, compile, schema_reason},
 };
 
 /// Where a self-describing event keeps its parts.
@@ -44,6 +44,7 @@ pub struct Pointers {
 pub struct SelfDescribingTransform {
     registry: Registry,
     pointers: Pointers,
+    fields: EventFields,
     recheck: Duration,
     known: RwLock<HashMap<String, Arc<Validator>>>,
     missing: Mutex<HashMap<String, Instant>>,
@@ -59,6 +60,7 @@ impl SelfDescribingTransform {
     pub fn new(registry: Registry, pointers: Pointers, recheck: Duration) -> Self {
         SelfDescribingTransform {
             registry,
+            fields: EventFields::new(&pointers.event_id, &pointers.event_time),
             pointers,
             recheck,
             known: RwLock::new(HashMap::new()),
@@ -129,7 +131,7 @@ impl SelfDescribingTransform {
         {
             return Ok(Err((schema_reason(&error), error.to_string())));
         }
-        if let Err(e) = stamp(data, &p.event_id, &p.event_time, event) {
+        if let Err(e) = self.fields.stamp(data, event) {
             return Ok(Err(e));
         }
         let mut out = value.pointer_mut(&p.data).map(Value::take).unwrap_or_default();

@@ -18,7 +18,7 @@ use chrono::DateTime;
 use jsonschema::{ValidationError, Validator, error::ValidationErrorKind};
 use serde_json::Value;
 use sluice_core::{
-    BatchInfo, Event, Rejected, StageError, Transform, TransformOutput, json_kind, parse_object, reason,
+    BatchInfo, Event, Rejected, StageError, Transform, TransformOutput, json_kind, parse_object, pointer_tokens, reason,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -56,8 +56,7 @@ pub(crate) fn compile(schema: &Value) -> Result<Validator, String> {
 /// Validates events against one schema and stamps their id and time.
 pub struct ValidateTransform {
     validator: Validator,
-    event_id: String,
-    event_time: String,
+    fields: EventFields,
 }
 
 impl ValidateTransform {
@@ -65,8 +64,7 @@ impl ValidateTransform {
     pub fn new(schema: &Value, event_id: &str, event_time: &str) -> Result<Self, String> {
         Ok(ValidateTransform {
             validator: compile(schema)?,
-            event_id: event_id.into(),
-            event_time: event_time.into(),
+            fields: EventFields::new(event_id, event_time),
         })
     }
 
@@ -80,19 +78,77 @@ impl ValidateTransform {
         {
             return Err((schema_reason(&error), error.to_string()));
         }
-        stamp(&value, &self.event_id, &self.event_time, event)
+        self.fields.stamp(&value, event)
     }
 }
 
-/// Sets `event`'s id and time from `value` at the JSON pointers
-/// `event_id` and `event_time`; the reason and detail if they are unusable.
-pub(crate) fn stamp(
+/// A JSON pointer split into its reference tokens once, so looking it up
+/// in every event allocates nothing (`Value::pointer` unescapes each token
+/// into a new string on every call).
+#[derive(Debug, Clone)]
+struct FieldPointer {
+    text: String,
+    /// `None` for text that is not a pointer (it finds nothing).
+    tokens: Option<Vec<String>>,
+}
+
+impl FieldPointer {
+    fn new(text: &str) -> Self {
+        let is_pointer = text.is_empty() || text.starts_with('/');
+        FieldPointer {
+            text: text.to_string(),
+            tokens: is_pointer.then(|| pointer_tokens(text)),
+        }
+    }
+
+    /// What `Value::pointer` with the same text finds.
+    fn find<'v>(&self, value: &'v Value) -> Option<&'v Value> {
+        self.tokens.as_ref()?.iter().try_fold(value, |at, token| match at {
+            Value::Object(map) => map.get(token),
+            Value::Array(items) => array_index(token).and_then(|i| items.get(i)),
+            _ => None,
+        })
+    }
+}
+
+/// An array index token as RFC 6901 writes it: digits, no leading zero.
+fn array_index(token: &str) -> Option<usize> {
+    if token.starts_with('+') || (token.starts_with('0') && token.len() > 1) {
+        return None;
+    }
+    token.parse().ok()
+}
+
+/// Where events keep their id and their time (JSON pointers).
+#[derive(Debug, Clone)]
+pub(crate) struct EventFields {
+    id: FieldPointer,
+    time: FieldPointer,
+}
+
+impl EventFields {
+    pub(crate) fn new(event_id: &str, event_time: &str) -> Self {
+        EventFields {
+            id: FieldPointer::new(event_id),
+            time: FieldPointer::new(event_time),
+        }
+    }
+
+    /// Sets `event`'s id and time from `value`; the reason and detail if
+    /// they are unusable.
+    pub(crate) fn stamp(&self, value: &Value, event: &mut Event) -> Result<(), (String, String)> {
+        stamp(value, &self.id, &self.time, event)
+    }
+}
+
+fn stamp(
     value: &Value,
-    event_id: &str,
-    event_time: &str,
+    id_at: &FieldPointer,
+    time_at: &FieldPointer,
     event: &mut Event,
 ) -> Result<(), (String, String)> {
-    let id = match value.pointer(event_id) {
+    let (event_id, event_time) = (&id_at.text, &time_at.text);
+    let id = match id_at.find(value) {
         Some(Value::String(s)) if !s.is_empty() => Arc::<str>::from(s.as_str()),
         Some(Value::Number(n)) => Arc::<str>::from(n.to_string()),
         _ => {
@@ -102,7 +158,7 @@ pub(crate) fn stamp(
             ));
         }
     };
-    let time_us = match value.pointer(event_time) {
+    let time_us = match time_at.find(value) {
         Some(Value::String(s)) => DateTime::parse_from_rfc3339(s)
             .map_err(|e| {
                 (
@@ -188,6 +244,26 @@ mod tests {
 
     fn reason_of(line: &str) -> String {
         transform().check(&mut event(line)).unwrap_err().0
+    }
+
+    #[test]
+    fn field_pointers_find_what_value_pointer_finds() {
+        let doc = json!({"a/b": {"c~d": [10, {"e": 11}]}, "": 12, "n": {"01": 13}});
+        for text in [
+            "",
+            "/a~1b",
+            "/a~1b/c~0d/0",
+            "/a~1b/c~0d/1/e",
+            "/a~1b/c~0d/01",
+            "/a~1b/c~0d/+1",
+            "/a~1b/c~0d/2",
+            "/",
+            "/n/01",
+            "/missing/x",
+            "no-slash",
+        ] {
+            assert_eq!(FieldPointer::new(text).find(&doc), doc.pointer(text), "{text:?}");
+        }
     }
 
     #[test]

@@ -26,7 +26,7 @@ use serde_json::Value;
 use sluice_core::{BatchInfo, Event, Rejected, StageError, Transform, TransformOutput, reason};
 
 use super::{fingerprint_hex, split_single_object, to_json};
-use crate::{registry::Registry, validate::stamp};
+use crate::{registry::Registry, validate::EventFields};
 
 /// A registered Avro schema, ready to decode.
 struct Known {
@@ -36,8 +36,7 @@ struct Known {
 
 pub struct AvroTransform {
     registry: Registry,
-    event_id: String,
-    event_time: String,
+    fields: EventFields,
     key_field: Option<String>,
     recheck: Duration,
     known: RwLock<HashMap<[u8; 8], Arc<Known>>>,
@@ -56,8 +55,7 @@ impl AvroTransform {
     ) -> Self {
         AvroTransform {
             registry,
-            event_id: event_id.to_string(),
-            event_time: event_time.to_string(),
+            fields: EventFields::new(event_id, event_time),
             key_field,
             recheck,
             known: RwLock::new(HashMap::new()),
@@ -138,7 +136,7 @@ impl AvroTransform {
             Ok(_) => return invalid(format!("{}: the datum is not a record", known.key)),
             Err(e) => return invalid(format!("{}: {e}", known.key)),
         };
-        if let Err(e) = stamp(&value, &self.event_id, &self.event_time, event) {
+        if let Err(e) = self.fields.stamp(&value, event) {
             return Ok(Err(e));
         }
         if let (Some(field), Value::Object(map)) = (&self.key_field, &mut value) {

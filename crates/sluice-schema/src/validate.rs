@@ -137,53 +137,44 @@ impl EventFields {
     /// Sets `event`'s id and time from `value`; the reason and detail if
     /// they are unusable.
     pub(crate) fn stamp(&self, value: &Value, event: &mut Event) -> Result<(), (String, String)> {
-        stamp(value, &self.id, &self.time, event)
+        let (event_id, event_time) = (&self.id.text, &self.time.text);
+        let id = match self.id.find(value) {
+            Some(Value::String(s)) if !s.is_empty() => Arc::<str>::from(s.as_str()),
+            Some(Value::Number(n)) => Arc::<str>::from(n.to_string()),
+            _ => {
+                return Err((
+                    reason::MISSING_EVENT_ID.into(),
+                    format!("no string or number at {}", event_id),
+                ));
+            }
+        };
+        let time_us = match self.time.find(value) {
+            Some(Value::String(s)) => DateTime::parse_from_rfc3339(s)
+                .map_err(|e| {
+                    (
+                        reason::BAD_EVENT_TIME.to_string(),
+                        format!("{s:?} at {}: {e}", event_time),
+                    )
+                })?
+                .timestamp_micros(),
+            Some(other) => {
+                return Err((
+                    reason::BAD_EVENT_TIME.into(),
+                    format!(
+                        "expected an RFC 3339 string at {}, got {}",
+                        event_time,
+                        json_kind(other)
+                    ),
+                ));
+            }
+            None => {
+                return Err((reason::MISSING_EVENT_TIME.into(), format!("nothing at {}", event_time)));
+            }
+        };
+        event.id = Some(id);
+        event.time_us = Some(time_us);
+        Ok(())
     }
-}
-
-fn stamp(
-    value: &Value,
-    id_at: &FieldPointer,
-    time_at: &FieldPointer,
-    event: &mut Event,
-) -> Result<(), (String, String)> {
-    let (event_id, event_time) = (&id_at.text, &time_at.text);
-    let id = match id_at.find(value) {
-        Some(Value::String(s)) if !s.is_empty() => Arc::<str>::from(s.as_str()),
-        Some(Value::Number(n)) => Arc::<str>::from(n.to_string()),
-        _ => {
-            return Err((
-                reason::MISSING_EVENT_ID.into(),
-                format!("no string or number at {}", event_id),
-            ));
-        }
-    };
-    let time_us = match time_at.find(value) {
-        Some(Value::String(s)) => DateTime::parse_from_rfc3339(s)
-            .map_err(|e| {
-                (
-                    reason::BAD_EVENT_TIME.to_string(),
-                    format!("{s:?} at {}: {e}", event_time),
-                )
-            })?
-            .timestamp_micros(),
-        Some(other) => {
-            return Err((
-                reason::BAD_EVENT_TIME.into(),
-                format!(
-                    "expected an RFC 3339 string at {}, got {}",
-                    event_time,
-                    json_kind(other)
-                ),
-            ));
-        }
-        None => {
-            return Err((reason::MISSING_EVENT_TIME.into(), format!("nothing at {}", event_time)));
-        }
-    };
-    event.id = Some(id);
-    event.time_us = Some(time_us);
-    Ok(())
 }
 
 /// `schema:<pointer>:<keyword>`; for `required` the pointer names the missing property.

@@ -143,15 +143,15 @@ impl SinkDriver {
         match self.sink.flush().await {
             Ok(report) => {
                 let c = self.name.clone();
-                metrics::histogram!("sluice_sink_flush_seconds", "component" => c.clone())
-                    .record(started.elapsed().as_secs_f64());
+                let seconds = started.elapsed().as_secs_f64();
+                metrics::histogram!("sluice_sink_flush_seconds", "component" => c.clone()).record(seconds);
                 metrics::counter!("sluice_sink_commits_total", "component" => c.clone()).increment(1);
                 metrics::counter!("sluice_component_sent_events_total", "component" => c.clone())
                     .increment(report.rows);
                 metrics::counter!("sluice_sink_files_total", "component" => c.clone()).increment(report.files);
                 metrics::counter!("sluice_sink_duplicates_dropped_total", "component" => c)
                     .increment(report.duplicates_dropped);
-                tracing::debug!(sink = %self.name, rows = report.rows, files = report.files, batches = report.batches, "committed");
+                tracing::debug!(sink = %self.name, rows = report.rows, files = report.files, batches = report.batches, seconds, "committed");
                 for t in pending.drain(..) {
                     t.complete();
                 }

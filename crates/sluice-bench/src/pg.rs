@@ -15,6 +15,7 @@ use std::{
 use anyhow::{Context, Result};
 use serde::Serialize;
 use serde_json::Value;
+use sluice_core::JsonDoc;
 use sluice_postgres::{
     PostgresSink, PostgresSinkConfig,
     cell::Cell,
@@ -128,7 +129,7 @@ primary_key = ["/event_id"]
         measured: Some(measured),
     };
 
-    let json_schema: Value = serde_json::from_slice(&std::fs::read(&schema_path)?)?;
+    let json_schema: JsonDoc = serde_json::from_slice(&std::fs::read(&schema_path)?)?;
     let baseline = naive_inserts(url, events, lines, json_schema).await?;
     let ratio = sluice.events_per_s / baseline.events_per_s;
     Ok(PgComparison {
@@ -140,7 +141,7 @@ primary_key = ["/event_id"]
 
 /// The baseline: the same tables (made by the sink from the schema), the
 /// same flattened rows, one prepared INSERT per row.
-async fn naive_inserts(url: &str, events: &Path, lines: u64, json_schema: Value) -> Result<PgSide> {
+async fn naive_inserts(url: &str, events: &Path, lines: u64, json_schema: JsonDoc) -> Result<PgSide> {
     let schema = "sluice_bench_insert";
     let mut client = connect(url).await?;
     fresh_schema(&client, schema).await?;

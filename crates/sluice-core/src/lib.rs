@@ -11,12 +11,14 @@ pub mod component;
 pub mod dead_letter;
 pub mod error;
 pub mod event;
+pub mod json_doc;
 
 pub use batch::{Delivery, DeliveryId, NewBatch, split_lines};
 pub use component::{Accepted, BatchInfo, FlushReport, Sink, Transform, TransformOutput};
 pub use dead_letter::{DeadLetter, Rejected, reason};
 pub use error::{ErrorClass, StageError};
 pub use event::{Event, json_kind, parse_object, pointer_tokens};
+pub use json_doc::JsonDoc;
 
 /// Milliseconds since the Unix epoch, the time unit of queue and dead-letter records.
 pub fn now_ms() -> i64 {

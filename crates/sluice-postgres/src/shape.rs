@@ -18,6 +18,7 @@
 use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
+use sluice_core::{JsonDoc, json_doc::Members};
 use tokio_postgres::types::Type;
 
 use crate::ident::path_name;
@@ -235,8 +236,8 @@ impl Shape {
     /// Adds what a JSON Schema declares (properties of objects, items of
     /// arrays), keeping what exists; a declared type that differs from an
     /// existing column's is an error.
-    pub fn add_schema(&mut self, schema: &Value) -> Result<(), String> {
-        let Some(props) = schema.get("properties").and_then(Value::as_object) else {
+    pub fn add_schema(&mut self, schema: &JsonDoc) -> Result<(), String> {
+        let Some(props) = schema.get("properties").and_then(JsonDoc::as_object) else {
             return Err("the schema's root must be an object with \"properties\"".into());
         };
         self.add_properties(0, props, &mut Vec::new())
@@ -245,7 +246,7 @@ impl Shape {
     fn add_properties(
         &mut self,
         table: usize,
-        props: &serde_json::Map<String, Value>,
+        props: &Members,
         path: &mut Vec<String>,
     ) -> Result<(), String> {
         for (name, node) in props {
@@ -256,7 +257,7 @@ impl Shape {
         Ok(())
     }
 
-    fn add_schema_node(&mut self, table: usize, node: &Value, path: &mut Vec<String>) -> Result<(), String> {
+    fn add_schema_node(&mut self, table: usize, node: &JsonDoc, path: &mut Vec<String>) -> Result<(), String> {
         let existing = self.tables[table].slot(path);
         let want = match schema_kind(node) {
             SchemaKind::Object(props) => return self.add_properties(table, props, path),
@@ -351,7 +352,7 @@ impl Shape {
 
 /// Checks that each primary-key pointer names a scalar column of the root
 /// table the schema declares (not a field inside an array or a `jsonb` value).
-pub fn check_primary_key(schema: &Value, pointers: &[String]) -> Result<(), String> {
+pub fn check_primary_key(schema: &JsonDoc, pointers: &[String]) -> Result<(), String> {
     let mut shape = Shape::new("root");
     shape.add_schema(schema)?;
     for p in pointers {
@@ -368,26 +369,26 @@ pub fn check_primary_key(schema: &Value, pointers: &[String]) -> Result<(), Stri
 }
 
 enum SchemaKind<'a> {
-    Object(&'a serde_json::Map<String, Value>),
-    ArrayOfObjects(&'a serde_json::Map<String, Value>),
+    Object(&'a Members),
+    ArrayOfObjects(&'a Members),
     Column(PgType),
 }
 
-fn schema_kind(node: &Value) -> SchemaKind<'_> {
+fn schema_kind(node: &JsonDoc) -> SchemaKind<'_> {
     let types: Vec<&str> = match node.get("type") {
-        Some(Value::String(t)) => vec![t.as_str()],
-        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).filter(|t| *t != "null").collect(),
+        Some(JsonDoc::String(t)) => vec![t.as_str()],
+        Some(JsonDoc::Array(ts)) => ts.iter().filter_map(JsonDoc::as_str).filter(|t| *t != "null").collect(),
         None => match (node.get("enum"), node.get("const")) {
-            (Some(Value::Array(vs)), _) if !vs.is_empty() && vs.iter().all(|v| v.is_string() || v.is_null()) => {
+            (Some(JsonDoc::Array(vs)), _) if !vs.is_empty() && vs.iter().all(|v| v.is_string() || v.is_null()) => {
                 vec!["string"]
             }
-            (_, Some(Value::String(_))) => vec!["string"],
+            (_, Some(JsonDoc::String(_))) => vec!["string"],
             _ => vec![],
         },
         Some(_) => vec![],
     };
     match types.as_slice() {
-        ["string"] if node.get("format").and_then(Value::as_str) == Some("date-time") => {
+        ["string"] if node.get("format").and_then(JsonDoc::as_str) == Some("date-time") => {
             SchemaKind::Column(PgType::Timestamptz)
         }
         ["string"] => SchemaKind::Column(PgType::Text),
@@ -399,7 +400,7 @@ fn schema_kind(node: &Value) -> SchemaKind<'_> {
             None => SchemaKind::Column(PgType::Jsonb),
         },
         ["array"] => match node.get("items").and_then(non_empty_properties) {
-            Some(p) if node["items"].get("type").and_then(Value::as_str) == Some("object") => {
+            Some(p) if node["items"].get("type").and_then(JsonDoc::as_str) == Some("object") => {
                 SchemaKind::ArrayOfObjects(p)
             }
             _ => SchemaKind::Column(PgType::Jsonb),
@@ -408,9 +409,9 @@ fn schema_kind(node: &Value) -> SchemaKind<'_> {
     }
 }
 
-fn non_empty_properties(node: &Value) -> Option<&serde_json::Map<String, Value>> {
+fn non_empty_properties(node: &JsonDoc) -> Option<&Members> {
     node.get("properties")
-        .and_then(Value::as_object)
+        .and_then(JsonDoc::as_object)
         .filter(|p| !p.is_empty())
 }
 
@@ -427,21 +428,20 @@ pub fn pointer<S: AsRef<str>>(prefix: &[String], path: &[S]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     fn path(p: &[&str]) -> Vec<String> {
         p.iter().map(|s| s.to_string()).collect()
     }
 
     /// The shared clickstream schema: `SLUICE_BENCH_DIR` (set by `scripts/test`), else beside the repository.
-    fn clickstream() -> Value {
+    fn clickstream() -> JsonDoc {
         let bench = std::env::var_os("SLUICE_BENCH_DIR").map_or_else(
             || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/bench"),
             std::path::PathBuf::from,
         );
         let path = bench.join("schemas/clickstream.schema.json");
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        serde_json::from_str(&text).unwrap()
+        text.parse().unwrap()
     }
 
     #[test]
@@ -480,11 +480,15 @@ mod tests {
     fn free_form_objects_scalar_arrays_and_mixed_types_are_jsonb() {
         let mut shape = Shape::new("t");
         shape
-            .add_schema(&json!({"properties": {
-                "extra": {"type": "object"},
-                "tags": {"type": "array", "items": {"type": "string"}},
-                "any": {"oneOf": [{"type": "string"}, {"type": "integer"}]}
-            }}))
+            .add_schema(
+                &r#"{"properties": {
+                    "extra": {"type": "object"},
+                    "tags": {"type": "array", "items": {"type": "string"}},
+                    "any": {"oneOf": [{"type": "string"}, {"type": "integer"}]}
+                }}"#
+                .parse()
+                .unwrap(),
+            )
             .unwrap();
         let types: Vec<PgType> = shape.root().columns.iter().map(|c| c.ty).collect();
         assert_eq!(types, vec![PgType::Jsonb; 3]);
@@ -495,7 +499,7 @@ mod tests {
         let mut shape = Shape::new("t");
         shape.add_column(0, path(&["n"]), PgType::Text).unwrap();
         let err = shape
-            .add_schema(&json!({"properties": {"n": {"type": "integer"}}}))
+            .add_schema(&r#"{"properties": {"n": {"type": "integer"}}}"#.parse().unwrap())
             .unwrap_err();
         assert!(
             err.contains("column \"n\" of table \"t\" is text but the schema makes /n bigint"),

@@ -20,7 +20,7 @@ use std::{
 
 use async_trait::async_trait;
 use serde_json::Value;
-use sluice_core::{Accepted, Event, FlushReport, Rejected, Sink, StageError, reason as core_reason};
+use sluice_core::{Accepted, Event, FlushReport, JsonDoc, Rejected, Sink, StageError, reason as core_reason};
 use tokio_postgres::Client;
 
 use crate::{
@@ -37,7 +37,7 @@ pub struct PostgresSink {
     config: PostgresSinkConfig,
     /// The JSON Schema of the events, if they were validated: it declares
     /// the columns before data arrives.
-    schema: Option<Value>,
+    schema: Option<JsonDoc>,
     client: Option<Client>,
     shape: Shape,
     /// The shape must be read back from the database before it is used.
@@ -61,7 +61,7 @@ impl PostgresSink {
     /// Connects, creates Sluice's bookkeeping tables and the tables the
     /// schema declares (or adds its new columns), and checks that existing
     /// columns have the types the schema asks for.
-    pub async fn open(config: &PostgresSinkConfig, schema: Option<Value>) -> Result<Self, StageError> {
+    pub async fn open(config: &PostgresSinkConfig, schema: Option<JsonDoc>) -> Result<Self, StageError> {
         let mut sink = PostgresSink {
             config: config.clone(),
             schema,

@@ -16,12 +16,13 @@
 //! nullable so that later schema versions can add fields. Properties not in
 //! the schema are not stored. Columns whose values are kept as JSON text are
 //! listed in [`ArrowLayout::json_text_paths`], so writers can turn those
-//! values into strings first.
+//! values into strings first. Columns (and struct fields) come in the order
+//! the schema writes its properties, which is why it is read as a [`JsonDoc`].
 
 use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Fields, Schema, TimeUnit};
-use serde_json::Value;
+use sluice_core::{JsonDoc, json_doc::Members};
 
 /// The Arrow schema of a JSON Schema, and which values are stored as JSON text.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,8 +34,8 @@ pub struct ArrowLayout {
 }
 
 /// Maps a JSON Schema whose root is an object with `properties`.
-pub fn arrow_layout(schema: &Value) -> Result<ArrowLayout, String> {
-    let Some(props) = schema.get("properties").and_then(Value::as_object) else {
+pub fn arrow_layout(schema: &JsonDoc) -> Result<ArrowLayout, String> {
+    let Some(props) = schema.get("properties").and_then(JsonDoc::as_object) else {
         return Err("the schema's root must be an object with \"properties\"".into());
     };
     let mut json_text_paths = Vec::new();
@@ -47,7 +48,7 @@ pub fn arrow_layout(schema: &Value) -> Result<ArrowLayout, String> {
 }
 
 fn struct_fields(
-    props: &serde_json::Map<String, Value>,
+    props: &Members,
     path: &mut Vec<String>,
     json_text: &mut Vec<Vec<String>>,
 ) -> Fields {
@@ -63,13 +64,13 @@ fn struct_fields(
 }
 
 /// The JSON types a schema node allows, ignoring `"null"`.
-fn declared_types(node: &Value) -> Vec<&str> {
+fn declared_types(node: &JsonDoc) -> Vec<&str> {
     match node.get("type") {
-        Some(Value::String(t)) => vec![t.as_str()],
-        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).filter(|t| *t != "null").collect(),
+        Some(JsonDoc::String(t)) => vec![t.as_str()],
+        Some(JsonDoc::Array(ts)) => ts.iter().filter_map(JsonDoc::as_str).filter(|t| *t != "null").collect(),
         _ => {
-            let literals: Vec<&Value> = match (node.get("enum"), node.get("const")) {
-                (Some(Value::Array(vs)), _) => vs.iter().collect(),
+            let literals: Vec<&JsonDoc> = match (node.get("enum"), node.get("const")) {
+                (Some(JsonDoc::Array(vs)), _) => vs.iter().collect(),
                 (_, Some(v)) => vec![v],
                 _ => return vec![],
             };
@@ -82,16 +83,16 @@ fn declared_types(node: &Value) -> Vec<&str> {
     }
 }
 
-fn data_type(node: &Value, path: &mut Vec<String>, json_text: &mut Vec<Vec<String>>) -> DataType {
+fn data_type(node: &JsonDoc, path: &mut Vec<String>, json_text: &mut Vec<Vec<String>>) -> DataType {
     match declared_types(node).as_slice() {
-        ["string"] if node.get("format").and_then(Value::as_str) == Some("date-time") => {
+        ["string"] if node.get("format").and_then(JsonDoc::as_str) == Some("date-time") => {
             DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
         }
         ["string"] => DataType::Utf8,
         ["integer"] => DataType::Int64,
         ["number"] | ["integer", "number"] | ["number", "integer"] => DataType::Float64,
         ["boolean"] => DataType::Boolean,
-        ["object"] => match node.get("properties").and_then(Value::as_object) {
+        ["object"] => match node.get("properties").and_then(JsonDoc::as_object) {
             Some(props) if !props.is_empty() => DataType::Struct(struct_fields(props, path, json_text)),
             _ => {
                 json_text.push(path.clone());
@@ -118,11 +119,14 @@ fn data_type(node: &Value, path: &mut Vec<String>, json_text: &mut Vec<Vec<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+
+    fn doc(text: &str) -> JsonDoc {
+        text.parse().unwrap()
+    }
 
     #[test]
     fn maps_scalars_structs_lists_and_free_form() {
-        let layout = arrow_layout(&json!({
+        let layout = arrow_layout(&doc(r#"{
             "type": "object",
             "properties": {
                 "id": {"type": "string"},
@@ -136,7 +140,7 @@ mod tests {
                 "extra": {"type": "object"},
                 "any": {"oneOf": [{"type": "string"}, {"type": "integer"}]}
             }
-        }))
+        }"#))
         .unwrap();
         let s = &layout.schema;
         let dt = |n: &str| s.field_with_name(n).unwrap().data_type().clone();
@@ -162,7 +166,30 @@ mod tests {
     }
 
     #[test]
+    fn columns_come_in_the_order_the_schema_writes_them() {
+        let layout = arrow_layout(&doc(r#"{"properties": {
+            "zeta": {"type": "string"},
+            "alpha": {"type": "object", "properties": {"y": {"type": "integer"}, "b": {"type": "integer"}}},
+            "mid": {"type": "array", "items": {"type": "object", "properties": {"q": {"type": "string"}, "c": {"type": "string"}}}}
+        }}"#))
+        .unwrap();
+        let names = |fields: &Fields| fields.iter().map(|f| f.name().clone()).collect::<Vec<_>>();
+        assert_eq!(names(layout.schema.fields()), ["zeta", "alpha", "mid"]);
+        let DataType::Struct(alpha) = layout.schema.field(1).data_type() else {
+            panic!("alpha is a struct")
+        };
+        assert_eq!(names(alpha), ["y", "b"]);
+        let DataType::List(item) = layout.schema.field(2).data_type() else {
+            panic!("mid is a list")
+        };
+        let DataType::Struct(mid) = item.data_type() else {
+            panic!("mid's items are structs")
+        };
+        assert_eq!(names(mid), ["q", "c"]);
+    }
+
+    #[test]
     fn refuses_a_root_without_properties() {
-        assert!(arrow_layout(&json!({"type": "object"})).is_err());
+        assert!(arrow_layout(&doc(r#"{"type": "object"}"#)).is_err());
     }
 }

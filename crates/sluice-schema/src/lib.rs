@@ -14,3 +14,9 @@ pub use arrow_types::{ArrowLayout, arrow_layout};
 pub use avro::transform::AvroTransform;
 pub use self_describing::{Pointers, SelfDescribingTransform};
 pub use validate::{SchemaError, ValidateTransform, load_schema};
+
+/// A schema from a `json!` value, for tests where member order does not matter.
+#[cfg(test)]
+pub(crate) fn doc(value: serde_json::Value) -> sluice_core::JsonDoc {
+    serde_json::from_value(value).expect("any JSON value is a document")
+}

@@ -18,7 +18,7 @@ use chrono::DateTime;
 use jsonschema::{ValidationError, Validator, error::ValidationErrorKind};
 use serde_json::Value;
 use sluice_core::{
-    BatchInfo, Event, Rejected, StageError, Transform, TransformOutput, json_kind, parse_object, pointer_tokens, reason,
+    BatchInfo, Event, JsonDoc, Rejected, StageError, Transform, TransformOutput, json_kind, parse_object, pointer_tokens, reason,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -32,18 +32,18 @@ pub enum SchemaError {
 }
 
 /// Reads a JSON Schema file and checks that it compiles.
-pub fn load_schema(path: &Path) -> Result<Value, SchemaError> {
+pub fn load_schema(path: &Path) -> Result<JsonDoc, SchemaError> {
     let shown = path.display().to_string();
     let text = std::fs::read(path).map_err(|source| SchemaError::Read {
         path: shown.clone(),
         source,
     })?;
-    let value: Value = serde_json::from_slice(&text).map_err(|source| SchemaError::Parse {
+    let schema: JsonDoc = serde_json::from_slice(&text).map_err(|source| SchemaError::Parse {
         path: shown.clone(),
         source,
     })?;
-    compile(&value).map_err(|message| SchemaError::Compile { path: shown, message })?;
-    Ok(value)
+    compile(&schema.to_value()).map_err(|message| SchemaError::Compile { path: shown, message })?;
+    Ok(schema)
 }
 
 pub(crate) fn compile(schema: &Value) -> Result<Validator, String> {
@@ -61,9 +61,9 @@ pub struct ValidateTransform {
 
 impl ValidateTransform {
     /// `event_id` and `event_time` are JSON pointers (`/ts`).
-    pub fn new(schema: &Value, event_id: &str, event_time: &str) -> Result<Self, String> {
+    pub fn new(schema: &JsonDoc, event_id: &str, event_time: &str) -> Result<Self, String> {
         Ok(ValidateTransform {
-            validator: compile(schema)?,
+            validator: compile(&schema.to_value())?,
             fields: EventFields::new(event_id, event_time),
         })
     }
@@ -230,7 +230,7 @@ mod tests {
                 "kind": {"enum": ["a", "b"]}
             }
         });
-        ValidateTransform::new(&schema, "/id", "/ts").unwrap()
+        ValidateTransform::new(&crate::doc(schema), "/id", "/ts").unwrap()
     }
 
     fn reason_of(line: &str) -> String {

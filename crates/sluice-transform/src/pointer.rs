@@ -41,7 +41,7 @@ impl Pointer {
     pub fn take(&self, root: &mut Value) -> Option<Value> {
         let (last, parent) = self.segments.split_last().expect("a field pointer has a segment");
         let parent = parent.iter().try_fold(root, step_mut)?;
-        parent.as_object_mut()?.shift_remove(last)
+        parent.as_object_mut()?.remove(last)
     }
 
     /// Sets the field, creating missing objects on the way; fails when a

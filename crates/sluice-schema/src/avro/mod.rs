@@ -16,7 +16,8 @@ pub mod transform;
 use apache_avro::{Schema as AvroSchema, rabin::Rabin, types::Value as AvroValue};
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use digest::Digest;
-use serde_json::{Map, Value, json};
+use serde_json::Value;
+use sluice_core::JsonDoc;
 
 /// The registry format of Avro schemas.
 pub const FORMAT: &str = "avro";
@@ -65,63 +66,81 @@ pub fn split_single_object(bytes: &[u8]) -> Result<([u8; 8], &[u8]), String> {
     Ok((fingerprint, &bytes[10..]))
 }
 
-/// The JSON Schema an Avro schema's datums decode to.
-pub fn to_json_schema(schema: &AvroSchema) -> Value {
+/// The JSON Schema an Avro schema's datums decode to; a record's
+/// properties come in the order of its fields.
+pub fn to_json_schema(schema: &AvroSchema) -> JsonDoc {
+    let typed = |t: &str| JsonDoc::object([("type", t.into())]);
+    let formatted = |format: &str| JsonDoc::object([("type", "string".into()), ("format", format.into())]);
+    let array_of = |items: JsonDoc| JsonDoc::object([("type", "array".into()), ("items", items)]);
     match schema {
-        AvroSchema::Null => json!({"type": "null"}),
-        AvroSchema::Boolean => json!({"type": "boolean"}),
-        AvroSchema::Int | AvroSchema::Long | AvroSchema::TimeMillis | AvroSchema::TimeMicros => {
-            json!({"type": "integer"})
-        }
-        AvroSchema::Float | AvroSchema::Double => json!({"type": "number"}),
-        AvroSchema::String | AvroSchema::Uuid => json!({"type": "string"}),
-        AvroSchema::Enum(e) => json!({"enum": e.symbols}),
-        AvroSchema::Bytes | AvroSchema::Fixed(_) => json!({"type": "array", "items": {"type": "integer"}}),
-        AvroSchema::Date => json!({"type": "string", "format": "date"}),
+        AvroSchema::Null => typed("null"),
+        AvroSchema::Boolean => typed("boolean"),
+        AvroSchema::Int | AvroSchema::Long | AvroSchema::TimeMillis | AvroSchema::TimeMicros => typed("integer"),
+        AvroSchema::Float | AvroSchema::Double => typed("number"),
+        AvroSchema::String | AvroSchema::Uuid => typed("string"),
+        AvroSchema::Enum(e) => JsonDoc::object([("enum", strings(&e.symbols))]),
+        AvroSchema::Bytes | AvroSchema::Fixed(_) => array_of(typed("integer")),
+        AvroSchema::Date => formatted("date"),
         AvroSchema::TimestampMillis
         | AvroSchema::TimestampMicros
         | AvroSchema::TimestampNanos
         | AvroSchema::LocalTimestampMillis
         | AvroSchema::LocalTimestampMicros
-        | AvroSchema::LocalTimestampNanos => json!({"type": "string", "format": "date-time"}),
-        AvroSchema::Array(a) => json!({"type": "array", "items": to_json_schema(&a.items)}),
-        AvroSchema::Map(m) => json!({"type": "object", "additionalProperties": to_json_schema(&m.types)}),
+        | AvroSchema::LocalTimestampNanos => formatted("date-time"),
+        AvroSchema::Array(a) => array_of(to_json_schema(&a.items)),
+        AvroSchema::Map(m) => JsonDoc::object([
+            ("type", "object".into()),
+            ("additionalProperties", to_json_schema(&m.types)),
+        ]),
         AvroSchema::Union(u) => {
             let others: Vec<&AvroSchema> = u.variants().iter().filter(|v| **v != AvroSchema::Null).collect();
             match others.as_slice() {
                 [only] if u.is_nullable() => nullable(to_json_schema(only)),
                 [only] => to_json_schema(only),
-                _ => json!({}),
+                _ => JsonDoc::object::<String>([]),
             }
         }
         AvroSchema::Record(r) => {
-            let mut properties = Map::new();
             let mut required = Vec::new();
+            let mut properties = Vec::new();
             for field in &r.fields {
                 let optional = field.default.is_some()
                     || matches!(&field.schema, AvroSchema::Union(u) if u.is_nullable())
                     || field.schema == AvroSchema::Null;
                 if !optional {
-                    required.push(Value::String(field.name.clone()));
+                    required.push(field.name.clone());
                 }
-                properties.insert(field.name.clone(), to_json_schema(&field.schema));
+                properties.push((field.name.clone(), to_json_schema(&field.schema)));
             }
-            json!({"type": "object", "properties": properties, "required": required})
+            JsonDoc::object([
+                ("type", "object".into()),
+                ("properties", JsonDoc::object(properties)),
+                ("required", strings(&required)),
+            ])
         }
-        AvroSchema::Decimal(_) | AvroSchema::BigDecimal | AvroSchema::Duration | AvroSchema::Ref { .. } => json!({}),
+        AvroSchema::Decimal(_) | AvroSchema::BigDecimal | AvroSchema::Duration | AvroSchema::Ref { .. } => {
+            JsonDoc::object::<String>([])
+        }
     }
 }
 
+fn strings(items: &[String]) -> JsonDoc {
+    JsonDoc::Array(items.iter().map(|s| s.as_str().into()).collect())
+}
+
 /// `schema` allowing `null` as well.
-fn nullable(mut schema: Value) -> Value {
-    match schema.get_mut("type") {
-        Some(Value::String(t)) => {
-            let t = std::mem::take(t);
-            schema["type"] = json!([t, "null"]);
+fn nullable(mut schema: JsonDoc) -> JsonDoc {
+    let JsonDoc::Object(members) = &mut schema else {
+        return schema;
+    };
+    match members.get_mut("type") {
+        Some(ty @ JsonDoc::String(_)) => {
+            let named = std::mem::take(ty);
+            *ty = vec![named, "null".into()].into();
         }
         _ => {
-            if let Some(Value::Array(symbols)) = schema.get_mut("enum") {
-                symbols.push(Value::Null);
+            if let Some(JsonDoc::Array(symbols)) = members.get_mut("enum") {
+                symbols.push(JsonDoc::Null);
             }
         }
     }

@@ -8,7 +8,7 @@ use sluice_core::{BatchInfo, Event, Transform, TransformOutput};
 
 use super::{transform::AvroTransform, *};
 use crate::{
-    arrow_layout,
+    arrow_layout, doc,
     registry::{Registry, RegistryError, SchemaKey},
 };
 
@@ -75,13 +75,14 @@ async fn run(t: &AvroTransform, lines: Vec<String>) -> TransformOutput {
 fn an_avro_schema_reads_as_the_json_schema_of_its_datums() {
     let schema = parse(&page_view(None)).unwrap();
     let json_schema = to_json_schema(&schema);
-    assert_eq!(json_schema["required"], json!(["id", "ts", "kind", "tags", "attrs"]));
+    let as_value = json_schema.to_value();
+    assert_eq!(as_value["required"], json!(["id", "ts", "kind", "tags", "attrs"]));
     assert_eq!(
-        json_schema["properties"]["ts"],
+        as_value["properties"]["ts"],
         json!({"type": "string", "format": "date-time"})
     );
-    assert_eq!(json_schema["properties"]["n"], json!({"type": ["integer", "null"]}));
-    assert_eq!(json_schema["properties"]["kind"], json!({"enum": ["view", "click"]}));
+    assert_eq!(as_value["properties"]["n"], json!({"type": ["integer", "null"]}));
+    assert_eq!(as_value["properties"]["kind"], json!({"enum": ["view", "click"]}));
     let layout = arrow_layout(&json_schema).unwrap();
     let names: Vec<&str> = layout.schema.fields().iter().map(|f| f.name().as_str()).collect();
     assert_eq!(names, ["id", "ts", "n", "kind", "tags", "attrs"]);
@@ -102,7 +103,7 @@ fn an_avro_schema_reads_as_the_json_schema_of_its_datums() {
         decoded,
         json!({"id": "a", "ts": "2026-11-18T11:06:40.123456Z", "n": 3, "kind": "click", "tags": ["a"], "attrs": {"k": "v"}})
     );
-    let validator = crate::validate::compile(&json_schema).unwrap();
+    let validator = crate::validate::compile(&as_value).unwrap();
     assert!(validator.is_valid(&decoded), "a datum is valid against its JSON Schema");
 }
 
@@ -110,21 +111,21 @@ fn an_avro_schema_reads_as_the_json_schema_of_its_datums() {
 async fn avro_versions_are_checked_for_compatibility_and_fingerprints_are_unique() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::folder(dir.path()).unwrap();
-    registry.register(&key("1-0-0"), &page_view(None)).await.unwrap();
+    registry.register(&key("1-0-0"), &doc(page_view(None))).await.unwrap();
     let with_default = page_view(Some(json!({"name": "referrer", "type": "string", "default": ""})));
-    registry.register(&key("1-0-1"), &with_default).await.unwrap();
+    registry.register(&key("1-0-1"), &doc(with_default.clone())).await.unwrap();
     let mut required = with_default.clone();
     required["fields"]
         .as_array_mut()
         .unwrap()
         .push(json!({"name": "user", "type": "string"}));
-    let refused = registry.register(&key("1-0-2"), &required).await.unwrap_err();
+    let refused = registry.register(&key("1-0-2"), &doc(required)).await.unwrap_err();
     assert!(
         matches!(&refused, RegistryError::Breaking { breaking, .. } if breaking == &["/user: new required field"]),
         "{refused}"
     );
     let twin = registry
-        .register(&"iglu:com.acme/other/avro/1-0-0".parse().unwrap(), &page_view(None))
+        .register(&"iglu:com.acme/other/avro/1-0-0".parse().unwrap(), &doc(page_view(None)))
         .await
         .unwrap_err();
     assert!(
@@ -140,7 +141,7 @@ async fn avro_versions_are_checked_for_compatibility_and_fingerprints_are_unique
     let invalid = registry
         .register(
             &key("2-0-0"),
-            &json!({"type": "record", "name": "X", "fields": [{"name": "a", "type": "nope"}]}),
+            &doc(json!({"type": "record", "name": "X", "fields": [{"name": "a", "type": "nope"}]})),
         )
         .await
         .unwrap_err();
@@ -151,7 +152,7 @@ async fn avro_versions_are_checked_for_compatibility_and_fingerprints_are_unique
 async fn datums_are_decoded_by_fingerprint_and_bad_ones_dead_lettered() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::folder(dir.path()).unwrap();
-    registry.register(&key("1-0-0"), &page_view(None)).await.unwrap();
+    registry.register(&key("1-0-0"), &doc(page_view(None))).await.unwrap();
     let t = AvroTransform::new(
         Registry::folder(dir.path()).unwrap(),
         "/id",
@@ -200,7 +201,7 @@ async fn datums_are_decoded_by_fingerprint_and_bad_ones_dead_lettered() {
     );
 
     // Registered later, 1-0-1 decodes once the registry is read again.
-    registry.register(&key("1-0-1"), &v101_json).await.unwrap();
+    registry.register(&key("1-0-1"), &doc(v101_json)).await.unwrap();
     std::thread::sleep(Duration::from_millis(250));
     let out = run(&t, vec![encode(&v101, later)]).await;
     assert_eq!(out.events.len(), 1, "{:?}", out.rejected.first().map(|r| &r.detail));

@@ -88,7 +88,7 @@ impl AvroTransform {
             .map_err(|e| StageError::retriable(format!("schema registry: {e}")))?;
         let mut known = self.known.write().unwrap_or_else(|e| e.into_inner());
         for r in registered.into_iter().filter(|r| r.key.format == super::FORMAT) {
-            let Ok(schema) = super::parse(&r.schema) else {
+            let Ok(schema) = super::parse(&r.schema.to_value()) else {
                 continue;
             };
             known.insert(

@@ -138,10 +138,11 @@ mod tests {
             changes.breaking,
             vec![
                 "/device: removed",
-                "/price: became required",
                 "/items/items/sku: type string -> integer",
+                "/price: became required",
                 "/device_name: new required field",
-            ]
+            ],
+            "the old version's fields by name, then the new ones"
         );
         let mut nullable = v1();
         nullable["properties"]["price"] = json!({"type": ["number", "null"]});

@@ -16,10 +16,11 @@ pub mod compat;
 pub mod key;
 pub mod store;
 
-use std::{collections::BTreeMap, path::Path, sync::Arc};
+use std::{path::Path, sync::Arc};
 
 use serde::Serialize;
 use serde_json::Value;
+use sluice_core::JsonDoc;
 use sha2::{Digest, Sha256};
 
 pub use compat::{Changes, compare};
@@ -34,7 +35,8 @@ use crate::avro;
 pub struct Registered {
     pub key: SchemaKey,
     pub fingerprint: String,
-    pub schema: Value,
+    /// As written: its properties' order is the order of a table's columns.
+    pub schema: JsonDoc,
 }
 
 /// What registering (or checking) a schema found.
@@ -76,46 +78,17 @@ pub struct Registry {
     store: Arc<dyn SchemaStore>,
 }
 
-/// SHA-256 (hex) of `schema`'s canonical JSON.
+/// SHA-256 (hex) of `schema`'s canonical JSON: keys sorted (as serde_json's
+/// `Value` keeps them), no spaces.
 pub fn fingerprint(schema: &Value) -> String {
-    let mut text = Vec::new();
-    canonical(schema, &mut text);
+    let text = serde_json::to_vec(schema).unwrap_or_default();
     Sha256::digest(&text).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn canonical(value: &Value, out: &mut Vec<u8>) {
-    match value {
-        Value::Object(map) => {
-            let sorted: BTreeMap<&String, &Value> = map.iter().collect();
-            out.push(b'{');
-            for (i, (k, v)) in sorted.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                out.extend(serde_json::to_vec(k).unwrap_or_default());
-                out.push(b':');
-                canonical(v, out);
-            }
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, v) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                canonical(v, out);
-            }
-            out.push(b']');
-        }
-        other => out.extend(serde_json::to_vec(other).unwrap_or_default()),
-    }
-}
-
 /// The key a self-describing schema names in its `self` block.
-pub fn self_key(schema: &Value) -> Option<Result<SchemaKey, String>> {
+pub fn self_key(schema: &JsonDoc) -> Option<Result<SchemaKey, String>> {
     let own = schema.get("self")?;
-    let field = |k: &str| own.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let field = |k: &str| own.get(k).and_then(JsonDoc::as_str).unwrap_or_default().to_string();
     Some(
         format!(
             "iglu:{}/{}/{}/{}",
@@ -129,32 +102,33 @@ pub fn self_key(schema: &Value) -> Option<Result<SchemaKey, String>> {
 }
 
 /// The fingerprint of `schema` registered under `key`.
-pub fn fingerprint_of(key: &SchemaKey, schema: &Value) -> String {
+pub fn fingerprint_of(key: &SchemaKey, schema: &JsonDoc) -> String {
+    let schema = schema.to_value();
     if key.format == avro::FORMAT
-        && let Ok(parsed) = avro::parse(schema)
+        && let Ok(parsed) = avro::parse(&schema)
     {
         return avro::fingerprint_hex(&avro::fingerprint_bytes(&parsed));
     }
-    fingerprint(schema)
+    fingerprint(&schema)
 }
 
 impl Registered {
     /// The JSON Schema of the events this schema describes: the schema
     /// itself, or what an Avro schema's datums decode to.
-    pub fn json_schema(&self) -> Result<Value, String> {
+    pub fn json_schema(&self) -> Result<JsonDoc, String> {
         json_schema_of(&self.key, &self.schema)
     }
 }
 
 /// Checks `schema` is valid in `key`'s format; the JSON Schema its events follow.
-fn json_schema_of(key: &SchemaKey, schema: &Value) -> Result<Value, String> {
+fn json_schema_of(key: &SchemaKey, schema: &JsonDoc) -> Result<JsonDoc, String> {
     if key.format == avro::FORMAT {
-        return avro::parse(schema)
+        return avro::parse(&schema.to_value())
             .map(|parsed| avro::to_json_schema(&parsed))
             .map_err(|e| format!("{key}: {e}"));
     }
     jsonschema::options()
-        .build(schema)
+        .build(&schema.to_value())
         .map_err(|e| format!("{key}: not a valid JSON Schema: {e}"))?;
     Ok(schema.clone())
 }
@@ -230,7 +204,7 @@ impl Registry {
         else {
             return Ok(None);
         };
-        let schema: Value = serde_json::from_slice(&text).map_err(|e| self.storage(format!("{path}: {e}")))?;
+        let schema: JsonDoc = serde_json::from_slice(&text).map_err(|e| self.storage(format!("{path}: {e}")))?;
         Ok(Some(Registered {
             key: key.clone(),
             fingerprint: fingerprint_of(key, &schema),
@@ -239,7 +213,7 @@ impl Registry {
     }
 
     /// What registering `schema` under `key` would do, without storing it.
-    pub async fn check(&self, key: &SchemaKey, schema: &Value) -> Result<Outcome, RegistryError> {
+    pub async fn check(&self, key: &SchemaKey, schema: &JsonDoc) -> Result<Outcome, RegistryError> {
         let events = json_schema_of(key, schema).map_err(RegistryError::Invalid)?;
         let new_fingerprint = fingerprint_of(key, schema);
         if let Some(existing) = self.get(key).await? {
@@ -284,7 +258,8 @@ impl Registry {
                 newest.key
             )));
         }
-        let changes = compare(&newest.json_schema().map_err(RegistryError::Invalid)?, &events);
+        let older = newest.json_schema().map_err(RegistryError::Invalid)?;
+        let changes = compare(&older.to_value(), &events.to_value());
         if !changes.breaking.is_empty() {
             return Err(RegistryError::Breaking {
                 key: Box::new(key.clone()),
@@ -299,7 +274,7 @@ impl Registry {
     }
 
     /// Checks and stores `schema` under `key`.
-    pub async fn register(&self, key: &SchemaKey, schema: &Value) -> Result<Outcome, RegistryError> {
+    pub async fn register(&self, key: &SchemaKey, schema: &JsonDoc) -> Result<Outcome, RegistryError> {
         let outcome = self.check(key, schema).await?;
         if outcome == Outcome::AlreadyRegistered {
             return Ok(outcome);

@@ -1,6 +1,7 @@
 use serde_json::json;
 
 use super::*;
+use crate::doc;
 
 fn key(s: &str) -> SchemaKey {
     s.parse().unwrap()
@@ -17,14 +18,14 @@ async fn versions_register_in_order_and_a_breaking_change_needs_a_new_model() {
     let registry = Registry::folder(dir.path()).unwrap();
     let v100 = key("iglu:com.acme/page_view/jsonschema/1-0-0");
     assert_eq!(
-        registry.register(&v100, &page_view()).await.unwrap(),
+        registry.register(&v100, &doc(page_view())).await.unwrap(),
         Outcome::Accepted {
             against: None,
             additions: vec![]
         }
     );
     assert_eq!(
-        registry.register(&v100, &page_view()).await.unwrap(),
+        registry.register(&v100, &doc(page_view())).await.unwrap(),
         Outcome::AlreadyRegistered
     );
 
@@ -32,7 +33,7 @@ async fn versions_register_in_order_and_a_breaking_change_needs_a_new_model() {
     v101_schema["properties"]["referrer"] = json!({"type": "string"});
     let v101 = key("iglu:com.acme/page_view/jsonschema/1-0-1");
     assert_eq!(
-        registry.register(&v101, &v101_schema).await.unwrap(),
+        registry.register(&v101, &doc(v101_schema.clone())).await.unwrap(),
         Outcome::Accepted {
             against: Some(v100.clone()),
             additions: vec!["/referrer: new optional field".into()]
@@ -45,7 +46,7 @@ async fn versions_register_in_order_and_a_breaking_change_needs_a_new_model() {
     renamed["properties"]["device_name"] = device;
     renamed["required"] = json!(["url", "device_name"]);
     let err = registry
-        .register(&key("iglu:com.acme/page_view/jsonschema/1-0-2"), &renamed)
+        .register(&key("iglu:com.acme/page_view/jsonschema/1-0-2"), &doc(renamed.clone()))
         .await
         .unwrap_err();
     assert_eq!(
@@ -56,7 +57,7 @@ async fn versions_register_in_order_and_a_breaking_change_needs_a_new_model() {
     );
     let v200 = key("iglu:com.acme/page_view/jsonschema/2-0-0");
     assert!(matches!(
-        registry.register(&v200, &renamed).await.unwrap(),
+        registry.register(&v200, &doc(renamed)).await.unwrap(),
         Outcome::Accepted { against: None, .. }
     ));
 
@@ -73,7 +74,7 @@ async fn versions_register_in_order_and_a_breaking_change_needs_a_new_model() {
         "ordered by version"
     );
     let shown = registry.get(&v101).await.unwrap().unwrap();
-    assert_eq!(shown.schema, v101_schema);
+    assert_eq!(shown.schema, doc(v101_schema));
     assert_eq!(shown.fingerprint.len(), 64);
 }
 
@@ -82,48 +83,70 @@ async fn versions_never_change_and_must_come_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::folder(dir.path()).unwrap();
     let v1 = key("iglu:com.acme/x/jsonschema/1-0-0");
-    registry.register(&v1, &page_view()).await.unwrap();
+    registry.register(&v1, &doc(page_view())).await.unwrap();
     let mut other = page_view();
     other["properties"]["extra"] = json!({"type": "string"});
-    let e = registry.register(&v1, &other).await.unwrap_err().to_string();
+    let e = registry.register(&v1, &doc(other.clone())).await.unwrap_err().to_string();
     assert!(e.contains("is registered with other content"), "{e}");
     let e = registry
-        .register(&key("iglu:com.acme/y/jsonschema/1-0-3"), &page_view())
+        .register(&key("iglu:com.acme/y/jsonschema/1-0-3"), &doc(page_view()))
         .await
         .unwrap_err()
         .to_string();
     assert!(e.contains("the first version of MODEL 1 is 1-0-0"), "{e}");
     registry
-        .register(&key("iglu:com.acme/x/jsonschema/1-1-0"), &other)
+        .register(&key("iglu:com.acme/x/jsonschema/1-1-0"), &doc(other.clone()))
         .await
         .unwrap();
     let e = registry
-        .register(&key("iglu:com.acme/x/jsonschema/1-0-5"), &other)
+        .register(&key("iglu:com.acme/x/jsonschema/1-0-5"), &doc(other))
         .await
         .unwrap_err()
         .to_string();
     assert!(e.contains("is older than iglu:com.acme/x/jsonschema/1-1-0"), "{e}");
     let e = registry
-        .register(&key("iglu:com.acme/z/jsonschema/1-0-0"), &json!({"type": 7}))
+        .register(&key("iglu:com.acme/z/jsonschema/1-0-0"), &doc(json!({"type": 7})))
         .await
         .unwrap_err()
         .to_string();
     assert!(e.contains("not a valid JSON Schema"), "{e}");
 }
 
+#[tokio::test]
+async fn a_registered_schema_reads_back_with_its_properties_in_the_order_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::folder(dir.path()).unwrap();
+    let v1 = key("iglu:com.acme/ordered/jsonschema/1-0-0");
+    let written: JsonDoc = r#"{"type": "object", "properties": {"zeta": {"type": "string"}, "alpha": {"type": "integer"}, "mid": {"type": "boolean"}}}"#
+        .parse()
+        .unwrap();
+    registry.register(&v1, &written).await.unwrap();
+    let read = registry.get(&v1).await.unwrap().unwrap().schema;
+    let names: Vec<&String> = read["properties"].as_object().unwrap().keys().collect();
+    assert_eq!(names, ["zeta", "alpha", "mid"]);
+}
+
 #[test]
 fn fingerprints_ignore_key_order_and_self_blocks_name_the_key() {
-    let a = json!({"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "integer"}}});
-    let b = json!({"properties": {"b": {"type": "integer"}, "a": {"type": "string"}}, "type": "object"});
-    assert_eq!(fingerprint(&a), fingerprint(&b));
-    assert_ne!(fingerprint(&a), fingerprint(&json!({"type": "object"})));
+    let x = key("iglu:com.acme/x/jsonschema/1-0-0");
+    let a: JsonDoc = r#"{"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "integer"}}}"#
+        .parse()
+        .unwrap();
+    let b: JsonDoc = r#"{"properties": {"b": {"type": "integer"}, "a": {"type": "string"}}, "type": "object"}"#
+        .parse()
+        .unwrap();
+    let canonical = r#"{"properties":{"a":{"type":"string"},"b":{"type":"integer"}},"type":"object"}"#;
+    let sha: String = Sha256::digest(canonical).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(fingerprint_of(&x, &a), sha);
+    assert_eq!(fingerprint_of(&x, &b), sha);
+    assert_ne!(fingerprint_of(&x, &a), fingerprint(&json!({"type": "object"})));
     let described =
         json!({"self": {"vendor": "com.acme", "name": "page_view", "format": "jsonschema", "version": "1-0-2"}});
     assert_eq!(
-        self_key(&described).unwrap().unwrap(),
+        self_key(&doc(described)).unwrap().unwrap(),
         key("iglu:com.acme/page_view/jsonschema/1-0-2")
     );
-    assert!(self_key(&json!({"type": "object"})).is_none());
+    assert!(self_key(&doc(json!({"type": "object"}))).is_none());
 }
 
 #[tokio::test]

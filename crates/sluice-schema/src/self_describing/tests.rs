@@ -1,7 +1,7 @@
 use serde_json::json;
 
 use super::*;
-use crate::registry::SchemaKey;
+use crate::{doc, registry::SchemaKey};
 
 fn pointers() -> Pointers {
     Pointers {
@@ -42,8 +42,8 @@ async fn each_event_is_checked_against_its_exact_version_and_unknown_ones_are_de
     let registry = Registry::folder(dir.path()).unwrap();
     let v100: SchemaKey = "iglu:com.acme/page_view/jsonschema/1-0-0".parse().unwrap();
     let v101: SchemaKey = "iglu:com.acme/page_view/jsonschema/1-0-1".parse().unwrap();
-    registry.register(&v100, &page_view(None)).await.unwrap();
-    registry.register(&v101, &page_view(Some("referrer"))).await.unwrap();
+    registry.register(&v100, &doc(page_view(None))).await.unwrap();
+    registry.register(&v101, &doc(page_view(Some("referrer")))).await.unwrap();
     let t = SelfDescribingTransform::new(
         Registry::folder(dir.path()).unwrap(),
         pointers(),
@@ -93,7 +93,7 @@ async fn each_event_is_checked_against_its_exact_version_and_unknown_ones_are_de
     registry
         .register(
             &"iglu:com.acme/page_view/jsonschema/1-0-2".parse().unwrap(),
-            &page_view(Some("referrer")),
+            &doc(page_view(Some("referrer"))),
         )
         .await
         .unwrap();

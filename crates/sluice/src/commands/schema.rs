@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use serde_json::Value;
+use sluice_core::JsonDoc;
 use sluice_schema::registry::{Outcome, Registry, SchemaKey, self_key};
 
 use crate::{cli::SchemaCommand, config};
@@ -51,7 +51,7 @@ fn registry(pipeline: &Path) -> Result<Registry> {
 async fn submit(pipeline: &Path, file: &Path, key: Option<&str>, store: bool) -> Result<()> {
     let registry = registry(pipeline)?;
     let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let schema: Value = serde_json::from_slice(&text).with_context(|| format!("{}: not JSON", file.display()))?;
+    let schema: JsonDoc = serde_json::from_slice(&text).with_context(|| format!("{}: not JSON", file.display()))?;
     let named = self_key(&schema)
         .transpose()
         .map_err(|e| anyhow::anyhow!("{}: self: {e}", file.display()))?;

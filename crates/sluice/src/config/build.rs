@@ -6,7 +6,7 @@
 
 use std::{collections::BTreeMap, path::Path, sync::Arc};
 
-use serde_json::Value;
+use sluice_core::JsonDoc;
 use sluice_core::Transform;
 use sluice_schema::ValidateTransform;
 
@@ -50,7 +50,7 @@ pub fn build_transforms(pipeline: &Pipeline) -> Result<BTreeMap<String, Arc<dyn 
 fn build_transform(
     name: &str,
     config: &TransformConfig,
-    schema: Option<&Value>,
+    schema: Option<&JsonDoc>,
     data_dir: &Path,
 ) -> Result<Arc<dyn Transform>, String> {
     match config {

@@ -7,7 +7,7 @@ use std::{
     path::{Component, Path, PathBuf},
 };
 
-use serde_json::Value;
+use sluice_core::JsonDoc;
 use sluice_documents::projection::ProjectionConfig;
 use sluice_lake::TableLocation;
 use sluice_schema::{ArrowLayout, arrow_layout, load_schema, registry::SchemaKey};
@@ -37,14 +37,14 @@ pub struct Pipeline {
     pub data_dir: PathBuf,
     pub config: PipelineFile,
     /// Compiled-checked schema of each `validate` transform.
-    pub schemas: BTreeMap<String, Value>,
+    pub schemas: BTreeMap<String, JsonDoc>,
     /// Table and columns of each lake sink with a `uri`.
     pub lakes: BTreeMap<String, LakeTable>,
     /// Each lake sink with a `table_template` (a table per schema MODEL).
     pub routed_lakes: BTreeMap<String, RoutedLake>,
     /// The JSON Schema of each postgres sink's events, when every input is
     /// a `validate` transform with the same schema (it declares the columns).
-    pub postgres: BTreeMap<String, Option<Value>>,
+    pub postgres: BTreeMap<String, Option<JsonDoc>>,
     /// Where the schema registry is.
     pub registry: RegistryLocation,
 }
@@ -502,11 +502,11 @@ fn check_graph(config: &PipelineFile) -> Result<(), String> {
 /// event id.
 fn lake_schema<'a>(
     config: &PipelineFile,
-    schemas: &'a BTreeMap<String, Value>,
+    schemas: &'a BTreeMap<String, JsonDoc>,
     sink: &str,
     inputs: &[String],
-) -> Result<(&'a Value, String), String> {
-    let mut found: Option<&Value> = None;
+) -> Result<(&'a JsonDoc, String), String> {
+    let mut found: Option<&JsonDoc> = None;
     let mut event_id: Option<&str> = None;
     for input in inputs {
         let Some(schema) = schemas.get(input) else {
@@ -591,10 +591,10 @@ fn routed_lake(
 /// transforms with the same schema.
 fn common_schema<'a>(
     config: &PipelineFile,
-    schemas: &'a BTreeMap<String, Value>,
+    schemas: &'a BTreeMap<String, JsonDoc>,
     inputs: &[String],
-) -> Option<&'a Value> {
-    let mut found: Option<&Value> = None;
+) -> Option<&'a JsonDoc> {
+    let mut found: Option<&JsonDoc> = None;
     for input in inputs {
         let schema = schemas.get(input).filter(|_| config.transforms.contains_key(input))?;
         if found.is_some_and(|f| f != schema) {

@@ -143,7 +143,7 @@ mod tests {
 
     #[test]
     fn generated_lines_validate_as_the_counts_say() {
-        let schema: serde_json::Value = serde_json::from_str(include_str!(
+        let schema: sluice_core::JsonDoc = serde_json::from_str(include_str!(
             "../../../../examples/clickstream/schemas/clickstream.schema.json"
         ))
         .unwrap();

@@ -116,7 +116,9 @@ pub async fn costs(env: &Env, input: &Path) -> Result<Vec<Cost>> {
         {"name": "user_id", "type": ["null", "string"], "default": null},
         {"name": "session_id", "type": ["null", "string"], "default": null}
     ]});
-    registry.register(&avro_key, &serde_json::from_value(avro_schema.clone())?).await?;
+    registry
+        .register(&avro_key, &serde_json::from_value(avro_schema.clone())?)
+        .await?;
     let decoder = AvroTransform::new(
         registry.clone(),
         "/event_id",

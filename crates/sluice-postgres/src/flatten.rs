@@ -254,7 +254,11 @@ mod tests {
             vec!["events", "events__props__items", "events__props__items__parts"]
         );
         let root_cols: Vec<&str> = shape.root().columns.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(root_cols, vec!["device__screen__w", "id", "tags"], "first seen, keys sorted");
+        assert_eq!(
+            root_cols,
+            vec!["device__screen__w", "id", "tags"],
+            "first seen, keys sorted"
+        );
         assert_eq!(rows.len(), 4);
         assert_eq!(rows[0].cells[0], (0, Cell::Int(390)));
         assert_eq!(rows[0].cells[2], (2, Cell::Json("[\"x\",\"y\"]".into())));

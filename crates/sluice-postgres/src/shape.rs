@@ -243,12 +243,7 @@ impl Shape {
         self.add_properties(0, props, &mut Vec::new())
     }
 
-    fn add_properties(
-        &mut self,
-        table: usize,
-        props: &Members,
-        path: &mut Vec<String>,
-    ) -> Result<(), String> {
+    fn add_properties(&mut self, table: usize, props: &Members, path: &mut Vec<String>) -> Result<(), String> {
         for (name, node) in props {
             path.push(name.clone());
             self.add_schema_node(table, node, path)?;

@@ -293,7 +293,9 @@ async fn the_schema_declares_tables_up_front_and_a_conflicting_type_or_foreign_t
         "items": {"type": "array", "items": {"type": "object", "properties": {"sku": {"type": "string"}}}}
     }}"#;
     let cfg = config(&schema, WriteMode::Append);
-    PostgresSink::open(&cfg, Some(json_schema.parse().unwrap())).await.unwrap();
+    PostgresSink::open(&cfg, Some(json_schema.parse().unwrap()))
+        .await
+        .unwrap();
     assert_eq!(
         columns(&client, &schema, "events").await[2..],
         ["ts timestamp with time zone", "id text"],
@@ -306,7 +308,10 @@ async fn the_schema_declares_tables_up_front_and_a_conflicting_type_or_foreign_t
     );
 
     let changed = r#"{"type": "object", "properties": {"ts": {"type": "integer"}}}"#;
-    let err = PostgresSink::open(&cfg, Some(changed.parse().unwrap())).await.err().unwrap();
+    let err = PostgresSink::open(&cfg, Some(changed.parse().unwrap()))
+        .await
+        .err()
+        .unwrap();
     assert!(
         err.message
             .contains("column \"ts\" of table \"events\" is timestamp with time zone but the schema makes /ts bigint"),

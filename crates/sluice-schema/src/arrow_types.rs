@@ -47,11 +47,7 @@ pub fn arrow_layout(schema: &JsonDoc) -> Result<ArrowLayout, String> {
     })
 }
 
-fn struct_fields(
-    props: &Members,
-    path: &mut Vec<String>,
-    json_text: &mut Vec<Vec<String>>,
-) -> Fields {
+fn struct_fields(props: &Members, path: &mut Vec<String>, json_text: &mut Vec<Vec<String>>) -> Fields {
     props
         .iter()
         .map(|(name, sub)| {

@@ -84,8 +84,10 @@ impl SelfDescribingTransform {
         }
         match self.registry.get(&key).await {
             Ok(Some(found)) => {
-                let validator =
-                    Arc::new(compile(&found.schema.to_value()).map_err(|e| StageError::fatal(format!("registered {key}: {e}")))?);
+                let validator = Arc::new(
+                    compile(&found.schema.to_value())
+                        .map_err(|e| StageError::fatal(format!("registered {key}: {e}")))?,
+                );
                 self.known
                     .write()
                     .unwrap_or_else(|e| e.into_inner())

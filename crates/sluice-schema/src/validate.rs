@@ -18,7 +18,8 @@ use chrono::DateTime;
 use jsonschema::{ValidationError, Validator, error::ValidationErrorKind};
 use serde_json::Value;
 use sluice_core::{
-    BatchInfo, Event, JsonDoc, Rejected, StageError, Transform, TransformOutput, json_kind, parse_object, pointer_tokens, reason,
+    BatchInfo, Event, JsonDoc, Rejected, StageError, Transform, TransformOutput, json_kind, parse_object,
+    pointer_tokens, reason,
 };
 
 #[derive(Debug, thiserror::Error)]

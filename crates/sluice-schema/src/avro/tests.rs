@@ -113,7 +113,10 @@ async fn avro_versions_are_checked_for_compatibility_and_fingerprints_are_unique
     let registry = Registry::folder(dir.path()).unwrap();
     registry.register(&key("1-0-0"), &doc(page_view(None))).await.unwrap();
     let with_default = page_view(Some(json!({"name": "referrer", "type": "string", "default": ""})));
-    registry.register(&key("1-0-1"), &doc(with_default.clone())).await.unwrap();
+    registry
+        .register(&key("1-0-1"), &doc(with_default.clone()))
+        .await
+        .unwrap();
     let mut required = with_default.clone();
     required["fields"]
         .as_array_mut()
@@ -125,7 +128,10 @@ async fn avro_versions_are_checked_for_compatibility_and_fingerprints_are_unique
         "{refused}"
     );
     let twin = registry
-        .register(&"iglu:com.acme/other/avro/1-0-0".parse().unwrap(), &doc(page_view(None)))
+        .register(
+            &"iglu:com.acme/other/avro/1-0-0".parse().unwrap(),
+            &doc(page_view(None)),
+        )
         .await
         .unwrap_err();
     assert!(

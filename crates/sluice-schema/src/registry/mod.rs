@@ -20,8 +20,8 @@ use std::{path::Path, sync::Arc};
 
 use serde::Serialize;
 use serde_json::Value;
-use sluice_core::JsonDoc;
 use sha2::{Digest, Sha256};
+use sluice_core::JsonDoc;
 
 pub use compat::{Changes, compare};
 pub use key::{SchemaKey, SchemaVer};

@@ -86,7 +86,11 @@ async fn versions_never_change_and_must_come_in_order() {
     registry.register(&v1, &doc(page_view())).await.unwrap();
     let mut other = page_view();
     other["properties"]["extra"] = json!({"type": "string"});
-    let e = registry.register(&v1, &doc(other.clone())).await.unwrap_err().to_string();
+    let e = registry
+        .register(&v1, &doc(other.clone()))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("is registered with other content"), "{e}");
     let e = registry
         .register(&key("iglu:com.acme/y/jsonschema/1-0-3"), &doc(page_view()))

@@ -43,7 +43,10 @@ async fn each_event_is_checked_against_its_exact_version_and_unknown_ones_are_de
     let v100: SchemaKey = "iglu:com.acme/page_view/jsonschema/1-0-0".parse().unwrap();
     let v101: SchemaKey = "iglu:com.acme/page_view/jsonschema/1-0-1".parse().unwrap();
     registry.register(&v100, &doc(page_view(None))).await.unwrap();
-    registry.register(&v101, &doc(page_view(Some("referrer")))).await.unwrap();
+    registry
+        .register(&v101, &doc(page_view(Some("referrer"))))
+        .await
+        .unwrap();
     let t = SelfDescribingTransform::new(
         Registry::folder(dir.path()).unwrap(),
         pointers(),

@@ -4,11 +4,13 @@
 //! hashes the value at a JSON pointer (the event id, usually) into one of N
 //! buckets: XXH64 (seed 0) of the value's UTF-8 text, modulo N, written with
 //! zero padding so buckets sort (`00`..`15`). Values are digits and dashes
-//! only, so no partition value can steer a path.
+//! only, so no partition value can steer a path. An event's
+//! [`PartitionSlot`] (date, hour, bucket number) is what a sink groups by;
+//! the values are written out once per group.
 
 use std::{fmt, str::FromStr};
 
-use chrono::{DateTime, Datelike, Timelike};
+use chrono::{DateTime, Datelike, NaiveDate, Timelike};
 use serde::Deserialize;
 use twox_hash::XxHash64;
 
@@ -100,31 +102,72 @@ pub enum PartitionError {
     MissingBucketValue(String),
 }
 
-/// The bucket of a value: XXH64 (seed 0) of its UTF-8 text modulo `count`,
-/// zero-padded to the width of the largest bucket.
+/// The bucket of a value: XXH64 (seed 0) of its UTF-8 text modulo `count`.
+pub fn bucket_number(value: &str, count: u32) -> u32 {
+    (XxHash64::oneshot(0, value.as_bytes()) % u64::from(count)) as u32
+}
+
+/// [`bucket_number`] as a partition value: zero-padded to the width of the
+/// largest bucket.
 pub fn bucket_of(value: &str, count: u32) -> String {
-    let bucket = XxHash64::oneshot(0, value.as_bytes()) % u64::from(count);
+    bucket_text(bucket_number(value, count), count)
+}
+
+fn bucket_text(bucket: u32, count: u32) -> String {
     let width = (count - 1).to_string().len();
     format!("{bucket:0width$}")
 }
 
-/// The partition values of an event, in `keys` order. `bucket_input` gives
-/// the text a bucket key hashes, by JSON pointer.
-pub fn partition_values<'a>(
-    keys: &[PartitionKey],
-    time_us: i64,
-    mut bucket_input: impl FnMut(&str) -> Option<std::borrow::Cow<'a, str>>,
-) -> Result<Vec<String>, PartitionError> {
-    let t = DateTime::from_timestamp_micros(time_us).ok_or(PartitionError::TimeOutOfRange)?;
-    keys.iter()
-        .map(|k| match k {
-            PartitionKey::Dt => Ok(format!("{:04}-{:02}-{:02}", t.year(), t.month(), t.day())),
-            PartitionKey::Hour => Ok(format!("{:02}", t.hour())),
-            PartitionKey::Bucket { count, pointer } => bucket_input(pointer)
-                .map(|v| bucket_of(&v, *count))
-                .ok_or_else(|| PartitionError::MissingBucketValue(pointer.clone())),
+/// The partition an event belongs to before its values are written out:
+/// the UTC date and hour of its time and, with a bucket key, its bucket. A
+/// sink groups a batch's events by this small key and writes each group's
+/// [`values`](PartitionSlot::values) once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PartitionSlot {
+    date: NaiveDate,
+    hour: u32,
+    /// 0 when the keys have no bucket key.
+    bucket: u32,
+}
+
+impl PartitionSlot {
+    /// The slot of an event at `time_us`. `bucket_input` gives the text a
+    /// bucket key hashes, by JSON pointer.
+    pub fn of<'a>(
+        keys: &[PartitionKey],
+        time_us: i64,
+        mut bucket_input: impl FnMut(&str) -> Option<std::borrow::Cow<'a, str>>,
+    ) -> Result<Self, PartitionError> {
+        let t = DateTime::from_timestamp_micros(time_us).ok_or(PartitionError::TimeOutOfRange)?;
+        let mut bucket = 0;
+        for key in keys {
+            if let PartitionKey::Bucket { count, pointer } = key {
+                let input = bucket_input(pointer).ok_or_else(|| PartitionError::MissingBucketValue(pointer.clone()))?;
+                bucket = bucket_number(&input, *count);
+            }
+        }
+        Ok(PartitionSlot {
+            date: t.date_naive(),
+            hour: t.hour(),
+            bucket,
         })
-        .collect()
+    }
+
+    /// The partition values, in `keys` order.
+    pub fn values(self, keys: &[PartitionKey]) -> Vec<String> {
+        keys.iter()
+            .map(|k| match k {
+                PartitionKey::Dt => format!(
+                    "{:04}-{:02}-{:02}",
+                    self.date.year(),
+                    self.date.month(),
+                    self.date.day()
+                ),
+                PartitionKey::Hour => format!("{:02}", self.hour),
+                PartitionKey::Bucket { count, .. } => bucket_text(self.bucket, *count),
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -135,6 +178,14 @@ mod tests {
 
     fn no_bucket(_: &str) -> Option<Cow<'static, str>> {
         None
+    }
+
+    fn partition_values<'a>(
+        keys: &[PartitionKey],
+        time_us: i64,
+        bucket_input: impl FnMut(&str) -> Option<Cow<'a, str>>,
+    ) -> Result<Vec<String>, PartitionError> {
+        PartitionSlot::of(keys, time_us, bucket_input).map(|slot| slot.values(keys))
     }
 
     #[test]
@@ -150,6 +201,29 @@ mod tests {
             partition_values(&[PartitionKey::Hour], t, no_bucket).unwrap(),
             vec!["23".to_string()]
         );
+    }
+
+    #[test]
+    fn events_of_one_hour_and_bucket_share_a_slot() {
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().timestamp_micros();
+        let keys = [PartitionKey::Dt, PartitionKey::Hour];
+        let slot = |t: &str| PartitionSlot::of(&keys, at(t), no_bucket).unwrap();
+        assert_eq!(slot("2026-11-01T10:00:00Z"), slot("2026-11-01T10:59:59.999999Z"));
+        assert_ne!(slot("2026-11-01T10:59:59Z"), slot("2026-11-01T11:00:00Z"));
+        assert_ne!(slot("2026-11-01T10:00:00Z"), slot("2026-11-02T10:00:00Z"));
+        let bucketed = [
+            PartitionKey::Hour,
+            PartitionKey::Bucket {
+                count: 4,
+                pointer: "/id".into(),
+            },
+        ];
+        let of_id = |id: &'static str| {
+            PartitionSlot::of(&bucketed, at("2026-11-01T10:00:00Z"), |_| Some(Cow::Borrowed(id))).unwrap()
+        };
+        let (a, b) = (of_id("a"), of_id("b"));
+        assert_eq!(a == b, bucket_of("a", 4) == bucket_of("b", 4));
+        assert_eq!(a.values(&bucketed), ["10".to_string(), bucket_of("a", 4)]);
     }
 
     #[test]

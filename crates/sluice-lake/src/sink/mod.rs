@@ -48,7 +48,7 @@ use sluice_core::{Accepted, Event, FlushReport, Rejected, Sink, StageError, now_
 
 use crate::{
     LakeError, LakeSinkConfig, TableLocation,
-    partition::{PartitionError, PartitionKey, partition_values},
+    partition::{PartitionError, PartitionKey, PartitionSlot},
     table::{check_schema, merge_columns, open_or_create, table_error, table_schema},
 };
 
@@ -327,7 +327,7 @@ impl Sink for LakeSink {
             return Ok(Accepted::AlreadyCommitted);
         }
         let mut rejected = Vec::new();
-        let mut groups: HashMap<Vec<String>, Vec<Event>> = HashMap::new();
+        let mut groups: HashMap<PartitionSlot, Vec<Event>> = HashMap::new();
         for event in events {
             let Some(time_us) = event.time_us else {
                 rejected.push(Rejected::new(
@@ -337,35 +337,35 @@ impl Sink for LakeSink {
                 ));
                 continue;
             };
-            let values =
-                match partition_values(&self.partition_by, time_us, |p| bucket_input(&event, &self.event_id, p)) {
-                    Ok(values) => values,
-                    Err(PartitionError::TimeOutOfRange) => {
-                        rejected.push(Rejected::new(
-                            event,
-                            reason::BAD_EVENT_TIME,
-                            format!("event time {time_us}µs is out of range"),
-                        ));
-                        continue;
-                    }
-                    Err(PartitionError::MissingBucketValue(pointer)) => {
-                        rejected.push(Rejected::new(
-                            event,
-                            reason::MISSING_PARTITION_VALUE,
-                            format!("the bucket partition hashes {pointer}, which holds no string or number"),
-                        ));
-                        continue;
-                    }
-                };
+            let slot = match PartitionSlot::of(&self.partition_by, time_us, |p| bucket_input(&event, &self.event_id, p))
+            {
+                Ok(slot) => slot,
+                Err(PartitionError::TimeOutOfRange) => {
+                    rejected.push(Rejected::new(
+                        event,
+                        reason::BAD_EVENT_TIME,
+                        format!("event time {time_us}µs is out of range"),
+                    ));
+                    continue;
+                }
+                Err(PartitionError::MissingBucketValue(pointer)) => {
+                    rejected.push(Rejected::new(
+                        event,
+                        reason::MISSING_PARTITION_VALUE,
+                        format!("the bucket partition hashes {pointer}, which holds no string or number"),
+                    ));
+                    continue;
+                }
+            };
             if let Some(id) = &event.id
                 && !self.seen.insert(id)
             {
                 self.duplicates_dropped += 1;
                 continue;
             }
-            groups.entry(values).or_default().push(event);
+            groups.entry(slot).or_default().push(event);
         }
-        for (values, events) in groups {
+        for (slot, events) in groups {
             let Some(batch) = self.decode(events, &mut rejected)? else {
                 continue;
             };
@@ -373,7 +373,7 @@ impl Sink for LakeSink {
             let partition: indexmap::IndexMap<String, Scalar> = self
                 .partition_by
                 .iter()
-                .zip(values)
+                .zip(slot.values(&self.partition_by))
                 .map(|(k, v)| (k.column().to_string(), Scalar::String(v)))
                 .collect();
             self.writer

@@ -97,7 +97,7 @@ pub fn to_json_schema(schema: &AvroSchema) -> JsonDoc {
             match others.as_slice() {
                 [only] if u.is_nullable() => nullable(to_json_schema(only)),
                 [only] => to_json_schema(only),
-                _ => JsonDoc::object::<String>([]),
+                _ => JsonDoc::Object(Default::default()),
             }
         }
         AvroSchema::Record(r) => {
@@ -119,7 +119,7 @@ pub fn to_json_schema(schema: &AvroSchema) -> JsonDoc {
             ])
         }
         AvroSchema::Decimal(_) | AvroSchema::BigDecimal | AvroSchema::Duration | AvroSchema::Ref { .. } => {
-            JsonDoc::object::<String>([])
+            JsonDoc::Object(Default::default())
         }
     }
 }

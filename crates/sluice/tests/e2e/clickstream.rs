@@ -222,6 +222,13 @@ async fn clickstream_through_files_and_http_matches_the_oracle() {
     assert_eq!(theirs["per_hour"], oracle["valid_unique_per_hour"]);
     assert_eq!(theirs["partition_mismatches"], 0);
     assert_eq!(theirs["purchase_revenue_cents"], oracle["purchase_revenue_cents"]);
+    let mut schema_order: Vec<Value> = theirs["schema_properties"].as_array().unwrap().clone();
+    schema_order.extend([Value::from("dt"), Value::from("hour")]);
+    assert_eq!(
+        theirs["columns"].as_array().unwrap(),
+        &schema_order,
+        "the table's columns follow the schema file's properties, then the partition columns"
+    );
 
     // Dead letters: every invalid line, with the right reason class.
     let dlq: Value = serde_json::from_str(&support::run_ok(

@@ -1,11 +1,13 @@
 """Independent reader for the end-to-end test: reads a Delta table with the
 `deltalake` Python package (delta-rs via pyarrow) and prints what it holds.
 
-Usage: read_delta.py TABLE_PATH ID_COLUMN TIME_COLUMN
+Usage: read_delta.py TABLE_PATH ID_COLUMN TIME_COLUMN SCHEMA_PATH
 Prints JSON: rows, distinct ids, SHA-256 of the sorted distinct ids joined by
 newlines, distinct ids per UTC hour (YYYY-MM-DDTHH), rows whose dt/hour
-partition values disagree with their event time, and the revenue of distinct
-purchases in cents (clickstream tables: `event_type`, `props.revenue`).
+partition values disagree with their event time, the revenue of distinct
+purchases in cents (clickstream tables: `event_type`, `props.revenue`), the
+table's columns in order, and the JSON Schema's properties in the order the
+file writes them.
 """
 import hashlib
 import json
@@ -16,7 +18,10 @@ from deltalake import DeltaTable
 
 
 def main():
-    path, id_col, time_col = sys.argv[1:4]
+    path, id_col, time_col, schema_path = sys.argv[1:5]
+    with open(schema_path) as f:
+        schema_properties = list(json.load(f)["properties"])
+    columns = [field.name for field in DeltaTable(path).schema().fields]
     table = DeltaTable(path).to_pyarrow_table(columns=[id_col, time_col, "dt", "hour", "event_type", "props"])
     ids = table.column(id_col).to_pylist()
     types = table.column("event_type").to_pylist()
@@ -40,7 +45,8 @@ def main():
     digest = hashlib.sha256("\n".join(sorted(seen)).encode()).hexdigest()
     print(json.dumps({"rows": len(ids), "distinct": len(seen), "ids_sha256": digest,
                       "per_hour": dict(sorted(per_hour.items())), "partition_mismatches": mismatched,
-                      "purchase_revenue_cents": revenue_cents}), flush=True)
+                      "purchase_revenue_cents": revenue_cents, "columns": columns,
+                      "schema_properties": schema_properties}), flush=True)
     # pyarrow's threads sometimes abort the interpreter's teardown
     # ("terminate called without an active exception") after the answer is out.
     os._exit(0)

@@ -264,7 +264,8 @@ pub fn read_with_delta_rs(table: &Path) -> serde_json::Value {
         Command::new(python())
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/read_delta.py"))
             .arg(table)
-            .args(["event_id", "ts"]),
+            .args(["event_id", "ts"])
+            .arg(bench_dir().join("schemas/clickstream.schema.json")),
     );
     serde_json::from_str(&out).unwrap()
 }

@@ -1,7 +1,8 @@
 //! Core vocabulary shared by every Sluice component: batches as they sit in
 //! the durable queue, events as they flow through stages, dead letters, the
-//! `Transform` and `Sink` traits and the error classes that decide between
-//! retry, dead letter and stop.
+//! `Transform` and `Sink` traits, the error classes that decide between
+//! retry, dead letter and stop, and `JsonDoc` for documents whose member
+//! order means something (schemas).
 //!
 //! This crate does no I/O and depends on no runtime, so every other crate can
 //! use it without pulling in storage or network code.

@@ -6,8 +6,7 @@
 
 use std::{collections::BTreeMap, path::Path, sync::Arc};
 
-use sluice_core::JsonDoc;
-use sluice_core::Transform;
+use sluice_core::{JsonDoc, Transform};
 use sluice_schema::ValidateTransform;
 
 use super::{

@@ -1,13 +1,13 @@
 """Independent reader for the end-to-end test: reads a Delta table with the
 `deltalake` Python package (delta-rs via pyarrow) and prints what it holds.
 
-Usage: read_delta.py TABLE_PATH ID_COLUMN TIME_COLUMN SCHEMA_PATH
+Usage: read_delta.py TABLE_PATH ID_COLUMN TIME_COLUMN [SCHEMA_PATH]
 Prints JSON: rows, distinct ids, SHA-256 of the sorted distinct ids joined by
 newlines, distinct ids per UTC hour (YYYY-MM-DDTHH), rows whose dt/hour
 partition values disagree with their event time, the revenue of distinct
 purchases in cents (clickstream tables: `event_type`, `props.revenue`), the
-table's columns in order, and the JSON Schema's properties in the order the
-file writes them.
+table's columns in order, and, given SCHEMA_PATH, the JSON Schema's
+properties in the order the file writes them.
 """
 import hashlib
 import json
@@ -18,9 +18,11 @@ from deltalake import DeltaTable
 
 
 def main():
-    path, id_col, time_col, schema_path = sys.argv[1:5]
-    with open(schema_path) as f:
-        schema_properties = list(json.load(f)["properties"])
+    path, id_col, time_col = sys.argv[1:4]
+    schema_properties = None
+    if len(sys.argv) > 4:
+        with open(sys.argv[4]) as f:
+            schema_properties = list(json.load(f)["properties"])
     columns = [field.name for field in DeltaTable(path).schema().fields]
     table = DeltaTable(path).to_pyarrow_table(columns=[id_col, time_col, "dt", "hour", "event_type", "props"])
     ids = table.column(id_col).to_pylist()

@@ -103,7 +103,7 @@ pub enum PartitionError {
 }
 
 /// The bucket of a value: XXH64 (seed 0) of its UTF-8 text modulo `count`.
-pub fn bucket_number(value: &str, count: u32) -> u32 {
+fn bucket_number(value: &str, count: u32) -> u32 {
     (XxHash64::oneshot(0, value.as_bytes()) % u64::from(count)) as u32
 }
 
@@ -221,9 +221,17 @@ mod tests {
         let of_id = |id: &'static str| {
             PartitionSlot::of(&bucketed, at("2026-11-01T10:00:00Z"), |_| Some(Cow::Borrowed(id))).unwrap()
         };
-        let (a, b) = (of_id("a"), of_id("b"));
-        assert_eq!(a == b, bucket_of("a", 4) == bucket_of("b", 4));
-        assert_eq!(a.values(&bucketed), ["10".to_string(), bucket_of("a", 4)]);
+        let ids = ["a", "b", "c", "d", "e", "f", "g", "h"];
+        assert!(
+            ids.iter().any(|id| bucket_of(id, 4) != bucket_of("a", 4)),
+            "the ids fall in more than one bucket"
+        );
+        for x in ids {
+            for y in ids {
+                assert_eq!(of_id(x) == of_id(y), bucket_of(x, 4) == bucket_of(y, 4), "{x} {y}");
+            }
+        }
+        assert_eq!(of_id("a").values(&bucketed), ["10".to_string(), bucket_of("a", 4)]);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod arrow_types;
 pub mod avro;
+pub mod event_json;
 pub mod registry;
 pub mod self_describing;
 pub mod validate;

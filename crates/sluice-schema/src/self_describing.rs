@@ -21,7 +21,7 @@ use std::{
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use jsonschema::Validator;
+use jsonschema::{Validator, json::SerdeJson};
 use serde_json::Value;
 use sluice_core::{BatchInfo, Event, Rejected, StageError, Transform, TransformOutput, parse_object, reason};
 
@@ -133,7 +133,7 @@ impl SelfDescribingTransform {
         {
             return Ok(Err((schema_reason(&error), error.to_string())));
         }
-        if let Err(e) = self.fields.stamp(data, event) {
+        if let Err(e) = self.fields.stamp::<SerdeJson>(data, event) {
             return Ok(Err(e));
         }
         let mut out = value.pointer_mut(&p.data).map(Value::take).unwrap_or_default();

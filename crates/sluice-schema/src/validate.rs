@@ -15,12 +15,17 @@ use std::{path::Path, sync::Arc};
 
 use async_trait::async_trait;
 use chrono::DateTime;
-use jsonschema::{ValidationError, Validator, error::ValidationErrorKind};
+use jsonschema::{
+    Draft, ValidationError, Validator,
+    error::ValidationErrorKind,
+    json::{Array, Json, JsonNumber, Node, Object},
+};
 use serde_json::Value;
 use sluice_core::{
-    BatchInfo, Event, JsonDoc, Rejected, StageError, Transform, TransformOutput, json_kind, parse_object,
-    pointer_tokens, reason,
+    BatchInfo, Event, JsonDoc, Rejected, StageError, Transform, TransformOutput, pointer_tokens, reason,
 };
+
+use crate::event_json::{EventJson, kind, parse_event};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
@@ -43,12 +48,15 @@ pub fn load_schema(path: &Path) -> Result<JsonDoc, SchemaError> {
         path: shown.clone(),
         source,
     })?;
-    compile(&schema.to_value()).map_err(|message| SchemaError::Compile { path: shown, message })?;
+    compile::<EventJson>(&schema.to_value()).map_err(|message| SchemaError::Compile { path: shown, message })?;
     Ok(schema)
 }
 
-pub(crate) fn compile(schema: &Value) -> Result<Validator, String> {
-    jsonschema::draft202012::options()
+/// A validator for instances in representation `F` (`serde_json::Value`
+/// unless named).
+pub(crate) fn compile<F: Json>(schema: &Value) -> Result<Validator<F>, String> {
+    jsonschema::options_for::<F>()
+        .with_draft(Draft::Draft202012)
         .should_validate_formats(true)
         .build(schema)
         .map_err(|e| e.to_string())
@@ -56,7 +64,7 @@ pub(crate) fn compile(schema: &Value) -> Result<Validator, String> {
 
 /// Validates events against one schema and stamps their id and time.
 pub struct ValidateTransform {
-    validator: Validator,
+    validator: Validator<EventJson>,
     fields: EventFields,
 }
 
@@ -71,15 +79,15 @@ impl ValidateTransform {
 
     /// Checks one event; on success sets its id and time.
     pub fn check(&self, event: &mut Event) -> Result<(), (String, String)> {
-        let value = parse_object(&event.payload).map_err(|(why, detail)| (why.to_string(), detail))?;
+        let document = parse_event(&event.payload).map_err(|(why, detail)| (why.to_string(), detail))?;
         // `is_valid` stops at the first failure without building errors;
         // only an invalid event pays for the error that names the reason.
-        if !self.validator.is_valid(&value)
-            && let Some(error) = self.validator.iter_errors(&value).next()
+        if !self.validator.is_valid(&document)
+            && let Some(error) = self.validator.iter_errors(&document).next()
         {
             return Err((schema_reason(&error), error.to_string()));
         }
-        self.fields.stamp(&value, event)
+        self.fields.stamp::<EventJson>(&document, event)
     }
 }
 
@@ -102,12 +110,14 @@ impl FieldPointer {
         }
     }
 
-    /// What `Value::pointer` with the same text finds.
-    fn find<'v>(&self, value: &'v Value) -> Option<&'v Value> {
-        self.tokens.as_ref()?.iter().try_fold(value, |at, token| match at {
-            Value::Object(map) => map.get(token),
-            Value::Array(items) => array_index(token).and_then(|i| items.get(i)),
-            _ => None,
+    /// What `Value::pointer` with the same text finds, in any
+    /// representation jsonschema reads.
+    fn find<'v, F: Json<PreparedKey = String>>(&self, value: F::Node<'v>) -> Option<F::Node<'v>> {
+        self.tokens.as_ref()?.iter().try_fold(value, |at, token| {
+            if let Some(members) = at.as_object() {
+                return members.get(token);
+            }
+            array_index(token).and_then(|i| at.as_array()?.elements().nth(i))
         })
     }
 }
@@ -135,13 +145,21 @@ impl EventFields {
         }
     }
 
-    /// Sets `event`'s id and time from `value`; the reason and detail if
-    /// they are unusable.
-    pub(crate) fn stamp(&self, value: &Value, event: &mut Event) -> Result<(), (String, String)> {
+    /// Sets `event`'s id and time from `value` (an event in representation
+    /// `F`); the reason and detail if they are unusable.
+    pub(crate) fn stamp<'v, F: Json<PreparedKey = String>>(
+        &self,
+        value: F::Node<'v>,
+        event: &mut Event,
+    ) -> Result<(), (String, String)> {
         let (event_id, event_time) = (&self.id.text, &self.time.text);
-        let id = match self.id.find(value) {
-            Some(Value::String(s)) if !s.is_empty() => Arc::<str>::from(s.as_str()),
-            Some(Value::Number(n)) => Arc::<str>::from(n.to_string()),
+        let found = self.id.find::<F>(value.clone());
+        let id = match (
+            found.as_ref().and_then(Node::as_string),
+            found.as_ref().and_then(Node::as_number),
+        ) {
+            (Some(s), _) if !s.is_empty() => Arc::<str>::from(s.as_ref()),
+            (None, Some(n)) => Arc::<str>::from(n.as_str().as_ref()),
             _ => {
                 return Err((
                     reason::MISSING_EVENT_ID.into(),
@@ -149,25 +167,27 @@ impl EventFields {
                 ));
             }
         };
-        let time_us = match self.time.find(value) {
-            Some(Value::String(s)) => DateTime::parse_from_rfc3339(s)
-                .map_err(|e| {
-                    (
-                        reason::BAD_EVENT_TIME.to_string(),
-                        format!("{s:?} at {}: {e}", event_time),
-                    )
-                })?
-                .timestamp_micros(),
-            Some(other) => {
-                return Err((
-                    reason::BAD_EVENT_TIME.into(),
-                    format!(
-                        "expected an RFC 3339 string at {}, got {}",
-                        event_time,
-                        json_kind(other)
-                    ),
-                ));
-            }
+        let time_us = match self.time.find::<F>(value) {
+            Some(node) => match node.as_string() {
+                Some(s) => DateTime::parse_from_rfc3339(&s)
+                    .map_err(|e| {
+                        (
+                            reason::BAD_EVENT_TIME.to_string(),
+                            format!("{s:?} at {}: {e}", event_time),
+                        )
+                    })?
+                    .timestamp_micros(),
+                None => {
+                    return Err((
+                        reason::BAD_EVENT_TIME.into(),
+                        format!(
+                            "expected an RFC 3339 string at {}, got {}",
+                            event_time,
+                            kind(node.json_type())
+                        ),
+                    ));
+                }
+            },
             None => {
                 return Err((reason::MISSING_EVENT_TIME.into(), format!("nothing at {}", event_time)));
             }
@@ -212,7 +232,9 @@ impl Transform for ValidateTransform {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event_json::to_serde;
     use bytes::Bytes;
+    use jsonschema::json::SerdeJson;
     use serde_json::json;
 
     fn event(line: &str) -> Event {
@@ -239,8 +261,9 @@ mod tests {
     }
 
     #[test]
-    fn field_pointers_find_what_value_pointer_finds() {
+    fn field_pointers_find_what_value_pointer_finds_in_either_representation() {
         let doc = json!({"a/b": {"c~d": [10, {"e": 11}]}, "": 12, "n": {"01": 13}});
+        let parsed = parse_event(doc.to_string().as_bytes()).unwrap();
         for text in [
             "",
             "/a~1b",
@@ -254,7 +277,13 @@ mod tests {
             "/missing/x",
             "no-slash",
         ] {
-            assert_eq!(FieldPointer::new(text).find(&doc), doc.pointer(text), "{text:?}");
+            let pointer = FieldPointer::new(text);
+            assert_eq!(pointer.find::<SerdeJson>(&doc), doc.pointer(text), "{text:?}");
+            assert_eq!(
+                pointer.find::<EventJson>(&parsed).map(to_serde).as_ref(),
+                doc.pointer(text),
+                "{text:?}"
+            );
         }
     }
 
@@ -270,6 +299,29 @@ mod tests {
                     .unwrap()
                     .timestamp_micros()
             )
+        );
+    }
+
+    #[test]
+    fn a_numeric_id_is_its_number_text_and_a_repeated_member_is_read_with_its_last_value() {
+        let any = ValidateTransform::new(&crate::doc(json!({})), "/id", "/ts").unwrap();
+        let mut e = event(r#"{"id":"first","ts":"2026-11-01T00:00:00Z","id":1.5e3}"#);
+        any.check(&mut e).unwrap();
+        assert_eq!(e.id.as_deref(), Some("1500.0"));
+        let mut e = event(r#"{"id":-42,"ts":"2026-11-01T00:00:00Z"}"#);
+        any.check(&mut e).unwrap();
+        assert_eq!(e.id.as_deref(), Some("-42"));
+        let mut e = event(r#"{"id":"e6","ts":"2026-11-01T00:00:00Z","id":"e7"}"#);
+        transform().check(&mut e).unwrap();
+        assert_eq!(e.id.as_deref(), Some("e7"));
+        // The copy the lake keeps (the last) is always checked.
+        assert_eq!(
+            reason_of(r#"{"id":"e7","ts":"2026-11-01T00:00:00Z","id":7}"#),
+            "schema:/id:type"
+        );
+        assert_eq!(
+            reason_of(r#"{"id":"","ts":"2026-11-01T00:00:00Z"}"#),
+            "missing_event_id"
         );
     }
 

@@ -103,7 +103,7 @@ fn an_avro_schema_reads_as_the_json_schema_of_its_datums() {
         decoded,
         json!({"id": "a", "ts": "2026-11-18T11:06:40.123456Z", "n": 3, "kind": "click", "tags": ["a"], "attrs": {"k": "v"}})
     );
-    let validator = crate::validate::compile(&as_value).unwrap();
+    let validator = crate::validate::compile::<jsonschema::json::SerdeJson>(&as_value).unwrap();
     assert!(validator.is_valid(&decoded), "a datum is valid against its JSON Schema");
 }
 

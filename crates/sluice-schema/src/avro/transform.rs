@@ -22,6 +22,7 @@ use apache_avro::Schema as AvroSchema;
 use async_trait::async_trait;
 use base64::Engine;
 use bytes::Bytes;
+use jsonschema::json::SerdeJson;
 use serde_json::Value;
 use sluice_core::{BatchInfo, Event, Rejected, StageError, Transform, TransformOutput, reason};
 
@@ -136,7 +137,7 @@ impl AvroTransform {
             Ok(_) => return invalid(format!("{}: the datum is not a record", known.key)),
             Err(e) => return invalid(format!("{}: {e}", known.key)),
         };
-        if let Err(e) = self.fields.stamp(&value, event) {
+        if let Err(e) = self.fields.stamp::<SerdeJson>(&value, event) {
             return Ok(Err(e));
         }
         if let (Some(field), Value::Object(map)) = (&self.key_field, &mut value) {

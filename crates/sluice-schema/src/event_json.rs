@@ -30,7 +30,7 @@ use sluice_core::reason;
 use sonic_rs::{JsonContainerTrait, JsonNumberTrait, JsonValueTrait};
 
 /// The deepest nesting accepted: serde_json's recursion limit.
-pub const MAX_DEPTH: usize = 128;
+pub(crate) const MAX_DEPTH: usize = 128;
 
 /// Parses an event's payload: a JSON object, or the reason and detail why not.
 pub fn parse_event(payload: &[u8]) -> Result<sonic_rs::Value, (&'static str, String)> {
@@ -92,7 +92,7 @@ fn nests_within_limit(payload: &[u8]) -> bool {
 }
 
 /// What kind of JSON value a type is, for messages: `a string`, `an object`, ...
-pub fn kind(json_type: JsonType) -> &'static str {
+pub(crate) fn kind(json_type: JsonType) -> &'static str {
     match json_type {
         JsonType::Null => "null",
         JsonType::Boolean => "a boolean",
@@ -119,9 +119,9 @@ fn member<'a>(object: &'a sonic_rs::Object, key: &str) -> Option<&'a sonic_rs::V
     object.iter().filter(|(name, _)| *name == key).last().map(|(_, v)| v)
 }
 
-/// The same value as a `serde_json::Value` (for error messages and
-/// comparisons with containers; never on the path of a valid event).
-pub fn to_serde(value: &sonic_rs::Value) -> Value {
+/// The same value as a `serde_json::Value`: for error messages, and for
+/// comparing arrays and objects with `enum`/`const` literals.
+pub(crate) fn to_serde(value: &sonic_rs::Value) -> Value {
     match json_type(value) {
         JsonType::Null => Value::Null,
         JsonType::Boolean => Value::Bool(value.as_bool().unwrap_or_default()),

@@ -26,7 +26,7 @@ use jsonschema::{
     json::{Array, Json, JsonNumber, Node, NodeIdentity, Object, cmp},
 };
 use serde_json::Value;
-use sluice_core::reason;
+use sluice_core::{json_kind, reason};
 use sonic_rs::{JsonContainerTrait, JsonNumberTrait, JsonValueTrait};
 
 /// The deepest nesting accepted: serde_json's recursion limit.
@@ -51,7 +51,7 @@ pub fn parse_event(payload: &[u8]) -> Result<sonic_rs::Value, (&'static str, Str
     if !value.is_object() {
         return Err((
             reason::NOT_AN_OBJECT,
-            format!("expected a JSON object, got {}", kind(json_type(&value))),
+            format!("expected a JSON object, got {}", json_kind(&to_serde(&value))),
         ));
     }
     Ok(value)
@@ -89,18 +89,6 @@ fn nests_within_limit(payload: &[u8]) -> bool {
         }
     }
     true
-}
-
-/// What kind of JSON value a type is, for messages: `a string`, `an object`, ...
-pub(crate) fn kind(json_type: JsonType) -> &'static str {
-    match json_type {
-        JsonType::Null => "null",
-        JsonType::Boolean => "a boolean",
-        JsonType::Integer | JsonType::Number => "a number",
-        JsonType::String => "a string",
-        JsonType::Array => "an array",
-        JsonType::Object => "an object",
-    }
 }
 
 fn json_type(value: &sonic_rs::Value) -> JsonType {

@@ -22,10 +22,10 @@ use jsonschema::{
 };
 use serde_json::Value;
 use sluice_core::{
-    BatchInfo, Event, JsonDoc, Rejected, StageError, Transform, TransformOutput, pointer_tokens, reason,
+    BatchInfo, Event, JsonDoc, Rejected, StageError, Transform, TransformOutput, json_kind, pointer_tokens, reason,
 };
 
-use crate::event_json::{EventJson, kind, parse_event};
+use crate::event_json::{EventJson, parse_event};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
@@ -183,7 +183,7 @@ impl EventFields {
                         format!(
                             "expected an RFC 3339 string at {}, got {}",
                             event_time,
-                            kind(node.json_type())
+                            json_kind(&node.to_value())
                         ),
                     ));
                 }
@@ -311,6 +311,11 @@ mod tests {
         let mut e = event(r#"{"id":-42,"ts":"2026-11-01T00:00:00Z"}"#);
         any.check(&mut e).unwrap();
         assert_eq!(e.id.as_deref(), Some("-42"));
+        let (why, detail) = any.check(&mut event(r#"{"id":"e","ts":[2026]}"#)).unwrap_err();
+        assert_eq!(
+            (why.as_str(), detail.as_str()),
+            ("bad_event_time", "expected an RFC 3339 string at /ts, got an array")
+        );
         let mut e = event(r#"{"id":"e6","ts":"2026-11-01T00:00:00Z","id":"e7"}"#);
         transform().check(&mut e).unwrap();
         assert_eq!(e.id.as_deref(), Some("e7"));

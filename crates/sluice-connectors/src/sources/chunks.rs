@@ -162,16 +162,34 @@ fn unpacked(input: Box<dyn Read + Send>) -> Result<Box<dyn BufRead + Send>, Stop
     Ok(Box::new(reader))
 }
 
+/// Copies whole buffers and looks for a line end only where a chunk may end:
+/// the first line end that brings the chunk to `max` bytes (the cut a
+/// line-by-line reader makes, so batch keys name the same lines).
 fn ndjson(mut reader: Box<dyn BufRead + Send>, out: &mut Sender) -> Result<(), Stop> {
     loop {
-        match reader.read_until(b'\n', &mut out.chunk) {
-            Ok(0) => return Ok(()),
-            Ok(_) => out.line_done()?,
+        let buf = match reader.fill_buf() {
+            Ok([]) => return Ok(()),
+            Ok(buf) => buf,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 // Keep the whole lines read so far; the partial last line is lost with the error.
                 let end = out.chunk.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
                 out.chunk.truncate(end);
                 return Err(e.into());
+            }
+        };
+        let from = out.max.saturating_sub(1).saturating_sub(out.chunk.len()).min(buf.len());
+        match memchr::memchr(b'\n', &buf[from..]) {
+            Some(i) => {
+                let end = from + i + 1;
+                out.chunk.extend_from_slice(&buf[..end]);
+                reader.consume(end);
+                out.line_done()?;
+            }
+            None => {
+                let all = buf.len();
+                out.chunk.extend_from_slice(buf);
+                reader.consume(all);
             }
         }
     }

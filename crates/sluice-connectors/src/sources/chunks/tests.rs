@@ -67,6 +67,36 @@ fn the_same_bytes_cut_the_same_chunks() {
 }
 
 #[test]
+fn each_chunk_ends_with_the_first_line_end_that_brings_it_to_max_bytes() {
+    // Lines of different lengths, one far longer than a chunk, the last unended.
+    let mut text: String = (0..300)
+        .map(|i| format!("{{\"n\":\"{}\"}}\n", "x".repeat(i % 37)))
+        .collect();
+    text.insert_str(2_000, &format!("{{\"long\":\"{}\"}}\n", "y".repeat(1_500)));
+    text.push_str("{\"last\":1}");
+    for max in [1, 64, 100, 512, 4_096] {
+        // What a reader going line by line cuts.
+        let mut expected = vec![String::new()];
+        for line in text.split_inclusive('\n') {
+            let current = expected.last_mut().unwrap();
+            current.push_str(line);
+            if current.len() >= max {
+                expected.push(String::new());
+            }
+        }
+        expected.retain(|c| !c.is_empty());
+        let cut: Vec<String> = read_all(text.clone().into_bytes(), Layout::Ndjson, max)
+            .into_iter()
+            .map(|c| match c {
+                Chunk::Lines(b) => String::from_utf8(b.to_vec()).unwrap(),
+                _ => panic!("only lines expected"),
+            })
+            .collect();
+        assert_eq!(cut, expected, "max {max}");
+    }
+}
+
+#[test]
 fn a_json_array_becomes_one_line_per_element() {
     let input = b"[\n  {\"a\": 1,\n   \"s\": \"x\\ny\"},\n  {\"b\": [1, 2]}, 3\n]\n".to_vec();
     let chunks = read_all(input, Layout::JsonArray, 1024);

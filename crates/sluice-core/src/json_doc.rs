@@ -1,8 +1,8 @@
 //! JSON documents whose objects keep their members in the order written.
 //!
-//! Sluice builds serde_json's `Value` without `preserve_order`: every event
-//! is parsed into one, and a sorted map is cheaper to build and drop than an
-//! insertion-ordered one. Where the order of members carries meaning — a
+//! Sluice builds serde_json's `Value` without `preserve_order`: transforms
+//! parse events into one, and a sorted map is cheaper to build and drop than
+//! an insertion-ordered one. Where the order of members carries meaning — a
 //! JSON Schema's `properties` are a table's columns, in that order — the
 //! document is read into a [`JsonDoc`] instead, and turned into a `Value`
 //! ([`JsonDoc::to_value`]) for code that only checks against it.
@@ -68,6 +68,24 @@ impl JsonDoc {
         matches!(self, JsonDoc::Null)
     }
 
+    /// The JSON types this schema node declares, `"null"` left out: its
+    /// `type`, or `string` for a non-empty `enum` of strings (and nulls) or a
+    /// string `const`. The lake's and PostgreSQL's column types start here.
+    pub fn declared_types(&self) -> Vec<&str> {
+        match self.get("type") {
+            Some(JsonDoc::String(t)) => vec![t.as_str()],
+            Some(JsonDoc::Array(ts)) => ts.iter().filter_map(JsonDoc::as_str).filter(|t| *t != "null").collect(),
+            Some(_) => vec![],
+            None => match (self.get("enum"), self.get("const")) {
+                (Some(JsonDoc::Array(vs)), _) if !vs.is_empty() && vs.iter().all(|v| v.is_string() || v.is_null()) => {
+                    vec!["string"]
+                }
+                (_, Some(JsonDoc::String(_))) => vec!["string"],
+                _ => vec![],
+            },
+        }
+    }
+
     /// The same document as a serde_json `Value` (whose objects sort their keys).
     pub fn to_value(&self) -> Value {
         match self {
@@ -113,6 +131,32 @@ impl Index<&str> for JsonDoc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn declared_types_read_type_or_string_literals_and_leave_out_null() {
+        let types = |text: &str| -> Vec<String> {
+            let node: JsonDoc = text.parse().unwrap();
+            node.declared_types().into_iter().map(str::to_string).collect()
+        };
+        assert_eq!(types(r#"{"type": "integer"}"#), ["integer"]);
+        assert_eq!(
+            types(r#"{"type": ["null", "number", "integer"]}"#),
+            ["number", "integer"]
+        );
+        assert_eq!(types(r#"{"enum": ["a", null, "b"]}"#), ["string"]);
+        assert_eq!(types(r#"{"const": "a"}"#), ["string"]);
+        assert_eq!(types(r#"{"enum": ["a", 1], "const": "a"}"#), ["string"]);
+        for nothing in [
+            r#"{"enum": ["a", 1]}"#,
+            r#"{"enum": []}"#,
+            r#"{"const": null}"#,
+            r#"{"const": 1}"#,
+            r#"{"type": 5, "const": "a"}"#,
+            r#"{"oneOf": [{"type": "string"}]}"#,
+        ] {
+            assert!(types(nothing).is_empty(), "{nothing}");
+        }
+    }
 
     #[test]
     fn objects_keep_the_order_written_at_every_depth() {

@@ -370,19 +370,7 @@ enum SchemaKind<'a> {
 }
 
 fn schema_kind(node: &JsonDoc) -> SchemaKind<'_> {
-    let types: Vec<&str> = match node.get("type") {
-        Some(JsonDoc::String(t)) => vec![t.as_str()],
-        Some(JsonDoc::Array(ts)) => ts.iter().filter_map(JsonDoc::as_str).filter(|t| *t != "null").collect(),
-        None => match (node.get("enum"), node.get("const")) {
-            (Some(JsonDoc::Array(vs)), _) if !vs.is_empty() && vs.iter().all(|v| v.is_string() || v.is_null()) => {
-                vec!["string"]
-            }
-            (_, Some(JsonDoc::String(_))) => vec!["string"],
-            _ => vec![],
-        },
-        Some(_) => vec![],
-    };
-    match types.as_slice() {
+    match node.declared_types().as_slice() {
         ["string"] if node.get("format").and_then(JsonDoc::as_str) == Some("date-time") => {
             SchemaKind::Column(PgType::Timestamptz)
         }

@@ -59,28 +59,8 @@ fn struct_fields(props: &Members, path: &mut Vec<String>, json_text: &mut Vec<Ve
         .collect()
 }
 
-/// The JSON types a schema node allows, ignoring `"null"`.
-fn declared_types(node: &JsonDoc) -> Vec<&str> {
-    match node.get("type") {
-        Some(JsonDoc::String(t)) => vec![t.as_str()],
-        Some(JsonDoc::Array(ts)) => ts.iter().filter_map(JsonDoc::as_str).filter(|t| *t != "null").collect(),
-        _ => {
-            let literals: Vec<&JsonDoc> = match (node.get("enum"), node.get("const")) {
-                (Some(JsonDoc::Array(vs)), _) => vs.iter().collect(),
-                (_, Some(v)) => vec![v],
-                _ => return vec![],
-            };
-            if !literals.is_empty() && literals.iter().all(|v| v.is_string() || v.is_null()) {
-                vec!["string"]
-            } else {
-                vec![]
-            }
-        }
-    }
-}
-
 fn data_type(node: &JsonDoc, path: &mut Vec<String>, json_text: &mut Vec<Vec<String>>) -> DataType {
-    match declared_types(node).as_slice() {
+    match node.declared_types().as_slice() {
         ["string"] if node.get("format").and_then(JsonDoc::as_str) == Some("date-time") => {
             DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
         }

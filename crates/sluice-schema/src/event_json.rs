@@ -377,7 +377,11 @@ mod tests {
 
     #[test]
     fn brackets_inside_strings_do_not_count_as_nesting() {
-        let text = format!(r#"{{"a":"{}\"[{{","b":[[1]]}}"#, "[{".repeat(200));
+        // After an escaped quote the string goes on: its 400 brackets are text.
+        let text = format!(r#"{{"a":"\"{}","b":[[1]]}}"#, "[{".repeat(200));
         assert!(parse_event(text.as_bytes()).is_ok());
+        // The same brackets outside a string nest 200 deep.
+        let nested = format!(r#"{{"a":{}1{}}}"#, "[".repeat(200), "]".repeat(200));
+        assert!(parse_event(nested.as_bytes()).is_err());
     }
 }

@@ -41,8 +41,9 @@ pub struct LakeSinkConfig {
     /// producer duplicate (0: only within one flush).
     #[serde(default = "default_dedupe_window_secs")]
     pub dedupe_window_secs: u64,
-    /// Most event ids the dedupe window holds (about 40 bytes each); past
-    /// it, the oldest are forgotten early.
+    /// Most event ids the dedupe window holds (16-byte entries in a table
+    /// at most half full: 36 MB at the default); past it, the oldest are
+    /// forgotten early.
     #[serde(default = "default_dedupe_max_ids")]
     pub dedupe_max_ids: usize,
     /// Codec of the Parquet files the sink writes (compaction rewrites them

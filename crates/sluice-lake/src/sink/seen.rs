@@ -1,40 +1,61 @@
 //! The write-time dedupe window: event ids the sink wrote recently, so a
 //! producer's duplicate is dropped before it reaches the table.
 //!
-//! Ids are kept as 128-bit XXH3 hashes (a collision, which would drop a
-//! distinct event, is about as likely as 2^-64 for 2^32 ids). Each id is
-//! tagged with the flush generation that wrote it:
-//! * ids of the open and of the flushed-but-uncommitted generations are
+//! An id is kept as 88 bits of its XXH3-128 hash in a 16-byte entry: the
+//! first 64 bits are the map's key, the next 24 are stored beside the flush
+//! generation that wrote it (40 bits). Entries were 24 bytes with the whole
+//! hash and a 64-bit generation; at the default `dedupe_max_ids` (10^6) the
+//! table has 2^21 slots, so the smaller entry saves about 17 MB.
+//! * Two ids are one only when all 88 bits agree: a distinct event is
+//!   dropped with a chance of about n^2 / 2^89 for n ids held (2^-49 for a
+//!   million).
+//! * An id whose first 64 bits match a held id's but not the next 24 is not
+//!   a duplicate and is let through without being held (its slot is
+//!   taken); a later copy of it is then left to compaction's dedupe.
+//! * Ids of the open and of the flushed-but-uncommitted generations are
 //!   forgotten by `discard` (the sink reset: those batches come again, and
-//!   their events must not be dropped as duplicates of themselves);
-//! * ids of committed generations are forgotten once older than the window,
-//!   or, oldest first, when more than `max_ids` are held.
+//!   their events must not be dropped as duplicates of themselves); ids of
+//!   committed generations are forgotten once older than the window, or,
+//!   oldest first, when more than `max_ids` are held.
+//! * Generations count flushes and resets; they stop at 2^40 - 1 (at ten
+//!   flushes a second, after 3 000 years).
 
 use std::{
     collections::{HashMap, VecDeque, hash_map::Entry},
-    hash::{BuildHasherDefault, Hash, Hasher},
+    hash::{BuildHasherDefault, Hasher},
     time::{Duration, Instant},
 };
 
 use twox_hash::XxHash3_128;
 
-/// An id's XXH3-128 as two words: 24 bytes per entry with its generation,
-/// where a `u128` key (16-byte aligned) makes 32.
-#[derive(PartialEq, Eq, Clone, Copy)]
-struct IdHash(u64, u64);
+/// Bits of an entry's value that hold its generation; the rest hold hash bits.
+const GENERATION_BITS: u32 = 40;
+const LAST_GENERATION: u64 = (1 << GENERATION_BITS) - 1;
 
-impl Hash for IdHash {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.0);
+/// An entry's value: 24 more bits of the id's hash above its generation.
+#[derive(Clone, Copy)]
+struct Held(u64);
+
+impl Held {
+    fn new(tag: u64, generation: u64) -> Self {
+        Held(tag << GENERATION_BITS | generation)
+    }
+
+    fn tag(self) -> u64 {
+        self.0 >> GENERATION_BITS
+    }
+
+    fn generation(self) -> u64 {
+        self.0 & LAST_GENERATION
     }
 }
 
-/// The map's hasher: the key already is a hash, so its first word serves.
+/// The map's hasher: the key already is a hash, so it serves as its own.
 #[derive(Default)]
-struct FirstWord(u64);
+struct KeyIsHash(u64);
 
-impl Hasher for FirstWord {
-    /// Required by `Hasher`; `IdHash` only ever calls `write_u64`.
+impl Hasher for KeyIsHash {
+    /// Required by `Hasher`; a `u64` key only ever calls `write_u64`.
     fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {
             self.0 = self.0.rotate_left(8) ^ u64::from(b);
@@ -53,7 +74,8 @@ impl Hasher for FirstWord {
 pub struct SeenIds {
     window: Duration,
     max_ids: usize,
-    ids: HashMap<IdHash, u64, BuildHasherDefault<FirstWord>>,
+    /// First 64 hash bits -> the next 24 and the generation.
+    ids: HashMap<u64, Held, BuildHasherDefault<KeyIsHash>>,
     /// Generation the next inserts belong to.
     open: u64,
     /// First generation not yet committed.
@@ -82,12 +104,15 @@ impl SeenIds {
 
     /// Records `id`; `false` when it was already seen (a duplicate).
     pub fn insert(&mut self, id: &str) -> bool {
-        let hash = XxHash3_128::oneshot(id.as_bytes());
-        let key = IdHash(hash as u64, (hash >> 64) as u64);
-        match self.ids.entry(key) {
-            Entry::Occupied(_) => false,
+        self.insert_hash(XxHash3_128::oneshot(id.as_bytes()))
+    }
+
+    fn insert_hash(&mut self, hash: u128) -> bool {
+        let tag = (hash >> 64) as u64 >> GENERATION_BITS;
+        match self.ids.entry(hash as u64) {
+            Entry::Occupied(held) => held.get().tag() != tag,
             Entry::Vacant(slot) => {
-                slot.insert(self.open);
+                slot.insert(Held::new(tag, self.open));
                 self.open_count += 1;
                 true
             }
@@ -97,7 +122,7 @@ impl SeenIds {
     /// The open generation was flushed; later inserts start a new one.
     pub fn stage(&mut self) {
         self.staged_count += std::mem::take(&mut self.open_count);
-        self.open += 1;
+        self.open = next_generation(self.open);
     }
 
     /// Every staged generation was committed at `now`.
@@ -114,11 +139,11 @@ impl SeenIds {
     pub fn discard(&mut self) {
         let first = self.first_uncommitted;
         if self.open_count + self.staged_count > 0 {
-            self.ids.retain(|_, generation| *generation < first);
+            self.ids.retain(|_, held| held.generation() < first);
         }
         self.open_count = 0;
         self.staged_count = 0;
-        self.open += 1;
+        self.open = next_generation(self.open);
         self.first_uncommitted = self.open;
     }
 
@@ -140,9 +165,13 @@ impl SeenIds {
             self.committed.pop_front();
         }
         if let Some(last) = last_expired {
-            self.ids.retain(|_, generation| *generation > last);
+            self.ids.retain(|_, held| held.generation() > last);
         }
     }
+}
+
+fn next_generation(generation: u64) -> u64 {
+    (generation + 1).min(LAST_GENERATION)
 }
 
 #[cfg(test)]
@@ -181,6 +210,37 @@ mod tests {
         );
         assert!(seen.insert("open"));
         assert!(!seen.insert("committed"));
+    }
+
+    #[test]
+    fn an_entry_is_16_bytes() {
+        assert_eq!(std::mem::size_of::<(u64, Held)>(), 16);
+    }
+
+    #[test]
+    fn ids_are_one_when_their_first_88_hash_bits_agree() {
+        let mut seen = SeenIds::new(Duration::from_secs(60), 1000);
+        let hash: u128 = 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210;
+        assert!(seen.insert_hash(hash));
+        assert!(!seen.insert_hash(hash));
+        assert!(
+            !seen.insert_hash(hash ^ 1 << 64),
+            "bit 64 is not among the 88 bits held"
+        );
+        assert!(
+            seen.insert_hash(hash ^ 1 << 127),
+            "the last bit held differs: a distinct id"
+        );
+        assert_eq!(seen.len(), 1, "the distinct id's slot was taken: it is not held");
+        assert!(seen.insert_hash(hash ^ 1 << 127), "so its repeat is let through too");
+    }
+
+    #[test]
+    fn generations_stop_at_the_last_one_instead_of_overflowing_into_the_tag() {
+        assert_eq!(next_generation(LAST_GENERATION - 1), LAST_GENERATION);
+        assert_eq!(next_generation(LAST_GENERATION), LAST_GENERATION);
+        let held = Held::new((1 << 24) - 1, LAST_GENERATION);
+        assert_eq!((held.tag(), held.generation()), ((1 << 24) - 1, LAST_GENERATION));
     }
 
     #[test]

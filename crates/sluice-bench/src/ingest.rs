@@ -33,7 +33,8 @@ pub struct Side {
 
 /// Sluice beside DuckDB: the round whose ratio is the median of the
 /// rounds run (each round runs both, back to back, so the two share the
-/// machine's state; DuckDB's own time has moved by 30% between runs here).
+/// machine's state; DuckDB's own time has moved by a third between runs
+/// here).
 #[derive(Debug, Serialize)]
 pub struct Comparison {
     pub sluice: Side,

@@ -2,15 +2,14 @@
 //! producer's duplicate is dropped before it reaches the table.
 //!
 //! An id is kept as 88 bits of its XXH3-128 hash in a 16-byte entry: the
-//! first 64 bits are the map's key, the next 24 are stored beside the flush
-//! generation that wrote it (40 bits). Entries were 24 bytes with the whole
-//! hash and a 64-bit generation; at the default `dedupe_max_ids` (10^6) the
-//! table has 2^21 slots, so the smaller entry saves about 17 MB.
+//! low 64 bits are the map's key, the top 24 are stored beside the flush
+//! generation that wrote it (40 bits). At the default `dedupe_max_ids`
+//! (10^6) the table has 2^21 slots: 36 MB.
 //! * Two ids are one only when all 88 bits agree: a distinct event is
 //!   dropped with a chance of about n^2 / 2^89 for n ids held (2^-49 for a
 //!   million).
-//! * An id whose first 64 bits match a held id's but not the next 24 is not
-//!   a duplicate and is let through without being held (its slot is
+//! * An id whose low 64 bits match a held id's but whose top 24 do not is
+//!   not a duplicate and is let through without being held (its slot is
 //!   taken); a later copy of it is then left to compaction's dedupe.
 //! * Ids of the open and of the flushed-but-uncommitted generations are
 //!   forgotten by `discard` (the sink reset: those batches come again, and
@@ -32,7 +31,7 @@ use twox_hash::XxHash3_128;
 const GENERATION_BITS: u32 = 40;
 const LAST_GENERATION: u64 = (1 << GENERATION_BITS) - 1;
 
-/// An entry's value: 24 more bits of the id's hash above its generation.
+/// An entry's value: the top 24 bits of the id's hash above its generation.
 #[derive(Clone, Copy)]
 struct Held(u64);
 
@@ -74,7 +73,7 @@ impl Hasher for KeyIsHash {
 pub struct SeenIds {
     window: Duration,
     max_ids: usize,
-    /// First 64 hash bits -> the next 24 and the generation.
+    /// Low 64 hash bits -> the top 24 and the generation.
     ids: HashMap<u64, Held, BuildHasherDefault<KeyIsHash>>,
     /// Generation the next inserts belong to.
     open: u64,

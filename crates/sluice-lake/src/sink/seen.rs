@@ -37,7 +37,7 @@ struct Held(u64);
 
 impl Held {
     fn new(tag: u64, generation: u64) -> Self {
-        Held(tag << GENERATION_BITS | generation)
+        Held((tag << GENERATION_BITS) | generation)
     }
 
     fn tag(self) -> u64 {
@@ -223,15 +223,15 @@ mod tests {
         assert!(seen.insert_hash(hash));
         assert!(!seen.insert_hash(hash));
         assert!(
-            !seen.insert_hash(hash ^ 1 << 64),
+            !seen.insert_hash(hash ^ (1 << 64)),
             "bit 64 is not among the 88 bits held"
         );
         assert!(
-            seen.insert_hash(hash ^ 1 << 127),
+            seen.insert_hash(hash ^ (1 << 127)),
             "the last bit held differs: a distinct id"
         );
         assert_eq!(seen.len(), 1, "the distinct id's slot was taken: it is not held");
-        assert!(seen.insert_hash(hash ^ 1 << 127), "so its repeat is let through too");
+        assert!(seen.insert_hash(hash ^ (1 << 127)), "so its repeat is let through too");
     }
 
     #[test]

@@ -9,8 +9,6 @@
 //!
 //! `cargo bench -p sluice-bench --bench hot_path`
 
-use std::{path::PathBuf, process::Command};
-
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use sluice_core::{BatchInfo, Event, Sink, Transform};
@@ -19,28 +17,14 @@ use sluice_schema::{ValidateTransform, arrow_layout, load_schema};
 
 const LINES: usize = 10_000;
 
-fn bench_dir() -> PathBuf {
-    sluice_bench::bench_dir().expect("shared/bench/gen_events.py not found; set SLUICE_BENCH_DIR")
-}
-
 fn lines() -> Vec<Bytes> {
-    let python = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".into());
-    let out = Command::new(python)
-        .arg(bench_dir().join("gen_events.py"))
-        .args([
-            "clickstream",
-            "-n",
-            &LINES.to_string(),
-            "--seed",
-            "3",
-            "--bad-rate",
-            "0.01",
-        ])
-        .output()
-        .expect("running the generator");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    out.stdout
-        .split(|&b| b == b'\n')
+    let options = sluice_gen::ClickstreamOptions {
+        bad_rate: 0.01,
+        ..sluice_gen::ClickstreamOptions::clean(LINES as u64, 3)
+    };
+    let mut out = Vec::new();
+    sluice_gen::clickstream(&options, &mut out).expect("writing to memory");
+    out.split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())
         .map(Bytes::copy_from_slice)
         .collect()
@@ -60,7 +44,7 @@ fn hot_path(c: &mut Criterion) {
         .build()
         .unwrap();
     let lines = lines();
-    let schema = load_schema(&bench_dir().join("schemas/clickstream.schema.json")).unwrap();
+    let schema = load_schema(&sluice_gen::clickstream_schema_path()).unwrap();
     let validate = ValidateTransform::new(&schema, "/event_id", "/ts").unwrap();
     let bytes: u64 = lines.iter().map(|l| l.len() as u64).sum();
 

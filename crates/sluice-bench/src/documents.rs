@@ -10,10 +10,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use bytes::Bytes;
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::{
     Env, free_port, http,
@@ -48,18 +47,16 @@ fn fresh(dir: &Path) -> Result<()> {
 }
 
 /// `changes` generator changes over `docs` documents into `dir/changes/`; the oracle's document count.
-fn generate(env: &Env, dir: &Path, changes: u64, docs: u64) -> Result<u64> {
-    let expect = dir.join("expect.json");
-    process::run(
-        Command::new(&env.python)
-            .arg(env.bench_dir.join("gen_events.py"))
-            .args(["cdc", "-n", &changes.to_string(), "--docs", &docs.to_string(), "-o"])
-            .arg(dir.join("changes/cdc.ndjson"))
-            .arg("--expect")
-            .arg(&expect),
-    )?;
-    let oracle: Value = serde_json::from_str(&std::fs::read_to_string(&expect)?)?;
-    Ok(oracle["documents"].as_object().context("the oracle's documents")?.len() as u64)
+fn generate(dir: &Path, changes: u64, docs: u64) -> Result<u64> {
+    let mut file = std::io::BufWriter::new(std::fs::File::create(dir.join("changes/cdc.ndjson"))?);
+    let options = sluice_gen::CdcOptions {
+        changes,
+        docs,
+        ..Default::default()
+    };
+    let oracle = sluice_gen::cdc(&options, &mut file)?;
+    std::io::Write::flush(&mut file)?;
+    Ok(oracle.documents.len() as u64)
 }
 
 /// Changes/s into the embedded store and into PostgreSQL at `pg_url`.
@@ -76,7 +73,7 @@ pub async fn throughput(env: &Env, pg_url: &str, changes: u64) -> Result<Vec<Thr
     for (name, store) in [("embedded", "embedded".to_string()), ("postgres", pg_store)] {
         let dir = env.work.join(format!("documents-{name}"));
         fresh(&dir)?;
-        let expected = generate(env, &dir, changes, changes / 40)?;
+        let expected = generate(&dir, changes, changes / 40)?;
         std::fs::write(
             dir.join("pipeline.toml"),
             format!(

@@ -65,9 +65,9 @@ impl Comparison {
 }
 
 /// A bench pipeline: `head` (data dir, API, delivery and one source named
-/// `input`'s table) -> validate with the shared schema -> a lake at
+/// `input`'s table) -> validate with the generator's schema -> a lake at
 /// `lake/` without scheduled compaction, plus `lake_keys`.
-pub fn pipeline(env: &Env, head: &str, lake_keys: &str) -> String {
+pub fn pipeline(head: &str, lake_keys: &str) -> String {
     format!(
         r#"data_dir = ".sluice"
 {head}
@@ -86,7 +86,7 @@ uri = "lake"
 compaction.enabled = false
 {lake_keys}
 "#,
-        schema = env.bench_dir.join("schemas/clickstream.schema.json").display()
+        schema = sluice_gen::clickstream_schema_path().display()
     )
 }
 
@@ -159,7 +159,7 @@ pub async fn lake_ingest(env: &Env, events: &Path, lines: u64, rounds: usize) ->
         let (value, measured) = python_json(
             env,
             &duck_dir,
-            &env.bench_dir.join("baseline_duckdb.py"),
+            &env.scripts.join("ingest_duckdb.py"),
             &[events, &duck_dir.join("out")],
             &["--threads", "1"],
         )?;
@@ -196,7 +196,7 @@ pub async fn objects_ingest(env: &Env, events: &Path, lines: u64, objects: usize
 /// Runs the bench pipeline with `source` in `dir` (`sluice --threads 1 run
 /// --until-idle`) and measures it against the rows its table holds.
 async fn one_thread_ingest(env: &Env, dir: &Path, source: &str, lines: u64, engine: String) -> Result<Side> {
-    std::fs::write(dir.join("pipeline.toml"), pipeline(env, source, ""))?;
+    std::fs::write(dir.join("pipeline.toml"), pipeline(source, ""))?;
     let measured = run(Command::new(&env.sluice)
         .args(["--threads", "1", "run", "pipeline.toml", "--until-idle"])
         .current_dir(dir)

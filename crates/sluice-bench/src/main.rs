@@ -16,13 +16,13 @@ mod replicas;
 mod transforms;
 
 use std::{
+    fs::File,
     path::{Path, PathBuf},
-    process::Command,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Parser;
 use serde::Serialize;
 
@@ -90,9 +90,7 @@ struct Args {
 pub struct Env {
     pub sluice: PathBuf,
     pub python: PathBuf,
-    /// `shared/bench`: generator, schema, DuckDB reference.
-    pub bench_dir: PathBuf,
-    /// This crate's folder (`compact_duckdb.py`).
+    /// This crate's folder (`ingest_duckdb.py`, `compact_duckdb.py`).
     pub scripts: PathBuf,
     pub work: PathBuf,
 }
@@ -107,30 +105,25 @@ impl Env {
                 sluice.display()
             );
         }
-        let bench_dir =
-            sluice_bench::bench_dir().context("shared/bench/gen_events.py not found; set SLUICE_BENCH_DIR")?;
         std::fs::create_dir_all(work)?;
         Ok(Env {
             sluice,
             python: std::env::var_os("SLUICE_PYTHON").map_or_else(|| "python3".into(), PathBuf::from),
-            bench_dir,
             scripts: Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf(),
             work: std::fs::canonicalize(work)?,
         })
     }
 
-    /// Runs the shared generator; returns the NDJSON path.
-    fn generate(&self, name: &str, lines: u64, flags: &[&str]) -> Result<PathBuf> {
+    /// Writes the generator's noisy clickstream (2 % duplicates, 1 %
+    /// malformed, 5 % late) to `<name>.ndjson`; returns its path.
+    fn generate(&self, name: &str, lines: u64) -> Result<PathBuf> {
         let out = self.work.join(format!("{name}.ndjson"));
-        process::run(
-            Command::new(&self.python)
-                .arg(self.bench_dir.join("gen_events.py"))
-                .args(["clickstream", "-n", &lines.to_string(), "--seed", "7"])
-                .args(flags)
-                .arg("-o")
-                .arg(&out)
-                .arg("--expect")
-                .arg(self.work.join(format!("{name}.expect.json"))),
+        let mut file = std::io::BufWriter::new(File::create(&out)?);
+        let oracle = sluice_gen::clickstream(&sluice_gen::ClickstreamOptions::noisy(lines, 7), &mut file)?;
+        std::io::Write::flush(&mut file)?;
+        std::fs::write(
+            self.work.join(format!("{name}.expect.json")),
+            serde_json::to_string(&oracle)?,
         )?;
         Ok(out)
     }
@@ -173,7 +166,7 @@ async fn http_runs(env: &Env, args: &Args) -> Result<HttpResults> {
         std::fs::remove_dir_all(&dir)?;
     }
     std::fs::create_dir_all(&dir)?;
-    let input = env.generate("http", 300_000, &[])?;
+    let input = env.generate("http", 300_000)?;
     let lines: Vec<String> = std::fs::read_to_string(&input)?.lines().map(str::to_string).collect();
     let bodies = Arc::new(http::bodies(&lines));
     let (port, api) = (free_port()?, free_port()?);
@@ -183,7 +176,7 @@ async fn http_runs(env: &Env, args: &Args) -> Result<HttpResults> {
     );
     std::fs::write(
         dir.join("pipeline.toml"),
-        ingest::pipeline(env, &head, &format!("flush_interval_secs = {flush_interval_secs}")),
+        ingest::pipeline(&head, &format!("flush_interval_secs = {flush_interval_secs}")),
     )?;
     let started = Instant::now();
     let child = process::start_pipeline(&env.sluice, &dir, api).await?;
@@ -258,11 +251,7 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let env = Env::discover(&args.work)?;
     eprintln!("generating {} lines", args.lines);
-    let events = env.generate(
-        "events",
-        args.lines,
-        &["--dup-rate", "0.02", "--bad-rate", "0.01", "--late-rate", "0.05"],
-    )?;
+    let events = env.generate("events", args.lines)?;
     eprintln!("lake ingest: {} rounds of sluice, then duckdb", args.rounds.max(1));
     let ingest = ingest::lake_ingest(&env, &events, args.lines, args.rounds).await?;
     let objects_ingest = if args.no_objects {
@@ -277,11 +266,7 @@ async fn main() -> Result<()> {
         None
     } else {
         eprintln!("postgres load: sluice, then row-by-row inserts");
-        let input = env.generate(
-            "postgres",
-            args.postgres_lines,
-            &["--dup-rate", "0.02", "--bad-rate", "0.01", "--late-rate", "0.05"],
-        )?;
+        let input = env.generate("postgres", args.postgres_lines)?;
         Some(pg::load(&env, &args.postgres_url, &input, args.postgres_lines).await?)
     };
     eprintln!("transform costs");

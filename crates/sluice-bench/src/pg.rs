@@ -81,7 +81,7 @@ pub async fn load(env: &Env, url: &str, events: &Path, lines: u64) -> Result<PgC
     }
     std::fs::create_dir_all(dir.join("incoming"))?;
     std::fs::copy(events, dir.join("incoming/events.ndjson"))?;
-    let schema_path = env.bench_dir.join("schemas/clickstream.schema.json");
+    let schema_path = sluice_gen::clickstream_schema_path();
 
     let sluice_schema = "sluice_bench_copy";
     fresh_schema(&client, sluice_schema).await?;

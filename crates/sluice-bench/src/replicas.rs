@@ -51,8 +51,7 @@ pub async fn throughput(
             "queue = \"{nats_url}\"\nqueue_name = \"{queue_name}\"\n\n\
              [sources.input]\ntype = \"file\"\npath = \"replica-${{REPLICA}}/incoming/*.ndjson\"\nsettle_secs = 0\nmax_batch_bytes = 524288"
         );
-        let text =
-            pipeline(env, &head, "").replace("data_dir = \".sluice\"", "data_dir = \"replica-${REPLICA}/.sluice\"");
+        let text = pipeline(&head, "").replace("data_dir = \".sluice\"", "data_dir = \"replica-${REPLICA}/.sluice\"");
         std::fs::write(dir.join("pipeline.toml"), text)?;
 
         let started = Instant::now();

@@ -64,7 +64,7 @@ pub async fn costs(env: &Env, input: &Path) -> Result<Vec<Cost>> {
         .map(|(i, l)| Event::from_line(i as u32, Bytes::copy_from_slice(l)))
         .collect();
     let raw: Vec<Vec<Event>> = lines.chunks(BATCH).map(<[Event]>::to_vec).collect();
-    let schema = load_schema(&env.bench_dir.join("schemas/clickstream.schema.json"))?;
+    let schema = load_schema(&sluice_gen::clickstream_schema_path())?;
     let validate = ValidateTransform::new(&schema, "/event_id", "/ts").map_err(anyhow::Error::msg)?;
     let mut valid = Vec::new();
     for batch in &raw {

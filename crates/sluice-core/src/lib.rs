@@ -2,7 +2,8 @@
 //! the durable queue, events as they flow through stages, dead letters, the
 //! `Transform` and `Sink` traits, the error classes that decide between
 //! retry, dead letter and stop, and `JsonDoc` for documents whose member
-//! order means something (schemas).
+//! order means something (schemas), and the catalogue of every metric with
+//! the typed handles that record them (`telemetry`).
 //!
 //! This crate does no I/O and depends on no runtime, so every other crate can
 //! use it without pulling in storage or network code.
@@ -13,6 +14,7 @@ pub mod dead_letter;
 pub mod error;
 pub mod event;
 pub mod json_doc;
+pub mod telemetry;
 
 pub use batch::{Delivery, DeliveryId, NewBatch, split_lines};
 pub use component::{Accepted, BatchInfo, FlushReport, Sink, Transform, TransformOutput};

@@ -12,7 +12,7 @@ use crate::merge::Version;
 pub const INVALID_CHANGE: &str = "invalid_change";
 
 /// Where a change event keeps its parts; the defaults are the shape
-/// `gen_events.py cdc` writes.
+/// `sluice-gen cdc` writes.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeFields {

@@ -6,7 +6,10 @@ use std::{path::PathBuf, sync::Arc};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use sluice_core::{BatchInfo, Event, Rejected, StageError, Transform, TransformOutput, parse_object};
+use sluice_core::{
+    BatchInfo, Event, Rejected, StageError, Transform, TransformOutput, parse_object,
+    telemetry::{DocumentsApplied, DocumentsTelemetry},
+};
 use tokio::sync::OnceCell;
 
 use crate::{
@@ -50,10 +53,6 @@ impl DocumentsTransform {
     async fn store(&self) -> Result<&Arc<dyn DocumentStore>, StoreError> {
         self.store.get_or_try_init(|| self.spec.open()).await
     }
-
-    fn count(&self, metric: &'static str, n: u64) {
-        metrics::counter!(metric, "component" => self.name.clone()).increment(n);
-    }
 }
 
 #[async_trait]
@@ -76,13 +75,13 @@ impl Transform for DocumentsTransform {
         }
         let store = self.store().await?;
         let applied = store.apply(batch.key, batch.redelivered, &changes).await?;
-        self.count("sluice_documents_changes_applied_total", applied.stats.applied);
-        self.count("sluice_documents_noops_total", applied.stats.noops);
-        self.count("sluice_documents_stale_parts_total", applied.stats.stale_parts);
-        self.count("sluice_documents_stored_total", applied.stored);
-        if applied.replayed {
-            self.count("sluice_documents_replayed_batches_total", 1);
-        }
+        DocumentsTelemetry::new(&self.name).applied(&DocumentsApplied {
+            applied: applied.stats.applied,
+            noops: applied.stats.noops,
+            stale_parts: applied.stats.stale_parts,
+            stored: applied.stored,
+            replayed: applied.replayed,
+        });
         for emission in applied.emitted {
             let Some(source) = sources.get(emission.change) else {
                 return Err(StageError::fatal(format!(

@@ -416,15 +416,9 @@ mod tests {
         p.iter().map(|s| s.to_string()).collect()
     }
 
-    /// The shared clickstream schema: `SLUICE_BENCH_DIR` (set by `scripts/test`), else beside the repository.
+    /// The generator's clickstream schema.
     fn clickstream() -> JsonDoc {
-        let bench = std::env::var_os("SLUICE_BENCH_DIR").map_or_else(
-            || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/bench"),
-            std::path::PathBuf::from,
-        );
-        let path = bench.join("schemas/clickstream.schema.json");
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        text.parse().unwrap()
+        sluice_testkit::generator::CLICKSTREAM_SCHEMA.parse().unwrap()
     }
 
     #[test]

@@ -12,7 +12,7 @@ use tokio_postgres::Client;
 use crate::{PostgresSink, PostgresSinkConfig, WriteMode, db};
 
 fn url() -> String {
-    std::env::var("SLUICE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    sluice_testkit::services::Service::Postgres.url()
 }
 
 /// A fresh schema name and a client to look at it.
@@ -90,6 +90,9 @@ async fn columns(client: &Client, schema: &str, table: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn events_flatten_into_a_root_table_and_child_tables_linked_by_parent_and_index() {
+    if sluice_testkit::services::postgres().is_none() {
+        return;
+    }
     let (schema, client) = scratch().await;
     let mut sink = PostgresSink::open(&config(&schema, WriteMode::Append), None)
         .await
@@ -136,6 +139,9 @@ async fn events_flatten_into_a_root_table_and_child_tables_linked_by_parent_and_
 
 #[tokio::test]
 async fn a_new_field_mid_stream_adds_a_nullable_column_and_a_misfit_is_refused() {
+    if sluice_testkit::services::postgres().is_none() {
+        return;
+    }
     let (schema, client) = scratch().await;
     let mut sink = PostgresSink::open(&config(&schema, WriteMode::Append), None)
         .await
@@ -185,6 +191,9 @@ async fn a_new_field_mid_stream_adds_a_nullable_column_and_a_misfit_is_refused()
 
 #[tokio::test]
 async fn a_committed_batch_is_recognised_and_two_writers_never_commit_one_batch_twice() {
+    if sluice_testkit::services::postgres().is_none() {
+        return;
+    }
     let (schema, client) = scratch().await;
     let cfg = config(&schema, WriteMode::Append);
     let mut one = PostgresSink::open(&cfg, None).await.unwrap();
@@ -206,6 +215,9 @@ async fn a_committed_batch_is_recognised_and_two_writers_never_commit_one_batch_
 
 #[tokio::test]
 async fn upsert_replaces_the_row_and_its_children_and_keeps_the_last_version() {
+    if sluice_testkit::services::postgres().is_none() {
+        return;
+    }
     let (schema, client) = scratch().await;
     let mut sink = PostgresSink::open(&config(&schema, WriteMode::Upsert), None)
         .await
@@ -248,6 +260,9 @@ async fn upsert_replaces_the_row_and_its_children_and_keeps_the_last_version() {
 
 #[tokio::test]
 async fn hostile_field_names_are_quoted_and_long_ones_shortened() {
+    if sluice_testkit::services::postgres().is_none() {
+        return;
+    }
     let (schema, client) = scratch().await;
     let mut sink = PostgresSink::open(&config(&schema, WriteMode::Append), None)
         .await
@@ -286,6 +301,9 @@ async fn hostile_field_names_are_quoted_and_long_ones_shortened() {
 
 #[tokio::test]
 async fn the_schema_declares_tables_up_front_and_a_conflicting_type_or_foreign_table_is_refused() {
+    if sluice_testkit::services::postgres().is_none() {
+        return;
+    }
     let (schema, client) = scratch().await;
     let json_schema = r#"{"type": "object", "properties": {
         "ts": {"type": "string", "format": "date-time"},

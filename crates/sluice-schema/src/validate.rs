@@ -241,6 +241,30 @@ mod tests {
         Event::from_line(0, Bytes::from(line.to_string()))
     }
 
+    /// The generator's oracle holds for the validator: every line it calls
+    /// valid passes its schema, every malformed one fails, and the distinct
+    /// ids that pass are the oracle's.
+    #[test]
+    fn generated_lines_validate_as_the_generator_says() {
+        let options = sluice_gen::ClickstreamOptions::noisy(20_000, 42);
+        let mut out = Vec::new();
+        let oracle = sluice_gen::clickstream(&options, &mut out).unwrap();
+        let schema: JsonDoc = sluice_gen::CLICKSTREAM_SCHEMA.parse().unwrap();
+        let v = ValidateTransform::new(&schema, "/event_id", "/ts").unwrap();
+        let (mut valid, mut invalid) = (std::collections::HashSet::new(), 0);
+        for line in String::from_utf8(out).unwrap().lines() {
+            let mut e = event(line);
+            match v.check(&mut e) {
+                Ok(()) => {
+                    valid.insert(e.id.unwrap().to_string());
+                }
+                Err(_) => invalid += 1,
+            }
+        }
+        assert_eq!(valid.len() as u64, oracle.valid_unique);
+        assert_eq!(invalid, oracle.invalid);
+    }
+
     fn transform() -> ValidateTransform {
         let schema = json!({
             "type": "object",

@@ -19,6 +19,18 @@ pub struct Cli {
     /// More log output (`RUST_LOG` overrides).
     #[arg(long, short, global = true)]
     pub verbose: bool,
+    /// How log lines are written to stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Plain lines; coloured only when stderr is a terminal.
+    Text,
+    /// One JSON object per line (timestamp, level, target, fields).
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -183,4 +195,43 @@ pub enum SchemaCommand {
     },
     /// One registered schema.
     Show { pipeline: PathBuf, key: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+
+    /// `docs/reference/cli.md`: every command's help, as `--help` prints it.
+    pub fn reference_markdown() -> String {
+        use clap::CommandFactory;
+        fn section(out: &mut String, path: &str, command: &mut clap::Command) {
+            out.push_str(&format!("## `{path}`\n\n```text\n"));
+            out.push_str(command.render_long_help().to_string().trim_end());
+            out.push_str("\n```\n\n");
+            let mut subcommands: Vec<clap::Command> = command.get_subcommands().cloned().collect();
+            for sub in &mut subcommands {
+                if sub.get_name() != "help" {
+                    section(out, &format!("{path} {}", sub.get_name()), sub);
+                }
+            }
+        }
+        let mut out = String::from(
+            "# Command-line reference\n\n\
+             Generated from `crates/sluice/src/cli.rs` by\n\
+             `SLUICE_BLESS=1 cargo test -p sluice --lib cli_reference`; do not edit by hand.\n\n",
+        );
+        let mut command = Cli::command().term_width(100);
+        command.build();
+        section(&mut out, "sluice", &mut command);
+        out.trim_end().to_string() + "\n"
+    }
+
+    #[test]
+    fn cli_reference_is_current() {
+        sluice_testkit::docs::assert_current(
+            "docs/reference/cli.md",
+            &reference_markdown(),
+            "cargo test -p sluice --lib cli_reference",
+        );
+    }
 }

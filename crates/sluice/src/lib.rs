@@ -103,11 +103,14 @@ fn run_cli() -> ExitCode {
         cli.command,
         cli::Command::Demo { .. } | cli::Command::Dlq { .. } | cli::Command::Validate { .. }
     );
-    telemetry::init_logging(match (cli.verbose, quiet) {
-        (true, _) => "info,sluice=debug",
-        (false, true) => "warn",
-        (false, false) => "warn,sluice=info",
-    });
+    telemetry::init_logging(
+        match (cli.verbose, quiet) {
+            (true, _) => "info,sluice=debug",
+            (false, true) => "warn",
+            (false, false) => "warn,sluice=info",
+        },
+        cli.log_format,
+    );
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     if let Some(threads) = cli.threads {

@@ -2,33 +2,44 @@
 //! poller that turns queue and dead-letter state into gauges.
 
 use std::{
+    io::IsTerminal,
     sync::{Arc, OnceLock},
     time::Duration,
 };
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use sluice_core::telemetry::{QueueState, QueueTelemetry};
 use sluice_queue::{DeadLetterStore, Queue};
+
+use crate::cli::LogFormat;
 
 /// The installed Prometheus recorder (installed on first use).
 pub fn prometheus() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            PrometheusBuilder::new()
+            let handle = PrometheusBuilder::new()
                 .install_recorder()
-                .expect("the metrics recorder is installed once, here")
+                .expect("the metrics recorder is installed once, here");
+            sluice_core::telemetry::describe_all();
+            handle
         })
         .clone()
 }
 
-/// Logs to stderr; `RUST_LOG` overrides the default level.
-pub fn init_logging(default: &str) {
+/// Logs to stderr; `RUST_LOG` overrides the default level. Text carries
+/// colour codes only when stderr is a terminal, so a log file or a pipe
+/// gets plain lines.
+pub fn init_logging(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
 }
 
 /// Every second: queue depth, bytes, in-flight batches and the age of the
@@ -38,17 +49,16 @@ pub async fn poll_queue(queue: Arc<dyn Queue>, dlq: Arc<dyn DeadLetterStore>) {
     let mut tick = 0u64;
     loop {
         if let Ok(s) = queue.stats().await {
-            metrics::gauge!("sluice_queue_depth_batches").set(s.batches as f64);
-            metrics::gauge!("sluice_queue_bytes").set(s.bytes as f64);
-            metrics::gauge!("sluice_queue_in_flight_batches").set(s.in_flight as f64);
-            metrics::gauge!("sluice_queue_oldest_batch_age_seconds").set(s.oldest_age_ms as f64 / 1000.0);
+            QueueTelemetry::state(&QueueState {
+                batches: s.batches,
+                bytes: s.bytes,
+                in_flight: s.in_flight,
+                oldest_age: Duration::from_millis(s.oldest_age_ms.max(0) as u64),
+            });
         }
         if tick.is_multiple_of(5) {
             if let Ok(c) = dlq.counts().await {
-                metrics::gauge!("sluice_dead_letter_depth").set(c.total as f64);
-                for (reason, n) in c.by_reason {
-                    metrics::gauge!("sluice_dead_letter_depth_by_reason", "reason" => reason).set(n as f64);
-                }
+                QueueTelemetry::dead_letters_held(c.total, c.by_reason.iter().map(|(r, n)| (r.as_str(), *n)));
             }
             handle.run_upkeep();
         }

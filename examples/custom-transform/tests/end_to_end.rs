@@ -3,26 +3,11 @@
 //! `SLUICE_TEST_POSTGRES` overrides the URL), and change events ->
 //! documents -> a projection with doctor_card -> Redis (`SLUICE_TEST_REDIS`).
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::{path::Path, process::Command};
 
 use tokio_postgres::NoTls;
 
 const BIN: &str = env!("CARGO_BIN_EXE_custom-sluice");
-
-fn bench_dir() -> PathBuf {
-    [
-        std::env::var_os("SLUICE_BENCH_DIR").map(PathBuf::from),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/bench")),
-        Some(PathBuf::from("/work/shared/bench")),
-    ]
-    .into_iter()
-    .flatten()
-    .find(|p| p.join("gen_events.py").exists())
-    .expect("shared/bench/gen_events.py not found; set SLUICE_BENCH_DIR")
-}
 
 /// Runs the example's binary on `file` until its input is drained.
 fn run_until_idle(file: &Path) {
@@ -35,11 +20,7 @@ fn run_until_idle(file: &Path) {
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
 }
 
-fn url() -> String {
-    std::env::var("SLUICE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-fn pipeline(schema: &str, threshold: &str) -> String {
+fn pipeline(url: &str, schema: &str, threshold: &str) -> String {
     format!(
         r#"
 [sources.input]
@@ -68,40 +49,26 @@ table = "events"
 mode = "upsert"
 primary_key = ["/event_id"]
 "#,
-        json_schema = bench_dir().join("schemas/clickstream.schema.json").display(),
-        url = url(),
+        json_schema = sluice_testkit::generator::clickstream_schema_path().display(),
     )
 }
 
 #[tokio::test]
 async fn the_custom_transform_runs_end_to_end() {
+    let Some(url) = sluice_testkit::services::postgres() else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     std::fs::create_dir_all(dir.join("incoming")).unwrap();
-    let python = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".into());
-    let generated = Command::new(python)
-        .arg(bench_dir().join("gen_events.py"))
-        .args([
-            "clickstream",
-            "-n",
-            "5000",
-            "--seed",
-            "53",
-            "--dup-rate",
-            "0.02",
-            "--bad-rate",
-            "0.01",
-        ])
-        .arg("-o")
-        .arg(dir.join("incoming/events.ndjson"))
-        .arg("--expect")
-        .arg(dir.join("expect.json"))
-        .status()
-        .unwrap();
-    assert!(generated.success());
-    let oracle: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("expect.json")).unwrap()).unwrap();
+    let options = sluice_testkit::generator::ClickstreamOptions {
+        dup_rate: 0.02,
+        bad_rate: 0.01,
+        ..sluice_testkit::generator::ClickstreamOptions::clean(5000, 53)
+    };
+    let (_, oracle) = sluice_testkit::data::clickstream(&dir.join("incoming"), &options);
 
-    let (client, connection) = tokio_postgres::connect(&url(), NoTls).await.unwrap();
+    let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
     tokio::spawn(connection);
     let schema = format!("sluice_example_{}", std::process::id());
     client
@@ -111,7 +78,7 @@ async fn the_custom_transform_runs_end_to_end() {
 
     // A bad option is a config error naming the key.
     let file = dir.join("pipeline.toml");
-    std::fs::write(&file, pipeline(&schema, "-1.0")).unwrap();
+    std::fs::write(&file, pipeline(&url, &schema, "-1.0")).unwrap();
     let refused = Command::new(BIN).arg("validate").arg(&file).output().unwrap();
     assert_eq!(refused.status.code(), Some(2));
     let message = String::from_utf8_lossy(&refused.stderr);
@@ -120,7 +87,7 @@ async fn the_custom_transform_runs_end_to_end() {
         "{message}"
     );
 
-    std::fs::write(&file, pipeline(&schema, "500.0")).unwrap();
+    std::fs::write(&file, pipeline(&url, &schema, "500.0")).unwrap();
     run_until_idle(&file);
 
     let row = client
@@ -150,6 +117,9 @@ async fn the_custom_transform_runs_end_to_end() {
 
 #[tokio::test]
 async fn the_custom_projection_writes_headlines_to_redis() {
+    let Some(redis_url) = sluice_testkit::services::redis() else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     std::fs::create_dir_all(dir.join("changes")).unwrap();
@@ -160,7 +130,6 @@ async fn the_custom_projection_writes_headlines_to_redis() {
         r#"{"entity":"doctor","id":"d2","version":1,"op":"upsert","patch":{"name":"Dr. Bo","hospital":"Nowhere"}}"#,
     ];
     std::fs::write(dir.join("changes/changes.ndjson"), changes.join("\n") + "\n").unwrap();
-    let redis_url = std::env::var("SLUICE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let prefix = format!("sluice-example-{}:", std::process::id());
     let pipeline = format!(
         r#"

@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 use sluice_core::{DeadLetter, NewBatch, now_ms, reason, split_lines};
 use tokio::sync::mpsc;
 
-use super::{SourceContext, SourceError, count_received};
+use super::{SourceContext, SourceError};
 
 /// What the reader thread sends.
 pub(crate) enum Chunk {
@@ -322,7 +322,7 @@ pub(crate) async fn enqueue_chunks(
                     maybe_committed,
                 };
                 ctx.enqueue_waiting(batch).await?;
-                count_received(&ctx.name, events, bytes);
+                ctx.telemetry.enqueued(events, bytes);
                 done.batches += 1;
             }
             Chunk::BadRecord { record, bytes, detail } => {

@@ -9,7 +9,7 @@ pub mod objects;
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use sluice_core::NewBatch;
+use sluice_core::{NewBatch, telemetry::SourceTelemetry};
 use sluice_queue::{DeadLetterStore, Queue, QueueError, lease::Leases};
 use tokio::sync::watch;
 
@@ -28,6 +28,8 @@ pub struct SourceContext {
     /// Leases shared by the pipeline's replicas, for a source that must
     /// run on one replica at a time (`objects`).
     pub leases: Arc<dyn Leases>,
+    /// This source's metrics and log lines.
+    pub telemetry: SourceTelemetry,
 }
 
 impl SourceContext {
@@ -42,10 +44,7 @@ impl SourceContext {
         loop {
             match self.queue.enqueue(batch.clone()).await {
                 Ok(()) => return Ok(()),
-                Err(QueueError::Full { .. }) => {
-                    metrics::counter!("sluice_source_backpressure_waits_total", "component" => self.name.clone())
-                        .increment(1);
-                }
+                Err(QueueError::Full { .. }) => self.telemetry.backpressure(),
                 Err(e) => tracing::warn!(source = %self.name, error = %e, "enqueue failed; retrying"),
             }
             tokio::select! {
@@ -72,12 +71,4 @@ pub enum SourceError {
 pub trait Source: Send {
     /// Runs until shutdown (or, with `until_idle`, until drained).
     async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError>;
-}
-
-/// Records events and bytes a source has put on the queue.
-pub(crate) fn count_received(source: &str, events: u64, bytes: u64) {
-    metrics::counter!("sluice_component_received_events_total", "component" => source.to_string()).increment(events);
-    metrics::counter!("sluice_component_received_bytes_total", "component" => source.to_string()).increment(bytes);
-    metrics::gauge!("sluice_source_last_event_timestamp_seconds", "component" => source.to_string())
-        .set(sluice_core::now_ms() as f64 / 1000.0);
 }

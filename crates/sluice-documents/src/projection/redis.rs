@@ -4,11 +4,16 @@
 //! late write never undoes a newer one. The sink buffers the latest
 //! revision per key and writes at flush, in one pipeline.
 
-use std::collections::{BTreeSet, HashMap};
+use std::{
+    collections::{BTreeSet, HashMap},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use redis::{Script, aio::MultiplexedConnection};
-use sluice_core::{Accepted, Event, FlushReport, Rejected, Sink, StageError, parse_object};
+use sluice_core::{
+    Accepted, Event, FlushReport, Rejected, Sink, StageError, parse_object, telemetry::DocumentsTelemetry,
+};
 
 use super::{Projected, Projector};
 use crate::{
@@ -192,12 +197,14 @@ impl Sink for ProjectionSink {
             .await
             .map_err(StageError::retriable)?;
         let written = self.writer.write(&projected).await.map_err(StageError::retriable)?;
-        metrics::counter!("sluice_projection_writes_total", "component" => self.name.clone()).increment(written);
         let now = sluice_core::now_ms();
-        let lag = metrics::histogram!("sluice_projection_lag_seconds", "component" => self.name.clone());
-        for received in self.buffer.values().filter_map(|(_, r)| *r) {
-            lag.record((now - received).max(0) as f64 / 1000.0);
-        }
+        DocumentsTelemetry::new(&self.name).projected(
+            written,
+            self.buffer
+                .values()
+                .filter_map(|(_, r)| *r)
+                .map(|received| Duration::from_millis((now - received).max(0) as u64)),
+        );
         let report = FlushReport {
             rows: written,
             batches: std::mem::take(&mut self.batches),

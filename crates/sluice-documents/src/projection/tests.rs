@@ -115,7 +115,9 @@ fn key_templates_and_pointers_are_checked() {
 
 #[tokio::test]
 async fn redis_writes_are_guarded_by_revision() {
-    let url = std::env::var("SLUICE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let Some(url) = sluice_testkit::services::redis() else {
+        return;
+    };
     let writer = RedisWriter::connect(&url)
         .await
         .expect("the test Redis is reachable (scripts/test starts it)");

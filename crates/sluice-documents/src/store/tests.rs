@@ -236,8 +236,9 @@ async fn the_embedded_store_conforms() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_postgres_store_conforms_with_several_writers() {
-    let url =
-        std::env::var("SLUICE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let Some(url) = sluice_testkit::services::postgres() else {
+        return;
+    };
     let schema = format!("sluice_documents_{}", std::process::id());
     let admin = sluice_postgres::db::connect(&url).await.unwrap();
     admin

@@ -8,7 +8,7 @@ use super::*;
 use crate::conformance::{self, suite_settings};
 
 fn url() -> String {
-    std::env::var("SLUICE_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+    sluice_testkit::services::Service::Nats.url()
 }
 
 /// A fresh queue (and dead-letter stream) for test `name`.
@@ -37,6 +37,9 @@ macro_rules! conformance_tests {
     ($($name:ident),* $(,)?) => {$(
         #[tokio::test]
         async fn $name() {
+            if sluice_testkit::services::nats().is_none() {
+                return;
+            }
             let queue = open(stringify!($name)).await;
             conformance::$name(&queue).await;
             close(queue).await;
@@ -54,6 +57,9 @@ conformance_tests!(
 
 #[tokio::test]
 async fn leases_have_one_holder_and_expire_unless_renewed() {
+    if sluice_testkit::services::nats().is_none() {
+        return;
+    }
     use crate::lease::Leases;
     const NAME: &str = "compaction.lake";
     let queue = open("leases").await;
@@ -92,6 +98,9 @@ async fn leases_have_one_holder_and_expire_unless_renewed() {
 
 #[tokio::test]
 async fn max_attempts_dead_letters_with_last_error() {
+    if sluice_testkit::services::nats().is_none() {
+        return;
+    }
     let queue = open("max_attempts").await;
     conformance::max_attempts_dead_letters_with_last_error(&queue, &queue).await;
     close(queue).await;
@@ -135,6 +144,9 @@ fn reasons_round_trip_through_one_subject_token() {
 /// its letters): the shared store keeps one copy, and both see it.
 #[tokio::test]
 async fn replicas_share_one_dead_letter_store() {
+    if sluice_testkit::services::nats().is_none() {
+        return;
+    }
     let a = open("shared_dlq").await;
     let b = JetStreamQueue::open(&url(), a.names.clone(), suite_settings())
         .await
@@ -170,6 +182,9 @@ async fn replicas_share_one_dead_letter_store() {
 /// suite's 1000 bytes of payload.
 #[tokio::test]
 async fn concurrent_enqueues_all_delivered() {
+    if sluice_testkit::services::nats().is_none() {
+        return;
+    }
     let settings = QueueSettings {
         max_bytes: 64 * 1024,
         ..suite_settings()

@@ -21,7 +21,10 @@ use std::{
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::Value;
-use sluice_core::{BatchInfo, Event, Rejected, StageError, Transform, TransformOutput, json_kind, parse_object};
+use sluice_core::{
+    BatchInfo, Event, Rejected, StageError, Transform, TransformOutput, json_kind, parse_object,
+    telemetry::LookupTelemetry,
+};
 
 pub use source::{Format, Source, Table, key_text};
 
@@ -67,11 +70,11 @@ struct Shared {
 impl Shared {
     /// Loads the table and swaps it in; on failure the last good one stays.
     async fn reload(&self) -> Result<Arc<Table>, String> {
-        let name = self.spec.name.clone();
+        let telemetry = LookupTelemetry::new(&self.spec.name);
         match source::load(&self.spec.source, &self.spec.key_column).await {
             Ok(table) => {
                 let table = Arc::new(table);
-                metrics::gauge!("sluice_lookup_rows", "component" => name).set(table.len() as f64);
+                telemetry.loaded(table.len());
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Loaded {
                     table: table.clone(),
                     at: Instant::now(),
@@ -79,8 +82,7 @@ impl Shared {
                 Ok(table)
             }
             Err(e) => {
-                metrics::counter!("sluice_lookup_refresh_failures_total", "component" => name.clone()).increment(1);
-                tracing::warn!(transform = %name, error = %e, "loading the reference table failed; keeping the last good one");
+                telemetry.reload_failed(&e);
                 Err(e)
             }
         }
@@ -89,8 +91,7 @@ impl Shared {
     fn table(&self) -> Option<Arc<Table>> {
         let current = self.current.read().unwrap_or_else(|e| e.into_inner());
         current.as_ref().map(|loaded| {
-            metrics::gauge!("sluice_lookup_age_seconds", "component" => self.spec.name.clone())
-                .set(loaded.at.elapsed().as_secs_f64());
+            LookupTelemetry::new(&self.spec.name).age(loaded.at.elapsed());
             loaded.table.clone()
         })
     }

@@ -210,8 +210,9 @@ async fn no_table_yet_fails_the_batch_for_redelivery() {
 
 #[tokio::test]
 async fn a_postgres_query_is_a_reference_table() {
-    let url =
-        std::env::var("SLUICE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let Some(url) = sluice_testkit::services::postgres() else {
+        return;
+    };
     let schema = format!("sluice_lookup_{}", std::process::id());
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);

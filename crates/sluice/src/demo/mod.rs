@@ -3,8 +3,6 @@
 //! requests, stopped gracefully, then checked: the summary compares what the
 //! table holds with what the generator says it must.
 
-mod events;
-
 use std::{
     path::Path,
     sync::{
@@ -22,9 +20,22 @@ use tokio::sync::watch;
 
 use crate::{config, runtime};
 
-const SCHEMA: &str = include_str!("../../../../examples/clickstream/schemas/clickstream.schema.json");
 const LINES_PER_REQUEST: usize = 500;
 const CONCURRENT_REQUESTS: usize = 4;
+
+/// Six hours of events from the test generator: 1 % producer duplicates,
+/// 2 % malformed lines of every kind, 3 % late.
+fn demo_events(lines: u64) -> sluice_gen::ClickstreamOptions {
+    sluice_gen::ClickstreamOptions {
+        lines,
+        seed: 2026,
+        hours: 6.0,
+        dup_rate: 0.01,
+        bad_rate: 0.02,
+        late_rate: 0.03,
+        ..sluice_gen::ClickstreamOptions::default()
+    }
+}
 
 fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
@@ -67,7 +78,10 @@ pub async fn run(dir: &Path, n: usize) -> Result<()> {
             std::fs::remove_dir_all(&old).with_context(|| format!("removing the previous demo's {}", old.display()))?;
         }
     }
-    std::fs::write(dir.join("schemas/clickstream.schema.json"), SCHEMA)?;
+    std::fs::write(
+        dir.join("schemas/clickstream.schema.json"),
+        sluice_gen::CLICKSTREAM_SCHEMA,
+    )?;
     let (http_port, api_port) = (free_port()?, free_port()?);
     let pipeline_path = dir.join("pipeline.toml");
     std::fs::write(&pipeline_path, pipeline_text(http_port, api_port))?;
@@ -89,7 +103,9 @@ pub async fn run(dir: &Path, n: usize) -> Result<()> {
     println!("  pipeline  {}", pipeline_path.display());
     println!("  metrics   http://127.0.0.1:{api_port}/metrics\n");
 
-    let generated = events::generate(n, 2026);
+    let mut ndjson = Vec::new();
+    let generated = sluice_gen::clickstream(&demo_events(n as u64), &mut ndjson)?;
+    let lines: Vec<&str> = std::str::from_utf8(&ndjson)?.lines().collect();
     let (stop_tx, stop_rx) = watch::channel(false);
     let engine = {
         let pipeline = pipeline.clone();
@@ -104,7 +120,7 @@ pub async fn run(dir: &Path, n: usize) -> Result<()> {
     );
     let accepted = Arc::new(AtomicU64::new(0));
     let url = format!("http://127.0.0.1:{http_port}/v1/events");
-    let results: Vec<Result<()>> = stream::iter(generated.lines.chunks(LINES_PER_REQUEST))
+    let results: Vec<Result<()>> = stream::iter(lines.chunks(LINES_PER_REQUEST))
         .map(|chunk| {
             let (client, url, bar, accepted) = (client.clone(), url.clone(), bar.clone(), accepted.clone());
             let body = chunk.join("\n");
@@ -173,11 +189,11 @@ pub async fn run(dir: &Path, n: usize) -> Result<()> {
         println!("      {count:>6}  {reason}");
     }
     let expected_ok =
-        distinct == generated.valid_unique && compacted.rows == distinct && dead.total == generated.malformed;
+        distinct == generated.valid_unique && compacted.rows == distinct && dead.total == generated.invalid;
     println!(
         "  check         generator says {} valid unique, {} malformed: {}",
         generated.valid_unique,
-        generated.malformed,
+        generated.invalid,
         if expected_ok {
             "rows, distinct ids and dead letters match"
         } else {

@@ -31,6 +31,7 @@ use sluice_lake::{
 };
 
 use crate::config::RoutedLake;
+use sluice_core::telemetry::{Compacted, CompactionTelemetry};
 use sluice_queue::lease::{Lease, Leases};
 
 /// What a scheduled compaction works on, and who it is.
@@ -77,6 +78,7 @@ pub async fn run_schedule(schedule: Schedule, mut stop: watch::Receiver<bool>) {
         leases,
         replica,
     } = schedule;
+    let telemetry = CompactionTelemetry::new(&sink);
     let every = Duration::from_secs(config.interval_secs);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -89,13 +91,11 @@ pub async fn run_schedule(schedule: Schedule, mut stop: watch::Receiver<bool>) {
         let lease = match leases.try_acquire(&lease_name).await {
             Ok(Some(lease)) => lease,
             Ok(None) => {
-                metrics::counter!("sluice_compaction_skipped_total", "component" => sink.clone(), "reason" => "lease_held")
-                    .increment(1);
+                telemetry.skipped_lease_held();
                 continue;
             }
             Err(e) => {
-                metrics::counter!("sluice_compaction_errors_total", "component" => sink.clone()).increment(1);
-                tracing::warn!(sink, error = %e, "could not take the compaction lease; retrying at the next interval");
+                telemetry.failed("taking the compaction lease", &e);
                 continue;
             }
         };
@@ -129,31 +129,10 @@ pub async fn run_schedule(schedule: Schedule, mut stop: watch::Receiver<bool>) {
             lease.release().await;
         }
         for outcome in outcomes {
-            report(&sink, outcome);
-        }
-    }
-}
-
-/// Logs and counts one table's compaction.
-fn report(sink: &str, outcome: Result<CompactionReport, String>) {
-    match outcome {
-        Ok(report) => {
-            record(sink, &report);
-            if !report.partitions.is_empty() {
-                tracing::info!(
-                    sink,
-                    partitions = report.partitions.len(),
-                    files_in = report.sum(|p| p.files_in),
-                    files_out = report.sum(|p| p.files_out),
-                    duplicates_removed = report.sum(|p| p.duplicates_removed),
-                    seconds = report.seconds,
-                    "compacted"
-                );
+            match outcome {
+                Ok(report) => telemetry.finished(&compacted(&report)),
+                Err(e) => telemetry.failed("compaction", &e),
             }
-        }
-        Err(e) => {
-            metrics::counter!("sluice_compaction_errors_total", "component" => sink.to_string()).increment(1);
-            tracing::warn!(sink, error = %e, "compaction failed; retrying at the next interval");
         }
     }
 }
@@ -180,24 +159,16 @@ async fn keep_renewed(
     }
 }
 
-/// Compaction metrics of one run.
-fn record(sink: &str, report: &CompactionReport) {
-    let c = sink.to_string();
-    metrics::counter!("sluice_compaction_runs_total", "component" => c.clone()).increment(1);
-    metrics::histogram!("sluice_compaction_seconds", "component" => c.clone()).record(report.seconds);
-    metrics::counter!("sluice_compaction_conflicts_total", "component" => c.clone()).increment(report.conflicts);
-    let totals = [
-        ("sluice_compaction_partitions_total", report.partitions.len() as u64),
-        ("sluice_compaction_files_in_total", report.sum(|p| p.files_in)),
-        ("sluice_compaction_files_out_total", report.sum(|p| p.files_out)),
-        ("sluice_compaction_bytes_in_total", report.sum(|p| p.bytes_in)),
-        ("sluice_compaction_bytes_out_total", report.sum(|p| p.bytes_out)),
-        (
-            "sluice_compaction_duplicates_removed_total",
-            report.sum(|p| p.duplicates_removed),
-        ),
-    ];
-    for (name, value) in totals {
-        metrics::counter!(name, "component" => c.clone()).increment(value);
+/// What a run's telemetry reports.
+fn compacted(report: &CompactionReport) -> Compacted {
+    Compacted {
+        partitions: report.partitions.len() as u64,
+        files_in: report.sum(|p| p.files_in),
+        files_out: report.sum(|p| p.files_out),
+        bytes_in: report.sum(|p| p.bytes_in),
+        bytes_out: report.sum(|p| p.bytes_out),
+        duplicates_removed: report.sum(|p| p.duplicates_removed),
+        conflicts: report.conflicts,
+        seconds: report.seconds,
     }
 }

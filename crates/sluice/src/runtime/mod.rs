@@ -41,7 +41,10 @@ use sluice_connectors::{
         objects::{ObjectsSource, ObjectsSourceConfig},
     },
 };
-use sluice_core::{BatchInfo, DeadLetter, Delivery, Event, Sink, now_ms, split_lines};
+use sluice_core::{
+    BatchInfo, DeadLetter, Delivery, Event, Sink, now_ms, split_lines,
+    telemetry::{QueueTelemetry, SinkTelemetry},
+};
 use sluice_lake::{LakeSink, RoutedLakeSink, TableLocation};
 use sluice_postgres::PostgresSink;
 use sluice_queue::{
@@ -180,6 +183,9 @@ struct SinkHandle {
 
 /// Runs the pipeline until `stop` turns true (or, with `until_idle`, until drained).
 pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Receiver<bool>) -> Result<()> {
+    // Metric handles made before the recorder exists record nothing, and
+    // components make theirs when built: install it first.
+    let metrics = telemetry::prometheus();
     let mut background = JoinSet::new();
     let RunQueue {
         queue: q,
@@ -192,10 +198,9 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
 
     let transforms: Vec<TransformNode> = build_transforms(pipeline)?
         .into_iter()
-        .map(|(name, transform)| TransformNode {
-            inputs: cfg.transforms[&name].inputs().to_vec(),
-            name,
-            transform,
+        .map(|(name, transform)| {
+            let inputs = cfg.transforms[&name].inputs().to_vec();
+            TransformNode::new(name, inputs, transform)
         })
         .collect();
     let order = dependency_order(&transforms);
@@ -268,6 +273,7 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
         };
         let (tx, rx) = mpsc::channel(4);
         let driver = SinkDriver {
+            telemetry: SinkTelemetry::new(name),
             name: name.clone(),
             sink: opened,
             flush_interval: Duration::from_secs(sink.flush_interval_secs()),
@@ -291,7 +297,7 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
     let ready = Arc::new(AtomicBool::new(false));
     if let Some(api) = &cfg.api {
         let server = api::bind(&api.address).await?;
-        background.spawn(api::serve(server, telemetry::prometheus(), ready.clone()));
+        background.spawn(api::serve(server, metrics, ready.clone()));
     }
     background.spawn(telemetry::poll_queue(q.clone(), dlq.clone()));
 
@@ -312,6 +318,7 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
             until_idle: options.until_idle,
             state_dir: pipeline.data_dir.join("sources"),
             leases: leases.clone(),
+            telemetry: sluice_core::telemetry::SourceTelemetry::new(name),
         };
         let s: Box<dyn Source> = match source {
             SourceConfig::Http(h) => Box::new(HttpSource::new(h.clone())),
@@ -441,8 +448,7 @@ struct Consumer<'a> {
 /// after their visibility timeout, so the pipeline logs, counts, pauses and
 /// goes on instead of stopping.
 async fn queue_trouble(operation: &str, error: &sluice_queue::QueueError) {
-    metrics::counter!("sluice_queue_errors_total", "operation" => operation.to_string()).increment(1);
-    tracing::warn!(%operation, %error, "queue operation failed; retrying");
+    QueueTelemetry::error(operation, error);
     tokio::time::sleep(Duration::from_millis(500)).await;
 }
 

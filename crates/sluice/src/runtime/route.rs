@@ -4,12 +4,24 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use sluice_core::{BatchInfo, Event, Rejected, StageError, Transform};
+use sluice_core::{BatchInfo, Event, Rejected, StageError, Transform, telemetry::TransformTelemetry};
 
 pub struct TransformNode {
     pub name: String,
     pub inputs: Vec<String>,
     pub transform: Arc<dyn Transform>,
+    telemetry: TransformTelemetry,
+}
+
+impl TransformNode {
+    pub fn new(name: String, inputs: Vec<String>, transform: Arc<dyn Transform>) -> TransformNode {
+        TransformNode {
+            telemetry: TransformTelemetry::new(&name),
+            name,
+            inputs,
+            transform,
+        }
+    }
 }
 
 /// What one source's batches pass through.
@@ -109,17 +121,13 @@ pub async fn run_route(
         let received = input.len() as u64;
         let started = std::time::Instant::now();
         let out = node.transform.process(batch, input).await?;
-        let c = node.name.clone();
-        metrics::histogram!("sluice_transform_seconds", "component" => c.clone())
-            .record(started.elapsed().as_secs_f64());
-        metrics::counter!("sluice_transform_dropped_events_total", "component" => c.clone()).increment(out.dropped);
-        metrics::counter!("sluice_component_received_events_total", "component" => c.clone()).increment(received);
-        metrics::counter!("sluice_component_sent_events_total", "component" => c.clone())
-            .increment(out.events.len() as u64);
-        for r in &out.rejected {
-            metrics::counter!("sluice_dead_letters_total", "component" => c.clone(), "reason" => r.reason.clone())
-                .increment(1);
-        }
+        node.telemetry.processed(
+            started.elapsed(),
+            received,
+            out.events.len() as u64,
+            out.dropped,
+            out.rejected.iter().map(|r| r.reason.as_str()),
+        );
         rejected.extend(out.rejected.into_iter().map(|r| (node.name.clone(), r)));
         outputs.insert(&node.name, out.events);
     }
@@ -149,11 +157,11 @@ mod tests {
     }
 
     fn node(name: &str, inputs: &[&str]) -> TransformNode {
-        TransformNode {
-            name: name.into(),
-            inputs: inputs.iter().map(|s| s.to_string()).collect(),
-            transform: Arc::new(Pass),
-        }
+        TransformNode::new(
+            name.into(),
+            inputs.iter().map(|s| s.to_string()).collect(),
+            Arc::new(Pass),
+        )
     }
 
     #[test]

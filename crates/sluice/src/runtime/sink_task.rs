@@ -10,7 +10,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sluice_core::{Accepted, DeadLetter, Event, Sink, StageError, now_ms};
+use sluice_core::{
+    Accepted, DeadLetter, Event, Sink, StageError, now_ms,
+    telemetry::{Committed, SinkTelemetry},
+};
 use sluice_queue::DeadLetterStore;
 use tokio::sync::{mpsc, oneshot};
 
@@ -34,6 +37,7 @@ pub struct SinkDriver {
     pub sink: Box<dyn Sink>,
     pub flush_interval: Duration,
     pub dead_letters: Arc<dyn DeadLetterStore>,
+    pub telemetry: SinkTelemetry,
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -81,11 +85,10 @@ impl SinkDriver {
         backoff: &mut Duration,
     ) -> Result<(), StageError> {
         let count = job.events.len() as u64;
-        metrics::counter!("sluice_component_received_events_total", "component" => self.name.clone()).increment(count);
+        self.telemetry.received(count);
         match self.sink.accept(&job.ticket.key, job.check_committed, job.events).await {
             Ok(Accepted::AlreadyCommitted) => {
-                metrics::counter!("sluice_sink_already_committed_batches_total", "component" => self.name.clone())
-                    .increment(1);
+                self.telemetry.already_committed();
                 job.ticket.complete();
             }
             Ok(Accepted::Buffered { rejected }) => {
@@ -93,7 +96,7 @@ impl SinkDriver {
                     let letters: Vec<DeadLetter> = rejected
                         .into_iter()
                         .map(|r| {
-                            metrics::counter!("sluice_dead_letters_total", "component" => self.name.clone(), "reason" => r.reason.clone()).increment(1);
+                            self.telemetry.refused(&r.reason);
                             DeadLetter {
                                 batch_key: job.ticket.key.clone(),
                                 line: r.event.line,
@@ -142,16 +145,13 @@ impl SinkDriver {
         let started = Instant::now();
         match self.sink.flush().await {
             Ok(report) => {
-                let c = self.name.clone();
-                let seconds = started.elapsed().as_secs_f64();
-                metrics::histogram!("sluice_sink_flush_seconds", "component" => c.clone()).record(seconds);
-                metrics::counter!("sluice_sink_commits_total", "component" => c.clone()).increment(1);
-                metrics::counter!("sluice_component_sent_events_total", "component" => c.clone())
-                    .increment(report.rows);
-                metrics::counter!("sluice_sink_files_total", "component" => c.clone()).increment(report.files);
-                metrics::counter!("sluice_sink_duplicates_dropped_total", "component" => c)
-                    .increment(report.duplicates_dropped);
-                tracing::debug!(sink = %self.name, rows = report.rows, files = report.files, batches = report.batches, seconds, "committed");
+                self.telemetry.committed(&Committed {
+                    rows: report.rows,
+                    files: report.files,
+                    batches: report.batches,
+                    duplicates_dropped: report.duplicates_dropped,
+                    took: started.elapsed(),
+                });
                 for t in pending.drain(..) {
                     t.complete();
                 }
@@ -171,16 +171,16 @@ impl SinkDriver {
         backoff: &mut Duration,
         error: StageError,
     ) -> Result<(), StageError> {
-        metrics::counter!("sluice_component_errors_total", "component" => self.name.clone()).increment(1);
         self.sink.reset();
         for t in pending.drain(..) {
             t.fail(error.message.clone());
         }
         *window_started = None;
         if !error.is_retriable() {
+            self.telemetry.failed(&error, None);
             return Err(error);
         }
-        tracing::warn!(sink = %self.name, error = %error, retry_in = ?backoff, "sink failed; its batches will be delivered again");
+        self.telemetry.failed(&error, Some(*backoff));
         tokio::time::sleep(*backoff).await;
         *backoff = (*backoff * 2).min(MAX_BACKOFF);
         Ok(())

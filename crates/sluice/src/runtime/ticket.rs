@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use sluice_core::DeliveryId;
+use sluice_core::{DeliveryId, telemetry::QueueTelemetry};
 use sluice_queue::Queue;
 use tokio::sync::mpsc;
 
@@ -106,7 +106,7 @@ pub async fn run_acker(queue: Arc<dyn Queue>, in_flight: InFlight, mut done: mps
             if let Err(e) = queue.ack(acks).await {
                 tracing::warn!(error = %e, "ack failed; the batches return and are recognised as committed");
             } else {
-                metrics::counter!("sluice_queue_acked_batches_total").increment(n);
+                QueueTelemetry::acked(n);
             }
         }
         let mut map = in_flight.lock().expect("in-flight lock");

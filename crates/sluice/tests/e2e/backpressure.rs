@@ -26,7 +26,7 @@ async fn distinct_ids(table: &Path) -> usize {
 async fn full_queue_answers_503_and_everything_accepted_lands_after_recovery() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let (lines, _) = support::generate_with(dir, 20_000, 9, ["--dup-rate", "0", "--bad-rate", "0"]);
+    let (lines, _) = support::generate_clean(dir, 20_000, 9);
     let table = dir.join("lake/t");
     let (sluice, http, api) = support::start_http_pipeline(
         dir,

@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, path::Path, process::Command, time::Duration};
 use futures::{StreamExt, stream};
 use serde_json::Value;
 
-use crate::support::{self, Running};
+use crate::support;
 
 const LINES: usize = 200_000;
 
@@ -69,7 +69,7 @@ async fn clickstream_through_files_and_http_matches_the_oracle() {
     let (plain, gz) = file_lines.split_at(file_lines.len() / 2);
     drop_file(&incoming, "part-0.ndjson", (plain.join("\n") + "\n").as_bytes());
 
-    let mut sluice = Running::start(&pipeline_path, &[]);
+    let mut sluice = support::start(&pipeline_path, &[]);
     sluice.wait_ready(api);
     drop_file(
         &incoming,
@@ -179,10 +179,11 @@ async fn clickstream_through_files_and_http_matches_the_oracle() {
         "{metrics}"
     );
     assert!(metrics.contains("sluice_queue_depth_batches"), "{metrics}");
+    support::assert_metrics_catalogued(&metrics);
     sluice.stop();
 
     // A batch run picks up whatever the stopped run had not read yet, then exits.
-    let mut finish = Running::start(&pipeline_path, &["--until-idle"]);
+    let mut finish = support::start(&pipeline_path, &["--until-idle"]);
     let status = finish.child.wait().unwrap();
     assert!(status.success(), "sluice run --until-idle exited with {status}");
 

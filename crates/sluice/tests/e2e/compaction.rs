@@ -20,7 +20,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::support::{self, Running};
+use crate::support;
 
 const LINES: usize = 200_000;
 const PARTS: usize = 8;
@@ -36,12 +36,7 @@ fn sluice(args: &[&str], pipeline: &Path) -> Command {
 async fn compaction_beside_ingest_folds_in_late_data_and_duplicates() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let (lines, oracle) = support::generate_with(
-        dir,
-        LINES,
-        23,
-        ["--dup-rate", "0.02", "--bad-rate", "0.01", "--late-rate", "0.05"],
-    );
+    let (lines, oracle) = support::generate(dir, LINES, 23);
     let api = support::free_port();
     let pipeline_path = dir.join("pipeline.toml");
     let sources = "[sources.files]\ntype = \"file\"\npath = \"incoming/*.ndjson\"\nmax_batch_bytes = 262144";
@@ -56,7 +51,7 @@ async fn compaction_beside_ingest_folds_in_late_data_and_duplicates() {
     let incoming = dir.join("incoming");
     std::fs::create_dir_all(&incoming).unwrap();
 
-    let mut running = Running::start(&pipeline_path, &[]);
+    let mut running = support::start(&pipeline_path, &[]);
     running.wait_ready(api);
 
     // Meanwhile, compactions from the command line race the scheduled ones.
@@ -83,8 +78,9 @@ async fn compaction_beside_ingest_folds_in_late_data_and_duplicates() {
         metrics.contains("sluice_compaction_runs_total{component=\"lake\"}"),
         "the scheduled compaction ran: {metrics}"
     );
+    support::assert_metrics_catalogued(&metrics);
     running.stop();
-    let mut finish = Running::start(&pipeline_path, &["--until-idle"]);
+    let mut finish = support::start(&pipeline_path, &["--until-idle"]);
     assert!(finish.child.wait().unwrap().success());
     ingesting.store(false, Ordering::Relaxed);
     assert!(cli_compactions.join().unwrap() > 0);

@@ -60,7 +60,7 @@ async fn a_full_disk_is_retried_and_nothing_is_lost_or_doubled() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let disk = Tmpfs::mount(&dir.join("lake"), "512k");
-    let (lines, oracle) = support::generate_with(dir, 20_000, 31, ["--dup-rate", "0", "--bad-rate", "0"]);
+    let (lines, oracle) = support::generate_clean(dir, 20_000, 31);
     let (sluice, http, api) = support::start_http_pipeline(dir, "visibility_timeout_secs = 2\nmax_attempts = 1000", "");
 
     let client = reqwest::Client::new();
@@ -105,7 +105,7 @@ async fn a_full_queue_disk_answers_503_and_recovers_without_loss() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let disk = Tmpfs::mount(&dir.join(".sluice"), "1m");
-    let (lines, _) = support::generate_with(dir, 20_000, 37, ["--dup-rate", "0", "--bad-rate", "0"]);
+    let (lines, _) = support::generate_clean(dir, 20_000, 37);
     let (sluice, http, api) = support::start_http_pipeline(dir, "", "");
     let client = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{http}/v1/events");

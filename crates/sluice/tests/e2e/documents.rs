@@ -5,6 +5,7 @@
 //! incremental after the rest) read back with delta-rs's Python package equal
 //! it too; a replay of the same files changes nothing.
 
+use sluice_testkit::services::Service;
 use std::{collections::BTreeMap, path::Path, process::Command};
 
 use serde_json::Value;
@@ -24,26 +25,18 @@ fn generate(dir: &Path, seed: u64) -> BTreeMap<String, Value> {
 }
 
 fn generate_sized(dir: &Path, seed: u64, changes: usize, docs: usize) -> BTreeMap<String, Value> {
-    let all = dir.join("all.ndjson");
-    let expect = dir.join("expect.json");
-    support::run_ok(
-        Command::new(support::python())
-            .arg(support::bench_dir().join("gen_events.py"))
-            .args(["cdc", "-n", &changes.to_string(), "--docs", &docs.to_string()])
-            .args(["--seed", &seed.to_string(), "-o"])
-            .arg(&all)
-            .arg("--expect")
-            .arg(&expect),
-    );
+    let (lines, oracle) = sluice_testkit::data::cdc(&sluice_testkit::generator::CdcOptions {
+        changes: changes as u64,
+        docs: docs as u64,
+        seed,
+        ..Default::default()
+    });
     std::fs::create_dir_all(dir.join("parts")).unwrap();
     std::fs::create_dir_all(dir.join("changes")).unwrap();
-    let text = std::fs::read_to_string(&all).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
     for (i, chunk) in lines.chunks(lines.len().div_ceil(5)).enumerate() {
         std::fs::write(dir.join(format!("parts/part-{i}.ndjson")), chunk.join("\n") + "\n").unwrap();
     }
-    let oracle: Value = serde_json::from_str(&std::fs::read_to_string(&expect).unwrap()).unwrap();
-    let documents: BTreeMap<String, Value> = serde_json::from_value(oracle["documents"].clone()).unwrap();
+    let documents = oracle.documents;
     assert!(
         documents.len() * 5 >= docs * 4,
         "the oracle holds {} documents",
@@ -202,6 +195,9 @@ fn change_events_merge_into_the_embedded_store_and_snapshots_follow_incrementall
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn change_events_merge_into_postgres_as_the_oracle_says() {
+    if !support::services_up(&[Service::Postgres]) {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let oracle = generate(dir, 72);
@@ -238,6 +234,9 @@ async fn redis_hashes(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn projections_in_redis_follow_the_documents_and_rehydrate_the_same() {
+    if !support::services_up(&[Service::Redis]) {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let oracle = generate_sized(dir, 73, 20_000, 1_000);
@@ -265,7 +264,7 @@ async fn projections_in_redis_follow_the_documents_and_rehydrate_the_same() {
         })
         .collect();
     std::fs::write(dir.join("changes/hospitals.ndjson"), hospital_changes.join("\n") + "\n").unwrap();
-    let redis_url = std::env::var("SLUICE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let redis_url = Service::Redis.url();
     let prefix = format!("sluice-e2e-{}:", std::process::id());
     let projection = format!(
         r#"

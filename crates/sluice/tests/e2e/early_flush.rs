@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{self, Running};
+use crate::support;
 
 /// Starts an HTTP pipeline with a one-hour age bound and `delivery`, posts
 /// `requests` bodies of `lines_each` generated events, and returns the rows
@@ -16,13 +16,13 @@ use crate::support::{self, Running};
 async fn rows_before_and_after_stop(delivery: &str, requests: usize, lines_each: usize) -> (u64, u64) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let (lines, _) = support::generate_with(dir, requests * lines_each, 5, ["--dup-rate", "0", "--bad-rate", "0"]);
+    let (lines, _) = support::generate_clean(dir, requests * lines_each, 5);
     let (http, api) = (support::free_port(), support::free_port());
     let sources = format!("[sources.web]\ntype = \"http\"\naddress = \"127.0.0.1:{http}\"");
     let text = support::pipeline(api, delivery, &sources, &["web"], "t")
         .replace("flush_interval_secs = 1", "flush_interval_secs = 3600");
     std::fs::write(dir.join("pipeline.toml"), text).unwrap();
-    let mut sluice = Running::start(&dir.join("pipeline.toml"), &[]);
+    let mut sluice = support::start(&dir.join("pipeline.toml"), &[]);
     sluice.wait_ready(api);
 
     let client = reqwest::Client::new();

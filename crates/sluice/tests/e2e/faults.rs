@@ -112,7 +112,7 @@ pub(crate) fn kill_and_restart(sluice: &mut Running, round: usize, rng: &mut u64
     };
     sluice.child.kill().unwrap();
     sluice.child.wait().unwrap();
-    *sluice = Running::start(&dir.join("pipeline.toml"), &[]);
+    *sluice = support::start(&dir.join("pipeline.toml"), &[]);
     sluice.wait_ready(api);
     moment
 }
@@ -130,7 +130,7 @@ pub(crate) fn drop_files_while_killing(
     rounds: usize,
     seed: u64,
 ) {
-    let mut sluice = Running::start(&dir.join("pipeline.toml"), &[]);
+    let mut sluice = support::start(&dir.join("pipeline.toml"), &[]);
     sluice.wait_ready(api);
     let pause = Duration::from_millis(800 * rounds as u64) / files.len().max(1) as u32;
     let dropper = {
@@ -151,7 +151,7 @@ pub(crate) fn drop_files_while_killing(
     }
     dropper.join().unwrap();
     sluice.stop();
-    let mut finish = Running::start(&dir.join("pipeline.toml"), &["--until-idle"]);
+    let mut finish = support::start(&dir.join("pipeline.toml"), &["--until-idle"]);
     assert!(finish.child.wait().unwrap().success());
 }
 
@@ -233,7 +233,7 @@ async fn kill_9_rounds_lose_nothing_and_duplicate_nothing() {
         ),
     )
     .unwrap();
-    let mut sluice = Running::start(&dir.join("pipeline.toml"), &[]);
+    let mut sluice = support::start(&dir.join("pipeline.toml"), &[]);
     sluice.wait_ready(api);
 
     let log = Arc::new(Mutex::new(ClientLog::default()));

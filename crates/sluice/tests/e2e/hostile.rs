@@ -14,7 +14,7 @@ use crate::support;
 async fn hostile_lines_are_dead_lettered_and_the_rest_lands() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let (lines, _) = support::generate_with(dir, 3, 17, ["--dup-rate", "0", "--bad-rate", "0"]);
+    let (lines, _) = support::generate_clean(dir, 3, 17);
     let (sluice, http, _) = support::start_http_pipeline(dir, "", "max_body_bytes = 8388608");
 
     let valid: Value = serde_json::from_str(&lines[2]).unwrap();

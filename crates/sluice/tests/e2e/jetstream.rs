@@ -9,6 +9,7 @@
 //! subject the filter leaves out) land as the oracle says, every message is
 //! acknowledged, and a second run reads nothing again.
 
+use sluice_testkit::services::Service;
 use std::process::Command;
 
 use crate::{
@@ -18,6 +19,9 @@ use crate::{
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_through_a_jetstream_queue_land_as_the_oracle_says() {
+    if !support::services_up(&[Service::Nats]) {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (_, oracle) = support::generate(dir, 20_000, 81);
@@ -90,6 +94,9 @@ async fn read_stream(name: &str) -> Vec<(String, serde_json::Value)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_sink_publishes_each_valid_event_once() {
+    if !support::services_up(&[Service::Nats]) {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (lines, oracle) = support::generate(dir, 5_000, 83);
@@ -134,6 +141,9 @@ stream = "{stream}"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_nats_source_lands_a_published_stream_as_the_oracle_says() {
+    if !support::services_up(&[Service::Nats]) {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (lines, oracle) = support::generate(dir, 10_000, 85);

@@ -4,6 +4,7 @@
 //! old rows, events read after the refresh carry the new ones (a country
 //! the old table lacked appears), and every valid event lands once.
 
+use sluice_testkit::services::Service;
 use std::{
     collections::HashSet,
     path::Path,
@@ -97,6 +98,9 @@ async fn wait_for_rows(client: &Client, schema: &str, rows: u64, sluice: &mut Ru
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reference_table_replaced_mid_run_enriches_later_events_and_loses_none() {
+    if !support::services_up(&[Service::Postgres]) {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let mut chunks = Vec::new();
@@ -119,7 +123,7 @@ async fn a_reference_table_replaced_mid_run_enriches_later_events_and_loses_none
     let schema = fresh_schema(&client, "lookup").await;
     let api = support::free_port();
     std::fs::write(dir.join("pipeline.toml"), pipeline(api, &schema)).unwrap();
-    let mut sluice = Running::start(&dir.join("pipeline.toml"), &[]);
+    let mut sluice = support::start(&dir.join("pipeline.toml"), &[]);
     sluice.wait_ready(api);
 
     let valid = |i: usize| chunks[i].1["valid_unique"].as_u64().unwrap();

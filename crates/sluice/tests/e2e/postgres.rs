@@ -4,6 +4,7 @@
 //! generator's oracle with SQL; then kill -9 rounds in append mode, where
 //! any engine duplicate would show as an extra row.
 
+use sluice_testkit::services::Service;
 use std::{
     collections::{HashMap, HashSet},
     path::Path,
@@ -15,10 +16,10 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio_postgres::{Client, NoTls};
 
-use crate::support::{self, Running};
+use crate::support;
 
 pub(crate) fn url() -> String {
-    std::env::var("SLUICE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    Service::Postgres.url()
 }
 
 pub(crate) async fn connect() -> Client {
@@ -72,7 +73,7 @@ table = "events"
 flush_interval_secs = 1
 {sink_keys}
 "#,
-        json_schema = support::bench_dir().join("schemas/clickstream.schema.json").display(),
+        json_schema = support::schema_path().display(),
         url = url(),
     )
 }
@@ -176,6 +177,9 @@ pub(crate) fn dead_letter_count(dir: &Path) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clickstream_upserts_into_normalised_tables_and_a_new_field_adds_a_column() {
+    if !support::services_up(&[Service::Postgres]) {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (lines, oracle) = support::generate(dir, 20_000, 41);
@@ -260,6 +264,9 @@ async fn clickstream_upserts_into_normalised_tables_and_a_new_field_adds_a_colum
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_rounds_into_postgres_append_lose_nothing_and_duplicate_nothing() {
+    if !support::services_up(&[Service::Postgres]) {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (lines, oracle) = support::generate(dir, 20_000, 43);
@@ -269,7 +276,7 @@ async fn kill_9_rounds_into_postgres_append_lose_nothing_and_duplicate_nothing()
     std::fs::write(dir.join("pipeline.toml"), pipeline(api, &schema, "")).unwrap();
     let incoming = dir.join("incoming");
     std::fs::create_dir_all(&incoming).unwrap();
-    let mut sluice = Running::start(&dir.join("pipeline.toml"), &[]);
+    let mut sluice = support::start(&dir.join("pipeline.toml"), &[]);
     sluice.wait_ready(api);
 
     let rounds = 6;
@@ -307,7 +314,7 @@ async fn kill_9_rounds_into_postgres_append_lose_nothing_and_duplicate_nothing()
         sluice.child.kill().unwrap();
         sluice.child.wait().unwrap();
         eprintln!("round {}: killed {moment}", round + 1);
-        sluice = Running::start(&dir.join("pipeline.toml"), &[]);
+        sluice = support::start(&dir.join("pipeline.toml"), &[]);
         tokio::task::block_in_place(|| sluice.wait_ready(api));
     }
     dropper.join().unwrap();

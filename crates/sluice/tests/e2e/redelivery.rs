@@ -65,7 +65,7 @@ async fn wait_for_ids(table: &Path, ids: usize) {
 async fn failing_commits_dead_letter_after_max_attempts_and_redrive_lands_once() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let (lines, oracle) = support::generate_with(dir, 200, 5, ["--dup-rate", "0", "--bad-rate", "0"]);
+    let (lines, oracle) = support::generate_clean(dir, 200, 5);
     assert_eq!(oracle["valid_unique"], 200);
     let (first, second) = lines.split_at(100);
     let pipeline_path = dir.join("pipeline.toml");

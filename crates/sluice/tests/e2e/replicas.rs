@@ -11,6 +11,7 @@
 //! the oracle's; and the compaction runs recorded in the Delta log never
 //! interleave (one replica compacts at a time).
 
+use sluice_testkit::services::Service;
 use std::{
     collections::{BTreeMap, HashMap},
     path::{Path, PathBuf},
@@ -78,7 +79,7 @@ impl Replica {
 
     fn start(&mut self, pipeline: &Path) {
         let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let mut process = Running::start_with_env(pipeline, &[], &env);
+        let mut process = Running::start(support::SLUICE, pipeline, &[], &env);
         process.wait_ready(self.api);
         self.process = Some(process);
     }
@@ -136,30 +137,20 @@ store = "{store}"
 schema = "{store_schema}"
 "#,
         nats = support::nats_url(),
-        schema = support::bench_dir().join("schemas/clickstream.schema.json").display(),
+        schema = support::schema_path().display(),
         store = crate::postgres::url(),
     )
 }
 
 /// Generated document changes and the oracle's documents.
-fn generate_changes(dir: &Path) -> (Vec<String>, BTreeMap<String, Value>) {
-    let (all, expect) = (dir.join("changes.ndjson"), dir.join("changes.expect.json"));
-    support::run_ok(
-        Command::new(support::python())
-            .arg(support::bench_dir().join("gen_events.py"))
-            .args(["cdc", "-n", &CHANGES.to_string(), "--docs", &DOCUMENTS.to_string()])
-            .args(["--seed", "93", "-o"])
-            .arg(&all)
-            .arg("--expect")
-            .arg(&expect),
-    );
-    let lines = std::fs::read_to_string(&all)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
-    let oracle: Value = serde_json::from_str(&std::fs::read_to_string(&expect).unwrap()).unwrap();
-    (lines, serde_json::from_value(oracle["documents"].clone()).unwrap())
+fn generate_changes() -> (Vec<String>, BTreeMap<String, Value>) {
+    let (lines, oracle) = sluice_testkit::data::cdc(&sluice_testkit::generator::CdcOptions {
+        changes: CHANGES as u64,
+        docs: DOCUMENTS as u64,
+        seed: 93,
+        ..Default::default()
+    });
+    (lines, oracle.documents)
 }
 
 /// Posts `bodies` to `replicas`' collectors (clicks or changes), round robin,
@@ -260,10 +251,13 @@ fn assert_runs_do_not_interleave(commits: &[(i64, String)]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_with_one_killed_land_everything_once() {
+    if !support::services_up(&[Service::S3, Service::Nats, Service::Postgres]) {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (clicks, oracle) = support::generate(dir, CLICKS, 91);
-    let (changes, documents) = generate_changes(dir);
+    let (changes, documents) = generate_changes();
 
     let pid = std::process::id();
     let bucket = format!("sluice-replicas-{pid}");

@@ -5,6 +5,7 @@
 //! Self-describing events checked against their version, and routed to a
 //! table per MODEL that gains the columns later versions add.
 
+use sluice_testkit::services::Service;
 use std::process::Command;
 
 use serde_json::{Value, json};
@@ -29,6 +30,9 @@ fn schema_versions_are_registered_checked_and_listed_in_a_folder() {
 /// The same in a registry on the local S3 server and in one in PostgreSQL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schema_versions_are_registered_checked_and_listed_on_s3_and_in_postgres() {
+    if !support::services_up(&[Service::S3, Service::Postgres]) {
+        return;
+    }
     use crate::postgres::{connect, drop_schema, fresh_schema, url};
 
     let bucket = format!("sluice-registry-{}", std::process::id());
@@ -84,9 +88,7 @@ fn register_check_and_list(dir: &std::path::Path, registry: &str) {
     )
     .unwrap();
     let p = pipeline.to_str().unwrap();
-    let base: Value =
-        serde_json::from_slice(&std::fs::read(support::bench_dir().join("schemas/clickstream.schema.json")).unwrap())
-            .unwrap();
+    let base: Value = serde_json::from_slice(&std::fs::read(support::schema_path()).unwrap()).unwrap();
     let write = |name: &str, schema: &Value| {
         let path = dir.join(name);
         std::fs::write(&path, serde_json::to_vec_pretty(schema).unwrap()).unwrap();
@@ -183,6 +185,9 @@ fn register_click(dir: &std::path::Path, version: &str, body: &Value) {
 /// exactly the generator's invalid lines.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn self_describing_events_are_checked_against_their_version_and_unknown_ones_dead_lettered() {
+    if !support::services_up(&[Service::Postgres]) {
+        return;
+    }
     use crate::postgres::{connect, drop_schema, fresh_schema, one_i64, run_until_idle, url};
 
     let tmp = tempfile::tempdir().unwrap();
@@ -203,9 +208,7 @@ async fn self_describing_events_are_checked_against_their_version_and_unknown_on
     .unwrap();
     let p = dir.join("pipeline.toml");
     let p = p.to_str().unwrap();
-    let base: Value =
-        serde_json::from_slice(&std::fs::read(support::bench_dir().join("schemas/clickstream.schema.json")).unwrap())
-            .unwrap();
+    let base: Value = serde_json::from_slice(&std::fs::read(support::schema_path()).unwrap()).unwrap();
     let mut v101 = base.clone();
     v101["properties"]["campaign_id"] = json!({"type": ["string", "null"]});
     for (version, body) in [("1-0-0", &base), ("1-0-1", &v101)] {
@@ -300,9 +303,7 @@ async fn self_describing_events_are_routed_to_a_table_per_model_which_gains_new_
     let p = dir.join("pipeline.toml");
     let p = p.to_str().unwrap();
     let register = |version: &str, body: &Value| register_click(dir, version, body);
-    let base: Value =
-        serde_json::from_slice(&std::fs::read(support::bench_dir().join("schemas/clickstream.schema.json")).unwrap())
-            .unwrap();
+    let base: Value = serde_json::from_slice(&std::fs::read(support::schema_path()).unwrap()).unwrap();
     let mut v101 = base.clone();
     v101["properties"]["campaign_id"] = json!({"type": ["string", "null"]});
     let mut v200 = base.clone();

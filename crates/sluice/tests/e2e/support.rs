@@ -1,48 +1,41 @@
-//! Helpers for end-to-end tests: locating the shared generator, running the
-//! binary, talking to it over HTTP, reading the lake back.
+//! Helpers for end-to-end tests: running the binary, talking to it over
+//! HTTP, reading the lake back. What every crate's tests share (services,
+//! process harness, generated data) is `sluice-testkit`.
 
 use std::{
     collections::{BTreeMap, HashSet},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    process::Command,
 };
 
 use deltalake::arrow::array::{Array, AsArray};
 use deltalake::arrow::datatypes::TimestampMicrosecondType;
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sha2::{Digest, Sha256};
+pub use sluice_testkit::process::{Running, free_port, http_get, python, run_ok};
+use sluice_testkit::services::Service;
 
 pub const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
 
-/// `../shared/bench` (the generator and its schema): `SLUICE_BENCH_DIR`, or
-/// beside the repository, or the workplace default.
-pub fn bench_dir() -> PathBuf {
-    let candidates = [
-        std::env::var_os("SLUICE_BENCH_DIR").map(PathBuf::from),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/bench")),
-        Some(PathBuf::from("/work/shared/bench")),
-    ];
-    candidates
-        .into_iter()
-        .flatten()
-        .find(|p| p.join("gen_events.py").exists())
-        .expect("shared/bench/gen_events.py not found; set SLUICE_BENCH_DIR")
+/// The generator's clickstream schema.
+pub fn schema_path() -> PathBuf {
+    sluice_testkit::generator::clickstream_schema_path()
 }
 
-/// Python with `deltalake` and `pyarrow` (the test script sets `SLUICE_PYTHON`).
-pub fn python() -> String {
-    std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".into())
+/// Whether every service is up; when one is not, the test skips (or fails
+/// under `SLUICE_TEST_REQUIRE_SERVICES`, as in `scripts/test`).
+pub fn services_up(services: &[Service]) -> bool {
+    services.iter().all(|s| s.available().is_some())
 }
 
 /// The NATS server with JetStream (`SLUICE_TEST_NATS`, default the machine's).
 pub fn nats_url() -> String {
-    std::env::var("SLUICE_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+    Service::Nats.url()
 }
 
 /// The local S3 server `scripts/test` starts (`SLUICE_TEST_S3`).
 pub fn s3_endpoint() -> String {
-    std::env::var("SLUICE_TEST_S3").unwrap_or_else(|_| "http://127.0.0.1:4566".into())
+    Service::S3.url()
 }
 
 /// Creates the bucket `name` on the local S3 server.
@@ -57,6 +50,24 @@ pub async fn create_bucket(name: &str) {
         "creating bucket {name}: {}",
         created.status()
     );
+}
+
+/// Every metric family in a `/metrics` scrape is one of the catalogue's
+/// (`sluice_core::telemetry`), and each carries its help text.
+pub fn assert_metrics_catalogued(scrape: &str) {
+    let mut seen = 0;
+    for line in scrape.lines().filter(|l| l.starts_with("sluice_")) {
+        let sample = line.split(['{', ' ']).next().unwrap_or_default();
+        let metric = sluice_core::telemetry::catalogue::find(sample)
+            .unwrap_or_else(|| panic!("{sample} is exported but not in the metric catalogue"));
+        assert!(
+            scrape.contains(&format!("# HELP {} {}", metric.name, metric.help)),
+            "{} has no help text in the scrape",
+            metric.name
+        );
+        seen += 1;
+    }
+    assert!(seen > 0, "no Sluice metric in the scrape: {scrape}");
 }
 
 /// A new JetStream stream `name` taking `<subject>.>` (an old one of the
@@ -74,129 +85,20 @@ pub async fn fresh_stream(name: &str, subject: &str) -> async_nats::jetstream::C
     js
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-pub fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Generates clickstream NDJSON; returns (lines, oracle).
+/// Generates noisy clickstream NDJSON (2 % duplicates, 1 % malformed, 5 %
+/// late) into `dir/events.ndjson`; returns (lines, oracle).
 pub fn generate(dir: &Path, n: usize, seed: u64) -> (Vec<String>, serde_json::Value) {
-    generate_with(
-        dir,
-        n,
-        seed,
-        ["--dup-rate", "0.02", "--bad-rate", "0.01", "--late-rate", "0.05"],
-    )
+    sluice_testkit::data::noisy_clickstream(dir, n as u64, seed)
 }
 
-/// Generates clickstream NDJSON with the given generator flags; returns (lines, oracle).
-pub fn generate_with<const N: usize>(
-    dir: &Path,
-    n: usize,
-    seed: u64,
-    flags: [&str; N],
-) -> (Vec<String>, serde_json::Value) {
-    let out = dir.join("events.ndjson");
-    let expect = dir.join("expect.json");
-    run_ok(
-        Command::new(python())
-            .arg(bench_dir().join("gen_events.py"))
-            .args(["clickstream", "-n", &n.to_string(), "--seed", &seed.to_string()])
-            .args(flags)
-            .arg("-o")
-            .arg(&out)
-            .arg("--expect")
-            .arg(&expect),
-    );
-    let text = std::fs::read_to_string(&out).unwrap();
-    let lines = text.lines().map(str::to_string).collect();
-    (
-        lines,
-        serde_json::from_str(&std::fs::read_to_string(&expect).unwrap()).unwrap(),
-    )
+/// Generates valid, unique clickstream events; returns (lines, oracle).
+pub fn generate_clean(dir: &Path, n: usize, seed: u64) -> (Vec<String>, serde_json::Value) {
+    sluice_testkit::data::clean_clickstream(dir, n as u64, seed)
 }
 
-pub struct Running {
-    pub child: Child,
-}
-
-impl Running {
-    pub fn start(pipeline: &Path, extra: &[&str]) -> Running {
-        Running::start_with_env(pipeline, extra, &[])
-    }
-
-    /// `sluice run` with extra environment variables.
-    pub fn start_with_env(pipeline: &Path, extra: &[&str], env: &[(&str, &str)]) -> Running {
-        let child = Command::new(SLUICE)
-            .arg("run")
-            .arg(pipeline)
-            .args(extra)
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        Running { child }
-    }
-
-    pub fn wait_ready(&mut self, api_port: u16) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            assert!(
-                self.child.try_wait().unwrap().is_none(),
-                "sluice exited during start-up"
-            );
-            if http_get(api_port, "/ready").is_some_and(|(status, _)| status == 200) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("sluice did not become ready");
-    }
-
-    /// SIGTERM, then wait for a clean exit.
-    pub fn stop(mut self) {
-        run_ok(Command::new("kill").arg("-TERM").arg(self.child.id().to_string()));
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "sluice exited with {status}");
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A minimal blocking HTTP/1.1 GET; returns (status, body).
-pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((status, body))
+/// `sluice run PIPELINE EXTRA...`.
+pub fn start(pipeline: &Path, extra: &[&str]) -> Running {
+    Running::start(SLUICE, pipeline, extra, &[])
 }
 
 /// What the lake holds, read with this crate's own Parquet reader.
@@ -265,7 +167,7 @@ pub fn read_with_delta_rs(table: &Path) -> serde_json::Value {
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/read_delta.py"))
             .arg(table)
             .args(["event_id", "ts"])
-            .arg(bench_dir().join("schemas/clickstream.schema.json")),
+            .arg(schema_path()),
     );
     serde_json::from_str(&out).unwrap()
 }
@@ -318,7 +220,7 @@ inputs = ["standardize"]
 uri = "lake/{table}"
 flush_interval_secs = 1
 "#,
-        schema = bench_dir().join("schemas/clickstream.schema.json").display()
+        schema = schema_path().display()
     )
 }
 
@@ -339,7 +241,7 @@ schema = "{}"
 event_id = "/event_id"
 event_time = "/ts"
 "#,
-        bench_dir().join("schemas/clickstream.schema.json").display()
+        schema_path().display()
     )
 }
 
@@ -361,7 +263,7 @@ pub fn start_http_pipeline(dir: &Path, delivery: &str, http_keys: &str) -> (Runn
         pipeline(api, delivery, &sources, &["web"], "t"),
     )
     .unwrap();
-    let mut sluice = Running::start(&dir.join("pipeline.toml"), &[]);
+    let mut sluice = start(&dir.join("pipeline.toml"), &[]);
     sluice.wait_ready(api);
     (sluice, http, api)
 }

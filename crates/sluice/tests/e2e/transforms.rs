@@ -3,6 +3,7 @@
 //! filter into PostgreSQL (upsert, columns inferred from what the chain
 //! emits), checked against the oracle with SQL.
 
+use sluice_testkit::services::Service;
 use std::collections::HashSet;
 
 use serde_json::Value;
@@ -70,6 +71,9 @@ primary_key = ["/event_id"]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chain_of_user_transforms_lands_what_the_oracle_predicts() {
+    if !support::services_up(&[Service::Postgres]) {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (lines, oracle) = support::generate(dir, 20_000, 47);

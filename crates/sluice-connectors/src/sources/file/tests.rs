@@ -40,6 +40,7 @@ fn context(queue: &Arc<EmbeddedQueue>, state_dir: &Path) -> (SourceContext, watc
         until_idle: true,
         state_dir: state_dir.to_path_buf(),
         leases: Arc::new(LocalLeases::default()),
+        telemetry: sluice_core::telemetry::SourceTelemetry::new("test"),
     };
     (ctx, stop)
 }

@@ -29,7 +29,7 @@ use super::{
     HttpSourceConfig,
     body::{BodyError, decode_body},
 };
-use crate::sources::{Source, SourceContext, SourceError, count_received};
+use crate::sources::{Source, SourceContext, SourceError};
 
 pub struct HttpSource {
     config: HttpSourceConfig,
@@ -121,11 +121,11 @@ async fn ingest(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
     };
     match ctx.queue.enqueue(batch).await {
         Ok(()) => {
-            count_received(&ctx.name, events, bytes);
+            ctx.telemetry.enqueued(events, bytes);
             accepted(events)
         }
         Err(e @ QueueError::Full { .. }) => {
-            metrics::counter!("sluice_http_throttled_total", "component" => ctx.name.clone()).increment(1);
+            ctx.telemetry.throttled();
             unavailable(&e.to_string())
         }
         Err(e) => {

@@ -23,7 +23,7 @@ use futures::StreamExt;
 use sluice_core::NewBatch;
 
 use super::NatsSourceConfig;
-use crate::sources::{Source, SourceContext, SourceError, count_received};
+use crate::sources::{Source, SourceContext, SourceError};
 
 pub struct NatsSource {
     config: NatsSourceConfig,
@@ -174,8 +174,7 @@ impl Source for NatsSource {
             let messages = match messages {
                 Ok(messages) => messages,
                 Err(e) => {
-                    metrics::counter!("sluice_source_errors_total", "component" => ctx.name.clone()).increment(1);
-                    tracing::warn!(source = %ctx.name, error = %e, "pulling from JetStream failed; retrying");
+                    ctx.telemetry.upstream_error("pulling from JetStream", &e);
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
@@ -190,7 +189,7 @@ impl Source for NatsSource {
             let bytes = batch.payload.len() as u64;
             if !batch.payload.is_empty() {
                 match self.enqueue_holding(&ctx, batch, &messages).await {
-                    Ok(()) => count_received(&ctx.name, lines, bytes),
+                    Ok(()) => ctx.telemetry.enqueued(lines, bytes),
                     // Not acknowledged: JetStream delivers them again.
                     Err(SourceError::Stopped) => return Ok(()),
                     Err(e) => return Err(e),

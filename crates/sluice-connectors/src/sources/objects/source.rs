@@ -107,7 +107,7 @@ impl Source for ObjectsSource {
             let Some(mut lease) = self.wait_for_lease(&ctx, &lease_name).await? else {
                 return Ok(());
             };
-            metrics::gauge!("sluice_source_lease_held", "component" => ctx.name.clone()).set(1.0);
+            ctx.telemetry.lease_held(true);
             let released = locked(&ledger).release_claims().map_err(SourceError::State)?;
             if released > 0 {
                 tracing::info!(source = %ctx.name, objects = released, "reading objects an earlier holder had claimed again");
@@ -115,12 +115,12 @@ impl Source for ObjectsSource {
             let lost = tokio::select! {
                 served = self.serve(&ctx, &ledger, consumer.as_ref()) => {
                     lease.release().await;
-                    metrics::gauge!("sluice_source_lease_held", "component" => ctx.name.clone()).set(0.0);
+                    ctx.telemetry.lease_held(false);
                     return served;
                 }
                 lost = keep_renewed(lease.as_mut(), renew_every) => lost,
             };
-            metrics::gauge!("sluice_source_lease_held", "component" => ctx.name.clone()).set(0.0);
+            ctx.telemetry.lease_held(false);
             tracing::warn!(source = %ctx.name, error = %lost, "lost the source's lease; another replica reads the objects now");
         }
     }
@@ -190,8 +190,7 @@ impl ObjectsSource {
         let found = match self.objects.list(settle).await {
             Ok(found) => found,
             Err(e) => {
-                metrics::counter!("sluice_source_errors_total", "component" => ctx.name.clone()).increment(1);
-                tracing::warn!(source = %ctx.name, error = %e, "listing objects failed; the next sweep tries again");
+                ctx.telemetry.upstream_error("listing objects", &e);
                 return Ok(false);
             }
         };
@@ -201,8 +200,7 @@ impl ObjectsSource {
         if new > 0 {
             tracing::info!(source = %ctx.name, objects = new, "the sweep found objects no notification announced");
         }
-        metrics::counter!("sluice_objects_found_total", "component" => ctx.name.clone(), "by" => "sweep")
-            .increment(new as u64);
+        ctx.telemetry.objects_found("sweep", new as u64);
         Ok(true)
     }
 
@@ -245,8 +243,7 @@ impl ObjectsSource {
         let messages = match pulled {
             Ok(messages) => messages,
             Err(e) => {
-                metrics::counter!("sluice_source_errors_total", "component" => ctx.name.clone()).increment(1);
-                tracing::warn!(source = %ctx.name, error = %e, "pulling notifications failed; retrying");
+                ctx.telemetry.upstream_error("pulling notifications", &e);
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 return Ok(0);
             }
@@ -293,8 +290,7 @@ impl ObjectsSource {
         let new = locked(ledger)
             .found(&found, FoundBy::Notification, now_ms())
             .map_err(SourceError::State)?;
-        metrics::counter!("sluice_objects_found_total", "component" => ctx.name.clone(), "by" => "notification")
-            .increment(new as u64);
+        ctx.telemetry.objects_found("notification", new as u64);
         for message in &messages {
             if let Err(e) = message.ack().await {
                 tracing::debug!(source = %ctx.name, error = %e, "notification ack lost; it comes back and changes nothing");
@@ -322,7 +318,7 @@ impl ObjectsSource {
             // refreshed now and then, not after every pull.
             if last_counted.is_none_or(|at: Instant| at.elapsed() >= GAUGE_EVERY) {
                 for (state, n) in locked(ledger).counts().map_err(SourceError::State)? {
-                    metrics::gauge!("sluice_objects", "component" => ctx.name.clone(), "state" => state).set(n as f64);
+                    ctx.telemetry.objects_in_state(&state, n);
                 }
                 last_counted = Some(Instant::now());
             }
@@ -422,8 +418,7 @@ impl ObjectsSource {
                 "failed"
             }
         };
-        metrics::counter!("sluice_objects_read_total", "component" => ctx.name.clone(), "outcome" => outcome)
-            .increment(1);
+        ctx.telemetry.object_read(outcome);
         Ok(())
     }
 }

@@ -43,6 +43,7 @@ async fn read_once(
         until_idle: true,
         state_dir: state.to_path_buf(),
         leases: Arc::new(LocalLeases::default()),
+        telemetry: sluice_core::telemetry::SourceTelemetry::new("test"),
     };
     let store = Arc::new(LocalFileSystem::new_with_prefix(folder).unwrap());
     let source = ObjectsSource::new(config, store, Path::default(), None).unwrap();
@@ -226,6 +227,7 @@ async fn one_holder_of_the_lease_reads_and_another_takes_over_when_it_stops() {
             until_idle: false,
             state_dir: dir.path().join(state),
             leases: leases.clone(),
+            telemetry: sluice_core::telemetry::SourceTelemetry::new("test"),
         };
         let store = Arc::new(LocalFileSystem::new_with_prefix(&folder).unwrap());
         let mut settled = config("*", ObjectFormat::Auto);

@@ -1,0 +1,19 @@
+//! What Sluice's tests share, so no test reads a service URL, spawns the
+//! binary or generates data its own way.
+//!
+//! * [`services`]: the URL of each backing service (PostgreSQL, Redis, NATS,
+//!   S3) and whether it answers; tests of an absent service skip with a
+//!   message, unless `SLUICE_TEST_REQUIRE_SERVICES` is set (`scripts/test`
+//!   sets it, so CI never skips).
+//! * [`process`]: a running `sluice` process (ready wait, SIGTERM, SIGKILL),
+//!   free ports, a blocking HTTP GET.
+//! * [`data`]: generated clickstream and change events with their oracle,
+//!   written where a test wants them.
+//! * [`docs`]: generated reference files checked against their generator.
+
+pub mod data;
+pub mod docs;
+pub mod process;
+pub mod services;
+
+pub use sluice_gen as generator;

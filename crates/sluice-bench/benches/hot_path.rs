@@ -71,7 +71,7 @@ fn hot_path(c: &mut Criterion) {
         )
     });
     let layout = arrow_layout(&schema).unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let url = url::Url::from_directory_path(dir.path().join("t")).unwrap();
     let config = default_config(url.as_str());
     let url = sluice_lake::TableLocation::from(url);

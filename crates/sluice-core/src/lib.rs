@@ -14,6 +14,8 @@ pub mod dead_letter;
 pub mod error;
 pub mod event;
 pub mod json_doc;
+pub mod retry;
+pub mod secret;
 pub mod telemetry;
 
 pub use batch::{Delivery, DeliveryId, NewBatch, split_lines};
@@ -22,6 +24,7 @@ pub use dead_letter::{DeadLetter, Rejected, reason};
 pub use error::{ErrorClass, StageError};
 pub use event::{Event, json_kind, parse_object, pointer_tokens};
 pub use json_doc::JsonDoc;
+pub use secret::Secret;
 
 /// Milliseconds since the Unix epoch, the time unit of queue and dead-letter records.
 pub fn now_ms() -> i64 {

@@ -278,7 +278,7 @@ mod tests {
     async fn writers_racing_to_create_a_local_table_all_open_it() {
         let schema = Schema::new(vec![Field::new("id", DataType::Utf8, true)]);
         for round in 0..5 {
-            let dir = tempfile::tempdir().unwrap();
+            let dir = sluice_testkit::tempdir().unwrap();
             let url = url::Url::from_directory_path(dir.path().join("t")).unwrap();
             let location = TableLocation::new(url, Default::default()).unwrap();
             let racers: Vec<_> = (0..4)

@@ -1,6 +1,7 @@
 //! Configuration of the `postgres` sink, as written in a pipeline file.
 
 use serde::Deserialize;
+use sluice_core::Secret;
 
 use crate::ident::check_config_identifier;
 
@@ -10,7 +11,7 @@ use crate::ident::check_config_identifier;
 pub struct PostgresSinkConfig {
     pub inputs: Vec<String>,
     /// `postgres://user[:password]@host[:port]/database` or the key=value form.
-    pub url: String,
+    pub url: Secret,
     /// The PostgreSQL schema (namespace) the tables live in.
     #[serde(default = "default_schema")]
     pub schema: String,
@@ -71,13 +72,13 @@ fn default_marker_retention_hours() -> u64 {
 impl PostgresSinkConfig {
     /// Checks the values; errors start with the key they are about.
     pub fn validate(&self) -> Result<(), String> {
-        if !(self.url.starts_with("postgres://") || self.url.starts_with("postgresql://") || self.url.contains('=')) {
+        let url = self.url.expose();
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.contains('=')) {
             return Err(
                 "url: expected postgres://user@host:port/database (or the key=value form host=... dbname=...)".into(),
             );
         }
-        self.url
-            .parse::<tokio_postgres::Config>()
+        url.parse::<tokio_postgres::Config>()
             .map_err(|e| format!("url: not a PostgreSQL connection string ({e})"))?;
         check_config_identifier(&self.schema).map_err(|e| format!("schema: {e}"))?;
         check_config_identifier(&self.table).map_err(|e| format!("table: {e}"))?;
@@ -122,6 +123,14 @@ mod tests {
             "inputs = [\"a\"]\nurl = \"postgres://postgres@127.0.0.1/test\"\ntable = \"events\"\n{extra}"
         ))
         .unwrap()
+    }
+
+    #[test]
+    fn a_password_in_the_url_is_never_printed() {
+        let mut c = parse("");
+        c.url = "postgres://app:hunter2@db.internal/app".into();
+        assert!(c.validate().is_ok());
+        assert!(!format!("{c:?}").contains("hunter2"), "{c:?}");
     }
 
     #[test]

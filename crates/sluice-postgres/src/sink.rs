@@ -78,7 +78,7 @@ impl PostgresSink {
     /// Connects if needed and reads the shape back, creating what the schema declares.
     async fn prepare(&mut self) -> Result<(), StageError> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
-            let client = db::connect(&self.config.url)
+            let client = db::connect(self.config.url.expose())
                 .await
                 .map_err(|e| StageError::retriable(format!("connecting to PostgreSQL: {}", db::describe(&e))))?;
             self.client = Some(client);

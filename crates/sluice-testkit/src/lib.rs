@@ -10,10 +10,13 @@
 //! * [`data`]: generated clickstream and change events with their oracle,
 //!   written where a test wants them.
 //! * [`docs`]: generated reference files checked against their generator.
+//! * [`tempdir`]: temporary folders removed on drop.
 
 pub mod data;
 pub mod docs;
 pub mod process;
 pub mod services;
+pub mod tempdir;
 
 pub use sluice_gen as generator;
+pub use tempdir::{TempDir, tempdir};

@@ -11,7 +11,7 @@ use axum::{Router, extract::State, http::StatusCode, routing::get};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
-pub async fn bind(address: &str) -> Result<TcpListener> {
+pub async fn bind(address: std::net::SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(address)
         .await
         .with_context(|| format!("api.address: cannot listen on {address}"))

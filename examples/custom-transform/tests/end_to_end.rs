@@ -58,7 +58,7 @@ async fn the_custom_transform_runs_end_to_end() {
     let Some(url) = sluice_testkit::services::postgres() else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = sluice_testkit::tempdir().unwrap();
     let dir = tmp.path();
     std::fs::create_dir_all(dir.join("incoming")).unwrap();
     let options = sluice_testkit::generator::ClickstreamOptions {
@@ -120,7 +120,7 @@ async fn the_custom_projection_writes_headlines_to_redis() {
     let Some(redis_url) = sluice_testkit::services::redis() else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = sluice_testkit::tempdir().unwrap();
     let dir = tmp.path();
     std::fs::create_dir_all(dir.join("changes")).unwrap();
     let changes = [

@@ -1,10 +1,13 @@
-//! The source trait and its shared context. One folder per source.
+//! The source trait and its shared context; the source types and their
+//! dispatch (`spec.rs`). One folder per source.
 
 mod chunks;
 pub mod file;
+pub mod generator;
 pub mod http;
 pub mod nats;
 pub mod objects;
+mod spec;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -12,6 +15,8 @@ use async_trait::async_trait;
 use sluice_core::{NewBatch, telemetry::SourceTelemetry};
 use sluice_queue::{DeadLetterStore, Queue, QueueError, lease::Leases};
 use tokio::sync::watch;
+
+pub use spec::{BuildEnv, LoadEnv, ResolvedLocation, SourceConfig, SourceSpec};
 
 /// Everything a running source needs from the pipeline.
 #[derive(Clone)]

@@ -229,7 +229,7 @@ async fn conformance(stores: Vec<Arc<dyn DocumentStore>>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_store_conforms() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let store: Arc<dyn DocumentStore> = Arc::new(EmbeddedStore::open(&dir.path().join("docs.sqlite3")).unwrap());
     conformance(vec![store]).await;
 }

@@ -42,7 +42,7 @@ fn ev(id: &str, hour: u32) -> Event {
 
 #[tokio::test]
 async fn compaction_merges_files_drops_duplicates_and_is_idempotent() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let (mut sink, url) = open_with(&dir, |_| {}).await;
     write(
         &mut sink,
@@ -78,7 +78,7 @@ async fn compaction_merges_files_drops_duplicates_and_is_idempotent() {
 
 #[tokio::test]
 async fn new_files_reopen_only_their_partition_and_keep_the_first_copy() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let (mut sink, url) = open_with(&dir, |_| {}).await;
     write(&mut sink, vec![vec![ev("a", 0), ev("x", 1)]]).await;
     compact(&url, &options(Scope::All), &no_progress).await.unwrap();
@@ -101,7 +101,7 @@ async fn new_files_reopen_only_their_partition_and_keep_the_first_copy() {
 
 #[tokio::test]
 async fn a_commit_is_refused_once_its_inputs_were_replaced() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let (mut sink, url) = open_with(&dir, |_| {}).await;
     write(&mut sink, vec![vec![ev("a", 0)], vec![ev("a", 0), ev("b", 0)]]).await;
 
@@ -124,7 +124,7 @@ async fn a_commit_is_refused_once_its_inputs_were_replaced() {
 
 #[tokio::test]
 async fn rows_a_writer_appends_meanwhile_are_kept() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let (mut sink, url) = open_with(&dir, |_| {}).await;
     write(&mut sink, vec![vec![ev("a", 0)], vec![ev("b", 0)]]).await;
     let mut table = load(&url).await;
@@ -151,7 +151,7 @@ async fn rows_a_writer_appends_meanwhile_are_kept() {
 
 #[tokio::test]
 async fn the_look_back_leaves_older_arrivals_alone() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let (mut sink, url) = open_with(&dir, |_| {}).await;
     write(&mut sink, vec![vec![ev("a", 0)], vec![ev("b", 0)]]).await;
     let future = Scope::Since {
@@ -168,7 +168,7 @@ async fn the_look_back_leaves_older_arrivals_alone() {
 
 #[tokio::test]
 async fn large_partitions_are_cut_at_the_target_size() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let (mut sink, url) = open_with(&dir, |_| {}).await;
     // Incompressible text so the files have a predictable size.
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
@@ -246,7 +246,7 @@ async fn ingest_files_are_snappy_without_dictionaries_compacted_ones_zstd_with_t
     assert_eq!(defaults.compression, ParquetCompression::Snappy);
     assert_eq!(defaults.compaction.compression, ParquetCompression::Zstd);
 
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let (mut sink, url) = open_with(&dir, |_| {}).await;
     write(&mut sink, vec![vec![ev("a", 0)], vec![ev("b", 0)], vec![ev("c", 1)]]).await;
     let root = dir.path().join("t");
@@ -256,7 +256,7 @@ async fn ingest_files_are_snappy_without_dictionaries_compacted_ones_zstd_with_t
     let dictionaries: Vec<String> = ["ts", "n", "extra"].map(String::from).to_vec();
     assert_eq!(file_settings(&url, &root).await, vec![(true, "zstd", dictionaries)]);
 
-    let other = tempfile::tempdir().unwrap();
+    let other = sluice_testkit::tempdir().unwrap();
     let (mut sink, url) = open_with(&other, |c| c.compression = ParquetCompression::Lz4).await;
     write(&mut sink, vec![vec![ev("a", 0)]]).await;
     assert_eq!(

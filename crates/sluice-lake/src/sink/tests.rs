@@ -50,13 +50,13 @@ pub(crate) fn event(line: u32, id: &str, ts: &str, n: &str) -> Event {
     e
 }
 
-async fn open(dir: &tempfile::TempDir) -> (LakeSink, TableLocation) {
+async fn open(dir: &sluice_testkit::TempDir) -> (LakeSink, TableLocation) {
     open_with(dir, |_| {}).await
 }
 
 /// A sink on `dir/t` with the test config, changed by `adjust`.
 pub(crate) async fn open_with(
-    dir: &tempfile::TempDir,
+    dir: &sluice_testkit::TempDir,
     adjust: impl FnOnce(&mut LakeSinkConfig),
 ) -> (LakeSink, TableLocation) {
     let url = TableLocation::from(Url::from_directory_path(dir.path().join("t")).unwrap());
@@ -77,7 +77,7 @@ fn rejected_count(a: &Accepted) -> usize {
 
 #[tokio::test]
 async fn commits_partitioned_rows_and_skips_committed_batches() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let (mut sink, url) = open(&dir).await;
     let a = vec![
         event(0, "a", "2026-11-01T00:10:00Z", "1"),
@@ -122,7 +122,7 @@ async fn commits_partitioned_rows_and_skips_committed_batches() {
 
 #[tokio::test]
 async fn undecodable_rows_are_rejected_and_the_rest_written() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let (mut sink, url) = open(&dir).await;
     let good = event(0, "a", "2026-11-01T00:10:00Z", "1");
     let bad = event(1, "b", "2026-11-01T00:10:00Z", "\"not a number\"");
@@ -139,7 +139,7 @@ async fn undecodable_rows_are_rejected_and_the_rest_written() {
 
 #[tokio::test]
 async fn reopening_with_other_columns_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let (sink, url) = open(&dir).await;
     drop(sink);
     let other = Schema::new(vec![Field::new("id", DataType::Int64, true)]);
@@ -157,7 +157,7 @@ async fn flush_one(sink: &mut LakeSink, key: &str, events: Vec<Event>) -> FlushR
 
 #[tokio::test]
 async fn the_dedupe_window_drops_repeats_across_flushes() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let (mut sink, url) = open_with(&dir, |c| c.dedupe_window_secs = 600).await;
     let a = event(0, "a", "2026-11-01T00:10:00Z", "1");
     flush_one(&mut sink, "k1", vec![a.clone()]).await;
@@ -168,7 +168,7 @@ async fn the_dedupe_window_drops_repeats_across_flushes() {
 
 #[tokio::test]
 async fn without_a_window_repeats_in_later_flushes_are_written() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let (mut sink, url) = open(&dir).await;
     let a = event(0, "a", "2026-11-01T00:10:00Z", "1");
     flush_one(&mut sink, "k1", vec![a.clone()]).await;
@@ -178,7 +178,7 @@ async fn without_a_window_repeats_in_later_flushes_are_written() {
 
 #[tokio::test]
 async fn a_reset_forgets_the_ids_of_discarded_batches() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let (mut sink, url) = open_with(&dir, |c| c.dedupe_window_secs = 600).await;
     let a = event(0, "a", "2026-11-01T00:10:00Z", "1");
     sink.accept("k1", false, vec![a.clone()]).await.unwrap();
@@ -193,7 +193,7 @@ async fn a_reset_forgets_the_ids_of_discarded_batches() {
 
 #[tokio::test]
 async fn bucket_partitions_hash_the_event_id_or_a_field() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let by_id: PartitionKey = "bucket(4, /id)".parse().unwrap();
     let (mut sink, url) = open_with(&dir, |c| c.partition_by.push(by_id)).await;
     let events: Vec<Event> = (0..40)
@@ -210,7 +210,7 @@ async fn bucket_partitions_hash_the_event_id_or_a_field() {
             .contains_key(&format!("bucket={expected}/dt=2026-11-01/hour=00"))
     );
 
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let by_n: PartitionKey = "bucket(8, /n)".parse().unwrap();
     let (mut sink, url) = open_with(&dir, |c| c.partition_by.push(by_n)).await;
     let mut no_n = event(1, "b", "2026-11-01T00:10:00Z", "null");
@@ -279,7 +279,7 @@ fn described(id: &str, key: Option<&str>, extra: &str) -> Event {
 
 #[tokio::test]
 async fn routed_events_go_to_their_models_table_which_gains_columns_in_the_data_commit() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let routes = Arc::new(TestRoutes {
         dir: dir.path().to_path_buf(),
     });

@@ -1,7 +1,7 @@
 use super::*;
 use crate::conformance::{self, suite_settings};
 
-fn open(dir: &tempfile::TempDir) -> EmbeddedQueue {
+fn open(dir: &sluice_testkit::TempDir) -> EmbeddedQueue {
     EmbeddedQueue::open(dir.path(), suite_settings()).unwrap()
 }
 
@@ -9,7 +9,7 @@ macro_rules! conformance_tests {
     ($($name:ident),* $(,)?) => {$(
         #[tokio::test]
         async fn $name() {
-            let dir = tempfile::tempdir().unwrap();
+            let dir = sluice_testkit::tempdir().unwrap();
             conformance::$name(&open(&dir)).await;
         }
     )*};
@@ -17,7 +17,7 @@ macro_rules! conformance_tests {
 
 #[tokio::test]
 async fn max_attempts_dead_letters_with_last_error() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let q = open(&dir);
     conformance::max_attempts_dead_letters_with_last_error(&q, &q).await;
 }
@@ -33,7 +33,7 @@ conformance_tests!(
 
 #[tokio::test]
 async fn enqueued_batches_survive_reopen() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     {
         let q = open(&dir);
         q.enqueue(NewBatch {
@@ -54,7 +54,7 @@ async fn enqueued_batches_survive_reopen() {
 
 #[tokio::test]
 async fn second_process_sees_redriven_batches() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let running = open(&dir);
     let cli = open(&dir);
     cli.put(vec![DeadLetter {
@@ -75,7 +75,7 @@ async fn second_process_sees_redriven_batches() {
 
 #[tokio::test]
 async fn one_consumer_at_a_time_and_restart_releases_in_flight_batches() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let first = EmbeddedQueue::open_consumer(dir.path(), suite_settings()).unwrap();
     let err = EmbeddedQueue::open_consumer(dir.path(), suite_settings())
         .err()
@@ -107,11 +107,11 @@ fn a_new_queue_file_has_64_kib_pages_and_an_old_one_keeps_its_own() {
             .query_row("PRAGMA page_size", [], |r| r.get(0))
             .unwrap()
     };
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let q = open(&dir);
     assert_eq!(page_size(q.path()), 65536);
 
-    let old = tempfile::tempdir().unwrap();
+    let old = sluice_testkit::tempdir().unwrap();
     let path = old.path().join("queue.sqlite3");
     let conn = Connection::open(&path).unwrap();
     conn.pragma_update(None, "journal_mode", "WAL").unwrap();
@@ -138,7 +138,7 @@ CREATE INDEX batches_visible ON batches(visible_at);";
 
 #[tokio::test]
 async fn a_file_with_payloads_in_batches_is_migrated_and_nothing_is_lost() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let path = dir.path().join("queue.sqlite3");
     {
         let conn = Connection::open(&path).unwrap();

@@ -109,7 +109,7 @@ fn an_avro_schema_reads_as_the_json_schema_of_its_datums() {
 
 #[tokio::test]
 async fn avro_versions_are_checked_for_compatibility_and_fingerprints_are_unique() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let registry = Registry::folder(dir.path()).unwrap();
     registry.register(&key("1-0-0"), &doc(page_view(None))).await.unwrap();
     let with_default = page_view(Some(json!({"name": "referrer", "type": "string", "default": ""})));
@@ -156,7 +156,7 @@ async fn avro_versions_are_checked_for_compatibility_and_fingerprints_are_unique
 
 #[tokio::test]
 async fn datums_are_decoded_by_fingerprint_and_bad_ones_dead_lettered() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let registry = Registry::folder(dir.path()).unwrap();
     registry.register(&key("1-0-0"), &doc(page_view(None))).await.unwrap();
     let t = AvroTransform::new(

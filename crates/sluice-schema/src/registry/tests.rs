@@ -14,7 +14,7 @@ fn page_view() -> Value {
 
 #[tokio::test]
 async fn versions_register_in_order_and_a_breaking_change_needs_a_new_model() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let registry = Registry::folder(dir.path()).unwrap();
     let v100 = key("iglu:com.acme/page_view/jsonschema/1-0-0");
     assert_eq!(
@@ -80,7 +80,7 @@ async fn versions_register_in_order_and_a_breaking_change_needs_a_new_model() {
 
 #[tokio::test]
 async fn versions_never_change_and_must_come_in_order() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let registry = Registry::folder(dir.path()).unwrap();
     let v1 = key("iglu:com.acme/x/jsonschema/1-0-0");
     registry.register(&v1, &doc(page_view())).await.unwrap();
@@ -118,7 +118,7 @@ async fn versions_never_change_and_must_come_in_order() {
 
 #[tokio::test]
 async fn a_registered_schema_reads_back_with_its_properties_in_the_order_written() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let registry = Registry::folder(dir.path()).unwrap();
     let v1 = key("iglu:com.acme/ordered/jsonschema/1-0-0");
     let written: JsonDoc = r#"{"type": "object", "properties": {"zeta": {"type": "string"}, "alpha": {"type": "integer"}, "mid": {"type": "boolean"}}}"#
@@ -155,7 +155,7 @@ fn fingerprints_ignore_key_order_and_self_blocks_name_the_key() {
 
 #[tokio::test]
 async fn a_schema_file_is_created_once_and_never_replaced() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let local = object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap();
     let store = ObjectStoreSchemas::new(Arc::new(local), object_store::path::Path::default(), "test");
     let path = "schemas/com.acme/x/jsonschema/1-0-0";

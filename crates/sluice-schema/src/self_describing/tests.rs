@@ -38,7 +38,7 @@ async fn run(t: &SelfDescribingTransform, events: Vec<Event>) -> TransformOutput
 
 #[tokio::test]
 async fn each_event_is_checked_against_its_exact_version_and_unknown_ones_are_dead_letters() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let registry = Registry::folder(dir.path()).unwrap();
     let v100: SchemaKey = "iglu:com.acme/page_view/jsonschema/1-0-0".parse().unwrap();
     let v101: SchemaKey = "iglu:com.acme/page_view/jsonschema/1-0-1".parse().unwrap();

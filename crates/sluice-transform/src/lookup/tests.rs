@@ -49,7 +49,7 @@ fn write_atomically(path: &std::path::Path, text: &str) {
 
 #[tokio::test]
 async fn csv_rows_enrich_events_and_missing_keys_follow_on_missing() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let path = dir.path().join("countries.csv");
     std::fs::write(&path, "code,name,region\nDE,Germany,EU\nUS,United States,NA\n").unwrap();
     let input = [json!("DE"), json!("FR"), json!(null)];
@@ -94,7 +94,7 @@ async fn csv_rows_enrich_events_and_missing_keys_follow_on_missing() {
 
 #[tokio::test]
 async fn ndjson_and_parquet_keep_their_types_and_number_keys_match() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let ndjson = dir.path().join("ref.ndjson");
     std::fs::write(
         &ndjson,
@@ -149,7 +149,7 @@ async fn ndjson_and_parquet_keep_their_types_and_number_keys_match() {
 
 #[tokio::test]
 async fn a_refresh_swaps_the_table_and_a_failed_one_keeps_the_last_good() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let path = dir.path().join("countries.csv");
     write_atomically(&path, "code,name\nDE,Germany\n");
     let t = LookupTransform::new(spec(
@@ -197,7 +197,7 @@ async fn a_refresh_swaps_the_table_and_a_failed_one_keeps_the_last_good() {
 
 #[tokio::test]
 async fn no_table_yet_fails_the_batch_for_redelivery() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let path = dir.path().join("missing.csv");
     let t = LookupTransform::new(spec(file(&path, Format::Csv), OnMissing::Null, Duration::from_secs(60)));
     let err = t

@@ -7,6 +7,7 @@ use std::{
     path::{Component, Path, PathBuf},
 };
 
+use sluice_connectors::sources::{LoadEnv, ResolvedLocation};
 use sluice_core::JsonDoc;
 use sluice_documents::projection::ProjectionConfig;
 use sluice_lake::TableLocation;
@@ -17,7 +18,7 @@ use super::{
     RegistryLocation,
     build::check_transform,
     interpolate::interpolate,
-    model::{PipelineFile, SinkConfig, SourceConfig, TransformConfig},
+    model::{PipelineFile, QueueBackend, SinkConfig, TransformConfig},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -147,21 +148,12 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
         Some(d) => resolve(&dir, d),
         None => dir.join(".sluice").join(&name),
     };
+    let env = PipelineDir(&dir);
     for (name, source) in &mut config.sources {
-        match source {
-            SourceConfig::File(f) => f.path = resolve(&dir, &f.path).to_string_lossy().into_owned(),
-            SourceConfig::Objects(o) => {
-                let location = table_location(&dir, &o.uri, &o.storage_options)
-                    .map_err(|e| invalid(format!("sources.{name}.{e}")))?;
-                if o.notifications.is_some() && location.is_local() {
-                    return Err(invalid(format!(
-                        "sources.{name}.notifications: S3 event notifications need uri = \"s3://bucket/prefix\"; a local folder is found by its sweep"
-                    )));
-                }
-                o.uri = location.url().to_string();
-            }
-            SourceConfig::Http(_) | SourceConfig::Nats(_) => {}
-        }
+        source
+            .spec_mut()
+            .resolve(&env)
+            .map_err(|e| invalid(format!("sources.{name}.{e}")))?;
     }
     let registry = RegistryLocation::resolve(&config.registry, |uri, options| table_location(&dir, uri, options))
         .map_err(|e| invalid(format!("registry.{e}")))?;
@@ -283,20 +275,12 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
 const NATS_MAX_PAYLOAD: usize = 1024 * 1024 - 4096;
 
 fn check(config: &PipelineFile) -> Result<(), String> {
-    if config.queue != "embedded" && !config.queue.starts_with("nats://") {
-        return Err(format!(
-            "queue: {:?} is not supported; allowed: \"embedded\" or a NATS JetStream URL (\"nats://127.0.0.1:4222\")",
-            config.queue
-        ));
-    }
-    if config.queue.starts_with("nats://") {
+    if let QueueBackend::JetStream { .. } = config.queue {
         // A batch is one JetStream message: NATS refuses payloads over its
         // max_payload (1 MiB unless the server raises it).
         for (name, source) in &config.sources {
-            let max_batch_bytes = match source {
-                SourceConfig::File(f) => f.max_batch_bytes,
-                SourceConfig::Objects(o) => o.max_batch_bytes,
-                SourceConfig::Http(_) | SourceConfig::Nats(_) => continue,
+            let Some(max_batch_bytes) = source.spec().max_batch_bytes() else {
+                continue;
             };
             if max_batch_bytes > NATS_MAX_PAYLOAD {
                 return Err(format!(
@@ -314,11 +298,6 @@ fn check(config: &PipelineFile) -> Result<(), String> {
         || d.lease_secs < 3
     {
         return Err("delivery: visibility_timeout_secs, max_attempts and max_in_flight must be at least 1, lease_secs at least 3, max_queue_bytes and max_in_flight_bytes at least 1048576".into());
-    }
-    if let Some(api) = &config.api {
-        api.address
-            .parse::<std::net::SocketAddr>()
-            .map_err(|e| format!("api.address: {:?} is not host:port ({e})", api.address))?;
     }
     if config.sources.is_empty() {
         return Err("sources: a pipeline needs at least one source".into());
@@ -346,13 +325,7 @@ fn check(config: &PipelineFile) -> Result<(), String> {
         }
     }
     for (name, s) in &config.sources {
-        match s {
-            SourceConfig::Http(h) => h.validate(),
-            SourceConfig::File(f) => f.validate(),
-            SourceConfig::Nats(n) => n.validate(),
-            SourceConfig::Objects(o) => o.validate(),
-        }
-        .map_err(|e| format!("sources.{name}.{e}"))?;
+        s.spec().validate().map_err(|e| format!("sources.{name}.{e}"))?;
     }
     for (name, t) in &config.transforms {
         let TransformConfig::Validate(v) = t else {
@@ -624,6 +597,24 @@ fn column_path(schema: &arrow_schema::Schema, pointer: &str) -> Result<Vec<Strin
         }
     }
     Ok(path)
+}
+
+/// What sources resolve their paths and locations against: the pipeline
+/// file's folder.
+struct PipelineDir<'a>(&'a Path);
+
+impl LoadEnv for PipelineDir<'_> {
+    fn path(&self, path: &str) -> PathBuf {
+        resolve(self.0, path)
+    }
+
+    fn location(&self, uri: &str, options: &BTreeMap<String, String>) -> Result<ResolvedLocation, String> {
+        let location = table_location(self.0, uri, options)?;
+        Ok(ResolvedLocation {
+            url: location.url().to_string(),
+            is_local: location.is_local(),
+        })
+    }
 }
 
 /// A table's location; errors start with the key they are about.

@@ -13,5 +13,5 @@ mod registry;
 
 pub use build::build_transforms;
 pub use load::{ConfigError, Pipeline, RoutedLake, load};
-pub use model::{BUILT_IN_TRANSFORMS, SinkConfig, SourceConfig, TransformConfig};
+pub use model::{BUILT_IN_TRANSFORMS, QueueBackend, SinkConfig, SourceConfig, TransformConfig};
 pub use registry::RegistryLocation;

@@ -5,9 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use sluice_connectors::sinks::stream::StreamSinkConfig;
-use sluice_connectors::sources::{
-    file::FileSourceConfig, http::HttpSourceConfig, nats::NatsSourceConfig, objects::ObjectsSourceConfig,
-};
+pub use sluice_connectors::sources::SourceConfig;
 use sluice_documents::{config::DocumentsConfig, projection::ProjectionConfig};
 use sluice_lake::LakeSinkConfig;
 use sluice_postgres::PostgresSinkConfig;
@@ -22,8 +20,8 @@ pub struct PipelineFile {
     pub data_dir: Option<String>,
     /// Queue backend: `"embedded"` (SQLite in `data_dir`) or a NATS
     /// JetStream URL (`"nats://127.0.0.1:4222"`), shared by replicas.
-    #[serde(default = "default_queue")]
-    pub queue: String,
+    #[serde(default)]
+    pub queue: QueueBackend,
     /// Names the JetStream stream, subject and consumer (default: the
     /// pipeline's file stem); replicas of one pipeline share it.
     pub queue_name: Option<String>,
@@ -40,8 +38,29 @@ pub struct PipelineFile {
     pub sinks: BTreeMap<String, SinkConfig>,
 }
 
-fn default_queue() -> String {
-    "embedded".into()
+/// `queue`: where batches wait between the sources and the stages.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum QueueBackend {
+    /// SQLite in the data directory.
+    #[default]
+    Embedded,
+    /// A NATS JetStream server (`nats://host:port`), shared by replicas.
+    JetStream { url: String },
+}
+
+impl<'de> Deserialize<'de> for QueueBackend {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if text == "embedded" {
+            Ok(QueueBackend::Embedded)
+        } else if text.starts_with("nats://") {
+            Ok(QueueBackend::JetStream { url: text })
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "{text:?} is not supported; allowed: \"embedded\" or a NATS JetStream URL (\"nats://127.0.0.1:4222\")"
+            )))
+        }
+    }
 }
 
 /// `[registry]`: where `sluice schema` keeps versioned schemas.
@@ -143,16 +162,16 @@ impl Default for DeliveryConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
-    pub address: String,
+    /// `host:port` to listen on.
+    #[serde(deserialize_with = "socket_address")]
+    pub address: std::net::SocketAddr,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum SourceConfig {
-    Http(HttpSourceConfig),
-    File(FileSourceConfig),
-    Nats(NatsSourceConfig),
-    Objects(ObjectsSourceConfig),
+/// A `host:port` value, refused at parsing with what was written.
+fn socket_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<std::net::SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse()
+        .map_err(|e| serde::de::Error::custom(format!("{text:?} is not host:port ({e})")))
 }
 
 /// A transform table: a built-in `type`, or one a program using Sluice as a
@@ -174,21 +193,6 @@ pub enum TransformConfig {
     Custom(CustomTransformConfig),
 }
 
-/// The built-in transform types.
-pub const BUILT_IN_TRANSFORMS: [&str; 11] = [
-    "validate",
-    "self_describing",
-    "avro",
-    "jq",
-    "rename",
-    "drop",
-    "set",
-    "cast",
-    "filter",
-    "hash",
-    "lookup",
-];
-
 /// A transform of a registered type: its other keys are its options.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CustomTransformConfig {
@@ -196,6 +200,48 @@ pub struct CustomTransformConfig {
     pub inputs: Vec<String>,
     /// Every key but `type` and `inputs`.
     pub options: toml::Table,
+}
+
+/// Parses a transform table of a built-in `type` into its variant.
+fn parse<T: serde::de::DeserializeOwned, E: serde::de::Error>(
+    table: toml::Table,
+    wrap: impl FnOnce(T) -> TransformConfig,
+) -> Result<TransformConfig, E> {
+    T::deserialize(table).map(wrap).map_err(|e| E::custom(e.message()))
+}
+
+/// The built-in transform types: the list and the parser come from one table.
+macro_rules! built_in_transforms {
+    ($($name:literal => $variant:expr),* $(,)?) => {
+        /// The built-in transform types.
+        pub const BUILT_IN_TRANSFORMS: &[&str] = &[$($name),*];
+
+        /// The variant of a built-in `type`; any other type gets its table back.
+        fn parse_built_in<E: serde::de::Error>(
+            type_name: &str,
+            table: toml::Table,
+        ) -> Result<Result<TransformConfig, E>, toml::Table> {
+            match type_name {
+                $($name => Ok(parse(table, $variant)),)*
+                _ => Err(table),
+            }
+        }
+    };
+}
+
+built_in_transforms! {
+    "validate" => TransformConfig::Validate,
+    "self_describing" => TransformConfig::SelfDescribing,
+    "avro" => TransformConfig::Avro,
+    "jq" => TransformConfig::Jq,
+    "rename" => TransformConfig::Rename,
+    "drop" => TransformConfig::Drop,
+    "set" => TransformConfig::Set,
+    "cast" => TransformConfig::Cast,
+    "filter" => |c| TransformConfig::Filter(Box::new(c)),
+    "hash" => TransformConfig::Hash,
+    "lookup" => TransformConfig::Lookup,
+    "documents" => TransformConfig::Documents,
 }
 
 impl<'de> Deserialize<'de> for TransformConfig {
@@ -207,38 +253,21 @@ impl<'de> Deserialize<'de> for TransformConfig {
             Some(_) => return Err(D::Error::custom("type: must be a string")),
             None => return Err(D::Error::missing_field("type")),
         };
-        fn parse<T: serde::de::DeserializeOwned, E: Error>(
-            table: toml::Table,
-            wrap: impl FnOnce(T) -> TransformConfig,
-        ) -> Result<TransformConfig, E> {
-            T::deserialize(table).map(wrap).map_err(|e| E::custom(e.message()))
-        }
-        match type_name.as_str() {
-            "validate" => parse(table, TransformConfig::Validate),
-            "self_describing" => parse(table, TransformConfig::SelfDescribing),
-            "avro" => parse(table, TransformConfig::Avro),
-            "jq" => parse(table, TransformConfig::Jq),
-            "rename" => parse(table, TransformConfig::Rename),
-            "drop" => parse(table, TransformConfig::Drop),
-            "set" => parse(table, TransformConfig::Set),
-            "cast" => parse(table, TransformConfig::Cast),
-            "filter" => parse(table, |c| TransformConfig::Filter(Box::new(c))),
-            "hash" => parse(table, TransformConfig::Hash),
-            "lookup" => parse(table, TransformConfig::Lookup),
-            "documents" => parse(table, TransformConfig::Documents),
-            _ => {
-                let inputs = match table.remove("inputs") {
-                    Some(v) => Vec::<String>::deserialize(v)
-                        .map_err(|e| D::Error::custom(format!("inputs: {}", e.message())))?,
-                    None => return Err(D::Error::missing_field("inputs")),
-                };
-                Ok(TransformConfig::Custom(CustomTransformConfig {
-                    type_name,
-                    inputs,
-                    options: table,
-                }))
+        let mut table = match parse_built_in(&type_name, table) {
+            Ok(parsed) => return parsed,
+            Err(custom) => custom,
+        };
+        let inputs = match table.remove("inputs") {
+            Some(v) => {
+                Vec::<String>::deserialize(v).map_err(|e| D::Error::custom(format!("inputs: {}", e.message())))?
             }
-        }
+            None => return Err(D::Error::missing_field("inputs")),
+        };
+        Ok(TransformConfig::Custom(CustomTransformConfig {
+            type_name,
+            inputs,
+            options: table,
+        }))
     }
 }
 

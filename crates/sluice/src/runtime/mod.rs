@@ -22,7 +22,7 @@ mod table_routes;
 mod ticket;
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -31,16 +31,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use sluice_connectors::{
-    Source, SourceContext,
-    sinks::stream::StreamSink,
-    sources::{
-        file::FileSource,
-        http::HttpSource,
-        nats::NatsSource,
-        objects::{ObjectsSource, ObjectsSourceConfig},
-    },
-};
+use sluice_connectors::{Source, SourceContext, sinks::stream::StreamSink, sources::BuildEnv};
 use sluice_core::{
     BatchInfo, DeadLetter, Delivery, Event, Sink, now_ms, split_lines,
     telemetry::{QueueTelemetry, SinkTelemetry},
@@ -60,7 +51,7 @@ use tokio::{
 
 use crate::{
     api,
-    config::{Pipeline, SinkConfig, SourceConfig, build_transforms},
+    config::{Pipeline, QueueBackend, SinkConfig, build_transforms},
     telemetry,
 };
 use receive::ReceiveSize;
@@ -68,13 +59,18 @@ use route::{Route, TransformNode, dependency_order, route_for, run_route};
 use sink_task::{SinkDriver, SinkJob, SinkMsg};
 use ticket::{InFlight, RETRY_DELAY, Ticket, run_acker, run_lease_keeper};
 
-/// An objects source over the store its `uri` names.
-fn objects_source(config: &ObjectsSourceConfig) -> Result<ObjectsSource> {
-    let url = url::Url::parse(&config.uri).with_context(|| format!("uri {:?}", config.uri))?;
-    let bucket = (url.scheme() == "s3").then(|| url.host_str().unwrap_or_default().to_string());
-    let location = TableLocation::new(url, config.storage_options.clone()).map_err(anyhow::Error::msg)?;
-    let (store, prefix) = location.object_store().map_err(anyhow::Error::msg)?;
-    ObjectsSource::new(config.clone(), store, prefix, bucket).map_err(anyhow::Error::msg)
+/// Object stores for sources, opened the way lake tables are.
+struct StorageEnv;
+
+impl BuildEnv for StorageEnv {
+    fn object_store(
+        &self,
+        url: &str,
+        options: &BTreeMap<String, String>,
+    ) -> Result<(Arc<dyn object_store::ObjectStore>, object_store::path::Path), String> {
+        let url = url::Url::parse(url).map_err(|e| format!("uri: {url:?} is not a URL ({e})"))?;
+        TableLocation::new(url, options.clone())?.object_store()
+    }
 }
 
 /// Least time between two early flushes (input drained, or in-flight limit reached).
@@ -123,7 +119,7 @@ struct RunQueue {
 async fn open_run_queue(pipeline: &Pipeline) -> Result<RunQueue> {
     let local = open_queue(pipeline, true)?;
     let replica = replica_name();
-    if pipeline.config.queue == "embedded" {
+    if pipeline.config.queue == QueueBackend::Embedded {
         return Ok(RunQueue {
             queue: local.clone(),
             dead_letters: local.clone(),
@@ -147,8 +143,11 @@ async fn open_run_queue(pipeline: &Pipeline) -> Result<RunQueue> {
 }
 
 async fn open_jetstream(pipeline: &Pipeline) -> Result<JetStreamQueue> {
+    let QueueBackend::JetStream { url } = &pipeline.config.queue else {
+        bail!("queue: the pipeline's queue is embedded, not JetStream");
+    };
     let names = JetStreamNames::for_pipeline(pipeline.config.queue_name.as_deref().unwrap_or(&pipeline.name));
-    JetStreamQueue::open(&pipeline.config.queue, names, queue_settings(pipeline))
+    JetStreamQueue::open(url, names, queue_settings(pipeline))
         .await
         .context("queue")
 }
@@ -156,7 +155,7 @@ async fn open_jetstream(pipeline: &Pipeline) -> Result<JetStreamQueue> {
 /// The pipeline's dead-letter store, beside a running pipeline (`sluice
 /// dlq`, `status`): the data directory's, or the JetStream one.
 pub async fn open_dead_letters(pipeline: &Pipeline) -> Result<Arc<dyn DeadLetterStore>> {
-    if pipeline.config.queue == "embedded" {
+    if pipeline.config.queue == QueueBackend::Embedded {
         return Ok(open_queue(pipeline, false)?);
     }
     Ok(Arc::new(open_jetstream(pipeline).await?))
@@ -296,7 +295,7 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
 
     let ready = Arc::new(AtomicBool::new(false));
     if let Some(api) = &cfg.api {
-        let server = api::bind(&api.address).await?;
+        let server = api::bind(api.address).await?;
         background.spawn(api::serve(server, metrics, ready.clone()));
     }
     background.spawn(telemetry::poll_queue(q.clone(), dlq.clone()));
@@ -320,12 +319,11 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
             leases: leases.clone(),
             telemetry: sluice_core::telemetry::SourceTelemetry::new(name),
         };
-        let s: Box<dyn Source> = match source {
-            SourceConfig::Http(h) => Box::new(HttpSource::new(h.clone())),
-            SourceConfig::File(f) => Box::new(FileSource::new(f.clone())),
-            SourceConfig::Nats(n) => Box::new(NatsSource::new(n.clone())),
-            SourceConfig::Objects(o) => Box::new(objects_source(o).with_context(|| format!("source {name}"))?),
-        };
+        let s: Box<dyn Source> = source
+            .spec()
+            .build(&StorageEnv)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("source {name}"))?;
         let source_name = name.clone();
         sources.spawn(async move { s.run(ctx).await.with_context(|| format!("source {source_name}")) });
     }

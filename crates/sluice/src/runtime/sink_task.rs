@@ -12,6 +12,7 @@ use std::{
 
 use sluice_core::{
     Accepted, DeadLetter, Event, Sink, StageError, now_ms,
+    retry::Backoff,
     telemetry::{Committed, SinkTelemetry},
 };
 use sluice_queue::DeadLetterStore;
@@ -40,14 +41,17 @@ pub struct SinkDriver {
     pub telemetry: SinkTelemetry,
 }
 
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Retries of a failed sink: from 0.2 s, doubling, at most 30 s apart.
+fn sink_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(200), Duration::from_secs(30))
+}
 
 impl SinkDriver {
     /// Runs until the input closes; returns a fatal error if one occurs.
     pub async fn run(mut self, mut rx: mpsc::Receiver<SinkMsg>) -> Result<(), StageError> {
         let mut pending: Vec<Arc<Ticket>> = Vec::new();
         let mut window_started: Option<Instant> = None;
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = sink_backoff();
         loop {
             let deadline = window_started.map(|t| tokio::time::Instant::from_std(t + self.flush_interval));
             let msg = tokio::select! {
@@ -82,7 +86,7 @@ impl SinkDriver {
         job: SinkJob,
         pending: &mut Vec<Arc<Ticket>>,
         window_started: &mut Option<Instant>,
-        backoff: &mut Duration,
+        backoff: &mut Backoff,
     ) -> Result<(), StageError> {
         let count = job.events.len() as u64;
         self.telemetry.received(count);
@@ -136,7 +140,7 @@ impl SinkDriver {
         &mut self,
         pending: &mut Vec<Arc<Ticket>>,
         window_started: &mut Option<Instant>,
-        backoff: &mut Duration,
+        backoff: &mut Backoff,
     ) -> Result<(), StageError> {
         if pending.is_empty() {
             *window_started = None;
@@ -156,7 +160,7 @@ impl SinkDriver {
                     t.complete();
                 }
                 *window_started = None;
-                *backoff = Duration::from_millis(200);
+                backoff.reset();
                 Ok(())
             }
             Err(e) => self.fail_all(pending, window_started, backoff, e).await,
@@ -168,7 +172,7 @@ impl SinkDriver {
         &mut self,
         pending: &mut Vec<Arc<Ticket>>,
         window_started: &mut Option<Instant>,
-        backoff: &mut Duration,
+        backoff: &mut Backoff,
         error: StageError,
     ) -> Result<(), StageError> {
         self.sink.reset();
@@ -180,9 +184,9 @@ impl SinkDriver {
             self.telemetry.failed(&error, None);
             return Err(error);
         }
-        self.telemetry.failed(&error, Some(*backoff));
-        tokio::time::sleep(*backoff).await;
-        *backoff = (*backoff * 2).min(MAX_BACKOFF);
+        let delay = backoff.next_delay();
+        self.telemetry.failed(&error, Some(delay));
+        tokio::time::sleep(delay).await;
         Ok(())
     }
 }

@@ -17,7 +17,7 @@ fn script() -> std::path::PathBuf {
 
 #[test]
 fn avro_datums_are_decoded_by_fingerprint_into_a_table_that_gains_the_new_field() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = sluice_testkit::tempdir().unwrap();
     let dir = tmp.path();
     support::generate(dir, 6_000, 79);
     std::fs::write(

@@ -24,7 +24,7 @@ async fn distinct_ids(table: &Path) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_queue_answers_503_and_everything_accepted_lands_after_recovery() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = sluice_testkit::tempdir().unwrap();
     let dir = tmp.path();
     let (lines, _) = support::generate_clean(dir, 20_000, 9);
     let table = dir.join("lake/t");

@@ -46,7 +46,7 @@ fn count(by_reason: &BTreeMap<String, u64>, matches: impl Fn(&str) -> bool) -> u
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clickstream_through_files_and_http_matches_the_oracle() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = sluice_testkit::tempdir().unwrap();
     let dir = tmp.path();
     let (lines, oracle) = support::generate(dir, LINES, 11);
     assert_eq!(lines.len(), LINES);

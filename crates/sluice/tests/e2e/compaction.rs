@@ -34,7 +34,7 @@ fn sluice(args: &[&str], pipeline: &Path) -> Command {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compaction_beside_ingest_folds_in_late_data_and_duplicates() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = sluice_testkit::tempdir().unwrap();
     let dir = tmp.path();
     let (lines, oracle) = support::generate(dir, LINES, 23);
     let api = support::free_port();

@@ -57,7 +57,7 @@ fn lake_errors(api: u16) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_is_retried_and_nothing_is_lost_or_doubled() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = sluice_testkit::tempdir().unwrap();
     let dir = tmp.path();
     let disk = Tmpfs::mount(&dir.join("lake"), "512k");
     let (lines, oracle) = support::generate_clean(dir, 20_000, 31);
@@ -102,7 +102,7 @@ async fn a_full_disk_is_retried_and_nothing_is_lost_or_doubled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_disk_answers_503_and_recovers_without_loss() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = sluice_testkit::tempdir().unwrap();
     let dir = tmp.path();
     let disk = Tmpfs::mount(&dir.join(".sluice"), "1m");
     let (lines, _) = support::generate_clean(dir, 20_000, 37);

@@ -156,7 +156,7 @@ fn embedded_documents(dir: &Path) -> BTreeMap<String, Value> {
 
 #[test]
 fn change_events_merge_into_the_embedded_store_and_snapshots_follow_incrementally() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = sluice_testkit::tempdir().unwrap();
     let dir = tmp.path();
     let oracle = generate(dir, 71);
     std::fs::write(dir.join("pipeline.toml"), pipeline("embedded")).unwrap();
@@ -198,7 +198,7 @@ async fn change_events_merge_into_postgres_as_the_oracle_says() {
     if !support::services_up(&[Service::Postgres]) {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = sluice_testkit::tempdir().unwrap();
     let dir = tmp.path();
     let oracle = generate(dir, 72);
     let client = connect().await;
@@ -237,7 +237,7 @@ async fn projections_in_redis_follow_the_documents_and_rehydrate_the_same() {
     if !support::services_up(&[Service::Redis]) {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = sluice_testkit::tempdir().unwrap();
     let dir = tmp.path();
     let oracle = generate_sized(dir, 73, 20_000, 1_000);
     // Hospitals are documents too: the cards embed their city.

@@ -14,7 +14,7 @@ use crate::support;
 /// committed within 30 s (the pipeline still running), then all rows after a
 /// graceful stop.
 async fn rows_before_and_after_stop(delivery: &str, requests: usize, lines_each: usize) -> (u64, u64) {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = sluice_testkit::tempdir().unwrap();
     let dir = tmp.path();
     let (lines, _) = support::generate_clean(dir, requests * lines_each, 5);
     let (http, api) = (support::free_port(), support::free_port());

@@ -217,7 +217,7 @@ pub(crate) async fn check_outcome(dir: &Path, lines: &[String], oracle: &Value, 
 async fn kill_9_rounds_lose_nothing_and_duplicate_nothing() {
     let rounds = env_or("SLUICE_FAULT_ROUNDS", 8);
     let n = env_or("SLUICE_FAULT_EVENTS", 30_000);
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = sluice_testkit::tempdir().unwrap();
     let dir = tmp.path();
     let (lines, oracle) = support::generate(dir, n, 23);
     let (http, api) = (support::free_port(), support::free_port());
@@ -289,7 +289,7 @@ async fn kill_9_rounds_lose_nothing_and_duplicate_nothing() {
 async fn kill_9_rounds_while_files_arrive_lose_nothing_and_duplicate_nothing() {
     let rounds = env_or("SLUICE_FAULT_ROUNDS", 8);
     let n = env_or("SLUICE_FAULT_EVENTS", 30_000);
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = sluice_testkit::tempdir().unwrap();
     let dir = tmp.path();
     let (lines, oracle) = support::generate(dir, n, 29);
     let api = support::free_port();

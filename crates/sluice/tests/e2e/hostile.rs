@@ -12,7 +12,7 @@ use crate::support;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_lines_are_dead_lettered_and_the_rest_lands() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = sluice_testkit::tempdir().unwrap();
     let dir = tmp.path();
     let (lines, _) = support::generate_clean(dir, 3, 17);
     let (sluice, http, _) = support::start_http_pipeline(dir, "", "max_body_bytes = 8388608");

@@ -22,7 +22,7 @@ async fn files_through_a_jetstream_queue_land_as_the_oracle_says() {
     if !support::services_up(&[Service::Nats]) {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = sluice_testkit::tempdir().unwrap();
     let dir = tmp.path();
     let (_, oracle) = support::generate(dir, 20_000, 81);
     std::fs::create_dir_all(dir.join("incoming")).unwrap();
@@ -97,7 +97,7 @@ async fn the_stream_sink_publishes_each_valid_event_once() {
     if !support::services_up(&[Service::Nats]) {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = sluice_testkit::tempdir().unwrap();
     let dir = tmp.path();
     let (lines, oracle) = support::generate(dir, 5_000, 83);
     std::fs::create_dir_all(dir.join("incoming")).unwrap();
@@ -144,7 +144,7 @@ async fn the_nats_source_lands_a_published_stream_as_the_oracle_says() {
     if !support::services_up(&[Service::Nats]) {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = sluice_testkit::tempdir().unwrap();
     let dir = tmp.path();
     let (lines, oracle) = support::generate(dir, 10_000, 85);
     let pid = std::process::id();

@@ -101,7 +101,7 @@ async fn a_reference_table_replaced_mid_run_enriches_later_events_and_loses_none
     if !support::services_up(&[Service::Postgres]) {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = sluice_testkit::tempdir().unwrap();
     let dir = tmp.path();
     let mut chunks = Vec::new();
     for seed in [61, 62, 63] {

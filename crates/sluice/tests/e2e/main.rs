@@ -9,6 +9,7 @@ mod disk_full;
 mod documents;
 mod early_flush;
 mod faults;
+mod generator;
 mod hostile;
 mod jetstream;
 mod lookup;

@@ -85,7 +85,7 @@ fn each_line_once(lines: &[String]) -> HashMap<String, u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_dropped_into_a_folder_through_kill_9_rounds_land_once() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = sluice_testkit::tempdir().unwrap();
     let dir = tmp.path();
     let (lines, oracle) = support::generate(dir, 24_000, 41);
     let api = support::free_port();
@@ -121,7 +121,7 @@ async fn objects_on_s3_with_lost_duplicated_and_reordered_notifications_land_onc
     if !support::services_up(&[Service::S3, Service::Nats]) {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = sluice_testkit::tempdir().unwrap();
     let dir = tmp.path();
     let (lines, oracle) = support::generate(dir, 16_000, 43);
     let pid = std::process::id();

@@ -180,7 +180,7 @@ async fn clickstream_upserts_into_normalised_tables_and_a_new_field_adds_a_colum
     if !support::services_up(&[Service::Postgres]) {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = sluice_testkit::tempdir().unwrap();
     let dir = tmp.path();
     let (lines, oracle) = support::generate(dir, 20_000, 41);
     let client = connect().await;
@@ -267,7 +267,7 @@ async fn kill_9_rounds_into_postgres_append_lose_nothing_and_duplicate_nothing()
     if !support::services_up(&[Service::Postgres]) {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = sluice_testkit::tempdir().unwrap();
     let dir = tmp.path();
     let (lines, oracle) = support::generate(dir, 20_000, 43);
     let client = connect().await;

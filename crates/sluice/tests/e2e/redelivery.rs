@@ -63,7 +63,7 @@ async fn wait_for_ids(table: &Path, ids: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_commits_dead_letter_after_max_attempts_and_redrive_lands_once() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = sluice_testkit::tempdir().unwrap();
     let dir = tmp.path();
     let (lines, oracle) = support::generate_clean(dir, 200, 5);
     assert_eq!(oracle["valid_unique"], 200);

@@ -254,7 +254,7 @@ async fn three_replicas_with_one_killed_land_everything_once() {
     if !support::services_up(&[Service::S3, Service::Nats, Service::Postgres]) {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = sluice_testkit::tempdir().unwrap();
     let dir = tmp.path();
     let (clicks, oracle) = support::generate(dir, CLICKS, 91);
     let (changes, documents) = generate_changes();

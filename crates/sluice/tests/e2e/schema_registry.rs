@@ -18,7 +18,7 @@ fn sluice(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn schema_versions_are_registered_checked_and_listed_in_a_folder() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = sluice_testkit::tempdir().unwrap();
     register_check_and_list(tmp.path(), "uri = \"schemas-registry\"");
     assert!(
         tmp.path()
@@ -37,7 +37,7 @@ async fn schema_versions_are_registered_checked_and_listed_on_s3_and_in_postgres
 
     let bucket = format!("sluice-registry-{}", std::process::id());
     support::create_bucket(&bucket).await;
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = sluice_testkit::tempdir().unwrap();
     let s3 = format!(
         "uri = \"s3://{bucket}/registry\"\nstorage_options = {{ endpoint = \"{}\", access_key_id = \"test\", secret_access_key = \"test\", region = \"us-east-1\" }}",
         support::s3_endpoint()
@@ -62,7 +62,7 @@ async fn schema_versions_are_registered_checked_and_listed_on_s3_and_in_postgres
     let client = connect().await;
     let schema = fresh_schema(&client, "registry").await;
     client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = sluice_testkit::tempdir().unwrap();
     register_check_and_list(
         tmp.path(),
         &format!("uri = \"{}\"\ntable = \"{schema}.schemas\"", url()),
@@ -190,7 +190,7 @@ async fn self_describing_events_are_checked_against_their_version_and_unknown_on
     }
     use crate::postgres::{connect, drop_schema, fresh_schema, one_i64, run_until_idle, url};
 
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = sluice_testkit::tempdir().unwrap();
     let dir = tmp.path();
     let (lines, oracle) = support::generate(dir, 6_000, 71);
     let client = connect().await;
@@ -290,7 +290,7 @@ os._exit(0)
 /// has the value it was sent with; the dead letters are the invalid lines.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn self_describing_events_are_routed_to_a_table_per_model_which_gains_new_columns() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = sluice_testkit::tempdir().unwrap();
     let dir = tmp.path();
     let (lines, oracle) = support::generate(dir, 8_000, 73);
     std::fs::write(

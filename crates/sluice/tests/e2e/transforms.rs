@@ -74,7 +74,7 @@ async fn a_chain_of_user_transforms_lands_what_the_oracle_predicts() {
     if !support::services_up(&[Service::Postgres]) {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = sluice_testkit::tempdir().unwrap();
     let dir = tmp.path();
     let (lines, oracle) = support::generate(dir, 20_000, 47);
     std::fs::create_dir_all(dir.join("incoming")).unwrap();

@@ -82,7 +82,7 @@ mod tests {
 
     #[test]
     fn states_persist_and_a_changed_file_is_new() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = sluice_testkit::tempdir().unwrap();
         let db = dir.path().join("s/f.sqlite3");
         {
             let c = FileCheckpoints::open(&db).unwrap();

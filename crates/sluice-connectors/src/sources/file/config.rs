@@ -2,6 +2,9 @@
 
 use serde::Deserialize;
 
+use super::FileSource;
+use crate::sources::{BuildEnv, LoadEnv, Source, SourceSpec};
+
 /// `[sources.NAME] type = "file"`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -30,8 +33,8 @@ fn default_settle_secs() -> u64 {
     1
 }
 
-impl FileSourceConfig {
-    pub fn validate(&self) -> Result<(), String> {
+impl SourceSpec for FileSourceConfig {
+    fn validate(&self) -> Result<(), String> {
         glob::Pattern::new(&self.path).map_err(|e| format!("path: {:?} is not a glob pattern ({e})", self.path))?;
         if self.poll_interval_secs == 0 {
             return Err("poll_interval_secs: must be at least 1".into());
@@ -40,5 +43,18 @@ impl FileSourceConfig {
             return Err("max_batch_bytes: must be at least 1024".into());
         }
         Ok(())
+    }
+
+    fn resolve(&mut self, env: &dyn LoadEnv) -> Result<(), String> {
+        self.path = env.path(&self.path).to_string_lossy().into_owned();
+        Ok(())
+    }
+
+    fn max_batch_bytes(&self) -> Option<usize> {
+        Some(self.max_batch_bytes)
+    }
+
+    fn build(&self, _env: &dyn BuildEnv) -> Result<Box<dyn Source>, String> {
+        Ok(Box::new(FileSource::new(self.clone())))
     }
 }

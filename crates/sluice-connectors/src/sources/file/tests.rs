@@ -60,7 +60,7 @@ fn line_count(batches: &[Delivery]) -> usize {
 
 #[tokio::test]
 async fn files_are_read_once_in_line_aligned_batches() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("in")).unwrap();
     std::fs::write(dir.path().join("in/a.ndjson"), lines(0, 300)).unwrap();
     std::fs::write(dir.path().join("in/b.ndjson.gz"), gzip(lines(300, 300).as_bytes())).unwrap();
@@ -100,7 +100,7 @@ async fn files_are_read_once_in_line_aligned_batches() {
 
 #[tokio::test]
 async fn corrupt_gzip_keeps_readable_lines_and_dead_letters_the_rest() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("in")).unwrap();
     let mut data = gzip(lines(0, 50).as_bytes());
     data.extend_from_slice(b"\x1f\x8b\x08\x00garbage that is not deflate");
@@ -121,7 +121,7 @@ async fn corrupt_gzip_keeps_readable_lines_and_dead_letters_the_rest() {
 
 #[tokio::test]
 async fn a_full_queue_pauses_reading_until_batches_are_acknowledged() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("in")).unwrap();
     std::fs::write(dir.path().join("in/a.ndjson"), lines(0, 2000)).unwrap();
     let settings = QueueSettings {

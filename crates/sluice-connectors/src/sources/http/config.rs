@@ -2,6 +2,9 @@
 
 use serde::Deserialize;
 
+use super::HttpSource;
+use crate::sources::{BuildEnv, Source, SourceSpec};
+
 /// `[sources.NAME] type = "http"`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -35,8 +38,8 @@ fn default_idle_secs() -> u64 {
     2
 }
 
-impl HttpSourceConfig {
-    pub fn validate(&self) -> Result<(), String> {
+impl SourceSpec for HttpSourceConfig {
+    fn validate(&self) -> Result<(), String> {
         self.address
             .parse::<std::net::SocketAddr>()
             .map_err(|e| format!("address: {:?} is not host:port ({e})", self.address))?;
@@ -47,5 +50,9 @@ impl HttpSourceConfig {
             return Err("max_decompressed_bytes: must be at least max_body_bytes (and both above 0)".into());
         }
         Ok(())
+    }
+
+    fn build(&self, _env: &dyn BuildEnv) -> Result<Box<dyn Source>, String> {
+        Ok(Box::new(HttpSource::new(self.clone())))
     }
 }

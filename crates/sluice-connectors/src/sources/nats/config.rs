@@ -2,6 +2,9 @@
 
 use serde::Deserialize;
 
+use super::NatsSource;
+use crate::sources::{BuildEnv, Source, SourceSpec};
+
 /// `[sources.NAME] type = "nats"`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -45,8 +48,8 @@ fn default_ack_wait_secs() -> u64 {
     60
 }
 
-impl NatsSourceConfig {
-    pub fn validate(&self) -> Result<(), String> {
+impl SourceSpec for NatsSourceConfig {
+    fn validate(&self) -> Result<(), String> {
         check_endpoint("", &self.url, &self.stream, self.consumer.as_deref())?;
         if self.max_batch_messages == 0 {
             return Err("max_batch_messages: must be at least 1".into());
@@ -58,6 +61,10 @@ impl NatsSourceConfig {
             return Err("max_wait_ms and ack_wait_secs: must be at least 1".into());
         }
         Ok(())
+    }
+
+    fn build(&self, _env: &dyn BuildEnv) -> Result<Box<dyn Source>, String> {
+        Ok(Box::new(NatsSource::new(self.clone())))
     }
 }
 

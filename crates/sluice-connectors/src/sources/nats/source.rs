@@ -20,7 +20,7 @@ use async_nats::jetstream::{
 use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::StreamExt;
-use sluice_core::NewBatch;
+use sluice_core::{NewBatch, retry::Backoff};
 
 use super::NatsSourceConfig;
 use crate::sources::{Source, SourceContext, SourceError};
@@ -161,6 +161,7 @@ impl Source for NatsSource {
     async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
         let consumer = self.consumer(&ctx.name).await?;
         let mut shutdown = ctx.shutdown.clone();
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         loop {
             if ctx.stopping() {
                 return Ok(());
@@ -172,10 +173,13 @@ impl Source for NatsSource {
                 _ = shutdown.wait_for(|s| *s) => return Ok(()),
             };
             let messages = match messages {
-                Ok(messages) => messages,
+                Ok(messages) => {
+                    backoff.reset();
+                    messages
+                }
                 Err(e) => {
                     ctx.telemetry.upstream_error("pulling from JetStream", &e);
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tokio::time::sleep(backoff.next_delay()).await;
                     continue;
                 }
             };

@@ -4,6 +4,9 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::ObjectsSource;
+use crate::sources::{BuildEnv, LoadEnv, Source, SourceSpec};
+
 /// `[sources.NAME] type = "objects"`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -122,9 +125,8 @@ fn default_settle_secs() -> u64 {
     1
 }
 
-impl ObjectsSourceConfig {
-    /// Checks values; errors start with the key they are about.
-    pub fn validate(&self) -> Result<(), String> {
+impl SourceSpec for ObjectsSourceConfig {
+    fn validate(&self) -> Result<(), String> {
         glob::Pattern::new(&self.pattern)
             .map_err(|e| format!("pattern: {:?} is not a glob pattern ({e})", self.pattern))?;
         for (key, value) in [
@@ -145,6 +147,28 @@ impl ObjectsSourceConfig {
             crate::sources::nats::check_endpoint("notifications.", &n.url, &n.stream, n.consumer.as_deref())?;
         }
         Ok(())
+    }
+
+    fn resolve(&mut self, env: &dyn LoadEnv) -> Result<(), String> {
+        let location = env.location(&self.uri, &self.storage_options)?;
+        if self.notifications.is_some() && location.is_local {
+            return Err("notifications: S3 event notifications need uri = \"s3://bucket/prefix\"; a local folder is found by its sweep".into());
+        }
+        self.uri = location.url;
+        Ok(())
+    }
+
+    fn max_batch_bytes(&self) -> Option<usize> {
+        Some(self.max_batch_bytes)
+    }
+
+    fn build(&self, env: &dyn BuildEnv) -> Result<Box<dyn Source>, String> {
+        let bucket = self
+            .uri
+            .strip_prefix("s3://")
+            .map(|rest| rest.split('/').next().unwrap_or_default().to_string());
+        let (store, prefix) = env.object_store(&self.uri, &self.storage_options)?;
+        Ok(Box::new(ObjectsSource::new(self.clone(), store, prefix, bucket)?))
     }
 }
 

@@ -287,7 +287,7 @@ mod tests {
 
     #[test]
     fn an_object_version_is_found_once_and_a_new_version_is_new_work() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = sluice_testkit::tempdir().unwrap();
         let mut l = Ledger::open(&dir.path().join("s/x.objects.sqlite3")).unwrap();
         assert_eq!(
             l.found(&[obj("a", "1"), obj("b", "1")], FoundBy::Notification, 5)
@@ -322,7 +322,7 @@ mod tests {
 
     #[test]
     fn claims_expire_are_released_at_start_and_failed_objects_can_be_redriven() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = sluice_testkit::tempdir().unwrap();
         let path = dir.path().join("x.objects.sqlite3");
         let mut l = Ledger::open(&path).unwrap();
         l.found(&[obj("a", "1")], FoundBy::Sweep, 0).unwrap();

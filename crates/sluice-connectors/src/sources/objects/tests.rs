@@ -86,7 +86,7 @@ fn ledger_counts(state: &FsPath) -> BTreeMap<String, u64> {
 
 #[tokio::test]
 async fn every_format_is_read_once_and_a_changed_object_is_new_data() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let folder = dir.path().join("landing");
     std::fs::create_dir_all(folder.join("day=1")).unwrap();
     std::fs::write(folder.join("day=1/a.ndjson"), ndjson(0, 100)).unwrap();
@@ -147,7 +147,7 @@ async fn every_format_is_read_once_and_a_changed_object_is_new_data() {
 
 #[tokio::test]
 async fn an_unreadable_object_is_a_dead_letter_naming_it_and_can_be_redriven() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let folder = dir.path().join("landing");
     std::fs::create_dir_all(&folder).unwrap();
     std::fs::write(folder.join("broken.json"), "[{\"n\": 1}, {\"n\": 2}, {\"n\"").unwrap();
@@ -211,7 +211,7 @@ async fn an_unreadable_object_is_a_dead_letter_naming_it_and_can_be_redriven() {
 
 #[tokio::test]
 async fn one_holder_of_the_lease_reads_and_another_takes_over_when_it_stops() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let folder = dir.path().join("landing");
     std::fs::create_dir_all(&folder).unwrap();
     std::fs::write(folder.join("a.ndjson"), ndjson(0, 50)).unwrap();

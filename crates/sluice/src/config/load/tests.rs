@@ -1,4 +1,5 @@
 use super::*;
+use crate::config::SourceConfig;
 
 const EXAMPLE: &str = r#"
 data_dir = ".sluice/clickstream"
@@ -34,7 +35,7 @@ max_file_bytes = 134217728
 const SCHEMA: &str = r#"{"type":"object","required":["event_id","ts"],
   "properties":{"event_id":{"type":"string"},"ts":{"type":"string","format":"date-time"}}}"#;
 
-fn write(dir: &tempfile::TempDir, pipeline: &str) -> PathBuf {
+fn write(dir: &sluice_testkit::TempDir, pipeline: &str) -> PathBuf {
     std::fs::create_dir_all(dir.path().join("schemas")).unwrap();
     std::fs::write(dir.path().join("schemas/clickstream.schema.json"), SCHEMA).unwrap();
     let path = dir.path().join("pipeline.toml");
@@ -43,13 +44,13 @@ fn write(dir: &tempfile::TempDir, pipeline: &str) -> PathBuf {
 }
 
 fn error_of(pipeline: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     load(&write(&dir, pipeline)).unwrap_err().to_string()
 }
 
 #[test]
 fn the_documented_example_loads_with_paths_resolved() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let p = load(&write(&dir, EXAMPLE)).unwrap();
     let root = dir.path();
     assert_eq!(p.data_dir, root.join(".sluice/clickstream"));
@@ -71,7 +72,7 @@ fn the_documented_example_loads_with_paths_resolved() {
 
 #[test]
 fn bucket_keys_and_compaction_keys_are_checked() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let bucketed = EXAMPLE.replace(r#"["dt", "hour"]"#, r#"["dt", "hour", "bucket(16, /event_id)"]"#);
     let p = load(&write(&dir, &bucketed)).unwrap();
     let SinkConfig::Lake(lake) = &p.config.sinks["lake"] else {
@@ -142,7 +143,7 @@ fn unused_source_is_refused() {
 
 #[test]
 fn s3_tables_load_and_other_schemes_or_options_are_named() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let s3 = EXAMPLE.replace(
         "uri = \"lake/clickstream\"",
         "uri = \"s3://b/p\"\nstorage_options = { endpoint = \"http://127.0.0.1:4566\" }",
@@ -166,7 +167,7 @@ fn a_jetstream_queue_refuses_file_batches_nats_cannot_carry() {
     let nats = format!("queue = \"nats://127.0.0.1:4222\"\n{EXAMPLE}");
     let e = error_of(&nats);
     assert!(e.contains("sources.files.max_batch_bytes: 4194304 is more than"), "{e}");
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let fits = nats.replace(
         "path = \"incoming/*.ndjson*\"",
         "path = \"incoming/*.ndjson*\"\nmax_batch_bytes = 524288",
@@ -176,16 +177,29 @@ fn a_jetstream_queue_refuses_file_batches_nats_cannot_carry() {
 
 #[test]
 fn environment_references_are_replaced_and_an_unset_one_is_named() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let with_default = EXAMPLE.replace("127.0.0.1:9090", "127.0.0.1:${SLUICE_TEST_UNSET_API_PORT:-9191}");
     let p = load(&write(&dir, &with_default)).unwrap();
-    assert_eq!(p.config.api.unwrap().address, "127.0.0.1:9191");
+    assert_eq!(p.config.api.unwrap().address.to_string(), "127.0.0.1:9191");
     let e = error_of(&EXAMPLE.replace("127.0.0.1:9090", "127.0.0.1:${SLUICE_TEST_UNSET_API_PORT}"));
     assert!(e.contains("pipeline.toml: line"), "{e}");
     assert!(
         e.contains("environment variable SLUICE_TEST_UNSET_API_PORT is not set"),
         "{e}"
     );
+}
+
+#[test]
+fn the_queue_and_the_api_address_are_checked_as_they_are_read() {
+    let e = error_of(&format!("queue = \"kafka://k:9092\"\n{EXAMPLE}"));
+    assert!(e.contains("pipeline.toml: TOML parse error at line 1"), "{e}");
+    assert!(
+        e.contains("\"kafka://k:9092\" is not supported; allowed: \"embedded\" or a NATS JetStream URL"),
+        "{e}"
+    );
+    let e = error_of(&EXAMPLE.replace("\"127.0.0.1:9090\"", "\"localhost\""));
+    assert!(e.contains("address = \"localhost\""), "the line is shown: {e}");
+    assert!(e.contains("\"localhost\" is not host:port"), "{e}");
 }
 
 const POSTGRES: &str = r#"
@@ -198,7 +212,7 @@ table = "events"
 
 #[test]
 fn a_postgres_sink_takes_the_schema_of_its_validated_inputs_or_infers() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let p = load(&write(&dir, &format!("{EXAMPLE}{POSTGRES}"))).unwrap();
     assert!(
         p.postgres["warehouse"]
@@ -218,7 +232,7 @@ fn postgres_sink_errors_name_the_key() {
         e.contains("sinks.warehouse.primary_key") && e.contains("\"/nope\" is not a string, number or boolean field"),
         "{e}"
     );
-    assert!(load(&write(&tempfile::tempdir().unwrap(), &upsert("/event_id"))).is_ok());
+    assert!(load(&write(&sluice_testkit::tempdir().unwrap(), &upsert("/event_id"))).is_ok());
     let e = error_of(&format!("{EXAMPLE}{POSTGRES}mode = \"merge\"\n"));
     assert!(
         e.contains("mode") && e.contains("append") && e.contains("upsert"),
@@ -239,6 +253,10 @@ fn transform_types_and_keys_are_checked() {
     assert!(
         e.contains("transforms.extra.type: \"geoip\" is not a transform type; allowed: [\"validate\", \"self_describing\", \"avro\", \"jq\""),
         "{e}"
+    );
+    assert!(
+        e.contains("\"lookup\", \"documents\"]"),
+        "every built-in type is listed: {e}"
     );
     let typo = with("[transforms.cents]\ntype = \"jq\"\ninputs = [\"standardize\"]\nprogramme = \".\"");
     let e = error_of(&typo);
@@ -285,7 +303,7 @@ fn lookup_sources_are_checked_without_loading_them() {
 
 #[test]
 fn the_documents_example_loads_with_its_stream_alias_resolved() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let text = include_str!("../../../../../examples/documents/pipeline.toml");
     let p = load(&write(&dir, text)).unwrap();
     assert_eq!(p.config.sinks["cards"].inputs(), ["doctors"]);
@@ -314,7 +332,7 @@ fn objects_sources_resolve_their_folder_and_name_bad_keys() {
             &format!("[sources.files]\ntype = \"objects\"\n{table}"),
         )
     };
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let p = load(&write(&dir, &objects("uri = \"landing\"\npattern = \"*.csv\""))).unwrap();
     let SourceConfig::Objects(o) = &p.config.sources["files"] else {
         panic!()
@@ -389,7 +407,7 @@ fn folder(path: &std::path::Path) -> RegistryLocation {
 
 #[test]
 fn the_registry_is_a_folder_beside_the_file_an_s3_prefix_or_postgres() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     assert_eq!(
         load(&write(&dir, EXAMPLE)).unwrap().registry,
         folder(&dir.path().join("registry"))
@@ -451,7 +469,7 @@ fn self_describing_transforms_use_the_pipeline_registry_and_check_their_pointers
         )
         .replace("[sinks.lake]", "[sinks.out]\ntype = \"stream\"\ninputs = [\"described\"]\nurl = \"nats://127.0.0.1:4222\"\nsubject = \"out\"\n\n[sinks.lake]")
     };
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let p = load(&write(&dir, &with("event_id = \"/id\"\nevent_time = \"/ts\""))).unwrap();
     let TransformConfig::SelfDescribing(sd) = &p.config.transforms["described"] else {
         panic!("described is self_describing")
@@ -484,7 +502,7 @@ fn a_table_template_lake_routes_self_describing_and_avro_inputs() {
              [sinks.lake]\ntype = \"lake\"\ninputs = {inputs}\n{template}\n"
         )
     };
-    let dir = tempfile::tempdir().unwrap();
+    let dir = sluice_testkit::tempdir().unwrap();
     let p = load(&write(
         &dir,
         &routed(

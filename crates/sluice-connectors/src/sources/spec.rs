@@ -1,0 +1,97 @@
+//! Source types, dispatched from one place. A pipeline file's
+//! `[sources.<name>]` table is a [`SourceConfig`]; everything the loader
+//! and the engine do with it goes through the [`SourceSpec`] each type
+//! implements in its folder's `config.rs`, beside the config it reads: pure
+//! checks, resolving paths against the pipeline file, and building the
+//! running source. Adding a source type is its folder and one variant here.
+
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
+
+use object_store::{ObjectStore, path::Path as StorePath};
+use serde::Deserialize;
+
+use super::{
+    Source, file::FileSourceConfig, generator::GeneratorSourceConfig, http::HttpSourceConfig, nats::NatsSourceConfig,
+    objects::ObjectsSourceConfig,
+};
+
+/// `[sources.<name>]`: `type` picks the variant; unknown keys are refused.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SourceConfig {
+    Http(HttpSourceConfig),
+    File(FileSourceConfig),
+    Nats(NatsSourceConfig),
+    Objects(ObjectsSourceConfig),
+    Generator(GeneratorSourceConfig),
+}
+
+impl SourceConfig {
+    /// The type's behaviour.
+    pub fn spec(&self) -> &dyn SourceSpec {
+        match self {
+            SourceConfig::Http(c) => c,
+            SourceConfig::File(c) => c,
+            SourceConfig::Nats(c) => c,
+            SourceConfig::Objects(c) => c,
+            SourceConfig::Generator(c) => c,
+        }
+    }
+
+    pub fn spec_mut(&mut self) -> &mut dyn SourceSpec {
+        match self {
+            SourceConfig::Http(c) => c,
+            SourceConfig::File(c) => c,
+            SourceConfig::Nats(c) => c,
+            SourceConfig::Objects(c) => c,
+            SourceConfig::Generator(c) => c,
+        }
+    }
+}
+
+/// What every source type's config provides. Errors are `key: what is
+/// wrong` (the loader puts `sources.<name>.` and the file in front).
+pub trait SourceSpec: Send + Sync {
+    /// Checks the values alone, without I/O.
+    fn validate(&self) -> Result<(), String>;
+
+    /// Turns relative paths and locations into absolute ones, once, at load.
+    fn resolve(&mut self, _env: &dyn LoadEnv) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// The largest batch the source may put on the queue, when its config
+    /// bounds it (a JetStream queue holds batches up to NATS's message size).
+    fn max_batch_bytes(&self) -> Option<usize> {
+        None
+    }
+
+    /// The running source.
+    fn build(&self, env: &dyn BuildEnv) -> Result<Box<dyn Source>, String>;
+}
+
+/// An object-store location as the loader resolved it.
+pub struct ResolvedLocation {
+    /// The absolute URL (`file:///...` for a folder, `s3://bucket/prefix`).
+    pub url: String,
+    pub is_local: bool,
+}
+
+/// What resolving a config needs from the pipeline loader.
+pub trait LoadEnv {
+    /// `path` relative to the pipeline file's folder (unless absolute).
+    fn path(&self, path: &str) -> PathBuf;
+    /// A folder or `s3://` URI with its storage options, checked; errors
+    /// start with `uri:` or `storage_options`.
+    fn location(&self, uri: &str, options: &BTreeMap<String, String>) -> Result<ResolvedLocation, String>;
+}
+
+/// What building a source needs from the engine.
+pub trait BuildEnv {
+    /// The object store behind a resolved location, and the prefix in it.
+    fn object_store(
+        &self,
+        url: &str,
+        options: &BTreeMap<String, String>,
+    ) -> Result<(Arc<dyn ObjectStore>, StorePath), String>;
+}

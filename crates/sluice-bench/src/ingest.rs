@@ -1,7 +1,7 @@
 //! Lake ingest and compaction, each beside the DuckDB reference on the same
 //! input: the generator's NDJSON through `sluice run --until-idle` (file
 //! source -> validate -> lake, one worker thread) against
-//! `baseline_duckdb.py --threads 1`; then `sluice compact --all` on the
+//! `ingest_duckdb.py --threads 1`; then `sluice compact --all` on the
 //! resulting table against DuckDB rewriting the same Parquet files. The same
 //! input as objects in a folder (`objects` source) shows what finding,
 //! claiming and reading objects costs over reading one file.

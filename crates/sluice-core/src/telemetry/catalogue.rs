@@ -194,11 +194,10 @@ pub fn describe_all() {
 /// The metric a Prometheus sample name belongs to (histograms are exported
 /// as summaries: `<name>_sum`, `<name>_count` and quantile samples).
 pub fn find(sample: &str) -> Option<&'static Metric> {
-    ALL.iter().copied().find(|m| {
-        sample == m.name
-            || (m.kind == MetricKind::Histogram
-                && [m.name.to_string() + "_sum", m.name.to_string() + "_count"].contains(&sample.to_string()))
-    })
+    let summary_of = sample.strip_suffix("_sum").or_else(|| sample.strip_suffix("_count"));
+    ALL.iter()
+        .copied()
+        .find(|m| sample == m.name || (m.kind == MetricKind::Histogram && summary_of == Some(m.name)))
 }
 
 /// `docs/reference/metrics.md`.

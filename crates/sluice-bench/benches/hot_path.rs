@@ -74,7 +74,7 @@ fn hot_path(c: &mut Criterion) {
     let dir = sluice_testkit::tempdir().unwrap();
     let url = url::Url::from_directory_path(dir.path().join("t")).unwrap();
     let config = default_config(url.as_str());
-    let url = sluice_lake::TableLocation::from(url);
+    let url = sluice_lake::StoreLocation::from(url);
     let mut sink = rt
         .block_on(LakeSink::open(
             url,
@@ -98,9 +98,9 @@ fn hot_path(c: &mut Criterion) {
     eprintln!("input: {} events, {} bytes of JSON", lines.len(), bytes);
 }
 
-/// The sink's defaults, as a pipeline file with only `inputs` and `uri` gives them.
+/// The sink's defaults, as a pipeline file with only `uri` gives them.
 fn default_config(uri: &str) -> LakeSinkConfig {
-    serde_json::from_value(serde_json::json!({ "inputs": ["v"], "uri": uri })).unwrap()
+    serde_json::from_value(serde_json::json!({ "uri": uri })).unwrap()
 }
 
 criterion_group!(benches, hot_path);

@@ -91,7 +91,7 @@ compaction.enabled = false
 }
 
 /// The lake table in folder `table` (an absolute path).
-pub(crate) fn local_table(table: &Path) -> sluice_lake::TableLocation {
+pub(crate) fn local_table(table: &Path) -> sluice_lake::StoreLocation {
     url::Url::from_directory_path(table).expect("absolute path").into()
 }
 

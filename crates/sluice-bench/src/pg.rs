@@ -202,7 +202,7 @@ async fn naive_inserts(url: &str, events: &Path, lines: u64, json_schema: JsonDo
 
 fn baseline_config(url: &str, schema: &str) -> Result<PostgresSinkConfig> {
     let config: PostgresSinkConfig = serde_json::from_value(serde_json::json!({
-        "inputs": ["bench"], "url": url, "schema": schema, "table": "events"
+        "url": url, "schema": schema, "table": "events"
     }))?;
     config.validate().map_err(anyhow::Error::msg)?;
     Ok(config)

@@ -70,7 +70,7 @@ pub async fn costs(env: &Env, input: &Path) -> Result<Vec<Cost>> {
     for batch in &raw {
         valid.push(validate.process(BatchInfo::first("test"), batch.clone()).await?.events);
     }
-    let jq: JqConfig = serde_json::from_value(serde_json::json!({"inputs": ["v"], "program": JQ_PROGRAM}))?;
+    let jq: JqConfig = serde_json::from_value(serde_json::json!({"program": JQ_PROGRAM}))?;
     let jq = jq.build(Path::new("/")).map_err(anyhow::Error::msg)?;
     let registry_dir = env.work.join("registry");
     if registry_dir.exists() {

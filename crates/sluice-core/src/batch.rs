@@ -35,15 +35,11 @@ pub struct Delivery {
     pub payload: Bytes,
     /// 1 on first delivery.
     pub attempts: u32,
+    /// The batch may already be in a sink, which must check its commit log:
+    /// the source flagged it (a re-read after a crash) or this is not its
+    /// first delivery. Queues set it from both.
     pub maybe_committed: bool,
     pub enqueued_at_ms: i64,
-}
-
-impl Delivery {
-    /// Whether a sink must check its commit log before writing this batch.
-    pub fn needs_commit_check(&self) -> bool {
-        self.maybe_committed || self.attempts > 1
-    }
 }
 
 /// Splits an NDJSON payload into `(line_number, line)` pairs, skipping blank

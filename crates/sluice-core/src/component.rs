@@ -26,7 +26,7 @@ pub struct BatchInfo<'a> {
     pub key: &'a str,
     /// The batch may have been processed before (a redelivery, a re-read
     /// input): a transform that keeps state per batch checks its records.
-    pub redelivered: bool,
+    pub maybe_committed: bool,
     /// When the batch entered the queue (ms since the epoch).
     pub enqueued_at_ms: i64,
 }
@@ -36,7 +36,7 @@ impl<'a> BatchInfo<'a> {
     pub fn first(key: &'a str) -> Self {
         BatchInfo {
             key,
-            redelivered: false,
+            maybe_committed: false,
             enqueued_at_ms: crate::now_ms(),
         }
     }
@@ -70,9 +70,9 @@ pub struct FlushReport {
 /// A destination that commits atomically (lake table, database, stream).
 #[async_trait]
 pub trait Sink: Send {
-    /// Buffers the events of batch `key`. `check_committed` is true when the
+    /// Buffers the events of batch `key`. `maybe_committed` is true when the
     /// batch may already be in the sink (redelivery, re-read input).
-    async fn accept(&mut self, key: &str, check_committed: bool, events: Vec<Event>) -> Result<Accepted, StageError>;
+    async fn accept(&mut self, key: &str, maybe_committed: bool, events: Vec<Event>) -> Result<Accepted, StageError>;
 
     /// Approximate bytes buffered since the last flush.
     fn buffered_bytes(&self) -> usize;
@@ -81,7 +81,8 @@ pub trait Sink: Send {
     fn max_buffered_bytes(&self) -> usize;
 
     /// Commits everything buffered, with the keys of its batches, atomically.
-    /// On error the buffer is kept, so the call can be retried.
+    /// After an error the caller calls [`Sink::reset`]: a sink never retries
+    /// a flush in place, its batches are delivered again instead.
     async fn flush(&mut self) -> Result<FlushReport, StageError>;
 
     /// Discards everything not yet committed (after an error); the batches

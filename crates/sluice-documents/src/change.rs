@@ -7,25 +7,30 @@ use sluice_core::json_kind;
 
 use crate::merge::Version;
 
-/// Reason of change events that are not well formed; the pointer follows
-/// (`invalid_change:/version`).
-pub const INVALID_CHANGE: &str = "invalid_change";
-
 /// Where a change event keeps its parts; the defaults are the shape
 /// `sluice-gen cdc` writes.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeFields {
+    /// JSON pointer to the entity the document belongs to (`"doctor"`).
     #[serde(default = "default_entity")]
     pub entity: String,
+    /// JSON pointer to the document id within its entity.
     #[serde(default = "default_id")]
     pub id: String,
+    /// JSON pointer to the change's version (any number that grows with
+    /// each change at the source).
     #[serde(default = "default_version")]
     pub version: String,
+    /// JSON pointer to the operation: `"upsert"` (merge the patch) or
+    /// `"delete"`.
     #[serde(default = "default_op")]
     pub op: String,
+    /// JSON pointer to the partial document (JSON merge patch: absent =
+    /// unchanged, null = delete).
     #[serde(default = "default_patch")]
     pub patch: String,
+    /// JSON pointer to the change's time (RFC 3339), kept with the document.
     #[serde(default = "default_ts")]
     pub ts: String,
 }
@@ -113,7 +118,7 @@ impl ChangeFields {
     /// Reads one change event; a malformed one gives the dead-letter reason
     /// (`invalid_change:/pointer`) and what is wrong.
     pub fn parse(&self, event: &Value) -> Result<Change, (String, String)> {
-        let invalid = |pointer: &str, detail: String| (format!("{INVALID_CHANGE}:{pointer}"), detail);
+        let invalid = |pointer: &str, detail: String| (sluice_core::reason::at(sluice_core::reason::INVALID_CHANGE, pointer), detail);
         let text = |pointer: &str| match event.pointer(pointer) {
             Some(v) => key_text(v).ok_or_else(|| {
                 let detail = format!("expected a non-empty string or an integer, got {}", describe(v));

@@ -11,10 +11,9 @@ use crate::{
 };
 
 /// The `documents` stage's table in the pipeline file.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DocumentsConfig {
-    pub inputs: Vec<String>,
     /// `"embedded"` (SQLite in the data directory) or a PostgreSQL URL.
     #[serde(default = "default_store")]
     pub store: String,
@@ -23,23 +22,32 @@ pub struct DocumentsConfig {
     pub schema: String,
     /// PostgreSQL table; the stage's name by default.
     pub table: Option<String>,
+    /// JSON pointer to the entity the document belongs to (`"doctor"`).
     #[serde(default = "default_entity")]
     pub entity: String,
+    /// JSON pointer to the document id within its entity.
     #[serde(default = "default_id")]
     pub id: String,
+    /// JSON pointer to the change's version (any number that grows with
+    /// each change at the source).
     #[serde(default = "default_version")]
     pub version: String,
+    /// JSON pointer to the operation: `"upsert"` (merge the patch) or
+    /// `"delete"`.
     #[serde(default = "default_op")]
     pub op: String,
+    /// JSON pointer to the partial document (JSON merge patch: absent =
+    /// unchanged, null = delete).
     #[serde(default = "default_patch")]
     pub patch: String,
+    /// JSON pointer to the change's time (RFC 3339), kept with the document.
     #[serde(default = "default_ts")]
     pub ts: String,
     /// Where `sluice snapshot` writes every current document.
     pub snapshot: Option<SnapshotConfig>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SnapshotConfig {
     /// A Delta table: a path relative to the pipeline file, or a URL (after
@@ -55,16 +63,17 @@ pub struct SnapshotConfig {
 }
 
 /// `columns.rating = { pointer = "/rating", type = "double" }`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SnapshotColumn {
+    /// JSON pointer into the document to the column's value.
     pub pointer: String,
     #[serde(rename = "type")]
     pub kind: ColumnType,
 }
 
 /// A typed column's Delta type; a value of another JSON type is null.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ColumnType {
     String,
@@ -75,9 +84,9 @@ pub enum ColumnType {
 
 impl SnapshotConfig {
     /// The table, once `uri` is a URL (after loading).
-    pub fn location(&self) -> Result<sluice_lake::TableLocation, String> {
+    pub fn location(&self) -> Result<sluice_lake::StoreLocation, String> {
         let url = url::Url::parse(&self.uri).map_err(|e| format!("uri: {:?} is not a URL ({e})", self.uri))?;
-        sluice_lake::TableLocation::new(url, self.storage_options.clone())
+        sluice_lake::StoreLocation::new(url, self.storage_options.clone())
     }
 
     /// Column names must not clash with the fixed ones; pointers must be pointers.
@@ -175,7 +184,7 @@ mod tests {
     use super::*;
 
     fn stage(extra: &str) -> Result<DocumentsTransform, String> {
-        let config: DocumentsConfig = toml::from_str(&format!("inputs = [\"changes\"]\n{extra}")).unwrap();
+        let config: DocumentsConfig = toml::from_str(extra).unwrap();
         config.build("doctors", Path::new("/data"))
     }
 
@@ -198,7 +207,7 @@ mod tests {
         );
         let spec = DocumentsConfig {
             table: None,
-            ..toml::from_str("inputs = [\"changes\"]\nstore = \"postgres://127.0.0.1/app\"").unwrap()
+            ..toml::from_str("store = \"postgres://127.0.0.1/app\"").unwrap()
         }
         .store_spec("doctors", Path::new("/data"))
         .unwrap();

@@ -15,7 +15,7 @@ use arrow_array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch,
 use arrow_schema::{DataType, Field, Schema};
 use serde::Serialize;
 use sluice_lake::{
-    TableLocation,
+    StoreLocation,
     keyed::{self, KeyedUpdate, row_key},
 };
 
@@ -81,7 +81,7 @@ pub struct SnapshotReport {
 /// Brings the snapshot of stage `stage` at `url` up to date with `store`.
 pub async fn snapshot(
     store: &dyn DocumentStore,
-    location: &TableLocation,
+    location: &StoreLocation,
     stage: &str,
     config: &SnapshotConfig,
 ) -> Result<SnapshotReport, String> {

@@ -74,7 +74,7 @@ impl Transform for DocumentsTransform {
             }
         }
         let store = self.store().await?;
-        let applied = store.apply(batch.key, batch.redelivered, &changes).await?;
+        let applied = store.apply(batch.key, batch.maybe_committed, &changes).await?;
         DocumentsTelemetry::new(&self.name).applied(&DocumentsApplied {
             applied: applied.stats.applied,
             noops: applied.stats.noops,

@@ -13,21 +13,28 @@ use crate::{
 };
 
 /// `[sinks.NAME] type = "lake"`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LakeSinkConfig {
-    pub inputs: Vec<String>,
     /// Table location: a path (relative to the pipeline file), a `file://`
-    /// URL or `s3://bucket/prefix`.
+    /// URL or `s3://bucket/prefix` (S3 or an S3-compatible store with
+    /// conditional puts: AWS, MinIO, R2; settings from the `AWS_*`
+    /// environment variables and `storage_options`). Required unless
+    /// `table_template` is given.
     #[serde(default)]
     pub uri: String,
     /// Instead of `uri`: one table per schema family and MODEL of
-    /// self-describing events, e.g. `"lake/{vendor}/{name}_{model}"`.
+    /// self-describing or Avro events, e.g. `"lake/{vendor}/{name}_{model}"`
+    /// (`{vendor}`, `{name}` and `{model}` required, `{format}` allowed).
     pub table_template: Option<String>,
-    /// Options for an `s3://` table (endpoint, region, credentials, ...),
-    /// over the `AWS_*` environment variables.
+    /// Options for an `s3://` table over the `AWS_*` environment variables:
+    /// object_store's S3 keys (`endpoint`, `region`, `access_key_id`,
+    /// `secret_access_key`, `allow_http`, ...); an unknown key is an error.
     #[serde(default)]
     pub storage_options: std::collections::BTreeMap<String, String>,
+    /// Partition columns: `"dt"` and `"hour"` from the event time (UTC),
+    /// `"bucket(N, /pointer)"` hashes a field into N buckets. Default
+    /// `["dt", "hour"]`.
     #[serde(default = "default_partition_by")]
     pub partition_by: Vec<PartitionKey>,
     /// Longest time an accepted event waits before it is committed.
@@ -50,12 +57,15 @@ pub struct LakeSinkConfig {
     /// with `compaction.compression`).
     #[serde(default = "default_ingest_compression")]
     pub compression: ParquetCompression,
+    /// Scheduled compaction: each partition that received files within the
+    /// look-back is rewritten into files of the target size, duplicates
+    /// removed, in one commit.
     #[serde(default)]
     pub compaction: CompactionConfig,
 }
 
 /// A Parquet codec: `"snappy"`, `"zstd"` (level 3), `"lz4"` (LZ4_RAW) or `"none"`.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ParquetCompression {
     Snappy,
@@ -103,12 +113,15 @@ impl ParquetCompression {
 
 /// `[sinks.NAME.compaction]`: scheduled compaction inside `sluice run`; the
 /// look-back and file size also apply to `sluice compact`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompactionConfig {
     /// Compact on a schedule inside `sluice run`.
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// How often; with a JetStream queue, replicas take turns through a
+    /// lease in JetStream KV (`SLUICE_<NAME>_LEASES`), so one compacts at a
+    /// time.
     #[serde(default = "default_compaction_interval_secs")]
     pub interval_secs: u64,
     /// Partitions that received files within this many hours are compacted.

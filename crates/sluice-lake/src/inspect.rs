@@ -11,7 +11,7 @@ use deltalake::{
 use object_store::ObjectStoreExt;
 use serde::Serialize;
 
-use crate::{LakeError, TableLocation, compaction::plan::partition_name};
+use crate::{LakeError, StoreLocation, compaction::plan::partition_name};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct TableSummary {
@@ -31,7 +31,7 @@ pub struct PartitionStats {
     pub bytes: u64,
 }
 
-pub async fn summarize(location: &TableLocation) -> Result<TableSummary, LakeError> {
+pub async fn summarize(location: &StoreLocation) -> Result<TableSummary, LakeError> {
     let err = |e: deltalake::DeltaTableError| LakeError::Table {
         uri: location.to_string(),
         message: e.to_string(),
@@ -60,7 +60,7 @@ pub async fn summarize(location: &TableLocation) -> Result<TableSummary, LakeErr
 /// The distinct non-null values of a top-level string column over the
 /// table's active files (for summaries and checks). Files written before the
 /// column was added hold none.
-pub async fn distinct_strings(location: &TableLocation, column: &str) -> Result<HashSet<String>, LakeError> {
+pub async fn distinct_strings(location: &StoreLocation, column: &str) -> Result<HashSet<String>, LakeError> {
     let err = |e: String| LakeError::Table {
         uri: location.to_string(),
         message: e,

@@ -32,7 +32,7 @@ use indexmap::IndexMap;
 use object_store::ObjectStoreExt;
 
 use crate::{
-    LakeError, ParquetCompression, TableLocation,
+    LakeError, ParquetCompression, StoreLocation,
     compaction::{active_files, remove_action},
     partition::{PartitionKey, bucket_of},
     table::{check_schema, open_or_create, table_error, table_schema},
@@ -65,7 +65,7 @@ pub struct KeyedReport {
 }
 
 /// How far the table at `location` is up to date for `app_id` (none: no table, or never).
-pub async fn watermark(location: &TableLocation, app_id: &str) -> Result<Option<i64>, LakeError> {
+pub async fn watermark(location: &StoreLocation, app_id: &str) -> Result<Option<i64>, LakeError> {
     if let Ok(path) = location.url().to_file_path()
         && !path.join("_delta_log").exists()
     {
@@ -116,7 +116,7 @@ fn keys_of(batch: &RecordBatch, key_columns: &[&str]) -> Result<Vec<String>, Str
 }
 
 /// Applies `update` to the keyed table at `location` (created if missing).
-pub async fn update(location: &TableLocation, update: KeyedUpdate<'_>) -> Result<KeyedReport, LakeError> {
+pub async fn update(location: &StoreLocation, update: KeyedUpdate<'_>) -> Result<KeyedReport, LakeError> {
     let fail = |e: &dyn std::fmt::Display| table_error(location, e);
     let partition_by = [PartitionKey::Bucket {
         count: update.buckets,

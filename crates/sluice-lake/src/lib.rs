@@ -32,7 +32,7 @@ pub use sink::{
     LakeSink,
     routed::{Route, RouteError, RoutedLakeSink, Routes},
 };
-pub use storage::TableLocation;
+pub use storage::StoreLocation;
 pub use table::table_exists;
 
 #[derive(Debug, thiserror::Error)]

@@ -18,7 +18,7 @@ use twox_hash::XxHash64;
 pub const MAX_BUCKETS: u32 = 4096;
 
 /// A partition column.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, schemars::JsonSchema)]
 #[serde(try_from = "String")]
 pub enum PartitionKey {
     /// `YYYY-MM-DD`

@@ -31,14 +31,15 @@ use url::Url;
 
 use crate::{LakeError, table::table_error};
 
-/// A table's URL and the object-store options for it.
+/// A place in an object store (a local folder or an S3 prefix) and the
+/// options to reach it: a table, a registry, a source's objects.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TableLocation {
+pub struct StoreLocation {
     url: Url,
     options: BTreeMap<String, String>,
 }
 
-impl TableLocation {
+impl StoreLocation {
     /// Checks the scheme and every option key; messages say what is allowed.
     pub fn new(url: Url, options: BTreeMap<String, String>) -> Result<Self, String> {
         match url.scheme() {
@@ -62,7 +63,7 @@ impl TableLocation {
                 ));
             }
         }
-        Ok(TableLocation { url, options })
+        Ok(StoreLocation { url, options })
     }
 
     pub fn url(&self) -> &Url {
@@ -105,16 +106,16 @@ impl TableLocation {
 
 /// A location with no options, unchecked: a scheme delta-rs does not know
 /// fails when the table is opened.
-impl From<Url> for TableLocation {
+impl From<Url> for StoreLocation {
     fn from(url: Url) -> Self {
-        TableLocation {
+        StoreLocation {
             url,
             options: BTreeMap::new(),
         }
     }
 }
 
-impl fmt::Display for TableLocation {
+impl fmt::Display for StoreLocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.url.fmt(f)
     }

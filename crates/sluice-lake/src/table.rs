@@ -15,13 +15,13 @@ use deltalake::{
     protocol::SaveMode,
 };
 
-use crate::{LakeError, TableLocation, partition::PartitionKey};
+use crate::{LakeError, StoreLocation, partition::PartitionKey};
 
 /// How long batch keys stay in the Delta log (`txn` retention). A batch
 /// redelivered later than this could be written twice.
 pub const TXN_RETENTION: &str = "interval 7 days";
 
-pub(crate) fn table_error(location: &TableLocation, e: impl std::fmt::Display) -> LakeError {
+pub(crate) fn table_error(location: &StoreLocation, e: impl std::fmt::Display) -> LakeError {
     LakeError::Table {
         uri: location.to_string(),
         message: e.to_string(),
@@ -43,7 +43,7 @@ pub fn table_schema(data: &Schema, partition_by: &[PartitionKey]) -> Schema {
 /// replicas may race to create it: the loser's put-if-absent of version 0
 /// fails, and it loads the winner's table.
 pub async fn open_or_create(
-    location: &TableLocation,
+    location: &StoreLocation,
     data: &Schema,
     partition_by: &[PartitionKey],
 ) -> Result<DeltaTable, LakeError> {
@@ -74,7 +74,7 @@ pub async fn open_or_create(
 }
 
 /// Whether a table is at `location` (a Delta log with a version).
-pub async fn table_exists(location: &TableLocation) -> Result<bool, LakeError> {
+pub async fn table_exists(location: &StoreLocation) -> Result<bool, LakeError> {
     if location.is_local() {
         let path = location
             .url()
@@ -90,7 +90,7 @@ pub async fn table_exists(location: &TableLocation) -> Result<bool, LakeError> {
 }
 
 async fn create(
-    location: &TableLocation,
+    location: &StoreLocation,
     data: &Schema,
     partition_by: &[PartitionKey],
 ) -> Result<DeltaTable, LakeError> {
@@ -121,7 +121,7 @@ async fn create(
 }
 
 /// Checks the table's columns against the schema's, by name and type.
-pub fn check_schema(table: &DeltaTable, location: &TableLocation, expected: &Schema) -> Result<(), LakeError> {
+pub fn check_schema(table: &DeltaTable, location: &StoreLocation, expected: &Schema) -> Result<(), LakeError> {
     let snapshot = table.snapshot().map_err(|e| table_error(location, e))?;
     let found = snapshot.schema();
     let found_arrow: Schema = found
@@ -280,7 +280,7 @@ mod tests {
         for round in 0..5 {
             let dir = sluice_testkit::tempdir().unwrap();
             let url = url::Url::from_directory_path(dir.path().join("t")).unwrap();
-            let location = TableLocation::new(url, Default::default()).unwrap();
+            let location = StoreLocation::new(url, Default::default()).unwrap();
             let racers: Vec<_> = (0..4)
                 .map(|_| {
                     let (location, schema) = (location.clone(), schema.clone());

@@ -11,7 +11,7 @@ use std::time::Duration;
 use deltalake::{operations::vacuum::VacuumMode, table::config::TablePropertiesExt};
 use serde::Serialize;
 
-use crate::{LakeError, TableLocation};
+use crate::{LakeError, StoreLocation};
 
 /// Default retention, in hours (Delta's own default).
 pub const DEFAULT_RETENTION_HOURS: u64 = 168;
@@ -23,7 +23,7 @@ pub struct VacuumReport {
 }
 
 pub async fn vacuum(
-    location: &TableLocation,
+    location: &StoreLocation,
     retention: Duration,
     force: bool,
     dry_run: bool,

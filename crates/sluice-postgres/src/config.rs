@@ -6,10 +6,9 @@ use sluice_core::Secret;
 use crate::ident::check_config_identifier;
 
 /// `[sinks.NAME] type = "postgres"`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresSinkConfig {
-    pub inputs: Vec<String>,
     /// `postgres://user[:password]@host[:port]/database` or the key=value form.
     pub url: Secret,
     /// The PostgreSQL schema (namespace) the tables live in.
@@ -17,6 +16,7 @@ pub struct PostgresSinkConfig {
     pub schema: String,
     /// The root table; child tables are named after it (`events__props__items`).
     pub table: String,
+    /// `"append"` (every event a new row) or `"upsert"` (by `primary_key`).
     #[serde(default, deserialize_with = "write_mode")]
     pub mode: WriteMode,
     /// JSON pointers of the key an `upsert` replaces rows by.
@@ -35,7 +35,8 @@ pub struct PostgresSinkConfig {
 }
 
 /// How a flush writes its rows.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[schemars(rename_all = "snake_case")]
 pub enum WriteMode {
     /// Every event is a new row (engine redelivery is still written once).
     #[default]
@@ -120,7 +121,7 @@ mod tests {
 
     fn parse(extra: &str) -> PostgresSinkConfig {
         toml::from_str(&format!(
-            "inputs = [\"a\"]\nurl = \"postgres://postgres@127.0.0.1/test\"\ntable = \"events\"\n{extra}"
+            "url = \"postgres://postgres@127.0.0.1/test\"\ntable = \"events\"\n{extra}"
         ))
         .unwrap()
     }

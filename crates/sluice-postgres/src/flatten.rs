@@ -7,6 +7,7 @@
 //! the same ids. An event with a value that does not fit is refused whole,
 //! and what it added to the shape is undone.
 
+use sluice_core::reason;
 use serde_json::{Map, Value};
 use twox_hash::XxHash3_128;
 
@@ -14,18 +15,6 @@ use crate::{
     cell::{Cell, Misfit, describe},
     shape::{PgType, Shape, Slot, pointer},
 };
-
-/// Reasons of events the sink refuses (followed by `:` and a JSON pointer).
-pub mod reason {
-    /// The value's type does not fit the column (or array) already there.
-    pub const COLUMN_TYPE: &str = "column_type";
-    /// PostgreSQL cannot store the value (U+0000 in a string).
-    pub const UNSTORABLE_VALUE: &str = "unstorable_value";
-    /// The field's name cannot become a column name (empty, or taken).
-    pub const COLUMN_NAME: &str = "column_name";
-    /// A primary-key field is missing, null, or not a string, number or boolean.
-    pub const MISSING_PRIMARY_KEY: &str = "missing_primary_key";
-}
 
 /// One row for one table.
 #[derive(Debug, Clone, PartialEq)]

@@ -20,7 +20,7 @@ use std::{
 
 use async_trait::async_trait;
 use serde_json::Value;
-use sluice_core::{Accepted, Event, FlushReport, JsonDoc, Rejected, Sink, StageError, reason as core_reason};
+use sluice_core::{Accepted, Event, FlushReport, JsonDoc, Rejected, Sink, StageError, reason};
 use tokio_postgres::Client;
 
 use crate::{
@@ -120,9 +120,9 @@ fn load_error(e: LoadError) -> StageError {
 
 #[async_trait]
 impl Sink for PostgresSink {
-    async fn accept(&mut self, key: &str, check_committed: bool, events: Vec<Event>) -> Result<Accepted, StageError> {
+    async fn accept(&mut self, key: &str, maybe_committed: bool, events: Vec<Event>) -> Result<Accepted, StageError> {
         self.prepare().await?;
-        if check_committed {
+        if maybe_committed {
             let client = self.client.as_ref().expect("prepared");
             if db::is_committed(client, &self.config.schema, &self.config.table, key)
                 .await
@@ -137,7 +137,7 @@ impl Sink for PostgresSink {
             let value: Value = match serde_json::from_slice(&event.payload) {
                 Ok(v) => v,
                 Err(e) => {
-                    rejected.push(Rejected::new(event, core_reason::INVALID_JSON, e.to_string()));
+                    rejected.push(Rejected::new(event, reason::INVALID_JSON, e.to_string()));
                     continue;
                 }
             };
@@ -153,7 +153,7 @@ impl Sink for PostgresSink {
             };
             let Value::Object(map) = value else {
                 let detail = format!("expected a JSON object, got {}", crate::cell::describe(&value));
-                rejected.push(Rejected::new(event, core_reason::NOT_AN_OBJECT, detail));
+                rejected.push(Rejected::new(event, reason::NOT_AN_OBJECT, detail));
                 continue;
             };
             match flatten(&mut self.shape, map, id) {

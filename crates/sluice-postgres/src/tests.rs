@@ -40,7 +40,7 @@ async fn drop_schema(client: &Client, schema: &str) {
 
 fn config(schema: &str, mode: WriteMode) -> PostgresSinkConfig {
     let mut c: PostgresSinkConfig = toml::from_str(&format!(
-        "inputs = [\"x\"]\nurl = \"{}\"\nschema = \"{schema}\"\ntable = \"events\"",
+        "url = \"{}\"\nschema = \"{schema}\"\ntable = \"events\"",
         url()
     ))
     .unwrap();

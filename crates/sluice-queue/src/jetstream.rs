@@ -249,7 +249,7 @@ impl Queue for JetStreamQueue {
                 source,
                 payload: message.payload.clone(),
                 attempts: attempts as u32,
-                maybe_committed,
+                maybe_committed: maybe_committed || attempts > 1,
                 enqueued_at_ms,
             });
             self.in_flight

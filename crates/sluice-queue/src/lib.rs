@@ -91,17 +91,9 @@ pub fn exhausted_batch_letters(
         "delivered {attempts} times without success; last error: {}",
         last_error.unwrap_or("none recorded (visibility timeout expired)")
     );
-    let now = sluice_core::now_ms();
     sluice_core::split_lines(payload)
-        .map(|(line, bytes)| DeadLetter {
-            batch_key: key.to_string(),
-            line,
-            source: source.to_string(),
-            component: "queue".into(),
-            reason: sluice_core::reason::MAX_ATTEMPTS.into(),
-            detail: detail.clone(),
-            bytes,
-            at_ms: now,
+        .map(|(line, bytes)| {
+            DeadLetter::new(key, line, source, "queue", sluice_core::reason::MAX_ATTEMPTS, detail.clone(), bytes)
         })
         .collect()
 }

@@ -209,7 +209,7 @@ pub(crate) fn schema_reason(error: &ValidationError) -> String {
     if pointer.is_empty() {
         pointer.push('/');
     }
-    format!("schema:{pointer}:{}", error.kind().keyword())
+    format!("{}:{pointer}:{}", sluice_core::reason::SCHEMA, error.kind().keyword())
 }
 
 #[async_trait]

@@ -17,39 +17,42 @@ use crate::{
 };
 
 /// `type = "jq"`: `program` inline or `program_file` (relative to the pipeline file).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JqConfig {
-    pub inputs: Vec<String>,
+    /// The jq program, run once per event; each object it emits is an
+    /// event (none: the event is dropped).
     pub program: Option<String>,
+    /// A file holding the program instead (relative to the pipeline file).
     pub program_file: Option<String>,
 }
 
 /// `type = "rename"`: `fields = { "/from" = "/to" }`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenameConfig {
-    pub inputs: Vec<String>,
+    /// JSON pointer of each field to move, and where it goes.
     pub fields: BTreeMap<String, String>,
 }
 
 /// `type = "drop"`: `fields = ["/page/referrer"]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DropConfig {
-    pub inputs: Vec<String>,
+    /// JSON pointers of the fields to remove.
     pub fields: Vec<String>,
 }
 
 /// `type = "set"`: `fields = { "/source" = "web", "/copy" = { from = "/geo/country" } }`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetConfig {
-    pub inputs: Vec<String>,
+    /// JSON pointer of each field to write, and a constant (any TOML value)
+    /// or `{ from = "/pointer" }` to copy another field.
     pub fields: BTreeMap<String, SetSpec>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum SetSpec {
     From { from: String },
@@ -57,50 +60,56 @@ pub enum SetSpec {
 }
 
 /// `type = "cast"`: `fields = { "/props/qty" = "integer" }`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CastConfig {
-    pub inputs: Vec<String>,
+    /// JSON pointer of each field to convert, and the type it becomes.
     pub fields: BTreeMap<String, CastType>,
 }
 
 /// `type = "filter"`: `keep_if` or `drop_if` a condition on one field.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FilterConfig {
-    pub inputs: Vec<String>,
+    /// Keep only the events that meet the condition.
     pub keep_if: Option<Condition>,
+    /// Drop the events that meet the condition.
     pub drop_if: Option<Condition>,
 }
 
 /// `{ field = "/event_type", equals = "purchase" }`; exactly one of
 /// `equals`, `not_equals`, `in`, `exists`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Condition {
+    /// JSON pointer of the field tested.
     pub field: String,
+    /// The field holds this value.
     pub equals: Option<Value>,
+    /// The field does not hold this value (or is absent).
     pub not_equals: Option<Value>,
+    /// The field holds one of these values.
     #[serde(rename = "in")]
     pub one_of: Option<Vec<Value>>,
+    /// The field is present (`true`) or absent (`false`).
     pub exists: Option<bool>,
 }
 
 /// `type = "hash"`: `fields = ["/user_id"]`, `key_env = "SLUICE_PII_KEY"`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HashConfig {
-    pub inputs: Vec<String>,
+    /// JSON pointers of the fields replaced by their keyed hash
+    /// (HMAC-SHA256, 64 hex digits).
     pub fields: Vec<String>,
     /// Environment variable holding the secret key (never logged or printed).
     pub key_env: String,
 }
 
 /// `type = "lookup"`: enrich from a reference table keyed by `key_column`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LookupConfig {
-    pub inputs: Vec<String>,
     /// The event's field to match (string or number).
     pub key: String,
     /// Where the matched row (an object of its columns) is written.
@@ -116,15 +125,19 @@ pub struct LookupConfig {
     pub key_column: String,
     #[serde(default)]
     pub on_missing: OnMissing,
+    /// How often the reference table is read again; a failed read keeps
+    /// the last good table.
     #[serde(default = "default_refresh_secs")]
     pub refresh_secs: u64,
 }
 
 /// `postgres = { url = "postgres://...", query = "SELECT code, name FROM countries" }`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresLookup {
+    /// The database (`postgres://user@host/db`).
     pub url: String,
+    /// The query whose rows are the reference table.
     pub query: String,
 }
 
@@ -313,20 +326,20 @@ mod tests {
     #[test]
     fn configs_parse_and_errors_name_the_key() {
         let set: SetConfig =
-            toml::from_str("inputs = [\"a\"]\nfields = { \"/source\" = \"web\", \"/copy\" = { from = \"/x\" } }")
+            toml::from_str("fields = { \"/source\" = \"web\", \"/copy\" = { from = \"/x\" } }")
                 .unwrap();
         assert_eq!(set.fields["/copy"], SetSpec::From { from: "/x".into() });
         assert_eq!(set.fields["/source"], SetSpec::Constant(Value::from("web")));
         assert!(set.build().is_ok());
 
         let filter: FilterConfig =
-            toml::from_str("inputs = [\"a\"]\nkeep_if = { field = \"/t\", in = [\"x\"], exists = true }").unwrap();
+            toml::from_str("keep_if = { field = \"/t\", in = [\"x\"], exists = true }").unwrap();
         assert_eq!(
             filter.build().err().unwrap(),
             "keep_if: give exactly one test: equals, not_equals, in or exists"
         );
         let filter: FilterConfig =
-            toml::from_str("inputs = [\"a\"]\ndrop_if = { field = \"t\", exists = true }").unwrap();
+            toml::from_str("drop_if = { field = \"t\", exists = true }").unwrap();
         assert!(
             filter
                 .build()
@@ -335,11 +348,11 @@ mod tests {
                 .starts_with("drop_if.field: \"t\" is not a JSON pointer")
         );
 
-        let drop: DropConfig = toml::from_str("inputs = [\"a\"]\nfields = []").unwrap();
+        let drop: DropConfig = toml::from_str("fields = []").unwrap();
         assert_eq!(drop.build().err().unwrap(), "fields: name at least one field");
 
         let hash: HashConfig =
-            toml::from_str("inputs = [\"a\"]\nfields = [\"/user_id\"]\nkey_env = \"SLUICE_TEST_SURELY_UNSET_KEY\"")
+            toml::from_str("fields = [\"/user_id\"]\nkey_env = \"SLUICE_TEST_SURELY_UNSET_KEY\"")
                 .unwrap();
         assert!(
             hash.build()
@@ -348,20 +361,20 @@ mod tests {
                 .starts_with("key_env: the environment variable SLUICE_TEST_SURELY_UNSET_KEY")
         );
 
-        let jq: JqConfig = toml::from_str("inputs = [\"a\"]\nprogram = \".a |\"").unwrap();
+        let jq: JqConfig = toml::from_str("program = \".a |\"").unwrap();
         assert!(
             jq.build(Path::new("."))
                 .err()
                 .unwrap()
                 .starts_with("program: line 1, column")
         );
-        let jq: JqConfig = toml::from_str("inputs = [\"a\"]").unwrap();
+        let jq: JqConfig = toml::from_str("").unwrap();
         assert!(
             jq.build(Path::new("."))
                 .err()
                 .unwrap()
                 .starts_with("program: give the jq program")
         );
-        assert!(toml::from_str::<CastConfig>("inputs = [\"a\"]\nfields = { \"/a\" = \"float\" }").is_err());
+        assert!(toml::from_str::<CastConfig>("fields = { \"/a\" = \"float\" }").is_err());
     }
 }

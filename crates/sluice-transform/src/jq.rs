@@ -14,14 +14,6 @@ use jaq_core::{
 use jaq_json::Val;
 use sluice_core::{BatchInfo, Event, Rejected, StageError, Transform, TransformOutput, reason};
 
-/// Reasons of events the `jq` transform refuses.
-pub mod jq_reason {
-    /// The program raised an error (`error(...)`, a type error, ...).
-    pub const JQ_ERROR: &str = "jq_error";
-    /// The program emitted a value that is not a JSON object (or not JSON at all, like `nan`).
-    pub const JQ_OUTPUT: &str = "jq_output";
-}
-
 type Filter = jaq_core::Filter<data::JustLut<Val>>;
 
 pub struct JqTransform {
@@ -67,10 +59,10 @@ impl JqTransform {
         let ctx = Ctx::<data::JustLut<Val>>::new(&self.filter.lut, Vars::new([]));
         let mut out = Vec::new();
         for value in self.filter.id.run((ctx, input)).map(unwrap_valr) {
-            let value = value.map_err(|e| (jq_reason::JQ_ERROR.to_string(), e.to_string()))?;
+            let value = value.map_err(|e| (reason::JQ_ERROR.to_string(), e.to_string()))?;
             if !matches!(value, Val::Obj(_)) {
                 return Err((
-                    jq_reason::JQ_OUTPUT.into(),
+                    reason::JQ_OUTPUT.into(),
                     format!("the program emitted {}, not an object", shorten(&value.to_string())),
                 ));
             }
@@ -78,7 +70,7 @@ impl JqTransform {
             // jaq prints values JSON cannot hold (nan, byte strings) as non-JSON.
             if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&text) {
                 return Err((
-                    jq_reason::JQ_OUTPUT.into(),
+                    reason::JQ_OUTPUT.into(),
                     format!("the program emitted a value that is not JSON ({e}): {}", shorten(&text)),
                 ));
             }

@@ -11,19 +11,9 @@ use bytes::Bytes;
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::Value;
 use sha2::Sha256;
-use sluice_core::{BatchInfo, Event, Rejected, StageError, Transform, TransformOutput, json_kind, parse_object};
+use sluice_core::{BatchInfo, Event, Rejected, StageError, Transform, TransformOutput, json_kind, parse_object, reason};
 
 use crate::pointer::Pointer;
-
-/// Reasons of events the built-in operations refuse (followed by `:pointer`).
-pub mod op_reason {
-    /// `set` or `rename` could not write the field (a value on the way is not an object).
-    pub const FIELD_CONFLICT: &str = "field_conflict";
-    /// `cast` could not convert the value.
-    pub const CAST: &str = "cast";
-    /// `hash` met an object or array.
-    pub const HASH: &str = "hash";
-}
 
 /// What an edit decided about one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +78,7 @@ impl Edit for Rename {
         for (value, to) in taken {
             if let Some(value) = value {
                 to.set(event, value)
-                    .map_err(|e| refusal(op_reason::FIELD_CONFLICT, to, e))?;
+                    .map_err(|e| refusal(reason::FIELD_CONFLICT, to, e))?;
             }
         }
         Ok(Verdict::Keep)
@@ -135,7 +125,7 @@ impl Edit for Set {
             if let Some(value) = value {
                 target
                     .set(event, value)
-                    .map_err(|e| refusal(op_reason::FIELD_CONFLICT, target, e))?;
+                    .map_err(|e| refusal(reason::FIELD_CONFLICT, target, e))?;
             }
         }
         Ok(Verdict::Keep)
@@ -143,7 +133,7 @@ impl Edit for Set {
 }
 
 /// The JSON types `cast` converts to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CastType {
     String,
@@ -163,7 +153,7 @@ impl Edit for Cast {
             if slot.is_null() {
                 continue;
             }
-            *slot = cast(slot, *to).map_err(|e| refusal(op_reason::CAST, pointer, e))?;
+            *slot = cast(slot, *to).map_err(|e| refusal(reason::CAST, pointer, e))?;
         }
         Ok(Verdict::Keep)
     }
@@ -263,7 +253,7 @@ impl Edit for Hash {
                 Value::Number(_) | Value::Bool(_) => slot.to_string(),
                 other => {
                     return Err(refusal(
-                        op_reason::HASH,
+                        reason::HASH,
                         pointer,
                         format!("cannot hash {}; name its fields instead", json_kind(other)),
                     ));

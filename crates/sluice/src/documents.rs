@@ -22,7 +22,7 @@ pub fn documents_stage<'a>(pipeline: &'a Pipeline, name: Option<&str>) -> Result
         .config
         .transforms
         .iter()
-        .filter_map(|(n, t)| match t {
+        .filter_map(|(n, t)| match &t.config {
             TransformConfig::Documents(d) => Some((n.as_str(), d)),
             _ => None,
         })
@@ -54,15 +54,18 @@ pub async fn open_store(pipeline: &Pipeline, name: &str, stage: &DocumentsConfig
 /// The projector, the store of the stage it reads, and a Redis writer.
 pub async fn open_projection_parts(
     pipeline: &Pipeline,
+    inputs: &[String],
     projection: &ProjectionConfig,
 ) -> Result<(Projector, Arc<dyn DocumentStore>, RedisWriter)> {
     let mut projector = projection.projector().map_err(anyhow::Error::msg)?;
     if let Some(custom) = &projection.custom {
-        let factory = crate::registry::projection_factory(&custom.type_name)
+        let factory = pipeline
+            .extensions
+            .projection(&custom.type_name)
             .with_context(|| format!("the projection type {:?} is not registered", custom.type_name))?;
         projector = projector.with_custom(factory(&custom.options).map_err(anyhow::Error::msg)?);
     }
-    let input = projection.inputs.first().map(String::as_str);
+    let input = inputs.first().map(String::as_str);
     let (stage_name, stage) = documents_stage(pipeline, input)?;
     let store = open_store(pipeline, stage_name, stage).await?;
     let writer = RedisWriter::connect(&projection.redis)
@@ -72,7 +75,12 @@ pub async fn open_projection_parts(
 }
 
 /// The `projection` sink `name`.
-pub async fn open_projection(pipeline: &Pipeline, name: &str, projection: &ProjectionConfig) -> Result<ProjectionSink> {
-    let (projector, store, writer) = open_projection_parts(pipeline, projection).await?;
+pub async fn open_projection(
+    pipeline: &Pipeline,
+    name: &str,
+    inputs: &[String],
+    projection: &ProjectionConfig,
+) -> Result<ProjectionSink> {
+    let (projector, store, writer) = open_projection_parts(pipeline, inputs, projection).await?;
     Ok(ProjectionSink::new(name, projector, store, writer))
 }

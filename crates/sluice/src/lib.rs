@@ -26,14 +26,14 @@ mod commands;
 mod config;
 mod demo;
 mod documents;
-mod registry;
+mod extensions;
 mod runtime;
 mod telemetry;
 
 use std::{process::ExitCode, sync::Arc};
 
 use clap::Parser;
-pub use registry::{ProjectionFactory, TransformFactory};
+pub use extensions::{ProjectionFactory, TransformFactory};
 pub use sluice_core::{
     BatchInfo, Event, Rejected, StageError, Transform, TransformOutput, json_kind, parse_object, reason,
 };
@@ -44,7 +44,7 @@ pub use toml;
 /// registered on it.
 #[derive(Default)]
 pub struct Sluice {
-    registered: registry::Registered,
+    extensions: extensions::Extensions,
 }
 
 impl Sluice {
@@ -60,7 +60,7 @@ impl Sluice {
         type_name: &str,
         factory: impl Fn(&toml::Table) -> Result<Arc<dyn Transform>, String> + Send + Sync + 'static,
     ) -> Self {
-        self.registered
+        self.extensions
             .transforms
             .insert(type_name.to_string(), Arc::new(factory));
         self
@@ -74,7 +74,7 @@ impl Sluice {
         type_name: &str,
         factory: impl Fn(&toml::Table) -> Result<Arc<dyn Projection>, String> + Send + Sync + 'static,
     ) -> Self {
-        self.registered
+        self.extensions
             .projections
             .insert(type_name.to_string(), Arc::new(factory));
         self
@@ -84,7 +84,7 @@ impl Sluice {
     /// configuration errors, 1 for other failures.
     pub fn run(self) -> ExitCode {
         if let Some(taken) = self
-            .registered
+            .extensions
             .transforms
             .keys()
             .find(|t| config::BUILT_IN_TRANSFORMS.contains(&t.as_str()))
@@ -92,12 +92,11 @@ impl Sluice {
             eprintln!("error: the transform type {taken:?} is built in; register it under another name");
             return ExitCode::from(2);
         }
-        registry::install(self.registered);
-        run_cli()
+        run_cli(Arc::new(self.extensions))
     }
 }
 
-fn run_cli() -> ExitCode {
+fn run_cli(extensions: Arc<extensions::Extensions>) -> ExitCode {
     let cli = cli::Cli::parse();
     let quiet = matches!(
         cli.command,
@@ -123,7 +122,7 @@ fn run_cli() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(commands::execute(cli.command)) {
+    match rt.block_on(commands::execute(cli.command, &extensions)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -19,17 +19,19 @@ use serde::Deserialize;
 use sluice_core::{Accepted, Event, FlushReport, Sink, StageError};
 
 /// `type = "stream"` in the pipeline file.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StreamSinkConfig {
-    pub inputs: Vec<String>,
     /// `nats://host:port`.
     pub url: String,
+    /// The subject each event is published on.
     pub subject: String,
     /// A JetStream stream to create for the subject if it is missing.
     pub stream: Option<String>,
+    /// Longest time an accepted event waits before it is published.
     #[serde(default = "default_flush_interval_secs")]
     pub flush_interval_secs: u64,
+    /// Publish at this buffered size.
     #[serde(default = "default_max_buffered_bytes")]
     pub max_buffered_bytes: usize,
 }
@@ -102,7 +104,7 @@ impl StreamSink {
 
 #[async_trait]
 impl Sink for StreamSink {
-    async fn accept(&mut self, key: &str, _check_committed: bool, events: Vec<Event>) -> Result<Accepted, StageError> {
+    async fn accept(&mut self, key: &str, _maybe_committed: bool, events: Vec<Event>) -> Result<Accepted, StageError> {
         for event in events {
             self.bytes += event.payload.len();
             self.buffer.push((format!("{key}/{}", event.line), event.payload));

@@ -13,7 +13,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use bytes::Bytes;
 use serde::de::{Deserializer as _, SeqAccess, Visitor};
 use serde_json::value::RawValue;
-use sluice_core::{DeadLetter, NewBatch, now_ms, reason, split_lines};
+use sluice_core::{DeadLetter, NewBatch, reason, split_lines};
 use tokio::sync::mpsc;
 
 use super::{SourceContext, SourceError};
@@ -326,16 +326,15 @@ pub(crate) async fn enqueue_chunks(
                 done.batches += 1;
             }
             Chunk::BadRecord { record, bytes, detail } => {
-                let letter = DeadLetter {
-                    batch_key: format!("{base}#records"),
-                    line: u32::try_from(record).unwrap_or(u32::MAX),
-                    source: ctx.name.clone(),
-                    component: ctx.name.clone(),
-                    reason: reason::BAD_RECORD.into(),
-                    detail: format!("record {record}: {detail}"),
+                let letter = DeadLetter::new(
+                    format!("{base}#records"),
+                    u32::try_from(record).unwrap_or(u32::MAX),
+                    &ctx.name,
+                    &ctx.name,
+                    reason::BAD_RECORD,
+                    format!("record {record}: {detail}"),
                     bytes,
-                    at_ms: now_ms(),
-                };
+                );
                 ctx.dead_letters
                     .put(vec![letter])
                     .await
@@ -350,16 +349,15 @@ pub(crate) async fn enqueue_chunks(
 /// Stores the dead letter for an input that could not be read to the end:
 /// batch key `<base>#error`, no bytes, `detail` naming the input.
 pub(crate) async fn dead_letter_unreadable(ctx: &SourceContext, base: &str, detail: String) -> Result<(), SourceError> {
-    let letter = DeadLetter {
-        batch_key: format!("{base}#error"),
-        line: 0,
-        source: ctx.name.clone(),
-        component: ctx.name.clone(),
-        reason: reason::UNREADABLE_INPUT.into(),
+    let letter = DeadLetter::new(
+        format!("{base}#error"),
+        0,
+        &ctx.name,
+        &ctx.name,
+        reason::UNREADABLE_INPUT,
         detail,
-        bytes: Bytes::new(),
-        at_ms: now_ms(),
-    };
+        Bytes::new(),
+    );
     ctx.dead_letters
         .put(vec![letter])
         .await

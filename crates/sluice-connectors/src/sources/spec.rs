@@ -16,7 +16,7 @@ use super::{
 };
 
 /// `[sources.<name>]`: `type` picks the variant; unknown keys are refused.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SourceConfig {
     Http(HttpSourceConfig),

@@ -19,11 +19,9 @@ use serde_json::Value;
 use crate::{apply::StoredDocument, change::DocKey};
 
 /// A `type = "projection"` sink in the pipeline file.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectionConfig {
-    /// `documents` stages (their outbound streams).
-    pub inputs: Vec<String>,
     /// `redis://host:port[/db]`.
     pub redis: String,
     /// The Redis key of a document's hash: text with `{entity}` and `{id}`.
@@ -39,16 +37,20 @@ pub struct ProjectionConfig {
     /// Logic in Rust, registered by a program using Sluice as a library:
     /// `custom = { type = "doctor_card", ... options }`.
     pub custom: Option<CustomProjection>,
+    /// Longest time an accepted document waits before its hash is written.
     #[serde(default = "default_flush_interval_secs")]
     pub flush_interval_secs: u64,
 }
 
 /// A registered [`Projection`] type and its options.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 pub struct CustomProjection {
+    /// The name the program registered the projection under.
     #[serde(rename = "type")]
     pub type_name: String,
+    /// Any other keys: the projection's options.
     #[serde(flatten)]
+    #[schemars(with = "std::collections::BTreeMap<String, serde_json::Value>")]
     pub options: toml::Table,
 }
 
@@ -60,9 +62,10 @@ pub trait Projection: Send + Sync {
 }
 
 /// `lookups.hospital = { entity = "hospital", id = "/hospital", fields = { hospital_city = "/city" } }`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LookupConfig {
+    /// The entity of the other document.
     pub entity: String,
     /// Pointer into the projected document to the other document's id.
     pub id: String,

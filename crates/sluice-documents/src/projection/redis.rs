@@ -33,9 +33,6 @@ end
 return 1
 ";
 
-/// Reason of outbound documents a projection cannot read.
-pub const NOT_A_DOCUMENT: &str = "projection_input";
-
 /// Writes projected hashes.
 pub struct RedisWriter {
     conn: MultiplexedConnection,
@@ -116,7 +113,7 @@ fn outbound(event: &Event) -> Result<(StoredDocument, Option<i64>), (&'static st
     let text = |field: &str| value.get(field).and_then(key_text);
     let (Some(entity), Some(id), Some(revision)) = (text("entity"), text("id"), value["revision"].as_u64()) else {
         return Err((
-            NOT_A_DOCUMENT,
+            sluice_core::reason::PROJECTION_INPUT,
             "expected a document from a `documents` stage (entity, id, revision)".into(),
         ));
     };
@@ -162,7 +159,7 @@ impl ProjectionSink {
 
 #[async_trait]
 impl Sink for ProjectionSink {
-    async fn accept(&mut self, _key: &str, _check_committed: bool, events: Vec<Event>) -> Result<Accepted, StageError> {
+    async fn accept(&mut self, _key: &str, _maybe_committed: bool, events: Vec<Event>) -> Result<Accepted, StageError> {
         let mut rejected = Vec::new();
         for event in events {
             match outbound(&event) {

@@ -5,7 +5,6 @@ use super::{redis::RedisWriter, *};
 fn config(key: &str) -> ProjectionConfig {
     toml::from_str(&format!(
         r#"
-inputs = ["doctors"]
 redis = "redis://127.0.0.1:6379"
 key = "{key}"
 entity = "doctor"

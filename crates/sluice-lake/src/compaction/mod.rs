@@ -36,7 +36,7 @@ pub use plan::{FileInfo, PartitionJob, Scope};
 pub use rewrite::COMPACTED_TAG;
 use rewrite::{RewriteError, Rewritten, rewrite};
 
-use crate::{LakeError, ParquetCompression, TableLocation, table::table_error};
+use crate::{LakeError, ParquetCompression, StoreLocation, table::table_error};
 
 /// The `commitInfo` key that names the compaction run of a commit.
 pub const RUN_ID_KEY: &str = "sluice.compaction.run";
@@ -136,7 +136,7 @@ pub(crate) fn remove_action(file: &FileInfo, data_change: bool, now: i64) -> Act
 /// `false`, the compaction stops there (each partition is its own commit,
 /// so stopping between them leaves nothing half done).
 pub async fn compact(
-    location: &TableLocation,
+    location: &StoreLocation,
     options: &CompactionOptions,
     progress: &(dyn Fn(&PartitionReport, usize) -> bool + Send + Sync),
 ) -> Result<CompactionReport, LakeError> {
@@ -173,7 +173,7 @@ enum Outcome {
 /// Rewrites and commits one partition, re-planning it after lost races.
 async fn compact_partition(
     table: &mut DeltaTable,
-    location: &TableLocation,
+    location: &StoreLocation,
     mut job: PartitionJob,
     options: &CompactionOptions,
     conflicts: &mut u64,
@@ -223,7 +223,7 @@ async fn compact_partition(
 /// still needs one.
 async fn replan(
     table: &mut DeltaTable,
-    location: &TableLocation,
+    location: &StoreLocation,
     job: &PartitionJob,
     scope: Scope,
 ) -> Result<Option<PartitionJob>, LakeError> {
@@ -244,7 +244,7 @@ async fn replan(
 /// `None` when an input was replaced.
 async fn commit_while_inputs_active(
     table: &mut DeltaTable,
-    location: &TableLocation,
+    location: &StoreLocation,
     job: &PartitionJob,
     rewritten: &Rewritten,
     options: &CompactionOptions,

@@ -7,7 +7,8 @@
 //! are decoded straight into Arrow columns and streamed into the partition's
 //! open file. `flush` closes the files and makes one Delta commit holding the
 //! `add` actions and one `txn` action per batch key. If the commit fails, the
-//! closed files and keys stay staged and the next `flush` retries them.
+//! driver resets the sink (its files are dropped from the window, never
+//! committed) and the batches are delivered again.
 //!
 //! Schema evolution ([`LakeSink::widen`]): columns a newer schema version
 //! adds (nullable, never a changed type) close the files open so far and
@@ -47,7 +48,7 @@ use serde_json::Value;
 use sluice_core::{Accepted, Event, FlushReport, Rejected, Sink, StageError, now_ms, reason};
 
 use crate::{
-    LakeError, LakeSinkConfig, TableLocation,
+    LakeError, LakeSinkConfig, StoreLocation,
     partition::{PartitionError, PartitionKey, PartitionSlot},
     table::{check_schema, merge_columns, open_or_create, table_error, table_schema},
 };
@@ -56,7 +57,7 @@ use crate::{
 pub const TXN_PREFIX: &str = "sluice/";
 
 pub struct LakeSink {
-    location: TableLocation,
+    location: StoreLocation,
     table: DeltaTable,
     writer: RecordBatchWriter,
     /// Data columns as the table stores them (partition columns excluded).
@@ -73,10 +74,8 @@ pub struct LakeSink {
     window_keys: Vec<String>,
     window_rows: u64,
     duplicates_dropped: u64,
-    /// Files closed by a flush whose commit has not succeeded yet.
-    staged_adds: Vec<Add>,
-    staged_keys: Vec<String>,
-    staged_rows: u64,
+    /// Files closed (by a flush or a widening) and not yet committed.
+    closed_files: Vec<Add>,
     /// The table's full schema once widened, until a commit records it.
     pending_schema: Option<Arc<Schema>>,
 }
@@ -86,7 +85,7 @@ impl LakeSink {
     /// `event_id` is the JSON pointer of the events' id. An existing table
     /// must have exactly these columns.
     pub async fn open(
-        location: TableLocation,
+        location: StoreLocation,
         config: &LakeSinkConfig,
         data_schema: &Schema,
         json_text_paths: Vec<Vec<String>>,
@@ -101,7 +100,7 @@ impl LakeSink {
     /// `data_schema`: an existing table keeps the columns it has, and
     /// [`LakeSink::widen`] adds those of later versions.
     pub async fn open_evolving(
-        location: TableLocation,
+        location: StoreLocation,
         config: &LakeSinkConfig,
         data_schema: &Schema,
         event_id: &str,
@@ -111,7 +110,7 @@ impl LakeSink {
     }
 
     fn for_table(
-        location: TableLocation,
+        location: StoreLocation,
         table: DeltaTable,
         config: &LakeSinkConfig,
         json_text_paths: Vec<Vec<String>>,
@@ -137,9 +136,7 @@ impl LakeSink {
             window_keys: Vec::new(),
             window_rows: 0,
             duplicates_dropped: 0,
-            staged_adds: Vec::new(),
-            staged_keys: Vec::new(),
-            staged_rows: 0,
+            closed_files: Vec::new(),
             pending_schema: None,
         })
     }
@@ -187,7 +184,7 @@ impl LakeSink {
             .flush()
             .await
             .map_err(|e| self.retriable("closing files", e))?;
-        self.staged_adds.extend(adds);
+        self.closed_files.extend(adds);
         Ok(())
     }
 
@@ -224,7 +221,7 @@ impl LakeSink {
                 for (event, payload) in events.into_iter().zip(payloads) {
                     match decode_payloads(&self.data_schema, std::slice::from_ref(&payload)) {
                         Ok(_) => good.push(payload),
-                        Err(e) => rejected.push(Rejected::new(event, format!("{}:arrow", reason::ENCODE_PREFIX), e)),
+                        Err(e) => rejected.push(Rejected::new(event, format!("{}:arrow", reason::ENCODE), e)),
                     }
                 }
                 decode_payloads(&self.data_schema, &good)
@@ -317,13 +314,13 @@ fn stringify_at(value: &mut Value, path: &[String]) {
 
 #[async_trait]
 impl Sink for LakeSink {
-    async fn accept(&mut self, key: &str, check_committed: bool, events: Vec<Event>) -> Result<Accepted, StageError> {
-        let in_window = self.window_keys.iter().chain(&self.staged_keys).any(|k| k == key);
+    async fn accept(&mut self, key: &str, maybe_committed: bool, events: Vec<Event>) -> Result<Accepted, StageError> {
+        let in_window = self.window_keys.iter().any(|k| k == key);
         if in_window {
             // A redelivery of a batch this process holds: the pending commit covers it.
             return Ok(Accepted::Buffered { rejected: Vec::new() });
         }
-        if check_committed && self.committed(key).await? {
+        if maybe_committed && self.committed(key).await? {
             return Ok(Accepted::AlreadyCommitted);
         }
         let mut rejected = Vec::new();
@@ -395,18 +392,13 @@ impl Sink for LakeSink {
     }
 
     async fn flush(&mut self) -> Result<FlushReport, StageError> {
-        if !self.window_keys.is_empty() {
-            self.close_files().await?;
-            self.staged_keys.append(&mut self.window_keys);
-            self.staged_rows += std::mem::take(&mut self.window_rows);
-            self.seen.stage();
-        }
-        if self.staged_keys.is_empty() {
+        if self.window_keys.is_empty() {
             return Ok(FlushReport::default());
         }
+        self.close_files().await?;
         let now = now_ms();
         let txns = self
-            .staged_keys
+            .window_keys
             .iter()
             .map(|k| Transaction {
                 app_id: format!("{TXN_PREFIX}{k}"),
@@ -414,7 +406,7 @@ impl Sink for LakeSink {
                 last_updated: Some(now),
             })
             .collect();
-        let mut actions: Vec<Action> = self.staged_adds.iter().cloned().map(Action::Add).collect();
+        let mut actions: Vec<Action> = self.closed_files.iter().cloned().map(Action::Add).collect();
         let operation = DeltaOperation::Write {
             mode: SaveMode::Append,
             partition_by: Some(self.partition_by.iter().map(|p| p.column().to_string()).collect()),
@@ -446,13 +438,13 @@ impl Sink for LakeSink {
             .await
             .map_err(|e| self.retriable("refreshing table", e))?;
         let report = FlushReport {
-            rows: std::mem::take(&mut self.staged_rows),
-            files: self.staged_adds.len() as u64,
-            batches: self.staged_keys.len() as u64,
+            rows: std::mem::take(&mut self.window_rows),
+            files: self.closed_files.len() as u64,
+            batches: self.window_keys.len() as u64,
             duplicates_dropped: std::mem::take(&mut self.duplicates_dropped),
         };
-        self.staged_adds.clear();
-        self.staged_keys.clear();
+        self.closed_files.clear();
+        self.window_keys.clear();
         self.pending_schema = None;
         self.seen.commit(Instant::now());
         Ok(report)
@@ -466,9 +458,7 @@ impl Sink for LakeSink {
         self.window_keys.clear();
         self.window_rows = 0;
         self.duplicates_dropped = 0;
-        self.staged_adds.clear();
-        self.staged_keys.clear();
-        self.staged_rows = 0;
+        self.closed_files.clear();
     }
 }
 

@@ -17,12 +17,12 @@ use async_trait::async_trait;
 use sluice_core::{Accepted, Event, FlushReport, Rejected, Sink, StageError, reason};
 
 use super::LakeSink;
-use crate::{LakeSinkConfig, TableLocation};
+use crate::{LakeSinkConfig, StoreLocation};
 
 /// The table one schema version's events go to, and that version's columns.
 #[derive(Debug, Clone)]
 pub struct Route {
-    pub location: TableLocation,
+    pub location: StoreLocation,
     pub data_schema: Arc<Schema>,
     pub json_text_paths: Vec<Vec<String>>,
 }
@@ -81,7 +81,7 @@ type Share = Vec<(Arc<str>, Route, Vec<Event>)>;
 
 #[async_trait]
 impl Sink for RoutedLakeSink {
-    async fn accept(&mut self, key: &str, check_committed: bool, events: Vec<Event>) -> Result<Accepted, StageError> {
+    async fn accept(&mut self, key: &str, maybe_committed: bool, events: Vec<Event>) -> Result<Accepted, StageError> {
         let mut rejected = Vec::new();
         let mut by_version: BTreeMap<Arc<str>, Vec<Event>> = BTreeMap::new();
         for event in events {
@@ -128,7 +128,7 @@ impl Sink for RoutedLakeSink {
             let Some(sink) = table.and_then(|url| self.tables.get_mut(&url)) else {
                 continue;
             };
-            match sink.accept(key, check_committed, events).await? {
+            match sink.accept(key, maybe_committed, events).await? {
                 Accepted::AlreadyCommitted => {}
                 Accepted::Buffered { rejected: more } => {
                     all_committed = false;
@@ -150,7 +150,7 @@ impl Sink for RoutedLakeSink {
         self.config.max_file_bytes as usize
     }
 
-    /// Commits every table with something staged; a table that fails does
+    /// Commits every table with something buffered; a table that fails does
     /// not keep the others from committing, and the first failure is
     /// returned (its batches are redelivered, and skipped by the tables
     /// that committed them).

@@ -11,11 +11,11 @@
 //! * An id whose low 64 bits match a held id's but whose top 24 do not is
 //!   not a duplicate and is let through without being held (its slot is
 //!   taken); a later copy of it is then left to compaction's dedupe.
-//! * Ids of the open and of the flushed-but-uncommitted generations are
-//!   forgotten by `discard` (the sink reset: those batches come again, and
-//!   their events must not be dropped as duplicates of themselves); ids of
-//!   committed generations are forgotten once older than the window, or,
-//!   oldest first, when more than `max_ids` are held.
+//! * Ids of the open (uncommitted) generation are forgotten by `discard`
+//!   (the sink reset: those batches come again, and their events must not
+//!   be dropped as duplicates of themselves); ids of committed generations
+//!   are forgotten once older than the window, or, oldest first, when more
+//!   than `max_ids` are held.
 //! * Generations count flushes and resets; they stop at 2^40 - 1 (at ten
 //!   flushes a second, after 3 000 years).
 
@@ -75,16 +75,12 @@ pub struct SeenIds {
     max_ids: usize,
     /// Low 64 hash bits -> the top 24 and the generation.
     ids: HashMap<u64, Held, BuildHasherDefault<KeyIsHash>>,
-    /// Generation the next inserts belong to.
+    /// Generation the next inserts belong to; every older one is committed.
     open: u64,
-    /// First generation not yet committed.
-    first_uncommitted: u64,
     /// Committed generations, oldest first: (generation, committed at, ids).
     committed: VecDeque<(u64, Instant, usize)>,
     /// Ids inserted into the open generation.
     open_count: usize,
-    /// Ids in flushed generations whose commit is pending.
-    staged_count: usize,
 }
 
 impl SeenIds {
@@ -94,10 +90,8 @@ impl SeenIds {
             max_ids,
             ids: HashMap::default(),
             open: 0,
-            first_uncommitted: 0,
             committed: VecDeque::new(),
             open_count: 0,
-            staged_count: 0,
         }
     }
 
@@ -118,32 +112,25 @@ impl SeenIds {
         }
     }
 
-    /// The open generation was flushed; later inserts start a new one.
-    pub fn stage(&mut self) {
-        self.staged_count += std::mem::take(&mut self.open_count);
-        self.open = next_generation(self.open);
-    }
-
-    /// Every staged generation was committed at `now`.
+    /// The open generation was committed at `now`; later inserts start a
+    /// new one.
     pub fn commit(&mut self, now: Instant) {
-        if self.staged_count > 0 {
+        if self.open_count > 0 {
             self.committed
-                .push_back((self.open - 1, now, std::mem::take(&mut self.staged_count)));
+                .push_back((self.open, now, std::mem::take(&mut self.open_count)));
         }
-        self.first_uncommitted = self.open;
+        self.open = next_generation(self.open);
         self.expire(now);
     }
 
-    /// Forgets every uncommitted id (open and staged generations).
+    /// Forgets every uncommitted id (the open generation).
     pub fn discard(&mut self) {
-        let first = self.first_uncommitted;
-        if self.open_count + self.staged_count > 0 {
-            self.ids.retain(|_, held| held.generation() < first);
+        let open = self.open;
+        if self.open_count > 0 {
+            self.ids.retain(|_, held| held.generation() < open);
         }
         self.open_count = 0;
-        self.staged_count = 0;
         self.open = next_generation(self.open);
-        self.first_uncommitted = self.open;
     }
 
     #[cfg(test)]
@@ -183,7 +170,6 @@ mod tests {
         let t0 = Instant::now();
         assert!(seen.insert("a"));
         assert!(!seen.insert("a"));
-        seen.stage();
         seen.commit(t0);
         assert!(
             !seen.insert("a"),
@@ -197,17 +183,13 @@ mod tests {
         let mut seen = SeenIds::new(Duration::from_secs(60), 1000);
         let t0 = Instant::now();
         assert!(seen.insert("committed"));
-        seen.stage();
         seen.commit(t0);
-        assert!(seen.insert("staged"));
-        seen.stage();
-        assert!(seen.insert("open"));
+        assert!(seen.insert("uncommitted"));
         seen.discard();
         assert!(
-            seen.insert("staged"),
+            seen.insert("uncommitted"),
             "a batch redelivered after a failed commit is not a duplicate"
         );
-        assert!(seen.insert("open"));
         assert!(!seen.insert("committed"));
     }
 
@@ -247,12 +229,9 @@ mod tests {
         let mut seen = SeenIds::new(Duration::from_secs(60), 1000);
         let t0 = Instant::now();
         seen.insert("old");
-        seen.stage();
         seen.commit(t0);
         seen.insert("new");
-        seen.stage();
         seen.commit(t0 + Duration::from_secs(30));
-        seen.stage();
         seen.commit(t0 + Duration::from_secs(61));
         assert_eq!(seen.len(), 1);
         assert!(seen.insert("old"), "expired after 60 s");
@@ -267,8 +246,7 @@ mod tests {
             for id in batch {
                 seen.insert(id);
             }
-            seen.stage();
-            seen.commit(t0);
+                seen.commit(t0);
         }
         assert_eq!(seen.len(), 2, "a and b were forgotten to stay under 3 ids");
         assert!(seen.insert("a"));

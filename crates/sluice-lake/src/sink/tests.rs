@@ -8,7 +8,7 @@ use url::Url;
 
 use super::*;
 use crate::{
-    TableLocation,
+    StoreLocation,
     inspect::{distinct_strings, summarize},
     partition::PartitionKey,
 };
@@ -28,7 +28,6 @@ pub(crate) fn schema() -> Schema {
 
 pub(crate) fn config(uri: &str) -> LakeSinkConfig {
     LakeSinkConfig {
-        inputs: vec![],
         uri: uri.into(),
         table_template: None,
         partition_by: vec![PartitionKey::Dt, PartitionKey::Hour],
@@ -50,7 +49,7 @@ pub(crate) fn event(line: u32, id: &str, ts: &str, n: &str) -> Event {
     e
 }
 
-async fn open(dir: &sluice_testkit::TempDir) -> (LakeSink, TableLocation) {
+async fn open(dir: &sluice_testkit::TempDir) -> (LakeSink, StoreLocation) {
     open_with(dir, |_| {}).await
 }
 
@@ -58,8 +57,8 @@ async fn open(dir: &sluice_testkit::TempDir) -> (LakeSink, TableLocation) {
 pub(crate) async fn open_with(
     dir: &sluice_testkit::TempDir,
     adjust: impl FnOnce(&mut LakeSinkConfig),
-) -> (LakeSink, TableLocation) {
-    let url = TableLocation::from(Url::from_directory_path(dir.path().join("t")).unwrap());
+) -> (LakeSink, StoreLocation) {
+    let url = StoreLocation::from(Url::from_directory_path(dir.path().join("t")).unwrap());
     let mut config = config(url.url().as_str());
     adjust(&mut config);
     let sink = LakeSink::open(url.clone(), &config, &schema(), vec![vec!["extra".into()]], "/id")
@@ -257,7 +256,7 @@ impl routed::Routes for TestRoutes {
             other => return Err(routed::RouteError::Unknown(format!("{other} is not registered"))),
         };
         Ok(routed::Route {
-            location: TableLocation::from(Url::from_directory_path(self.dir.join(table)).unwrap()),
+            location: StoreLocation::from(Url::from_directory_path(self.dir.join(table)).unwrap()),
             data_schema: Arc::new(Schema::new(fields)),
             json_text_paths: vec![vec!["extra".into()]],
         })
@@ -284,7 +283,7 @@ async fn routed_events_go_to_their_models_table_which_gains_columns_in_the_data_
         dir: dir.path().to_path_buf(),
     });
     let open = || routed::RoutedLakeSink::new(config(""), "/id", routes.clone());
-    let table = |name: &str| TableLocation::from(Url::from_directory_path(dir.path().join(name)).unwrap());
+    let table = |name: &str| StoreLocation::from(Url::from_directory_path(dir.path().join(name)).unwrap());
     let (v100, v101, v102) = (
         Some("iglu:t/page/jsonschema/1-0-0"),
         Some("iglu:t/page/jsonschema/1-0-1"),

@@ -21,27 +21,27 @@ fn options(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 #[test]
 fn s3_locations_take_s3_options_and_name_a_bad_key() {
     let url = Url::parse("s3://lake/events").unwrap();
-    TableLocation::new(
+    StoreLocation::new(
         url.clone(),
         options(&[("endpoint", "http://127.0.0.1:9000"), ("region", "eu-west-1")]),
     )
     .unwrap();
-    let err = TableLocation::new(url, options(&[("endpont", "x")])).unwrap_err();
+    let err = StoreLocation::new(url, options(&[("endpont", "x")])).unwrap_err();
     assert!(err.starts_with("storage_options.endpont: not an S3 option"), "{err}");
 }
 
 #[test]
 fn other_schemes_and_bucketless_urls_are_refused() {
-    let err = TableLocation::new(Url::parse("gs://lake/events").unwrap(), BTreeMap::new()).unwrap_err();
+    let err = StoreLocation::new(Url::parse("gs://lake/events").unwrap(), BTreeMap::new()).unwrap_err();
     assert!(err.contains("scheme \"gs\" is not supported; allowed"), "{err}");
-    let err = TableLocation::new(Url::parse("s3:///events").unwrap(), BTreeMap::new()).unwrap_err();
+    let err = StoreLocation::new(Url::parse("s3:///events").unwrap(), BTreeMap::new()).unwrap_err();
     assert!(err.contains("names a bucket"), "{err}");
-    let err = TableLocation::new(Url::parse("file:///tmp/t/").unwrap(), options(&[("region", "x")])).unwrap_err();
+    let err = StoreLocation::new(Url::parse("file:///tmp/t/").unwrap(), options(&[("region", "x")])).unwrap_err();
     assert!(err.contains("only apply to s3://"), "{err}");
 }
 
 /// A table in a new bucket of the test S3 server.
-async fn s3_table(name: &str) -> TableLocation {
+async fn s3_table(name: &str) -> StoreLocation {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let endpoint = sluice_testkit::services::Service::S3.url();
     let bucket = format!(
@@ -63,7 +63,7 @@ async fn s3_table(name: &str) -> TableLocation {
         "creating bucket {bucket}: {}",
         created.status()
     );
-    TableLocation::new(
+    StoreLocation::new(
         Url::parse(&format!("s3://{bucket}/{name}")).unwrap(),
         options(&[
             ("endpoint", &endpoint),
@@ -75,7 +75,7 @@ async fn s3_table(name: &str) -> TableLocation {
     .unwrap()
 }
 
-async fn open(location: &TableLocation) -> LakeSink {
+async fn open(location: &StoreLocation) -> LakeSink {
     LakeSink::open(
         location.clone(),
         &config(location.url().as_str()),

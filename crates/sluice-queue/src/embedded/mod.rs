@@ -429,7 +429,7 @@ fn receive(
             source,
             payload,
             attempts: attempts + 1,
-            maybe_committed,
+            maybe_committed: maybe_committed || attempts > 0,
             enqueued_at_ms: enqueued_at,
         });
     }

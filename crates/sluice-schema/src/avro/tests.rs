@@ -65,7 +65,7 @@ async fn run(t: &AvroTransform, lines: Vec<String>) -> TransformOutput {
         .collect();
     let batch = BatchInfo {
         key: "k",
-        redelivered: false,
+        maybe_committed: false,
         enqueued_at_ms: 0,
     };
     t.process(batch, events).await.unwrap()

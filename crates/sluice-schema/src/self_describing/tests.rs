@@ -30,7 +30,7 @@ fn event(schema: &str, data: Value) -> Event {
 async fn run(t: &SelfDescribingTransform, events: Vec<Event>) -> TransformOutput {
     let batch = BatchInfo {
         key: "k",
-        redelivered: false,
+        maybe_committed: false,
         enqueued_at_ms: 0,
     };
     t.process(batch, events).await.unwrap()
@@ -116,7 +116,7 @@ async fn each_event_is_checked_against_its_exact_version_and_unknown_ones_are_de
     assert_eq!(out.events.len(), 1);
     let batch = BatchInfo {
         key: "k",
-        redelivered: false,
+        maybe_committed: false,
         enqueued_at_ms: 0,
     };
     let Err(err) = t

@@ -30,11 +30,8 @@ pub use source::{Format, Source, Table, key_text};
 
 use crate::pointer::Pointer;
 
-/// Reason of events refused because their key has no row (with `on_missing = "dead_letter"`).
-pub const LOOKUP_MISSING: &str = "lookup_missing";
-
 /// What happens to an event whose key has no row.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnMissing {
     /// `target` is set to null and the event goes on.
@@ -143,12 +140,12 @@ impl LookupTransform {
                     (None, Some(v)) => format!("the key is {}, not a string or number", json_kind(v)),
                     (None, None) => "the event has no key".to_string(),
                 };
-                return Err((format!("{LOOKUP_MISSING}:{}", spec.key.as_str()), detail));
+                return Err((sluice_core::reason::at(sluice_core::reason::LOOKUP_MISSING, spec.key.as_str()), detail));
             }
         };
         spec.target.set(event, value).map_err(|e| {
             (
-                format!("{}:{}", crate::ops::op_reason::FIELD_CONFLICT, spec.target.as_str()),
+                format!("{}:{}", sluice_core::reason::FIELD_CONFLICT, spec.target.as_str()),
                 e,
             )
         })?;

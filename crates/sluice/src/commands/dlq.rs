@@ -1,15 +1,18 @@
 //! `sluice dlq list|show|redrive`: the dead-letter store of a pipeline.
 
+use std::sync::Arc;
+
 use anyhow::Result;
 use chrono::DateTime;
 use sluice_queue::DeadLetterFilter;
 
+use crate::extensions::Extensions;
 use crate::{cli::DlqCommand, config, runtime::open_dead_letters};
 
-pub async fn execute(command: DlqCommand) -> Result<()> {
+pub async fn execute(command: DlqCommand, extensions: &Arc<Extensions>) -> Result<()> {
     match command {
         DlqCommand::List { pipeline, json } => {
-            let counts = open_dead_letters(&config::load(&pipeline)?).await?.counts().await?;
+            let counts = open_dead_letters(&config::load(&pipeline, extensions)?).await?.counts().await?;
             if json {
                 println!("{}", serde_json::to_string(&counts)?);
             } else {
@@ -25,7 +28,7 @@ pub async fn execute(command: DlqCommand) -> Result<()> {
             limit,
             json,
         } => {
-            let letters = open_dead_letters(&config::load(&pipeline)?)
+            let letters = open_dead_letters(&config::load(&pipeline, extensions)?)
                 .await?
                 .list(DeadLetterFilter { reason }, limit)
                 .await?;
@@ -49,7 +52,7 @@ pub async fn execute(command: DlqCommand) -> Result<()> {
             }
         }
         DlqCommand::Redrive { pipeline, reason } => {
-            let moved = open_dead_letters(&config::load(&pipeline)?)
+            let moved = open_dead_letters(&config::load(&pipeline, extensions)?)
                 .await?
                 .redrive(DeadLetterFilter { reason })
                 .await?;

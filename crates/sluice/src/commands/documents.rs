@@ -1,16 +1,17 @@
 //! Commands on `documents` stages and projections: `snapshot`, `rehydrate`.
 
-use std::path::Path;
+use std::{path::Path, sync::Arc};
 
 use anyhow::{Result, bail};
 
+use crate::extensions::Extensions;
 use crate::{
     config::{self, SinkConfig},
     documents::{documents_stage, open_projection_parts, open_store},
 };
 
-pub async fn snapshot(path: &Path, stage: Option<&str>, json: bool) -> Result<()> {
-    let pipeline = config::load(path)?;
+pub async fn snapshot(path: &Path, extensions: &Arc<Extensions>, stage: Option<&str>, json: bool) -> Result<()> {
+    let pipeline = config::load(path, extensions)?;
     let (name, stage) = documents_stage(&pipeline, stage)?;
     let Some(target) = &stage.snapshot else {
         bail!(
@@ -38,16 +39,16 @@ pub async fn snapshot(path: &Path, stage: Option<&str>, json: bool) -> Result<()
     Ok(())
 }
 
-pub async fn rehydrate(path: &Path, projection: &str, json: bool) -> Result<()> {
-    let pipeline = config::load(path)?;
-    let config = match pipeline.config.sinks.get(projection) {
-        Some(SinkConfig::Projection(p)) => p,
+pub async fn rehydrate(path: &Path, extensions: &Arc<Extensions>, projection: &str, json: bool) -> Result<()> {
+    let pipeline = config::load(path, extensions)?;
+    let (inputs, config) = match pipeline.config.sinks.get(projection).map(|s| (&s.inputs, &s.config)) {
+        Some((inputs, SinkConfig::Projection(p))) => (inputs, p),
         _ => {
             let names: Vec<&String> = pipeline
                 .config
                 .sinks
                 .iter()
-                .filter(|(_, s)| matches!(s, SinkConfig::Projection(_)))
+                .filter(|(_, s)| matches!(s.config, SinkConfig::Projection(_)))
                 .map(|(n, _)| n)
                 .collect();
             bail!(
@@ -56,7 +57,7 @@ pub async fn rehydrate(path: &Path, projection: &str, json: bool) -> Result<()> 
             );
         }
     };
-    let (projector, store, writer) = open_projection_parts(&pipeline, config).await?;
+    let (projector, store, writer) = open_projection_parts(&pipeline, inputs, config).await?;
     let written = sluice_documents::projection::redis::rehydrate(&projector, store.as_ref(), &writer)
         .await
         .map_err(anyhow::Error::msg)?;

@@ -1,16 +1,17 @@
 //! `sluice compact` and `sluice vacuum`: maintenance of a lake sink's table,
 //! safe to run beside `sluice run`.
 
-use std::{path::Path, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use anyhow::{Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use sluice_lake::{
-    LakeSinkConfig, TableLocation,
+    LakeSinkConfig, StoreLocation,
     compaction::{self, Scope},
     table_exists, vacuum,
 };
 
+use crate::extensions::Extensions;
 use crate::config::{self, Pipeline, SinkConfig};
 
 /// The lake sink `name`, or the only one: its config and its tables (one,
@@ -19,7 +20,7 @@ use crate::config::{self, Pipeline, SinkConfig};
 async fn lake<'a>(
     pipeline: &'a Pipeline,
     name: Option<&str>,
-) -> Result<(&'a LakeSinkConfig, Vec<(TableLocation, Vec<String>)>)> {
+) -> Result<(&'a LakeSinkConfig, Vec<(StoreLocation, Vec<String>)>)> {
     let lakes: Vec<&String> = pipeline.lakes.keys().chain(pipeline.routed_lakes.keys()).collect();
     let name = match (name, lakes.as_slice()) {
         (Some(n), _) => n,
@@ -29,7 +30,7 @@ async fn lake<'a>(
             pipeline.file.display()
         ),
     };
-    let Some(SinkConfig::Lake(config)) = pipeline.config.sinks.get(name) else {
+    let Some(SinkConfig::Lake(config)) = pipeline.config.sinks.get(name).map(|s| &s.config) else {
         bail!(
             "--sink {name:?}: not a lake sink of {}; allowed: {lakes:?}",
             pipeline.file.display()
@@ -48,8 +49,8 @@ async fn lake<'a>(
     Ok((config, existing))
 }
 
-pub async fn compact(path: &Path, sink: Option<&str>, since: Option<u64>, all: bool, json: bool) -> Result<()> {
-    let pipeline = config::load(path)?;
+pub async fn compact(path: &Path, extensions: &Arc<Extensions>, sink: Option<&str>, since: Option<u64>, all: bool, json: bool) -> Result<()> {
+    let pipeline = config::load(path, extensions)?;
     let (config, tables) = lake(&pipeline, sink).await?;
     let scope = if all {
         Scope::All
@@ -67,7 +68,7 @@ pub async fn compact(path: &Path, sink: Option<&str>, since: Option<u64>, all: b
     Ok(())
 }
 
-async fn compact_table(location: &TableLocation, options: &compaction::CompactionOptions, json: bool) -> Result<()> {
+async fn compact_table(location: &StoreLocation, options: &compaction::CompactionOptions, json: bool) -> Result<()> {
     let bar = if json {
         ProgressBar::hidden()
     } else {
@@ -117,13 +118,14 @@ async fn compact_table(location: &TableLocation, options: &compaction::Compactio
 
 pub async fn vacuum(
     path: &Path,
+    extensions: &Arc<Extensions>,
     sink: Option<&str>,
     retention_hours: u64,
     force: bool,
     dry_run: bool,
     json: bool,
 ) -> Result<()> {
-    let pipeline = config::load(path)?;
+    let pipeline = config::load(path, extensions)?;
     let (_, tables) = lake(&pipeline, sink).await?;
     let retention = Duration::from_secs(retention_hours.saturating_mul(3600));
     for (location, _) in tables {

@@ -7,15 +7,17 @@ mod objects;
 mod run;
 mod schema;
 
+use std::sync::Arc;
+
 use anyhow::Result;
 
-use crate::{cli::Command, config, demo};
+use crate::{cli::Command, config, demo, extensions::Extensions};
 
-pub async fn execute(command: Command) -> Result<()> {
+pub async fn execute(command: Command, extensions: &Arc<Extensions>) -> Result<()> {
     match command {
-        Command::Run { pipeline, until_idle } => run::run(&pipeline, until_idle).await,
+        Command::Run { pipeline, until_idle } => run::run(&pipeline, extensions, until_idle).await,
         Command::Validate { pipeline } => {
-            let p = config::load(&pipeline)?;
+            let p = config::load(&pipeline, extensions)?;
             config::build_transforms(&p)?;
             println!(
                 "{}: ok ({} sources, {} transforms, {} sinks; data in {})",
@@ -33,13 +35,13 @@ pub async fn execute(command: Command) -> Result<()> {
             since,
             all,
             json,
-        } => maintenance::compact(&pipeline, sink.as_deref(), since, all, json).await,
-        Command::Snapshot { pipeline, sink, json } => documents::snapshot(&pipeline, sink.as_deref(), json).await,
+        } => maintenance::compact(&pipeline, extensions, sink.as_deref(), since, all, json).await,
+        Command::Snapshot { pipeline, sink, json } => documents::snapshot(&pipeline, extensions, sink.as_deref(), json).await,
         Command::Rehydrate {
             pipeline,
             projection,
             json,
-        } => documents::rehydrate(&pipeline, &projection, json).await,
+        } => documents::rehydrate(&pipeline, extensions, &projection, json).await,
         Command::Vacuum {
             pipeline,
             sink,
@@ -47,10 +49,10 @@ pub async fn execute(command: Command) -> Result<()> {
             force,
             dry_run,
             json,
-        } => maintenance::vacuum(&pipeline, sink.as_deref(), retention_hours, force, dry_run, json).await,
-        Command::Dlq { command } => dlq::execute(command).await,
-        Command::Objects { command } => objects::execute(command),
-        Command::Schema { command } => schema::execute(command).await,
-        Command::Demo { dir, events } => demo::run(&dir, events).await,
+        } => maintenance::vacuum(&pipeline, extensions, sink.as_deref(), retention_hours, force, dry_run, json).await,
+        Command::Dlq { command } => dlq::execute(command, extensions).await,
+        Command::Objects { command } => objects::execute(command, extensions),
+        Command::Schema { command } => schema::execute(command, extensions).await,
+        Command::Demo { dir, events } => demo::run(&dir, extensions, events).await,
     }
 }

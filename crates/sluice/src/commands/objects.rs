@@ -2,27 +2,28 @@
 //! (`data_dir/sources/<name>.objects.sqlite3`), read beside a running
 //! pipeline.
 
-use std::path::Path;
+use std::{path::Path, sync::Arc};
 
 use anyhow::{Result, bail};
 use chrono::DateTime;
 use sluice_connectors::sources::objects::{Ledger, ObjectRecord};
 
+use crate::extensions::Extensions;
 use crate::{
     cli::ObjectsCommand,
     config::{self, Pipeline, SourceConfig},
 };
 
-pub fn execute(command: ObjectsCommand) -> Result<()> {
+pub fn execute(command: ObjectsCommand, extensions: &Arc<Extensions>) -> Result<()> {
     match command {
         ObjectsCommand::Status {
             pipeline,
             source,
             limit,
             json,
-        } => status(&pipeline, source.as_deref(), limit, json),
+        } => status(&pipeline, extensions, source.as_deref(), limit, json),
         ObjectsCommand::Redrive { pipeline, source, key } => {
-            let p = config::load(&pipeline)?;
+            let p = config::load(&pipeline, extensions)?;
             let name = objects_source(&p, source.as_deref())?;
             let moved = open_ledger(&p, &name)?
                 .redrive(key.as_deref())
@@ -69,8 +70,14 @@ fn open_ledger(p: &Pipeline, name: &str) -> Result<Ledger> {
     Ledger::open(&path).map_err(anyhow::Error::msg)
 }
 
-fn status(pipeline: &Path, source: Option<&str>, limit: usize, json: bool) -> Result<()> {
-    let p = config::load(pipeline)?;
+fn status(
+    pipeline: &Path,
+    extensions: &Arc<Extensions>,
+    source: Option<&str>,
+    limit: usize,
+    json: bool,
+) -> Result<()> {
+    let p = config::load(pipeline, extensions)?;
     let name = objects_source(&p, source)?;
     let ledger = open_ledger(&p, &name)?;
     let counts = ledger.counts().map_err(anyhow::Error::msg)?;

@@ -1,18 +1,19 @@
 //! `sluice run`: run a pipeline; the first SIGINT/SIGTERM stops input and
 //! commits, a second one exits at once (accepted data stays in the queue).
 
-use std::path::Path;
+use std::{path::Path, sync::Arc};
 
 use anyhow::Result;
 use tokio::sync::watch;
 
+use crate::extensions::Extensions;
 use crate::{
     config,
     runtime::{self, RunOptions},
 };
 
-pub async fn run(path: &Path, until_idle: bool) -> Result<()> {
-    let pipeline = config::load(path)?;
+pub async fn run(path: &Path, extensions: &Arc<Extensions>, until_idle: bool) -> Result<()> {
+    let pipeline = config::load(path, extensions)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         let mut stops = 0;

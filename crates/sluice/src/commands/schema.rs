@@ -2,20 +2,21 @@
 //! registry (`[registry] uri`: a folder, default `registry/` beside the
 //! file; an S3 prefix; or PostgreSQL).
 
-use std::path::Path;
+use std::{path::Path, sync::Arc};
 
 use anyhow::{Context, Result, bail};
 use sluice_core::JsonDoc;
 use sluice_schema::registry::{Outcome, Registry, SchemaKey, self_key};
 
+use crate::extensions::Extensions;
 use crate::{cli::SchemaCommand, config};
 
-pub async fn execute(command: SchemaCommand) -> Result<()> {
+pub async fn execute(command: SchemaCommand, extensions: &Arc<Extensions>) -> Result<()> {
     match command {
-        SchemaCommand::Register { pipeline, file, key } => submit(&pipeline, &file, key.as_deref(), true).await,
-        SchemaCommand::Check { pipeline, file, key } => submit(&pipeline, &file, key.as_deref(), false).await,
+        SchemaCommand::Register { pipeline, file, key } => submit(&pipeline, extensions, &file, key.as_deref(), true).await,
+        SchemaCommand::Check { pipeline, file, key } => submit(&pipeline, extensions, &file, key.as_deref(), false).await,
         SchemaCommand::List { pipeline, json } => {
-            let registry = registry(&pipeline)?;
+            let registry = registry(&pipeline, extensions)?;
             let all = registry.list().await?;
             if json {
                 for r in &all {
@@ -34,7 +35,7 @@ pub async fn execute(command: SchemaCommand) -> Result<()> {
         }
         SchemaCommand::Show { pipeline, key } => {
             let key: SchemaKey = key.parse().map_err(anyhow::Error::msg)?;
-            let Some(found) = registry(&pipeline)?.get(&key).await? else {
+            let Some(found) = registry(&pipeline, extensions)?.get(&key).await? else {
                 bail!("{key} is not registered");
             };
             println!("{}", serde_json::to_string_pretty(&found.schema)?);
@@ -43,13 +44,19 @@ pub async fn execute(command: SchemaCommand) -> Result<()> {
     }
 }
 
-fn registry(pipeline: &Path) -> Result<Registry> {
-    config::load(pipeline)?.registry.open().map_err(anyhow::Error::msg)
+fn registry(pipeline: &Path, extensions: &Arc<Extensions>) -> Result<Registry> {
+    config::load(pipeline, extensions)?.registry.open().map_err(anyhow::Error::msg)
 }
 
 /// Registers (or, with `store` false, checks) the schema in `file`.
-async fn submit(pipeline: &Path, file: &Path, key: Option<&str>, store: bool) -> Result<()> {
-    let registry = registry(pipeline)?;
+async fn submit(
+    pipeline: &Path,
+    extensions: &Arc<Extensions>,
+    file: &Path,
+    key: Option<&str>,
+    store: bool,
+) -> Result<()> {
+    let registry = registry(pipeline, extensions)?;
     let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let schema: JsonDoc = serde_json::from_slice(&text).with_context(|| format!("{}: not JSON", file.display()))?;
     let named = self_key(&schema)

@@ -13,16 +13,24 @@ use super::{
     ConfigError, Pipeline,
     model::{BUILT_IN_TRANSFORMS, CustomTransformConfig, TransformConfig},
 };
-use crate::registry;
+use crate::extensions::Extensions;
 
 /// The checks of a transform that need no secret. `validate` transforms are
 /// checked when their schema is loaded.
-pub fn check_transform(name: &str, config: &TransformConfig, data_dir: &Path) -> Result<(), String> {
+pub fn check_transform(
+    name: &str,
+    config: &TransformConfig,
+    data_dir: &Path,
+    extensions: &Extensions,
+) -> Result<(), String> {
     match config {
         TransformConfig::Validate(_) => Ok(()),
         TransformConfig::Hash(c) => c.check(),
-        TransformConfig::Custom(c) => registry::factory(&c.type_name).map(|_| ()).ok_or_else(|| unknown(c)),
-        other => build_transform(name, other, None, data_dir).map(|_| ()),
+        TransformConfig::Custom(c) => extensions
+            .transform(&c.type_name)
+            .map(|_| ())
+            .ok_or_else(|| unknown(c, extensions)),
+        other => build_transform(name, other, None, data_dir, extensions).map(|_| ()),
     }
 }
 
@@ -33,7 +41,14 @@ pub fn build_transforms(pipeline: &Pipeline) -> Result<BTreeMap<String, Arc<dyn 
         .transforms
         .iter()
         .map(|(name, t)| {
-            let built = build_transform(name, t, pipeline.schemas.get(name), &pipeline.data_dir).map_err(|e| {
+            let built = build_transform(
+                name,
+                &t.config,
+                pipeline.schemas.get(name),
+                &pipeline.data_dir,
+                &pipeline.extensions,
+            )
+            .map_err(|e| {
                 ConfigError::Invalid {
                     file: pipeline.file.display().to_string(),
                     message: format!("transforms.{name}.{e}"),
@@ -51,6 +66,7 @@ fn build_transform(
     config: &TransformConfig,
     schema: Option<&JsonDoc>,
     data_dir: &Path,
+    extensions: &Extensions,
 ) -> Result<Arc<dyn Transform>, String> {
     match config {
         TransformConfig::SelfDescribing(c) => Ok(Arc::new(c.build()?)),
@@ -72,14 +88,14 @@ fn build_transform(
         TransformConfig::Lookup(c) => c.build(name),
         TransformConfig::Documents(c) => Ok(Arc::new(c.build(name, data_dir)?)),
         TransformConfig::Custom(c) => {
-            let factory = registry::factory(&c.type_name).ok_or_else(|| unknown(c))?;
+            let factory = extensions.transform(&c.type_name).ok_or_else(|| unknown(c, extensions))?;
             factory(&c.options)
         }
     }
 }
 
-fn unknown(c: &CustomTransformConfig) -> String {
+fn unknown(c: &CustomTransformConfig, extensions: &Extensions) -> String {
     let mut allowed: Vec<&str> = BUILT_IN_TRANSFORMS.to_vec();
-    allowed.extend(registry::registered());
+    allowed.extend(extensions.transform_types());
     format!("type: {:?} is not a transform type; allowed: {allowed:?}", c.type_name)
 }

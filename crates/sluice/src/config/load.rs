@@ -4,13 +4,14 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    path::{Component, Path, PathBuf},
+    path::{Component as PathComponent, Path, PathBuf},
+    sync::Arc,
 };
 
 use sluice_connectors::sources::{LoadEnv, ResolvedLocation};
 use sluice_core::JsonDoc;
 use sluice_documents::projection::ProjectionConfig;
-use sluice_lake::TableLocation;
+use sluice_lake::StoreLocation;
 use sluice_schema::{ArrowLayout, arrow_layout, load_schema, registry::SchemaKey};
 use url::Url;
 
@@ -20,6 +21,7 @@ use super::{
     interpolate::interpolate,
     model::{PipelineFile, QueueBackend, SinkConfig, TransformConfig},
 };
+use crate::extensions::Extensions;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -48,12 +50,14 @@ pub struct Pipeline {
     pub postgres: BTreeMap<String, Option<JsonDoc>>,
     /// Where the schema registry is.
     pub registry: RegistryLocation,
+    /// The transform and projection types the program registered.
+    pub extensions: Arc<Extensions>,
 }
 
 /// What a lake sink writes: where, which columns, and where the event id is.
 #[derive(Debug, Clone)]
 pub struct LakeTable {
-    pub location: TableLocation,
+    pub location: StoreLocation,
     pub layout: ArrowLayout,
     /// JSON pointer of the event id (from the `validate` inputs).
     pub event_id: String,
@@ -77,7 +81,7 @@ pub struct RoutedLake {
 
 impl RoutedLake {
     /// The table of `key`'s family and MODEL.
-    pub fn location(&self, key: &SchemaKey) -> Result<TableLocation, String> {
+    pub fn location(&self, key: &SchemaKey) -> Result<StoreLocation, String> {
         let filled = sluice_lake::LakeSinkConfig::table_uri(
             &self.template,
             &key.vendor,
@@ -91,14 +95,14 @@ impl RoutedLake {
             Url::from_directory_path(&filled)
                 .map_err(|()| format!("table_template: {filled:?} is not a usable path"))?
         };
-        TableLocation::new(url, self.storage_options.clone()).map_err(|e| format!("table_template: {e}"))
+        StoreLocation::new(url, self.storage_options.clone()).map_err(|e| format!("table_template: {e}"))
     }
 
     /// The table of each schema family and MODEL in the registry, with its
     /// event id column (from the newest version), whether or not it exists
     /// yet. Versions a table cannot hold, or without the id as a column,
     /// are left out: no event of theirs reaches a table.
-    pub async fn tables(&self) -> Result<Vec<(TableLocation, Vec<String>)>, String> {
+    pub async fn tables(&self) -> Result<Vec<(StoreLocation, Vec<String>)>, String> {
         let registered = self.registry.open()?.list().await.map_err(|e| e.to_string())?;
         let mut newest: BTreeMap<String, &sluice_schema::registry::Registered> = BTreeMap::new();
         for r in &registered {
@@ -123,8 +127,9 @@ impl RoutedLake {
     }
 }
 
-/// Reads and checks a pipeline file.
-pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
+/// Reads and checks a pipeline file; `extensions` are the types a program
+/// using Sluice as a library registered.
+pub fn load(path: &Path, extensions: &Arc<Extensions>) -> Result<Pipeline, ConfigError> {
     let file = absolute(path);
     let shown = path.display().to_string();
     let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Read {
@@ -142,7 +147,7 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
         .file_stem()
         .map_or_else(|| "pipeline".into(), |s| s.to_string_lossy().into_owned());
     resolve_stream_aliases(&mut config);
-    check(&config).map_err(invalid)?;
+    check(&config, extensions).map_err(invalid)?;
 
     let data_dir = match &config.data_dir {
         Some(d) => resolve(&dir, d),
@@ -155,11 +160,11 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
             .resolve(&env)
             .map_err(|e| invalid(format!("sources.{name}.{e}")))?;
     }
-    let registry = RegistryLocation::resolve(&config.registry, |uri, options| table_location(&dir, uri, options))
+    let registry = RegistryLocation::resolve(&config.registry, |uri, options| store_location(&dir, uri, options))
         .map_err(|e| invalid(format!("registry.{e}")))?;
     let mut schemas = BTreeMap::new();
     for (tname, transform) in &mut config.transforms {
-        let v = match transform {
+        let v = match &mut transform.config {
             TransformConfig::Validate(v) => v,
             TransformConfig::SelfDescribing(sd) => {
                 sd.registry = Some(registry.clone());
@@ -183,7 +188,7 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
             }
             TransformConfig::Documents(documents) => {
                 if let Some(snapshot) = &mut documents.snapshot {
-                    let location = table_location(&dir, &snapshot.uri, &snapshot.storage_options)
+                    let location = store_location(&dir, &snapshot.uri, &snapshot.storage_options)
                         .map_err(|e| invalid(format!("transforms.{tname}.snapshot.{e}")))?;
                     snapshot.uri = location.url().to_string();
                 }
@@ -199,22 +204,23 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
         schemas.insert(tname.clone(), schema);
     }
     for (tname, transform) in &config.transforms {
-        check_transform(tname, transform, &data_dir).map_err(|e| invalid(format!("transforms.{tname}.{e}")))?;
+        check_transform(tname, &transform.config, &data_dir, extensions)
+            .map_err(|e| invalid(format!("transforms.{tname}.{e}")))?;
     }
     let mut lakes = BTreeMap::new();
     let mut routed_lakes = BTreeMap::new();
     let mut postgres = BTreeMap::new();
     for (sname, sink) in &config.sinks {
-        let lake = match sink {
+        let lake = match &sink.config {
             SinkConfig::Lake(lake) if lake.table_template.is_some() => {
-                let routed = routed_lake(&config, &dir, &registry, sname, lake).map_err(invalid)?;
+                let routed = routed_lake(&config, &dir, &registry, sname, &sink.inputs, lake).map_err(invalid)?;
                 routed_lakes.insert(sname.clone(), routed);
                 continue;
             }
             SinkConfig::Lake(lake) => lake,
             SinkConfig::Projection(_) | SinkConfig::Stream(_) => continue,
             SinkConfig::Postgres(pg) => {
-                let schema = common_schema(&config, &schemas, sink.inputs());
+                let schema = common_schema(&config, &schemas, &sink.inputs);
                 if let Some(schema) = &schema {
                     sluice_postgres::shape::check_primary_key(schema, &pg.primary_key)
                         .map_err(|e| invalid(format!("sinks.{sname}.primary_key: {e}")))?;
@@ -223,9 +229,9 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
                 continue;
             }
         };
-        let location = table_location(&dir, &lake.uri, &lake.storage_options)
+        let location = store_location(&dir, &lake.uri, &lake.storage_options)
             .map_err(|e| invalid(format!("sinks.{sname}.{e}")))?;
-        let (schema, event_id) = lake_schema(&config, &schemas, sname, sink.inputs()).map_err(invalid)?;
+        let (schema, event_id) = lake_schema(&config, &schemas, sname, &sink.inputs).map_err(invalid)?;
         let layout =
             arrow_layout(schema).map_err(|e| invalid(format!("sinks.{sname}: the schema of its inputs: {e}")))?;
         for p in &lake.partition_by {
@@ -267,6 +273,7 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
         routed_lakes,
         postgres,
         registry,
+        extensions: extensions.clone(),
     })
 }
 
@@ -274,7 +281,7 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
 /// NATS's default `max_payload`, the largest batch a JetStream queue takes.
 const NATS_MAX_PAYLOAD: usize = 1024 * 1024 - 4096;
 
-fn check(config: &PipelineFile) -> Result<(), String> {
+fn check(config: &PipelineFile, extensions: &Extensions) -> Result<(), String> {
     if let QueueBackend::JetStream { .. } = config.queue {
         // A batch is one JetStream message: NATS refuses payloads over its
         // max_payload (1 MiB unless the server raises it).
@@ -302,7 +309,7 @@ fn check(config: &PipelineFile) -> Result<(), String> {
     if config.sources.is_empty() {
         return Err("sources: a pipeline needs at least one source".into());
     }
-    if config.sinks.is_empty() && !config.transforms.values().any(stores_itself) {
+    if config.sinks.is_empty() && !config.transforms.values().any(|t| stores_itself(&t.config)) {
         return Err(
             "sinks: a pipeline needs at least one sink (or a `documents` stage, which stores its documents)".into(),
         );
@@ -328,7 +335,7 @@ fn check(config: &PipelineFile) -> Result<(), String> {
         s.spec().validate().map_err(|e| format!("sources.{name}.{e}"))?;
     }
     for (name, t) in &config.transforms {
-        let TransformConfig::Validate(v) = t else {
+        let TransformConfig::Validate(v) = &t.config else {
             continue;
         };
         for (key, pointer) in [("event_id", &v.event_id), ("event_time", &v.event_time)] {
@@ -340,10 +347,10 @@ fn check(config: &PipelineFile) -> Result<(), String> {
         }
     }
     for (name, s) in &config.sinks {
-        match s {
+        match &s.config {
             SinkConfig::Lake(l) => l.validate(),
             SinkConfig::Postgres(p) => p.validate(),
-            SinkConfig::Projection(p) => check_projection(config, p),
+            SinkConfig::Projection(p) => check_projection(config, &s.inputs, p, extensions),
             SinkConfig::Stream(s) => s.validate(),
         }
         .map_err(|e| format!("sinks.{name}.{e}"))?;
@@ -353,23 +360,27 @@ fn check(config: &PipelineFile) -> Result<(), String> {
 
 /// A projection reads the outbound stream of exactly one `documents` stage
 /// (whose store its lookups read).
-fn check_projection(config: &PipelineFile, p: &ProjectionConfig) -> Result<(), String> {
+fn check_projection(
+    config: &PipelineFile,
+    inputs: &[String],
+    p: &ProjectionConfig,
+    extensions: &Extensions,
+) -> Result<(), String> {
     p.projector()?;
     if let Some(custom) = &p.custom {
-        let factory = crate::registry::projection_factory(&custom.type_name).ok_or_else(|| {
+        let factory = extensions.projection(&custom.type_name).ok_or_else(|| {
             format!(
                 "custom.type: {:?} is not a registered projection; registered: {:?}",
                 custom.type_name,
-                crate::registry::registered_projections()
+                extensions.projection_types()
             )
         })?;
         factory(&custom.options).map_err(|e| format!("custom.{e}"))?;
     }
-    match p.inputs.as_slice() {
-        [input] if config.transforms.get(input).is_some_and(stores_itself) => Ok(()),
+    match inputs {
+        [input] if config.transforms.get(input).is_some_and(|t| stores_itself(&t.config)) => Ok(()),
         _ => Err(format!(
-            "inputs: {:?}: a projection reads the outbound stream of one `documents` stage (inputs = [\"doctors.changes\"])",
-            p.inputs
+            "inputs: {inputs:?}: a projection reads the outbound stream of one `documents` stage (inputs = [\"doctors.changes\"])"
         )),
     }
 }
@@ -385,14 +396,14 @@ fn resolve_stream_aliases(config: &mut PipelineFile) {
     let documents: BTreeSet<String> = config
         .transforms
         .iter()
-        .filter(|(_, t)| stores_itself(t))
+        .filter(|(_, t)| stores_itself(&t.config))
         .map(|(name, _)| name.clone())
         .collect();
     let consumers = config
         .transforms
         .values_mut()
-        .map(TransformConfig::inputs_mut)
-        .chain(config.sinks.values_mut().map(SinkConfig::inputs_mut));
+        .map(|t| &mut t.inputs)
+        .chain(config.sinks.values_mut().map(|s| &mut s.inputs));
     for inputs in consumers {
         for input in inputs.iter_mut() {
             if let Some(stage) = input.strip_suffix(".changes")
@@ -408,8 +419,8 @@ fn check_graph(config: &PipelineFile) -> Result<(), String> {
     let consumers = config
         .transforms
         .iter()
-        .map(|(n, t)| (format!("transforms.{n}"), t.inputs()))
-        .chain(config.sinks.iter().map(|(n, s)| (format!("sinks.{n}"), s.inputs())));
+        .map(|(n, t)| (format!("transforms.{n}"), &t.inputs))
+        .chain(config.sinks.iter().map(|(n, s)| (format!("sinks.{n}"), &s.inputs)));
     let mut used = BTreeSet::new();
     for (key, inputs) in consumers {
         if inputs.is_empty() {
@@ -430,7 +441,7 @@ fn check_graph(config: &PipelineFile) -> Result<(), String> {
         ("transforms", config.transforms.keys().collect()),
     ] {
         for name in names {
-            if !used.contains(name) && !config.transforms.get(name).is_some_and(stores_itself) {
+            if !used.contains(name) && !config.transforms.get(name).is_some_and(|t| stores_itself(&t.config)) {
                 return Err(format!(
                     "{kind}.{name}: nothing takes its events; name it in a transform's or sink's inputs"
                 ));
@@ -455,7 +466,7 @@ fn check_graph(config: &PipelineFile) -> Result<(), String> {
         }
         path.push(name);
         if let Some(t) = config.transforms.get(name) {
-            for input in t.inputs() {
+            for input in &t.inputs {
                 visit(input, config, path, done)?;
             }
         }
@@ -498,7 +509,7 @@ fn lake_schema<'a>(
             ));
         }
         found = Some(schema);
-        if let Some(TransformConfig::Validate(v)) = config.transforms.get(input) {
+        if let Some(TransformConfig::Validate(v)) = config.transforms.get(input).map(|t| &t.config) {
             if event_id.is_some_and(|id| id != v.event_id) {
                 return Err(format!(
                     "sinks.{sink}.inputs: the inputs take the event id from different fields; one table has one id column"
@@ -520,12 +531,13 @@ fn routed_lake(
     dir: &Path,
     registry: &RegistryLocation,
     sink: &str,
+    inputs: &[String],
     lake: &sluice_lake::LakeSinkConfig,
 ) -> Result<RoutedLake, String> {
     let template = lake.table_template.clone().unwrap_or_default();
     let mut found: Option<(&String, &String)> = None;
-    for input in &lake.inputs {
-        let (event_id, key_field) = match config.transforms.get(input) {
+    for input in inputs {
+        let (event_id, key_field) = match config.transforms.get(input).map(|t| &t.config) {
             Some(TransformConfig::SelfDescribing(sd)) => (&sd.event_id, &sd.key_field),
             Some(TransformConfig::Avro(avro)) => (&avro.event_id, &avro.key_field),
             _ => {
@@ -609,7 +621,7 @@ impl LoadEnv for PipelineDir<'_> {
     }
 
     fn location(&self, uri: &str, options: &BTreeMap<String, String>) -> Result<ResolvedLocation, String> {
-        let location = table_location(self.0, uri, options)?;
+        let location = store_location(self.0, uri, options)?;
         Ok(ResolvedLocation {
             url: location.url().to_string(),
             is_local: location.is_local(),
@@ -617,14 +629,15 @@ impl LoadEnv for PipelineDir<'_> {
     }
 }
 
-/// A table's location; errors start with the key they are about.
-fn table_location(dir: &Path, uri: &str, options: &BTreeMap<String, String>) -> Result<TableLocation, String> {
+/// A folder or URI with its options, resolved against the pipeline file;
+/// errors start with the key they are about.
+fn store_location(dir: &Path, uri: &str, options: &BTreeMap<String, String>) -> Result<StoreLocation, String> {
     let url = if uri.contains("://") {
         Url::parse(uri).map_err(|e| format!("uri: {uri:?} is not a URL ({e})"))?
     } else {
         Url::from_directory_path(resolve(dir, uri)).map_err(|()| format!("uri: {uri:?} is not a usable path"))?
     };
-    TableLocation::new(url, options.clone()).map_err(|e| {
+    StoreLocation::new(url, options.clone()).map_err(|e| {
         if e.starts_with("storage_options") {
             e
         } else {
@@ -650,8 +663,8 @@ fn normalize(p: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in p.components() {
         match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
+            PathComponent::CurDir => {}
+            PathComponent::ParentDir => {
                 out.pop();
             }
             other => out.push(other),

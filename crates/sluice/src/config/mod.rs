@@ -1,6 +1,7 @@
 //! Pipeline files: environment references (`interpolate`), parsing (`model`),
 //! checking and resolving paths (`load`),
-//! building transforms from them (`build`).
+//! building transforms from them (`build`), and the reference
+//! documentation rendered from the types (`reference`).
 //!
 //! Loading is pure apart from reading the pipeline file and the schema files
 //! it names, so `sluice validate` has no side effects.
@@ -9,9 +10,11 @@ mod build;
 mod interpolate;
 mod load;
 mod model;
+#[cfg(test)]
+mod reference;
 mod registry;
 
 pub use build::build_transforms;
 pub use load::{ConfigError, Pipeline, RoutedLake, load};
-pub use model::{BUILT_IN_TRANSFORMS, QueueBackend, SinkConfig, SourceConfig, TransformConfig};
+pub use model::{BUILT_IN_TRANSFORMS, Component, QueueBackend, SinkConfig, SourceConfig, TransformConfig};
 pub use registry::RegistryLocation;

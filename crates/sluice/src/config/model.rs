@@ -13,13 +13,20 @@ use sluice_transform::config::{
     CastConfig, DropConfig, FilterConfig, HashConfig, JqConfig, LookupConfig, RenameConfig, SetConfig,
 };
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineFile {
     /// Queue, dead letters and checkpoints; default `.sluice/<file stem>`.
     pub data_dir: Option<String>,
     /// Queue backend: `"embedded"` (SQLite in `data_dir`) or a NATS
-    /// JetStream URL (`"nats://127.0.0.1:4222"`), shared by replicas.
+    /// JetStream URL (`"nats://127.0.0.1:4222"`), shared by replicas: a
+    /// work-queue stream `SLUICE_<NAME>` with a durable pull consumer
+    /// (AckWait = `visibility_timeout_secs`; `max_bytes` =
+    /// `max_queue_bytes` with discard-new, so a full stream refuses), dead
+    /// letters in `SLUICE_<NAME>_DLQ`. A batch is one message and must fit
+    /// NATS's `max_payload` (1 MiB by default): file sources need
+    /// `max_batch_bytes` of at most 1044480 (checked); larger HTTP requests
+    /// are answered 503.
     #[serde(default)]
     pub queue: QueueBackend,
     /// Names the JetStream stream, subject and consumer (default: the
@@ -27,15 +34,61 @@ pub struct PipelineFile {
     pub queue_name: Option<String>,
     #[serde(default)]
     pub delivery: DeliveryConfig,
+    /// The HTTP API (`/metrics`, `/health`, `/ready`); none without it.
     pub api: Option<ApiConfig>,
     #[serde(default)]
     pub registry: RegistryConfig,
     #[serde(default)]
     pub sources: BTreeMap<String, SourceConfig>,
     #[serde(default)]
-    pub transforms: BTreeMap<String, TransformConfig>,
+    pub transforms: BTreeMap<String, Component<TransformConfig>>,
     #[serde(default)]
-    pub sinks: BTreeMap<String, SinkConfig>,
+    pub sinks: BTreeMap<String, Component<SinkConfig>>,
+}
+
+/// A transform or sink table: what it reads (`inputs`, the same key for
+/// every type) and the keys of its type (`config`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Component<T> {
+    /// Sources and transforms whose events it takes.
+    pub inputs: Vec<String>,
+    pub config: T,
+}
+
+/// `T`'s keys, and `inputs`.
+impl<T: schemars::JsonSchema> schemars::JsonSchema for Component<T> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        format!("Component_{}", T::schema_name()).into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "allOf": [generator.subschema_for::<T>()],
+            "properties": {
+                "inputs": {
+                    "type": "array",
+                    "items": { "type": "string" },
+                    "description": "Sources and transforms whose events it takes (`\"<stage>.changes\"` for a `documents` stage's outbound stream)."
+                }
+            },
+            "required": ["inputs"]
+        })
+    }
+}
+
+impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for Component<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut table = toml::Table::deserialize(d)?;
+        let inputs = match table.remove("inputs") {
+            Some(v) => {
+                Vec::<String>::deserialize(v).map_err(|e| D::Error::custom(format!("inputs: {}", e.message())))?
+            }
+            None => return Err(D::Error::missing_field("inputs")),
+        };
+        let config = T::deserialize(table).map_err(|e| D::Error::custom(e.message()))?;
+        Ok(Component { inputs, config })
+    }
 }
 
 /// `queue`: where batches wait between the sources and the stages.
@@ -46,6 +99,19 @@ pub enum QueueBackend {
     Embedded,
     /// A NATS JetStream server (`nats://host:port`), shared by replicas.
     JetStream { url: String },
+}
+
+impl schemars::JsonSchema for QueueBackend {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "QueueBackend".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "`\"embedded\"` or a NATS JetStream URL (`\"nats://127.0.0.1:4222\"`)."
+        })
+    }
 }
 
 impl<'de> Deserialize<'de> for QueueBackend {
@@ -64,7 +130,7 @@ impl<'de> Deserialize<'de> for QueueBackend {
 }
 
 /// `[registry]`: where `sluice schema` keeps versioned schemas.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryConfig {
     /// A folder (relative to the pipeline file) or `s3://bucket/prefix`,
@@ -99,7 +165,7 @@ fn default_registry_table() -> String {
 }
 
 /// How batches are handed out and retried.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryConfig {
     /// A delivered batch not acknowledged within this time is delivered again.
@@ -159,11 +225,12 @@ impl Default for DeliveryConfig {
 }
 
 /// `[api]`: `/metrics`, `/health`, `/ready`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
     /// `host:port` to listen on.
     #[serde(deserialize_with = "socket_address")]
+    #[schemars(with = "String")]
     pub address: std::net::SocketAddr,
 }
 
@@ -197,7 +264,6 @@ pub enum TransformConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CustomTransformConfig {
     pub type_name: String,
-    pub inputs: Vec<String>,
     /// Every key but `type` and `inputs`.
     pub options: toml::Table,
 }
@@ -210,11 +276,39 @@ fn parse<T: serde::de::DeserializeOwned, E: serde::de::Error>(
     T::deserialize(table).map(wrap).map_err(|e| E::custom(e.message()))
 }
 
-/// The built-in transform types: the list and the parser come from one table.
+/// The schema of variant `name`: its config's keys and `type = name`. The
+/// constructor only names the config type.
+fn tagged<T: schemars::JsonSchema>(
+    generator: &mut schemars::SchemaGenerator,
+    name: &str,
+    _variant: &dyn Fn(T) -> TransformConfig,
+) -> schemars::Schema {
+    schemars::json_schema!({
+        "allOf": [generator.subschema_for::<T>()],
+        "properties": { "type": { "const": name } },
+        "required": ["type"]
+    })
+}
+
+/// The built-in transform types: the list, the parser and the schema come
+/// from one table.
 macro_rules! built_in_transforms {
     ($($name:literal => $variant:expr),* $(,)?) => {
         /// The built-in transform types.
         pub const BUILT_IN_TRANSFORMS: &[&str] = &[$($name),*];
+
+        /// One variant per built-in `type`, each its config's keys with
+        /// `type`; a registered type takes any keys.
+        impl schemars::JsonSchema for TransformConfig {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                "TransformConfig".into()
+            }
+
+            fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                let variants: Vec<schemars::Schema> = vec![$(tagged(generator, $name, &$variant)),*];
+                schemars::json_schema!({ "oneOf": variants })
+            }
+        }
 
         /// The variant of a built-in `type`; any other type gets its table back.
         fn parse_built_in<E: serde::de::Error>(
@@ -253,68 +347,17 @@ impl<'de> Deserialize<'de> for TransformConfig {
             Some(_) => return Err(D::Error::custom("type: must be a string")),
             None => return Err(D::Error::missing_field("type")),
         };
-        let mut table = match parse_built_in(&type_name, table) {
-            Ok(parsed) => return parsed,
-            Err(custom) => custom,
-        };
-        let inputs = match table.remove("inputs") {
-            Some(v) => {
-                Vec::<String>::deserialize(v).map_err(|e| D::Error::custom(format!("inputs: {}", e.message())))?
-            }
-            None => return Err(D::Error::missing_field("inputs")),
-        };
-        Ok(TransformConfig::Custom(CustomTransformConfig {
-            type_name,
-            inputs,
-            options: table,
-        }))
-    }
-}
-
-impl TransformConfig {
-    pub fn inputs(&self) -> &[String] {
-        match self {
-            TransformConfig::Validate(c) => &c.inputs,
-            TransformConfig::SelfDescribing(c) => &c.inputs,
-            TransformConfig::Avro(c) => &c.inputs,
-            TransformConfig::Jq(c) => &c.inputs,
-            TransformConfig::Rename(c) => &c.inputs,
-            TransformConfig::Drop(c) => &c.inputs,
-            TransformConfig::Set(c) => &c.inputs,
-            TransformConfig::Cast(c) => &c.inputs,
-            TransformConfig::Filter(c) => &c.inputs,
-            TransformConfig::Hash(c) => &c.inputs,
-            TransformConfig::Lookup(c) => &c.inputs,
-            TransformConfig::Documents(c) => &c.inputs,
-            TransformConfig::Custom(c) => &c.inputs,
-        }
-    }
-
-    /// The inputs, for rewriting aliases at load.
-    pub fn inputs_mut(&mut self) -> &mut Vec<String> {
-        match self {
-            TransformConfig::Validate(c) => &mut c.inputs,
-            TransformConfig::SelfDescribing(c) => &mut c.inputs,
-            TransformConfig::Avro(c) => &mut c.inputs,
-            TransformConfig::Jq(c) => &mut c.inputs,
-            TransformConfig::Rename(c) => &mut c.inputs,
-            TransformConfig::Drop(c) => &mut c.inputs,
-            TransformConfig::Set(c) => &mut c.inputs,
-            TransformConfig::Cast(c) => &mut c.inputs,
-            TransformConfig::Filter(c) => &mut c.inputs,
-            TransformConfig::Hash(c) => &mut c.inputs,
-            TransformConfig::Lookup(c) => &mut c.inputs,
-            TransformConfig::Documents(c) => &mut c.inputs,
-            TransformConfig::Custom(c) => &mut c.inputs,
+        match parse_built_in(&type_name, table) {
+            Ok(parsed) => parsed,
+            Err(options) => Ok(TransformConfig::Custom(CustomTransformConfig { type_name, options })),
         }
     }
 }
 
 /// `type = "validate"`: JSON Schema 2020-12 per event.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ValidateConfig {
-    pub inputs: Vec<String>,
     /// Path of the JSON Schema file (relative to the pipeline file).
     pub schema: String,
     /// JSON pointer to the event id.
@@ -325,18 +368,18 @@ pub struct ValidateConfig {
 
 /// `type = "self_describing"`: events that name their schema version in
 /// the registry (`{"schema": "iglu:...", "data": {...}}`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SelfDescribingConfig {
-    pub inputs: Vec<String>,
     /// JSON pointer to the schema key in the event.
     #[serde(default = "default_schema_pointer")]
     pub schema_field: String,
     /// JSON pointer to the data the schema describes (the output event).
     #[serde(default = "default_data_pointer")]
     pub data_field: String,
-    /// JSON pointers into the data.
+    /// JSON pointer into the data to the event id.
     pub event_id: String,
+    /// JSON pointer into the data to the event time (RFC 3339 string).
     pub event_time: String,
     /// A top-level field of the output holding the schema key; `""` leaves it out.
     #[serde(default = "default_key_field")]
@@ -392,12 +435,12 @@ impl SelfDescribingConfig {
 
 /// `type = "avro"`: lines of base64 Avro single-object datums, decoded
 /// with the registered Avro schema their fingerprint names.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AvroConfig {
-    pub inputs: Vec<String>,
-    /// JSON pointers into the decoded datum.
+    /// JSON pointer into the decoded datum to the event id.
     pub event_id: String,
+    /// JSON pointer into the decoded datum to the event time.
     pub event_time: String,
     /// A top-level field of the output holding the schema key; `""` leaves it out.
     #[serde(default = "default_key_field")]
@@ -452,7 +495,7 @@ fn check_key_field(key_field: &str) -> Result<(), String> {
     Ok(())
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SinkConfig {
     Lake(LakeSinkConfig),
@@ -462,25 +505,6 @@ pub enum SinkConfig {
 }
 
 impl SinkConfig {
-    pub fn inputs(&self) -> &[String] {
-        match self {
-            SinkConfig::Lake(l) => &l.inputs,
-            SinkConfig::Postgres(p) => &p.inputs,
-            SinkConfig::Projection(p) => &p.inputs,
-            SinkConfig::Stream(s) => &s.inputs,
-        }
-    }
-
-    /// The inputs, for rewriting aliases at load.
-    pub fn inputs_mut(&mut self) -> &mut Vec<String> {
-        match self {
-            SinkConfig::Lake(l) => &mut l.inputs,
-            SinkConfig::Postgres(p) => &mut p.inputs,
-            SinkConfig::Projection(p) => &mut p.inputs,
-            SinkConfig::Stream(s) => &mut s.inputs,
-        }
-    }
-
     /// Longest time an accepted event waits before it is committed.
     pub fn flush_interval_secs(&self) -> u64 {
         match self {

@@ -6,7 +6,7 @@
 
 use std::{collections::BTreeMap, path::Path, sync::Arc};
 
-use sluice_lake::TableLocation;
+use sluice_lake::StoreLocation;
 use sluice_schema::registry::{ObjectStoreSchemas, PostgresSchemas, Registry};
 
 use super::model::RegistryConfig;
@@ -15,7 +15,7 @@ use super::model::RegistryConfig;
 #[derive(Debug, Clone, PartialEq)]
 pub enum RegistryLocation {
     /// A folder or an S3 prefix.
-    Objects(TableLocation),
+    Objects(StoreLocation),
     Postgres {
         url: String,
         table: String,
@@ -26,7 +26,7 @@ impl RegistryLocation {
     /// Resolves `[registry]`; errors start with the key they are about.
     pub fn resolve(
         config: &RegistryConfig,
-        table_location: impl Fn(&str, &BTreeMap<String, String>) -> Result<TableLocation, String>,
+        store_location: impl Fn(&str, &BTreeMap<String, String>) -> Result<StoreLocation, String>,
     ) -> Result<Self, String> {
         let uri = config.uri.as_str();
         if uri.starts_with("postgres://") || uri.starts_with("postgresql://") {
@@ -39,7 +39,7 @@ impl RegistryLocation {
                 table: config.table.clone(),
             });
         }
-        let location = table_location(uri, &config.storage_options).map_err(|e| {
+        let location = store_location(uri, &config.storage_options).map_err(|e| {
             if e.contains("scheme") {
                 format!("{e}; a registry is a folder, s3://bucket/prefix or postgres://...")
             } else {
@@ -66,7 +66,7 @@ impl RegistryLocation {
 }
 
 /// A folder as a path, anything else as its URL.
-fn shown(location: &TableLocation) -> String {
+fn shown(location: &StoreLocation) -> String {
     match location.url().to_file_path() {
         Ok(path) if location.is_local() => Path::new(&path).display().to_string(),
         _ => location.to_string(),

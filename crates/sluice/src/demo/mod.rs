@@ -18,7 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sluice_lake::compaction;
 use tokio::sync::watch;
 
-use crate::{config, runtime};
+use crate::{config, extensions::Extensions, runtime};
 
 const LINES_PER_REQUEST: usize = 500;
 const CONCURRENT_REQUESTS: usize = 4;
@@ -71,7 +71,7 @@ flush_interval_secs = 2
     )
 }
 
-pub async fn run(dir: &Path, n: usize) -> Result<()> {
+pub async fn run(dir: &Path, extensions: &Arc<Extensions>, n: usize) -> Result<()> {
     std::fs::create_dir_all(dir.join("schemas")).with_context(|| format!("creating {}", dir.display()))?;
     for old in [dir.join("lake"), dir.join(".sluice")] {
         if old.exists() {
@@ -85,16 +85,14 @@ pub async fn run(dir: &Path, n: usize) -> Result<()> {
     let (http_port, api_port) = (free_port()?, free_port()?);
     let pipeline_path = dir.join("pipeline.toml");
     std::fs::write(&pipeline_path, pipeline_text(http_port, api_port))?;
-    let pipeline = config::load(&pipeline_path)?;
+    let pipeline = config::load(&pipeline_path, extensions)?;
     let table = pipeline.lakes["lake"].location.clone();
-    let compact_all = match &pipeline.config.sinks["lake"] {
-        config::SinkConfig::Lake(lake) => lake
-            .compaction
-            .options(compaction::Scope::All, pipeline.lakes["lake"].id_column.clone()),
-        config::SinkConfig::Postgres(_) | config::SinkConfig::Projection(_) | config::SinkConfig::Stream(_) => {
-            unreachable!("the demo pipeline's sink is a lake")
-        }
+    let Some(config::SinkConfig::Lake(lake)) = pipeline.config.sinks.get("lake").map(|s| &s.config) else {
+        bail!("the demo pipeline has no lake sink named \"lake\"");
     };
+    let compact_all = lake
+        .compaction
+        .options(compaction::Scope::All, pipeline.lakes["lake"].id_column.clone());
 
     println!(
         "sluice demo: {} events -> http://127.0.0.1:{http_port}/v1/events -> validate -> Delta table",

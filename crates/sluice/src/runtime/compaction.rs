@@ -25,7 +25,7 @@ use std::{
 use tokio::sync::{oneshot, watch};
 
 use sluice_lake::{
-    CompactionConfig, TableLocation,
+    CompactionConfig, StoreLocation,
     compaction::{CompactionReport, Scope, compact},
     table_exists,
 };
@@ -47,14 +47,14 @@ pub struct Schedule {
 /// The tables of a lake sink.
 pub enum Tables {
     /// A sink's one table, with its event id column.
-    One(TableLocation, Vec<String>),
+    One(StoreLocation, Vec<String>),
     /// A `table_template` sink's tables: those of the registry's schema
     /// MODELs that exist, found anew at every run.
     Routed(RoutedLake),
 }
 
 impl Tables {
-    async fn existing(&self) -> Result<Vec<(TableLocation, Vec<String>)>, String> {
+    async fn existing(&self) -> Result<Vec<(StoreLocation, Vec<String>)>, String> {
         let all = match self {
             Tables::One(location, id_column) => return Ok(vec![(location.clone(), id_column.clone())]),
             Tables::Routed(routed) => routed.tables().await?,

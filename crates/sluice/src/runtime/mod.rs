@@ -33,10 +33,10 @@ use std::{
 use anyhow::{Context, Result, bail};
 use sluice_connectors::{Source, SourceContext, sinks::stream::StreamSink, sources::BuildEnv};
 use sluice_core::{
-    BatchInfo, DeadLetter, Delivery, Event, Sink, now_ms, split_lines,
+    BatchInfo, DeadLetter, Delivery, Event, Sink, split_lines,
     telemetry::{QueueTelemetry, SinkTelemetry},
 };
-use sluice_lake::{LakeSink, RoutedLakeSink, TableLocation};
+use sluice_lake::{CompactionConfig, LakeSink, RoutedLakeSink, StoreLocation};
 use sluice_postgres::PostgresSink;
 use sluice_queue::{
     DeadLetterStore, Queue, QueueSettings,
@@ -51,7 +51,7 @@ use tokio::{
 
 use crate::{
     api,
-    config::{Pipeline, QueueBackend, SinkConfig, build_transforms},
+    config::{Component, Pipeline, QueueBackend, SinkConfig, build_transforms},
     telemetry,
 };
 use receive::ReceiveSize;
@@ -69,7 +69,7 @@ impl BuildEnv for StorageEnv {
         options: &BTreeMap<String, String>,
     ) -> Result<(Arc<dyn object_store::ObjectStore>, object_store::path::Path), String> {
         let url = url::Url::parse(url).map_err(|e| format!("uri: {url:?} is not a URL ({e})"))?;
-        TableLocation::new(url, options.clone())?.object_store()
+        StoreLocation::new(url, options.clone())?.object_store()
     }
 }
 
@@ -174,6 +174,64 @@ fn replica_name() -> String {
     format!("{host}:{}", std::process::id())
 }
 
+/// The running sink for `sink`, and the tables and settings of its
+/// compaction schedule, when it has one.
+async fn open_sink(
+    pipeline: &Pipeline,
+    name: &str,
+    sink: &Component<SinkConfig>,
+) -> Result<(Box<dyn Sink>, Option<(compaction::Tables, CompactionConfig)>)> {
+    Ok(match &sink.config {
+        SinkConfig::Lake(lake) => {
+            let (tables, opened): (compaction::Tables, Box<dyn Sink>) = match pipeline.routed_lakes.get(name) {
+                Some(routed) => (
+                    compaction::Tables::Routed(routed.clone()),
+                    Box::new(RoutedLakeSink::new(
+                        lake.clone(),
+                        &routed.event_id,
+                        Arc::new(table_routes::RegistryRoutes::new(routed.clone()).map_err(anyhow::Error::msg)?),
+                    )),
+                ),
+                None => {
+                    let table = pipeline
+                        .lakes
+                        .get(name)
+                        .with_context(|| format!("no table was resolved for lake sink {name}"))?;
+                    let sink = LakeSink::open(
+                        table.location.clone(),
+                        lake,
+                        &table.layout.schema,
+                        table.layout.json_text_paths.clone(),
+                        &table.event_id,
+                    )
+                    .await?;
+                    (
+                        compaction::Tables::One(table.location.clone(), table.id_column.clone()),
+                        Box::new(sink),
+                    )
+                }
+            };
+            (opened, lake.compaction.enabled.then(|| (tables, lake.compaction.clone())))
+        }
+        SinkConfig::Postgres(pg) => {
+            let schema = pipeline.postgres.get(name).cloned().flatten();
+            (Box::new(PostgresSink::open(pg, schema).await?), None)
+        }
+        SinkConfig::Stream(stream) => (
+            Box::new(
+                StreamSink::open(stream)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}", e.message))?,
+            ),
+            None,
+        ),
+        SinkConfig::Projection(p) => (
+            Box::new(crate::documents::open_projection(pipeline, name, &sink.inputs, p).await?),
+            None,
+        ),
+    })
+}
+
 struct SinkHandle {
     name: String,
     inputs: Vec<String>,
@@ -198,7 +256,7 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
     let transforms: Vec<TransformNode> = build_transforms(pipeline)?
         .into_iter()
         .map(|(name, transform)| {
-            let inputs = cfg.transforms[&name].inputs().to_vec();
+            let inputs = cfg.transforms[&name].inputs.clone();
             TransformNode::new(name, inputs, transform)
         })
         .collect();
@@ -209,80 +267,32 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
     let mut compactions = JoinSet::new();
     let (compaction_stop_tx, compaction_stop_rx) = watch::channel(false);
     for (name, sink) in &cfg.sinks {
-        let opened: Box<dyn Sink> = match sink {
-            SinkConfig::Lake(lake) => {
-                let (tables, opened): (compaction::Tables, Box<dyn Sink>) = match pipeline.routed_lakes.get(name) {
-                    Some(routed) => (
-                        compaction::Tables::Routed(routed.clone()),
-                        Box::new(RoutedLakeSink::new(
-                            lake.clone(),
-                            &routed.event_id,
-                            Arc::new(
-                                table_routes::RegistryRoutes::new(routed.clone())
-                                    .map_err(anyhow::Error::msg)
-                                    .with_context(|| format!("sinks.{name}"))?,
-                            ),
-                        )),
-                    ),
-                    None => {
-                        let table = &pipeline.lakes[name];
-                        let sink = LakeSink::open(
-                            table.location.clone(),
-                            lake,
-                            &table.layout.schema,
-                            table.layout.json_text_paths.clone(),
-                            &table.event_id,
-                        )
-                        .await
-                        .with_context(|| format!("sinks.{name}"))?;
-                        (
-                            compaction::Tables::One(table.location.clone(), table.id_column.clone()),
-                            Box::new(sink),
-                        )
-                    }
-                };
-                if lake.compaction.enabled {
-                    let schedule = compaction::Schedule {
-                        sink: name.clone(),
-                        tables,
-                        config: lake.compaction.clone(),
-                        leases: leases.clone(),
-                        replica: replica.clone(),
-                    };
-                    compactions.spawn(compaction::run_schedule(schedule, compaction_stop_rx.clone()));
-                }
-                opened
-            }
-            SinkConfig::Postgres(pg) => Box::new(
-                PostgresSink::open(pg, pipeline.postgres[name].clone())
-                    .await
-                    .with_context(|| format!("sinks.{name}"))?,
-            ),
-            SinkConfig::Stream(stream) => Box::new(
-                StreamSink::open(stream)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{}", e.message))
-                    .with_context(|| format!("sinks.{name}"))?,
-            ),
-            SinkConfig::Projection(p) => Box::new(
-                crate::documents::open_projection(pipeline, name, p)
-                    .await
-                    .with_context(|| format!("sinks.{name}"))?,
-            ),
-        };
+        let (opened, schedule) = open_sink(pipeline, name, sink)
+            .await
+            .with_context(|| format!("sinks.{name}"))?;
+        if let Some((tables, config)) = schedule {
+            let schedule = compaction::Schedule {
+                sink: name.clone(),
+                tables,
+                config,
+                leases: leases.clone(),
+                replica: replica.clone(),
+            };
+            compactions.spawn(compaction::run_schedule(schedule, compaction_stop_rx.clone()));
+        }
         let (tx, rx) = mpsc::channel(4);
         let driver = SinkDriver {
             telemetry: SinkTelemetry::new(name),
             name: name.clone(),
             sink: opened,
-            flush_interval: Duration::from_secs(sink.flush_interval_secs()),
+            flush_interval: Duration::from_secs(sink.config.flush_interval_secs()),
             dead_letters: dlq.clone(),
         };
         let sink_name = name.clone();
         sink_tasks.spawn(async move { driver.run(rx).await.with_context(|| format!("sink {sink_name}")) });
         sinks.push(SinkHandle {
             name: name.clone(),
-            inputs: sink.inputs().to_vec(),
+            inputs: sink.inputs.clone(),
             tx,
         });
     }
@@ -474,7 +484,7 @@ impl Consumer<'_> {
             .collect();
         let batch = BatchInfo {
             key: &d.key,
-            redelivered: d.needs_commit_check(),
+            maybe_committed: d.maybe_committed,
             enqueued_at_ms: d.enqueued_at_ms,
         };
         let routed = match run_route(&d.source, batch, events, route, &self.transforms, &self.sink_inputs).await {
@@ -489,16 +499,7 @@ impl Consumer<'_> {
             let letters = routed
                 .rejected
                 .into_iter()
-                .map(|(component, r)| DeadLetter {
-                    batch_key: d.key.clone(),
-                    line: r.event.line,
-                    source: d.source.clone(),
-                    component,
-                    reason: r.reason,
-                    detail: r.detail,
-                    bytes: r.event.raw,
-                    at_ms: now_ms(),
-                })
+                .map(|(component, r)| DeadLetter::refused(&d.key, &d.source, &component, r))
                 .collect();
             if let Err(e) = self.dlq.put(letters).await {
                 self.return_later(d.id, format!("storing dead letters: {e}"), RETRY_DELAY)
@@ -522,7 +523,7 @@ impl Consumer<'_> {
             let job = SinkJob {
                 ticket: ticket.clone(),
                 source: d.source.clone(),
-                check_committed: d.needs_commit_check(),
+                maybe_committed: d.maybe_committed,
                 events,
             };
             if self.sinks[sink].tx.send(SinkMsg::Job(job)).await.is_err() {

@@ -11,7 +11,7 @@ use std::{
 };
 
 use sluice_core::{
-    Accepted, DeadLetter, Event, Sink, StageError, now_ms,
+    Accepted, DeadLetter, Event, Sink, StageError,
     retry::Backoff,
     telemetry::{Committed, SinkTelemetry},
 };
@@ -23,7 +23,7 @@ use super::ticket::Ticket;
 pub struct SinkJob {
     pub ticket: Arc<Ticket>,
     pub source: String,
-    pub check_committed: bool,
+    pub maybe_committed: bool,
     pub events: Vec<Event>,
 }
 
@@ -90,7 +90,7 @@ impl SinkDriver {
     ) -> Result<(), StageError> {
         let count = job.events.len() as u64;
         self.telemetry.received(count);
-        match self.sink.accept(&job.ticket.key, job.check_committed, job.events).await {
+        match self.sink.accept(&job.ticket.key, job.maybe_committed, job.events).await {
             Ok(Accepted::AlreadyCommitted) => {
                 self.telemetry.already_committed();
                 job.ticket.complete();
@@ -101,16 +101,7 @@ impl SinkDriver {
                         .into_iter()
                         .map(|r| {
                             self.telemetry.refused(&r.reason);
-                            DeadLetter {
-                                batch_key: job.ticket.key.clone(),
-                                line: r.event.line,
-                                source: job.source.clone(),
-                                component: self.name.clone(),
-                                reason: r.reason,
-                                detail: r.detail,
-                                bytes: r.event.raw,
-                                at_ms: now_ms(),
-                            }
+                            DeadLetter::refused(&job.ticket.key, &job.source, &self.name, r)
                         })
                         .collect();
                     if let Err(e) = self.dead_letters.put(letters).await {

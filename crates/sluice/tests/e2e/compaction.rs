@@ -93,7 +93,7 @@ async fn compaction_beside_ingest_folds_in_late_data_and_duplicates() {
     assert!(report["skipped"].as_array().unwrap().is_empty(), "{report}");
 
     let table = dir.join("lake/clickstream");
-    let url: sluice_lake::TableLocation = url::Url::from_directory_path(&table).unwrap().into();
+    let url: sluice_lake::StoreLocation = url::Url::from_directory_path(&table).unwrap().into();
     let compacted = sluice_lake::summarize(&url).await.unwrap();
     let ours = support::read_lake(&table).await;
     let valid_unique = oracle["valid_unique"].as_u64().unwrap();

@@ -35,7 +35,7 @@ async fn rows_before_and_after_stop(delivery: &str, requests: usize, lines_each:
             .unwrap();
         assert_eq!(response.status(), 200);
     }
-    let url: sluice_lake::TableLocation = url::Url::from_directory_path(dir.join("lake/t")).unwrap().into();
+    let url: sluice_lake::StoreLocation = url::Url::from_directory_path(dir.join("lake/t")).unwrap().into();
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut running_rows = 0;
     while Instant::now() < deadline && running_rows == 0 {

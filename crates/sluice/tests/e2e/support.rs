@@ -113,7 +113,7 @@ pub struct LakeContents {
 }
 
 pub async fn read_lake(table: &Path) -> LakeContents {
-    let url: sluice_lake::TableLocation = url::Url::from_directory_path(table).unwrap().into();
+    let url: sluice_lake::StoreLocation = url::Url::from_directory_path(table).unwrap().into();
     let summary = sluice_lake::summarize(&url).await.unwrap();
     let mut rows = 0;
     let mut rows_per_id = std::collections::HashMap::new();

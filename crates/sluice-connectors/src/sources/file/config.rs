@@ -6,7 +6,7 @@ use super::FileSource;
 use crate::sources::{BuildEnv, LoadEnv, Source, SourceSpec};
 
 /// `[sources.NAME] type = "file"`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileSourceConfig {
     /// Glob pattern (relative to the pipeline file). Names ending in `.gz` are gunzipped.

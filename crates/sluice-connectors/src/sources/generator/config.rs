@@ -6,7 +6,7 @@ use super::GeneratorSource;
 use crate::sources::{BuildEnv, Source, SourceSpec};
 
 /// `[sources.NAME] type = "generator"`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GeneratorSourceConfig {
     /// What to generate: `clickstream` (web events; the schema is
@@ -35,7 +35,7 @@ pub struct GeneratorSourceConfig {
 }
 
 /// `stream`.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GeneratedStream {
     #[default]

@@ -6,7 +6,7 @@ use super::HttpSource;
 use crate::sources::{BuildEnv, Source, SourceSpec};
 
 /// `[sources.NAME] type = "http"`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSourceConfig {
     /// `host:port` to listen on.

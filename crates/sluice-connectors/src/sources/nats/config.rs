@@ -6,7 +6,7 @@ use super::NatsSource;
 use crate::sources::{BuildEnv, Source, SourceSpec};
 
 /// `[sources.NAME] type = "nats"`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NatsSourceConfig {
     /// `nats://host:4222`.

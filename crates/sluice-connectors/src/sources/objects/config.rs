@@ -8,7 +8,7 @@ use super::ObjectsSource;
 use crate::sources::{BuildEnv, LoadEnv, Source, SourceSpec};
 
 /// `[sources.NAME] type = "objects"`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ObjectsSourceConfig {
     /// A local folder (relative to the pipeline file) or `s3://bucket/prefix`.
@@ -20,7 +20,11 @@ pub struct ObjectsSourceConfig {
     /// Glob on an object's key below the prefix (`*` also crosses `/`).
     #[serde(default = "default_pattern")]
     pub pattern: String,
-    /// How objects are read; `auto` decides by name (see [`ObjectFormat`]).
+    /// How objects are read: `"auto"` by the name without `.gz` (`.csv` is
+    /// CSV, `.json` a JSON array, anything else NDJSON), `"ndjson"`,
+    /// `"json_array"`, or `"csv"` (a header row, then one event per row: an
+    /// object of strings, empty cells left out). Gzip is recognised by its
+    /// magic bytes whatever the name. Default `"auto"`.
     #[serde(default)]
     pub format: ObjectFormat,
     /// How often the prefix is listed to find objects no notification announced.
@@ -54,7 +58,7 @@ pub struct ObjectsSourceConfig {
 }
 
 /// `[sources.NAME.notifications]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NotificationConfig {
     /// `nats://host:4222`.
@@ -71,7 +75,7 @@ pub struct NotificationConfig {
 
 /// How an object's bytes become events. Gzip is recognised by its magic
 /// bytes whatever the name, and unpacked first.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ObjectFormat {
     /// By the name without `.gz`: `.csv` is CSV, `.json` a JSON array, anything else NDJSON.

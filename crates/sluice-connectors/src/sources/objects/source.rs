@@ -268,16 +268,15 @@ impl ObjectsSource {
                 }
                 Err(detail) => {
                     let sequence = message.info().map(|i| i.stream_sequence).unwrap_or_default();
-                    letters.push(DeadLetter {
-                        batch_key: format!("notification:{}:{sequence}", consumer.cached_info().stream_name),
-                        line: 0,
-                        source: ctx.name.clone(),
-                        component: ctx.name.clone(),
-                        reason: reason::BAD_NOTIFICATION.into(),
+                    letters.push(DeadLetter::new(
+                        format!("notification:{}:{sequence}", consumer.cached_info().stream_name),
+                        0,
+                        &ctx.name,
+                        &ctx.name,
+                        reason::BAD_NOTIFICATION,
                         detail,
-                        bytes: message.payload.clone(),
-                        at_ms: now_ms(),
-                    });
+                        message.payload.clone(),
+                    ));
                 }
             }
         }

@@ -1,6 +1,11 @@
 use super::*;
 use crate::config::SourceConfig;
 
+/// Loads with no registered types, as the plain `sluice` binary does.
+fn load(path: &Path) -> Result<Pipeline, ConfigError> {
+    super::load(path, &Arc::default())
+}
+
 const EXAMPLE: &str = r#"
 data_dir = ".sluice/clickstream"
 
@@ -75,7 +80,7 @@ fn bucket_keys_and_compaction_keys_are_checked() {
     let dir = sluice_testkit::tempdir().unwrap();
     let bucketed = EXAMPLE.replace(r#"["dt", "hour"]"#, r#"["dt", "hour", "bucket(16, /event_id)"]"#);
     let p = load(&write(&dir, &bucketed)).unwrap();
-    let SinkConfig::Lake(lake) = &p.config.sinks["lake"] else {
+    let SinkConfig::Lake(lake) = &p.config.sinks["lake"].config else {
         panic!("not a lake sink")
     };
     assert_eq!(lake.partition_by[2].column(), "bucket");
@@ -246,6 +251,31 @@ fn postgres_sink_errors_name_the_key() {
 }
 
 #[test]
+fn registered_types_come_with_the_load_not_from_a_global() {
+    let dir = sluice_testkit::tempdir().unwrap();
+    let text = format!(
+        "{EXAMPLE}\n[transforms.extra]\ntype = \"geoip\"\ninputs = [\"standardize\"]\ndatabase = \"x.mmdb\"\n\n\
+         [sinks.enriched]\ntype = \"stream\"\ninputs = [\"extra\"]\nurl = \"nats://127.0.0.1:4222\"\nsubject = \"enriched\"\n"
+    );
+    let file = write(&dir, &text);
+    let e = load(&file).unwrap_err().to_string();
+    assert!(e.contains("\"geoip\" is not a transform type"), "{e}");
+    let mut registered = Extensions::default();
+    let factory: crate::TransformFactory = Arc::new(|_: &toml::Table| Err("not built in this test".to_string()));
+    registered.transforms.insert("geoip".into(), factory);
+    let p = super::load(&file, &Arc::new(registered)).unwrap();
+    let TransformConfig::Custom(custom) = &p.config.transforms["extra"].config else {
+        panic!("a registered type is a custom transform");
+    };
+    assert_eq!(custom.options.get("database").and_then(|v| v.as_str()), Some("x.mmdb"));
+    assert_eq!(p.config.transforms["extra"].inputs, ["standardize"]);
+    assert!(
+        load(&file).is_err(),
+        "loading with the registered type left nothing behind for the next load"
+    );
+}
+
+#[test]
 fn transform_types_and_keys_are_checked() {
     let with = |table: &str| EXAMPLE.replace("[sinks.lake]", &format!("{table}\n\n[sinks.lake]"));
     let unknown = with("[transforms.extra]\ntype = \"geoip\"\ninputs = [\"standardize\"]");
@@ -306,8 +336,8 @@ fn the_documents_example_loads_with_its_stream_alias_resolved() {
     let dir = sluice_testkit::tempdir().unwrap();
     let text = include_str!("../../../../../examples/documents/pipeline.toml");
     let p = load(&write(&dir, text)).unwrap();
-    assert_eq!(p.config.sinks["cards"].inputs(), ["doctors"]);
-    let TransformConfig::Documents(d) = &p.config.transforms["doctors"] else {
+    assert_eq!(p.config.sinks["cards"].inputs, ["doctors"]);
+    let TransformConfig::Documents(d) = &p.config.transforms["doctors"].config else {
         panic!("doctors is a documents stage")
     };
     let snapshot = d.snapshot.as_ref().unwrap();
@@ -402,7 +432,7 @@ fn the_objects_example_loads() {
 
 /// The folder `path` as a registry location.
 fn folder(path: &std::path::Path) -> RegistryLocation {
-    RegistryLocation::Objects(TableLocation::from(Url::from_directory_path(path).unwrap()))
+    RegistryLocation::Objects(StoreLocation::from(Url::from_directory_path(path).unwrap()))
 }
 
 #[test]
@@ -471,7 +501,7 @@ fn self_describing_transforms_use_the_pipeline_registry_and_check_their_pointers
     };
     let dir = sluice_testkit::tempdir().unwrap();
     let p = load(&write(&dir, &with("event_id = \"/id\"\nevent_time = \"/ts\""))).unwrap();
-    let TransformConfig::SelfDescribing(sd) = &p.config.transforms["described"] else {
+    let TransformConfig::SelfDescribing(sd) = &p.config.transforms["described"].config else {
         panic!("described is self_describing")
     };
     assert_eq!(sd.registry, Some(folder(&dir.path().join("registry"))));

@@ -15,7 +15,10 @@ use apache_avro::types::Value as AvroValue;
 use base64::Engine;
 use bytes::Bytes;
 use serde::Serialize;
-use sluice_core::{BatchInfo, Event, Transform};
+use sluice_core::{
+    BatchInfo, Event, Transform,
+    config::{TransformContext, TransformSpec},
+};
 use sluice_schema::{
     AvroTransform, Pointers, SelfDescribingTransform, ValidateTransform, avro, load_schema,
     registry::{Registry, SchemaKey},
@@ -71,7 +74,11 @@ pub async fn costs(env: &Env, input: &Path) -> Result<Vec<Cost>> {
         valid.push(validate.process(BatchInfo::first("test"), batch.clone()).await?.events);
     }
     let jq: JqConfig = serde_json::from_value(serde_json::json!({"program": JQ_PROGRAM}))?;
-    let jq = jq.build(Path::new("/")).map_err(anyhow::Error::msg)?;
+    let context = TransformContext {
+        name: "jq",
+        data_dir: &env.work,
+    };
+    let jq = jq.build(&context).map_err(anyhow::Error::msg)?;
     let registry_dir = env.work.join("registry");
     if registry_dir.exists() {
         std::fs::remove_dir_all(&registry_dir)?;

@@ -10,6 +10,7 @@
 
 pub mod batch;
 pub mod component;
+pub mod config;
 pub mod dead_letter;
 pub mod error;
 pub mod event;

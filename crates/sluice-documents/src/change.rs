@@ -118,7 +118,12 @@ impl ChangeFields {
     /// Reads one change event; a malformed one gives the dead-letter reason
     /// (`invalid_change:/pointer`) and what is wrong.
     pub fn parse(&self, event: &Value) -> Result<Change, (String, String)> {
-        let invalid = |pointer: &str, detail: String| (sluice_core::reason::at(sluice_core::reason::INVALID_CHANGE, pointer), detail);
+        let invalid = |pointer: &str, detail: String| {
+            (
+                sluice_core::reason::at(sluice_core::reason::INVALID_CHANGE, pointer),
+                detail,
+            )
+        };
         let text = |pointer: &str| match event.pointer(pointer) {
             Some(v) => key_text(v).ok_or_else(|| {
                 let detail = format!("expected a non-empty string or an integer, got {}", describe(v));

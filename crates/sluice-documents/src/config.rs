@@ -1,9 +1,13 @@
 //! `type = "documents"` in a pipeline file, checked without side effects
 //! (the store is opened on the first batch).
 
-use std::path::Path;
+use std::{path::Path, sync::Arc};
 
 use serde::Deserialize;
+use sluice_core::{
+    Transform,
+    config::{LoadEnv, TransformContext, TransformSpec},
+};
 
 use crate::{
     change::ChangeFields,
@@ -169,7 +173,7 @@ impl DocumentsConfig {
     }
 
     /// The stage `name`, checked; its store opens on the first batch.
-    pub fn build(&self, name: &str, data_dir: &Path) -> Result<DocumentsTransform, String> {
+    pub fn stage(&self, name: &str, data_dir: &Path) -> Result<DocumentsTransform, String> {
         let fields = self.fields();
         fields.check()?;
         if let Some(snapshot) = &self.snapshot {
@@ -179,13 +183,30 @@ impl DocumentsConfig {
     }
 }
 
+impl TransformSpec for DocumentsConfig {
+    /// The snapshot table's location becomes a URL.
+    fn resolve(&mut self, env: &dyn LoadEnv) -> Result<(), String> {
+        if let Some(snapshot) = &mut self.snapshot {
+            let location = env
+                .location(&snapshot.uri, &snapshot.storage_options)
+                .map_err(|e| format!("snapshot.{e}"))?;
+            snapshot.uri = location.url;
+        }
+        Ok(())
+    }
+
+    fn build(&self, context: &TransformContext<'_>) -> Result<Arc<dyn Transform>, String> {
+        Ok(Arc::new(self.stage(context.name, context.data_dir)?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn stage(extra: &str) -> Result<DocumentsTransform, String> {
         let config: DocumentsConfig = toml::from_str(extra).unwrap();
-        config.build("doctors", Path::new("/data"))
+        config.stage("doctors", Path::new("/data"))
     }
 
     #[test]

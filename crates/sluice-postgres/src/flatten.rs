@@ -7,8 +7,8 @@
 //! the same ids. An event with a value that does not fit is refused whole,
 //! and what it added to the shape is undone.
 
-use sluice_core::reason;
 use serde_json::{Map, Value};
+use sluice_core::reason;
 use twox_hash::XxHash3_128;
 
 use crate::{

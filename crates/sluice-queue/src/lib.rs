@@ -76,6 +76,11 @@ pub trait Queue: Send + Sync {
     async fn nack(&self, id: DeliveryId, error: String, delay: Duration) -> Result<(), QueueError>;
     async fn extend(&self, ids: Vec<DeliveryId>) -> Result<(), QueueError>;
     async fn stats(&self) -> Result<QueueStats, QueueError>;
+    /// Waits until `receive` may find a batch it would not have found
+    /// before (one was enqueued or returned in this process), or `timeout`
+    /// passed. A backend whose `receive` itself waits for messages returns
+    /// at once.
+    async fn wait_for_batches(&self, _timeout: Duration) {}
 }
 
 /// The dead letters of a batch delivered `attempts` times without success:
@@ -93,7 +98,15 @@ pub fn exhausted_batch_letters(
     );
     sluice_core::split_lines(payload)
         .map(|(line, bytes)| {
-            DeadLetter::new(key, line, source, "queue", sluice_core::reason::MAX_ATTEMPTS, detail.clone(), bytes)
+            DeadLetter::new(
+                key,
+                line,
+                source,
+                "queue",
+                sluice_core::reason::MAX_ATTEMPTS,
+                detail.clone(),
+                bytes,
+            )
         })
         .collect()
 }
@@ -118,6 +131,9 @@ impl<T: Queue + ?Sized> Queue for std::sync::Arc<T> {
     }
     async fn stats(&self) -> Result<QueueStats, QueueError> {
         (**self).stats().await
+    }
+    async fn wait_for_batches(&self, timeout: Duration) {
+        (**self).wait_for_batches(timeout).await
     }
 }
 

@@ -7,7 +7,10 @@ use std::{collections::BTreeMap, path::Path, sync::Arc, time::Duration};
 
 use serde::Deserialize;
 use serde_json::Value;
-use sluice_core::Transform;
+use sluice_core::{
+    Transform,
+    config::{LoadEnv, TransformContext, TransformSpec},
+};
 
 use crate::{
     jq::JqTransform,
@@ -164,19 +167,27 @@ fn pairs<T: Clone>(key: &str, map: &BTreeMap<String, T>) -> Result<Vec<(Pointer,
 }
 
 impl JqConfig {
-    /// The program text: inline, or read from `program_file` under `dir`.
-    pub fn program_text(&self, dir: &Path) -> Result<String, String> {
+    /// The program text: inline, or read from `program_file` (made
+    /// absolute at load).
+    fn program_text(&self) -> Result<String, String> {
         match (&self.program, &self.program_file) {
             (Some(p), None) => Ok(p.clone()),
-            (None, Some(f)) => {
-                std::fs::read_to_string(dir.join(f)).map_err(|e| format!("program_file: cannot read {f:?}: {e}"))
-            }
+            (None, Some(f)) => std::fs::read_to_string(f).map_err(|e| format!("program_file: cannot read {f:?}: {e}")),
             _ => Err("program: give the jq program either inline (`program`) or in a file (`program_file`)".into()),
         }
     }
+}
 
-    pub fn build(&self, dir: &Path) -> Result<Arc<dyn Transform>, String> {
-        let text = self.program_text(dir)?;
+impl TransformSpec for JqConfig {
+    fn resolve(&mut self, env: &dyn LoadEnv) -> Result<(), String> {
+        if let Some(file) = &mut self.program_file {
+            *file = env.path(file).to_string_lossy().into_owned();
+        }
+        Ok(())
+    }
+
+    fn build(&self, _context: &TransformContext<'_>) -> Result<Arc<dyn Transform>, String> {
+        let text = self.program_text()?;
         let key = if self.program.is_some() {
             "program"
         } else {
@@ -188,8 +199,8 @@ impl JqConfig {
     }
 }
 
-impl RenameConfig {
-    pub fn build(&self) -> Result<Arc<dyn Transform>, String> {
+impl TransformSpec for RenameConfig {
+    fn build(&self, _context: &TransformContext<'_>) -> Result<Arc<dyn Transform>, String> {
         let renames = pairs("fields", &self.fields)?
             .into_iter()
             .map(|(from, to)| Ok((from, pointer("fields", &to)?)))
@@ -198,14 +209,14 @@ impl RenameConfig {
     }
 }
 
-impl DropConfig {
-    pub fn build(&self) -> Result<Arc<dyn Transform>, String> {
+impl TransformSpec for DropConfig {
+    fn build(&self, _context: &TransformContext<'_>) -> Result<Arc<dyn Transform>, String> {
         Ok(Arc::new(EditTransform(DropFields(pointers("fields", &self.fields)?))))
     }
 }
 
-impl SetConfig {
-    pub fn build(&self) -> Result<Arc<dyn Transform>, String> {
+impl TransformSpec for SetConfig {
+    fn build(&self, _context: &TransformContext<'_>) -> Result<Arc<dyn Transform>, String> {
         let sets = pairs("fields", &self.fields)?
             .into_iter()
             .map(|(target, spec)| {
@@ -220,14 +231,14 @@ impl SetConfig {
     }
 }
 
-impl CastConfig {
-    pub fn build(&self) -> Result<Arc<dyn Transform>, String> {
+impl TransformSpec for CastConfig {
+    fn build(&self, _context: &TransformContext<'_>) -> Result<Arc<dyn Transform>, String> {
         Ok(Arc::new(EditTransform(Cast(pairs("fields", &self.fields)?))))
     }
 }
 
-impl FilterConfig {
-    pub fn build(&self) -> Result<Arc<dyn Transform>, String> {
+impl TransformSpec for FilterConfig {
+    fn build(&self, _context: &TransformContext<'_>) -> Result<Arc<dyn Transform>, String> {
         let (key, condition, keep_passing) = match (&self.keep_if, &self.drop_if) {
             (Some(c), None) => ("keep_if", c, true),
             (None, Some(c)) => ("drop_if", c, false),
@@ -253,14 +264,14 @@ impl FilterConfig {
     }
 }
 
-impl HashConfig {
-    /// Checks what needs no secret (the fields), for commands that never run the transform.
-    pub fn check(&self) -> Result<(), String> {
+impl TransformSpec for HashConfig {
+    /// Checks what needs no secret (the fields): `load` does not read the key.
+    fn validate(&self, _context: &TransformContext<'_>) -> Result<(), String> {
         pointers("fields", &self.fields).map(|_| ())
     }
 
     /// Builds the transform with the key from `key_env`.
-    pub fn build(&self) -> Result<Arc<dyn Transform>, String> {
+    fn build(&self, _context: &TransformContext<'_>) -> Result<Arc<dyn Transform>, String> {
         let fields = pointers("fields", &self.fields)?;
         let key = std::env::var_os(&self.key_env)
             .filter(|v| !v.is_empty())
@@ -274,9 +285,17 @@ impl HashConfig {
     }
 }
 
-impl LookupConfig {
-    /// Checks the source without loading it (a file must exist); `name` labels the metrics.
-    pub fn build(&self, name: &str) -> Result<Arc<dyn Transform>, String> {
+impl TransformSpec for LookupConfig {
+    fn resolve(&mut self, env: &dyn LoadEnv) -> Result<(), String> {
+        if let Some(file) = &mut self.file {
+            *file = env.path(file).to_string_lossy().into_owned();
+        }
+        Ok(())
+    }
+
+    /// Checks the source without loading it (a file must exist); the
+    /// transform's name labels the metrics.
+    fn build(&self, context: &TransformContext<'_>) -> Result<Arc<dyn Transform>, String> {
         let source = match (&self.file, &self.postgres) {
             (Some(path), None) => {
                 let format = match self.format {
@@ -308,7 +327,7 @@ impl LookupConfig {
             return Err("refresh_secs: must be at least 1".into());
         }
         Ok(Arc::new(LookupTransform::new(LookupSpec {
-            name: name.to_string(),
+            name: context.name.to_string(),
             key: pointer("key", &self.key)?,
             target: pointer("target", &self.target)?,
             on_missing: self.on_missing,
@@ -323,39 +342,42 @@ impl LookupConfig {
 mod tests {
     use super::*;
 
+    fn context() -> TransformContext<'static> {
+        TransformContext {
+            name: "t",
+            data_dir: Path::new("/data"),
+        }
+    }
+
     #[test]
     fn configs_parse_and_errors_name_the_key() {
         let set: SetConfig =
-            toml::from_str("fields = { \"/source\" = \"web\", \"/copy\" = { from = \"/x\" } }")
-                .unwrap();
+            toml::from_str("fields = { \"/source\" = \"web\", \"/copy\" = { from = \"/x\" } }").unwrap();
         assert_eq!(set.fields["/copy"], SetSpec::From { from: "/x".into() });
         assert_eq!(set.fields["/source"], SetSpec::Constant(Value::from("web")));
-        assert!(set.build().is_ok());
+        assert!(set.build(&context()).is_ok());
 
-        let filter: FilterConfig =
-            toml::from_str("keep_if = { field = \"/t\", in = [\"x\"], exists = true }").unwrap();
+        let filter: FilterConfig = toml::from_str("keep_if = { field = \"/t\", in = [\"x\"], exists = true }").unwrap();
         assert_eq!(
-            filter.build().err().unwrap(),
+            filter.build(&context()).err().unwrap(),
             "keep_if: give exactly one test: equals, not_equals, in or exists"
         );
-        let filter: FilterConfig =
-            toml::from_str("drop_if = { field = \"t\", exists = true }").unwrap();
+        let filter: FilterConfig = toml::from_str("drop_if = { field = \"t\", exists = true }").unwrap();
         assert!(
             filter
-                .build()
+                .build(&context())
                 .err()
                 .unwrap()
                 .starts_with("drop_if.field: \"t\" is not a JSON pointer")
         );
 
         let drop: DropConfig = toml::from_str("fields = []").unwrap();
-        assert_eq!(drop.build().err().unwrap(), "fields: name at least one field");
+        assert_eq!(drop.build(&context()).err().unwrap(), "fields: name at least one field");
 
         let hash: HashConfig =
-            toml::from_str("fields = [\"/user_id\"]\nkey_env = \"SLUICE_TEST_SURELY_UNSET_KEY\"")
-                .unwrap();
+            toml::from_str("fields = [\"/user_id\"]\nkey_env = \"SLUICE_TEST_SURELY_UNSET_KEY\"").unwrap();
         assert!(
-            hash.build()
+            hash.build(&context())
                 .err()
                 .unwrap()
                 .starts_with("key_env: the environment variable SLUICE_TEST_SURELY_UNSET_KEY")
@@ -363,14 +385,14 @@ mod tests {
 
         let jq: JqConfig = toml::from_str("program = \".a |\"").unwrap();
         assert!(
-            jq.build(Path::new("."))
+            jq.build(&context())
                 .err()
                 .unwrap()
                 .starts_with("program: line 1, column")
         );
         let jq: JqConfig = toml::from_str("").unwrap();
         assert!(
-            jq.build(Path::new("."))
+            jq.build(&context())
                 .err()
                 .unwrap()
                 .starts_with("program: give the jq program")

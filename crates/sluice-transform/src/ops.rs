@@ -11,7 +11,9 @@ use bytes::Bytes;
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::Value;
 use sha2::Sha256;
-use sluice_core::{BatchInfo, Event, Rejected, StageError, Transform, TransformOutput, json_kind, parse_object, reason};
+use sluice_core::{
+    BatchInfo, Event, Rejected, StageError, Transform, TransformOutput, json_kind, parse_object, reason,
+};
 
 use crate::pointer::Pointer;
 

@@ -1,5 +1,6 @@
 //! The operating API: `GET /metrics` (Prometheus text), `/health` (the
-//! process is up) and `/ready` (the pipeline is taking input).
+//! process is up) and `/ready` (the pipeline is taking input). Started by
+//! the commands that run a pipeline, beside the engine.
 
 use std::sync::{
     Arc,
@@ -11,7 +12,20 @@ use axum::{Router, extract::State, http::StatusCode, routing::get};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
-pub async fn bind(address: std::net::SocketAddr) -> Result<TcpListener> {
+use crate::config::Pipeline;
+
+/// Serves the pipeline's `[api]`, if it has one, in the background; the
+/// flag it returns is `/ready`, which the engine sets while it takes input.
+pub async fn start(pipeline: &Pipeline) -> Result<Arc<AtomicBool>> {
+    let ready = Arc::new(AtomicBool::new(false));
+    if let Some(api) = &pipeline.config.api {
+        let listener = bind(api.address).await?;
+        tokio::spawn(serve(listener, sluice_runtime::telemetry::prometheus(), ready.clone()));
+    }
+    Ok(ready)
+}
+
+async fn bind(address: std::net::SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(address)
         .await
         .with_context(|| format!("api.address: cannot listen on {address}"))
@@ -23,7 +37,7 @@ struct ApiState {
     ready: Arc<AtomicBool>,
 }
 
-pub async fn serve(listener: TcpListener, metrics: PrometheusHandle, ready: Arc<AtomicBool>) {
+async fn serve(listener: TcpListener, metrics: PrometheusHandle, ready: Arc<AtomicBool>) {
     let app = Router::new()
         .route("/metrics", get(render_metrics))
         .route("/health", get(|| async { "ok\n" }))

@@ -23,21 +23,18 @@
 mod api;
 mod cli;
 mod commands;
-mod config;
 mod demo;
-mod documents;
-mod extensions;
-mod runtime;
-mod telemetry;
+mod logging;
 
 use std::{process::ExitCode, sync::Arc};
 
 use clap::Parser;
-pub use extensions::{ProjectionFactory, TransformFactory};
 pub use sluice_core::{
     BatchInfo, Event, Rejected, StageError, Transform, TransformOutput, json_kind, parse_object, reason,
 };
 pub use sluice_documents::{apply::StoredDocument, change::DocKey, projection::Projection};
+pub use sluice_runtime::{ProjectionFactory, TransformFactory};
+use sluice_runtime::{config, documents, engine as runtime, extensions};
 pub use toml;
 
 /// The `sluice` command line, with the transform and projection types
@@ -60,9 +57,7 @@ impl Sluice {
         type_name: &str,
         factory: impl Fn(&toml::Table) -> Result<Arc<dyn Transform>, String> + Send + Sync + 'static,
     ) -> Self {
-        self.extensions
-            .transforms
-            .insert(type_name.to_string(), Arc::new(factory));
+        self.extensions.add_transform(type_name, Arc::new(factory));
         self
     }
 
@@ -74,9 +69,7 @@ impl Sluice {
         type_name: &str,
         factory: impl Fn(&toml::Table) -> Result<Arc<dyn Projection>, String> + Send + Sync + 'static,
     ) -> Self {
-        self.extensions
-            .projections
-            .insert(type_name.to_string(), Arc::new(factory));
+        self.extensions.add_projection(type_name, Arc::new(factory));
         self
     }
 
@@ -85,9 +78,9 @@ impl Sluice {
     pub fn run(self) -> ExitCode {
         if let Some(taken) = self
             .extensions
-            .transforms
-            .keys()
-            .find(|t| config::BUILT_IN_TRANSFORMS.contains(&t.as_str()))
+            .transform_types()
+            .into_iter()
+            .find(|t| config::BUILT_IN_TRANSFORMS.contains(t))
         {
             eprintln!("error: the transform type {taken:?} is built in; register it under another name");
             return ExitCode::from(2);
@@ -102,7 +95,7 @@ fn run_cli(extensions: Arc<extensions::Extensions>) -> ExitCode {
         cli.command,
         cli::Command::Demo { .. } | cli::Command::Dlq { .. } | cli::Command::Validate { .. }
     );
-    telemetry::init_logging(
+    logging::init(
         match (cli.verbose, quiet) {
             (true, _) => "info,sluice=debug",
             (false, true) => "warn",

@@ -5,10 +5,11 @@
 //! checks, resolving paths against the pipeline file, and building the
 //! running source. Adding a source type is its folder and one variant here.
 
-use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
+use std::{collections::BTreeMap, sync::Arc};
 
 use object_store::{ObjectStore, path::Path as StorePath};
 use serde::Deserialize;
+pub use sluice_core::config::{LoadEnv, ResolvedLocation};
 
 use super::{
     Source, file::FileSourceConfig, generator::GeneratorSourceConfig, http::HttpSourceConfig, nats::NatsSourceConfig,
@@ -68,22 +69,6 @@ pub trait SourceSpec: Send + Sync {
 
     /// The running source.
     fn build(&self, env: &dyn BuildEnv) -> Result<Box<dyn Source>, String>;
-}
-
-/// An object-store location as the loader resolved it.
-pub struct ResolvedLocation {
-    /// The absolute URL (`file:///...` for a folder, `s3://bucket/prefix`).
-    pub url: String,
-    pub is_local: bool,
-}
-
-/// What resolving a config needs from the pipeline loader.
-pub trait LoadEnv {
-    /// `path` relative to the pipeline file's folder (unless absolute).
-    fn path(&self, path: &str) -> PathBuf;
-    /// A folder or `s3://` URI with its storage options, checked; errors
-    /// start with `uri:` or `storage_options`.
-    fn location(&self, uri: &str, options: &BTreeMap<String, String>) -> Result<ResolvedLocation, String>;
 }
 
 /// What building a source needs from the engine.

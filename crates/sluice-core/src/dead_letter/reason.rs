@@ -145,7 +145,11 @@ mod tests {
         for r in ALL {
             assert!(seen.insert(r.code), "{} twice", r.code);
             assert!(r.code.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{}", r.code);
-            assert!(r.form == r.code || r.form.starts_with(&format!("{}:", r.code)), "{}", r.form);
+            assert!(
+                r.form == r.code || r.form.starts_with(&format!("{}:", r.code)),
+                "{}",
+                r.form
+            );
         }
     }
 

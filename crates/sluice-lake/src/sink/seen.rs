@@ -246,7 +246,7 @@ mod tests {
             for id in batch {
                 seen.insert(id);
             }
-                seen.commit(t0);
+            seen.commit(t0);
         }
         assert_eq!(seen.len(), 2, "a and b were forgotten to stay under 3 ids");
         assert!(seen.insert("a"));

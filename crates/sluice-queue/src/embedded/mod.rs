@@ -31,7 +31,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::mpsc,
+    sync::{Arc, mpsc},
     thread,
     time::Duration,
 };
@@ -40,7 +40,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use sluice_core::{DeadLetter, Delivery, DeliveryId, NewBatch, now_ms};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 use crate::{DeadLetterCounts, DeadLetterFilter, DeadLetterStore, Queue, QueueError, QueueSettings, QueueStats};
 
@@ -101,6 +101,9 @@ enum Command {
 pub struct EmbeddedQueue {
     commands: mpsc::Sender<Command>,
     path: PathBuf,
+    /// Signalled when a batch becomes visible in this process (enqueued,
+    /// returned without delay, redriven); `wait_for_batches` awaits it.
+    arrived: Arc<Notify>,
 }
 
 impl EmbeddedQueue {
@@ -147,7 +150,11 @@ impl EmbeddedQueue {
             .name("sluice-queue".into())
             .spawn(move || actor.run(rx))
             .map_err(|e| QueueError::Storage(format!("starting queue thread: {e}")))?;
-        Ok(EmbeddedQueue { commands, path })
+        Ok(EmbeddedQueue {
+            commands,
+            path,
+            arrived: Arc::new(Notify::new()),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -608,7 +615,9 @@ fn redrive(tx: &Transaction, held: &mut u64, filter: &DeadLetterFilter) -> Resul
 #[async_trait]
 impl Queue for EmbeddedQueue {
     async fn enqueue(&self, batch: NewBatch) -> Result<(), QueueError> {
-        self.call(|r| Command::Enqueue(batch, r)).await
+        self.call(|r| Command::Enqueue(batch, r)).await?;
+        self.arrived.notify_one();
+        Ok(())
     }
     async fn receive(&self, max: usize) -> Result<Vec<Delivery>, QueueError> {
         self.call(|r| Command::Receive(max, r)).await
@@ -617,13 +626,23 @@ impl Queue for EmbeddedQueue {
         self.call(|r| Command::Ack(ids, r)).await
     }
     async fn nack(&self, id: DeliveryId, error: String, delay: Duration) -> Result<(), QueueError> {
-        self.call(|r| Command::Nack(id, error, delay, r)).await
+        self.call(|r| Command::Nack(id, error, delay, r)).await?;
+        if delay.is_zero() {
+            self.arrived.notify_one();
+        }
+        Ok(())
     }
     async fn extend(&self, ids: Vec<DeliveryId>) -> Result<(), QueueError> {
         self.call(|r| Command::Extend(ids, r)).await
     }
     async fn stats(&self) -> Result<QueueStats, QueueError> {
         self.call(Command::Stats).await
+    }
+    /// A batch enqueued or returned by this process wakes the wait; ones
+    /// whose delay or visibility timeout runs out, or that another process
+    /// redrove, are found when `timeout` passes.
+    async fn wait_for_batches(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.arrived.notified()).await;
     }
 }
 
@@ -639,7 +658,11 @@ impl DeadLetterStore for EmbeddedQueue {
         self.call(|r| Command::List(filter, limit, r)).await
     }
     async fn redrive(&self, filter: DeadLetterFilter) -> Result<u64, QueueError> {
-        self.call(|r| Command::Redrive(filter, r)).await
+        let moved = self.call(|r| Command::Redrive(filter, r)).await?;
+        if moved > 0 {
+            self.arrived.notify_one();
+        }
+        Ok(moved)
     }
 }
 

@@ -140,7 +140,10 @@ impl LookupTransform {
                     (None, Some(v)) => format!("the key is {}, not a string or number", json_kind(v)),
                     (None, None) => "the event has no key".to_string(),
                 };
-                return Err((sluice_core::reason::at(sluice_core::reason::LOOKUP_MISSING, spec.key.as_str()), detail));
+                return Err((
+                    sluice_core::reason::at(sluice_core::reason::LOOKUP_MISSING, spec.key.as_str()),
+                    detail,
+                ));
             }
         };
         spec.target.set(event, value).map_err(|e| {

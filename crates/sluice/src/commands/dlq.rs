@@ -6,13 +6,15 @@ use anyhow::Result;
 use chrono::DateTime;
 use sluice_queue::DeadLetterFilter;
 
-use crate::extensions::Extensions;
-use crate::{cli::DlqCommand, config, runtime::open_dead_letters};
+use crate::{cli::DlqCommand, config, extensions::Extensions, runtime::open_dead_letters};
 
 pub async fn execute(command: DlqCommand, extensions: &Arc<Extensions>) -> Result<()> {
     match command {
         DlqCommand::List { pipeline, json } => {
-            let counts = open_dead_letters(&config::load(&pipeline, extensions)?).await?.counts().await?;
+            let counts = open_dead_letters(&config::load(&pipeline, extensions)?)
+                .await?
+                .counts()
+                .await?;
             if json {
                 println!("{}", serde_json::to_string(&counts)?);
             } else {

@@ -4,10 +4,10 @@ use std::{path::Path, sync::Arc};
 
 use anyhow::{Result, bail};
 
-use crate::extensions::Extensions;
 use crate::{
     config::{self, SinkConfig},
     documents::{documents_stage, open_projection_parts, open_store},
+    extensions::Extensions,
 };
 
 pub async fn snapshot(path: &Path, extensions: &Arc<Extensions>, stage: Option<&str>, json: bool) -> Result<()> {

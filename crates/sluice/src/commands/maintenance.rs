@@ -11,8 +11,10 @@ use sluice_lake::{
     table_exists, vacuum,
 };
 
-use crate::extensions::Extensions;
-use crate::config::{self, Pipeline, SinkConfig};
+use crate::{
+    config::{self, Pipeline, SinkConfig},
+    extensions::Extensions,
+};
 
 /// The lake sink `name`, or the only one: its config and its tables (one,
 /// or for a `table_template` sink each existing table of a schema MODEL),
@@ -49,7 +51,14 @@ async fn lake<'a>(
     Ok((config, existing))
 }
 
-pub async fn compact(path: &Path, extensions: &Arc<Extensions>, sink: Option<&str>, since: Option<u64>, all: bool, json: bool) -> Result<()> {
+pub async fn compact(
+    path: &Path,
+    extensions: &Arc<Extensions>,
+    sink: Option<&str>,
+    since: Option<u64>,
+    all: bool,
+    json: bool,
+) -> Result<()> {
     let pipeline = config::load(path, extensions)?;
     let (config, tables) = lake(&pipeline, sink).await?;
     let scope = if all {

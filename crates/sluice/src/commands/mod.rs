@@ -36,7 +36,9 @@ pub async fn execute(command: Command, extensions: &Arc<Extensions>) -> Result<(
             all,
             json,
         } => maintenance::compact(&pipeline, extensions, sink.as_deref(), since, all, json).await,
-        Command::Snapshot { pipeline, sink, json } => documents::snapshot(&pipeline, extensions, sink.as_deref(), json).await,
+        Command::Snapshot { pipeline, sink, json } => {
+            documents::snapshot(&pipeline, extensions, sink.as_deref(), json).await
+        }
         Command::Rehydrate {
             pipeline,
             projection,
@@ -49,7 +51,18 @@ pub async fn execute(command: Command, extensions: &Arc<Extensions>) -> Result<(
             force,
             dry_run,
             json,
-        } => maintenance::vacuum(&pipeline, extensions, sink.as_deref(), retention_hours, force, dry_run, json).await,
+        } => {
+            maintenance::vacuum(
+                &pipeline,
+                extensions,
+                sink.as_deref(),
+                retention_hours,
+                force,
+                dry_run,
+                json,
+            )
+            .await
+        }
         Command::Dlq { command } => dlq::execute(command, extensions).await,
         Command::Objects { command } => objects::execute(command, extensions),
         Command::Schema { command } => schema::execute(command, extensions).await,

@@ -8,10 +8,10 @@ use anyhow::{Result, bail};
 use chrono::DateTime;
 use sluice_connectors::sources::objects::{Ledger, ObjectRecord};
 
-use crate::extensions::Extensions;
 use crate::{
     cli::ObjectsCommand,
     config::{self, Pipeline, SourceConfig},
+    extensions::Extensions,
 };
 
 pub fn execute(command: ObjectsCommand, extensions: &Arc<Extensions>) -> Result<()> {
@@ -70,13 +70,7 @@ fn open_ledger(p: &Pipeline, name: &str) -> Result<Ledger> {
     Ledger::open(&path).map_err(anyhow::Error::msg)
 }
 
-fn status(
-    pipeline: &Path,
-    extensions: &Arc<Extensions>,
-    source: Option<&str>,
-    limit: usize,
-    json: bool,
-) -> Result<()> {
+fn status(pipeline: &Path, extensions: &Arc<Extensions>, source: Option<&str>, limit: usize, json: bool) -> Result<()> {
     let p = config::load(pipeline, extensions)?;
     let name = objects_source(&p, source)?;
     let ledger = open_ledger(&p, &name)?;

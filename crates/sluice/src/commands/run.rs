@@ -6,9 +6,9 @@ use std::{path::Path, sync::Arc};
 use anyhow::Result;
 use tokio::sync::watch;
 
-use crate::extensions::Extensions;
 use crate::{
-    config,
+    api, config,
+    extensions::Extensions,
     runtime::{self, RunOptions},
 };
 
@@ -27,7 +27,8 @@ pub async fn run(path: &Path, extensions: &Arc<Extensions>, until_idle: bool) ->
             let _ = stop_tx.send(true);
         }
     });
-    runtime::run(&pipeline, RunOptions { until_idle }, stop_rx).await
+    let ready = api::start(&pipeline).await?;
+    runtime::run(&pipeline, RunOptions { until_idle }, stop_rx, ready).await
 }
 
 async fn wait_for_signal() {

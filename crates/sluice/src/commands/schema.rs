@@ -8,13 +8,16 @@ use anyhow::{Context, Result, bail};
 use sluice_core::JsonDoc;
 use sluice_schema::registry::{Outcome, Registry, SchemaKey, self_key};
 
-use crate::extensions::Extensions;
-use crate::{cli::SchemaCommand, config};
+use crate::{cli::SchemaCommand, config, extensions::Extensions};
 
 pub async fn execute(command: SchemaCommand, extensions: &Arc<Extensions>) -> Result<()> {
     match command {
-        SchemaCommand::Register { pipeline, file, key } => submit(&pipeline, extensions, &file, key.as_deref(), true).await,
-        SchemaCommand::Check { pipeline, file, key } => submit(&pipeline, extensions, &file, key.as_deref(), false).await,
+        SchemaCommand::Register { pipeline, file, key } => {
+            submit(&pipeline, extensions, &file, key.as_deref(), true).await
+        }
+        SchemaCommand::Check { pipeline, file, key } => {
+            submit(&pipeline, extensions, &file, key.as_deref(), false).await
+        }
         SchemaCommand::List { pipeline, json } => {
             let registry = registry(&pipeline, extensions)?;
             let all = registry.list().await?;
@@ -45,7 +48,10 @@ pub async fn execute(command: SchemaCommand, extensions: &Arc<Extensions>) -> Re
 }
 
 fn registry(pipeline: &Path, extensions: &Arc<Extensions>) -> Result<Registry> {
-    config::load(pipeline, extensions)?.registry.open().map_err(anyhow::Error::msg)
+    config::load(pipeline, extensions)?
+        .registry
+        .open()
+        .map_err(anyhow::Error::msg)
 }
 
 /// Registers (or, with `store` false, checks) the schema in `file`.

@@ -18,7 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sluice_lake::compaction;
 use tokio::sync::watch;
 
-use crate::{config, extensions::Extensions, runtime};
+use crate::{api, config, extensions::Extensions, runtime};
 
 const LINES_PER_REQUEST: usize = 500;
 const CONCURRENT_REQUESTS: usize = 4;
@@ -105,9 +105,10 @@ pub async fn run(dir: &Path, extensions: &Arc<Extensions>, n: usize) -> Result<(
     let generated = sluice_gen::clickstream(&demo_events(n as u64), &mut ndjson)?;
     let lines: Vec<&str> = std::str::from_utf8(&ndjson)?.lines().collect();
     let (stop_tx, stop_rx) = watch::channel(false);
+    let ready = api::start(&pipeline).await?;
     let engine = {
         let pipeline = pipeline.clone();
-        tokio::spawn(async move { runtime::run(&pipeline, runtime::RunOptions::default(), stop_rx).await })
+        tokio::spawn(async move { runtime::run(&pipeline, runtime::RunOptions::default(), stop_rx, ready).await })
     };
     let client = reqwest::Client::new();
     wait_ready(&client, api_port, &engine).await?;

@@ -14,7 +14,7 @@ use std::{
 
 use sluice_core::{DeliveryId, telemetry::QueueTelemetry};
 use sluice_queue::Queue;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 /// How long a failed batch waits before it is delivered again.
 pub const RETRY_DELAY: Duration = Duration::from_secs(1);
@@ -81,8 +81,14 @@ impl Ticket {
 /// Batches being worked on, by key.
 pub type InFlight = Arc<Mutex<HashMap<String, Arc<Ticket>>>>;
 
-/// Acknowledges (or returns) finished batches, many per queue call.
-pub async fn run_acker(queue: Arc<dyn Queue>, in_flight: InFlight, mut done: mpsc::UnboundedReceiver<Arc<Ticket>>) {
+/// Acknowledges (or returns) finished batches, many per queue call, and
+/// wakes the consumer (`freed`) once they are out of flight.
+pub async fn run_acker(
+    queue: Arc<dyn Queue>,
+    in_flight: InFlight,
+    mut done: mpsc::UnboundedReceiver<Arc<Ticket>>,
+    freed: Arc<Notify>,
+) {
     while let Some(first) = done.recv().await {
         let mut finished = vec![first];
         while let Ok(t) = done.try_recv() {
@@ -109,10 +115,13 @@ pub async fn run_acker(queue: Arc<dyn Queue>, in_flight: InFlight, mut done: mps
                 QueueTelemetry::acked(n);
             }
         }
-        let mut map = in_flight.lock().expect("in-flight lock");
-        for ticket in finished {
-            map.remove(&ticket.key);
+        {
+            let mut map = in_flight.lock().expect("in-flight lock");
+            for ticket in finished {
+                map.remove(&ticket.key);
+            }
         }
+        freed.notify_one();
     }
 }
 

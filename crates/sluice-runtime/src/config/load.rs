@@ -12,7 +12,7 @@ use sluice_connectors::sources::{LoadEnv, ResolvedLocation};
 use sluice_core::JsonDoc;
 use sluice_documents::projection::ProjectionConfig;
 use sluice_lake::StoreLocation;
-use sluice_schema::{ArrowLayout, arrow_layout, load_schema, registry::SchemaKey};
+use sluice_schema::{ArrowLayout, arrow_layout, registry::SchemaKey};
 use url::Url;
 
 use super::{
@@ -39,8 +39,6 @@ pub struct Pipeline {
     pub name: String,
     pub data_dir: PathBuf,
     pub config: PipelineFile,
-    /// Compiled-checked schema of each `validate` transform.
-    pub schemas: BTreeMap<String, JsonDoc>,
     /// Table and columns of each lake sink with a `uri`.
     pub lakes: BTreeMap<String, LakeTable>,
     /// Each lake sink with a `table_template` (a table per schema MODEL).
@@ -162,46 +160,16 @@ pub fn load(path: &Path, extensions: &Arc<Extensions>) -> Result<Pipeline, Confi
     }
     let registry = RegistryLocation::resolve(&config.registry, |uri, options| store_location(&dir, uri, options))
         .map_err(|e| invalid(format!("registry.{e}")))?;
-    let mut schemas = BTreeMap::new();
     for (tname, transform) in &mut config.transforms {
-        let v = match &mut transform.config {
-            TransformConfig::Validate(v) => v,
-            TransformConfig::SelfDescribing(sd) => {
-                sd.registry = Some(registry.clone());
-                continue;
-            }
-            TransformConfig::Avro(avro) => {
-                avro.registry = Some(registry.clone());
-                continue;
-            }
-            TransformConfig::Jq(jq) => {
-                if let Some(f) = &mut jq.program_file {
-                    *f = resolve(&dir, f).to_string_lossy().into_owned();
-                }
-                continue;
-            }
-            TransformConfig::Lookup(lookup) => {
-                if let Some(f) = &mut lookup.file {
-                    *f = resolve(&dir, f).to_string_lossy().into_owned();
-                }
-                continue;
-            }
-            TransformConfig::Documents(documents) => {
-                if let Some(snapshot) = &mut documents.snapshot {
-                    let location = store_location(&dir, &snapshot.uri, &snapshot.storage_options)
-                        .map_err(|e| invalid(format!("transforms.{tname}.snapshot.{e}")))?;
-                    snapshot.uri = location.url().to_string();
-                }
-                continue;
-            }
-            _ => continue,
-        };
-        let schema_path = resolve(&dir, &v.schema);
-        let schema = load_schema(&schema_path).map_err(|e| invalid(format!("transforms.{tname}.schema: {e}")))?;
-        sluice_schema::ValidateTransform::new(&schema, &v.event_id, &v.event_time)
-            .map_err(|e| invalid(format!("transforms.{tname}.schema: {e}")))?;
-        v.schema = schema_path.to_string_lossy().into_owned();
-        schemas.insert(tname.clone(), schema);
+        match &mut transform.config {
+            TransformConfig::SelfDescribing(sd) => sd.registry = Some(registry.clone()),
+            TransformConfig::Avro(avro) => avro.registry = Some(registry.clone()),
+            _ => {}
+        }
+        if let Some(spec) = transform.config.spec_mut() {
+            spec.resolve(&env)
+                .map_err(|e| invalid(format!("transforms.{tname}.{e}")))?;
+        }
     }
     for (tname, transform) in &config.transforms {
         check_transform(tname, &transform.config, &data_dir, extensions)
@@ -220,7 +188,7 @@ pub fn load(path: &Path, extensions: &Arc<Extensions>) -> Result<Pipeline, Confi
             SinkConfig::Lake(lake) => lake,
             SinkConfig::Projection(_) | SinkConfig::Stream(_) => continue,
             SinkConfig::Postgres(pg) => {
-                let schema = common_schema(&config, &schemas, &sink.inputs);
+                let schema = common_schema(&config, &sink.inputs);
                 if let Some(schema) = &schema {
                     sluice_postgres::shape::check_primary_key(schema, &pg.primary_key)
                         .map_err(|e| invalid(format!("sinks.{sname}.primary_key: {e}")))?;
@@ -231,7 +199,7 @@ pub fn load(path: &Path, extensions: &Arc<Extensions>) -> Result<Pipeline, Confi
         };
         let location = store_location(&dir, &lake.uri, &lake.storage_options)
             .map_err(|e| invalid(format!("sinks.{sname}.{e}")))?;
-        let (schema, event_id) = lake_schema(&config, &schemas, sname, &sink.inputs).map_err(invalid)?;
+        let (schema, event_id) = lake_schema(&config, sname, &sink.inputs).map_err(invalid)?;
         let layout =
             arrow_layout(schema).map_err(|e| invalid(format!("sinks.{sname}: the schema of its inputs: {e}")))?;
         for p in &lake.partition_by {
@@ -268,7 +236,6 @@ pub fn load(path: &Path, extensions: &Arc<Extensions>) -> Result<Pipeline, Confi
         name,
         data_dir,
         config,
-        schemas,
         lakes,
         routed_lakes,
         postgres,
@@ -484,16 +451,11 @@ fn check_graph(config: &PipelineFile) -> Result<(), String> {
 /// The schema a lake sink's events follow and the pointer of their id:
 /// every input must be a `validate` transform, all with the same schema and
 /// event id.
-fn lake_schema<'a>(
-    config: &PipelineFile,
-    schemas: &'a BTreeMap<String, JsonDoc>,
-    sink: &str,
-    inputs: &[String],
-) -> Result<(&'a JsonDoc, String), String> {
+fn lake_schema<'a>(config: &'a PipelineFile, sink: &str, inputs: &[String]) -> Result<(&'a JsonDoc, String), String> {
     let mut found: Option<&JsonDoc> = None;
     let mut event_id: Option<&str> = None;
     for input in inputs {
-        let Some(schema) = schemas.get(input) else {
+        let Some(schema) = validated_schema(config, input) else {
             let what = if config.sources.contains_key(input) {
                 "a source"
             } else {
@@ -574,20 +536,24 @@ fn routed_lake(
 
 /// The schema every input validates against, if they all are `validate`
 /// transforms with the same schema.
-fn common_schema<'a>(
-    config: &PipelineFile,
-    schemas: &'a BTreeMap<String, JsonDoc>,
-    inputs: &[String],
-) -> Option<&'a JsonDoc> {
+fn common_schema<'a>(config: &'a PipelineFile, inputs: &[String]) -> Option<&'a JsonDoc> {
     let mut found: Option<&JsonDoc> = None;
     for input in inputs {
-        let schema = schemas.get(input).filter(|_| config.transforms.contains_key(input))?;
+        let schema = validated_schema(config, input)?;
         if found.is_some_and(|f| f != schema) {
             return None;
         }
         found = Some(schema);
     }
     found
+}
+
+/// The schema the `validate` transform `name` loaded.
+fn validated_schema<'a>(config: &'a PipelineFile, name: &str) -> Option<&'a JsonDoc> {
+    match &config.transforms.get(name)?.config {
+        TransformConfig::Validate(v) => v.loaded.as_ref(),
+        _ => None,
+    }
 }
 
 /// The column a JSON pointer names, through struct fields.

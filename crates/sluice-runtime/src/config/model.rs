@@ -1,14 +1,19 @@
 //! The pipeline file's shape. Every table denies unknown keys; components are
 //! closed, internally tagged enums (`type = "..."`).
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use serde::Deserialize;
 use sluice_connectors::sinks::stream::StreamSinkConfig;
 pub use sluice_connectors::sources::SourceConfig;
+use sluice_core::{
+    JsonDoc, Transform,
+    config::{LoadEnv, TransformContext, TransformSpec},
+};
 use sluice_documents::{config::DocumentsConfig, projection::ProjectionConfig};
 use sluice_lake::LakeSinkConfig;
 use sluice_postgres::PostgresSinkConfig;
+use sluice_schema::{ValidateTransform, load_schema};
 use sluice_transform::config::{
     CastConfig, DropConfig, FilterConfig, HashConfig, JqConfig, LookupConfig, RenameConfig, SetConfig,
 };
@@ -241,25 +246,6 @@ fn socket_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<std::net::So
         .map_err(|e| serde::de::Error::custom(format!("{text:?} is not host:port ({e})")))
 }
 
-/// A transform table: a built-in `type`, or one a program using Sluice as a
-/// library registered ([`crate::Sluice::transform`]).
-#[derive(Debug, Clone, PartialEq)]
-pub enum TransformConfig {
-    Validate(ValidateConfig),
-    SelfDescribing(SelfDescribingConfig),
-    Avro(AvroConfig),
-    Jq(JqConfig),
-    Rename(RenameConfig),
-    Drop(DropConfig),
-    Set(SetConfig),
-    Cast(CastConfig),
-    Filter(Box<FilterConfig>),
-    Hash(HashConfig),
-    Lookup(LookupConfig),
-    Documents(DocumentsConfig),
-    Custom(CustomTransformConfig),
-}
-
 /// A transform of a registered type: its other keys are its options.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CustomTransformConfig {
@@ -276,13 +262,8 @@ fn parse<T: serde::de::DeserializeOwned, E: serde::de::Error>(
     T::deserialize(table).map(wrap).map_err(|e| E::custom(e.message()))
 }
 
-/// The schema of variant `name`: its config's keys and `type = name`. The
-/// constructor only names the config type.
-fn tagged<T: schemars::JsonSchema>(
-    generator: &mut schemars::SchemaGenerator,
-    name: &str,
-    _variant: &dyn Fn(T) -> TransformConfig,
-) -> schemars::Schema {
+/// The schema of variant `name`: its config's keys and `type = name`.
+fn tagged<T: schemars::JsonSchema>(generator: &mut schemars::SchemaGenerator, name: &str) -> schemars::Schema {
     schemars::json_schema!({
         "allOf": [generator.subschema_for::<T>()],
         "properties": { "type": { "const": name } },
@@ -290,12 +271,40 @@ fn tagged<T: schemars::JsonSchema>(
     })
 }
 
-/// The built-in transform types: the list, the parser and the schema come
+/// The built-in transform types: the enum, the list of names, the parser,
+/// the schema and the dispatch to each config's [`TransformSpec`] come
 /// from one table.
 macro_rules! built_in_transforms {
-    ($($name:literal => $variant:expr),* $(,)?) => {
+    ($($name:literal => $variant:ident($config:ty)),* $(,)?) => {
+        /// A transform table: a built-in `type`, or one a program using
+        /// Sluice as a library registered
+        /// ([`crate::Extensions::add_transform`]).
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum TransformConfig {
+            $($variant($config),)*
+            Custom(CustomTransformConfig),
+        }
+
         /// The built-in transform types.
         pub const BUILT_IN_TRANSFORMS: &[&str] = &[$($name),*];
+
+        impl TransformConfig {
+            /// A built-in type's behaviour (a registered type is built by
+            /// its factory instead).
+            pub fn spec(&self) -> Option<&dyn TransformSpec> {
+                match self {
+                    $(TransformConfig::$variant(c) => Some(c),)*
+                    TransformConfig::Custom(_) => None,
+                }
+            }
+
+            pub fn spec_mut(&mut self) -> Option<&mut dyn TransformSpec> {
+                match self {
+                    $(TransformConfig::$variant(c) => Some(c),)*
+                    TransformConfig::Custom(_) => None,
+                }
+            }
+        }
 
         /// One variant per built-in `type`, each its config's keys with
         /// `type`; a registered type takes any keys.
@@ -305,7 +314,7 @@ macro_rules! built_in_transforms {
             }
 
             fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
-                let variants: Vec<schemars::Schema> = vec![$(tagged(generator, $name, &$variant)),*];
+                let variants: Vec<schemars::Schema> = vec![$(tagged::<$config>(generator, $name)),*];
                 schemars::json_schema!({ "oneOf": variants })
             }
         }
@@ -316,7 +325,7 @@ macro_rules! built_in_transforms {
             table: toml::Table,
         ) -> Result<Result<TransformConfig, E>, toml::Table> {
             match type_name {
-                $($name => Ok(parse(table, $variant)),)*
+                $($name => Ok(parse(table, TransformConfig::$variant)),)*
                 _ => Err(table),
             }
         }
@@ -324,18 +333,18 @@ macro_rules! built_in_transforms {
 }
 
 built_in_transforms! {
-    "validate" => TransformConfig::Validate,
-    "self_describing" => TransformConfig::SelfDescribing,
-    "avro" => TransformConfig::Avro,
-    "jq" => TransformConfig::Jq,
-    "rename" => TransformConfig::Rename,
-    "drop" => TransformConfig::Drop,
-    "set" => TransformConfig::Set,
-    "cast" => TransformConfig::Cast,
-    "filter" => |c| TransformConfig::Filter(Box::new(c)),
-    "hash" => TransformConfig::Hash,
-    "lookup" => TransformConfig::Lookup,
-    "documents" => TransformConfig::Documents,
+    "validate" => Validate(ValidateConfig),
+    "self_describing" => SelfDescribing(SelfDescribingConfig),
+    "avro" => Avro(AvroConfig),
+    "jq" => Jq(JqConfig),
+    "rename" => Rename(RenameConfig),
+    "drop" => Drop(DropConfig),
+    "set" => Set(SetConfig),
+    "cast" => Cast(CastConfig),
+    "filter" => Filter(FilterConfig),
+    "hash" => Hash(HashConfig),
+    "lookup" => Lookup(LookupConfig),
+    "documents" => Documents(DocumentsConfig),
 }
 
 impl<'de> Deserialize<'de> for TransformConfig {
@@ -364,6 +373,38 @@ pub struct ValidateConfig {
     pub event_id: String,
     /// JSON pointer to the event time (RFC 3339 string).
     pub event_time: String,
+    /// The schema, read and compiled at load.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub loaded: Option<JsonDoc>,
+}
+
+impl TransformSpec for ValidateConfig {
+    /// Reads the schema file and checks that it compiles with these
+    /// pointers.
+    fn resolve(&mut self, env: &dyn LoadEnv) -> Result<(), String> {
+        let path = env.path(&self.schema);
+        let schema = load_schema(&path).map_err(|e| format!("schema: {e}"))?;
+        ValidateTransform::new(&schema, &self.event_id, &self.event_time).map_err(|e| format!("schema: {e}"))?;
+        self.schema = path.to_string_lossy().into_owned();
+        self.loaded = Some(schema);
+        Ok(())
+    }
+
+    /// Checked when the schema was loaded.
+    fn validate(&self, _context: &TransformContext<'_>) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn build(&self, _context: &TransformContext<'_>) -> Result<Arc<dyn Transform>, String> {
+        let schema = self
+            .loaded
+            .as_ref()
+            .ok_or("schema: not loaded (load the pipeline first)")?;
+        let transform =
+            ValidateTransform::new(schema, &self.event_id, &self.event_time).map_err(|e| format!("schema: {e}"))?;
+        Ok(Arc::new(transform))
+    }
 }
 
 /// `type = "self_describing"`: events that name their schema version in
@@ -405,19 +446,15 @@ fn default_recheck_secs() -> u64 {
     60
 }
 
-impl SelfDescribingConfig {
-    pub fn check(&self) -> Result<(), String> {
+impl TransformSpec for SelfDescribingConfig {
+    fn build(&self, _context: &TransformContext<'_>) -> Result<Arc<dyn Transform>, String> {
         check_pointers(&[
             ("schema_field", &self.schema_field),
             ("data_field", &self.data_field),
             ("event_id", &self.event_id),
             ("event_time", &self.event_time),
         ])?;
-        check_key_field(&self.key_field)
-    }
-
-    pub fn build(&self) -> Result<sluice_schema::SelfDescribingTransform, String> {
-        self.check()?;
+        check_key_field(&self.key_field)?;
         let pointers = sluice_schema::Pointers {
             schema: self.schema_field.clone(),
             data: self.data_field.clone(),
@@ -425,11 +462,11 @@ impl SelfDescribingConfig {
             event_time: self.event_time.clone(),
             key_field: (!self.key_field.is_empty()).then(|| self.key_field.clone()),
         };
-        Ok(sluice_schema::SelfDescribingTransform::new(
+        Ok(Arc::new(sluice_schema::SelfDescribingTransform::new(
             open_registry(&self.registry)?,
             pointers,
             std::time::Duration::from_secs(self.recheck_secs),
-        ))
+        )))
     }
 }
 
@@ -453,17 +490,17 @@ pub struct AvroConfig {
     pub registry: Option<super::registry::RegistryLocation>,
 }
 
-impl AvroConfig {
-    pub fn build(&self) -> Result<sluice_schema::AvroTransform, String> {
+impl TransformSpec for AvroConfig {
+    fn build(&self, _context: &TransformContext<'_>) -> Result<Arc<dyn Transform>, String> {
         check_pointers(&[("event_id", &self.event_id), ("event_time", &self.event_time)])?;
         check_key_field(&self.key_field)?;
-        Ok(sluice_schema::AvroTransform::new(
+        Ok(Arc::new(sluice_schema::AvroTransform::new(
             open_registry(&self.registry)?,
             &self.event_id,
             &self.event_time,
             (!self.key_field.is_empty()).then(|| self.key_field[1..].to_string()),
             std::time::Duration::from_secs(self.recheck_secs),
-        ))
+        )))
     }
 }
 

@@ -1,5 +1,5 @@
 //! Transform and projection types a program running Sluice as a library
-//! registered ([`crate::Sluice::transform`], [`crate::Sluice::projection`]).
+//! registered (`sluice::Sluice::transform` and `::projection` fill one).
 //! The set is made once, before the command runs, handed to
 //! [`crate::config::load`] (is a `type` known?) and kept in the loaded
 //! pipeline, from which building makes each component. Nothing global.
@@ -25,11 +25,22 @@ pub struct Extensions {
 }
 
 impl Extensions {
+    /// Registers a transform type under `type_name`.
+    pub fn add_transform(&mut self, type_name: &str, factory: TransformFactory) {
+        self.transforms.insert(type_name.to_string(), factory);
+    }
+
+    /// Registers a projection type under `type_name`.
+    pub fn add_projection(&mut self, type_name: &str, factory: ProjectionFactory) {
+        self.projections.insert(type_name.to_string(), factory);
+    }
+
     pub(crate) fn transform(&self, type_name: &str) -> Option<&TransformFactory> {
         self.transforms.get(type_name)
     }
 
-    pub(crate) fn transform_types(&self) -> Vec<&str> {
+    /// The registered transform types.
+    pub fn transform_types(&self) -> Vec<&str> {
         self.transforms.keys().map(String::as_str).collect()
     }
 

@@ -15,8 +15,8 @@
 //!   sources first, then drains the queue, commits, and returns.
 
 mod compaction;
+mod plan;
 mod receive;
-pub mod route;
 mod sink_task;
 mod table_routes;
 mod ticket;
@@ -45,17 +45,16 @@ use sluice_queue::{
     lease::{Leases, LocalLeases},
 };
 use tokio::{
-    sync::{mpsc, oneshot, watch},
+    sync::{Notify, mpsc, oneshot, watch},
     task::JoinSet,
 };
 
 use crate::{
-    api,
     config::{Component, Pipeline, QueueBackend, SinkConfig, build_transforms},
     telemetry,
 };
+use plan::{Plan, TransformNode, dependency_order, plan_for, run_plan};
 use receive::ReceiveSize;
-use route::{Route, TransformNode, dependency_order, route_for, run_route};
 use sink_task::{SinkDriver, SinkJob, SinkMsg};
 use ticket::{InFlight, RETRY_DELAY, Ticket, run_acker, run_lease_keeper};
 
@@ -75,6 +74,11 @@ impl BuildEnv for StorageEnv {
 
 /// Least time between two early flushes (input drained, or in-flight limit reached).
 const EARLY_FLUSH_EVERY: Duration = Duration::from_millis(100);
+
+/// Longest an idle consumer waits before looking at the queue again
+/// without being woken (batches whose retry delay or visibility timeout
+/// ran out, or that another process redrove, send no signal).
+const IDLE_RECHECK: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions {
@@ -211,7 +215,10 @@ async fn open_sink(
                     )
                 }
             };
-            (opened, lake.compaction.enabled.then(|| (tables, lake.compaction.clone())))
+            (
+                opened,
+                lake.compaction.enabled.then(|| (tables, lake.compaction.clone())),
+            )
         }
         SinkConfig::Postgres(pg) => {
             let schema = pipeline.postgres.get(name).cloned().flatten();
@@ -238,11 +245,17 @@ struct SinkHandle {
     tx: mpsc::Sender<SinkMsg>,
 }
 
-/// Runs the pipeline until `stop` turns true (or, with `until_idle`, until drained).
-pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Receiver<bool>) -> Result<()> {
+/// Runs the pipeline until `stop` turns true (or, with `until_idle`, until
+/// drained). `ready` is true while sources take input (the API's `/ready`).
+pub async fn run(
+    pipeline: &Pipeline,
+    options: RunOptions,
+    mut stop: watch::Receiver<bool>,
+    ready: Arc<AtomicBool>,
+) -> Result<()> {
     // Metric handles made before the recorder exists record nothing, and
     // components make theirs when built: install it first.
-    let metrics = telemetry::prometheus();
+    telemetry::prometheus();
     let mut background = JoinSet::new();
     let RunQueue {
         queue: q,
@@ -297,22 +310,18 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
         });
     }
     let sink_inputs: Vec<Vec<String>> = sinks.iter().map(|s| s.inputs.clone()).collect();
-    let routes: HashMap<String, Route> = cfg
+    let plans: HashMap<String, Plan> = cfg
         .sources
         .keys()
-        .map(|s| (s.clone(), route_for(s, &transforms, &order, &sink_inputs)))
+        .map(|s| (s.clone(), plan_for(s, &transforms, &order, &sink_inputs)))
         .collect();
 
-    let ready = Arc::new(AtomicBool::new(false));
-    if let Some(api) = &cfg.api {
-        let server = api::bind(api.address).await?;
-        background.spawn(api::serve(server, metrics, ready.clone()));
-    }
     background.spawn(telemetry::poll_queue(q.clone(), dlq.clone()));
 
     let in_flight: InFlight = Arc::new(Mutex::new(HashMap::new()));
     let (done_tx, done_rx) = mpsc::unbounded_channel();
-    let acker = tokio::spawn(run_acker(q.clone(), in_flight.clone(), done_rx));
+    let freed = Arc::new(Notify::new());
+    let acker = tokio::spawn(run_acker(q.clone(), in_flight.clone(), done_rx, freed.clone()));
     let lease_every = Duration::from_secs(cfg.delivery.visibility_timeout_secs).max(Duration::from_secs(1)) / 3;
     background.spawn(run_lease_keeper(q.clone(), in_flight.clone(), lease_every));
 
@@ -343,7 +352,7 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
     let consumer = Consumer {
         queue: q.clone(),
         dlq,
-        routes,
+        plans,
         transforms,
         sink_inputs,
         sinks: &sinks,
@@ -415,9 +424,19 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
                     let _ = s.tx.try_send(SinkMsg::Flush(reply));
                 }
             }
+            // Wait for whatever can change the picture: a batch arriving,
+            // in-flight batches finishing, a source ending, a stop, the next
+            // early flush, or (for batches whose delay or visibility timeout
+            // ran out, which nothing signals) a recheck.
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                _ = q.wait_for_batches(IDLE_RECHECK), if free > 0 => {}
+                _ = freed.notified(), if in_flight_now > 0 => {}
+                Some(finished) = sources.join_next(), if !sources.is_empty() => {
+                    finished.context("source task panicked")??;
+                }
                 _ = stop.changed(), if !stopping => {}
+                _ = tokio::time::sleep(EARLY_FLUSH_EVERY), if waiting => {}
+                _ = tokio::time::sleep(IDLE_RECHECK) => {}
             }
             continue;
         }
@@ -443,7 +462,7 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions, mut stop: watch::Rece
 struct Consumer<'a> {
     queue: Arc<dyn Queue>,
     dlq: Arc<dyn DeadLetterStore>,
-    routes: HashMap<String, Route>,
+    plans: HashMap<String, Plan>,
     transforms: Vec<TransformNode>,
     sink_inputs: Vec<Vec<String>>,
     sinks: &'a [SinkHandle],
@@ -474,7 +493,7 @@ impl Consumer<'_> {
             t.add_delivery(d.id);
             return Ok(());
         }
-        let Some(route) = self.routes.get(&d.source) else {
+        let Some(plan) = self.plans.get(&d.source) else {
             let error = format!("this pipeline has no source named {:?}", d.source);
             self.return_later(d.id, error, Duration::from_secs(60)).await;
             return Ok(());
@@ -487,7 +506,7 @@ impl Consumer<'_> {
             maybe_committed: d.maybe_committed,
             enqueued_at_ms: d.enqueued_at_ms,
         };
-        let routed = match run_route(&d.source, batch, events, route, &self.transforms, &self.sink_inputs).await {
+        let routed = match run_plan(&d.source, batch, events, plan, &self.transforms, &self.sink_inputs).await {
             Ok(r) => r,
             Err(e) if e.is_retriable() => {
                 self.return_later(d.id, e.message, RETRY_DELAY).await;

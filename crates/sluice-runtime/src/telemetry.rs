@@ -1,8 +1,8 @@
-//! Process-wide telemetry: the Prometheus recorder, logging set-up, and the
-//! poller that turns queue and dead-letter state into gauges.
+//! The engine's process-wide telemetry: the Prometheus recorder (which the
+//! API renders) and the poller that turns queue and dead-letter state into
+//! gauges.
 
 use std::{
-    io::IsTerminal,
     sync::{Arc, OnceLock},
     time::Duration,
 };
@@ -10,8 +10,6 @@ use std::{
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use sluice_core::telemetry::{QueueState, QueueTelemetry};
 use sluice_queue::{DeadLetterStore, Queue};
-
-use crate::cli::LogFormat;
 
 /// The installed Prometheus recorder (installed on first use).
 pub fn prometheus() -> PrometheusHandle {
@@ -25,21 +23,6 @@ pub fn prometheus() -> PrometheusHandle {
             handle
         })
         .clone()
-}
-
-/// Logs to stderr; `RUST_LOG` overrides the default level. Text carries
-/// colour codes only when stderr is a terminal, so a log file or a pipe
-/// gets plain lines.
-pub fn init_logging(default: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
-        LogFormat::Json => builder.json().with_ansi(false).try_init(),
-    };
 }
 
 /// Every second: queue depth, bytes, in-flight batches and the age of the

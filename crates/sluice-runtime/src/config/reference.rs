@@ -16,12 +16,16 @@ pub fn reference_markdown() -> String {
     let root = schemars::SchemaGenerator::default().into_root_schema_for::<PipelineFile>();
     let root = root.as_value();
     let schemas = Schemas {
-        defs: root.get("$defs").and_then(Value::as_object).cloned().unwrap_or_default(),
+        defs: root
+            .get("$defs")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default(),
     };
     let mut out = String::from(
         "# Pipeline file reference\n\n\
-         Generated from the config types' doc comments and defaults (`crates/sluice/src/config/model.rs`\n\
-         and each component's `config.rs`) by `SLUICE_BLESS=1 cargo test -p sluice config_reference`;\n\
+         Generated from the config types' doc comments and defaults (`crates/sluice-runtime/src/config/model.rs`\n\
+         and each component's `config.rs`) by `SLUICE_BLESS=1 cargo test -p sluice-runtime config_reference`;\n\
          do not edit by hand. A pipeline file is TOML; every table refuses keys it does not know.\n\
          `${NAME}` anywhere in the file is replaced by the environment variable `NAME` before parsing.\n",
     );
@@ -164,7 +168,13 @@ impl Schemas {
         }
         for (path, inner) in nested {
             let heading_level = heading.split(' ').next().unwrap_or("###");
-            self.section(out, &format!("{heading_level}# `{path}`"), &format!("{path}."), &inner, &[]);
+            self.section(
+                out,
+                &format!("{heading_level}# `{path}`"),
+                &format!("{path}."),
+                &inner,
+                &[],
+            );
         }
     }
 
@@ -228,7 +238,11 @@ impl Schemas {
         }
         let kinds: Vec<&str> = match schema.get("type") {
             Some(Value::String(kind)) => vec![kind.as_str()],
-            Some(Value::Array(kinds)) => kinds.iter().filter_map(Value::as_str).filter(|k| *k != "null").collect(),
+            Some(Value::Array(kinds)) => kinds
+                .iter()
+                .filter_map(Value::as_str)
+                .filter(|k| *k != "null")
+                .collect(),
             _ => Vec::new(),
         };
         match kinds.as_slice() {
@@ -259,7 +273,10 @@ fn toml_literal(value: &Value) -> String {
 
 /// A doc comment as one table cell: lines joined, pipes escaped.
 fn one_paragraph(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ").replace('|', "\\|")
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace('|', "\\|")
 }
 
 #[cfg(test)]
@@ -271,7 +288,7 @@ mod tests {
         sluice_testkit::docs::assert_current(
             "docs/reference/config.md",
             &reference_markdown(),
-            "cargo test -p sluice config_reference",
+            "cargo test -p sluice-runtime config_reference",
         );
     }
 
@@ -282,7 +299,10 @@ mod tests {
             assert!(text.contains(&format!("### `type = \"{source}\"`")), "source {source}");
         }
         for transform in super::super::BUILT_IN_TRANSFORMS {
-            assert!(text.contains(&format!("### `type = \"{transform}\"`")), "transform {transform}");
+            assert!(
+                text.contains(&format!("### `type = \"{transform}\"`")),
+                "transform {transform}"
+            );
         }
         for sink in ["lake", "postgres", "projection", "stream"] {
             assert!(text.contains(&format!("### `type = \"{sink}\"`")), "sink {sink}");

@@ -262,7 +262,7 @@ fn registered_types_come_with_the_load_not_from_a_global() {
     assert!(e.contains("\"geoip\" is not a transform type"), "{e}");
     let mut registered = Extensions::default();
     let factory: crate::TransformFactory = Arc::new(|_: &toml::Table| Err("not built in this test".to_string()));
-    registered.transforms.insert("geoip".into(), factory);
+    registered.add_transform("geoip", factory);
     let p = super::load(&file, &Arc::new(registered)).unwrap();
     let TransformConfig::Custom(custom) = &p.config.transforms["extra"].config else {
         panic!("a registered type is a custom transform");

@@ -1,6 +1,7 @@
-//! Routing a batch through the component graph: from its source, through
-//! every transform it reaches (in dependency order), to every sink it
-//! reaches. Computed once per source at start.
+//! Each source's plan: the transforms (in dependency order) and sinks its
+//! batches reach, computed once at start, and running a batch through it.
+//! (Not to be confused with the lake's table routes, which pick a table per
+//! schema key.)
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -26,7 +27,7 @@ impl TransformNode {
 
 /// What one source's batches pass through.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route {
+pub struct Plan {
     /// Indices into the transform list, in dependency order.
     pub transforms: Vec<usize>,
     /// Indices into the sink list.
@@ -62,10 +63,10 @@ pub fn dependency_order(transforms: &[TransformNode]) -> Vec<usize> {
     order
 }
 
-/// The route of `source`: everything downstream of it.
-pub fn route_for(source: &str, transforms: &[TransformNode], order: &[usize], sink_inputs: &[Vec<String>]) -> Route {
+/// The plan of `source`: everything downstream of it.
+pub fn plan_for(source: &str, transforms: &[TransformNode], order: &[usize], sink_inputs: &[Vec<String>]) -> Plan {
     let mut reached: Vec<&str> = vec![source];
-    let mut route = Route {
+    let mut plan = Plan {
         transforms: Vec::new(),
         sinks: Vec::new(),
     };
@@ -76,30 +77,30 @@ pub fn route_for(source: &str, transforms: &[TransformNode], order: &[usize], si
             .any(|input| reached.contains(&input.as_str()))
         {
             reached.push(&transforms[i].name);
-            route.transforms.push(i);
+            plan.transforms.push(i);
         }
     }
     for (i, inputs) in sink_inputs.iter().enumerate() {
         if inputs.iter().any(|input| reached.contains(&input.as_str())) {
-            route.sinks.push(i);
+            plan.sinks.push(i);
         }
     }
-    route
+    plan
 }
 
-/// Output of running a batch's events through its route.
+/// Output of running a batch's events through its plan.
 pub struct Routed {
-    /// Events for each sink of the route, in route order.
+    /// Events for each sink of the plan, in plan order.
     pub per_sink: Vec<(usize, Vec<Event>)>,
     /// Refused events, with the transform that refused them.
     pub rejected: Vec<(String, Rejected)>,
 }
 
-pub async fn run_route(
+pub async fn run_plan(
     source: &str,
     batch: BatchInfo<'_>,
     events: Vec<Event>,
-    route: &Route,
+    plan: &Plan,
     transforms: &[TransformNode],
     sink_inputs: &[Vec<String>],
 ) -> Result<Routed, StageError> {
@@ -115,7 +116,7 @@ pub async fn run_route(
         }
         v
     };
-    for &i in &route.transforms {
+    for &i in &plan.transforms {
         let node = &transforms[i];
         let input = gather(&outputs, &node.inputs);
         let received = input.len() as u64;
@@ -131,7 +132,7 @@ pub async fn run_route(
         rejected.extend(out.rejected.into_iter().map(|r| (node.name.clone(), r)));
         outputs.insert(&node.name, out.events);
     }
-    let per_sink = route
+    let per_sink = plan
         .sinks
         .iter()
         .map(|&s| (s, gather(&outputs, &sink_inputs[s])))
@@ -172,15 +173,15 @@ mod tests {
         assert_eq!(order, vec![1, 2, 0]);
         let sinks = vec![vec!["b".to_string()], vec!["c".to_string(), "a".to_string()]];
         assert_eq!(
-            route_for("x", &transforms, &order, &sinks),
-            Route {
+            plan_for("x", &transforms, &order, &sinks),
+            Plan {
                 transforms: vec![1, 0],
                 sinks: vec![0, 1]
             }
         );
         assert_eq!(
-            route_for("y", &transforms, &order, &sinks),
-            Route {
+            plan_for("y", &transforms, &order, &sinks),
+            Plan {
                 transforms: vec![2],
                 sinks: vec![1]
             }

@@ -34,7 +34,7 @@ pub use sluice_core::{
 };
 pub use sluice_documents::{apply::StoredDocument, change::DocKey, projection::Projection};
 pub use sluice_runtime::{ProjectionFactory, TransformFactory};
-use sluice_runtime::{config, documents, engine as runtime, extensions};
+use sluice_runtime::{config, documents, engine as runtime, extensions, sinks};
 pub use toml;
 
 /// The `sluice` command line, with the transform and projection types

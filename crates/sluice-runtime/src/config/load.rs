@@ -9,19 +9,19 @@ use std::{
 };
 
 use sluice_connectors::sources::{LoadEnv, ResolvedLocation};
-use sluice_core::JsonDoc;
-use sluice_documents::projection::ProjectionConfig;
 use sluice_lake::StoreLocation;
-use sluice_schema::{ArrowLayout, arrow_layout, registry::SchemaKey};
 use url::Url;
 
 use super::{
     RegistryLocation,
     build::check_transform,
     interpolate::interpolate,
-    model::{PipelineFile, QueueBackend, SinkConfig, TransformConfig},
+    model::{PipelineFile, QueueBackend, TransformConfig},
 };
-use crate::extensions::Extensions;
+use crate::{
+    extensions::Extensions,
+    sinks::{Graph, Places},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -38,91 +38,13 @@ pub struct Pipeline {
     /// The file's stem; names the data directory by default.
     pub name: String,
     pub data_dir: PathBuf,
+    /// The file as parsed, with paths resolved and each sink's
+    /// [`Component::resolved`](super::Component) filled in.
     pub config: PipelineFile,
-    /// Table and columns of each lake sink with a `uri`.
-    pub lakes: BTreeMap<String, LakeTable>,
-    /// Each lake sink with a `table_template` (a table per schema MODEL).
-    pub routed_lakes: BTreeMap<String, RoutedLake>,
-    /// The JSON Schema of each postgres sink's events, when every input is
-    /// a `validate` transform with the same schema (it declares the columns).
-    pub postgres: BTreeMap<String, Option<JsonDoc>>,
     /// Where the schema registry is.
     pub registry: RegistryLocation,
     /// The transform and projection types the program registered.
     pub extensions: Arc<Extensions>,
-}
-
-/// What a lake sink writes: where, which columns, and where the event id is.
-#[derive(Debug, Clone)]
-pub struct LakeTable {
-    pub location: StoreLocation,
-    pub layout: ArrowLayout,
-    /// JSON pointer of the event id (from the `validate` inputs).
-    pub event_id: String,
-    /// The column holding the event id, through structs (for compaction).
-    pub id_column: Vec<String>,
-}
-
-/// A lake sink that routes self-describing events to a table per schema
-/// family and MODEL.
-#[derive(Debug, Clone)]
-pub struct RoutedLake {
-    /// `table_template` with a relative path made absolute.
-    pub template: String,
-    pub storage_options: BTreeMap<String, String>,
-    /// JSON pointer of the event id (from the `self_describing` inputs).
-    pub event_id: String,
-    /// The top-level field holding each row's schema key, if kept.
-    pub key_field: Option<String>,
-    pub registry: RegistryLocation,
-}
-
-impl RoutedLake {
-    /// The table of `key`'s family and MODEL.
-    pub fn location(&self, key: &SchemaKey) -> Result<StoreLocation, String> {
-        let filled = sluice_lake::LakeSinkConfig::table_uri(
-            &self.template,
-            &key.vendor,
-            &key.name,
-            &key.format,
-            key.version.model,
-        );
-        let url = if filled.contains("://") {
-            Url::parse(&filled).map_err(|e| format!("table_template: {filled:?} is not a URL ({e})"))?
-        } else {
-            Url::from_directory_path(&filled)
-                .map_err(|()| format!("table_template: {filled:?} is not a usable path"))?
-        };
-        StoreLocation::new(url, self.storage_options.clone()).map_err(|e| format!("table_template: {e}"))
-    }
-
-    /// The table of each schema family and MODEL in the registry, with its
-    /// event id column (from the newest version), whether or not it exists
-    /// yet. Versions a table cannot hold, or without the id as a column,
-    /// are left out: no event of theirs reaches a table.
-    pub async fn tables(&self) -> Result<Vec<(StoreLocation, Vec<String>)>, String> {
-        let registered = self.registry.open()?.list().await.map_err(|e| e.to_string())?;
-        let mut newest: BTreeMap<String, &sluice_schema::registry::Registered> = BTreeMap::new();
-        for r in &registered {
-            let Ok(location) = self.location(&r.key) else {
-                continue;
-            };
-            // `list` is ordered by version: the last one of a table wins.
-            newest.insert(location.url().to_string(), r);
-        }
-        let mut tables = Vec::new();
-        for r in newest.into_values() {
-            let Ok(layout) = r.json_schema().and_then(|s| arrow_layout(&s)) else {
-                continue;
-            };
-            let (Ok(location), Ok(id_column)) = (self.location(&r.key), column_path(&layout.schema, &self.event_id))
-            else {
-                continue;
-            };
-            tables.push((location, id_column));
-        }
-        Ok(tables)
-    }
 }
 
 /// Reads and checks a pipeline file; `extensions` are the types a program
@@ -175,70 +97,31 @@ pub fn load(path: &Path, extensions: &Arc<Extensions>) -> Result<Pipeline, Confi
         check_transform(tname, &transform.config, &data_dir, extensions)
             .map_err(|e| invalid(format!("transforms.{tname}.{e}")))?;
     }
-    let mut lakes = BTreeMap::new();
-    let mut routed_lakes = BTreeMap::new();
-    let mut postgres = BTreeMap::new();
+    let graph = Graph {
+        file: &config,
+        extensions,
+    };
+    let places = Places {
+        dir: &dir,
+        registry: &registry,
+    };
+    let mut resolved = BTreeMap::new();
     for (sname, sink) in &config.sinks {
-        let lake = match &sink.config {
-            SinkConfig::Lake(lake) if lake.table_template.is_some() => {
-                let routed = routed_lake(&config, &dir, &registry, sname, &sink.inputs, lake).map_err(invalid)?;
-                routed_lakes.insert(sname.clone(), routed);
-                continue;
-            }
-            SinkConfig::Lake(lake) => lake,
-            SinkConfig::Projection(_) | SinkConfig::Stream(_) => continue,
-            SinkConfig::Postgres(pg) => {
-                let schema = common_schema(&config, &sink.inputs);
-                if let Some(schema) = &schema {
-                    sluice_postgres::shape::check_primary_key(schema, &pg.primary_key)
-                        .map_err(|e| invalid(format!("sinks.{sname}.primary_key: {e}")))?;
-                }
-                postgres.insert(sname.clone(), schema.cloned());
-                continue;
-            }
-        };
-        let location = store_location(&dir, &lake.uri, &lake.storage_options)
+        let r = sink
+            .config
+            .spec()
+            .resolve(&sink.inputs, &graph, &places)
             .map_err(|e| invalid(format!("sinks.{sname}.{e}")))?;
-        let (schema, event_id) = lake_schema(&config, sname, &sink.inputs).map_err(invalid)?;
-        let layout =
-            arrow_layout(schema).map_err(|e| invalid(format!("sinks.{sname}: the schema of its inputs: {e}")))?;
-        for p in &lake.partition_by {
-            if layout.schema.field_with_name(p.column()).is_ok() {
-                return Err(invalid(format!(
-                    "sinks.{sname}.partition_by: the schema already has a field named {:?}; partition columns must be new names",
-                    p.column()
-                )));
-            }
-        }
-        let id_column = column_path(&layout.schema, &event_id).map_err(|e| {
-            invalid(format!(
-                "sinks.{sname}: the event id {event_id} {e}; compaction needs it as a column"
-            ))
-        })?;
-        for p in &lake.partition_by {
-            if let sluice_lake::partition::PartitionKey::Bucket { pointer, .. } = p {
-                column_path(&layout.schema, pointer)
-                    .map_err(|e| invalid(format!("sinks.{sname}.partition_by: \"{p}\": {pointer} {e}")))?;
-            }
-        }
-        lakes.insert(
-            sname.clone(),
-            LakeTable {
-                location,
-                layout,
-                event_id,
-                id_column,
-            },
-        );
+        resolved.insert(sname.clone(), r);
+    }
+    for (sname, sink) in &mut config.sinks {
+        sink.resolved = resolved.remove(sname).unwrap_or_default();
     }
     Ok(Pipeline {
         file,
         name,
         data_dir,
         config,
-        lakes,
-        routed_lakes,
-        postgres,
         registry,
         extensions: extensions.clone(),
     })
@@ -313,43 +196,17 @@ fn check(config: &PipelineFile, extensions: &Extensions) -> Result<(), String> {
             }
         }
     }
+    let graph = Graph {
+        file: config,
+        extensions,
+    };
     for (name, s) in &config.sinks {
-        match &s.config {
-            SinkConfig::Lake(l) => l.validate(),
-            SinkConfig::Postgres(p) => p.validate(),
-            SinkConfig::Projection(p) => check_projection(config, &s.inputs, p, extensions),
-            SinkConfig::Stream(s) => s.validate(),
-        }
-        .map_err(|e| format!("sinks.{name}.{e}"))?;
+        s.config
+            .spec()
+            .check(&s.inputs, &graph)
+            .map_err(|e| format!("sinks.{name}.{e}"))?;
     }
     check_graph(config)
-}
-
-/// A projection reads the outbound stream of exactly one `documents` stage
-/// (whose store its lookups read).
-fn check_projection(
-    config: &PipelineFile,
-    inputs: &[String],
-    p: &ProjectionConfig,
-    extensions: &Extensions,
-) -> Result<(), String> {
-    p.projector()?;
-    if let Some(custom) = &p.custom {
-        let factory = extensions.projection(&custom.type_name).ok_or_else(|| {
-            format!(
-                "custom.type: {:?} is not a registered projection; registered: {:?}",
-                custom.type_name,
-                extensions.projection_types()
-            )
-        })?;
-        factory(&custom.options).map_err(|e| format!("custom.{e}"))?;
-    }
-    match inputs {
-        [input] if config.transforms.get(input).is_some_and(|t| stores_itself(&t.config)) => Ok(()),
-        _ => Err(format!(
-            "inputs: {inputs:?}: a projection reads the outbound stream of one `documents` stage (inputs = [\"doctors.changes\"])"
-        )),
-    }
 }
 
 /// A `documents` stage stores what it receives, so a pipeline may end with it.
@@ -448,135 +305,6 @@ fn check_graph(config: &PipelineFile) -> Result<(), String> {
     Ok(())
 }
 
-/// The schema a lake sink's events follow and the pointer of their id:
-/// every input must be a `validate` transform, all with the same schema and
-/// event id.
-fn lake_schema<'a>(config: &'a PipelineFile, sink: &str, inputs: &[String]) -> Result<(&'a JsonDoc, String), String> {
-    let mut found: Option<&JsonDoc> = None;
-    let mut event_id: Option<&str> = None;
-    for input in inputs {
-        let Some(schema) = validated_schema(config, input) else {
-            let what = if config.sources.contains_key(input) {
-                "a source"
-            } else {
-                "not a validate transform"
-            };
-            return Err(format!(
-                "sinks.{sink}.inputs: {input:?} is {what}; a lake sink needs events checked by a `validate` transform (it gives the columns and the event time)"
-            ));
-        };
-        if found.is_some_and(|f| f != schema) {
-            return Err(format!(
-                "sinks.{sink}.inputs: the inputs validate against different schemas; one table has one schema"
-            ));
-        }
-        found = Some(schema);
-        if let Some(TransformConfig::Validate(v)) = config.transforms.get(input).map(|t| &t.config) {
-            if event_id.is_some_and(|id| id != v.event_id) {
-                return Err(format!(
-                    "sinks.{sink}.inputs: the inputs take the event id from different fields; one table has one id column"
-                ));
-            }
-            event_id = Some(&v.event_id);
-        }
-    }
-    match (found, event_id) {
-        (Some(schema), Some(id)) => Ok((schema, id.to_string())),
-        _ => Err(format!("sinks.{sink}.inputs: must not be empty")),
-    }
-}
-
-/// A `table_template` lake sink: every input is a `self_describing`
-/// transform, all with one event id pointer.
-fn routed_lake(
-    config: &PipelineFile,
-    dir: &Path,
-    registry: &RegistryLocation,
-    sink: &str,
-    inputs: &[String],
-    lake: &sluice_lake::LakeSinkConfig,
-) -> Result<RoutedLake, String> {
-    let template = lake.table_template.clone().unwrap_or_default();
-    let mut found: Option<(&String, &String)> = None;
-    for input in inputs {
-        let (event_id, key_field) = match config.transforms.get(input).map(|t| &t.config) {
-            Some(TransformConfig::SelfDescribing(sd)) => (&sd.event_id, &sd.key_field),
-            Some(TransformConfig::Avro(avro)) => (&avro.event_id, &avro.key_field),
-            _ => {
-                return Err(format!(
-                    "sinks.{sink}.inputs: {input:?} is not a self_describing or avro transform; a lake sink with table_template routes events by the registered schema version they were checked against"
-                ));
-            }
-        };
-        if found.is_some_and(|(id, key)| id != event_id || key != key_field) {
-            return Err(format!(
-                "sinks.{sink}.inputs: the inputs take the event id or keep the schema key in different fields; the tables have one of each"
-            ));
-        }
-        found = Some((event_id, key_field));
-    }
-    let (event_id, key_field) = found.ok_or_else(|| format!("sinks.{sink}.inputs: must not be empty"))?;
-    let routed = RoutedLake {
-        template: if template.contains("://") {
-            template
-        } else {
-            resolve(dir, &template).to_string_lossy().into_owned()
-        },
-        storage_options: lake.storage_options.clone(),
-        event_id: event_id.clone(),
-        key_field: (!key_field.is_empty()).then(|| key_field.trim_start_matches('/').to_string()),
-        registry: registry.clone(),
-    };
-    let sample: SchemaKey = "iglu:com.example/sample/jsonschema/1-0-0"
-        .parse()
-        .expect("a valid sample key");
-    routed.location(&sample).map_err(|e| format!("sinks.{sink}.{e}"))?;
-    Ok(routed)
-}
-
-/// The schema every input validates against, if they all are `validate`
-/// transforms with the same schema.
-fn common_schema<'a>(config: &'a PipelineFile, inputs: &[String]) -> Option<&'a JsonDoc> {
-    let mut found: Option<&JsonDoc> = None;
-    for input in inputs {
-        let schema = validated_schema(config, input)?;
-        if found.is_some_and(|f| f != schema) {
-            return None;
-        }
-        found = Some(schema);
-    }
-    found
-}
-
-/// The schema the `validate` transform `name` loaded.
-fn validated_schema<'a>(config: &'a PipelineFile, name: &str) -> Option<&'a JsonDoc> {
-    match &config.transforms.get(name)?.config {
-        TransformConfig::Validate(v) => v.loaded.as_ref(),
-        _ => None,
-    }
-}
-
-/// The column a JSON pointer names, through struct fields.
-fn column_path(schema: &arrow_schema::Schema, pointer: &str) -> Result<Vec<String>, String> {
-    let path = sluice_core::pointer_tokens(pointer);
-    let mut fields = schema.fields().clone();
-    for (i, name) in path.iter().enumerate() {
-        let field = fields
-            .iter()
-            .find(|f| f.name() == name)
-            .ok_or_else(|| "is not a column of the table (fields under arrays cannot be used)".to_string())?;
-        match field.data_type() {
-            arrow_schema::DataType::Struct(children) if i + 1 < path.len() => fields = children.clone(),
-            arrow_schema::DataType::Struct(_) | arrow_schema::DataType::List(_) => {
-                return Err("is not a string or number column".into());
-            }
-            _ if i + 1 < path.len() => return Err("is not a column of the table".into()),
-            _ => {}
-        }
-    }
-    Ok(path)
-}
-
 /// What sources resolve their paths and locations against: the pipeline
 /// file's folder.
 struct PipelineDir<'a>(&'a Path);
@@ -597,7 +325,11 @@ impl LoadEnv for PipelineDir<'_> {
 
 /// A folder or URI with its options, resolved against the pipeline file;
 /// errors start with the key they are about.
-fn store_location(dir: &Path, uri: &str, options: &BTreeMap<String, String>) -> Result<StoreLocation, String> {
+pub(crate) fn store_location(
+    dir: &Path,
+    uri: &str,
+    options: &BTreeMap<String, String>,
+) -> Result<StoreLocation, String> {
     let url = if uri.contains("://") {
         Url::parse(uri).map_err(|e| format!("uri: {uri:?} is not a URL ({e})"))?
     } else {
@@ -613,7 +345,7 @@ fn store_location(dir: &Path, uri: &str, options: &BTreeMap<String, String>) -> 
 }
 
 /// `p` relative to `dir` (unless absolute), with `.` and `..` folded.
-fn resolve(dir: &Path, p: &str) -> PathBuf {
+pub(crate) fn resolve(dir: &Path, p: &str) -> PathBuf {
     normalize(&dir.join(p))
 }
 

@@ -8,13 +8,15 @@
 
 mod build;
 mod interpolate;
-mod load;
-mod model;
+pub(crate) mod load;
+pub(crate) mod model;
 #[cfg(test)]
 mod reference;
 mod registry;
 
 pub use build::build_transforms;
-pub use load::{ConfigError, Pipeline, RoutedLake, load};
-pub use model::{BUILT_IN_TRANSFORMS, Component, QueueBackend, SinkConfig, SourceConfig, TransformConfig};
+pub use load::{ConfigError, Pipeline, load};
+pub use model::{
+    BUILT_IN_TRANSFORMS, Component, PipelineFile, QueueBackend, SinkConfig, SourceConfig, TransformConfig,
+};
 pub use registry::RegistryLocation;

@@ -52,16 +52,32 @@ pub struct PipelineFile {
 }
 
 /// A transform or sink table: what it reads (`inputs`, the same key for
-/// every type) and the keys of its type (`config`).
+/// every type), the keys of its type (`config`), and what `load` worked
+/// out for it from the graph (`resolved`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Component<T> {
+pub struct Component<T: Stage> {
     /// Sources and transforms whose events it takes.
     pub inputs: Vec<String>,
     pub config: T,
+    pub resolved: T::Resolved,
+}
+
+/// A kind of component that takes `inputs`, and what `load` resolves for it.
+pub trait Stage {
+    type Resolved: std::fmt::Debug + Clone + PartialEq + Default;
+}
+
+impl Stage for TransformConfig {
+    /// A transform keeps what it resolves in its own config (paths, a schema).
+    type Resolved = ();
+}
+
+impl Stage for SinkConfig {
+    type Resolved = crate::sinks::ResolvedSink;
 }
 
 /// `T`'s keys, and `inputs`.
-impl<T: schemars::JsonSchema> schemars::JsonSchema for Component<T> {
+impl<T: Stage + schemars::JsonSchema> schemars::JsonSchema for Component<T> {
     fn schema_name() -> std::borrow::Cow<'static, str> {
         format!("Component_{}", T::schema_name()).into()
     }
@@ -81,7 +97,7 @@ impl<T: schemars::JsonSchema> schemars::JsonSchema for Component<T> {
     }
 }
 
-impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for Component<T> {
+impl<'de, T: Stage + serde::de::DeserializeOwned> Deserialize<'de> for Component<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error;
         let mut table = toml::Table::deserialize(d)?;
@@ -92,7 +108,11 @@ impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for Component<T> {
             None => return Err(D::Error::missing_field("inputs")),
         };
         let config = T::deserialize(table).map_err(|e| D::Error::custom(e.message()))?;
-        Ok(Component { inputs, config })
+        Ok(Component {
+            inputs,
+            config,
+            resolved: Default::default(),
+        })
     }
 }
 
@@ -542,13 +562,13 @@ pub enum SinkConfig {
 }
 
 impl SinkConfig {
-    /// Longest time an accepted event waits before it is committed.
-    pub fn flush_interval_secs(&self) -> u64 {
+    /// The type's part in the engine.
+    pub fn spec(&self) -> &dyn crate::sinks::SinkSpec {
         match self {
-            SinkConfig::Lake(l) => l.flush_interval_secs,
-            SinkConfig::Postgres(p) => p.flush_interval_secs,
-            SinkConfig::Projection(p) => p.flush_interval_secs,
-            SinkConfig::Stream(s) => s.flush_interval_secs,
+            SinkConfig::Lake(c) => c,
+            SinkConfig::Postgres(c) => c,
+            SinkConfig::Projection(c) => c,
+            SinkConfig::Stream(c) => c,
         }
     }
 }

@@ -30,7 +30,7 @@ use sluice_lake::{
     table_exists,
 };
 
-use crate::config::RoutedLake;
+use crate::sinks::RoutedLake;
 use sluice_core::telemetry::{Compacted, CompactionTelemetry};
 use sluice_queue::lease::{Lease, Leases};
 

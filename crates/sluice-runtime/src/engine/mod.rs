@@ -14,11 +14,11 @@
 //! * Stopping (signal, or `--until-idle` once sources are drained) stops the
 //!   sources first, then drains the queue, commits, and returns.
 
-mod compaction;
+pub(crate) mod compaction;
 mod plan;
 mod receive;
 mod sink_task;
-mod table_routes;
+pub(crate) mod table_routes;
 mod ticket;
 
 use std::{
@@ -31,13 +31,12 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use sluice_connectors::{Source, SourceContext, sinks::stream::StreamSink, sources::BuildEnv};
+use sluice_connectors::{Source, SourceContext, sources::BuildEnv};
 use sluice_core::{
-    BatchInfo, DeadLetter, Delivery, Event, Sink, split_lines,
+    BatchInfo, DeadLetter, Delivery, Event, split_lines,
     telemetry::{QueueTelemetry, SinkTelemetry},
 };
-use sluice_lake::{CompactionConfig, LakeSink, RoutedLakeSink, StoreLocation};
-use sluice_postgres::PostgresSink;
+use sluice_lake::StoreLocation;
 use sluice_queue::{
     DeadLetterStore, Queue, QueueSettings,
     embedded::EmbeddedQueue,
@@ -50,7 +49,8 @@ use tokio::{
 };
 
 use crate::{
-    config::{Component, Pipeline, QueueBackend, SinkConfig, build_transforms},
+    config::{Pipeline, QueueBackend, build_transforms},
+    sinks::OpenedSink,
     telemetry,
 };
 use plan::{Plan, TransformNode, dependency_order, plan_for, run_plan};
@@ -178,67 +178,6 @@ fn replica_name() -> String {
     format!("{host}:{}", std::process::id())
 }
 
-/// The running sink for `sink`, and the tables and settings of its
-/// compaction schedule, when it has one.
-async fn open_sink(
-    pipeline: &Pipeline,
-    name: &str,
-    sink: &Component<SinkConfig>,
-) -> Result<(Box<dyn Sink>, Option<(compaction::Tables, CompactionConfig)>)> {
-    Ok(match &sink.config {
-        SinkConfig::Lake(lake) => {
-            let (tables, opened): (compaction::Tables, Box<dyn Sink>) = match pipeline.routed_lakes.get(name) {
-                Some(routed) => (
-                    compaction::Tables::Routed(routed.clone()),
-                    Box::new(RoutedLakeSink::new(
-                        lake.clone(),
-                        &routed.event_id,
-                        Arc::new(table_routes::RegistryRoutes::new(routed.clone()).map_err(anyhow::Error::msg)?),
-                    )),
-                ),
-                None => {
-                    let table = pipeline
-                        .lakes
-                        .get(name)
-                        .with_context(|| format!("no table was resolved for lake sink {name}"))?;
-                    let sink = LakeSink::open(
-                        table.location.clone(),
-                        lake,
-                        &table.layout.schema,
-                        table.layout.json_text_paths.clone(),
-                        &table.event_id,
-                    )
-                    .await?;
-                    (
-                        compaction::Tables::One(table.location.clone(), table.id_column.clone()),
-                        Box::new(sink),
-                    )
-                }
-            };
-            (
-                opened,
-                lake.compaction.enabled.then(|| (tables, lake.compaction.clone())),
-            )
-        }
-        SinkConfig::Postgres(pg) => {
-            let schema = pipeline.postgres.get(name).cloned().flatten();
-            (Box::new(PostgresSink::open(pg, schema).await?), None)
-        }
-        SinkConfig::Stream(stream) => (
-            Box::new(
-                StreamSink::open(stream)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{}", e.message))?,
-            ),
-            None,
-        ),
-        SinkConfig::Projection(p) => (
-            Box::new(crate::documents::open_projection(pipeline, name, &sink.inputs, p).await?),
-            None,
-        ),
-    })
-}
-
 struct SinkHandle {
     name: String,
     inputs: Vec<String>,
@@ -280,10 +219,16 @@ pub async fn run(
     let mut compactions = JoinSet::new();
     let (compaction_stop_tx, compaction_stop_rx) = watch::channel(false);
     for (name, sink) in &cfg.sinks {
-        let (opened, schedule) = open_sink(pipeline, name, sink)
+        let OpenedSink {
+            sink: opened,
+            compaction,
+        } = sink
+            .config
+            .spec()
+            .open(name, sink, pipeline)
             .await
             .with_context(|| format!("sinks.{name}"))?;
-        if let Some((tables, config)) = schedule {
+        if let Some((tables, config)) = compaction {
             let schedule = compaction::Schedule {
                 sink: name.clone(),
                 tables,
@@ -298,7 +243,7 @@ pub async fn run(
             telemetry: SinkTelemetry::new(name),
             name: name.clone(),
             sink: opened,
-            flush_interval: Duration::from_secs(sink.config.flush_interval_secs()),
+            flush_interval: sink.config.spec().flush_interval(),
             dead_letters: dlq.clone(),
         };
         let sink_name = name.clone();

@@ -16,7 +16,7 @@ use sluice_schema::{
     registry::{Registry, SchemaKey},
 };
 
-use crate::config::RoutedLake;
+use crate::sinks::RoutedLake;
 
 pub struct RegistryRoutes {
     lake: RoutedLake,

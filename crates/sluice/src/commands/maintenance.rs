@@ -14,6 +14,7 @@ use sluice_lake::{
 use crate::{
     config::{self, Pipeline, SinkConfig},
     extensions::Extensions,
+    sinks::ResolvedSink,
 };
 
 /// The lake sink `name`, or the only one: its config and its tables (one,
@@ -23,7 +24,13 @@ async fn lake<'a>(
     pipeline: &'a Pipeline,
     name: Option<&str>,
 ) -> Result<(&'a LakeSinkConfig, Vec<(StoreLocation, Vec<String>)>)> {
-    let lakes: Vec<&String> = pipeline.lakes.keys().chain(pipeline.routed_lakes.keys()).collect();
+    let lakes: Vec<&String> = pipeline
+        .config
+        .sinks
+        .iter()
+        .filter(|(_, s)| matches!(s.config, SinkConfig::Lake(_)))
+        .map(|(n, _)| n)
+        .collect();
     let name = match (name, lakes.as_slice()) {
         (Some(n), _) => n,
         (None, [only]) => only.as_str(),
@@ -32,16 +39,18 @@ async fn lake<'a>(
             pipeline.file.display()
         ),
     };
-    let Some(SinkConfig::Lake(config)) = pipeline.config.sinks.get(name).map(|s| &s.config) else {
+    let Some((SinkConfig::Lake(config), resolved)) = pipeline.config.sinks.get(name).map(|s| (&s.config, &s.resolved))
+    else {
         bail!(
             "--sink {name:?}: not a lake sink of {}; allowed: {lakes:?}",
             pipeline.file.display()
         );
     };
-    if let Some(table) = pipeline.lakes.get(name) {
-        return Ok((config, vec![(table.location.clone(), table.id_column.clone())]));
-    }
-    let routed = &pipeline.routed_lakes[name];
+    let routed = match resolved {
+        ResolvedSink::Lake(table) => return Ok((config, vec![(table.location.clone(), table.id_column.clone())])),
+        ResolvedSink::RoutedLake(routed) => routed,
+        other => bail!("--sink {name:?}: the lake sink was loaded as {other:?}"),
+    };
     let mut existing = Vec::new();
     for (location, id_column) in routed.tables().await.map_err(anyhow::Error::msg)? {
         if table_exists(&location).await? {

@@ -18,7 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sluice_lake::compaction;
 use tokio::sync::watch;
 
-use crate::{api, config, extensions::Extensions, runtime};
+use crate::{api, config, extensions::Extensions, runtime, sinks::ResolvedSink};
 
 const LINES_PER_REQUEST: usize = 500;
 const CONCURRENT_REQUESTS: usize = 4;
@@ -86,13 +86,15 @@ pub async fn run(dir: &Path, extensions: &Arc<Extensions>, n: usize) -> Result<(
     let pipeline_path = dir.join("pipeline.toml");
     std::fs::write(&pipeline_path, pipeline_text(http_port, api_port))?;
     let pipeline = config::load(&pipeline_path, extensions)?;
-    let table = pipeline.lakes["lake"].location.clone();
-    let Some(config::SinkConfig::Lake(lake)) = pipeline.config.sinks.get("lake").map(|s| &s.config) else {
-        bail!("the demo pipeline has no lake sink named \"lake\"");
+    let Some((config::SinkConfig::Lake(lake), ResolvedSink::Lake(resolved))) =
+        pipeline.config.sinks.get("lake").map(|s| (&s.config, &s.resolved))
+    else {
+        bail!("the demo pipeline has no lake sink named \"lake\" with a uri");
     };
+    let table = resolved.location.clone();
     let compact_all = lake
         .compaction
-        .options(compaction::Scope::All, pipeline.lakes["lake"].id_column.clone());
+        .options(compaction::Scope::All, resolved.id_column.clone());
 
     println!(
         "sluice demo: {} events -> http://127.0.0.1:{http_port}/v1/events -> validate -> Delta table",

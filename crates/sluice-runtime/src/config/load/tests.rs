@@ -1,5 +1,34 @@
 use super::*;
-use crate::config::SourceConfig;
+use sluice_schema::registry::SchemaKey;
+
+use crate::{
+    config::{SinkConfig, SourceConfig},
+    sinks::{LakeTable, ResolvedSink, RoutedLake},
+};
+
+/// What `load` resolved for the lake sink `name` with a `uri`.
+fn lake_table<'a>(p: &'a Pipeline, name: &str) -> &'a LakeTable {
+    match &p.config.sinks[name].resolved {
+        ResolvedSink::Lake(table) => table,
+        other => panic!("{name} was resolved as {other:?}"),
+    }
+}
+
+/// What `load` resolved for the lake sink `name` with a `table_template`.
+fn routed_lake<'a>(p: &'a Pipeline, name: &str) -> &'a RoutedLake {
+    match &p.config.sinks[name].resolved {
+        ResolvedSink::RoutedLake(routed) => routed,
+        other => panic!("{name} was resolved as {other:?}"),
+    }
+}
+
+/// The schema `load` gave the postgres sink `name`.
+fn postgres_schema<'a>(p: &'a Pipeline, name: &str) -> Option<&'a sluice_core::JsonDoc> {
+    match &p.config.sinks[name].resolved {
+        ResolvedSink::Postgres { schema } => schema.as_ref(),
+        other => panic!("{name} was resolved as {other:?}"),
+    }
+}
 
 /// Loads with no registered types, as the plain `sluice` binary does.
 fn load(path: &Path) -> Result<Pipeline, ConfigError> {
@@ -63,7 +92,7 @@ fn the_documented_example_loads_with_paths_resolved() {
         panic!()
     };
     assert_eq!(f.path, root.join("incoming/*.ndjson*").to_string_lossy());
-    let lake = &p.lakes["lake"];
+    let lake = lake_table(&p, "lake");
     assert_eq!(
         lake.location.url().to_file_path().unwrap(),
         root.join("lake/clickstream")
@@ -154,7 +183,7 @@ fn s3_tables_load_and_other_schemes_or_options_are_named() {
         "uri = \"s3://b/p\"\nstorage_options = { endpoint = \"http://127.0.0.1:4566\" }",
     );
     let p = load(&write(&dir, &s3)).unwrap();
-    assert_eq!(p.lakes["lake"].location.url().as_str(), "s3://b/p");
+    assert_eq!(lake_table(&p, "lake").location.url().as_str(), "s3://b/p");
     let e = error_of(&EXAMPLE.replace("uri = \"lake/clickstream\"", "uri = \"gs://b/p\""));
     assert!(
         e.contains("sinks.lake.uri: gs://b/p: scheme \"gs\" is not supported"),
@@ -219,14 +248,10 @@ table = "events"
 fn a_postgres_sink_takes_the_schema_of_its_validated_inputs_or_infers() {
     let dir = sluice_testkit::tempdir().unwrap();
     let p = load(&write(&dir, &format!("{EXAMPLE}{POSTGRES}"))).unwrap();
-    assert!(
-        p.postgres["warehouse"]
-            .as_ref()
-            .is_some_and(|s| s["properties"]["ts"].is_object())
-    );
+    assert!(postgres_schema(&p, "warehouse").is_some_and(|s| s["properties"]["ts"].is_object()));
     let raw = POSTGRES.replace("inputs = [\"standardize\"]", "inputs = [\"web\"]");
     let p = load(&write(&dir, &format!("{EXAMPLE}{raw}"))).unwrap();
-    assert_eq!(p.postgres["warehouse"], None);
+    assert_eq!(postgres_schema(&p, "warehouse"), None);
 }
 
 #[test]
@@ -541,8 +566,7 @@ fn a_table_template_lake_routes_self_describing_and_avro_inputs() {
         ),
     ))
     .unwrap();
-    assert!(p.lakes.is_empty());
-    let lake = &p.routed_lakes["lake"];
+    let lake = routed_lake(&p, "lake");
     assert_eq!(
         (lake.event_id.as_str(), lake.key_field.as_deref()),
         ("/id", Some("_schema"))
@@ -589,7 +613,7 @@ fn a_table_template_lake_routes_self_describing_and_avro_inputs() {
 fn the_registry_example_loads_with_one_routed_lake() {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/registry/pipeline.toml");
     let p = load(&file).unwrap();
-    let lake = &p.routed_lakes["lake"];
+    let lake = routed_lake(&p, "lake");
     let key: SchemaKey = "iglu:com.acme/page_view/jsonschema/1-0-0".parse().unwrap();
     assert!(
         lake.location(&key)

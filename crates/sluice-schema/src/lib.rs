@@ -1,5 +1,5 @@
 //! Schemas: JSON Schema 2020-12 validation of events (the `validate`
-//! transform), the mapping from a JSON Schema to the Arrow schema the lake
+//! transform; Iglu's draft-04 schemas as published, [`iglu`]), the mapping from a JSON Schema to the Arrow schema the lake
 //! writes, the schema registry (versioned schemas, compatibility), and the
 //! transforms that check events against registered versions
 //! (`self_describing`, `avro`).
@@ -7,6 +7,7 @@
 pub mod arrow_types;
 pub mod avro;
 pub mod event_json;
+pub mod iglu;
 pub mod registry;
 pub mod self_describing;
 pub mod validate;

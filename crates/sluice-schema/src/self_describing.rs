@@ -27,7 +27,7 @@ use sluice_core::{BatchInfo, Event, Rejected, StageError, Transform, TransformOu
 
 use crate::{
     registry::{Registry, SchemaKey},
-    validate::{EventFields, compile, schema_reason},
+    validate::{EventFields, compile_with, schema_reason},
 };
 
 /// Where a self-describing event keeps its parts.
@@ -84,8 +84,14 @@ impl SelfDescribingTransform {
         }
         match self.registry.get(&key).await {
             Ok(Some(found)) => {
+                let schema = found.schema.to_value();
+                let referenced = self
+                    .registry
+                    .referenced(&schema)
+                    .await
+                    .map_err(|e| StageError::retriable(format!("schema registry: {e}")))?;
                 let validator = Arc::new(
-                    compile(&found.schema.to_value())
+                    compile_with(&schema, referenced)
                         .map_err(|e| StageError::fatal(format!("registered {key}: {e}")))?,
                 );
                 self.known

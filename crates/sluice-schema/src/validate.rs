@@ -13,10 +13,11 @@
 
 use std::{path::Path, sync::Arc};
 
+use crate::iglu::Referenced;
 use async_trait::async_trait;
 use chrono::DateTime;
 use jsonschema::{
-    Draft, ValidationError, Validator,
+    ValidationError, Validator,
     error::ValidationErrorKind,
     json::{Array, Json, JsonNumber, Node, Object},
 };
@@ -55,10 +56,17 @@ pub fn load_schema(path: &Path) -> Result<JsonDoc, SchemaError> {
 /// A validator for instances in representation `F` (`serde_json::Value`
 /// unless named).
 pub(crate) fn compile<F: Json>(schema: &Value) -> Result<Validator<F>, String> {
+    compile_with(schema, Referenced::default())
+}
+
+/// [`compile`], with the Iglu schemas `schema` refers to.
+pub(crate) fn compile_with<F: Json>(schema: &Value, referenced: Referenced) -> Result<Validator<F>, String> {
+    let (schema, draft) = crate::iglu::for_validator(schema);
     jsonschema::options_for::<F>()
-        .with_draft(Draft::Draft202012)
+        .with_draft(draft)
+        .with_retriever(referenced)
         .should_validate_formats(true)
-        .build(schema)
+        .build(&schema)
         .map_err(|e| e.to_string())
 }
 

@@ -171,7 +171,9 @@ pub enum ObjectsCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum SchemaCommand {
-    /// Store a schema version, after checking it against the newest version of its MODEL.
+    /// Store a schema version, after checking it against the earlier versions of its MODEL
+    /// (SchemaVer: an ADDITION must suit all of its REVISION's, a REVISION may break some and
+    /// says what).
     Register {
         pipeline: PathBuf,
         /// The JSON Schema file.
@@ -195,6 +197,17 @@ pub enum SchemaCommand {
     },
     /// One registered schema.
     Show { pipeline: PathBuf, key: String },
+    /// Register every schema of an Iglu static repository (`DIR/schemas/vendor/name/format/M-R-A`,
+    /// e.g. a checkout of Iglu Central) in version order: prints what was registered, skipped
+    /// (already there with the same content) and refused, with why; exit 1 if any was refused.
+    Import {
+        pipeline: PathBuf,
+        /// The repository's folder (the one holding `schemas/`).
+        dir: PathBuf,
+        /// One JSON line per schema instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[cfg(test)]

@@ -1,8 +1,12 @@
 //! What changed between two versions of a JSON Schema, for readers of data
 //! written with the older one: additions of optional fields are compatible;
-//! a removed field, a changed type and a field that is (or became) required
-//! are breaking. Types compare as sets of JSON types; gaining `null` (a
-//! field becoming nullable) is compatible.
+//! a removed field, a narrowed type and a field that is (or became)
+//! required are breaking. Types compare as sets of JSON types, read from
+//! `type`, or else from the values an `enum` or `const` allows (an enum of
+//! strings is a string); gaining a type (`null`, or `number` where
+//! `integer` was) only widens what validates and is compatible, reported
+//! as an addition when a non-null type is gained (a lake column keeps its
+//! type, so such a version's events do not fit an existing table).
 
 use std::collections::BTreeSet;
 
@@ -24,12 +28,42 @@ pub fn compare(old: &Value, new: &Value) -> Changes {
     changes
 }
 
+/// The JSON types a schema allows; empty for any.
 fn types(schema: &Value) -> BTreeSet<String> {
     match schema.get("type") {
         Some(Value::String(t)) => [t.clone()].into(),
         Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).map(str::to_string).collect(),
-        _ => BTreeSet::new(),
+        _ => match (schema.get("enum"), schema.get("const")) {
+            (Some(Value::Array(values)), _) => values.iter().map(|v| kind(v).to_string()).collect(),
+            (None, Some(value)) => [kind(value).to_string()].into(),
+            _ => BTreeSet::new(),
+        },
     }
+}
+
+/// A value's JSON Schema type.
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Whether every value of a type in `old` is of a type in `new` (empty:
+/// any type).
+fn covers(new: &BTreeSet<String>, old: &BTreeSet<String>) -> bool {
+    if new.is_empty() {
+        return true;
+    }
+    !old.is_empty()
+        && old
+            .iter()
+            .all(|t| new.contains(t) || (t == "integer" && new.contains("number")))
 }
 
 fn required(schema: &Value) -> BTreeSet<String> {
@@ -55,11 +89,19 @@ fn diff(old: &Value, new: &Value, path: &str, changes: &mut Changes) {
     let mut new_non_null = new_types.clone();
     new_non_null.remove("null");
     let at = if path.is_empty() { "/" } else { path };
-    if old_non_null != new_non_null || (old_types.contains("null") && !new_types.contains("null")) {
+    let loses_null = old_types.contains("null") && !new_types.contains("null") && !new_types.is_empty();
+    if !covers(&new_non_null, &old_non_null) || loses_null {
         changes
             .breaking
             .push(format!("{at}: type {} -> {}", shown(&old_types), shown(&new_types)));
         return;
+    }
+    if old_non_null != new_non_null {
+        changes.additions.push(format!(
+            "{at}: type {} -> {} (widened)",
+            shown(&old_types),
+            shown(&new_types)
+        ));
     }
     if let (Some(old_props), Some(new_props)) = (
         old.get("properties").and_then(Value::as_object),
@@ -149,6 +191,41 @@ mod tests {
         assert_eq!(
             compare(&nullable, &v1()).breaking,
             vec!["/price: type null|number -> number"]
+        );
+    }
+
+    #[test]
+    fn an_enum_or_const_fixes_the_type_and_widening_is_not_a_break() {
+        let old = json!({"type": "object", "properties": {
+            "kind": {"enum": ["a", "b"]},
+            "level": {"const": 3},
+            "flag": {"type": "string"}
+        }});
+        let new = json!({"type": "object", "properties": {
+            "kind": {"type": "string", "enum": ["a", "b", "c"]},
+            "level": {"type": "number"},
+            "flag": {"type": ["string", "boolean"]}
+        }});
+        let changes = compare(&old, &new);
+        assert!(changes.breaking.is_empty(), "{changes:?}");
+        assert_eq!(
+            changes.additions,
+            vec![
+                "/flag: type string -> boolean|string (widened)",
+                "/level: type integer -> number (widened)"
+            ]
+        );
+        assert_eq!(
+            compare(&new, &old).breaking,
+            vec!["/flag: type boolean|string -> string", "/level: type number -> integer"],
+            "narrowing back breaks; an enum of strings is still a string"
+        );
+        let untyped = json!({"type": "object", "properties": {"free": {}}});
+        let typed = json!({"type": "object", "properties": {"free": {"type": "string"}}});
+        assert_eq!(compare(&untyped, &typed).breaking, vec!["/free: type any -> string"]);
+        assert!(
+            compare(&typed, &untyped).breaking.is_empty(),
+            "any value validates again"
         );
     }
 }

@@ -9,8 +9,11 @@
 //! Invariants: a registered version never changes (registering the same
 //! content again is a no-op; other content under its key is refused); a
 //! version within a MODEL must be newer than every registered version of
-//! that MODEL and compatible with the newest of them ([`compat`]); a new
-//! MODEL starts at `M-0-0` and may break anything.
+//! that MODEL. SchemaVer decides what may break ([`compat`]): an ADDITION
+//! must be compatible with every earlier version of its MODEL and
+//! REVISION; a REVISION may break some historical data, so it is accepted
+//! with each break reported as a warning; a new MODEL starts at `M-0-0`
+//! and may break anything.
 
 pub mod compat;
 pub mod key;
@@ -28,7 +31,7 @@ pub use key::{SchemaKey, SchemaVer};
 
 pub use store::{ObjectStoreSchemas, PostgresSchemas, SchemaStore};
 
-use crate::avro;
+use crate::{avro, iglu::Referenced};
 
 /// A registered schema.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -47,6 +50,8 @@ pub enum Outcome {
     Accepted {
         against: Option<SchemaKey>,
         additions: Vec<String>,
+        /// What a REVISION breaks for data of earlier versions.
+        warnings: Vec<String>,
     },
     /// The same content is registered under this key already.
     AlreadyRegistered,
@@ -120,17 +125,27 @@ impl Registered {
     }
 }
 
-/// Checks `schema` is valid in `key`'s format; the JSON Schema its events follow.
+/// The JSON Schema the events of `schema` follow: the schema itself, or
+/// what an Avro schema's datums decode to (checked).
 fn json_schema_of(key: &SchemaKey, schema: &JsonDoc) -> Result<JsonDoc, String> {
     if key.format == avro::FORMAT {
         return avro::parse(&schema.to_value())
             .map(|parsed| avro::to_json_schema(&parsed))
             .map_err(|e| format!("{key}: {e}"));
     }
-    jsonschema::options()
-        .build(&schema.to_value())
-        .map_err(|e| format!("{key}: not a valid JSON Schema: {e}"))?;
     Ok(schema.clone())
+}
+
+/// Checks that a JSON Schema compiles, its Iglu references resolved from
+/// `referenced`.
+fn check_compiles(key: &SchemaKey, schema: &Value, referenced: Referenced) -> Result<(), String> {
+    let (view, draft) = crate::iglu::for_validator(schema);
+    jsonschema::options()
+        .with_draft(draft)
+        .with_retriever(referenced)
+        .build(&view)
+        .map(|_| ())
+        .map_err(|e| format!("{key}: not a valid JSON Schema: {e}"))
 }
 
 impl Registry {
@@ -173,24 +188,33 @@ impl Registry {
         format!("schemas/{}/{}", key.family_path(), key.version)
     }
 
-    /// Every registered schema, ordered by family and version.
-    pub async fn list(&self) -> Result<Vec<Registered>, RegistryError> {
-        let mut found = Vec::new();
+    /// The key of every registered schema, ordered by family and version,
+    /// without reading the schemas.
+    async fn keys(&self) -> Result<Vec<SchemaKey>, RegistryError> {
+        let mut keys = Vec::new();
         for path in self.store.list().await.map_err(|e| self.storage(e))? {
             let parts: Vec<&str> = path.split('/').collect();
             let ["schemas", vendor, name, format, version] = parts.as_slice() else {
                 continue;
             };
-            let Ok(key) = format!("iglu:{vendor}/{name}/{format}/{version}").parse::<SchemaKey>() else {
-                continue;
-            };
+            if let Ok(key) = format!("iglu:{vendor}/{name}/{format}/{version}").parse::<SchemaKey>() {
+                keys.push(key);
+            }
+        }
+        keys.sort_by_key(|k| (k.family_path(), k.version));
+        Ok(keys)
+    }
+
+    /// Every registered schema, ordered by family and version.
+    pub async fn list(&self) -> Result<Vec<Registered>, RegistryError> {
+        let mut found = Vec::new();
+        for key in self.keys().await? {
             found.push(
                 self.get(&key)
                     .await?
                     .ok_or_else(|| self.storage(format!("{key} vanished")))?,
             );
         }
-        found.sort_by_key(|r| (r.key.family_path(), r.key.version));
         Ok(found)
     }
 
@@ -215,6 +239,11 @@ impl Registry {
     /// What registering `schema` under `key` would do, without storing it.
     pub async fn check(&self, key: &SchemaKey, schema: &JsonDoc) -> Result<Outcome, RegistryError> {
         let events = json_schema_of(key, schema).map_err(RegistryError::Invalid)?;
+        if key.format != avro::FORMAT {
+            let value = schema.to_value();
+            let referenced = self.referenced(&value).await?;
+            check_compiles(key, &value, referenced).map_err(RegistryError::Invalid)?;
+        }
         let new_fingerprint = fingerprint_of(key, schema);
         if let Some(existing) = self.get(key).await? {
             if existing.fingerprint == new_fingerprint {
@@ -225,21 +254,30 @@ impl Registry {
                 existing.fingerprint
             )));
         }
-        let all = self.list().await?;
-        if key.format == avro::FORMAT
-            && let Some(twin) = all
-                .iter()
-                .find(|r| r.key.format == avro::FORMAT && r.fingerprint == new_fingerprint)
-        {
-            return Err(RegistryError::Invalid(format!(
-                "{key} has the fingerprint of {} ({new_fingerprint}); Avro datums name their schema by fingerprint, so each registered Avro schema must differ (e.g. in a field)",
-                twin.key
-            )));
+        let keys = self.keys().await?;
+        if key.format == avro::FORMAT {
+            for other in keys.iter().filter(|k| k.format == avro::FORMAT) {
+                let Some(twin) = self.get(other).await? else {
+                    continue;
+                };
+                if twin.fingerprint != new_fingerprint {
+                    continue;
+                }
+                return Err(RegistryError::Invalid(format!(
+                    "{key} has the fingerprint of {} ({new_fingerprint}); Avro datums name their schema by fingerprint, so each registered Avro schema must differ (e.g. in a field)",
+                    twin.key
+                )));
+            }
         }
-        let same_model: Vec<Registered> = all
-            .into_iter()
-            .filter(|r| r.key.same_family(key) && r.key.version.model == key.version.model)
-            .collect();
+        let mut same_model: Vec<Registered> = Vec::new();
+        for other in keys
+            .iter()
+            .filter(|k| k.same_family(key) && k.version.model == key.version.model)
+        {
+            if let Some(found) = self.get(other).await? {
+                same_model.push(found);
+            }
+        }
         let Some(newest) = same_model.last() else {
             if key.version.revision != 0 || key.version.addition != 0 {
                 return Err(RegistryError::Invalid(format!(
@@ -250,6 +288,7 @@ impl Registry {
             return Ok(Outcome::Accepted {
                 against: None,
                 additions: Vec::new(),
+                warnings: Vec::new(),
             });
         };
         if key.version < newest.key.version {
@@ -258,19 +297,90 @@ impl Registry {
                 newest.key
             )));
         }
-        let older = newest.json_schema().map_err(RegistryError::Invalid)?;
-        let changes = compare(&older.to_value(), &events.to_value());
-        if !changes.breaking.is_empty() {
+        let events = events.to_value();
+        let against_newest = compare(
+            &newest.json_schema().map_err(RegistryError::Invalid)?.to_value(),
+            &events,
+        );
+        if key.version.revision > newest.key.version.revision {
+            return Ok(Outcome::Accepted {
+                against: Some(newest.key.clone()),
+                additions: against_newest.additions,
+                warnings: against_newest.breaking,
+            });
+        }
+        // An ADDITION: compatible with every earlier version of its
+        // REVISION, newest first; each break is named once, with the
+        // version it breaks when that is not the first one broken.
+        let mut broken: Option<&SchemaKey> = None;
+        let mut breaking: Vec<String> = Vec::new();
+        let same_revision = same_model
+            .iter()
+            .rev()
+            .filter(|r| r.key.version.revision == key.version.revision);
+        for earlier in same_revision {
+            let changes = if earlier.key == newest.key {
+                Changes {
+                    breaking: against_newest.breaking.clone(),
+                    additions: Vec::new(),
+                }
+            } else {
+                compare(
+                    &earlier.json_schema().map_err(RegistryError::Invalid)?.to_value(),
+                    &events,
+                )
+            };
+            for b in changes.breaking {
+                let first = *broken.get_or_insert(&earlier.key);
+                if breaking.iter().any(|seen| seen.starts_with(&b)) {
+                    continue;
+                }
+                breaking.push(if earlier.key == *first {
+                    b
+                } else {
+                    format!("{b} (against {})", earlier.key.version)
+                });
+            }
+        }
+        if let Some(first) = broken {
             return Err(RegistryError::Breaking {
                 key: Box::new(key.clone()),
-                against: Box::new(newest.key.clone()),
-                breaking: changes.breaking,
+                against: Box::new(first.clone()),
+                breaking,
             });
         }
         Ok(Outcome::Accepted {
             against: Some(newest.key.clone()),
-            additions: changes.additions,
+            additions: against_newest.additions,
+            warnings: Vec::new(),
         })
+    }
+
+    /// The registered schemas `schema` refers to by Iglu key, and those they
+    /// refer to: what a validator needs to resolve its references. A key
+    /// the registry lacks is refused by name.
+    pub async fn referenced(&self, schema: &Value) -> Result<Referenced, RegistryError> {
+        let mut referenced = Referenced::default();
+        let mut pending = crate::iglu::refs(schema);
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(uri) = pending.pop() {
+            if !seen.insert(uri.clone()) {
+                continue;
+            }
+            let Some(text) = crate::iglu::key_of_ref(&uri) else {
+                continue;
+            };
+            let key: SchemaKey = text
+                .parse()
+                .map_err(|e| RegistryError::Invalid(format!("$ref {uri}: {e}")))?;
+            let found = self.get(&key).await?.ok_or_else(|| {
+                RegistryError::Invalid(format!("$ref {uri}: {key} is not registered; register it first"))
+            })?;
+            let value = found.schema.to_value();
+            pending.extend(crate::iglu::refs(&value));
+            referenced.insert(uri, &value);
+        }
+        Ok(referenced)
     }
 
     /// Checks and stores `schema` under `key`.

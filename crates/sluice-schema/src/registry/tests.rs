@@ -21,7 +21,8 @@ async fn versions_register_in_order_and_a_breaking_change_needs_a_new_model() {
         registry.register(&v100, &doc(page_view())).await.unwrap(),
         Outcome::Accepted {
             against: None,
-            additions: vec![]
+            additions: vec![],
+            warnings: vec![]
         }
     );
     assert_eq!(
@@ -36,7 +37,8 @@ async fn versions_register_in_order_and_a_breaking_change_needs_a_new_model() {
         registry.register(&v101, &doc(v101_schema.clone())).await.unwrap(),
         Outcome::Accepted {
             against: Some(v100.clone()),
-            additions: vec!["/referrer: new optional field".into()]
+            additions: vec!["/referrer: new optional field".into()],
+            warnings: vec![]
         }
     );
 
@@ -164,4 +166,85 @@ async fn a_schema_file_is_created_once_and_never_replaced() {
     assert_eq!(store.read(path).await.unwrap().unwrap(), b"first");
     assert_eq!(store.read("schemas/com.acme/x/jsonschema/1-0-1").await.unwrap(), None);
     assert_eq!(store.list().await.unwrap(), [path]);
+}
+
+#[tokio::test]
+async fn an_addition_must_suit_every_earlier_version_and_a_revision_only_warns() {
+    let dir = sluice_testkit::tempdir().unwrap();
+    let registry = Registry::folder(dir.path()).unwrap();
+    let schema = |props: Value| doc(json!({"type": "object", "properties": props}));
+    let v100 = key("iglu:com.acme/reading/jsonschema/1-0-0");
+    registry
+        .register(
+            &v100,
+            &schema(json!({"level": {"type": "integer"}, "unit": {"type": "string"}})),
+        )
+        .await
+        .unwrap();
+    // 1-0-1 widens `level` to number: compatible with 1-0-0.
+    let v101 = key("iglu:com.acme/reading/jsonschema/1-0-1");
+    let widened = json!({"level": {"type": "number"}, "unit": {"type": "string"}});
+    let outcome = registry.register(&v101, &schema(widened)).await.unwrap();
+    assert!(matches!(&outcome, Outcome::Accepted { additions, warnings, .. }
+        if additions == &["/level: type integer -> number (widened)"] && warnings.is_empty()));
+    // 1-0-2 drops `unit`: it breaks 1-0-1 and 1-0-0 alike, named once.
+    let dropped = json!({"level": {"type": "number"}});
+    let err = registry
+        .register(&key("iglu:com.acme/reading/jsonschema/1-0-2"), &schema(dropped.clone()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, RegistryError::Breaking { against, breaking, .. }
+            if **against == v101 && breaking == &["/unit: removed"]),
+        "{err}"
+    );
+    // 1-0-2 narrowing `level` back to integer breaks only 1-0-1's data.
+    let narrowed = json!({"level": {"type": "integer"}, "unit": {"type": "string"}});
+    let err = registry
+        .register(&key("iglu:com.acme/reading/jsonschema/1-0-2"), &schema(narrowed))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, RegistryError::Breaking { against, breaking, .. }
+            if **against == v101 && breaking == &["/level: type number -> integer"]),
+        "{err}"
+    );
+    // As a REVISION, dropping `unit` is accepted with the break as a warning.
+    let v110 = key("iglu:com.acme/reading/jsonschema/1-1-0");
+    let outcome = registry.register(&v110, &schema(dropped)).await.unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Accepted {
+            against: Some(v101),
+            additions: vec![],
+            warnings: vec!["/unit: removed".into()]
+        }
+    );
+}
+
+#[tokio::test]
+async fn iglu_central_schemas_register_as_published() {
+    let dir = sluice_testkit::tempdir().unwrap();
+    let registry = Registry::folder(dir.path()).unwrap();
+    let published = doc(json!({
+        "$schema": crate::iglu::META_SCHEMA,
+        "description": "A reading, written the way Iglu Central publishes schemas",
+        "self": {"vendor": "com.acme", "name": "reading", "format": "jsonschema", "version": "1-0-0"},
+        "type": "object",
+        "properties": {"kind": {"enum": ["a", "b"]}, "level": {"type": "number", "maximum": 10, "exclusiveMaximum": true}},
+        "additionalProperties": false
+    }));
+    let v100 = key("iglu:com.acme/reading/jsonschema/1-0-0");
+    assert!(matches!(
+        registry.register(&v100, &published).await.unwrap(),
+        Outcome::Accepted { .. }
+    ));
+    let mut typed = published.to_value();
+    typed["self"]["version"] = json!("1-0-1");
+    typed["properties"]["kind"]["type"] = json!("string");
+    let v101 = key("iglu:com.acme/reading/jsonschema/1-0-1");
+    assert!(
+        matches!(registry.register(&v101, &doc(typed)).await.unwrap(), Outcome::Accepted { warnings, .. } if warnings.is_empty()),
+        "an enum of strings gaining `type: string` is no type change"
+    );
 }

@@ -451,3 +451,96 @@ fn column_names(table: &std::path::Path) -> Vec<String> {
     let out = support::run_ok(Command::new(support::python()).args(["-c", script]).arg(table));
     serde_json::from_str(&out).unwrap()
 }
+
+/// An Iglu static repository written the way Iglu Central publishes
+/// schemas (Iglu's meta-schema in `$schema`, a `self` block, draft-04
+/// keywords): `sluice schema import` registers it in version order, a
+/// second import skips everything, and a breaking ADDITION and a file
+/// whose `self` block disagrees with its path are refused with why.
+#[test]
+fn an_iglu_repository_is_imported_in_version_order() {
+    let tmp = sluice_testkit::tempdir().unwrap();
+    let pipeline = tmp.path().join("pipeline.toml");
+    std::fs::write(
+        &pipeline,
+        "[sources.web]\ntype = \"http\"\naddress = \"127.0.0.1:0\"\n[sinks.out]\ntype = \"stream\"\ninputs = [\"web\"]\nurl = \"nats://127.0.0.1:4222\"\nsubject = \"x\"\n",
+    )
+    .unwrap();
+    let repo = tmp.path().join("iglu");
+    let put = |vendor: &str, name: &str, version: &str, properties: Value| {
+        let dir = repo.join("schemas").join(vendor).join(name).join("jsonschema");
+        std::fs::create_dir_all(&dir).unwrap();
+        let schema = json!({
+            "$schema": "http://iglucentral.com/schemas/com.snowplowanalytics.self-desc/schema/jsonschema/1-0-0#",
+            "description": format!("{name} {version}"),
+            "self": {"vendor": vendor, "name": name, "format": "jsonschema", "version": version},
+            "type": "object",
+            "properties": properties,
+            "additionalProperties": false
+        });
+        std::fs::write(dir.join(version), serde_json::to_vec_pretty(&schema).unwrap()).unwrap();
+    };
+    let reading =
+        json!({"kind": {"enum": ["a", "b"]}, "level": {"type": "number", "maximum": 10, "exclusiveMaximum": true}});
+    let mut typed = reading.clone();
+    typed["kind"]["type"] = json!("string");
+    let mut dropped = typed.clone();
+    dropped.as_object_mut().unwrap().remove("level");
+    // Written out of order: the import sorts by version.
+    put("com.acme", "reading", "1-1-0", dropped.clone());
+    put("com.acme", "reading", "1-0-1", typed);
+    put("com.acme", "reading", "1-0-0", reading);
+    put("com.acme", "reading", "1-0-2", dropped);
+    put("com.acme", "alert", "1-0-0", json!({"text": {"type": "string"}}));
+    let misnamed = repo.join("schemas/com.acme/alert/jsonschema/1-0-1");
+    let mut body: Value =
+        serde_json::from_slice(&std::fs::read(repo.join("schemas/com.acme/alert/jsonschema/1-0-0")).unwrap()).unwrap();
+    body["self"]["version"] = json!("1-0-0");
+    std::fs::write(&misnamed, serde_json::to_vec(&body).unwrap()).unwrap();
+
+    let p = pipeline.to_str().unwrap();
+    let r = repo.to_str().unwrap();
+    let first = sluice(&["schema", "import", p, r, "--json"]);
+    assert_eq!(first.status.code(), Some(1), "two refusals: exit 1");
+    let lines: Vec<Value> = String::from_utf8(first.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let status: Vec<(String, String)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["key"].as_str().unwrap().to_string(),
+                l["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let key = |name: &str, version: &str| format!("iglu:com.acme/{name}/jsonschema/{version}");
+    assert_eq!(
+        status,
+        vec![
+            (key("alert", "1-0-0"), "registered".to_string()),
+            (key("alert", "1-0-1"), "refused".to_string()),
+            (key("reading", "1-0-0"), "registered".to_string()),
+            (key("reading", "1-0-1"), "registered".to_string()),
+            (key("reading", "1-0-2"), "refused".to_string()),
+            (key("reading", "1-1-0"), "registered".to_string()),
+        ]
+    );
+    let detail = |i: usize| lines[i]["detail"].to_string();
+    assert!(detail(1).contains("its self block names"), "{}", detail(1));
+    assert!(detail(4).contains("/level: removed"), "{}", detail(4));
+    assert!(
+        detail(5).contains("/level: removed"),
+        "the REVISION's break is a warning: {}",
+        detail(5)
+    );
+
+    let again = sluice(&["schema", "import", p, r]);
+    let text = String::from_utf8(again.stdout).unwrap();
+    assert!(
+        text.contains("0 registered, 4 skipped (already there), 2 refused"),
+        "{text}"
+    );
+}

@@ -3,6 +3,14 @@
 //! it, several fan it out); an error, or an output that is not a JSON
 //! object, sends the input event to the dead-letter store with the reason.
 //! The program is compiled once; compile errors name line and column.
+//!
+//! jaq recurses over the depth of programs and values (printing, comparing,
+//! merging and dropping a 10 000-deep array), far past a worker thread's
+//! 2 MiB stack, and a stack overflow aborts the process. Compiling and each
+//! batch's evaluation therefore run on a thread of their own with a
+//! [`STACK_BYTES`] stack (reserved, not committed: only what a program
+//! uses is touched). A program that panics fails its event, not the
+//! engine.
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -16,6 +24,23 @@ use sluice_core::{BatchInfo, Event, Rejected, StageError, Transform, TransformOu
 
 type Filter = jaq_core::Filter<data::JustLut<Val>>;
 
+/// The stack of the threads that compile and run jq programs.
+pub const STACK_BYTES: usize = 256 << 20;
+
+/// Runs `work` on a thread with a [`STACK_BYTES`] stack and waits for it;
+/// an error if the thread cannot start or `work` panics.
+fn on_big_stack<T: Send>(work: impl FnOnce() -> T + Send) -> Result<T, String> {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("sluice-jq".into())
+            .stack_size(STACK_BYTES)
+            .spawn_scoped(scope, work)
+            .map_err(|e| format!("cannot start a jq thread: {e}"))?
+            .join()
+            .map_err(|_| "the program panicked".to_string())
+    })
+}
+
 pub struct JqTransform {
     filter: Filter,
 }
@@ -23,6 +48,10 @@ pub struct JqTransform {
 impl JqTransform {
     /// Compiles `program`; the error names the line and column of each problem.
     pub fn compile(program: &str) -> Result<Self, String> {
+        on_big_stack(|| Self::compile_here(program)).and_then(|compiled| compiled)
+    }
+
+    fn compile_here(program: &str) -> Result<Self, String> {
         let defs = jaq_core::defs().chain(jaq_std::defs()).chain(jaq_json::defs());
         let funs = jaq_core::funs().chain(jaq_std::funs()).chain(jaq_json::funs());
         let arena = Arena::default();
@@ -125,9 +154,19 @@ fn load_errors(code: &str, errors: jaq_core::load::Errors<&str, ()>) -> String {
 #[async_trait]
 impl Transform for JqTransform {
     async fn process(&self, _batch: BatchInfo<'_>, events: Vec<Event>) -> Result<TransformOutput, StageError> {
+        let results = match on_big_stack(|| events.iter().map(|e| self.run(&e.payload)).collect::<Vec<_>>()) {
+            Ok(results) => results,
+            // A panic: run the events one by one to fail only the one that panics.
+            Err(_) => events
+                .iter()
+                .map(|e| {
+                    on_big_stack(|| self.run(&e.payload)).unwrap_or_else(|why| Err((reason::JQ_ERROR.to_string(), why)))
+                })
+                .collect(),
+        };
         let mut output = TransformOutput::default();
-        for event in events {
-            match self.run(&event.payload) {
+        for (event, result) in events.into_iter().zip(results) {
+            match result {
                 Ok(outs) if outs.is_empty() => output.dropped += 1,
                 Ok(outs) => output.events.extend(outs.into_iter().map(|payload| Event {
                     payload,
@@ -151,6 +190,36 @@ mod tests {
                 .map(|b| String::from_utf8(b.to_vec()).unwrap())
                 .collect()
         })
+    }
+
+    /// jaq recurses over a value's depth to print, compare and drop it: on
+    /// a worker thread's stack this nesting aborts the process.
+    #[tokio::test]
+    async fn deeply_nested_values_do_not_take_the_engine_down() {
+        let program = "reduce range(30000) as $i (null; {inner: ., i: $i}) | {text: (tojson | length), same: (. == .)}";
+        let transform = JqTransform::compile(program).unwrap();
+        let event = Event::from_line(0, Bytes::from_static(b"{}"));
+        let output = transform.process(BatchInfo::first("deep"), vec![event]).await.unwrap();
+        assert!(output.rejected.is_empty(), "{:?}", output.rejected);
+        let out: serde_json::Value = serde_json::from_slice(&output.events[0].payload).unwrap();
+        assert_eq!(out["same"], true);
+        assert!(
+            out["text"].as_u64().unwrap() > 30_000 * 10,
+            "every level printed: {}",
+            out["text"]
+        );
+    }
+
+    /// Parsing and running recurse once per `elif`: a long chain compiles
+    /// and runs on the jq threads' stack instead of overflowing the caller's.
+    #[tokio::test]
+    async fn a_long_elif_chain_compiles_and_runs() {
+        let branches: String = (1..5000).map(|i| format!(" elif .n == {i} then {{k: {i}}}")).collect();
+        let program = format!("if .n == 0 then {{k: 0}}{branches} else {{k: -1}} end");
+        let transform = JqTransform::compile(&program).unwrap();
+        let event = Event::from_line(0, Bytes::from_static(br#"{"n": 4321}"#));
+        let output = transform.process(BatchInfo::first("elif"), vec![event]).await.unwrap();
+        assert_eq!(output.events[0].payload, Bytes::from_static(br#"{"k":4321}"#));
     }
 
     #[test]

@@ -52,7 +52,10 @@ impl JqTransform {
     }
 
     fn compile_here(program: &str) -> Result<Self, String> {
-        let defs = jaq_core::defs().chain(jaq_std::defs()).chain(jaq_json::defs());
+        let defs = jaq_core::defs()
+            .chain(jaq_std::defs())
+            .chain(jaq_json::defs())
+            .chain(sluice_defs());
         let funs = jaq_core::funs().chain(jaq_std::funs()).chain(jaq_json::funs());
         let arena = Arena::default();
         let loader = Loader::new(defs);
@@ -107,6 +110,13 @@ impl JqTransform {
         }
         Ok(out)
     }
+}
+
+/// What jq has and jaq lacks, written in jq (`jq_defs.jq`).
+fn sluice_defs() -> impl Iterator<Item = jaq_core::load::parse::Def<&'static str>> {
+    jaq_core::load::parse(include_str!("jq_defs.jq"), |p| p.defs())
+        .expect("jq_defs.jq parses (checked by a test)")
+        .into_iter()
 }
 
 fn shorten(text: &str) -> String {
@@ -220,6 +230,27 @@ mod tests {
         let event = Event::from_line(0, Bytes::from_static(br#"{"n": 4321}"#));
         let output = transform.process(BatchInfo::first("elif"), vec![event]).await.unwrap();
         assert_eq!(output.events[0].payload, Bytes::from_static(br#"{"k":4321}"#));
+    }
+
+    #[test]
+    fn the_definitions_jaq_lacks_answer_as_jq_does() {
+        let one = |program: &str, input: &str| run(&format!("{{out: ({program})}}"), input).unwrap().join("");
+        assert_eq!(
+            one("[1, \"a\\\"b\", null, true] | @csv", "{}"),
+            r#"{"out":"1,\"a\"\"b\",,true"}"#
+        );
+        assert_eq!(one("[\"a\\tb\", 2, null] | @tsv", "{}"), r#"{"out":"a\\tb\t2\t"}"#);
+        assert_eq!(one(".n | IN(2, 3)", r#"{"n": 3}"#), r#"{"out":true}"#);
+        assert_eq!(one(".n | IN(2, 3)", r#"{"n": 4}"#), r#"{"out":false}"#);
+        assert_eq!(
+            one(
+                ".rows | INDEX(.id)",
+                r#"{"rows": [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}]}"#
+            ),
+            r#"{"out":{"1":{"id":1,"v":"a"},"2":{"id":2,"v":"b"}}}"#
+        );
+        assert_eq!(one(".s | trimstr(\"-\")", r#"{"s": "-x-"}"#), r#"{"out":"x"}"#);
+        assert!(run("{out: ({} | @csv)}", "{}").is_err(), "only an array is a CSV row");
     }
 
     #[test]

@@ -251,6 +251,25 @@ mod tests {
         );
         assert_eq!(one(".s | trimstr(\"-\")", r#"{"s": "-x-"}"#), r#"{"out":"x"}"#);
         assert!(run("{out: ({} | @csv)}", "{}").is_err(), "only an array is a CSV row");
+        assert_eq!(
+            one(".xs | join(\"-\")", r#"{"xs": ["a", null, 2, false]}"#),
+            r#"{"out":"a--2-false"}"#
+        );
+        assert_eq!(
+            one("[.xs[] | ltrimstr(\"ab\")]", r#"{"xs": ["abc", "xab", 7]}"#),
+            r#"{"out":["c","xab",7]}"#
+        );
+        assert_eq!(
+            one("[.xs[] | rtrimstr(\"bc\")]", r#"{"xs": ["abc", "bcx", null]}"#),
+            r#"{"out":["a","bcx",null]}"#
+        );
+        assert_eq!(
+            one(
+                ".es | from_entries",
+                r#"{"es": [{"k": "a", "v": 1}, {"name": "b", "value": 2}, {"key": 3, "value": 4}]}"#
+            ),
+            r#"{"out":{"a":1,"b":2,"3":4}}"#
+        );
     }
 
     #[test]

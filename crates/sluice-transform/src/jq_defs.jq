@@ -1,5 +1,7 @@
-# Definitions jq has and jaq lacks, written in jq, loaded after jaq's
-# standard library by the `jq` transform (sluice-transform/src/jq.rs).
+# Definitions jq has and jaq lacks, and jq's behaviour where jaq's native
+# filter differs, written in jq and loaded after jaq's standard library by
+# the `jq` transform (sluice-transform/src/jq.rs): a definition here
+# shadows jaq's filter of the same name and arity.
 
 # Membership, as jq 1.5+ defines it.
 def IN(s): any(s == .; .);
@@ -44,3 +46,20 @@ def @tsv:
     else error("\(type) (\(tojson)) is not valid in a tsv row")
     end) | join("\t")
   end;
+
+# jq's `join`: null as "", numbers and booleans as JSON, strings as they are.
+def join($x): reduce .[] as $i (null;
+    (if . == null then "" else . + $x end)
+    + ($i | if . == null then "" elif type == "boolean" or type == "number" then tojson else . end)
+  ) // "";
+
+# jq's trims: a prefix or suffix removed from a string; anything else as it is.
+def ltrimstr($x): if type == "string" and ($x | type) == "string" and startswith($x) then .[($x | length):] else . end;
+def rtrimstr($x):
+  if type == "string" and ($x | type) == "string" and endswith($x) then .[:length - ($x | length)] else . end;
+
+# jq's `from_entries`: keys from key, k, name, Name, K or Key; values from value or v.
+def from_entries: reduce .[] as $x ({};
+    . + { ($x | if .key == null then .k // .name // .Name // .K // .Key else .key end
+              | if type == "string" then . else tojson end):
+          ($x | if has("value") then .value else .v end) });

@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, path::Path, sync::Arc, time::Duration};
 use serde::Deserialize;
 use serde_json::Value;
 use sluice_core::{
-    Transform,
+    Secret, Transform,
     config::{LoadEnv, TransformContext, TransformSpec},
 };
 
@@ -138,8 +138,8 @@ pub struct LookupConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresLookup {
-    /// The database (`postgres://user@host/db`).
-    pub url: String,
+    /// The database (`postgres://user:password@host/db`); never printed.
+    pub url: Secret,
     /// The query whose rows are the reference table.
     pub query: String,
 }
@@ -314,6 +314,7 @@ impl TransformSpec for LookupConfig {
             }
             (None, Some(pg)) => {
                 pg.url
+                    .expose()
                     .parse::<tokio_postgres::Config>()
                     .map_err(|e| format!("postgres.url: not a PostgreSQL connection string ({e})"))?;
                 Source::Postgres {

@@ -5,6 +5,7 @@
 use std::{collections::HashMap, fs::File, path::Path};
 
 use serde_json::{Map, Value};
+use sluice_core::Secret;
 use tokio_postgres::types::Type;
 
 /// Reference rows by the text of their key column.
@@ -13,8 +14,15 @@ pub type Table = HashMap<String, Value>;
 /// Where a reference table comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
-    File { path: String, format: Format },
-    Postgres { url: String, query: String },
+    File {
+        path: String,
+        format: Format,
+    },
+    /// `url` may hold a password: it never prints.
+    Postgres {
+        url: Secret,
+        query: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
@@ -61,7 +69,7 @@ pub async fn load(source: &Source, key_column: &str) -> Result<Table, String> {
                 .await
                 .map_err(|e| format!("reading the file: {e}"))??
         }
-        Source::Postgres { url, query } => query_rows(url, query).await?,
+        Source::Postgres { url, query } => query_rows(url.expose(), query).await?,
     };
     let mut table = Table::with_capacity(rows.len());
     for (i, row) in rows.into_iter().enumerate() {

@@ -225,9 +225,13 @@ async fn a_postgres_query_is_a_reference_table() {
         .await
         .unwrap();
     let source = Source::Postgres {
-        url: url.clone(),
+        url: url.as_str().into(),
         query: format!("SELECT code, name, members, share, eu FROM {schema}.countries"),
     };
+    assert!(
+        !format!("{source:?}").contains(url.as_str()),
+        "the database URL never prints"
+    );
     let t = LookupTransform::new(spec(source, OnMissing::Null, Duration::from_secs(60)));
     let out = t
         .process(BatchInfo::first("test"), events(&[json!("DE"), json!("US")]))
@@ -241,7 +245,7 @@ async fn a_postgres_query_is_a_reference_table() {
         ]
     );
     let bad = Source::Postgres {
-        url,
+        url: url.as_str().into(),
         query: format!("SELECT code, now() AS at FROM {schema}.countries"),
     };
     let err = source::load(&bad, "code").await.unwrap_err();

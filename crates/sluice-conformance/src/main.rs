@@ -222,3 +222,48 @@ fn same_json(a: &Value, b: &Value) -> bool {
         _ => a == b,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn case(program: &str, input: Option<&str>, expected: &[&str], must_fail: bool) -> jq_test::Case {
+        jq_test::Case {
+            line: 1,
+            program: program.into(),
+            input: input.map(str::to_string),
+            expected: expected.iter().map(|e| e.to_string()).collect(),
+            must_fail,
+        }
+    }
+
+    #[test]
+    fn cases_are_judged_by_what_the_transform_gives() {
+        let status = |c: &jq_test::Case| run_case(c)["status"].as_str().unwrap().to_string();
+        assert_eq!(
+            status(&case(".a, .b", Some(r#"{"a": 1, "b": [2.0]}"#), &["1", "[2]"], false)),
+            "passed"
+        );
+        assert_eq!(status(&case(".a", Some(r#"{"a": 1}"#), &["2"], false)), "failed");
+        assert_eq!(
+            status(&case(".a", Some(r#"{"a": 1}"#), &["1", "1"], false)),
+            "failed",
+            "one output, not two"
+        );
+        assert_eq!(status(&case("error(\"x\")", Some("null"), &[], false)), "failed");
+        assert_eq!(status(&case(".a |", Some("null"), &[], false)), "not_compiled");
+        assert_eq!(
+            status(&case(".a |", None, &[], true)),
+            "passed",
+            "must not compile, and does not"
+        );
+        assert_eq!(status(&case(".a", None, &[], true)), "failed");
+    }
+
+    #[test]
+    fn numbers_compare_as_numbers() {
+        assert!(same_json(&json!([1.0, {"a": 2}]), &json!([1, {"a": 2.0}])));
+        assert!(!same_json(&json!([1]), &json!([1, 1])));
+        assert!(!same_json(&json!({"a": 1}), &json!({"b": 1})));
+    }
+}

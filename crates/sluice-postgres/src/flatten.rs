@@ -54,7 +54,7 @@ pub fn key_id(event: &Value, pointers: &[String]) -> Result<[u8; 16], Refusal> {
             Some(v @ (Value::String(_) | Value::Number(_) | Value::Bool(_))) => texts.push(v.to_string()),
             other => {
                 return Err(Refusal {
-                    reason: format!("{}:{p}", reason::MISSING_PRIMARY_KEY),
+                    reason: reason::at(reason::MISSING_PRIMARY_KEY, p),
                     detail: format!(
                         "the primary key needs a string, number or boolean at {p}, got {}",
                         other.map_or_else(|| "nothing".into(), describe)
@@ -158,7 +158,7 @@ impl Flattener<'_> {
                 let detail = format!("expected an object in the array, got {}", describe(&item));
                 let t = &self.shape.tables[child];
                 return Err(Refusal {
-                    reason: format!("{}:{}", reason::COLUMN_TYPE, pointer::<&str>(&t.full_path, &[])),
+                    reason: reason::at(reason::COLUMN_TYPE, &pointer::<&str>(&t.full_path, &[])),
                     detail: format!("{detail} (child table {:?})", t.name),
                 });
             };
@@ -199,7 +199,7 @@ impl Flattener<'_> {
 
     fn refuse(&self, reason: &str, table: usize, path: &[String], detail: String) -> Refusal {
         Refusal {
-            reason: format!("{reason}:{}", pointer(&self.shape.tables[table].full_path, path)),
+            reason: reason::at(reason, &pointer(&self.shape.tables[table].full_path, path)),
             detail,
         }
     }

@@ -68,7 +68,7 @@ impl<E: Edit> Transform for EditTransform<E> {
 }
 
 fn refusal(reason: &str, pointer: &Pointer, detail: String) -> Refusal {
-    (format!("{reason}:{}", pointer.as_str()), detail)
+    (reason::at(reason, pointer.as_str()), detail)
 }
 
 /// `rename`: moves each field to its new place (absent fields are skipped).

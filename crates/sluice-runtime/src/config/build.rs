@@ -24,8 +24,8 @@ pub fn check_transform(
 ) -> Result<(), String> {
     let context = TransformContext { name, data_dir };
     match config.spec() {
-        Some(spec) => spec.validate(&context),
-        None => custom_factory(config, extensions).map(|_| ()),
+        Ok(spec) => spec.validate(&context),
+        Err(custom) => custom_factory(custom, extensions).map(|_| ()),
     }
 }
 
@@ -41,8 +41,10 @@ pub fn build_transforms(pipeline: &Pipeline) -> Result<BTreeMap<String, Arc<dyn 
                 data_dir: &pipeline.data_dir,
             };
             let built = match t.config.spec() {
-                Some(spec) => spec.build(&context),
-                None => custom_factory(&t.config, &pipeline.extensions).and_then(|(factory, options)| factory(options)),
+                Ok(spec) => spec.build(&context),
+                Err(custom) => {
+                    custom_factory(custom, &pipeline.extensions).and_then(|factory| factory(&custom.options))
+                }
             }
             .map_err(|e| ConfigError::Invalid {
                 file: pipeline.file.display().to_string(),
@@ -53,17 +55,13 @@ pub fn build_transforms(pipeline: &Pipeline) -> Result<BTreeMap<String, Arc<dyn 
         .collect()
 }
 
-/// The factory and options of a transform of a registered type.
+/// The factory of a transform of a registered type.
 fn custom_factory<'a>(
-    config: &'a TransformConfig,
+    custom: &CustomTransformConfig,
     extensions: &'a Extensions,
-) -> Result<(&'a crate::TransformFactory, &'a toml::Table), String> {
-    let TransformConfig::Custom(custom) = config else {
-        return Err("type: a built-in type has no factory".into());
-    };
+) -> Result<&'a crate::TransformFactory, String> {
     extensions
         .transform(&custom.type_name)
-        .map(|factory| (factory, &custom.options))
         .ok_or_else(|| unknown(custom, extensions))
 }
 

@@ -88,7 +88,7 @@ pub fn load(path: &Path, extensions: &Arc<Extensions>) -> Result<Pipeline, Confi
             TransformConfig::Avro(avro) => avro.registry = Some(registry.clone()),
             _ => {}
         }
-        if let Some(spec) = transform.config.spec_mut() {
+        if let Ok(spec) = transform.config.spec_mut() {
             spec.resolve(&env)
                 .map_err(|e| invalid(format!("transforms.{tname}.{e}")))?;
         }

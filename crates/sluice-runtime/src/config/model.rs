@@ -309,19 +309,19 @@ macro_rules! built_in_transforms {
         pub const BUILT_IN_TRANSFORMS: &[&str] = &[$($name),*];
 
         impl TransformConfig {
-            /// A built-in type's behaviour (a registered type is built by
-            /// its factory instead).
-            pub fn spec(&self) -> Option<&dyn TransformSpec> {
+            /// A built-in type's behaviour, or the table of a registered
+            /// type (built by its factory instead).
+            pub fn spec(&self) -> Result<&dyn TransformSpec, &CustomTransformConfig> {
                 match self {
-                    $(TransformConfig::$variant(c) => Some(c),)*
-                    TransformConfig::Custom(_) => None,
+                    $(TransformConfig::$variant(c) => Ok(c),)*
+                    TransformConfig::Custom(c) => Err(c),
                 }
             }
 
-            pub fn spec_mut(&mut self) -> Option<&mut dyn TransformSpec> {
+            pub fn spec_mut(&mut self) -> Result<&mut dyn TransformSpec, &mut CustomTransformConfig> {
                 match self {
-                    $(TransformConfig::$variant(c) => Some(c),)*
-                    TransformConfig::Custom(_) => None,
+                    $(TransformConfig::$variant(c) => Ok(c),)*
+                    TransformConfig::Custom(c) => Err(c),
                 }
             }
         }

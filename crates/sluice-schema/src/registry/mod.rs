@@ -313,26 +313,17 @@ impl Registry {
         // REVISION, newest first; each break is named once, with the
         // version it breaks when that is not the first one broken.
         let mut broken: Option<&SchemaKey> = None;
+        let mut seen = std::collections::BTreeSet::new();
         let mut breaking: Vec<String> = Vec::new();
         let same_revision = same_model
             .iter()
             .rev()
             .filter(|r| r.key.version.revision == key.version.revision);
         for earlier in same_revision {
-            let changes = if earlier.key == newest.key {
-                Changes {
-                    breaking: against_newest.breaking.clone(),
-                    additions: Vec::new(),
-                }
-            } else {
-                compare(
-                    &earlier.json_schema().map_err(RegistryError::Invalid)?.to_value(),
-                    &events,
-                )
-            };
-            for b in changes.breaking {
+            let older = earlier.json_schema().map_err(RegistryError::Invalid)?.to_value();
+            for b in compare(&older, &events).breaking {
                 let first = *broken.get_or_insert(&earlier.key);
-                if breaking.iter().any(|seen| seen.starts_with(&b)) {
+                if !seen.insert(b.clone()) {
                     continue;
                 }
                 breaking.push(if earlier.key == *first {

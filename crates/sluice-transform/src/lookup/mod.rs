@@ -148,7 +148,7 @@ impl LookupTransform {
         };
         spec.target.set(event, value).map_err(|e| {
             (
-                format!("{}:{}", sluice_core::reason::FIELD_CONFLICT, spec.target.as_str()),
+                sluice_core::reason::at(sluice_core::reason::FIELD_CONFLICT, spec.target.as_str()),
                 e,
             )
         })?;

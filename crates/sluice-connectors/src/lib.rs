@@ -3,6 +3,7 @@
 //! marking a file read) only after the queue said the batch is durable.
 //! Also the sinks that hand events to other systems ([`sinks`]).
 
+pub mod aws;
 pub mod sinks;
 pub mod sources;
 

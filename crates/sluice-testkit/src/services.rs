@@ -7,6 +7,7 @@
 //! | Redis | `SLUICE_TEST_REDIS` | `redis://127.0.0.1:6379` |
 //! | NATS JetStream | `SLUICE_TEST_NATS` | `nats://127.0.0.1:4222` |
 //! | S3 (moto) | `SLUICE_TEST_S3` | `http://127.0.0.1:4566` |
+//! | AWS: SQS, SNS, S3 notifications (moto) | `SLUICE_TEST_AWS` | `http://127.0.0.1:4566` |
 //!
 //! `postgres()` and friends return the URL when something listens there.
 //! When nothing does, the test skips (prints why and returns `None`), unless
@@ -25,6 +26,8 @@ pub enum Service {
     Redis,
     Nats,
     S3,
+    /// moto's AWS services (SQS, SNS, S3 notifications) on one endpoint.
+    Aws,
 }
 
 impl Service {
@@ -34,6 +37,7 @@ impl Service {
             Service::Redis => "SLUICE_TEST_REDIS",
             Service::Nats => "SLUICE_TEST_NATS",
             Service::S3 => "SLUICE_TEST_S3",
+            Service::Aws => "SLUICE_TEST_AWS",
         }
     }
 
@@ -42,7 +46,7 @@ impl Service {
             Service::Postgres => "postgres://postgres@127.0.0.1:5432/test",
             Service::Redis => "redis://127.0.0.1:6379",
             Service::Nats => "nats://127.0.0.1:4222",
-            Service::S3 => "http://127.0.0.1:4566",
+            Service::S3 | Service::Aws => "http://127.0.0.1:4566",
         }
     }
 
@@ -86,6 +90,11 @@ pub fn nats() -> Option<String> {
 /// The S3 endpoint, or `None` (skip) when it is not running.
 pub fn s3() -> Option<String> {
     Service::S3.available()
+}
+
+/// The endpoint of the AWS emulator (moto), or `None` (skip) when it is not running.
+pub fn aws() -> Option<String> {
+    Service::Aws.available()
 }
 
 /// Whether something accepts TCP connections at the URL's host and port.

@@ -8,6 +8,7 @@ pub mod http;
 pub mod nats;
 pub mod objects;
 mod spec;
+pub mod sqs;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 

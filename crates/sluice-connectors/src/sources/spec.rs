@@ -13,7 +13,7 @@ pub use sluice_core::config::{LoadEnv, ResolvedLocation};
 
 use super::{
     Source, file::FileSourceConfig, generator::GeneratorSourceConfig, http::HttpSourceConfig, nats::NatsSourceConfig,
-    objects::ObjectsSourceConfig,
+    objects::ObjectsSourceConfig, sqs::SqsSourceConfig,
 };
 
 /// `[sources.<name>]`: `type` picks the variant; unknown keys are refused.
@@ -25,6 +25,7 @@ pub enum SourceConfig {
     Nats(NatsSourceConfig),
     Objects(ObjectsSourceConfig),
     Generator(GeneratorSourceConfig),
+    Sqs(SqsSourceConfig),
 }
 
 impl SourceConfig {
@@ -36,6 +37,7 @@ impl SourceConfig {
             SourceConfig::Nats(c) => c,
             SourceConfig::Objects(c) => c,
             SourceConfig::Generator(c) => c,
+            SourceConfig::Sqs(c) => c,
         }
     }
 
@@ -46,6 +48,7 @@ impl SourceConfig {
             SourceConfig::Nats(c) => c,
             SourceConfig::Objects(c) => c,
             SourceConfig::Generator(c) => c,
+            SourceConfig::Sqs(c) => c,
         }
     }
 }

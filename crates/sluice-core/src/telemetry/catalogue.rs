@@ -110,8 +110,16 @@ catalogue! {
         "Unix time a source last put events on the queue (for data-stopped alerts).";
     SOURCE_BACKPRESSURE_WAITS: Counter "sluice_source_backpressure_waits_total" ["component"]
         "Times a source found the queue full and waited.";
-    SOURCE_ERRORS: Counter "sluice_source_errors_total" ["component"]
-        "Errors of a source's upstream (listing, notifications, pulls), retried.";
+    SOURCE_ERRORS: Counter "sluice_source_errors_total" ["component", "operation"]
+        "Errors of a source's upstream by operation (list, receive, delete, ...), retried.";
+    SOURCE_UPSTREAM_RECEIVED: Counter "sluice_source_upstream_received_total" ["component"]
+        "Messages a source took from its upstream service (SQS messages), before any was enqueued.";
+    SOURCE_UPSTREAM_SETTLED: Counter "sluice_source_upstream_settled_total" ["component"]
+        "Upstream messages released once their events were durable in the queue (SQS messages deleted).";
+    SOURCE_UPSTREAM_LAG: Gauge "sluice_source_upstream_lag_seconds" ["component"]
+        "Age of the oldest message in a source's last receive (from SQS's SentTimestamp).";
+    SOURCE_UPSTREAM_BACKLOG: Gauge "sluice_source_upstream_backlog_messages" ["component", "state"]
+        "Messages waiting upstream as the service counts them (SQS: visible, in_flight, delayed).";
     SOURCE_LEASE_HELD: Gauge "sluice_source_lease_held" ["component"]
         "1 while this replica holds the source's lease (it sweeps and reads), else 0.";
     HTTP_THROTTLED: Counter "sluice_http_throttled_total" ["component"]

@@ -24,7 +24,6 @@ pub struct SourceTelemetry {
     received_bytes: Counter,
     last_event: Gauge,
     backpressure_waits: Counter,
-    errors: Counter,
 }
 
 impl SourceTelemetry {
@@ -35,7 +34,6 @@ impl SourceTelemetry {
             received_bytes: COMPONENT_RECEIVED_BYTES.counter(&[name]),
             last_event: SOURCE_LAST_EVENT_TIMESTAMP.gauge(&[name]),
             backpressure_waits: SOURCE_BACKPRESSURE_WAITS.counter(&[name]),
-            errors: SOURCE_ERRORS.counter(&[name]),
         }
     }
 
@@ -51,10 +49,32 @@ impl SourceTelemetry {
         self.backpressure_waits.increment(1);
     }
 
-    /// An upstream operation failed and will be retried.
-    pub fn upstream_error(&self, what: &str, error: &dyn Display) {
-        self.errors.increment(1);
-        tracing::warn!(target: "sluice::source", source = %self.name, error = %error, "{what} failed; retrying");
+    /// An upstream `operation` (`receive`, `delete`, ...) failed and will be retried.
+    pub fn upstream_error(&self, operation: &str, error: &dyn Display) {
+        SOURCE_ERRORS.counter(&[&self.name, operation]).increment(1);
+        tracing::warn!(target: "sluice::source", source = %self.name, operation, error = %error, "upstream {operation} failed; retrying");
+    }
+
+    /// Messages taken from the upstream service.
+    pub fn upstream_received(&self, messages: u64) {
+        SOURCE_UPSTREAM_RECEIVED.counter(&[&self.name]).increment(messages);
+    }
+
+    /// Upstream messages released (deleted) after their events were enqueued.
+    pub fn upstream_settled(&self, messages: u64) {
+        SOURCE_UPSTREAM_SETTLED.counter(&[&self.name]).increment(messages);
+    }
+
+    /// How old the oldest message of the last receive was.
+    pub fn upstream_lag(&self, age: Duration) {
+        SOURCE_UPSTREAM_LAG.gauge(&[&self.name]).set(age.as_secs_f64());
+    }
+
+    /// The upstream queue's own counts.
+    pub fn upstream_backlog(&self, visible: u64, in_flight: u64, delayed: u64) {
+        for (state, n) in [("visible", visible), ("in_flight", in_flight), ("delayed", delayed)] {
+            SOURCE_UPSTREAM_BACKLOG.gauge(&[&self.name, state]).set(n as f64);
+        }
     }
 
     /// The collector answered 503 (queue full).

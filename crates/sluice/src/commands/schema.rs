@@ -140,7 +140,7 @@ async fn import(pipeline: &Path, extensions: &Arc<Extensions>, dir: &Path, json:
             Err(e) => report(json, &relative.display().to_string(), &Imported::Refused(e)),
         }
     }
-    found.sort_by(|(a, _), (b, _)| (a.family_path(), a.version).cmp(&(b.family_path(), b.version)));
+    found.sort_by_key(|(a, _)| (a.family_path(), a.version));
     // A schema may refer to one of a family that sorts after it: those
     // waiting for a reference are tried again while a pass registers more.
     let mut outcomes: Vec<(SchemaKey, Imported)> = Vec::new();
@@ -161,7 +161,7 @@ async fn import(pipeline: &Path, extensions: &Arc<Extensions>, dir: &Path, json:
         }
         pending = waiting.into_iter().map(|(key, path, _)| (key, path)).collect();
     }
-    outcomes.sort_by(|(a, _), (b, _)| (a.family_path(), a.version).cmp(&(b.family_path(), b.version)));
+    outcomes.sort_by_key(|(a, _)| (a.family_path(), a.version));
     let (mut registered, mut skipped, mut refused) = (0, 0, 0);
     for (key, outcome) in &outcomes {
         match outcome {

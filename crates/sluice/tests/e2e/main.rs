@@ -2,6 +2,7 @@
 //! checked against the generator's oracle and an independent reader.
 
 mod avro;
+mod aws_sources;
 mod backpressure;
 mod clickstream;
 mod compaction;

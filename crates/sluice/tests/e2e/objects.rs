@@ -28,7 +28,7 @@ const DELIVERY: &str = "visibility_timeout_secs = 5\nmax_attempts = 100";
 /// Generator lines cut into objects: every third a JSON array (its lines
 /// that are not JSON go to a companion NDJSON object, so the array stays
 /// well formed), every third gzip, the rest NDJSON. Returns (name, bytes).
-fn objects_of(lines: &[String], per_object: usize) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn objects_of(lines: &[String], per_object: usize) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     for (i, part) in lines.chunks(per_object).enumerate() {
         match i % 3 {
@@ -65,7 +65,7 @@ fn objects_source(uri: &str, extra: &str) -> String {
 }
 
 /// The source's ledger as `sluice objects status --json` shows it.
-fn status(pipeline: &Path) -> Value {
+pub(crate) fn status(pipeline: &Path) -> Value {
     let out = support::run_ok(
         Command::new(support::SLUICE)
             .args(["objects", "status"])
@@ -75,7 +75,7 @@ fn status(pipeline: &Path) -> Value {
     serde_json::from_str(&out).unwrap()
 }
 
-fn each_line_once(lines: &[String]) -> HashMap<String, u64> {
+pub(crate) fn each_line_once(lines: &[String]) -> HashMap<String, u64> {
     let mut offered = HashMap::new();
     for line in lines {
         *offered.entry(line.clone()).or_insert(0) += 1;

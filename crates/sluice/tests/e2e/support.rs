@@ -96,9 +96,18 @@ pub fn generate_clean(dir: &Path, n: usize, seed: u64) -> (Vec<String>, serde_js
     sluice_testkit::data::clean_clickstream(dir, n as u64, seed)
 }
 
+/// The AWS environment the engine under test runs with: moto takes any
+/// credentials, and the AWS sources find them where a deployed engine
+/// finds its own (the SDK's default chain).
+pub const AWS_ENV: [(&str, &str); 3] = [
+    ("AWS_ACCESS_KEY_ID", "test"),
+    ("AWS_SECRET_ACCESS_KEY", "test"),
+    ("AWS_REGION", "us-east-1"),
+];
+
 /// `sluice run PIPELINE EXTRA...`.
 pub fn start(pipeline: &Path, extra: &[&str]) -> Running {
-    Running::start(SLUICE, pipeline, extra, &[])
+    Running::start(SLUICE, pipeline, extra, &AWS_ENV)
 }
 
 /// What the lake holds, read with this crate's own Parquet reader.

@@ -3,7 +3,7 @@
 //! A pull takes up to `max_batch_messages` / `max_batch_bytes`, waiting at
 //! most `max_wait_ms`; the messages' payloads (each one or more NDJSON
 //! lines) become one queue batch keyed `nats:<stream>:<first seq>-<last
-//! seq>`, and the messages are acknowledged only once the batch is durable
+//! seq>` (and a hash of its sequences when the range has gaps), and the messages are acknowledged only once the batch is durable
 //! in the queue. While the queue is full the source reports progress, so
 //! the messages stay with it instead of being redelivered. A crash between
 //! enqueue and ack delivers the messages again, as a retrying HTTP client
@@ -21,6 +21,7 @@ use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::StreamExt;
 use sluice_core::{NewBatch, retry::Backoff};
+use twox_hash::XxHash3_128;
 
 use super::NatsSourceConfig;
 use crate::sources::{Source, SourceContext, SourceError};
@@ -132,11 +133,11 @@ pub(crate) async fn pull(
 fn batch_of(stream: &str, source: &str, messages: &[jetstream::Message]) -> (NewBatch, u64) {
     let mut payload = BytesMut::new();
     let mut lines = 0;
-    let (mut first, mut last, mut redelivered) = (u64::MAX, 0, false);
+    let mut sequences = Vec::with_capacity(messages.len());
+    let mut redelivered = false;
     for message in messages {
         if let Ok(info) = message.info() {
-            first = first.min(info.stream_sequence);
-            last = last.max(info.stream_sequence);
+            sequences.push(info.stream_sequence);
             redelivered |= info.delivered > 1;
         }
         let body = message.payload.strip_suffix(b"\n").unwrap_or(&message.payload);
@@ -148,12 +149,32 @@ fn batch_of(stream: &str, source: &str, messages: &[jetstream::Message]) -> (New
         lines += body.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
     }
     let batch = NewBatch {
-        key: format!("nats:{stream}:{first}-{last}"),
+        key: batch_key(stream, sequences),
         source: source.to_string(),
         payload: Bytes::from(payload),
         maybe_committed: redelivered,
     };
     (batch, lines)
+}
+
+/// `nats:<stream>:<first>-<last>` when the batch holds every sequence of
+/// its range; with gaps (replicas pulling from one consumer share a range),
+/// a hash of its sequences follows, so a redelivery regrouped over the same
+/// range is not taken for the committed batch.
+fn batch_key(stream: &str, mut sequences: Vec<u64>) -> String {
+    sequences.sort_unstable();
+    sequences.dedup();
+    let (Some(&first), Some(&last)) = (sequences.first(), sequences.last()) else {
+        return format!("nats:{stream}:none");
+    };
+    if last - first + 1 == sequences.len() as u64 {
+        return format!("nats:{stream}:{first}-{last}");
+    }
+    let mut hasher = XxHash3_128::new();
+    for sequence in &sequences {
+        hasher.write(&sequence.to_le_bytes());
+    }
+    format!("nats:{stream}:{first}-{last}:{:032x}", hasher.finish_128())
 }
 
 #[async_trait]
@@ -178,7 +199,7 @@ impl Source for NatsSource {
                     messages
                 }
                 Err(e) => {
-                    ctx.telemetry.upstream_error("pulling from JetStream", &e);
+                    ctx.telemetry.upstream_error("pull", &e);
                     tokio::time::sleep(backoff.next_delay()).await;
                     continue;
                 }
@@ -205,5 +226,19 @@ impl Source for NatsSource {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::batch_key;
+
+    #[test]
+    fn a_range_with_gaps_is_keyed_by_its_sequences() {
+        assert_eq!(batch_key("S", vec![7, 5, 6]), "nats:S:5-7");
+        let gaps = batch_key("S", vec![5, 7, 9]);
+        assert!(gaps.starts_with("nats:S:5-9:"), "{gaps}");
+        assert_ne!(gaps, batch_key("S", vec![5, 6, 9]), "same range, other messages");
+        assert_eq!(gaps, batch_key("S", vec![9, 5, 7]));
     }
 }

@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::ObjectsSource;
-use crate::sources::{BuildEnv, LoadEnv, Source, SourceSpec};
+use crate::{
+    aws::AwsTarget,
+    sources::{BuildEnv, LoadEnv, Source, SourceSpec},
+};
 
 /// `[sources.NAME] type = "objects"`.
 #[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
@@ -51,26 +54,98 @@ pub struct ObjectsSourceConfig {
     /// file still being written is left alone). `--until-idle` reads at once.
     #[serde(default = "default_settle_secs")]
     pub settle_secs: u64,
-    /// Object-created notifications (S3 event JSON, plain or in an SNS
-    /// envelope) on a JetStream stream.
+    /// Object-created notifications (S3 event JSON, plain, in an SNS
+    /// envelope or from EventBridge) on a JetStream stream or an SQS queue.
     #[serde(default)]
     pub notifications: Option<NotificationConfig>,
 }
 
-/// `[sources.NAME.notifications]`.
+/// `[sources.NAME.notifications]`: either `sqs` (an SQS queue) or `url` and
+/// `stream` (a JetStream stream).
 #[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NotificationConfig {
-    /// `nats://host:4222`.
-    pub url: String,
-    /// The stream the notifications are published to (it must exist).
-    pub stream: String,
-    /// Only notifications on subjects matching this filter.
+    /// SQS: the URL of the queue S3 sends notifications to (directly,
+    /// through an SNS topic, raw or not, or through EventBridge). Messages
+    /// are deleted once the objects they announce are recorded.
+    #[serde(default)]
+    pub sqs: Option<String>,
+    /// SQS: the region. Default: `AWS_REGION`, the profile's, or the one
+    /// the queue URL names.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// SQS: the endpoint. Default: `AWS_ENDPOINT_URL_SQS`,
+    /// `AWS_ENDPOINT_URL`, AWS's, or an emulator's queue URL's host.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// JetStream: `nats://host:4222`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// JetStream: the stream the notifications are published to (it must exist).
+    #[serde(default)]
+    pub stream: Option<String>,
+    /// JetStream: only notifications on subjects matching this filter.
     #[serde(default)]
     pub subject: Option<String>,
-    /// The durable consumer's name. Default: `sluice-<source name>-notifications`.
+    /// JetStream: the durable consumer's name. Default: `sluice-<source name>-notifications`.
     #[serde(default)]
     pub consumer: Option<String>,
+}
+
+/// Where notifications come from, as checked.
+pub(crate) enum NotificationInbox<'a> {
+    Sqs {
+        queue_url: &'a str,
+        target: AwsTarget,
+    },
+    JetStream {
+        url: &'a str,
+        stream: &'a str,
+        subject: Option<&'a str>,
+        consumer: Option<&'a str>,
+    },
+}
+
+impl NotificationConfig {
+    /// The inbox the keys describe; an error names the keys that do not fit.
+    pub(crate) fn inbox(&self) -> Result<NotificationInbox<'_>, String> {
+        let jetstream_keys = [
+            ("url", self.url.is_some()),
+            ("stream", self.stream.is_some()),
+            ("subject", self.subject.is_some()),
+            ("consumer", self.consumer.is_some()),
+        ];
+        match (&self.sqs, &self.url, &self.stream) {
+            (Some(queue_url), _, _) => {
+                if let Some((key, _)) = jetstream_keys.iter().find(|(_, set)| *set) {
+                    return Err(format!(
+                        "notifications.{key}: is for JetStream notifications; with sqs = \"...\" only region and endpoint are allowed"
+                    ));
+                }
+                crate::sources::sqs::check_queue_url("notifications.sqs", queue_url)?;
+                let target = AwsTarget {
+                    region: self.region.clone(),
+                    endpoint: self.endpoint.clone(),
+                    resource_url: Some(queue_url.clone()),
+                };
+                target.validate("notifications.")?;
+                Ok(NotificationInbox::Sqs { queue_url, target })
+            }
+            (None, Some(url), Some(stream)) => {
+                if self.region.is_some() || self.endpoint.is_some() {
+                    return Err("notifications.region and notifications.endpoint: are for SQS notifications (sqs = \"https://...\")".into());
+                }
+                crate::sources::nats::check_endpoint("notifications.", url, stream, self.consumer.as_deref())?;
+                Ok(NotificationInbox::JetStream {
+                    url,
+                    stream,
+                    subject: self.subject.as_deref(),
+                    consumer: self.consumer.as_deref(),
+                })
+            }
+            _ => Err("notifications: give sqs = \"https://sqs.REGION.amazonaws.com/ACCOUNT/QUEUE\", or url = \"nats://...\" and stream = \"...\"".into()),
+        }
+    }
 }
 
 /// How an object's bytes become events. Gzip is recognised by its magic
@@ -148,7 +223,7 @@ impl SourceSpec for ObjectsSourceConfig {
             return Err("max_batch_bytes: must be at least 1024".into());
         }
         if let Some(n) = &self.notifications {
-            crate::sources::nats::check_endpoint("notifications.", &n.url, &n.stream, n.consumer.as_deref())?;
+            n.inbox()?;
         }
         Ok(())
     }
@@ -188,5 +263,39 @@ mod tests {
         assert_eq!(auto.for_key("a/b.ndjson.gz"), ObjectFormat::Ndjson);
         assert_eq!(auto.for_key("firehose-2026-11-23-10"), ObjectFormat::Ndjson);
         assert_eq!(ObjectFormat::Csv.for_key("x.json"), ObjectFormat::Csv);
+    }
+
+    #[test]
+    fn notifications_come_from_sqs_or_jetstream_and_the_keys_must_fit() {
+        let inbox = |text: &str| -> Result<(), String> {
+            let n: NotificationConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+            n.inbox().map(|_| ())
+        };
+        let sqs = "sqs = \"https://sqs.eu-west-1.amazonaws.com/123456789012/landing\"";
+        inbox(sqs).unwrap();
+        inbox(&format!(
+            "{sqs}\nregion = \"eu-west-1\"\nendpoint = \"http://127.0.0.1:4566\""
+        ))
+        .unwrap();
+        inbox("url = \"nats://127.0.0.1:4222\"\nstream = \"S3_EVENTS\"").unwrap();
+        assert_eq!(
+            inbox(&format!("{sqs}\nstream = \"S3_EVENTS\"")).unwrap_err(),
+            "notifications.stream: is for JetStream notifications; with sqs = \"...\" only region and endpoint are allowed"
+        );
+        assert!(
+            inbox("url = \"nats://127.0.0.1:4222\"\nstream = \"S\"\nregion = \"eu-west-1\"")
+                .unwrap_err()
+                .starts_with("notifications.region and notifications.endpoint: are for SQS")
+        );
+        assert!(
+            inbox("url = \"nats://127.0.0.1:4222\"")
+                .unwrap_err()
+                .starts_with("notifications: give sqs")
+        );
+        assert!(
+            inbox("sqs = \"landing\"")
+                .unwrap_err()
+                .starts_with("notifications.sqs: \"landing\" is not an SQS queue URL")
+        );
     }
 }

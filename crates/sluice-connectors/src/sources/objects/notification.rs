@@ -1,7 +1,7 @@
 //! Object-created notifications: S3 event JSON (`{"Records": [...]}`), the
 //! same inside an SNS envelope (`{"Type": "Notification", "Message":
 //! "..."}`), or an EventBridge "Object Created" event, as a JetStream
-//! message. Only what they say about created objects is kept; S3's test
+//! or SQS message body. Only what they say about created objects is kept; S3's test
 //! event and other event names (removals) announce nothing.
 
 use serde_json::Value;

@@ -6,8 +6,9 @@
 //!   and records every matching object version it finds: the safety net for
 //!   notifications that never came.
 //! * The notification loop (when configured) pulls S3 event notifications
-//!   from a durable JetStream consumer, records the versions they announce,
-//!   and acknowledges them only after the ledger committed.
+//!   from a durable JetStream consumer or an SQS queue, records the
+//!   versions they announce, and acknowledges (deletes) them only after the
+//!   ledger committed.
 //! * The worker, every `pull_interval_secs`, claims up to
 //!   `objects_per_pull` pending versions and reads each one: a reader thread
 //!   fetches it (`If-Match` its version, so a replaced object is not read
@@ -28,7 +29,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use async_nats::jetstream::consumer::PullConsumer;
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use object_store::{GetOptions, ObjectStore, path::Path};
@@ -38,7 +38,8 @@ use tokio::sync::mpsc;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::{
-    NotificationConfig, ObjectsSourceConfig,
+    ObjectsSourceConfig,
+    inbox::Inbox,
     ledger::{Claim, FoundBy, Ledger},
     listing::Objects,
     notification,
@@ -46,7 +47,6 @@ use super::{
 use crate::sources::{
     Source, SourceContext, SourceError,
     chunks::{Chunk, FetchError, Layout, ReadError, dead_letter_unreadable, enqueue_chunks, read_chunks},
-    nats::{durable_consumer, pull},
 };
 
 /// How often a standing-by replica asks for the source's lease.
@@ -97,8 +97,8 @@ impl Source for ObjectsSource {
     async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
         let ledger = Ledger::open(&Ledger::path(&ctx.state_dir, &ctx.name)).map_err(SourceError::State)?;
         let ledger: SharedLedger = Arc::new(Mutex::new(ledger));
-        let consumer = match &self.config.notifications {
-            Some(n) => Some(notification_consumer(n, &ctx.name).await?),
+        let inbox = match &self.config.notifications {
+            Some(n) => Some(Inbox::open(n, &ctx.name).await?),
             None => None,
         };
         let lease_name = format!("source.{}", ctx.name);
@@ -113,7 +113,7 @@ impl Source for ObjectsSource {
                 tracing::info!(source = %ctx.name, objects = released, "reading objects an earlier holder had claimed again");
             }
             let lost = tokio::select! {
-                served = self.serve(&ctx, &ledger, consumer.as_ref()) => {
+                served = self.serve(&ctx, &ledger, inbox.as_ref()) => {
                     lease.release().await;
                     ctx.telemetry.lease_held(false);
                     return served;
@@ -167,18 +167,18 @@ impl ObjectsSource {
         &self,
         ctx: &SourceContext,
         ledger: &SharedLedger,
-        consumer: Option<&PullConsumer>,
+        inbox: Option<&Inbox>,
     ) -> Result<(), SourceError> {
         if ctx.until_idle {
             self.sweep(ctx, ledger, Duration::ZERO).await?;
-            if let Some(consumer) = consumer {
-                while self.take_notifications(ctx, ledger, consumer).await? > 0 {}
+            if let Some(inbox) = inbox {
+                while self.take_notifications(ctx, ledger, inbox).await? > 0 {}
             }
             return self.work(ctx, ledger).await;
         }
         let notifier = async {
-            match consumer {
-                Some(consumer) => self.notification_loop(ctx, ledger, consumer).await,
+            match inbox {
+                Some(inbox) => self.notification_loop(ctx, ledger, inbox).await,
                 None => Ok(()),
             }
         };
@@ -190,7 +190,7 @@ impl ObjectsSource {
         let found = match self.objects.list(settle).await {
             Ok(found) => found,
             Err(e) => {
-                ctx.telemetry.upstream_error("listing objects", &e);
+                ctx.telemetry.upstream_error("list", &e);
                 return Ok(false);
             }
         };
@@ -220,30 +220,29 @@ impl ObjectsSource {
         &self,
         ctx: &SourceContext,
         ledger: &SharedLedger,
-        consumer: &PullConsumer,
+        inbox: &Inbox,
     ) -> Result<(), SourceError> {
         let mut shutdown = ctx.shutdown.clone();
         loop {
             tokio::select! {
-                taken = self.take_notifications(ctx, ledger, consumer) => { taken?; }
+                taken = self.take_notifications(ctx, ledger, inbox) => { taken?; }
                 _ = shutdown.wait_for(|s| *s) => return Ok(()),
             }
         }
     }
 
-    /// One pull of notifications: records what they announce, then acks them.
-    /// Returns how many messages there were.
+    /// One pull of notifications: records what they announce, then settles
+    /// them. Returns how many messages there were.
     async fn take_notifications(
         &self,
         ctx: &SourceContext,
         ledger: &SharedLedger,
-        consumer: &PullConsumer,
+        inbox: &Inbox,
     ) -> Result<usize, SourceError> {
-        let pulled = pull(consumer, 100, 1024 * 1024, Duration::from_secs(1)).await;
-        let messages = match pulled {
+        let messages = match inbox.pull().await {
             Ok(messages) => messages,
             Err(e) => {
-                ctx.telemetry.upstream_error("pulling notifications", &e);
+                ctx.telemetry.upstream_error("notifications", &e);
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 return Ok(0);
             }
@@ -267,9 +266,8 @@ impl ObjectsSource {
                     }
                 }
                 Err(detail) => {
-                    let sequence = message.info().map(|i| i.stream_sequence).unwrap_or_default();
                     letters.push(DeadLetter::new(
-                        format!("notification:{}:{sequence}", consumer.cached_info().stream_name),
+                        format!("notification:{}:{}", inbox.name(), message.id),
                         0,
                         &ctx.name,
                         &ctx.name,
@@ -290,10 +288,9 @@ impl ObjectsSource {
             .found(&found, FoundBy::Notification, now_ms())
             .map_err(SourceError::State)?;
         ctx.telemetry.objects_found("notification", new as u64);
-        for message in &messages {
-            if let Err(e) = message.ack().await {
-                tracing::debug!(source = %ctx.name, error = %e, "notification ack lost; it comes back and changes nothing");
-            }
+        let unsettled = inbox.settle(&messages).await;
+        if unsettled > 0 {
+            tracing::debug!(source = %ctx.name, notifications = unsettled, "notifications not settled; they come back and change nothing");
         }
         Ok(messages.len())
     }
@@ -420,14 +417,4 @@ impl ObjectsSource {
         ctx.telemetry.object_read(outcome);
         Ok(())
     }
-}
-
-/// The durable consumer of notifications, created if missing.
-async fn notification_consumer(config: &NotificationConfig, source: &str) -> Result<PullConsumer, SourceError> {
-    let name = config
-        .consumer
-        .clone()
-        .unwrap_or_else(|| format!("sluice-{source}-notifications"));
-    let ack_wait = Duration::from_secs(30);
-    durable_consumer(&config.url, &config.stream, config.subject.as_deref(), &name, ack_wait).await
 }

@@ -1,0 +1,186 @@
+"""What AWS users run, against moto: boto3 sets up queues, topics and
+bucket notifications, sends events to SQS the ways producers do, and
+uploads objects. Used by the end-to-end tests of the sqs source and of the
+objects source's SQS notifications (aws_sources.rs).
+
+    aws_client.py ENDPOINT setup-sqs NAME
+        a queue and an SNS topic delivering to it (envelopes, not raw);
+        prints {"queue_url", "topic_arn"}
+    aws_client.py ENDPOINT setup-bucket-notifications NAME
+        a bucket whose object-created events go to an SNS topic that
+        delivers to a queue; prints {"queue_url", "bucket"}
+    aws_client.py ENDPOINT send QUEUE_URL TOPIC_ARN LINES_FILE SECONDS
+        sends every line, spread over about SECONDS: single-event messages
+        (SendMessageBatch, ten per call), NDJSON bodies, JSON arrays and
+        SNS publishes, by turns; prints {"messages", "calls"}
+    aws_client.py ENDPOINT upload BUCKET DIR SECONDS
+        uploads every file of DIR (sorted) as landing/NAME, spread over
+        about SECONDS; every fifth one as a multipart upload
+    aws_client.py ENDPOINT backlog QUEUE_URL
+        prints the queue's approximate counts
+"""
+
+import json
+import os
+import sys
+import time
+
+import boto3
+
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
+REGION = "us-east-1"
+
+
+def client(endpoint, service):
+    return boto3.client(service, endpoint_url=endpoint, region_name=REGION)
+
+
+def queue_arn(sqs, url):
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+    return attrs["Attributes"]["QueueArn"]
+
+
+def queue_behind_topic(endpoint, name):
+    sqs, sns = client(endpoint, "sqs"), client(endpoint, "sns")
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    topic = sns.create_topic(Name=name)["TopicArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn(sqs, url))
+    return url, topic
+
+
+def setup_sqs(endpoint, name):
+    url, topic = queue_behind_topic(endpoint, name)
+    print(json.dumps({"queue_url": url, "topic_arn": topic}))
+
+
+def setup_bucket_notifications(endpoint, name):
+    url, topic = queue_behind_topic(endpoint, name)
+    s3 = client(endpoint, "s3")
+    s3.create_bucket(Bucket=name)
+    s3.put_bucket_notification_configuration(
+        Bucket=name,
+        NotificationConfiguration={
+            "TopicConfigurations": [{"TopicArn": topic, "Events": ["s3:ObjectCreated:*"]}]
+        },
+    )
+    print(json.dumps({"queue_url": url, "bucket": name}))
+
+
+def is_object(line):
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
+def messages_of(lines):
+    """One message per line that is a JSON object; any other line rides in
+    the NDJSON body of the message before it (after an object line, no two
+    lines parse as one JSON value, so each stays a line)."""
+    messages = []
+    for line in lines:
+        if is_object(line) or not messages:
+            messages.append([line])
+        else:
+            messages[-1].append(line)
+    return messages
+
+
+def send(endpoint, url, topic, lines_file, seconds):
+    sqs, sns = client(endpoint, "sqs"), client(endpoint, "sns")
+    with open(lines_file) as f:
+        lines = [line.rstrip("\n") for line in f if line.strip()]
+    groups = messages_of(lines)
+    runs = [groups[i : i + 30] for i in range(0, len(groups), 30)]
+    calls = sent = 0
+    pause = seconds / max(1, len(runs))
+    for turn, run in enumerate(runs):
+        shape = turn % 4
+        if shape == 0:
+            # Single events (with any line riding along), ten per call.
+            for i in range(0, len(run), 10):
+                entries = [
+                    {"Id": str(j), "MessageBody": "\n".join(m)} for j, m in enumerate(run[i : i + 10])
+                ]
+                out = sqs.send_message_batch(QueueUrl=url, Entries=entries)
+                assert not out.get("Failed"), out
+                calls += 1
+                sent += len(entries)
+        elif shape == 1:
+            body = "\n".join(line for m in run for line in m)
+            sqs.send_message(QueueUrl=url, MessageBody=body)
+            calls += 1
+            sent += 1
+        elif shape == 2 and all(len(m) == 1 for m in run):
+            body = "[\n" + ",\n".join(m[0] for m in run) + "\n]"
+            sqs.send_message(QueueUrl=url, MessageBody=body)
+            calls += 1
+            sent += 1
+        else:
+            body = "\n".join(line for m in run for line in m)
+            sns.publish(TopicArn=topic, Message=body)
+            calls += 1
+            sent += 1
+        time.sleep(pause)
+    print(json.dumps({"messages": sent, "calls": calls}))
+
+
+def upload(endpoint, bucket, folder, seconds):
+    s3 = client(endpoint, "s3")
+    names = sorted(os.listdir(folder))
+    pause = seconds / max(1, len(names))
+    for i, name in enumerate(names):
+        with open(os.path.join(folder, name), "rb") as f:
+            data = f.read()
+        key = "landing/" + name
+        if i % 5 == 4:
+            # One part is allowed to be small: S3 sends two records for it.
+            started = s3.create_multipart_upload(Bucket=bucket, Key=key)
+            part = s3.upload_part(
+                Bucket=bucket, Key=key, UploadId=started["UploadId"], PartNumber=1, Body=data
+            )
+            s3.complete_multipart_upload(
+                Bucket=bucket,
+                Key=key,
+                UploadId=started["UploadId"],
+                MultipartUpload={"Parts": [{"ETag": part["ETag"], "PartNumber": 1}]},
+            )
+        else:
+            s3.put_object(Bucket=bucket, Key=key, Body=data)
+        time.sleep(pause)
+    print(json.dumps({"objects": len(names)}))
+
+
+def backlog(endpoint, url):
+    attrs = client(endpoint, "sqs").get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=[
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ],
+    )["Attributes"]
+    print(json.dumps({k: int(v) for k, v in attrs.items()}))
+
+
+def main():
+    endpoint, command, *args = sys.argv[1:]
+    if command == "setup-sqs":
+        setup_sqs(endpoint, *args)
+    elif command == "setup-bucket-notifications":
+        setup_bucket_notifications(endpoint, *args)
+    elif command == "send":
+        url, topic, lines_file, seconds = args
+        send(endpoint, url, topic, lines_file, float(seconds))
+    elif command == "upload":
+        bucket, folder, seconds = args
+        upload(endpoint, bucket, folder, float(seconds))
+    elif command == "backlog":
+        backlog(endpoint, *args)
+    else:
+        sys.exit(f"unknown command {command}")
+
+
+if __name__ == "__main__":
+    main()

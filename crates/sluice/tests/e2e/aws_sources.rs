@@ -1,0 +1,186 @@
+//! The AWS sources end to end on moto, driven by boto3 as AWS users drive
+//! their queues (`aws_client.py`), while `sluice run` is killed with
+//! SIGKILL and restarted:
+//!
+//! * generator lines sent to an SQS queue as single-event messages (ten per
+//!   call), NDJSON bodies, JSON arrays and SNS publishes (envelopes);
+//! * generator files uploaded to a bucket whose object-created events go
+//!   through SNS to SQS, read by the objects source from those
+//!   notifications (every fifth upload is multipart: two records).
+//!
+//! Checked as for the other kill tests (`faults::check_outcome`): the
+//! table's distinct ids are the oracle's, the dead letters are exactly the
+//! invalid lines; and the SQS source's queue ends empty (notifications a
+//! killed engine held come back after their visibility timeout, when the
+//! objects they announce are long done). SQS delivers a message again
+//! when a kill falls between its enqueue and its delete; those copies are
+//! producer duplicates, so the SQS test compacts the table before counting
+//! rows against the lines sent.
+
+use std::{path::Path, process::Command};
+
+use serde_json::Value;
+use sluice_testkit::services::Service;
+
+use crate::{
+    faults::{check_outcome, kill_and_restart},
+    objects::{each_line_once, objects_of, status},
+    support,
+};
+
+/// Redelivery soon after a kill; enough attempts that kills never exhaust them.
+const DELIVERY: &str = "visibility_timeout_secs = 5\nmax_attempts = 100";
+
+fn script() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/aws_client.py")
+}
+
+fn aws(args: &[&str]) -> Value {
+    let out = support::run_ok(
+        Command::new(support::python())
+            .arg(script())
+            .arg(Service::Aws.url())
+            .args(args),
+    );
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("aws_client.py {args:?}: {e}: {out}"))
+}
+
+fn backlog(queue_url: &str) -> u64 {
+    let counts = aws(&["backlog", queue_url]);
+    counts.as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum()
+}
+
+/// Runs `sender` (a boto3 command) while killing and restarting the engine
+/// `rounds` times, then stops it and finishes with `--until-idle`.
+fn feed_while_killing(dir: &Path, api: u16, sender: Vec<String>, rounds: usize, seed: u64) -> Value {
+    let mut sluice = support::start(&dir.join("pipeline.toml"), &[]);
+    sluice.wait_ready(api);
+    let feeder = std::thread::spawn(move || {
+        let args: Vec<&str> = sender.iter().map(String::as_str).collect();
+        aws(&args)
+    });
+    let mut rng = seed;
+    for round in 0..rounds {
+        let moment = kill_and_restart(&mut sluice, round, &mut rng, dir, api);
+        eprintln!("round {}: killed {moment}", round + 1);
+    }
+    let fed = feeder.join().unwrap();
+    sluice.stop();
+    let mut finish = support::start(&dir.join("pipeline.toml"), &["--until-idle"]);
+    assert!(finish.child.wait().unwrap().success());
+    fed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_messages_through_kill_9_rounds_land_once() {
+    if !support::services_up(&[Service::Aws]) {
+        return;
+    }
+    let tmp = sluice_testkit::tempdir().unwrap();
+    let dir = tmp.path();
+    let (lines, oracle) = support::generate(dir, 24_000, 47);
+    std::fs::write(dir.join("lines.ndjson"), lines.join("\n") + "\n").unwrap();
+    let name = format!("sluice-e2e-sqs-{}", std::process::id());
+    let setup = aws(&["setup-sqs", &name]);
+    let queue_url = setup["queue_url"].as_str().unwrap().to_string();
+
+    let api = support::free_port();
+    let source = format!(
+        "[sources.input]\ntype = \"sqs\"\nqueue_url = \"{queue_url}\"\nwait_time_secs = 1\nvisibility_timeout_secs = 5\nunwrap_sns = true\nreceivers = 3\n"
+    );
+    std::fs::write(
+        dir.join("pipeline.toml"),
+        support::pipeline(api, DELIVERY, &source, &["input"], "clickstream"),
+    )
+    .unwrap();
+    let sender = [
+        "send",
+        &queue_url,
+        setup["topic_arn"].as_str().unwrap(),
+        &dir.join("lines.ndjson").display().to_string(),
+        "5",
+    ]
+    .map(str::to_string)
+    .to_vec();
+    let sent = tokio::task::block_in_place(|| feed_while_killing(dir, api, sender, 6, 0x5a5a_1234_8765_4321));
+    eprintln!("sent {sent}");
+
+    assert_eq!(backlog(&queue_url), 0, "every message deleted");
+    let compacted = support::run_ok(
+        Command::new(support::SLUICE)
+            .args(["compact", "--all"])
+            .arg(dir.join("pipeline.toml")),
+    );
+    eprintln!("{compacted}");
+    let lake = support::read_lake(&dir.join("lake/clickstream")).await;
+    assert_eq!(
+        lake.rows,
+        oracle["valid_unique"].as_u64().unwrap(),
+        "after compaction, one row per event"
+    );
+    check_outcome(dir, &lines, &oracle, &each_line_once(&lines)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_announced_through_s3_sns_and_sqs_land_once_through_kill_9_rounds() {
+    if !support::services_up(&[Service::Aws, Service::S3]) {
+        return;
+    }
+    let tmp = sluice_testkit::tempdir().unwrap();
+    let dir = tmp.path();
+    let (lines, oracle) = support::generate(dir, 20_000, 53);
+    let outgoing = dir.join("outgoing");
+    std::fs::create_dir_all(&outgoing).unwrap();
+    let objects = objects_of(&lines, 800);
+    for (name, bytes) in &objects {
+        std::fs::write(outgoing.join(name), bytes).unwrap();
+    }
+    let name = format!("sluice-e2e-notify-{}", std::process::id());
+    let setup = aws(&["setup-bucket-notifications", &name]);
+    let queue_url = setup["queue_url"].as_str().unwrap().to_string();
+
+    let api = support::free_port();
+    let source = format!(
+        "[sources.input]\ntype = \"objects\"\nuri = \"s3://{name}/landing\"\npattern = \"*part-*\"\n\
+         storage_options = {{ endpoint = \"{}\", access_key_id = \"test\", secret_access_key = \"test\", region = \"us-east-1\" }}\n\
+         sweep_interval_secs = 3600\npull_interval_secs = 1\nobjects_per_pull = 2\nmax_batch_bytes = 8192\nsettle_secs = 0\n\
+         notifications = {{ sqs = \"{queue_url}\" }}\n",
+        support::s3_endpoint()
+    );
+    std::fs::write(
+        dir.join("pipeline.toml"),
+        support::pipeline(api, DELIVERY, &source, &["input"], "clickstream"),
+    )
+    .unwrap();
+    let uploader = ["upload", &name, &outgoing.display().to_string(), "5"]
+        .map(str::to_string)
+        .to_vec();
+    let uploaded = tokio::task::block_in_place(|| feed_while_killing(dir, api, uploader, 6, 0x0b1e_c7ed_5eed_0001));
+    assert_eq!(uploaded["objects"], objects.len());
+
+    let ledger = status(&dir.join("pipeline.toml"));
+    assert_eq!(ledger["counts"]["done"], objects.len(), "{ledger}");
+    assert_eq!(ledger["counts"]["failed"], 0, "{ledger}");
+    let by_notification = ledger["recently_done"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["found_by"] == "notification")
+        .count();
+    eprintln!("{} objects, {by_notification} found by notification", objects.len());
+    assert!(
+        by_notification > 0,
+        "the sweep runs at each start only; later uploads are found by their notifications: {ledger}"
+    );
+    let shown = support::run_ok(
+        Command::new(support::SLUICE)
+            .args(["dlq", "show"])
+            .arg(dir.join("pipeline.toml"))
+            .args(["--json", "--reason", "bad_notification"]),
+    );
+    assert!(
+        shown.trim().is_empty(),
+        "S3's test event is not a bad notification: {shown}"
+    );
+    check_outcome(dir, &lines, &oracle, &each_line_once(&lines)).await;
+}

@@ -59,6 +59,8 @@ pub struct JetStreamNames {
     pub consumer: String,
     /// The KV bucket of the replicas' leases.
     pub leases: String,
+    /// The KV bucket of the sources' checkpoints.
+    pub checkpoints: String,
     /// The dead-letter stream and its subject prefix.
     pub dead_stream: String,
     pub dead_subject: String,
@@ -66,7 +68,7 @@ pub struct JetStreamNames {
 
 impl JetStreamNames {
     /// `SLUICE_<PIPELINE>`, `sluice.<pipeline>.batches`, `sluice-<pipeline>`,
-    /// `SLUICE_<PIPELINE>_LEASES`, `SLUICE_<PIPELINE>_DLQ` and
+    /// `SLUICE_<PIPELINE>_LEASES`, `SLUICE_<PIPELINE>_CHECKPOINTS`, `SLUICE_<PIPELINE>_DLQ` and
     /// `sluice.<pipeline>.dead`, with anything but letters, digits, `-` and `_` replaced by `_`.
     pub fn for_pipeline(pipeline: &str) -> Self {
         let safe: String = pipeline
@@ -84,6 +86,7 @@ impl JetStreamNames {
             subject: format!("sluice.{safe}.batches"),
             consumer: format!("sluice-{safe}"),
             leases: format!("SLUICE_{}_LEASES", safe.to_ascii_uppercase()),
+            checkpoints: format!("SLUICE_{}_CHECKPOINTS", safe.to_ascii_uppercase()),
             dead_stream: format!("SLUICE_{}_DLQ", safe.to_ascii_uppercase()),
             dead_subject: format!("sluice.{safe}.dead"),
         }
@@ -153,6 +156,11 @@ impl JetStreamQueue {
     /// as its entries' time to live; an existing bucket keeps its own).
     pub async fn leases(&self, holder: &str, ttl: Duration) -> Result<lease::JetStreamLeases, QueueError> {
         lease::JetStreamLeases::open(&self.js, &self.names.leases, holder, ttl).await
+    }
+
+    /// The sources' checkpoints, in this queue's KV bucket.
+    pub async fn checkpoints(&self) -> Result<crate::checkpoint::JetStreamCheckpoints, QueueError> {
+        crate::checkpoint::JetStreamCheckpoints::open(&self.js, &self.names.checkpoints).await
     }
 
     /// Publishes a batch; `msg_id` lets JetStream drop a second publish of

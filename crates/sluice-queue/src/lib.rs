@@ -12,8 +12,10 @@
 //!
 //! Backends: [`embedded`] (SQLite in the data directory, the default) and
 //! [`jetstream`] (a NATS JetStream work-queue stream shared by replicas).
-//! Each also gives [`lease`]s, for work one replica at a time must do.
+//! Each also gives [`lease`]s, for work one replica at a time must do, and
+//! [`checkpoint`]s, for a source's place upstream that replicas share.
 
+pub mod checkpoint;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod embedded;

@@ -5,8 +5,11 @@ mod chunks;
 pub mod file;
 pub mod generator;
 pub mod http;
+pub mod kinesis;
+mod message_body;
 pub mod nats;
 pub mod objects;
+mod shards;
 mod spec;
 pub mod sqs;
 
@@ -14,7 +17,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use sluice_core::{NewBatch, telemetry::SourceTelemetry};
-use sluice_queue::{DeadLetterStore, Queue, QueueError, lease::Leases};
+use sluice_queue::{DeadLetterStore, Queue, QueueError, checkpoint::Checkpoints, lease::Leases};
 use tokio::sync::watch;
 
 pub use spec::{BuildEnv, LoadEnv, ResolvedLocation, SourceConfig, SourceSpec};
@@ -32,8 +35,10 @@ pub struct SourceContext {
     /// Where a source keeps its own state (checkpoints).
     pub state_dir: PathBuf,
     /// Leases shared by the pipeline's replicas, for a source that must
-    /// run on one replica at a time (`objects`).
+    /// run on one replica at a time (`objects`) or share its shards.
     pub leases: Arc<dyn Leases>,
+    /// Places upstream (shard sequence numbers), shared by the replicas.
+    pub checkpoints: Arc<dyn Checkpoints>,
     /// This source's metrics and log lines.
     pub telemetry: SourceTelemetry,
 }
@@ -59,6 +64,12 @@ impl SourceContext {
             }
         }
     }
+}
+
+/// Checkpoints in `dir`, for tests that run a source alone.
+#[cfg(test)]
+pub(crate) fn local_checkpoints(dir: &std::path::Path) -> Arc<dyn Checkpoints> {
+    Arc::new(sluice_queue::checkpoint::LocalCheckpoints::open(dir).unwrap())
 }
 
 #[derive(Debug, thiserror::Error)]

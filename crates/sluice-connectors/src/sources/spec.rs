@@ -12,8 +12,8 @@ use serde::Deserialize;
 pub use sluice_core::config::{LoadEnv, ResolvedLocation};
 
 use super::{
-    Source, file::FileSourceConfig, generator::GeneratorSourceConfig, http::HttpSourceConfig, nats::NatsSourceConfig,
-    objects::ObjectsSourceConfig, sqs::SqsSourceConfig,
+    Source, file::FileSourceConfig, generator::GeneratorSourceConfig, http::HttpSourceConfig,
+    kinesis::KinesisSourceConfig, nats::NatsSourceConfig, objects::ObjectsSourceConfig, sqs::SqsSourceConfig,
 };
 
 /// `[sources.<name>]`: `type` picks the variant; unknown keys are refused.
@@ -26,6 +26,7 @@ pub enum SourceConfig {
     Objects(ObjectsSourceConfig),
     Generator(GeneratorSourceConfig),
     Sqs(SqsSourceConfig),
+    Kinesis(KinesisSourceConfig),
 }
 
 impl SourceConfig {
@@ -38,6 +39,7 @@ impl SourceConfig {
             SourceConfig::Objects(c) => c,
             SourceConfig::Generator(c) => c,
             SourceConfig::Sqs(c) => c,
+            SourceConfig::Kinesis(c) => c,
         }
     }
 
@@ -49,6 +51,7 @@ impl SourceConfig {
             SourceConfig::Objects(c) => c,
             SourceConfig::Generator(c) => c,
             SourceConfig::Sqs(c) => c,
+            SourceConfig::Kinesis(c) => c,
         }
     }
 }

@@ -112,6 +112,8 @@ catalogue! {
         "Times a source found the queue full and waited.";
     SOURCE_ERRORS: Counter "sluice_source_errors_total" ["component", "operation"]
         "Errors of a source's upstream by operation (list, receive, delete, ...), retried.";
+    SOURCE_SHARDS_HELD: Gauge "sluice_source_shards_held" ["component"]
+        "Shards of a stream (Kinesis, DynamoDB Streams) this replica holds the lease of and reads.";
     SOURCE_UPSTREAM_RECEIVED: Counter "sluice_source_upstream_received_total" ["component"]
         "Messages a source took from its upstream service (SQS messages), before any was enqueued.";
     SOURCE_UPSTREAM_SETTLED: Counter "sluice_source_upstream_settled_total" ["component"]

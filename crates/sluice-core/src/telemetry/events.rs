@@ -55,6 +55,11 @@ impl SourceTelemetry {
         tracing::warn!(target: "sluice::source", source = %self.name, operation, error = %error, "upstream {operation} failed; retrying");
     }
 
+    /// How many shards this replica reads.
+    pub fn shards_held(&self, n: usize) {
+        SOURCE_SHARDS_HELD.gauge(&[&self.name]).set(n as f64);
+    }
+
     /// Messages taken from the upstream service.
     pub fn upstream_received(&self, messages: u64) {
         SOURCE_UPSTREAM_RECEIVED.counter(&[&self.name]).increment(messages);

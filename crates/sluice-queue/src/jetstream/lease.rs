@@ -25,29 +25,33 @@ pub struct JetStreamLeases {
     ttl: Duration,
 }
 
+/// Opens (or creates) the KV bucket `bucket`, whose entries expire after
+/// `max_age` (zero: never). Its stream is created here rather than by
+/// `create_key_value`, which first reads the account's limits in a form
+/// nats-server 2.9 does not answer; the configuration is the one a KV
+/// bucket has (see ADR-8 of nats-architecture-and-design).
+pub(crate) async fn open_bucket(js: &jetstream::Context, bucket: &str, max_age: Duration) -> Result<kv::Store, String> {
+    js.get_or_create_stream(jetstream::stream::Config {
+        name: format!("KV_{bucket}"),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        max_age,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: jetstream::stream::DiscardPolicy::New,
+        storage: jetstream::stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    js.get_key_value(bucket).await.map_err(|e| e.to_string())
+}
+
 impl JetStreamLeases {
     /// Opens (or creates) `bucket`; `holder` names this replica in entries.
     pub async fn open(js: &jetstream::Context, bucket: &str, holder: &str, ttl: Duration) -> Result<Self, QueueError> {
-        // The bucket's stream is created here rather than by
-        // `create_key_value`, which first reads the account's limits in a
-        // form nats-server 2.9 does not answer; the configuration is the one
-        // a KV bucket has (see ADR-8 of nats-architecture-and-design).
-        js.get_or_create_stream(jetstream::stream::Config {
-            name: format!("KV_{bucket}"),
-            subjects: vec![format!("$KV.{bucket}.>")],
-            max_messages_per_subject: 1,
-            max_age: ttl,
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            discard: jetstream::stream::DiscardPolicy::New,
-            storage: jetstream::stream::StorageType::File,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| storage(format!("lease bucket {bucket}: {e}")))?;
-        let store = js
-            .get_key_value(bucket)
+        let store = open_bucket(js, bucket, ttl)
             .await
             .map_err(|e| storage(format!("lease bucket {bucket}: {e}")))?;
         Ok(JetStreamLeases {

@@ -116,6 +116,7 @@ fn names_are_safe_for_nats() {
             subject: "sluice.click_stream_2.batches".into(),
             consumer: "sluice-click_stream_2".into(),
             leases: "SLUICE_CLICK_STREAM_2_LEASES".into(),
+            checkpoints: "SLUICE_CLICK_STREAM_2_CHECKPOINTS".into(),
             dead_stream: "SLUICE_CLICK_STREAM_2_DLQ".into(),
             dead_subject: "sluice.click_stream_2.dead".into(),
         }

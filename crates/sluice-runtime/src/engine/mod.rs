@@ -39,6 +39,7 @@ use sluice_core::{
 use sluice_lake::StoreLocation;
 use sluice_queue::{
     DeadLetterStore, Queue, QueueSettings,
+    checkpoint::{Checkpoints, LocalCheckpoints},
     embedded::EmbeddedQueue,
     jetstream::{JetStreamNames, JetStreamQueue},
     lease::{Leases, LocalLeases},
@@ -110,6 +111,8 @@ struct RunQueue {
     queue: Arc<dyn Queue>,
     dead_letters: Arc<dyn DeadLetterStore>,
     leases: Arc<dyn Leases>,
+    /// Sources' checkpoints, shared by the replicas as the leases are.
+    checkpoints: Arc<dyn Checkpoints>,
     /// This replica's name in leases and compaction commits.
     replica: String,
     /// The embedded queue opened as this process's consumer. With JetStream
@@ -128,6 +131,7 @@ async fn open_run_queue(pipeline: &Pipeline) -> Result<RunQueue> {
             queue: local.clone(),
             dead_letters: local.clone(),
             leases: Arc::new(LocalLeases::default()),
+            checkpoints: Arc::new(LocalCheckpoints::open(&pipeline.data_dir).context("source checkpoints")?),
             replica,
             _local: local,
         });
@@ -137,10 +141,12 @@ async fn open_run_queue(pipeline: &Pipeline) -> Result<RunQueue> {
         .leases(&replica, Duration::from_secs(pipeline.config.delivery.lease_secs))
         .await
         .context("queue leases")?;
+    let checkpoints = shared.checkpoints().await.context("source checkpoints")?;
     Ok(RunQueue {
         queue: shared.clone(),
         dead_letters: shared,
         leases: Arc::new(leases),
+        checkpoints: Arc::new(checkpoints),
         replica,
         _local: local,
     })
@@ -200,6 +206,7 @@ pub async fn run(
         queue: q,
         dead_letters: dlq,
         leases,
+        checkpoints,
         replica,
         _local,
     } = open_run_queue(pipeline).await?;
@@ -281,6 +288,7 @@ pub async fn run(
             until_idle: options.until_idle,
             state_dir: pipeline.data_dir.join("sources"),
             leases: leases.clone(),
+            checkpoints: checkpoints.clone(),
             telemetry: sluice_core::telemetry::SourceTelemetry::new(name),
         };
         let s: Box<dyn Source> = source

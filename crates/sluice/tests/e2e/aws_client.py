@@ -18,6 +18,12 @@ objects source's SQS notifications (aws_sources.rs).
         about SECONDS; every fifth one as a multipart upload
     aws_client.py ENDPOINT backlog QUEUE_URL
         prints the queue's approximate counts
+    aws_client.py ENDPOINT setup-kinesis NAME SHARDS
+        a data stream of SHARDS shards; prints {"stream", "shards"}
+    aws_client.py ENDPOINT put-records STREAM LINES_FILE SECONDS
+        puts every line as a record (PutRecords, a hundred per call; the
+        partition key is the line's "id", so one document's changes share a
+        shard), spread over about SECONDS; prints {"records", "calls"}
 """
 
 import json
@@ -164,6 +170,31 @@ def backlog(endpoint, url):
     print(json.dumps({k: int(v) for k, v in attrs.items()}))
 
 
+def setup_kinesis(endpoint, name, shards):
+    kinesis = client(endpoint, "kinesis")
+    kinesis.create_stream(StreamName=name, ShardCount=int(shards))
+    kinesis.get_waiter("stream_exists").wait(StreamName=name, WaiterConfig={"Delay": 1})
+    listed = kinesis.list_shards(StreamName=name)["Shards"]
+    print(json.dumps({"stream": name, "shards": len(listed)}))
+
+
+def put_records(endpoint, stream, lines_file, seconds):
+    kinesis = client(endpoint, "kinesis")
+    with open(lines_file) as f:
+        lines = [line.rstrip("\n") for line in f if line.strip()]
+    chunks = [lines[i : i + 100] for i in range(0, len(lines), 100)]
+    pause = seconds / max(1, len(chunks))
+    for chunk in chunks:
+        records = [
+            {"Data": line.encode(), "PartitionKey": str(json.loads(line).get("id", i))}
+            for i, line in enumerate(chunk)
+        ]
+        out = kinesis.put_records(StreamName=stream, Records=records)
+        assert out["FailedRecordCount"] == 0, out
+        time.sleep(pause)
+    print(json.dumps({"records": len(lines), "calls": len(chunks)}))
+
+
 def main():
     endpoint, command, *args = sys.argv[1:]
     if command == "setup-sqs":
@@ -176,6 +207,11 @@ def main():
     elif command == "upload":
         bucket, folder, seconds = args
         upload(endpoint, bucket, folder, float(seconds))
+    elif command == "setup-kinesis":
+        setup_kinesis(endpoint, *args)
+    elif command == "put-records":
+        stream, lines_file, seconds = args
+        put_records(endpoint, stream, lines_file, float(seconds))
     elif command == "backlog":
         backlog(endpoint, *args)
     else:

@@ -6,7 +6,11 @@
 //!   call), NDJSON bodies, JSON arrays and SNS publishes (envelopes);
 //! * generator files uploaded to a bucket whose object-created events go
 //!   through SNS to SQS, read by the objects source from those
-//!   notifications (every fifth upload is multipart: two records).
+//!   notifications (every fifth upload is multipart: two records);
+//! * generator change events put on a 3-shard Kinesis stream, read by two
+//!   replicas sharing a JetStream queue, leases and checkpoints, merged
+//!   into documents in PostgreSQL; one replica is killed and the other
+//!   takes its shards over: the documents equal the generator's oracle.
 //!
 //! Checked as for the other kill tests (`faults::check_outcome`): the
 //! table's distinct ids are the oracle's, the dead letters are exactly the
@@ -23,9 +27,11 @@ use serde_json::Value;
 use sluice_testkit::services::Service;
 
 use crate::{
+    documents::{assert_matches_oracle, postgres_documents},
     faults::{check_outcome, kill_and_restart},
     objects::{each_line_once, objects_of, status},
-    support,
+    postgres::{connect, drop_schema, fresh_schema},
+    support::{self, Running},
 };
 
 /// Redelivery soon after a kill; enough attempts that kills never exhaust them.
@@ -183,4 +189,125 @@ async fn objects_announced_through_s3_sns_and_sqs_land_once_through_kill_9_round
         "S3's test event is not a bad notification: {shown}"
     );
     check_outcome(dir, &lines, &oracle, &each_line_once(&lines)).await;
+}
+
+/// `sluice_source_shards_held` of the replica answering on `api`.
+fn shards_held(api: u16) -> f64 {
+    let (_, metrics) = support::http_get(api, "/metrics").expect("metrics answer");
+    metrics
+        .lines()
+        .find(|l| l.starts_with("sluice_source_shards_held{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A replica of the Kinesis pipeline: its own data directory and API port.
+fn start_replica(dir: &Path, n: usize, api: u16) -> Running {
+    let data = dir.join(format!("replica-{n}")).display().to_string();
+    let (api, replica) = (api.to_string(), format!("replica-{n}"));
+    let mut env: Vec<(&str, &str)> = support::AWS_ENV.to_vec();
+    env.extend([
+        ("REPLICA_DIR", data.as_str()),
+        ("API_PORT", api.as_str()),
+        ("SLUICE_REPLICA", replica.as_str()),
+    ]);
+    let mut running = Running::start(support::SLUICE, &dir.join("pipeline.toml"), &[], &env);
+    running.wait_ready(api.parse().unwrap());
+    running
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kinesis_changes_read_by_two_replicas_with_one_killed_make_the_oracles_documents() {
+    if !support::services_up(&[Service::Aws, Service::Nats, Service::Postgres]) {
+        return;
+    }
+    let tmp = sluice_testkit::tempdir().unwrap();
+    let dir = tmp.path();
+    let (lines, oracle) = sluice_testkit::data::cdc(&sluice_testkit::generator::CdcOptions {
+        changes: 12_000,
+        docs: 600,
+        seed: 97,
+        ..Default::default()
+    });
+    std::fs::write(dir.join("changes.ndjson"), lines.join("\n") + "\n").unwrap();
+    let pid = std::process::id();
+    let stream = format!("sluice-e2e-cdc-{pid}");
+    assert_eq!(aws(&["setup-kinesis", &stream, "3"])["shards"], 3);
+    let pg = connect().await;
+    let store_schema = fresh_schema(&pg, "kinesis").await;
+    let pipeline = format!(
+        r#"
+queue = "{nats}"
+queue_name = "e2e-kinesis-{pid}"
+data_dir = "${{REPLICA_DIR}}"
+
+[api]
+address = "127.0.0.1:${{API_PORT}}"
+
+[delivery]
+visibility_timeout_secs = 5
+lease_secs = 3
+
+[sources.changes]
+type = "kinesis"
+stream = "{stream}"
+endpoint = "{endpoint}"
+poll_interval_ms = 200
+shard_discovery_secs = 1
+max_records = 200
+
+[transforms.doctors]
+type = "documents"
+inputs = ["changes"]
+store = "{store}"
+schema = "{store_schema}"
+"#,
+        nats = support::nats_url(),
+        endpoint = Service::Aws.url(),
+        store = crate::postgres::url(),
+    );
+    std::fs::write(dir.join("pipeline.toml"), pipeline).unwrap();
+    let apis = [support::free_port(), support::free_port()];
+    let mut replicas: Vec<Option<Running>> = (0..2).map(|n| Some(start_replica(dir, n, apis[n]))).collect();
+
+    let putter = {
+        let args = [
+            "put-records",
+            &stream,
+            &dir.join("changes.ndjson").display().to_string(),
+            "6",
+        ]
+        .map(str::to_string);
+        std::thread::spawn(move || aws(&args.iter().map(String::as_str).collect::<Vec<_>>()))
+    };
+    // Both replicas hold shards by now; kill one while records flow.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let held = [shards_held(apis[0]), shards_held(apis[1])];
+    assert_eq!(held[0] + held[1], 3.0, "every shard is read by one replica: {held:?}");
+    assert!(held[0] > 0.0, "the replica to kill reads shards: {held:?}");
+    let victim = replicas[0].take().unwrap();
+    support::run_ok(Command::new("kill").arg("-KILL").arg(victim.child.id().to_string()));
+    drop(victim);
+    let put = tokio::task::block_in_place(|| putter.join().unwrap());
+    eprintln!("put {put}");
+
+    // The survivor takes the dead replica's shards once their leases
+    // expire, from their checkpoints, and catches up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let stored = loop {
+        let stored = postgres_documents(&pg, &store_schema).await;
+        if stored == oracle.documents || std::time::Instant::now() > deadline {
+            break stored;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    assert_eq!(
+        shards_held(apis[1]),
+        3.0,
+        "the survivor took the dead replica's shards over"
+    );
+    replicas[1].take().unwrap().stop();
+    assert_matches_oracle(&stored, &oracle.documents);
+    drop_schema(&pg, &store_schema).await;
 }

@@ -39,6 +39,7 @@ fn context(queue: &Arc<EmbeddedQueue>, state_dir: &Path) -> (SourceContext, watc
         shutdown,
         until_idle: true,
         state_dir: state_dir.to_path_buf(),
+        checkpoints: crate::sources::local_checkpoints(state_dir),
         leases: Arc::new(LocalLeases::default()),
         telemetry: sluice_core::telemetry::SourceTelemetry::new("test"),
     };

@@ -21,6 +21,9 @@ async fn run_once(config: GeneratorSourceConfig, queue: &Arc<EmbeddedQueue>) -> 
         shutdown,
         until_idle: true,
         state_dir: std::env::temp_dir(),
+        checkpoints: crate::sources::local_checkpoints(
+            &std::env::temp_dir().join(format!("sluice-generator-test-{}", std::process::id())),
+        ),
         leases: Arc::new(LocalLeases::default()),
         telemetry: sluice_core::telemetry::SourceTelemetry::new("fake"),
     };

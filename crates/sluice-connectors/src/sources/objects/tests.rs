@@ -42,6 +42,7 @@ async fn read_once(
         shutdown,
         until_idle: true,
         state_dir: state.to_path_buf(),
+        checkpoints: crate::sources::local_checkpoints(state),
         leases: Arc::new(LocalLeases::default()),
         telemetry: sluice_core::telemetry::SourceTelemetry::new("test"),
     };
@@ -226,6 +227,7 @@ async fn one_holder_of_the_lease_reads_and_another_takes_over_when_it_stops() {
             shutdown,
             until_idle: false,
             state_dir: dir.path().join(state),
+            checkpoints: crate::sources::local_checkpoints(&dir.path().join(state)),
             leases: leases.clone(),
             telemetry: sluice_core::telemetry::SourceTelemetry::new("test"),
         };

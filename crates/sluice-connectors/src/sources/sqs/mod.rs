@@ -2,7 +2,6 @@
 //! SQS queue (directly or through an SNS topic), received by long polling
 //! and deleted from SQS only once they are durable in Sluice's queue.
 
-mod body;
 mod config;
 mod source;
 

@@ -26,10 +26,10 @@ use bytes::Bytes;
 use sluice_core::{NewBatch, now_ms, retry::Backoff};
 use twox_hash::XxHash3_128;
 
-use super::{SqsSourceConfig, body};
+use super::SqsSourceConfig;
 use crate::{
     aws::sqs::{Received, SqsQueue},
-    sources::{Source, SourceContext, SourceError},
+    sources::{Source, SourceContext, SourceError, message_body},
 };
 
 /// How often the queue's approximate counts are read for the backlog gauges.
@@ -54,7 +54,7 @@ struct Pending {
 
 impl Pending {
     fn add(&mut self, message: Received, unwrap_sns: bool) {
-        self.events += body::append_lines(&message.body, unwrap_sns, &mut self.payload);
+        self.events += message_body::append_lines(&message.body, unwrap_sns, &mut self.payload);
         self.messages.push(message);
     }
 

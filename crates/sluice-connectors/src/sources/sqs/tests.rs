@@ -55,6 +55,7 @@ fn context(
         shutdown,
         until_idle,
         state_dir: state.to_path_buf(),
+        checkpoints: crate::sources::local_checkpoints(state),
         leases: Arc::new(LocalLeases::default()),
         telemetry: sluice_core::telemetry::SourceTelemetry::new("sqs"),
     }

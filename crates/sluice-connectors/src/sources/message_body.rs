@@ -1,4 +1,4 @@
-//! A message body as queue lines: one JSON value (pretty-printed or not)
+//! A message body (an SQS message, a Kinesis record) as queue lines: one JSON value (pretty-printed or not)
 //! is one event, a JSON array is one event per element, anything else is
 //! taken line by line as NDJSON (so lines that are not JSON reach the
 //! dead-letter store with their bytes). With SNS unwrapping on, an SNS
@@ -33,6 +33,20 @@ pub fn append_lines(body: &str, unwrap_sns: bool, out: &mut Vec<u8>) -> u64 {
         lines += 1;
     }
     lines
+}
+
+/// Appends the events of a binary body: UTF-8 as [`append_lines`], other
+/// bytes as one line (line breaks made spaces), which validation then
+/// refuses with its bytes kept.
+pub fn append_bytes(body: &[u8], out: &mut Vec<u8>) -> u64 {
+    match std::str::from_utf8(body) {
+        Ok(text) => append_lines(text, false, out),
+        Err(_) => {
+            out.extend(body.iter().map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }));
+            out.push(b'\n');
+            1
+        }
+    }
 }
 
 /// A JSON text on one line: breaks between tokens become spaces (inside

@@ -1,0 +1,13 @@
+//! The Kinesis source (`type = "kinesis"`): every shard of an Amazon
+//! Kinesis data stream, shared by the replicas through leases, each
+//! shard's place checkpointed around the enqueue of the records it covers
+//! (`sources::shards`).
+
+mod config;
+mod source;
+
+pub use config::{KinesisSourceConfig, StartingPosition};
+pub use source::KinesisSource;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,208 @@
+//! The Kinesis source against moto's Kinesis (`SLUICE_TEST_AWS`), with the
+//! AWS SDK's own client putting records as producers do.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use aws_sdk_kinesis::{
+    Client,
+    config::{BehaviorVersion, Credentials, Region},
+    primitives::Blob,
+    types::PutRecordsRequestEntry,
+};
+use sluice_core::{Delivery, split_lines};
+use sluice_queue::{Queue, QueueSettings, checkpoint::Checkpoints, embedded::EmbeddedQueue, lease::LocalLeases};
+use tokio::sync::watch;
+
+use super::*;
+use crate::sources::{Source, SourceContext, shards::ShardCheckpoint};
+
+fn client(endpoint: &str) -> Client {
+    let config = aws_sdk_kinesis::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+        .build();
+    Client::from_conf(config)
+}
+
+/// A new stream of `shards` shards on moto; returns its name.
+async fn new_stream(client: &Client, shards: i32) -> String {
+    let name = format!("sluice-kinesis-{}", uuid::Uuid::new_v4().simple());
+    client
+        .create_stream()
+        .stream_name(&name)
+        .shard_count(shards)
+        .send()
+        .await
+        .unwrap();
+    name
+}
+
+/// Puts `{"n": i}` for each `i`, keyed so they spread over the shards;
+/// returns each record's (n, shard, sequence).
+async fn put(client: &Client, stream: &str, ns: std::ops::Range<u32>) -> Vec<(u32, String, String)> {
+    let mut placed = Vec::new();
+    let all: Vec<u32> = ns.collect();
+    for chunk in all.chunks(100) {
+        let entries = chunk
+            .iter()
+            .map(|n| {
+                PutRecordsRequestEntry::builder()
+                    .data(Blob::new(format!("{{\"n\":{n}}}")))
+                    .partition_key(format!("user-{n}"))
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        let out = client
+            .put_records()
+            .stream_name(stream)
+            .set_records(Some(entries))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(out.failed_record_count(), Some(0));
+        for (n, r) in chunk.iter().zip(out.records()) {
+            placed.push((
+                *n,
+                r.shard_id().unwrap().to_string(),
+                r.sequence_number().unwrap().to_string(),
+            ));
+        }
+    }
+    placed
+}
+
+fn config(stream: &str) -> KinesisSourceConfig {
+    toml::from_str(&format!(
+        "stream = \"{stream}\"\npoll_interval_ms = 200\nmax_records = 50"
+    ))
+    .unwrap()
+}
+
+struct Harness {
+    _dir: sluice_testkit::TempDir,
+    queue: Arc<EmbeddedQueue>,
+    checkpoints: Arc<dyn Checkpoints>,
+    state: std::path::PathBuf,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let dir = sluice_testkit::tempdir().unwrap();
+        let queue = Arc::new(EmbeddedQueue::open(&dir.path().join("q"), QueueSettings::default()).unwrap());
+        let state = dir.path().join("state");
+        Harness {
+            checkpoints: crate::sources::local_checkpoints(&state),
+            queue,
+            state,
+            _dir: dir,
+        }
+    }
+
+    /// Runs the source in batch mode; returns the batches it enqueued.
+    async fn read(&self, client: &Client, config: KinesisSourceConfig) -> Vec<Delivery> {
+        let (_stop, shutdown) = watch::channel(false);
+        let ctx = SourceContext {
+            name: "changes".into(),
+            queue: self.queue.clone(),
+            dead_letters: self.queue.clone(),
+            shutdown,
+            until_idle: true,
+            state_dir: self.state.clone(),
+            leases: Arc::new(LocalLeases::default()),
+            checkpoints: self.checkpoints.clone(),
+            telemetry: sluice_core::telemetry::SourceTelemetry::new("changes"),
+        };
+        Box::new(KinesisSource::with_client(config, client.clone()))
+            .run(ctx)
+            .await
+            .unwrap();
+        let got = self.queue.receive(100_000).await.unwrap();
+        self.queue.ack(got.iter().map(|d| d.id).collect()).await.unwrap();
+        got
+    }
+}
+
+fn numbers(batches: &[Delivery]) -> Vec<u64> {
+    let mut all: Vec<u64> = batches
+        .iter()
+        .flat_map(|d| {
+            split_lines(&d.payload)
+                .map(|(_, l)| {
+                    serde_json::from_slice::<serde_json::Value>(&l).unwrap()["n"]
+                        .as_u64()
+                        .unwrap()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    all.sort_unstable();
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_shard_is_read_once_and_a_restart_resumes_at_the_checkpoints() {
+    let Some(endpoint) = sluice_testkit::services::aws() else {
+        return;
+    };
+    let client = client(&endpoint);
+    let stream = new_stream(&client, 3).await;
+    let placed = put(&client, &stream, 0..300).await;
+    let shards: BTreeMap<&str, usize> = placed.iter().fold(BTreeMap::new(), |mut m, (_, s, _)| {
+        *m.entry(s.as_str()).or_default() += 1;
+        m
+    });
+    assert_eq!(shards.len(), 3, "records on every shard: {shards:?}");
+
+    let harness = Harness::new();
+    let first = harness.read(&client, config(&stream)).await;
+    assert_eq!(numbers(&first), (0..300).collect::<Vec<_>>());
+    assert!(
+        first
+            .iter()
+            .all(|d| d.key.starts_with(&format!("kinesis:{stream}:shardId-")) && !d.maybe_committed)
+    );
+
+    put(&client, &stream, 300..350).await;
+    let second = harness.read(&client, config(&stream)).await;
+    assert_eq!(numbers(&second), (300..350).collect::<Vec<_>>(), "only what came since");
+    assert!(harness.read(&client, config(&stream)).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_cut_short_by_a_crash_is_enqueued_again_whole_under_its_key() {
+    let Some(endpoint) = sluice_testkit::services::aws() else {
+        return;
+    };
+    let client = client(&endpoint);
+    let stream = new_stream(&client, 1).await;
+    let placed = put(&client, &stream, 0..120).await;
+    let (shard, end) = (&placed[0].1, &placed[7].2);
+
+    // The last holder recorded a batch ending at the 8th record, then died
+    // before it knew the batch was enqueued.
+    let harness = Harness::new();
+    let name = format!("kinesis.changes.{shard}");
+    let checkpoint = ShardCheckpoint {
+        pending_end: Some(end.clone()),
+        ..ShardCheckpoint::default()
+    };
+    checkpoint.save(harness.checkpoints.as_ref(), &name).await.unwrap();
+
+    let got = harness.read(&client, config(&stream)).await;
+    assert_eq!(numbers(&got), (0..120).collect::<Vec<_>>());
+    let again = got
+        .iter()
+        .find(|d| d.maybe_committed)
+        .expect("the recorded batch, flagged");
+    assert_eq!(again.key, format!("kinesis:{stream}:{shard}:{}-{end}", placed[0].2));
+    assert_eq!(numbers(std::slice::from_ref(again)), (0..8).collect::<Vec<_>>());
+    assert_eq!(got.iter().filter(|d| d.maybe_committed).count(), 1);
+    let saved = ShardCheckpoint::load(harness.checkpoints.as_ref(), &name)
+        .await
+        .unwrap();
+    assert_eq!(saved.sequence.as_deref(), Some(placed[119].2.as_str()));
+    assert_eq!(saved.pending_end, None);
+}

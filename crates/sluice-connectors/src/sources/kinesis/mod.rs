@@ -4,6 +4,7 @@
 //! (`sources::shards`).
 
 mod config;
+mod kpl;
 mod source;
 
 pub use config::{KinesisSourceConfig, StartingPosition};

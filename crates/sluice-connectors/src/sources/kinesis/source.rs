@@ -1,13 +1,14 @@
 //! Kinesis's calls behind [`ShardedStream`]: ListShards (paginated),
-//! GetShardIterator and GetRecords. A record's data is decoded as an SQS
-//! body is: one JSON value, a JSON array, or NDJSON lines.
+//! GetShardIterator and GetRecords. A record's data (or each user record of
+//! a KPL aggregate) is decoded as an SQS body is: one JSON value, a JSON
+//! array, or NDJSON lines.
 
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use aws_sdk_kinesis::{Client, error::DisplayErrorContext, primitives::DateTime, types::ShardIteratorType};
 
-use super::{KinesisSourceConfig, StartingPosition};
+use super::{KinesisSourceConfig, StartingPosition, kpl};
 use crate::sources::{
     Source, SourceContext, SourceError, message_body,
     shards::{self, Page, Position, ShardInfo, ShardSettings, ShardedStream, StreamRecord},
@@ -127,7 +128,14 @@ impl ShardedStream for KinesisStream {
             .iter()
             .map(|r| {
                 let mut lines = Vec::new();
-                let events = message_body::append_bytes(r.data().as_ref(), &mut lines);
+                let data = r.data().as_ref();
+                let events = match kpl::user_records(data) {
+                    Some(users) => users
+                        .iter()
+                        .map(|user| message_body::append_bytes(user, &mut lines))
+                        .sum(),
+                    None => message_body::append_bytes(data, &mut lines),
+                };
                 StreamRecord {
                     sequence: r.sequence_number().to_string(),
                     lines,

@@ -206,3 +206,26 @@ async fn a_batch_cut_short_by_a_crash_is_enqueued_again_whole_under_its_key() {
     assert_eq!(saved.sequence.as_deref(), Some(placed[119].2.as_str()));
     assert_eq!(saved.pending_end, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_the_kpl_aggregated_are_unpacked() {
+    let Some(endpoint) = sluice_testkit::services::aws() else {
+        return;
+    };
+    let client = client(&endpoint);
+    let stream = new_stream(&client, 1).await;
+    put(&client, &stream, 0..2).await;
+    let users: Vec<String> = (10..13).map(|n| format!("{{\"n\":{n}}}")).collect();
+    let refs: Vec<&[u8]> = users.iter().map(|u| u.as_bytes()).collect();
+    client
+        .put_record()
+        .stream_name(&stream)
+        .partition_key("k")
+        .data(Blob::new(super::kpl::aggregate(&refs)))
+        .send()
+        .await
+        .unwrap();
+    let harness = Harness::new();
+    let got = harness.read(&client, config(&stream)).await;
+    assert_eq!(numbers(&got), vec![0, 1, 10, 11, 12]);
+}

@@ -113,13 +113,13 @@ catalogue! {
     SOURCE_ERRORS: Counter "sluice_source_errors_total" ["component", "operation"]
         "Errors of a source's upstream by operation (list, receive, delete, ...), retried.";
     SOURCE_SHARDS_HELD: Gauge "sluice_source_shards_held" ["component"]
-        "Shards of a stream (Kinesis, DynamoDB Streams) this replica holds the lease of and reads.";
+        "Shards of a stream (Kinesis) this replica holds the lease of and reads.";
     SOURCE_UPSTREAM_RECEIVED: Counter "sluice_source_upstream_received_total" ["component"]
-        "Messages a source took from its upstream service (SQS messages), before any was enqueued.";
+        "Messages or records a source took from its upstream service (SQS messages, Kinesis records), before any was enqueued.";
     SOURCE_UPSTREAM_SETTLED: Counter "sluice_source_upstream_settled_total" ["component"]
-        "Upstream messages released once their events were durable in the queue (SQS messages deleted).";
+        "Upstream messages or records released once their events were durable in the queue (SQS messages deleted, Kinesis records checkpointed).";
     SOURCE_UPSTREAM_LAG: Gauge "sluice_source_upstream_lag_seconds" ["component"]
-        "Age of the oldest message in a source's last receive (from SQS's SentTimestamp).";
+        "How far a source is behind its upstream: the oldest message of the last SQS receive (SentTimestamp), or Kinesis's MillisBehindLatest.";
     SOURCE_UPSTREAM_BACKLOG: Gauge "sluice_source_upstream_backlog_messages" ["component", "state"]
         "Messages waiting upstream as the service counts them (SQS: visible, in_flight, delayed).";
     SOURCE_LEASE_HELD: Gauge "sluice_source_lease_held" ["component"]

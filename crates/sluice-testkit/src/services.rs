@@ -7,7 +7,8 @@
 //! | Redis | `SLUICE_TEST_REDIS` | `redis://127.0.0.1:6379` |
 //! | NATS JetStream | `SLUICE_TEST_NATS` | `nats://127.0.0.1:4222` |
 //! | S3 (moto) | `SLUICE_TEST_S3` | `http://127.0.0.1:4566` |
-//! | AWS: SQS, SNS, S3 notifications (moto) | `SLUICE_TEST_AWS` | `http://127.0.0.1:4566` |
+//! | AWS: SQS, SNS, S3 notifications, Kinesis (moto) | `SLUICE_TEST_AWS` | `http://127.0.0.1:4566` |
+//! | Kinesis resharding (kinesalite) | `SLUICE_TEST_KINESALITE` | `http://127.0.0.1:4567` |
 //!
 //! `postgres()` and friends return the URL when something listens there.
 //! When nothing does, the test skips (prints why and returns `None`), unless
@@ -28,6 +29,8 @@ pub enum Service {
     S3,
     /// moto's AWS services (SQS, SNS, S3 notifications) on one endpoint.
     Aws,
+    /// kinesalite's Kinesis, which ends a split shard's iterator as AWS does.
+    Kinesalite,
 }
 
 impl Service {
@@ -38,6 +41,7 @@ impl Service {
             Service::Nats => "SLUICE_TEST_NATS",
             Service::S3 => "SLUICE_TEST_S3",
             Service::Aws => "SLUICE_TEST_AWS",
+            Service::Kinesalite => "SLUICE_TEST_KINESALITE",
         }
     }
 
@@ -47,6 +51,7 @@ impl Service {
             Service::Redis => "redis://127.0.0.1:6379",
             Service::Nats => "nats://127.0.0.1:4222",
             Service::S3 | Service::Aws => "http://127.0.0.1:4566",
+            Service::Kinesalite => "http://127.0.0.1:4567",
         }
     }
 

@@ -229,3 +229,69 @@ async fn records_the_kpl_aggregated_are_unpacked() {
     let got = harness.read(&client, config(&stream)).await;
     assert_eq!(numbers(&got), vec![0, 1, 10, 11, 12]);
 }
+
+/// Waits until `stream` is ACTIVE again (after a create or a split).
+async fn active(client: &Client, stream: &str) {
+    for _ in 0..100 {
+        let summary = client
+            .describe_stream_summary()
+            .stream_name(stream)
+            .send()
+            .await
+            .unwrap();
+        let status = summary.stream_description_summary().map(|s| s.stream_status().clone());
+        if status == Some(aws_sdk_kinesis::types::StreamStatus::Active) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("stream {stream} did not become active");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_shard_is_read_to_its_end_before_its_children() {
+    // moto never ends a closed shard's iterator; kinesalite does, as AWS.
+    let Some(endpoint) = sluice_testkit::services::Service::Kinesalite.available() else {
+        return;
+    };
+    let client = client(&endpoint);
+    let stream = new_stream(&client, 1).await;
+    active(&client, &stream).await;
+    let before = put(&client, &stream, 0..20).await;
+    let parent = before[0].1.clone();
+    client
+        .split_shard()
+        .stream_name(&stream)
+        .shard_to_split(&parent)
+        .new_starting_hash_key((1u128 << 127).to_string())
+        .send()
+        .await
+        .unwrap();
+    active(&client, &stream).await;
+    let after = put(&client, &stream, 20..60).await;
+    assert!(
+        after.iter().all(|(_, shard, _)| *shard != parent),
+        "new records go to the children"
+    );
+
+    let harness = Harness::new();
+    let got = harness.read(&client, config(&stream)).await;
+    assert_eq!(numbers(&got), (0..60).collect::<Vec<_>>());
+    let last_parent_batch = got
+        .iter()
+        .rposition(|d| d.key.contains(&format!(":{parent}:")))
+        .unwrap();
+    let first_child_batch = got
+        .iter()
+        .position(|d| !d.key.contains(&format!(":{parent}:")))
+        .unwrap();
+    assert!(
+        last_parent_batch < first_child_batch,
+        "the parent is read before its children"
+    );
+    let name = format!("kinesis.changes.{parent}");
+    let checkpoint = ShardCheckpoint::load(harness.checkpoints.as_ref(), &name)
+        .await
+        .unwrap();
+    assert!(checkpoint.finished, "{checkpoint:?}");
+}

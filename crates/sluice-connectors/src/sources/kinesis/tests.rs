@@ -157,8 +157,15 @@ async fn every_shard_is_read_once_and_a_restart_resumes_at_the_checkpoints() {
     assert_eq!(shards.len(), 3, "records on every shard: {shards:?}");
 
     let harness = Harness::new();
-    let first = harness.read(&client, config(&stream)).await;
+    let mut small = config(&stream);
+    small.max_batch_bytes = 300;
+    let first = harness.read(&client, small).await;
     assert_eq!(numbers(&first), (0..300).collect::<Vec<_>>());
+    assert!(
+        first.iter().all(|d| d.payload.len() <= 300),
+        "batches fit max_batch_bytes"
+    );
+    assert!(first.iter().any(|d| d.payload.len() > 250), "and are filled up to it");
     assert!(
         first
             .iter()

@@ -188,8 +188,8 @@ impl ShardReader {
     }
 
     /// The records of the next batch, taken off `pending`: up to the end a
-    /// checkpoint recorded (once it is read), else everything pending when
-    /// the read caught up or past `max_batch_bytes`.
+    /// checkpoint recorded (once it is read), else, when the read caught up
+    /// or `max_batch_bytes` are pending, as many as fit in it.
     fn cut(
         &self,
         pending: &mut Vec<StreamRecord>,
@@ -206,19 +206,22 @@ impl ShardReader {
             let through = if pending[at].sequence == *end { at + 1 } else { at };
             return Some(pending.drain(..through).collect());
         }
+        let max = self.settings.max_batch_bytes;
         let bytes: usize = pending.iter().map(|r| r.lines.len()).sum();
-        if flush || bytes >= self.settings.max_batch_bytes {
-            let mut size = 0;
-            let take = pending
-                .iter()
-                .position(|r| {
-                    size += r.lines.len();
-                    size >= self.settings.max_batch_bytes
-                })
-                .map_or(pending.len(), |i| i + 1);
-            return Some(pending.drain(..take).collect());
+        if !flush && bytes < max {
+            return None;
         }
-        None
+        // At most `max` bytes (one record alone may be more), so a batch
+        // fits the queue (a JetStream queue's messages are bounded).
+        let mut size = 0;
+        let take = pending
+            .iter()
+            .position(|r| {
+                size += r.lines.len();
+                size > max
+            })
+            .map_or(pending.len(), |i| i.max(1));
+        Some(pending.drain(..take).collect())
     }
 
     /// Records the batch's end, enqueues it, then moves the sequence to it.

@@ -44,43 +44,76 @@ pub struct SqsSource {
     connected: Option<SqsQueue>,
 }
 
-/// Received messages on their way to one queue batch.
+/// A received message and its events as queue lines.
+struct Decoded {
+    message: Received,
+    lines: Vec<u8>,
+    events: u64,
+}
+
+/// Received messages on their way to the queue.
 #[derive(Default)]
 struct Pending {
-    messages: Vec<Received>,
-    payload: Vec<u8>,
-    events: u64,
+    messages: Vec<Decoded>,
+    bytes: usize,
 }
 
 impl Pending {
     fn add(&mut self, message: Received, unwrap_sns: bool) {
-        self.events += message_body::append_lines(&message.body, unwrap_sns, &mut self.payload);
-        self.messages.push(message);
+        let mut lines = Vec::new();
+        let events = message_body::append_lines(&message.body, unwrap_sns, &mut lines);
+        self.bytes += lines.len();
+        self.messages.push(Decoded { message, lines, events });
     }
 
     fn receipts(&self) -> Vec<String> {
-        self.messages.iter().map(|m| m.receipt.clone()).collect()
+        self.messages.iter().map(|d| d.message.receipt.clone()).collect()
     }
 
-    /// The batch, keyed by its exact set of messages: a message delivered
-    /// again after a crash may come back with other messages, and a key
-    /// naming only one of them would let a sink take the new batch for the
-    /// committed one and drop the rest.
-    fn batch(&mut self, queue: &str, source: &str) -> NewBatch {
-        let mut ids: Vec<&str> = self.messages.iter().map(|m| m.id.as_str()).collect();
-        ids.sort_unstable();
-        let mut hasher = XxHash3_128::new();
-        for id in &ids {
-            hasher.write(&(id.len() as u64).to_le_bytes());
-            hasher.write(id.as_bytes());
+    /// The queue batches, each at most `max_bytes` unless one message alone
+    /// is bigger, with their event counts; messages without events ride in
+    /// a batch's key only.
+    fn batches(&self, queue: &str, source: &str, max_bytes: usize) -> Vec<(NewBatch, u64)> {
+        let mut groups: Vec<Vec<&Decoded>> = Vec::new();
+        let mut size = 0;
+        for decoded in &self.messages {
+            match groups.last_mut() {
+                Some(group) if size + decoded.lines.len() <= max_bytes => group.push(decoded),
+                _ => {
+                    groups.push(vec![decoded]);
+                    size = 0;
+                }
+            }
+            size += decoded.lines.len();
         }
-        NewBatch {
-            key: format!("sqs:{queue}:{}+{}:{:032x}", ids[0], ids.len() - 1, hasher.finish_128()),
-            source: source.to_string(),
-            payload: Bytes::from(std::mem::take(&mut self.payload)),
-            maybe_committed: self.messages.iter().any(|m| m.receive_count > 1),
-        }
+        groups
+            .into_iter()
+            .filter(|group| group.iter().any(|d| !d.lines.is_empty()))
+            .map(|group| batch_of(&group, queue, source))
+            .collect()
     }
+}
+
+/// One batch of `group`, keyed by its exact set of messages: a message
+/// delivered again after a crash may come back with other messages, and a
+/// key naming only one of them would let a sink take the new batch for the
+/// committed one and drop the rest.
+fn batch_of(group: &[&Decoded], queue: &str, source: &str) -> (NewBatch, u64) {
+    let mut ids: Vec<&str> = group.iter().map(|d| d.message.id.as_str()).collect();
+    ids.sort_unstable();
+    let mut hasher = XxHash3_128::new();
+    for id in &ids {
+        hasher.write(&(id.len() as u64).to_le_bytes());
+        hasher.write(id.as_bytes());
+    }
+    let payload: Vec<u8> = group.iter().flat_map(|d| d.lines.iter().copied()).collect();
+    let batch = NewBatch {
+        key: format!("sqs:{queue}:{}+{}:{:032x}", ids[0], ids.len() - 1, hasher.finish_128()),
+        source: source.to_string(),
+        payload: Bytes::from(payload),
+        maybe_committed: group.iter().any(|d| d.message.receive_count > 1),
+    };
+    (batch, group.iter().map(|d| d.events).sum())
 }
 
 impl SqsSource {
@@ -163,7 +196,7 @@ impl SqsSource {
             for message in first {
                 pending.add(message, c.unwrap_sns);
             }
-            while full && pending.messages.len() < c.max_batch_messages && pending.payload.len() < c.max_batch_bytes {
+            while full && pending.messages.len() < c.max_batch_messages && pending.bytes < c.max_batch_bytes {
                 let Some(more) = self.receive(ctx, queue, &mut backoff).await? else {
                     // Stopping: these messages are not deleted and come back.
                     return Ok(());
@@ -174,8 +207,7 @@ impl SqsSource {
                 }
             }
             let receipts = pending.receipts();
-            if !pending.payload.is_empty() {
-                let (events, batch) = (pending.events, pending.batch(queue.name(), &ctx.name));
+            for (batch, events) in pending.batches(queue.name(), &ctx.name, c.max_batch_bytes) {
                 let bytes = batch.payload.len() as u64;
                 match self.enqueue_holding(ctx, queue, batch, &receipts).await {
                     Ok(()) => ctx.telemetry.enqueued(events, bytes),
@@ -299,7 +331,7 @@ mod tests {
 
     #[test]
     fn a_batch_key_names_its_exact_set_of_messages() {
-        let key = |ids: &[&str]| pending(ids).batch("clicks", "s").key;
+        let key = |ids: &[&str]| pending(ids).batches("clicks", "s", 1 << 20).remove(0).0.key;
         assert_eq!(
             key(&["b", "a", "c"]),
             key(&["c", "b", "a"]),
@@ -308,5 +340,17 @@ mod tests {
         assert_ne!(key(&["a", "b"]), key(&["a", "c"]), "same least id, other messages");
         assert_ne!(key(&["a", "b"]), key(&["a", "b", "c"]));
         assert!(key(&["b", "a"]).starts_with("sqs:clicks:a+1:"), "{}", key(&["b", "a"]));
+    }
+
+    #[test]
+    fn batches_stay_under_max_bytes_unless_one_message_is_bigger() {
+        // Each message is `{"id":"x"}\n`: 11 bytes.
+        let batches = pending(&["a", "b", "c", "d", "e"]).batches("q", "s", 25);
+        let sizes: Vec<(usize, u64)> = batches.iter().map(|(b, n)| (b.payload.len(), *n)).collect();
+        assert_eq!(sizes, vec![(22, 2), (22, 2), (11, 1)]);
+        let keys: std::collections::HashSet<&str> = batches.iter().map(|(b, _)| b.key.as_str()).collect();
+        assert_eq!(keys.len(), 3, "each batch its own key");
+        let alone = pending(&["a", "b"]).batches("q", "s", 5);
+        assert_eq!(alone.len(), 2, "a message bigger than max_bytes is a batch of its own");
     }
 }

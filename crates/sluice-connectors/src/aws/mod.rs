@@ -95,6 +95,21 @@ impl AwsTarget {
     }
 }
 
+/// SDK settings for tests against an emulator at `endpoint`: fixed
+/// credentials, `us-east-1` (the sources themselves take only the default
+/// chain).
+#[cfg(test)]
+pub(crate) fn test_sdk_config(endpoint: &str) -> SdkConfig {
+    SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_sqs::config::SharedCredentialsProvider::new(
+            aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "tests"),
+        ))
+        .build()
+}
+
 /// The host of `scheme://host[:port]/...`.
 fn host_of(url: &str) -> Option<&str> {
     let (_, rest) = url.split_once("://")?;

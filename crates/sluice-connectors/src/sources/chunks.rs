@@ -222,13 +222,7 @@ impl<'de> Visitor<'de> for &mut Elements<'_, '_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         while let Some(element) = seq.next_element::<Box<RawValue>>()? {
-            self.out.chunk.extend(
-                element
-                    .get()
-                    .bytes()
-                    .map(|b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
-            );
-            self.out.chunk.push(b'\n');
+            super::message_body::push_one_line(element.get().as_bytes(), &mut self.out.chunk);
             if let Err(stop) = self.out.line_done() {
                 self.stop = Some(stop);
                 return Err(serde::de::Error::custom("stopped"));

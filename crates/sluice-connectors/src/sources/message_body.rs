@@ -1,8 +1,10 @@
-//! A message body (an SQS message, a Kinesis record) as queue lines: one JSON value (pretty-printed or not)
-//! is one event, a JSON array is one event per element, anything else is
-//! taken line by line as NDJSON (so lines that are not JSON reach the
-//! dead-letter store with their bytes). With SNS unwrapping on, an SNS
-//! notification envelope gives its `Message` instead.
+//! A message body (an SQS message, a Kinesis record) as queue lines: one
+//! JSON value (pretty-printed or not) is one event, a JSON array is one
+//! event per element, anything else is taken line by line as NDJSON (so
+//! lines that are not JSON reach the dead-letter store with their bytes).
+//! With SNS unwrapping on, an SNS notification envelope gives its `Message`
+//! instead. Also the one way a JSON text is put on one line, which HTTP
+//! bodies and object arrays use too.
 
 use serde_json::value::RawValue;
 
@@ -19,11 +21,11 @@ pub fn append_lines(body: &str, unwrap_sns: bool, out: &mut Vec<u8>) -> u64 {
             && let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(text)
         {
             for item in &items {
-                push_one_line(item.get(), out);
+                push_one_line(item.get().as_bytes(), out);
             }
             return items.len() as u64;
         }
-        push_one_line(text, out);
+        push_one_line(text.as_bytes(), out);
         return 1;
     }
     let mut lines = 0;
@@ -42,17 +44,16 @@ pub fn append_bytes(body: &[u8], out: &mut Vec<u8>) -> u64 {
     match std::str::from_utf8(body) {
         Ok(text) => append_lines(text, false, out),
         Err(_) => {
-            out.extend(body.iter().map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }));
-            out.push(b'\n');
+            push_one_line(body, out);
             1
         }
     }
 }
 
-/// A JSON text on one line: breaks between tokens become spaces (inside
-/// strings they are always escaped, so values are unchanged).
-fn push_one_line(json: &str, out: &mut Vec<u8>) {
-    out.extend(json.bytes().map(|b| if b == b'\n' || b == b'\r' { b' ' } else { b }));
+/// Appends `text` as one line: line breaks become spaces. For a JSON text
+/// this changes no value (inside strings breaks are always escaped).
+pub(crate) fn push_one_line(text: &[u8], out: &mut Vec<u8>) {
+    out.extend(text.iter().map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }));
     out.push(b'\n');
 }
 

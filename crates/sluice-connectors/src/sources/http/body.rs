@@ -56,12 +56,7 @@ pub fn decode_body(
     {
         let mut out = Vec::with_capacity(body.len());
         for item in items {
-            out.extend(
-                item.get()
-                    .bytes()
-                    .map(|b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
-            );
-            out.push(b'\n');
+            crate::sources::message_body::push_one_line(item.get().as_bytes(), &mut out);
         }
         return Ok(Bytes::from(out));
     }

@@ -3,12 +3,7 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use aws_sdk_kinesis::{
-    Client,
-    config::{BehaviorVersion, Credentials, Region},
-    primitives::Blob,
-    types::PutRecordsRequestEntry,
-};
+use aws_sdk_kinesis::{Client, primitives::Blob, types::PutRecordsRequestEntry};
 use sluice_core::{Delivery, split_lines};
 use sluice_queue::{Queue, QueueSettings, checkpoint::Checkpoints, embedded::EmbeddedQueue, lease::LocalLeases};
 use tokio::sync::watch;
@@ -17,13 +12,7 @@ use super::*;
 use crate::sources::{Source, SourceContext, shards::ShardCheckpoint};
 
 fn client(endpoint: &str) -> Client {
-    let config = aws_sdk_kinesis::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
-        .build();
-    Client::from_conf(config)
+    Client::new(&crate::aws::test_sdk_config(endpoint))
 }
 
 /// A new stream of `shards` shards on moto; returns its name.

@@ -21,9 +21,9 @@ use crate::{
 /// How long a pull waits for notifications.
 const PULL_WAIT: Duration = Duration::from_secs(1);
 
-/// How long a notification taken from SQS stays with this source before SQS
-/// hands it out again.
-const SQS_VISIBILITY_SECS: u32 = 30;
+/// How long a notification taken (SQS visibility, JetStream ack wait) stays
+/// with this source before it is handed out again.
+const HOLD_SECS: u32 = 30;
 
 pub(crate) enum Inbox {
     JetStream(Box<PullConsumer>),
@@ -59,7 +59,7 @@ impl Inbox {
                 consumer,
             } => {
                 let name = consumer.map_or_else(|| format!("sluice-{source}-notifications"), str::to_string);
-                let ack_wait = Duration::from_secs(u64::from(SQS_VISIBILITY_SECS));
+                let ack_wait = Duration::from_secs(u64::from(HOLD_SECS));
                 durable_consumer(url, stream, subject, &name, ack_wait)
                     .await
                     .map(|consumer| Inbox::JetStream(Box::new(consumer)))
@@ -92,7 +92,7 @@ impl Inbox {
                 })
                 .collect()),
             Inbox::Sqs(queue) => Ok(queue
-                .receive(MAX_PER_CALL, PULL_WAIT.as_secs() as u32, SQS_VISIBILITY_SECS)
+                .receive(MAX_PER_CALL, PULL_WAIT.as_secs() as u32, HOLD_SECS)
                 .await?
                 .into_iter()
                 .map(|m| Notice {

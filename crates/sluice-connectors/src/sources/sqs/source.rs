@@ -106,7 +106,10 @@ fn batch_of(group: &[&Decoded], queue: &str, source: &str) -> (NewBatch, u64) {
         hasher.write(&(id.len() as u64).to_le_bytes());
         hasher.write(id.as_bytes());
     }
-    let payload: Vec<u8> = group.iter().flat_map(|d| d.lines.iter().copied()).collect();
+    let mut payload = Vec::with_capacity(group.iter().map(|d| d.lines.len()).sum());
+    for decoded in group {
+        payload.extend_from_slice(&decoded.lines);
+    }
     let batch = NewBatch {
         key: format!("sqs:{queue}:{}+{}:{:032x}", ids[0], ids.len() - 1, hasher.finish_128()),
         source: source.to_string(),

@@ -3,11 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use aws_sdk_sqs::{
-    Client,
-    config::{BehaviorVersion, Credentials, Region},
-    types::SendMessageBatchRequestEntry,
-};
+use aws_sdk_sqs::{Client, types::SendMessageBatchRequestEntry};
 use sluice_core::{Delivery, NewBatch, split_lines};
 use sluice_queue::{Queue, QueueSettings, embedded::EmbeddedQueue, lease::LocalLeases};
 use tokio::sync::watch;
@@ -19,13 +15,7 @@ use crate::{
 };
 
 fn client(endpoint: &str) -> Client {
-    let config = aws_sdk_sqs::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
-        .build();
-    Client::from_conf(config)
+    Client::new(&crate::aws::test_sdk_config(endpoint))
 }
 
 /// A new queue on moto; returns its URL.

@@ -54,7 +54,7 @@ impl StoredDocument {
         serde_json::json!({
             "entity": self.key.entity,
             "id": self.key.id,
-            "version": self.version,
+            "version": crate::version::to_json(self.version),
             "revision": self.revision,
             "updated_at": self.updated_at,
             "op": if self.document.is_some() { "upsert" } else { "delete" },
@@ -162,7 +162,7 @@ mod tests {
             change("b", 4, upsert(json!({"q": 1}))),
         ];
         let outcome = apply_changes(&mut records, &changes);
-        let emitted: Vec<(usize, &str, u64, u64, Option<Value>)> = outcome
+        let emitted: Vec<(usize, &str, Version, u64, Option<Value>)> = outcome
             .emitted
             .iter()
             .map(|e| {

@@ -18,8 +18,9 @@ pub struct ChangeFields {
     /// JSON pointer to the document id within its entity.
     #[serde(default = "default_id")]
     pub id: String,
-    /// JSON pointer to the change's version (any number that grows with
-    /// each change at the source).
+    /// JSON pointer to the change's version (any integer that grows with
+    /// each change at the source, up to 38 digits: a number, or a string of
+    /// digits such as a stream's sequence number).
     #[serde(default = "default_version")]
     pub version: String,
     /// JSON pointer to the operation: `"upsert"` (merge the patch) or
@@ -136,16 +137,7 @@ impl ChangeFields {
             id: text(&self.id)?,
         };
         let version = match event.pointer(&self.version) {
-            Some(Value::Number(n)) => n
-                .as_u64()
-                .filter(|v| *v <= i64::MAX as u64)
-                .ok_or_else(|| invalid(&self.version, format!("expected an integer from 0 to 2^63-1, got {n}")))?,
-            Some(other) => {
-                return Err(invalid(
-                    &self.version,
-                    format!("expected an integer, got {}", json_kind(other)),
-                ));
-            }
+            Some(value) => crate::version::from_json(value).map_err(|detail| invalid(&self.version, detail))?,
             None => return Err(invalid(&self.version, "missing".into())),
         };
         let ts = match event.pointer(&self.ts) {
@@ -257,15 +249,18 @@ mod tests {
             broken("/meta/v", json!(-1)),
             (
                 "invalid_change:/meta/v".into(),
-                "expected an integer from 0 to 2^63-1, got -1".into()
+                "expected an integer from 0 to 10^38-1, as a number or a string of digits, got -1".into()
             )
         );
         assert_eq!(
-            broken("/meta/v", json!("1")),
-            (
-                "invalid_change:/meta/v".into(),
-                "expected an integer, got a string".into()
-            )
+            broken("/meta/v", json!("1x")).1,
+            "expected an integer from 0 to 10^38-1, as a number or a string of digits, got \"1x\""
+        );
+        let mut sequence = base.clone();
+        sequence["meta"]["v"] = json!("4421584500000000017450439091");
+        assert_eq!(
+            fields.parse(&sequence).unwrap().version,
+            4_421_584_500_000_000_017_450_439_091
         );
         assert_eq!(
             broken("/id", json!("")),

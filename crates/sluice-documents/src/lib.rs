@@ -4,7 +4,8 @@
 //! ([`store`]: embedded SQLite and PostgreSQL, one conformance suite), and
 //! the `documents` stage that puts them together ([`transform`], configured
 //! by [`config`]), snapshots of every document in a Delta table
-//! ([`snapshot`]), and read models in Redis ([`projection`]).
+//! ([`snapshot`]), and read models in Redis ([`projection`]). Versions are kept exactly
+//! whatever their size ([`version`]).
 
 pub mod apply;
 pub mod change;
@@ -14,3 +15,4 @@ pub mod projection;
 pub mod snapshot;
 pub mod store;
 pub mod transform;
+pub mod version;

@@ -26,9 +26,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// A change's version: any number that grows with each change of a
-/// document at its source.
-pub type Version = u64;
+pub use crate::version::Version;
 
 /// One path of a document and what was written there.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

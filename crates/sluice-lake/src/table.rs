@@ -89,6 +89,21 @@ pub async fn table_exists(location: &StoreLocation) -> Result<bool, LakeError> {
     }
 }
 
+/// The columns of the table at `location`, if there is one.
+pub async fn existing_schema(location: &StoreLocation) -> Result<Option<Schema>, LakeError> {
+    if !table_exists(location).await? {
+        return Ok(None);
+    }
+    let table = location.builder()?.load().await.map_err(|e| table_error(location, e))?;
+    let snapshot = table.snapshot().map_err(|e| table_error(location, e))?;
+    let schema: Schema = snapshot
+        .schema()
+        .as_ref()
+        .try_into_arrow()
+        .map_err(|e: arrow_schema::ArrowError| table_error(location, e))?;
+    Ok(Some(schema))
+}
+
 async fn create(
     location: &StoreLocation,
     data: &Schema,

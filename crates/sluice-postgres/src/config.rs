@@ -22,6 +22,12 @@ pub struct PostgresSinkConfig {
     /// JSON pointers of the key an `upsert` replaces rows by.
     #[serde(default)]
     pub primary_key: Vec<String>,
+    /// With `upsert`: an event whose field at `pointer` equals `equals`
+    /// deletes the row with its key (and its child rows) instead of
+    /// writing one, e.g. `{ pointer = "/op", equals = "delete" }` for the
+    /// documents a `documents` stage emits.
+    #[serde(default)]
+    pub delete_when: Option<DeleteWhen>,
     /// Longest time an accepted event waits before it is committed.
     #[serde(default = "default_flush_interval_secs")]
     pub flush_interval_secs: u64,
@@ -32,6 +38,23 @@ pub struct PostgresSinkConfig {
     /// redelivered later than this would be written again.
     #[serde(default = "default_marker_retention_hours")]
     pub marker_retention_hours: u64,
+}
+
+/// `delete_when = { pointer = "/op", equals = "delete" }`.
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteWhen {
+    /// JSON pointer to the field that marks a deletion.
+    pub pointer: String,
+    /// The value (a string, number or boolean) that marks it.
+    pub equals: serde_json::Value,
+}
+
+impl DeleteWhen {
+    /// Whether `event` asks for its row to be deleted.
+    pub fn matches(&self, event: &serde_json::Value) -> bool {
+        event.pointer(&self.pointer) == Some(&self.equals)
+    }
 }
 
 /// How a flush writes its rows.
@@ -102,6 +125,22 @@ impl PostgresSinkConfig {
                 ));
             }
         }
+        if let Some(delete_when) = &self.delete_when {
+            if self.mode != WriteMode::Upsert {
+                return Err(
+                    "delete_when: only used by mode = \"upsert\" (rows are deleted by their primary key)".into(),
+                );
+            }
+            if !delete_when.pointer.starts_with('/') {
+                return Err(format!(
+                    "delete_when.pointer: {:?} is not a JSON pointer; write it like \"/op\"",
+                    delete_when.pointer
+                ));
+            }
+            if delete_when.equals.is_array() || delete_when.equals.is_object() {
+                return Err("delete_when.equals: expected a string, number or boolean".into());
+            }
+        }
         match (self.mode, self.primary_key.is_empty()) {
             (WriteMode::Upsert, true) => {
                 Err("primary_key: mode = \"upsert\" needs the key's fields, e.g. primary_key = [\"/event_id\"]".into())
@@ -149,6 +188,28 @@ mod tests {
         assert!(err("primary_key = [\"/event_id\"]").contains("allowed modes"));
         assert!(err("mode = \"upsert\"\nprimary_key = [\"event_id\"]").contains("not a JSON pointer"));
         assert!(err("schema = \"a b\"").starts_with("schema: "));
+        assert!(
+            err("delete_when = { pointer = \"/op\", equals = \"delete\" }")
+                .starts_with("delete_when: only used by mode = \"upsert\"")
+        );
+        let upsert = "mode = \"upsert\"\nprimary_key = [\"/id\"]\n";
+        assert!(
+            err(&format!(
+                "{upsert}delete_when = {{ pointer = \"op\", equals = \"delete\" }}"
+            ))
+            .starts_with("delete_when.pointer: \"op\"")
+        );
+        assert!(
+            err(&format!("{upsert}delete_when = {{ pointer = \"/op\", equals = [1] }}"))
+                .starts_with("delete_when.equals: ")
+        );
+        assert!(
+            parse(&format!(
+                "{upsert}delete_when = {{ pointer = \"/op\", equals = \"delete\" }}"
+            ))
+            .validate()
+            .is_ok()
+        );
 
         assert!(err("flush_interval_secs = 0").starts_with("flush_interval_secs"));
         let mut c = parse("");

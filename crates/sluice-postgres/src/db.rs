@@ -322,6 +322,45 @@ pub async fn expire_batches(tx: &Transaction<'_>, schema: &str, table: &str, hou
     tx.execute(&sql, &[&table, &hours]).await
 }
 
+/// Deletes the root rows with ids `ids` and every child row under them.
+pub async fn delete_rows(
+    tx: &Transaction<'_>,
+    schema: &str,
+    shape: &Shape,
+    ids: &std::collections::HashSet<[u8; 16]>,
+) -> Result<(), DbError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = ids.iter().map(|id| uuid_text(id)).collect();
+    for (t, table) in shape.tables.iter().enumerate() {
+        let column = if t == 0 { ID_COLUMN } else { ROOT_COLUMN };
+        tx.execute(
+            &format!(
+                "DELETE FROM {} WHERE {} = ANY($1::text[]::uuid[])",
+                qualified(schema, &table.name),
+                quote(column)
+            ),
+            &[&ids],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// A row id as PostgreSQL writes a uuid.
+fn uuid_text(id: &[u8; 16]) -> String {
+    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
 /// How the rows of one commit reach their tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Write {

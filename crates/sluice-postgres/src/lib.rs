@@ -22,7 +22,7 @@ pub mod ident;
 pub mod shape;
 pub mod sink;
 
-pub use config::{PostgresSinkConfig, WriteMode};
+pub use config::{DeleteWhen, PostgresSinkConfig, WriteMode};
 pub use sink::PostgresSink;
 
 #[cfg(test)]

@@ -9,12 +9,14 @@
 //!   is there is `AlreadyCommitted`; a batch another writer commits first
 //!   makes this commit fail and be redelivered, never written twice.
 //! * In `upsert` mode a commit holds at most one version of each key (the
-//!   last one accepted), so `ON CONFLICT` never meets its own rows.
+//!   last one accepted), so `ON CONFLICT` never meets its own rows; a key
+//!   whose last event matches `delete_when` is deleted (children too)
+//!   instead, before the commit writes its rows.
 //! * After any failure the shape is read back from the database before the
 //!   next batch, so it never believes in columns that were rolled back.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     time::{Duration, Instant},
 };
 
@@ -52,6 +54,8 @@ struct Buffer {
     events: Vec<Vec<Row>>,
     /// Upsert: root row id -> index in `events`.
     by_id: HashMap<[u8; 16], usize>,
+    /// Upsert: keys whose last event deletes them (their entry in `events` is empty).
+    deleted: HashSet<[u8; 16]>,
     keys: Vec<String>,
     rows_per_key: Vec<i64>,
     bytes: usize,
@@ -151,6 +155,19 @@ impl Sink for PostgresSink {
                 },
                 WriteMode::Append => row_id(&[key.as_bytes(), &(ordinal as u64).to_le_bytes()]),
             };
+            if self.config.delete_when.as_ref().is_some_and(|d| d.matches(&value)) {
+                self.buffer.bytes += event.payload.len();
+                roots += 1;
+                self.buffer.deleted.insert(id);
+                match self.buffer.by_id.get(&id) {
+                    Some(&i) => self.buffer.events[i] = Vec::new(),
+                    None => {
+                        self.buffer.by_id.insert(id, self.buffer.events.len());
+                        self.buffer.events.push(Vec::new());
+                    }
+                }
+                continue;
+            }
             let Value::Object(map) = value else {
                 let detail = format!("expected a JSON object, got {}", crate::cell::describe(&value));
                 rejected.push(Rejected::new(event, reason::NOT_AN_OBJECT, detail));
@@ -160,6 +177,7 @@ impl Sink for PostgresSink {
                 Ok(rows) => {
                     self.buffer.bytes += event.payload.len();
                     roots += 1;
+                    self.buffer.deleted.remove(&id);
                     match self.buffer.by_id.get(&id) {
                         Some(&i) if self.config.mode == WriteMode::Upsert => self.buffer.events[i] = rows,
                         _ => {
@@ -203,6 +221,9 @@ impl Sink for PostgresSink {
         let result: Result<(), StageError> = async {
             let tx = client.transaction().await.map_err(db_error)?;
             db::sync_ddl(&tx, schema, &self.shape).await.map_err(load_error)?;
+            db::delete_rows(&tx, schema, &self.shape, &self.buffer.deleted)
+                .await
+                .map_err(db_error)?;
             let rows = self.buffer.events.iter().flatten();
             db::write_rows(&tx, schema, &self.shape, rows, write)
                 .await

@@ -346,3 +346,58 @@ async fn the_schema_declares_tables_up_front_and_a_conflicting_type_or_foreign_t
     assert!(err.message.contains("exists but was not made by Sluice"), "{err}");
     drop_schema(&client, &schema).await;
 }
+
+#[tokio::test]
+async fn delete_when_removes_the_row_and_its_children_and_the_last_event_of_a_key_wins() {
+    if sluice_testkit::services::postgres().is_none() {
+        return;
+    }
+    let (schema, client) = scratch().await;
+    let mut cfg = config(&schema, WriteMode::Upsert);
+    cfg.delete_when = Some(crate::DeleteWhen {
+        pointer: "/op".into(),
+        equals: json!("delete"),
+    });
+    let mut sink = PostgresSink::open(&cfg, None).await.unwrap();
+    // A delete before the table has any row deletes nothing and creates the table.
+    accept(&mut sink, "b0", &[json!({"id": "z", "op": "delete"})]).await;
+    sink.flush().await.unwrap();
+    accept(
+        &mut sink,
+        "b1",
+        &[
+            json!({"id": "a", "v": 1, "items": [{"k": 1}, {"k": 2}]}),
+            json!({"id": "b", "v": 1}),
+            json!({"id": "c", "v": 1, "items": [{"k": 3}]}),
+        ],
+    )
+    .await;
+    sink.flush().await.unwrap();
+    accept(
+        &mut sink,
+        "b2",
+        &[
+            json!({"id": "a", "op": "delete"}),
+            json!({"id": "b", "v": 2}),
+            json!({"id": "b", "op": "delete"}),
+            json!({"id": "c", "op": "delete"}),
+            json!({"id": "c", "v": 5, "items": [{"k": 7}]}),
+        ],
+    )
+    .await;
+    let report = sink.flush().await.unwrap();
+    assert_eq!((report.rows, report.duplicates_dropped), (3, 2));
+    let rows = strings(
+        &client,
+        &format!(
+            "SELECT e.id || ':' || e.v || ':' || coalesce(string_agg(i.k::text, ',' ORDER BY i._sluice_list_idx), '')
+             FROM {schema}.events e LEFT JOIN {schema}.events__items i ON i._sluice_root_id = e._sluice_id
+             GROUP BY e.id, e.v ORDER BY e.id"
+        ),
+    )
+    .await;
+    assert_eq!(rows, vec!["c:5:7"]);
+    let orphans = strings(&client, &format!("SELECT count(*)::text FROM {schema}.events__items")).await;
+    assert_eq!(orphans, vec!["1"], "the deleted rows' children are gone");
+    drop_schema(&client, &schema).await;
+}

@@ -2,6 +2,7 @@
 //! dispatch (`spec.rs`). One folder per source.
 
 mod chunks;
+pub mod dynamodb_streams;
 pub mod file;
 pub mod generator;
 pub mod http;

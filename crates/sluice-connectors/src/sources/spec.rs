@@ -12,8 +12,9 @@ use serde::Deserialize;
 pub use sluice_core::config::{LoadEnv, ResolvedLocation};
 
 use super::{
-    Source, file::FileSourceConfig, generator::GeneratorSourceConfig, http::HttpSourceConfig,
-    kinesis::KinesisSourceConfig, nats::NatsSourceConfig, objects::ObjectsSourceConfig, sqs::SqsSourceConfig,
+    Source, dynamodb_streams::DynamoDbStreamsSourceConfig, file::FileSourceConfig, generator::GeneratorSourceConfig,
+    http::HttpSourceConfig, kinesis::KinesisSourceConfig, nats::NatsSourceConfig, objects::ObjectsSourceConfig,
+    sqs::SqsSourceConfig,
 };
 
 /// `[sources.<name>]`: `type` picks the variant; unknown keys are refused.
@@ -27,6 +28,7 @@ pub enum SourceConfig {
     Generator(GeneratorSourceConfig),
     Sqs(SqsSourceConfig),
     Kinesis(KinesisSourceConfig),
+    DynamodbStreams(DynamoDbStreamsSourceConfig),
 }
 
 impl SourceConfig {
@@ -40,6 +42,7 @@ impl SourceConfig {
             SourceConfig::Generator(c) => c,
             SourceConfig::Sqs(c) => c,
             SourceConfig::Kinesis(c) => c,
+            SourceConfig::DynamodbStreams(c) => c,
         }
     }
 
@@ -52,6 +55,7 @@ impl SourceConfig {
             SourceConfig::Generator(c) => c,
             SourceConfig::Sqs(c) => c,
             SourceConfig::Kinesis(c) => c,
+            SourceConfig::DynamodbStreams(c) => c,
         }
     }
 }

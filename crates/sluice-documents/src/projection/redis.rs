@@ -119,7 +119,7 @@ fn outbound(event: &Event) -> Result<(StoredDocument, Option<i64>), (&'static st
     };
     let doc = StoredDocument {
         key: DocKey { entity, id },
-        version: value["version"].as_u64().unwrap_or(0),
+        version: crate::version::from_json(&value["version"]).unwrap_or(0),
         revision,
         updated_at: value["updated_at"].as_str().map(str::to_string),
         document: value.get("document").filter(|d| d.is_object()).cloned(),

@@ -21,7 +21,7 @@ fn doc(id: &str, revision: u64, document: Option<Value>) -> StoredDocument {
             entity: "doctor".into(),
             id: id.into(),
         },
-        version: revision,
+        version: revision.into(),
         revision,
         updated_at: None,
         document,

@@ -7,6 +7,9 @@
 //! documents(entity, id, state, version, revision, updated_at, document, seq)
 //! batches(key, emitted, at_ms)      -- emitted: JSON [[entity, id], ...]
 //! ```
+//!
+//! A version above 2^63 - 1 is kept as its digits in a blob: SQLite would
+//! turn text too large for an integer into a float.
 
 use std::{
     collections::HashMap,
@@ -15,13 +18,17 @@ use std::{
 };
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{
+    Connection, OptionalExtension, Row, Transaction, params,
+    types::{FromSqlError, Value as SqlValue, ValueRef},
+};
 use sluice_core::now_ms;
 
 use super::{Applied, DocumentStore, Sequenced, StoreError};
 use crate::{
     apply::{Record, StoredDocument, apply_changes},
     change::{Change, DocKey},
+    merge::Version,
 };
 
 const SCHEMA: &str = "
@@ -62,6 +69,30 @@ fn sqlite(e: rusqlite::Error) -> StoreError {
     }
 }
 
+fn version_sql(version: Version) -> SqlValue {
+    match i64::try_from(version) {
+        Ok(small) => SqlValue::Integer(small),
+        Err(_) => SqlValue::Blob(version.to_string().into_bytes()),
+    }
+}
+
+fn version_at(row: &Row, column: usize) -> rusqlite::Result<Version> {
+    let unreadable =
+        || rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Blob, "not a version".into());
+    match row.get_ref(column)? {
+        ValueRef::Integer(small) => Version::try_from(small).map_err(|_| unreadable()),
+        ValueRef::Blob(digits) => std::str::from_utf8(digits)
+            .ok()
+            .and_then(crate::version::parse_digits)
+            .ok_or_else(unreadable),
+        other => Err(rusqlite::Error::FromSqlConversionFailure(
+            column,
+            other.data_type(),
+            Box::new(FromSqlError::InvalidType),
+        )),
+    }
+}
+
 impl EmbeddedStore {
     /// Opens (creating if needed) the store at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -97,7 +128,7 @@ fn load(tx: &Transaction, key: &DocKey) -> Result<Option<Record>, StoreError> {
             s.query_row(params![key.entity, key.id], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
+                    version_at(r, 1)?,
                     r.get::<_, i64>(2)?,
                     r.get::<_, Option<String>>(3)?,
                     r.get::<_, Option<String>>(4)?,
@@ -111,7 +142,7 @@ fn load(tx: &Transaction, key: &DocKey) -> Result<Option<Record>, StoreError> {
     };
     Ok(Some(Record {
         state: serde_json::from_str(&state).map_err(|e| fatal(format!("stored state of {key:?}: {e}")))?,
-        version: version as u64,
+        version,
         revision: revision as u64,
         updated_at,
         document: document
@@ -162,7 +193,7 @@ fn apply_in(tx: &Transaction, key: &str, check_recorded: bool, changes: &[Change
                 key.entity,
                 key.id,
                 serde_json::to_string(&record.state).expect("states serialise"),
-                record.version as i64,
+                version_sql(record.version),
                 record.revision as i64,
                 record.updated_at,
                 record.document.as_ref().map(|d| d.to_string()),
@@ -227,7 +258,7 @@ impl DocumentStore for EmbeddedStore {
                             entity: r.get(1)?,
                             id: r.get(2)?,
                         },
-                        r.get::<_, i64>(3)?,
+                        version_at(r, 3)?,
                         r.get::<_, i64>(4)?,
                         r.get::<_, Option<String>>(5)?,
                         r.get::<_, Option<String>>(6)?,
@@ -245,7 +276,7 @@ impl DocumentStore for EmbeddedStore {
                         seq,
                         document: StoredDocument {
                             key,
-                            version: version as u64,
+                            version,
                             revision: revision as u64,
                             updated_at,
                             document,

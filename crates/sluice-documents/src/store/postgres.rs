@@ -16,6 +16,8 @@
 //! * Rows missing for new documents are inserted first (in key order, `ON
 //!   CONFLICT DO NOTHING`) so there is always a row to lock.
 //! * Values travel only as bind parameters; names are quoted.
+//! * Versions are `numeric(38,0)`, bound and read as text; a table from
+//!   before versions grew past 64 bits (`bigint`) is altered on open.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -29,6 +31,7 @@ use super::{Applied, DocumentStore, Sequenced, StoreError};
 use crate::{
     apply::{Record, StoredDocument, apply_changes},
     change::{Change, DocKey},
+    merge::Version,
 };
 
 pub struct PostgresStore {
@@ -56,6 +59,10 @@ fn store_error(e: tokio_postgres::Error) -> StoreError {
     }
 }
 
+fn stored_version(key: &DocKey, text: &str) -> Result<Version, StoreError> {
+    crate::version::parse_digits(text).ok_or_else(|| StoreError::Fatal(format!("stored version of {key:?}: {text:?}")))
+}
+
 impl PostgresStore {
     /// Connects and creates the schema, table, batch table and sequence if
     /// they are missing.
@@ -80,7 +87,7 @@ impl PostgresStore {
                  entity text NOT NULL,
                  id text NOT NULL,
                  state jsonb NOT NULL,
-                 version bigint NOT NULL,
+                 version numeric(38,0) NOT NULL,
                  revision bigint NOT NULL,
                  updated_at text,
                  document jsonb,
@@ -104,6 +111,22 @@ impl PostgresStore {
         ))
         .await
         .map_err(store_error)?;
+        let version_type = tx
+            .query_one(
+                "SELECT data_type FROM information_schema.columns
+                 WHERE table_schema = $1 AND table_name = $2 AND column_name = 'version'",
+                &[&schema, &table],
+            )
+            .await
+            .map_err(store_error)?;
+        if version_type.get::<_, String>(0) == "bigint" {
+            tx.batch_execute(&format!(
+                "ALTER TABLE {} ALTER COLUMN version TYPE numeric(38,0)",
+                store.documents
+            ))
+            .await
+            .map_err(store_error)?;
+        }
         tx.commit().await.map_err(store_error)?;
         drop(guard);
         Ok(store)
@@ -128,7 +151,7 @@ impl PostgresStore {
         let rows = tx
             .query(
                 &format!(
-                    "SELECT entity, id, state::text, version, revision, updated_at, document::text FROM {}
+                    "SELECT entity, id, state::text, version::text, revision, updated_at, document::text FROM {}
                      WHERE (entity, id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
                      ORDER BY entity, id{}",
                     self.documents,
@@ -149,7 +172,7 @@ impl PostgresStore {
                 let record = Record {
                     state: serde_json::from_str(&state)
                         .map_err(|e| StoreError::Fatal(format!("stored state of {key:?}: {e}")))?,
-                    version: row.get::<_, i64>(3) as u64,
+                    version: stored_version(&key, row.get(3))?,
                     revision: row.get::<_, i64>(4) as u64,
                     updated_at: row.get(5),
                     document: document
@@ -222,16 +245,16 @@ impl PostgresStore {
             columns
                 .2
                 .push(serde_json::to_string(&record.state).expect("states serialise"));
-            columns.3.push(record.version as i64);
+            columns.3.push(record.version.to_string());
             columns.4.push(record.revision as i64);
             columns.5.push(record.updated_at.as_deref());
             columns.6.push(record.document.as_ref().map(|d| d.to_string()));
         }
         tx.execute(
             &format!(
-                "UPDATE {documents} d SET state = u.state::jsonb, version = u.version, revision = u.revision,
+                "UPDATE {documents} d SET state = u.state::jsonb, version = u.version::numeric, revision = u.revision,
                      updated_at = u.updated_at, document = u.document::jsonb, seq = nextval('{sequence}')
-                 FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[], $6::text[], $7::text[])
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::text[])
                      AS u(entity, id, state, version, revision, updated_at, document)
                  WHERE d.entity = u.entity AND d.id = u.id",
                 documents = self.documents,
@@ -304,7 +327,7 @@ impl DocumentStore for PostgresStore {
         let rows = tx
             .query(
                 &format!(
-                    "SELECT seq, entity, id, version, revision, updated_at, document::text FROM {}
+                    "SELECT seq, entity, id, version::text, revision, updated_at, document::text FROM {}
                      WHERE seq > $1 ORDER BY seq LIMIT $2",
                     self.documents
                 ),
@@ -323,11 +346,12 @@ impl DocumentStore for PostgresStore {
                     .map(|d| serde_json::from_str(&d))
                     .transpose()
                     .map_err(|e| StoreError::Fatal(format!("stored document of {key:?}: {e}")))?;
+                let version = stored_version(&key, row.get(3))?;
                 Ok(Sequenced {
                     seq: row.get(0),
                     document: StoredDocument {
                         key,
-                        version: row.get::<_, i64>(3) as u64,
+                        version,
                         revision: row.get::<_, i64>(4) as u64,
                         updated_at: row.get(5),
                         document,

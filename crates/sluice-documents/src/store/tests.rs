@@ -218,8 +218,40 @@ async fn concurrent_writers_reach_the_version_order_result(stores: Vec<Arc<dyn D
     }
 }
 
+/// Stream sequence numbers (DynamoDB's have 21 to 40 digits) as versions:
+/// ordered, stored and read back exactly, past 64 bits and up to the maximum.
+async fn versions_past_64_bits_are_kept_exactly(store: &dyn DocumentStore) {
+    let sequence: Version = 4_421_584_500_000_000_017_450_439_091;
+    let changes = [
+        upsert("seq", sequence + 1, json!({"n": 2})),
+        upsert("seq", sequence, json!({"n": 1, "kept": true})),
+        upsert("max", crate::version::MAX, json!({"n": 1})),
+    ];
+    store.apply("sequence-numbers", false, &changes).await.unwrap();
+    let stored = store.get(&key("seq")).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.version, stored.document),
+        (sequence + 1, Some(json!({"kept": true, "n": 2})))
+    );
+    let late = store
+        .apply("late", false, &[upsert("seq", sequence - 1, json!({"n": 0}))])
+        .await
+        .unwrap();
+    assert_eq!(late.stats.stale_parts, 1, "an older sequence number loses");
+    let written = store.changed_since(0, 1_000).await.unwrap();
+    let version_of = |id: &str| {
+        written
+            .iter()
+            .find(|w| w.document.key.id == id)
+            .map(|w| w.document.version)
+    };
+    assert_eq!(version_of("seq"), Some(sequence + 1));
+    assert_eq!(version_of("max"), Some(crate::version::MAX));
+}
+
 async fn conformance(stores: Vec<Arc<dyn DocumentStore>>) {
     let store = stores[0].as_ref();
+    versions_past_64_bits_are_kept_exactly(store).await;
     batches_merge_in_version_order_across_deliveries(store).await;
     a_redelivered_batch_changes_nothing_and_emits_again(store).await;
     a_delete_seen_first_keeps_older_changes_out(store).await;
@@ -250,6 +282,50 @@ async fn the_postgres_store_conforms_with_several_writers() {
         stores.push(Arc::new(PostgresStore::open(&url, &schema, "doctors").await.unwrap()));
     }
     conformance(stores).await;
+    admin
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_postgres_table_with_64_bit_versions_is_widened_on_open() {
+    let Some(url) = sluice_testkit::services::postgres() else {
+        return;
+    };
+    let schema = format!("sluice_documents_legacy_{}", std::process::id());
+    let admin = sluice_postgres::db::connect(&url).await.unwrap();
+    admin
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .await
+        .unwrap();
+    let store = PostgresStore::open(&url, &schema, "docs").await.unwrap();
+    store
+        .apply("old", false, &[upsert("a", 7, json!({"n": 1}))])
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!("ALTER TABLE {schema}.docs ALTER COLUMN version TYPE bigint"))
+        .await
+        .unwrap();
+    let reopened = PostgresStore::open(&url, &schema, "docs").await.unwrap();
+    let big: Version = u64::MAX as Version * 10;
+    reopened
+        .apply("new", false, &[upsert("a", big, json!({"n": 2}))])
+        .await
+        .unwrap();
+    let stored = reopened.get(&key("a")).await.unwrap().unwrap();
+    assert_eq!((stored.version, stored.document), (big, Some(json!({"n": 2}))));
+    let column_type: String = admin
+        .query_one(
+            "SELECT data_type FROM information_schema.columns
+             WHERE table_schema = $1 AND table_name = 'docs' AND column_name = 'version'",
+            &[&schema],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(column_type, "numeric");
     admin
         .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
         .await

@@ -24,12 +24,23 @@ objects source's SQS notifications (aws_sources.rs).
         puts every line as a record (PutRecords, a hundred per call; the
         partition key is the line's "id", so one document's changes share a
         shard), spread over about SECONDS; prints {"records", "calls"}
+    aws_client.py ENDPOINT setup-dynamodb NAME
+        a table keyed by "pk" (a string) with a NEW_AND_OLD_IMAGES stream;
+        prints {"table", "stream_arn"}
+    aws_client.py ENDPOINT write-items TABLE OPS SEED SECONDS
+        OPS random writes over 120 keys, spread over about SECONDS: whole
+        items put (every attribute type), updates that set, remove and
+        change nested fields, deletes; then prints {"ops", "items"}: the
+        table's final items as plain JSON (scanned), by key
 """
 
+import base64
 import json
 import os
+import random
 import sys
 import time
+from decimal import Decimal
 
 import boto3
 
@@ -195,6 +206,134 @@ def put_records(endpoint, stream, lines_file, seconds):
     print(json.dumps({"records": len(lines), "calls": len(chunks)}))
 
 
+def setup_dynamodb(endpoint, name):
+    dynamodb = client(endpoint, "dynamodb")
+    out = dynamodb.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    )
+    arn = out["TableDescription"]["LatestStreamArn"]
+    print(json.dumps({"table": name, "stream_arn": arn}))
+
+
+def random_item(rng, key):
+    """A whole item in DynamoDB's typed form, with every attribute type."""
+    item = {
+        "pk": {"S": key},
+        "name": {"S": rng.choice(["Ann", "Bo", "Cy", "Di"]) + str(rng.randrange(100))},
+        "count": {"N": str(rng.randrange(-1000, 1000))},
+        "price": {"N": rng.choice(["2.5", "0.1", "19.99", "1E+2"])},
+        "active": {"BOOL": rng.random() < 0.5},
+        "address": {"M": {"city": {"S": rng.choice(["Oslo", "Lima", "Pune"])}, "zip": {"S": str(rng.randrange(10000))}}},
+        "scores": {"L": [{"N": str(rng.randrange(10))} for _ in range(rng.randrange(4))]},
+    }
+    if rng.random() < 0.3:
+        item["big"] = {"N": "1234567890123456789012345678"}
+    if rng.random() < 0.3:
+        item["tags"] = {"SS": sorted({rng.choice("abcdef") for _ in range(3)})}
+    if rng.random() < 0.3:
+        item["blob"] = {"B": bytes(rng.randrange(256) for _ in range(4))}
+    if rng.random() < 0.2:
+        item["nothing"] = {"NULL": True}
+    return item
+
+
+def random_update(rng):
+    """An UpdateItem's expression and values: set, remove, nested changes."""
+    kind = rng.randrange(5)
+    if kind == 0:
+        return "SET #n = :v", {"#n": "name"}, {":v": {"S": "renamed" + str(rng.randrange(100))}}
+    if kind == 1:
+        return "ADD #c :one", {"#c": "count"}, {":one": {"N": "1"}}
+    if kind == 2:
+        return "REMOVE #a.#z", {"#a": "address", "#z": "zip"}, None
+    if kind == 3:
+        return "REMOVE #p, #s", {"#p": "price", "#s": "scores"}, None
+    return "SET #a.#z = :z, #e = :e", {"#a": "address", "#z": "zip", "#e": "extra"}, {
+        ":z": {"S": "Z" + str(rng.randrange(100))},
+        ":e": {"M": {"deep": {"L": [{"S": "x"}, {"N": "7"}]}}},
+    }
+
+
+def plain_number(text):
+    """DynamoDB's number as Sluice promises it: a JSON number where exact."""
+    try:
+        value = int(text)
+        if -(2**63) <= value < 2**64:
+            return value
+    except ValueError:
+        pass
+    as_float = float(text)
+    if Decimal(repr(as_float)) == Decimal(text):
+        return as_float
+    return text
+
+
+def plain_map(attributes):
+    """A map as its document holds it: a NULL attribute is absent (a JSON
+    merge patch cannot store null)."""
+    converted = {k: plain(v) for k, v in attributes.items()}
+    return {k: v for k, v in converted.items() if v is not None}
+
+
+def plain(value):
+    (kind, inner), = value.items()
+    if kind == "S":
+        return inner
+    if kind == "N":
+        return plain_number(inner)
+    if kind in ("BOOL",):
+        return inner
+    if kind == "NULL":
+        return None
+    if kind == "M":
+        return plain_map(inner)
+    if kind == "L":
+        return [plain(v) for v in inner]
+    if kind == "SS":
+        return list(inner)
+    if kind == "NS":
+        return [plain_number(n) for n in inner]
+    if kind == "B":
+        return base64.b64encode(inner).decode()
+    if kind == "BS":
+        return [base64.b64encode(b).decode() for b in inner]
+    raise ValueError(kind)
+
+
+def write_items(endpoint, table, ops, seed, seconds):
+    dynamodb = client(endpoint, "dynamodb")
+    rng = random.Random(seed)
+    keys = [f"item-{i}" for i in range(120)]
+    pause = seconds / max(1, ops)
+    for _ in range(ops):
+        key = rng.choice(keys)
+        roll = rng.random()
+        if roll < 0.45:
+            dynamodb.put_item(TableName=table, Item=random_item(rng, key))
+        elif roll < 0.8:
+            expression, names, values = random_update(rng)
+            call = {"TableName": table, "Key": {"pk": {"S": key}}, "UpdateExpression": expression,
+                    "ExpressionAttributeNames": names}
+            if values:
+                call["ExpressionAttributeValues"] = values
+            try:
+                dynamodb.update_item(**call)
+            except dynamodb.exceptions.ClientError:
+                pass  # a nested path on an item without its map
+        else:
+            dynamodb.delete_item(TableName=table, Key={"pk": {"S": key}})
+        time.sleep(pause)
+    items = {}
+    for page in dynamodb.get_paginator("scan").paginate(TableName=table):
+        for item in page["Items"]:
+            items[item["pk"]["S"]] = plain_map(item)
+    print(json.dumps({"ops": ops, "items": items}))
+
+
 def main():
     endpoint, command, *args = sys.argv[1:]
     if command == "setup-sqs":
@@ -212,6 +351,11 @@ def main():
     elif command == "put-records":
         stream, lines_file, seconds = args
         put_records(endpoint, stream, lines_file, float(seconds))
+    elif command == "setup-dynamodb":
+        setup_dynamodb(endpoint, *args)
+    elif command == "write-items":
+        table, ops, seed, seconds = args
+        write_items(endpoint, table, int(ops), int(seed), float(seconds))
     elif command == "backlog":
         backlog(endpoint, *args)
     else:

@@ -10,7 +10,11 @@
 //! * generator change events put on a 3-shard Kinesis stream, read by two
 //!   replicas sharing a JetStream queue, leases and checkpoints, merged
 //!   into documents in PostgreSQL; one replica is killed and the other
-//!   takes its shards over: the documents equal the generator's oracle.
+//!   takes its shards over: the documents equal the generator's oracle;
+//! * a DynamoDB table written, updated and deleted from by boto3 while the
+//!   engine reading its stream is killed: the documents in PostgreSQL, the
+//!   normalised mirror table (`postgres` sink, `delete_when`) and the Delta
+//!   snapshot equal the table's final items.
 //!
 //! Checked as for the other kill tests (`faults::check_outcome`): the
 //! table's distinct ids are the oracle's, the dead letters are exactly the
@@ -309,5 +313,135 @@ schema = "{store_schema}"
     );
     replicas[1].take().unwrap().stop();
     assert_matches_oracle(&stored, &oracle.documents);
+    drop_schema(&pg, &store_schema).await;
+}
+
+/// The snapshot at `table` as delta-rs's Python package reads it: (version, document) by id.
+fn snapshot_rows(table: &Path) -> std::collections::BTreeMap<String, (String, Value)> {
+    let script = "import json, os, sys\nfrom deltalake import DeltaTable\n\
+                  rows = DeltaTable(sys.argv[1]).to_pyarrow_table(columns=['id', 'version', 'document']).to_pylist()\n\
+                  print(json.dumps([[r['id'], str(r['version']), r['document']] for r in rows]), flush=True)\n\
+                  os._exit(0)";
+    let out = support::run_ok(Command::new(support::python()).args(["-c", script]).arg(table));
+    let rows: Vec<(String, String, String)> = serde_json::from_str(&out).unwrap();
+    rows.into_iter()
+        .map(|(id, version, document)| (id, (version, serde_json::from_str(&document).unwrap())))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dynamodb_table_changed_while_the_engine_is_killed_ends_equal_in_postgres_and_the_snapshot() {
+    if !support::services_up(&[Service::Aws, Service::Postgres]) {
+        return;
+    }
+    let tmp = sluice_testkit::tempdir().unwrap();
+    let dir = tmp.path();
+    let table = format!("sluice-e2e-items-{}", std::process::id());
+    aws(&["setup-dynamodb", &table]);
+    let pg = connect().await;
+    let store_schema = fresh_schema(&pg, "dynamodb").await;
+    let api = support::free_port();
+    let pipeline = format!(
+        r#"
+[api]
+address = "127.0.0.1:{api}"
+
+[sources.table]
+type = "dynamodb_streams"
+table = "{table}"
+endpoint = "{endpoint}"
+poll_interval_ms = 200
+shard_discovery_secs = 1
+max_records = 100
+
+[transforms.items]
+type = "documents"
+inputs = ["table"]
+store = "{store}"
+schema = "{store_schema}"
+snapshot.uri = "lake/items"
+
+[sinks.mirror]
+type = "postgres"
+inputs = ["items"]
+url = "{store}"
+schema = "{store_schema}"
+table = "mirror"
+mode = "upsert"
+primary_key = ["/id"]
+delete_when = {{ pointer = "/op", equals = "delete" }}
+"#,
+        endpoint = Service::Aws.url(),
+        store = crate::postgres::url(),
+    );
+    std::fs::write(dir.join("pipeline.toml"), pipeline).unwrap();
+    let writer = ["write-items", &table, "1500", "11", "8"].map(str::to_string).to_vec();
+    let written = tokio::task::block_in_place(|| feed_while_killing(dir, api, writer, 3, 0x0dd0_5eed));
+    let items = written["items"].as_object().unwrap();
+    assert!(items.len() > 40, "the writes leave items behind: {}", items.len());
+    let oracle: std::collections::BTreeMap<String, Value> = items.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+
+    let stored: std::collections::BTreeMap<String, Value> = pg
+        .query(
+            &format!("SELECT id, document::text FROM {store_schema}.items WHERE document IS NOT NULL"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), serde_json::from_str(r.get::<_, &str>(1)).unwrap()))
+        .collect();
+    assert_matches_oracle(&stored, &oracle);
+
+    // The normalised mirror: one row per item, deleted items gone.
+    let mirror: std::collections::BTreeMap<String, Value> = pg
+        .query(
+            &format!("SELECT id, document__name, document__count, document__address__city FROM {store_schema}.mirror"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let (id, name, count, city): (String, Option<String>, Option<i64>, Option<String>) =
+                (r.get(0), r.get(1), r.get(2), r.get(3));
+            (id, serde_json::json!([name, count, city]))
+        })
+        .collect();
+    let expected: std::collections::BTreeMap<String, Value> = oracle
+        .iter()
+        .map(|(id, item)| {
+            let at = |p: &str| item.pointer(p).cloned().unwrap_or(Value::Null);
+            (
+                id.clone(),
+                serde_json::json!([at("/name"), at("/count"), at("/address/city")]),
+            )
+        })
+        .collect();
+    assert_matches_oracle(&mirror, &expected);
+
+    support::run_ok(
+        Command::new(support::SLUICE)
+            .arg("snapshot")
+            .arg(dir.join("pipeline.toml")),
+    );
+    let snapshot = snapshot_rows(&dir.join("lake/items"));
+    let documents = snapshot.iter().map(|(id, (_, d))| (id.clone(), d.clone())).collect();
+    assert_matches_oracle(&documents, &oracle);
+    // Versions are the stream's sequence numbers (22 digits on moto), exact.
+    for (id, (version, _)) in &snapshot {
+        let stored: String = pg
+            .query_one(
+                &format!("SELECT version::text FROM {store_schema}.items WHERE id = $1"),
+                &[id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(
+            version.len() > 20 && *version == stored,
+            "{id}: {version} against {stored}"
+        );
+    }
     drop_schema(&pg, &store_schema).await;
 }

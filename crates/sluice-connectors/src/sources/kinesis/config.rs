@@ -113,21 +113,14 @@ impl SourceSpec for KinesisSourceConfig {
             }
             _ => {}
         }
-        if !(1..=10_000).contains(&self.max_records) {
-            return Err(format!(
-                "max_records: {} is not allowed; Kinesis returns 1 to 10000 records per call",
-                self.max_records
-            ));
-        }
-        if self.poll_interval_ms < 200 {
-            return Err("poll_interval_ms: must be at least 200 (Kinesis allows five reads a second per shard)".into());
-        }
-        if self.shard_discovery_secs == 0 {
-            return Err("shard_discovery_secs: must be at least 1".into());
-        }
-        if self.max_batch_bytes < 1024 {
-            return Err("max_batch_bytes: must be at least 1024".into());
-        }
+        crate::sources::shards::check_reading(
+            "Kinesis",
+            self.max_records,
+            10_000,
+            self.poll_interval_ms,
+            self.shard_discovery_secs,
+            self.max_batch_bytes,
+        )?;
         Ok(())
     }
 

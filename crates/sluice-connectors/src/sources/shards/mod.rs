@@ -101,6 +101,35 @@ pub(crate) struct ShardSettings {
     pub discovery_interval: Duration,
 }
 
+/// Checks the reading options every sharded source has; errors start with
+/// the key. `service` and `most_records` name the service's own limit.
+pub(crate) fn check_reading(
+    service: &str,
+    max_records: usize,
+    most_records: usize,
+    poll_interval_ms: u64,
+    shard_discovery_secs: u64,
+    max_batch_bytes: usize,
+) -> Result<(), String> {
+    if !(1..=most_records).contains(&max_records) {
+        return Err(format!(
+            "max_records: {max_records} is not allowed; {service} returns 1 to {most_records} records per call"
+        ));
+    }
+    if poll_interval_ms < 200 {
+        return Err(format!(
+            "poll_interval_ms: must be at least 200 (a {service} shard serves a few reads a second, shared by its readers)"
+        ));
+    }
+    if shard_discovery_secs == 0 {
+        return Err("shard_discovery_secs: must be at least 1".into());
+    }
+    if max_batch_bytes < 1024 {
+        return Err("max_batch_bytes: must be at least 1024".into());
+    }
+    Ok(())
+}
+
 /// Reads every shard this replica can lease until stopped (or, with
 /// `until_idle`, until every shard it could take is caught up).
 pub(crate) async fn run(

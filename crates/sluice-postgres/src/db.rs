@@ -332,7 +332,7 @@ pub async fn delete_rows(
     if ids.is_empty() {
         return Ok(());
     }
-    let ids: Vec<String> = ids.iter().map(|id| uuid_text(id)).collect();
+    let ids: Vec<String> = ids.iter().map(uuid_text).collect();
     for (t, table) in shape.tables.iter().enumerate() {
         let column = if t == 0 { ID_COLUMN } else { ROOT_COLUMN };
         tx.execute(

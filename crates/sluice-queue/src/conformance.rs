@@ -15,6 +15,7 @@ pub fn suite_settings() -> QueueSettings {
     QueueSettings {
         visibility_timeout: Duration::from_millis(300),
         max_attempts: 3,
+        max_crashes: 2,
         max_bytes: 1000,
     }
 }

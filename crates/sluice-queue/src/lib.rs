@@ -33,6 +33,9 @@ use sluice_core::{DeadLetter, Delivery, DeliveryId, NewBatch};
 pub struct QueueSettings {
     pub visibility_timeout: Duration,
     pub max_attempts: u32,
+    /// Times the engine may die while a batch is the only one in flight
+    /// before the batch becomes dead letters (`crashed_engine`).
+    pub max_crashes: u32,
     /// Bytes of payload the queue holds before refusing new batches.
     pub max_bytes: u64,
 }
@@ -42,6 +45,7 @@ impl Default for QueueSettings {
         QueueSettings {
             visibility_timeout: Duration::from_secs(30),
             max_attempts: 5,
+            max_crashes: 3,
             max_bytes: 256 * 1024 * 1024,
         }
     }
@@ -83,6 +87,12 @@ pub trait Queue: Send + Sync {
     /// passed. A backend whose `receive` itself waits for messages returns
     /// at once.
     async fn wait_for_batches(&self, _timeout: Duration) {}
+    /// True while `receive` holds batches back to run suspects (batches in
+    /// flight when the engine last died) one at a time: what is in flight
+    /// should be committed now rather than at the sinks' age bound.
+    fn isolating(&self) -> bool {
+        false
+    }
 }
 
 /// The dead letters of a batch delivered `attempts` times without success:
@@ -98,19 +108,24 @@ pub fn exhausted_batch_letters(
         "delivered {attempts} times without success; last error: {}",
         last_error.unwrap_or("none recorded (visibility timeout expired)")
     );
+    batch_letters(key, source, payload, sluice_core::reason::MAX_ATTEMPTS, &detail)
+}
+
+/// One dead letter per line of a batch the queue sets aside.
+fn batch_letters(key: &str, source: &str, payload: &bytes::Bytes, reason: &str, detail: &str) -> Vec<DeadLetter> {
     sluice_core::split_lines(payload)
-        .map(|(line, bytes)| {
-            DeadLetter::new(
-                key,
-                line,
-                source,
-                "queue",
-                sluice_core::reason::MAX_ATTEMPTS,
-                detail.clone(),
-                bytes,
-            )
-        })
+        .map(|(line, bytes)| DeadLetter::new(key, line, source, "queue", reason, detail.to_string(), bytes))
         .collect()
+}
+
+/// The dead letters of a batch that was the only one in flight each of the
+/// `crashes` times the engine died: one per line, reason `crashed_engine`.
+pub fn crashed_batch_letters(key: &str, source: &str, payload: &bytes::Bytes, crashes: u32) -> Vec<DeadLetter> {
+    let detail = format!(
+        "the engine died {crashes} times while this batch was the only one in flight; \
+         it is taken for the cause and set aside so the rest of the pipeline runs"
+    );
+    batch_letters(key, source, payload, sluice_core::reason::CRASHED_ENGINE, &detail)
 }
 
 /// A shared queue is a queue (tasks hold one `Arc` each).
@@ -136,6 +151,9 @@ impl<T: Queue + ?Sized> Queue for std::sync::Arc<T> {
     }
     async fn wait_for_batches(&self, timeout: Duration) {
         (**self).wait_for_batches(timeout).await
+    }
+    fn isolating(&self) -> bool {
+        (**self).isolating()
     }
 }
 

@@ -59,6 +59,10 @@ reasons! {
     /// The batch was delivered `delivery.max_attempts` times without
     /// success; the detail holds the last error.
     MAX_ATTEMPTS = "max_attempts", form "max_attempts", by "queue";
+    /// The engine died `delivery.max_crashes` times while the batch was the
+    /// only one in flight (after a crash, batches that were in flight run
+    /// one at a time); the detail says how many times.
+    CRASHED_ENGINE = "crashed_engine", form "crashed_engine", by "queue";
     /// A file or object that could not be read to the end (the detail names
     /// it; the bytes are empty).
     UNREADABLE_INPUT = "unreadable_input", form "unreadable_input", by "file, objects";

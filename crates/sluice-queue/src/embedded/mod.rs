@@ -13,6 +13,15 @@
 //! * `batches.visible_at` hides delivered batches until it passes;
 //!   `attempts` counts deliveries. A batch is deleted only by `ack`, by
 //!   becoming dead letters, never otherwise.
+//! * A crash is not the batch's fault. `in_flight` marks batches delivered
+//!   and neither acked nor nacked. When a consumer opens the queue, those
+//!   the dead one left in flight become suspects with that delivery's
+//!   attempt given back, and `receive` hands suspects out one at a time,
+//!   each alone in flight (`isolated`), before anything else, the one with
+//!   the most crashes first. A suspect that was alone in flight when the
+//!   engine died gets a `crashes` count; at `max_crashes` it becomes dead
+//!   letters (`crashed_engine`). An ack
+//!   or a nack (a reported error, counted as an attempt) ends suspicion.
 //! * `dead_letters` is unique on `(batch_key, line)`, so a redelivered batch
 //!   cannot dead-letter the same line twice.
 //! * A batch's payload is a row of its own (`batch_payloads`, same id),
@@ -24,14 +33,19 @@
 //!
 //! Tables:
 //! ```text
-//! batches(id, key, source, bytes, maybe_committed, attempts, visible_at, enqueued_at, last_error)
+//! batches(id, key, source, bytes, maybe_committed, attempts, visible_at, enqueued_at, last_error,
+//!         in_flight, suspect, isolated, crashes)
 //! batch_payloads(id, payload)
 //! dead_letters(id, batch_key, line, source, component, reason, detail, bytes, at)
 //! ```
 
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, mpsc},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
     thread,
     time::Duration,
 };
@@ -59,7 +73,11 @@ CREATE TABLE IF NOT EXISTS batches (
     attempts INTEGER NOT NULL DEFAULT 0,
     visible_at INTEGER NOT NULL,
     enqueued_at INTEGER NOT NULL,
-    last_error TEXT
+    last_error TEXT,
+    in_flight INTEGER NOT NULL DEFAULT 0,
+    suspect INTEGER NOT NULL DEFAULT 0,
+    isolated INTEGER NOT NULL DEFAULT 0,
+    crashes INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS batch_payloads (
     id INTEGER PRIMARY KEY,
@@ -104,6 +122,8 @@ pub struct EmbeddedQueue {
     /// Signalled when a batch becomes visible in this process (enqueued,
     /// returned without delay, redriven); `wait_for_batches` awaits it.
     arrived: Arc<Notify>,
+    /// Set by the last `receive` that held batches back to run a suspect alone.
+    isolating: Arc<AtomicBool>,
 }
 
 impl EmbeddedQueue {
@@ -115,7 +135,8 @@ impl EmbeddedQueue {
 
     /// Opens the queue as its one consumer: takes an exclusive lock on
     /// `data_dir/lock` (held while the queue is open) and makes batches a
-    /// previous, killed consumer had in flight visible again at once.
+    /// previous, killed consumer had in flight visible again at once, as
+    /// suspects ([`recover_after_crash`]).
     pub fn open_consumer(data_dir: &Path, settings: QueueSettings) -> Result<Self, QueueError> {
         create_dir(data_dir)?;
         let lock_path = data_dir.join("lock");
@@ -135,15 +156,16 @@ impl EmbeddedQueue {
         let path = data_dir.join("queue.sqlite3");
         let conn = open_connection(&path)?;
         if lock.is_some() {
-            conn.execute("UPDATE batches SET visible_at = 0 WHERE attempts > 0", [])
-                .map_err(storage)?;
+            recover_after_crash(&conn)?;
         }
         let held_bytes = held_bytes(&conn)?;
         let (commands, rx) = mpsc::channel();
+        let isolating = Arc::new(AtomicBool::new(false));
         let mut actor = Actor {
             conn,
             settings,
             held_bytes,
+            isolating: isolating.clone(),
             _lock: lock,
         };
         thread::Builder::new()
@@ -154,6 +176,7 @@ impl EmbeddedQueue {
             commands,
             path,
             arrived: Arc::new(Notify::new()),
+            isolating,
         })
     }
 
@@ -185,7 +208,55 @@ fn open_connection(path: &Path) -> Result<Connection, QueueError> {
     conn.pragma_update(None, "synchronous", "FULL").map_err(storage)?;
     conn.execute_batch(SCHEMA).map_err(storage)?;
     migrate_payloads(&mut conn)?;
+    migrate_crash_columns(&mut conn)?;
     Ok(conn)
+}
+
+/// Adds the crash-tracking columns to a file made before they existed.
+fn migrate_crash_columns(conn: &mut Connection) -> Result<(), QueueError> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(storage)?;
+    for column in ["in_flight", "suspect", "isolated", "crashes"] {
+        let present: bool = tx
+            .query_row(
+                "SELECT count(*) > 0 FROM pragma_table_info('batches') WHERE name = ?1",
+                params![column],
+                |r| r.get(0),
+            )
+            .map_err(storage)?;
+        if !present {
+            tx.execute_batch(&format!(
+                "ALTER TABLE batches ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
+            ))
+            .map_err(storage)?;
+        }
+    }
+    tx.commit().map_err(storage)
+}
+
+/// What a new consumer does with the batches the previous one left: those
+/// in flight become suspects (maybe committed) and get back the attempt the
+/// crash took (one alone in flight also counts a crash); every delivered
+/// batch is visible again at once.
+fn recover_after_crash(conn: &Connection) -> Result<(), QueueError> {
+    let left: i64 = conn
+        .query_row("SELECT count(*) FROM batches WHERE in_flight = 1", [], |r| r.get(0))
+        .map_err(storage)?;
+    if left > 0 {
+        tracing::warn!(
+            batches = left,
+            "the last engine stopped with batches in flight; they run again one at a time, without spending an attempt"
+        );
+    }
+    conn.execute_batch(
+        "UPDATE batches SET crashes = crashes + 1 WHERE in_flight = 1 AND isolated = 1;
+         UPDATE batches SET suspect = 1, maybe_committed = 1, attempts = max(attempts - 1, 0),
+                 in_flight = 0, isolated = 0
+             WHERE in_flight = 1;
+         UPDATE batches SET visible_at = 0 WHERE attempts > 0 OR suspect = 1;",
+    )
+    .map_err(storage)
 }
 
 /// Moves the payloads of a file made before `batch_payloads` existed (a
@@ -230,6 +301,7 @@ struct Actor {
     /// Payload bytes held; refreshed from the table by `stats`, since other
     /// processes (`sluice dlq redrive`) may add batches.
     held_bytes: u64,
+    isolating: Arc<AtomicBool>,
     /// The consumer's lock on the data directory, released when the actor ends.
     _lock: Option<std::fs::File>,
 }
@@ -278,7 +350,13 @@ impl Actor {
         };
         let mut replies: Vec<Pending> = Vec::with_capacity(commands.len());
         for command in commands {
-            replies.push(execute(&tx, &self.settings, &mut self.held_bytes, command));
+            replies.push(execute(
+                &tx,
+                &self.settings,
+                &mut self.held_bytes,
+                &self.isolating,
+                command,
+            ));
         }
         let commit = tx.commit().map_err(|e| QueueError::Storage(e.to_string())).err();
         if commit.is_some() {
@@ -317,10 +395,16 @@ fn fail(command: Command, err: &QueueError) {
     }
 }
 
-fn execute(tx: &Transaction, settings: &QueueSettings, held: &mut u64, command: Command) -> Pending {
+fn execute(
+    tx: &Transaction,
+    settings: &QueueSettings,
+    held: &mut u64,
+    isolating: &AtomicBool,
+    command: Command,
+) -> Pending {
     match command {
         Command::Enqueue(batch, r) => pending(r, enqueue(tx, settings, held, batch)),
-        Command::Receive(max, r) => pending(r, receive(tx, settings, held, max)),
+        Command::Receive(max, r) => pending(r, receive(tx, settings, held, isolating, max)),
         Command::Ack(ids, r) => pending(r, ack(tx, held, &ids)),
         Command::Nack(id, error, delay, r) => pending(r, nack(tx, id, &error, delay)),
         Command::Extend(ids, r) => pending(r, extend(tx, settings, &ids)),
@@ -373,16 +457,32 @@ fn insert_batch(
 }
 
 /// A `batches` row as `receive` reads it: id, key, source, payload,
-/// maybe_committed, attempts, enqueued_at, last_error.
-type BatchRow = (i64, String, String, Vec<u8>, bool, u32, i64, Option<String>);
+/// maybe_committed, attempts, enqueued_at, last_error, crashes.
+type BatchRow = (i64, String, String, Vec<u8>, bool, u32, i64, Option<String>, u32);
 
 fn receive(
     tx: &Transaction,
     settings: &QueueSettings,
     held: &mut u64,
+    isolating: &AtomicBool,
     max: usize,
 ) -> Result<Vec<Delivery>, QueueError> {
     let now = now_ms();
+    let suspects = |tx: &Transaction| -> Result<bool, QueueError> {
+        tx.query_row("SELECT EXISTS (SELECT 1 FROM batches WHERE suspect = 1)", [], |r| {
+            r.get(0)
+        })
+        .map_err(storage)
+    };
+    if suspects(tx)? {
+        let alone = receive_suspect(tx, settings, held, now)?;
+        // Empty with suspects left: held back until the one in flight ends.
+        if !alone.is_empty() || suspects(tx)? {
+            isolating.store(true, Ordering::Relaxed);
+            return Ok(alone);
+        }
+    }
+    isolating.store(false, Ordering::Relaxed);
     // The ids first, from the `visible_at` index alone: ordering whole rows
     // would copy every visible batch's row into SQLite's sorter on each
     // call, however few are taken.
@@ -393,54 +493,118 @@ fn receive(
                 .collect::<Result<_, _>>()
         })
         .map_err(storage)?;
-    let mut rows: Vec<BatchRow> = Vec::with_capacity(ids.len());
+    let mut deliveries = Vec::with_capacity(ids.len());
     for id in ids {
-        let row = tx
-            .prepare_cached(
-                "SELECT b.id, b.key, b.source, p.payload, b.maybe_committed, b.attempts, b.enqueued_at, b.last_error
-                 FROM batches b JOIN batch_payloads p ON p.id = b.id WHERE b.id = ?1",
-            )
-            .and_then(|mut stmt| {
-                stmt.query_row(params![id], |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                        r.get(7)?,
-                    ))
-                })
-            })
-            .map_err(storage)?;
-        rows.push(row);
+        let row = read_row(tx, id)?;
+        deliveries.extend(deliver(tx, settings, held, row, now, false)?);
     }
-    let visible_at = now + settings.visibility_timeout.as_millis() as i64;
-    let mut deliveries = Vec::with_capacity(rows.len());
-    for (id, key, source, payload, maybe_committed, attempts, enqueued_at, last_error) in rows {
-        let payload = Bytes::from(payload);
-        if attempts >= settings.max_attempts {
-            let letters = crate::exhausted_batch_letters(&key, &source, &payload, attempts, last_error.as_deref());
+    Ok(deliveries)
+}
+
+/// A suspect alone: nothing while anything is in flight, then the suspect
+/// with the most crashes (the oldest first), after dead-lettering those
+/// that reached `max_crashes`. A batch that was alone when the engine died
+/// is tried again first: a poison pill is confirmed in consecutive
+/// restarts, and an innocent one (killed from outside) is done with as soon
+/// as the next process runs it.
+fn receive_suspect(
+    tx: &Transaction,
+    settings: &QueueSettings,
+    held: &mut u64,
+    now: i64,
+) -> Result<Vec<Delivery>, QueueError> {
+    let busy: bool = tx
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM batches WHERE in_flight = 1 AND visible_at > ?1)",
+            params![now],
+            |r| r.get(0),
+        )
+        .map_err(storage)?;
+    if busy {
+        return Ok(Vec::new());
+    }
+    loop {
+        let next: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM batches WHERE suspect = 1 AND visible_at <= ?1 ORDER BY crashes DESC, id LIMIT 1",
+                params![now],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(storage)?;
+        let Some(id) = next else {
+            return Ok(Vec::new());
+        };
+        let row = read_row(tx, id)?;
+        let (key, source, crashes) = (&row.1, &row.2, row.8);
+        if crashes >= settings.max_crashes {
+            let letters = crate::crashed_batch_letters(key, source, &Bytes::from(row.3.clone()), crashes);
             put_dead(tx, &letters)?;
             delete_batch(tx, held, id)?;
             continue;
         }
-        tx.prepare_cached("UPDATE batches SET attempts = attempts + 1, visible_at = ?2 WHERE id = ?1")
-            .and_then(|mut s| s.execute(params![id, visible_at]))
-            .map_err(storage)?;
-        deliveries.push(Delivery {
-            id: DeliveryId(id as u64),
-            key,
-            source,
-            payload,
-            attempts: attempts + 1,
-            maybe_committed: maybe_committed || attempts > 0,
-            enqueued_at_ms: enqueued_at,
-        });
+        if let Some(delivery) = deliver(tx, settings, held, row, now, true)? {
+            return Ok(vec![delivery]);
+        }
     }
-    Ok(deliveries)
+}
+
+fn read_row(tx: &Transaction, id: i64) -> Result<BatchRow, QueueError> {
+    tx.prepare_cached(
+        "SELECT b.id, b.key, b.source, p.payload, b.maybe_committed, b.attempts, b.enqueued_at, b.last_error, b.crashes
+         FROM batches b JOIN batch_payloads p ON p.id = b.id WHERE b.id = ?1",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_row(params![id], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+                r.get(8)?,
+            ))
+        })
+    })
+    .map_err(storage)
+}
+
+/// Hands `row` out (in flight, one attempt more), or turns it into dead
+/// letters when its attempts are spent.
+fn deliver(
+    tx: &Transaction,
+    settings: &QueueSettings,
+    held: &mut u64,
+    row: BatchRow,
+    now: i64,
+    isolated: bool,
+) -> Result<Option<Delivery>, QueueError> {
+    let (id, key, source, payload, maybe_committed, attempts, enqueued_at, last_error, _) = row;
+    let payload = Bytes::from(payload);
+    if attempts >= settings.max_attempts {
+        let letters = crate::exhausted_batch_letters(&key, &source, &payload, attempts, last_error.as_deref());
+        put_dead(tx, &letters)?;
+        delete_batch(tx, held, id)?;
+        return Ok(None);
+    }
+    let visible_at = now + settings.visibility_timeout.as_millis() as i64;
+    tx.prepare_cached(
+        "UPDATE batches SET attempts = attempts + 1, visible_at = ?2, in_flight = 1, isolated = ?3 WHERE id = ?1",
+    )
+    .and_then(|mut s| s.execute(params![id, visible_at, isolated]))
+    .map_err(storage)?;
+    Ok(Some(Delivery {
+        id: DeliveryId(id as u64),
+        key,
+        source,
+        payload,
+        attempts: attempts + 1,
+        maybe_committed: maybe_committed || attempts > 0,
+        enqueued_at_ms: enqueued_at,
+    }))
 }
 
 fn delete_batch(tx: &Transaction, held: &mut u64, id: i64) -> Result<(), QueueError> {
@@ -464,9 +628,11 @@ fn ack(tx: &Transaction, held: &mut u64, ids: &[DeliveryId]) -> Result<(), Queue
 
 fn nack(tx: &Transaction, id: DeliveryId, error: &str, delay: Duration) -> Result<(), QueueError> {
     let visible_at = now_ms() + delay.as_millis() as i64;
-    tx.prepare_cached("UPDATE batches SET visible_at = ?2, last_error = ?3 WHERE id = ?1")
-        .and_then(|mut s| s.execute(params![id.0 as i64, visible_at, error]))
-        .map_err(storage)?;
+    tx.prepare_cached(
+        "UPDATE batches SET visible_at = ?2, last_error = ?3, in_flight = 0, suspect = 0, isolated = 0 WHERE id = ?1",
+    )
+    .and_then(|mut s| s.execute(params![id.0 as i64, visible_at, error]))
+    .map_err(storage)?;
     Ok(())
 }
 
@@ -643,6 +809,9 @@ impl Queue for EmbeddedQueue {
     /// redrove, are found when `timeout` passes.
     async fn wait_for_batches(&self, timeout: Duration) {
         let _ = tokio::time::timeout(timeout, self.arrived.notified()).await;
+    }
+    fn isolating(&self) -> bool {
+        self.isolating.load(Ordering::Relaxed)
     }
 }
 

@@ -200,3 +200,74 @@ async fn a_file_with_payloads_in_batches_is_migrated_and_nothing_is_lost() {
         "a migrated file opens again"
     );
 }
+
+/// Drops `q` as a killed process would leave it, and opens the queue again
+/// as the next consumer.
+async fn crash_and_restart(q: EmbeddedQueue, dir: &sluice_testkit::TempDir) -> EmbeddedQueue {
+    drop(q);
+    for _ in 0..100 {
+        match EmbeddedQueue::open_consumer(dir.path(), suite_settings()) {
+            Ok(q) => return q,
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    panic!("the queue's lock was never released");
+}
+
+fn keys(deliveries: &[Delivery]) -> Vec<(&str, u32, bool)> {
+    deliveries
+        .iter()
+        .map(|d| (d.key.as_str(), d.attempts, d.maybe_committed))
+        .collect()
+}
+
+#[tokio::test]
+async fn batches_in_flight_at_a_crash_run_alone_without_spending_attempts_and_a_repeat_crasher_is_set_aside() {
+    let dir = sluice_testkit::tempdir().unwrap();
+    let settings = suite_settings();
+    assert_eq!((settings.max_attempts, settings.max_crashes), (3, 2));
+    let mut q = EmbeddedQueue::open_consumer(dir.path(), settings).unwrap();
+    for (key, payload) in [("a", "{}\n"), ("b", "{\"p\":1}\n{\"p\":2}\n"), ("c", "{}\n")] {
+        q.enqueue(NewBatch {
+            key: key.into(),
+            source: "s".into(),
+            payload: Bytes::from(payload),
+            maybe_committed: false,
+        })
+        .await
+        .unwrap();
+    }
+    assert_eq!(q.receive(10).await.unwrap().len(), 3);
+    q = crash_and_restart(q, &dir).await;
+    // The three were in flight together: suspects, their attempt given back.
+    let alone = q.receive(10).await.unwrap();
+    assert_eq!(keys(&alone), [("a", 1, true)], "suspects run one at a time");
+    assert!(q.isolating());
+    assert!(q.receive(10).await.unwrap().is_empty(), "nothing beside a suspect");
+    q.nack(alone[0].id, "sink down".into(), Duration::ZERO).await.unwrap();
+    assert_eq!(keys(&q.receive(10).await.unwrap()), [("b", 1, true)]);
+    q = crash_and_restart(q, &dir).await;
+    // b was alone: one crash against it, none against c; b goes first again.
+    assert_eq!(keys(&q.receive(10).await.unwrap()), [("b", 1, true)]);
+    q = crash_and_restart(q, &dir).await;
+    // b died alone twice (max_crashes): its lines become dead letters; then
+    // c, still a suspect, runs alone.
+    let next = q.receive(10).await.unwrap();
+    assert_eq!(keys(&next), [("c", 1, true)]);
+    assert!(q.isolating());
+    q.ack(vec![next[0].id]).await.unwrap();
+    // a (nacked: a reported error, which spends its attempt) goes on normally.
+    let rest = q.receive(10).await.unwrap();
+    assert_eq!(keys(&rest), [("a", 2, true)]);
+    assert!(!q.isolating());
+    let counts = q.counts().await.unwrap();
+    assert_eq!(counts.by_reason.get("crashed_engine"), Some(&2), "{counts:?}");
+    let letters = q.list(DeadLetterFilter::default(), 10).await.unwrap();
+    assert!(
+        letters[0]
+            .detail
+            .starts_with("the engine died 2 times while this batch was the only one in flight")
+    );
+    q.ack(vec![rest[0].id]).await.unwrap();
+    assert_eq!(q.stats().await.unwrap().batches, 0);
+}

@@ -149,12 +149,13 @@ fn check(config: &PipelineFile, extensions: &Extensions) -> Result<(), String> {
     let d = &config.delivery;
     if d.visibility_timeout_secs == 0
         || d.max_attempts == 0
+        || d.max_crashes == 0
         || d.max_in_flight == 0
         || d.max_queue_bytes < 1024 * 1024
         || d.max_in_flight_bytes < 1024 * 1024
         || d.lease_secs < 3
     {
-        return Err("delivery: visibility_timeout_secs, max_attempts and max_in_flight must be at least 1, lease_secs at least 3, max_queue_bytes and max_in_flight_bytes at least 1048576".into());
+        return Err("delivery: visibility_timeout_secs, max_attempts, max_crashes and max_in_flight must be at least 1, lease_secs at least 3, max_queue_bytes and max_in_flight_bytes at least 1048576".into());
     }
     if config.sources.is_empty() {
         return Err("sources: a pipeline needs at least one source".into());

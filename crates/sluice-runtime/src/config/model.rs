@@ -199,6 +199,12 @@ pub struct DeliveryConfig {
     /// Deliveries before a batch's events become dead letters (`max_attempts`).
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
+    /// A crash is not counted as an attempt: batches in flight when the
+    /// engine died run again one at a time, and one that is alone in flight
+    /// this many times when the engine dies becomes dead letters
+    /// (`crashed_engine`). Embedded queue only.
+    #[serde(default = "default_max_crashes")]
+    pub max_crashes: u32,
     /// Payload bytes the queue holds before sources get backpressure.
     #[serde(default = "default_max_queue_bytes")]
     pub max_queue_bytes: u64,
@@ -226,6 +232,9 @@ fn default_visibility_timeout_secs() -> u64 {
 fn default_max_attempts() -> u32 {
     5
 }
+fn default_max_crashes() -> u32 {
+    3
+}
 fn default_max_queue_bytes() -> u64 {
     256 * 1024 * 1024
 }
@@ -241,6 +250,7 @@ impl Default for DeliveryConfig {
         DeliveryConfig {
             visibility_timeout_secs: default_visibility_timeout_secs(),
             max_attempts: default_max_attempts(),
+            max_crashes: default_max_crashes(),
             max_queue_bytes: default_max_queue_bytes(),
             max_in_flight: default_max_in_flight(),
             max_in_flight_bytes: default_max_in_flight_bytes(),

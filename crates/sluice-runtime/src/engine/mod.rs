@@ -92,6 +92,7 @@ fn queue_settings(pipeline: &Pipeline) -> QueueSettings {
     QueueSettings {
         visibility_timeout: Duration::from_secs(d.visibility_timeout_secs),
         max_attempts: d.max_attempts,
+        max_crashes: d.max_crashes,
         max_bytes: d.max_queue_bytes,
     }
 }
@@ -369,7 +370,7 @@ pub async fn run(
             // cap throughput at what fits in flight per flush interval:
             // commit now.
             let queue_filling = in_flight_bytes.saturating_mul(2) >= cfg.delivery.max_queue_bytes;
-            let waiting = in_flight_now > 0 && (sources.is_empty() || free == 0 || queue_filling);
+            let waiting = in_flight_now > 0 && (sources.is_empty() || free == 0 || queue_filling || q.isolating());
             if waiting && last_early_flush.is_none_or(|t| t.elapsed() > EARLY_FLUSH_EVERY) {
                 last_early_flush = Some(Instant::now());
                 for s in &sinks {

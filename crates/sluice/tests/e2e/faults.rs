@@ -27,8 +27,9 @@ use serde_json::Value;
 
 use crate::support::{self, Running};
 
-/// Redelivery soon after a kill; enough attempts that kills never exhaust them.
-const DELIVERY: &str = "visibility_timeout_secs = 5\nmax_attempts = 100";
+/// Redelivery soon after a kill; attempts as configured by default (a kill
+/// spends none: batches in flight at a crash run again as suspects).
+const DELIVERY: &str = "visibility_timeout_secs = 5";
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -69,6 +70,44 @@ async fn post_until_ok(client: &reqwest::Client, url: &str, batch: &[String], lo
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Starts `count` clients that take the next batch of `batches` and post
+/// it until a 200, pausing `pause` between batches; `next` counts the
+/// batches handed out.
+fn spawn_clients(
+    count: usize,
+    url: &str,
+    batches: &Arc<Vec<Vec<String>>>,
+    next: &Arc<Mutex<usize>>,
+    log: &Arc<Mutex<ClientLog>>,
+    pause: Duration,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..count)
+        .map(|_| {
+            let (log, batches, next, url) = (log.clone(), batches.clone(), next.clone(), url.to_string());
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                loop {
+                    let i = {
+                        let mut next = next.lock().unwrap();
+                        *next += 1;
+                        *next - 1
+                    };
+                    let Some(batch) = batches.get(i) else { return };
+                    post_until_ok(&client, &url, batch, &log).await;
+                    tokio::time::sleep(pause).await;
+                }
+            })
+        })
+        .collect()
+}
+
+/// Stops the engine gracefully, then reads whatever is left with `--until-idle`.
+pub(crate) fn stop_and_finish(sluice: Running, dir: &Path) {
+    sluice.stop();
+    let mut finish = support::start(&dir.join("pipeline.toml"), &["--until-idle"]);
+    assert!(finish.child.wait().unwrap().success());
 }
 
 /// A small deterministic generator for kill moments.
@@ -150,9 +189,7 @@ pub(crate) fn drop_files_while_killing(
         eprintln!("round {}: killed {moment}", round + 1);
     }
     dropper.join().unwrap();
-    sluice.stop();
-    let mut finish = support::start(&dir.join("pipeline.toml"), &["--until-idle"]);
-    assert!(finish.child.wait().unwrap().success());
+    stop_and_finish(sluice, dir);
 }
 
 /// The end state after the faults: the table's distinct ids are exactly the
@@ -243,23 +280,7 @@ async fn kill_9_rounds_lose_nothing_and_duplicate_nothing() {
     // Pace the clients so that sending spans all the kill rounds (about 0.8 s each).
     const CLIENTS: usize = 4;
     let pause = Duration::from_millis(800 * rounds as u64 * CLIENTS as u64) / batches.len().max(1) as u32;
-    let mut clients = Vec::new();
-    for _ in 0..CLIENTS {
-        let (log, batches, next, url) = (log.clone(), batches.clone(), next.clone(), url.clone());
-        clients.push(tokio::spawn(async move {
-            let client = reqwest::Client::new();
-            loop {
-                let i = {
-                    let mut next = next.lock().unwrap();
-                    *next += 1;
-                    *next - 1
-                };
-                let Some(batch) = batches.get(i) else { return };
-                post_until_ok(&client, &url, batch, &log).await;
-                tokio::time::sleep(pause).await;
-            }
-        }));
-    }
+    let clients = spawn_clients(CLIENTS, &url, &batches, &next, &log, pause);
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
     for round in 0..rounds {
         let moment = tokio::task::block_in_place(|| kill_and_restart(&mut sluice, round, &mut rng, dir, api));
@@ -326,4 +347,58 @@ async fn kill_9_rounds_while_files_arrive_lose_nothing_and_duplicate_nothing() {
         *offered.entry(line.clone()).or_insert(0) += 1;
     }
     check_outcome(dir, &lines, &oracle, &offered).await;
+}
+
+/// A crash loop: four clients post as fast as the collector takes them, so
+/// a backlog is in flight at every kill, and the engine is killed about
+/// every 0.7 s, eight times; then it is stopped and finished with
+/// `--until-idle`. Each kill used to spend an attempt of every batch in
+/// flight, so a batch in flight across five kills became `max_attempts`
+/// dead letters. Now batches in flight at a kill run again as suspects:
+/// the dead letters are exactly the invalid lines, with the default
+/// `max_attempts`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_loop_sets_no_good_batch_aside() {
+    let n = env_or("SLUICE_FAULT_EVENTS", 40_000);
+    let tmp = sluice_testkit::tempdir().unwrap();
+    let dir = tmp.path();
+    let (lines, oracle) = support::generate(dir, n, 29);
+    let (http, api) = (support::free_port(), support::free_port());
+    let source = format!("[sources.input]\ntype = \"http\"\naddress = \"127.0.0.1:{http}\"");
+    std::fs::write(
+        dir.join("pipeline.toml"),
+        support::pipeline(api, DELIVERY, &source, &["input"], "clickstream"),
+    )
+    .unwrap();
+    let mut sluice = support::start(&dir.join("pipeline.toml"), &[]);
+    sluice.wait_ready(api);
+
+    let log = Arc::new(Mutex::new(ClientLog::default()));
+    let batches: Arc<Vec<Vec<String>>> = Arc::new(lines.chunks(100).map(<[String]>::to_vec).collect());
+    let next = Arc::new(Mutex::new(0usize));
+    let url = format!("http://127.0.0.1:{http}/v1/events");
+    let clients = spawn_clients(4, &url, &batches, &next, &log, Duration::ZERO);
+    for round in 0..8 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        tokio::task::block_in_place(|| {
+            sluice.child.kill().unwrap();
+            sluice.child.wait().unwrap();
+            sluice = support::start(&dir.join("pipeline.toml"), &[]);
+            sluice.wait_ready(api);
+        });
+        let progress = *next.lock().unwrap();
+        eprintln!(
+            "round {}: killed ({progress}/{} batches handed out)",
+            round + 1,
+            batches.len()
+        );
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+    stop_and_finish(sluice, dir);
+
+    let log = Arc::try_unwrap(log).ok().unwrap().into_inner().unwrap();
+    assert_eq!(log.acked.len(), lines.len(), "every batch was acknowledged in the end");
+    check_outcome(dir, &lines, &oracle, &log.sends).await;
 }

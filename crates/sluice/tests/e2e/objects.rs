@@ -23,7 +23,8 @@ use crate::{
     support,
 };
 
-const DELIVERY: &str = "visibility_timeout_secs = 5\nmax_attempts = 100";
+/// Redelivery soon after a kill; attempts as configured by default.
+const DELIVERY: &str = "visibility_timeout_secs = 5";
 
 /// Generator lines cut into objects: every third a JSON array (its lines
 /// that are not JSON go to a companion NDJSON object, so the array stays

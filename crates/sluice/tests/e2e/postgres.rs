@@ -49,7 +49,6 @@ address = "127.0.0.1:{api}"
 
 [delivery]
 visibility_timeout_secs = 5
-max_attempts = 100
 
 [sources.input]
 type = "file"

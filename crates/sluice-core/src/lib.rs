@@ -25,7 +25,7 @@ pub use dead_letter::{DeadLetter, Rejected, reason};
 pub use error::{ErrorClass, StageError};
 pub use event::{Event, json_kind, parse_object, pointer_tokens};
 pub use json_doc::JsonDoc;
-pub use secret::Secret;
+pub use secret::{Secret, StorageOptions};
 
 /// Milliseconds since the Unix epoch, the time unit of queue and dead-letter records.
 pub fn now_ms() -> i64 {

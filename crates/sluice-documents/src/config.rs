@@ -4,6 +4,7 @@
 use std::{path::Path, sync::Arc};
 
 use serde::Deserialize;
+use sluice_core::Secret;
 use sluice_core::{
     Transform,
     config::{LoadEnv, TransformContext, TransformSpec},
@@ -20,7 +21,8 @@ use crate::{
 pub struct DocumentsConfig {
     /// `"embedded"` (SQLite in the data directory) or a PostgreSQL URL.
     #[serde(default = "default_store")]
-    pub store: String,
+    #[schemars(extend("default" = "embedded"))]
+    pub store: Secret,
     /// PostgreSQL schema of the store's tables.
     #[serde(default = "default_schema")]
     pub schema: String,
@@ -60,7 +62,8 @@ pub struct SnapshotConfig {
     /// Options for an `s3://` table (endpoint, region, ...), over the
     /// `AWS_*` environment variables.
     #[serde(default)]
-    pub storage_options: std::collections::BTreeMap<String, String>,
+    #[schemars(extend("default" = {}))]
+    pub storage_options: sluice_core::StorageOptions,
     /// Typed columns beside `document`, from fields of each document.
     #[serde(default)]
     pub columns: std::collections::BTreeMap<String, SnapshotColumn>,
@@ -112,8 +115,8 @@ impl SnapshotConfig {
     }
 }
 
-fn default_store() -> String {
-    "embedded".into()
+fn default_store() -> Secret {
+    Secret::new("embedded")
 }
 fn default_schema() -> String {
     "sluice".into()
@@ -151,18 +154,19 @@ impl DocumentsConfig {
 
     /// Where the documents live; the embedded store is a file in `data_dir`.
     pub fn store_spec(&self, name: &str, data_dir: &Path) -> Result<StoreSpec, String> {
-        if self.store == "embedded" {
+        let store = self.store.expose();
+        if store == "embedded" {
             return Ok(StoreSpec::Embedded(
                 data_dir.join("documents").join(format!("{name}.sqlite3")),
             ));
         }
-        if !(self.store.starts_with("postgres://") || self.store.starts_with("postgresql://")) {
+        if !(store.starts_with("postgres://") || store.starts_with("postgresql://")) {
             return Err(format!(
                 "store: {:?} is not a store; allowed: \"embedded\" or a postgres:// URL",
-                self.store
+                self.store.redacted()
             ));
         }
-        self.store
+        store
             .parse::<tokio_postgres::Config>()
             .map_err(|e| format!("store: not a PostgreSQL connection string ({e})"))?;
         Ok(StoreSpec::Postgres {

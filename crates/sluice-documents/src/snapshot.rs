@@ -232,7 +232,7 @@ mod tests {
 
     fn location(dir: &std::path::Path) -> StoreLocation {
         let url = url::Url::from_directory_path(dir).unwrap();
-        StoreLocation::new(url, Default::default()).unwrap()
+        StoreLocation::new(url, sluice_core::StorageOptions::default()).unwrap()
     }
 
     #[tokio::test]

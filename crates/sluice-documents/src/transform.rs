@@ -12,6 +12,8 @@ use sluice_core::{
 };
 use tokio::sync::OnceCell;
 
+use sluice_core::Secret;
+
 use crate::{
     change::ChangeFields,
     store::{DocumentStore, StoreError, embedded::EmbeddedStore, postgres::PostgresStore},
@@ -21,14 +23,16 @@ use crate::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreSpec {
     Embedded(PathBuf),
-    Postgres { url: String, schema: String, table: String },
+    Postgres { url: Secret, schema: String, table: String },
 }
 
 impl StoreSpec {
     pub async fn open(&self) -> Result<Arc<dyn DocumentStore>, StoreError> {
         Ok(match self {
             StoreSpec::Embedded(path) => Arc::new(EmbeddedStore::open(path)?),
-            StoreSpec::Postgres { url, schema, table } => Arc::new(PostgresStore::open(url, schema, table).await?),
+            StoreSpec::Postgres { url, schema, table } => {
+                Arc::new(PostgresStore::open(url.expose(), schema, table).await?)
+            }
         })
     }
 }

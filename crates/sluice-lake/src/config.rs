@@ -31,7 +31,8 @@ pub struct LakeSinkConfig {
     /// object_store's S3 keys (`endpoint`, `region`, `access_key_id`,
     /// `secret_access_key`, `allow_http`, ...); an unknown key is an error.
     #[serde(default)]
-    pub storage_options: std::collections::BTreeMap<String, String>,
+    #[schemars(extend("default" = {}))]
+    pub storage_options: sluice_core::StorageOptions,
     /// Partition columns: `"dt"` and `"hour"` from the event time (UTC),
     /// `"bucket(N, /pointer)"` hashes a field into N buckets. Default
     /// `["dt", "hour"]`.

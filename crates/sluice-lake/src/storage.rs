@@ -32,16 +32,27 @@ use url::Url;
 use crate::{LakeError, table::table_error};
 
 /// A place in an object store (a local folder or an S3 prefix) and the
-/// options to reach it: a table, a registry, a source's objects.
-#[derive(Debug, Clone, PartialEq)]
+/// options to reach it: a table, a registry, a source's objects. `Debug`
+/// shows the options' keys only (some are credentials).
+#[derive(Clone, PartialEq)]
 pub struct StoreLocation {
     url: Url,
     options: BTreeMap<String, String>,
 }
 
+impl std::fmt::Debug for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreLocation")
+            .field("url", &self.url.as_str())
+            .field("options", &self.options.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
 impl StoreLocation {
     /// Checks the scheme and every option key; messages say what is allowed.
-    pub fn new(url: Url, options: BTreeMap<String, String>) -> Result<Self, String> {
+    pub fn new(url: Url, options: impl Into<BTreeMap<String, String>>) -> Result<Self, String> {
+        let options = options.into();
         match url.scheme() {
             "file" if options.is_empty() => {}
             "file" => return Err("storage_options: only apply to s3:// locations".into()),

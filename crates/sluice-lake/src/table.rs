@@ -295,7 +295,7 @@ mod tests {
         for round in 0..5 {
             let dir = sluice_testkit::tempdir().unwrap();
             let url = url::Url::from_directory_path(dir.path().join("t")).unwrap();
-            let location = StoreLocation::new(url, Default::default()).unwrap();
+            let location = StoreLocation::new(url, std::collections::BTreeMap::new()).unwrap();
             let racers: Vec<_> = (0..4)
                 .map(|_| {
                     let (location, schema) = (location.clone(), schema.clone());

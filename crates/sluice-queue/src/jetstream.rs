@@ -107,13 +107,40 @@ fn storage(e: impl std::fmt::Display) -> QueueError {
     QueueError::Storage(format!("JetStream: {e}"))
 }
 
+/// Connects to NATS at `url`. A user and password (or a token: a user
+/// alone) in the URL go in the handshake's options, never in the address,
+/// which async-nats logs.
+pub async fn connect(url: &sluice_core::Secret) -> Result<async_nats::Client, String> {
+    let text = url.expose();
+    let (scheme, rest) = text.split_once("://").unwrap_or(("nats", text));
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (options, address) = match rest[..authority_end].rsplit_once('@') {
+        Some((credentials, host)) => {
+            let options = match credentials.split_once(':') {
+                Some((user, password)) => {
+                    async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+                }
+                None => async_nats::ConnectOptions::with_token(credentials.into()),
+            };
+            (options, format!("{scheme}://{host}{}", &rest[authority_end..]))
+        }
+        None => (async_nats::ConnectOptions::new(), text.to_string()),
+    };
+    options
+        .connect(address)
+        .await
+        .map_err(|e| format!("connecting to {}: {e}", url.redacted()))
+}
+
 impl JetStreamQueue {
     /// Connects to `url` and creates the streams and consumer if missing
     /// (an existing one keeps its configuration).
-    pub async fn open(url: &str, names: JetStreamNames, settings: QueueSettings) -> Result<Self, QueueError> {
-        let client = async_nats::connect(url)
-            .await
-            .map_err(|e| storage(format!("connecting to {url}: {e}")))?;
+    pub async fn open(
+        url: &sluice_core::Secret,
+        names: JetStreamNames,
+        settings: QueueSettings,
+    ) -> Result<Self, QueueError> {
+        let client = connect(url).await.map_err(storage)?;
         let js = jetstream::new(client);
         let stream = js
             .get_or_create_stream(jetstream::stream::Config {

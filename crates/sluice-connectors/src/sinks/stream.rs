@@ -23,7 +23,7 @@ use sluice_core::{Accepted, Event, FlushReport, Sink, StageError};
 #[serde(deny_unknown_fields)]
 pub struct StreamSinkConfig {
     /// `nats://host:port`.
-    pub url: String,
+    pub url: sluice_core::Secret,
     /// The subject each event is published on.
     pub subject: String,
     /// A JetStream stream to create for the subject if it is missing.
@@ -46,8 +46,8 @@ fn default_max_buffered_bytes() -> usize {
 
 impl StreamSinkConfig {
     pub fn validate(&self) -> Result<(), String> {
-        if !self.url.starts_with("nats://") {
-            return Err(format!("url: {:?} is not a nats:// URL", self.url));
+        if !self.url.expose().starts_with("nats://") {
+            return Err(format!("url: {:?} is not a nats:// URL", self.url.redacted()));
         }
         let valid = !self.subject.is_empty()
             && !self.subject.contains(['*', '>', ' '])
@@ -77,9 +77,9 @@ pub struct StreamSink {
 
 impl StreamSink {
     pub async fn open(config: &StreamSinkConfig) -> Result<Self, StageError> {
-        let client = async_nats::connect(&config.url)
+        let client = sluice_queue::jetstream::connect(&config.url)
             .await
-            .map_err(|e| StageError::retriable(format!("connecting to {}: {e}", config.url)))?;
+            .map_err(StageError::retriable)?;
         let js = jetstream::new(client);
         if let Some(stream) = &config.stream {
             js.get_or_create_stream(jetstream::stream::Config {

@@ -23,7 +23,7 @@ use crate::{apply::StoredDocument, change::DocKey};
 #[serde(deny_unknown_fields)]
 pub struct ProjectionConfig {
     /// `redis://host:port[/db]`.
-    pub redis: String,
+    pub redis: sluice_core::Secret,
     /// The Redis key of a document's hash: text with `{entity}` and `{id}`.
     pub key: String,
     /// Only documents of this entity (all when absent).
@@ -165,8 +165,9 @@ impl ProjectionConfig {
                 check_pointer(&format!("lookups.{name}.fields.{field}"), pointer)?;
             }
         }
-        if !self.redis.starts_with("redis://") && !self.redis.starts_with("rediss://") {
-            return Err(format!("redis: {:?} is not a redis:// URL", self.redis));
+        let redis = self.redis.expose();
+        if !redis.starts_with("redis://") && !redis.starts_with("rediss://") {
+            return Err(format!("redis: {:?} is not a redis:// URL", self.redis.redacted()));
         }
         Ok(Projector {
             key,

@@ -40,12 +40,12 @@ pub struct RedisWriter {
 }
 
 impl RedisWriter {
-    pub async fn connect(url: &str) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("redis {url}: {e}"))?;
+    pub async fn connect(url: &sluice_core::Secret) -> Result<Self, String> {
+        let client = redis::Client::open(url.expose()).map_err(|e| format!("redis {}: {e}", url.redacted()))?;
         let conn = client
             .get_multiplexed_async_connection()
             .await
-            .map_err(|e| format!("connecting to redis {url}: {e}"))?;
+            .map_err(|e| format!("connecting to redis {}: {e}", url.redacted()))?;
         Ok(RedisWriter {
             conn,
             script: Script::new(WRITE),

@@ -24,7 +24,9 @@ async fn open_with(name: &str, settings: QueueSettings) -> JetStreamQueue {
     let js = jetstream::new(client);
     let _ = js.delete_stream(&names.stream).await;
     let _ = js.delete_stream(&names.dead_stream).await;
-    JetStreamQueue::open(&url(), names, settings).await.unwrap()
+    JetStreamQueue::open(&sluice_core::Secret::new(url()), names, settings)
+        .await
+        .unwrap()
 }
 
 async fn close(queue: JetStreamQueue) {
@@ -149,7 +151,7 @@ async fn replicas_share_one_dead_letter_store() {
         return;
     }
     let a = open("shared_dlq").await;
-    let b = JetStreamQueue::open(&url(), a.names.clone(), suite_settings())
+    let b = JetStreamQueue::open(&sluice_core::Secret::new(url()), a.names.clone(), suite_settings())
         .await
         .unwrap();
     let letter = DeadLetter {

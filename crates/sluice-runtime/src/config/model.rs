@@ -123,7 +123,7 @@ pub enum QueueBackend {
     #[default]
     Embedded,
     /// A NATS JetStream server (`nats://host:port`), shared by replicas.
-    JetStream { url: String },
+    JetStream { url: sluice_core::Secret },
 }
 
 impl schemars::JsonSchema for QueueBackend {
@@ -145,7 +145,9 @@ impl<'de> Deserialize<'de> for QueueBackend {
         if text == "embedded" {
             Ok(QueueBackend::Embedded)
         } else if text.starts_with("nats://") {
-            Ok(QueueBackend::JetStream { url: text })
+            Ok(QueueBackend::JetStream {
+                url: sluice_core::Secret::new(text),
+            })
         } else {
             Err(serde::de::Error::custom(format!(
                 "{text:?} is not supported; allowed: \"embedded\" or a NATS JetStream URL (\"nats://127.0.0.1:4222\")"
@@ -165,7 +167,8 @@ pub struct RegistryConfig {
     pub uri: String,
     /// S3 settings over the `AWS_*` environment (an `s3://` registry).
     #[serde(default)]
-    pub storage_options: std::collections::BTreeMap<String, String>,
+    #[schemars(extend("default" = {}))]
+    pub storage_options: sluice_core::StorageOptions,
     /// The table of a PostgreSQL registry (`name` or `schema.name`).
     #[serde(default = "default_registry_table")]
     pub table: String,

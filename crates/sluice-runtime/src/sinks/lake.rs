@@ -36,7 +36,7 @@ pub struct LakeTable {
 pub struct RoutedLake {
     /// `table_template` with a relative path made absolute.
     pub template: String,
-    pub storage_options: BTreeMap<String, String>,
+    pub storage_options: sluice_core::StorageOptions,
     /// JSON pointer of the event id (from the `self_describing` inputs).
     pub event_id: String,
     /// The top-level field holding each row's schema key, if kept.

@@ -19,5 +19,6 @@ mod postgres;
 mod redelivery;
 mod replicas;
 mod schema_registry;
+mod secrets;
 mod support;
 mod transforms;

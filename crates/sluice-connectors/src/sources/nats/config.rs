@@ -10,7 +10,7 @@ use crate::sources::{BuildEnv, Source, SourceSpec};
 #[serde(deny_unknown_fields)]
 pub struct NatsSourceConfig {
     /// `nats://host:4222`.
-    pub url: String,
+    pub url: sluice_core::Secret,
     /// The JetStream stream to read (it must exist; its producers own it).
     pub stream: String,
     /// Only messages on subjects matching this filter (`orders.>`).
@@ -70,9 +70,17 @@ impl SourceSpec for NatsSourceConfig {
 
 /// Checks a NATS URL and the stream and consumer names; errors start with
 /// the key, under `prefix` (`"notifications."`).
-pub(crate) fn check_endpoint(prefix: &str, url: &str, stream: &str, consumer: Option<&str>) -> Result<(), String> {
-    if !url.starts_with("nats://") && !url.starts_with("tls://") {
-        return Err(format!("{prefix}url: {url:?} is not a NATS URL (nats://host:4222)"));
+pub(crate) fn check_endpoint(
+    prefix: &str,
+    url: &sluice_core::Secret,
+    stream: &str,
+    consumer: Option<&str>,
+) -> Result<(), String> {
+    if !url.expose().starts_with("nats://") && !url.expose().starts_with("tls://") {
+        return Err(format!(
+            "{prefix}url: {:?} is not a NATS URL (nats://host:4222)",
+            url.redacted()
+        ));
     }
     let name_ok = |n: &str| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if !name_ok(stream) {

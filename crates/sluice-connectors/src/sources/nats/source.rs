@@ -76,16 +76,16 @@ impl NatsSource {
 /// acks, filtered to `subject`) on `stream`, creating it if missing; the
 /// stream must exist.
 pub(crate) async fn durable_consumer(
-    url: &str,
+    url: &sluice_core::Secret,
     stream: &str,
     subject: Option<&str>,
     name: &str,
     ack_wait: Duration,
 ) -> Result<PullConsumer, SourceError> {
     let upstream = |what: &str, e: &dyn std::fmt::Display| SourceError::Upstream(format!("{what}: {e}"));
-    let client = async_nats::connect(url)
+    let client = sluice_queue::jetstream::connect(url)
         .await
-        .map_err(|e| upstream(&format!("connecting to {url}"), &e))?;
+        .map_err(SourceError::Upstream)?;
     let js = jetstream::new(client);
     let handle = js
         .get_stream(stream)

@@ -1,7 +1,5 @@
 //! Configuration of the objects source.
 
-use std::collections::BTreeMap;
-
 use serde::Deserialize;
 
 use super::ObjectsSource;
@@ -19,7 +17,8 @@ pub struct ObjectsSourceConfig {
     pub uri: String,
     /// S3 settings over the `AWS_*` environment (as for a lake sink).
     #[serde(default)]
-    pub storage_options: BTreeMap<String, String>,
+    #[schemars(extend("default" = {}))]
+    pub storage_options: sluice_core::StorageOptions,
     /// Glob on an object's key below the prefix (`*` also crosses `/`).
     #[serde(default = "default_pattern")]
     pub pattern: String,
@@ -80,7 +79,7 @@ pub struct NotificationConfig {
     pub endpoint: Option<String>,
     /// JetStream: `nats://host:4222`.
     #[serde(default)]
-    pub url: Option<String>,
+    pub url: Option<sluice_core::Secret>,
     /// JetStream: the stream the notifications are published to (it must exist).
     #[serde(default)]
     pub stream: Option<String>,
@@ -99,7 +98,7 @@ pub(crate) enum NotificationInbox<'a> {
         target: AwsTarget,
     },
     JetStream {
-        url: &'a str,
+        url: &'a sluice_core::Secret,
         stream: &'a str,
         subject: Option<&'a str>,
         consumer: Option<&'a str>,

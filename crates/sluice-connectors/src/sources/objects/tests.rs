@@ -13,7 +13,7 @@ use crate::sources::{Source, SourceContext};
 fn config(pattern: &str, format: ObjectFormat) -> ObjectsSourceConfig {
     ObjectsSourceConfig {
         uri: "file:///unused".into(),
-        storage_options: BTreeMap::new(),
+        storage_options: Default::default(),
         pattern: pattern.into(),
         format,
         sweep_interval_secs: 60,

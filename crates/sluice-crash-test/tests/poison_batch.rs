@@ -92,6 +92,15 @@ table = "events"
     // Once among others (not counted), then max_crashes (3) times alone.
     assert!((3..=4).contains(&deaths), "died {deaths} times");
 
+    let first_page = Command::new(BIN)
+        .args(["dlq", "show"])
+        .arg(dir.join("pipeline.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&first_page.stderr).contains(&format!("showing 20 of {LINES} dead letters")),
+        "the default page says there is more"
+    );
     let shown = sluice_testkit::process::run_ok(
         Command::new(BIN)
             .args(["dlq", "show"])

@@ -20,8 +20,8 @@
 //!   each alone in flight (`isolated`), before anything else, the one with
 //!   the most crashes first. A suspect that was alone in flight when the
 //!   engine died gets a `crashes` count; at `max_crashes` it becomes dead
-//!   letters (`crashed_engine`). An ack
-//!   or a nack (a reported error, counted as an attempt) ends suspicion.
+//!   letters (`crashed_engine`). An ack or a nack (a reported error,
+//!   counted as an attempt) ends suspicion.
 //! * `dead_letters` is unique on `(batch_key, line)`, so a redelivered batch
 //!   cannot dead-letter the same line twice.
 //! * A batch's payload is a row of its own (`batch_payloads`, same id),
@@ -249,11 +249,15 @@ fn recover_after_crash(conn: &Connection) -> Result<(), QueueError> {
             "the last engine stopped with batches in flight; they run again one at a time, without spending an attempt"
         );
     }
+    // A source may have enqueued the same input twice (re-read after the
+    // crash): its copies share the key, and the suspicion and the count.
     conn.execute_batch(
-        "UPDATE batches SET crashes = crashes + 1 WHERE in_flight = 1 AND isolated = 1;
+        "UPDATE batches SET crashes = crashes + 1
+             WHERE key IN (SELECT key FROM batches WHERE in_flight = 1 AND isolated = 1);
          UPDATE batches SET suspect = 1, maybe_committed = 1, attempts = max(attempts - 1, 0),
                  in_flight = 0, isolated = 0
              WHERE in_flight = 1;
+         UPDATE batches SET suspect = 1 WHERE key IN (SELECT key FROM batches WHERE suspect = 1);
          UPDATE batches SET visible_at = 0 WHERE attempts > 0 OR suspect = 1;",
     )
     .map_err(storage)
@@ -536,13 +540,6 @@ fn receive_suspect(
             return Ok(Vec::new());
         };
         let row = read_row(tx, id)?;
-        let (key, source, crashes) = (&row.1, &row.2, row.8);
-        if crashes >= settings.max_crashes {
-            let letters = crate::crashed_batch_letters(key, source, &Bytes::from(row.3.clone()), crashes);
-            put_dead(tx, &letters)?;
-            delete_batch(tx, held, id)?;
-            continue;
-        }
         if let Some(delivery) = deliver(tx, settings, held, row, now, true)? {
             return Ok(vec![delivery]);
         }
@@ -573,7 +570,8 @@ fn read_row(tx: &Transaction, id: i64) -> Result<BatchRow, QueueError> {
 }
 
 /// Hands `row` out (in flight, one attempt more), or turns it into dead
-/// letters when its attempts are spent.
+/// letters when its attempts are spent or it crashed the engine too often
+/// (this copy, or another with its key that was set aside before).
 fn deliver(
     tx: &Transaction,
     settings: &QueueSettings,
@@ -582,8 +580,18 @@ fn deliver(
     now: i64,
     isolated: bool,
 ) -> Result<Option<Delivery>, QueueError> {
-    let (id, key, source, payload, maybe_committed, attempts, enqueued_at, last_error, _) = row;
+    let (id, key, source, payload, maybe_committed, attempts, enqueued_at, last_error, crashes) = row;
     let payload = Bytes::from(payload);
+    let set_aside_before: bool = tx
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM dead_letters WHERE batch_key = ?1 AND reason = ?2)")
+        .and_then(|mut s| s.query_row(params![key, sluice_core::reason::CRASHED_ENGINE], |r| r.get(0)))
+        .map_err(storage)?;
+    if crashes >= settings.max_crashes || set_aside_before {
+        let letters = crate::crashed_batch_letters(&key, &source, &payload, crashes.max(settings.max_crashes));
+        put_dead(tx, &letters)?;
+        delete_batch(tx, held, id)?;
+        return Ok(None);
+    }
     if attempts >= settings.max_attempts {
         let letters = crate::exhausted_batch_letters(&key, &source, &payload, attempts, last_error.as_deref());
         put_dead(tx, &letters)?;

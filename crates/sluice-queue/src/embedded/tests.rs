@@ -270,4 +270,17 @@ async fn batches_in_flight_at_a_crash_run_alone_without_spending_attempts_and_a_
     );
     q.ack(vec![rest[0].id]).await.unwrap();
     assert_eq!(q.stats().await.unwrap().batches, 0);
+    // A source that reads b's input again enqueues a copy with its key: set
+    // aside at once, never run.
+    q.enqueue(NewBatch {
+        key: "b".into(),
+        source: "s".into(),
+        payload: Bytes::from("{\"p\":1}\n{\"p\":2}\n"),
+        maybe_committed: false,
+    })
+    .await
+    .unwrap();
+    assert!(q.receive(10).await.unwrap().is_empty());
+    assert_eq!(q.stats().await.unwrap().batches, 0);
+    assert_eq!(q.counts().await.unwrap().by_reason.get("crashed_engine"), Some(&2));
 }

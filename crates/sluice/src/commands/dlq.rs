@@ -30,10 +30,18 @@ pub async fn execute(command: DlqCommand, extensions: &Arc<Extensions>) -> Resul
             limit,
             json,
         } => {
-            let letters = open_dead_letters(&config::load(&pipeline, extensions)?)
-                .await?
-                .list(DeadLetterFilter { reason }, limit)
-                .await?;
+            let store = open_dead_letters(&config::load(&pipeline, extensions)?).await?;
+            let letters = store.list(DeadLetterFilter { reason: reason.clone() }, limit).await?;
+            if letters.len() == limit {
+                let counts = store.counts().await?;
+                let matching = match &reason {
+                    Some(reason) => counts.by_reason.get(reason).copied().unwrap_or_default(),
+                    None => counts.total,
+                };
+                if matching > limit as u64 {
+                    eprintln!("showing {limit} of {matching} dead letters; --limit N shows more");
+                }
+            }
             for l in letters {
                 let time = DateTime::from_timestamp_millis(l.at_ms).map_or_else(String::new, |t| t.to_rfc3339());
                 let bytes = String::from_utf8_lossy(&l.bytes);

@@ -75,7 +75,7 @@ impl PostgresSink {
             buffer: Buffer::default(),
             markers_expired: None,
         };
-        sink.prepare().await.map_err(|e| StageError::fatal(e.message))?;
+        sink.prepare().await?;
         Ok(sink)
     }
 

@@ -33,7 +33,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use sluice_connectors::{Source, SourceContext, sources::BuildEnv};
 use sluice_core::{
-    BatchInfo, DeadLetter, Delivery, Event, split_lines,
+    BatchInfo, DeadLetter, Delivery, Event, StageError, split_lines,
     telemetry::{QueueTelemetry, SinkTelemetry},
 };
 use sluice_lake::StoreLocation;
@@ -50,7 +50,7 @@ use tokio::{
 };
 
 use crate::{
-    config::{Pipeline, QueueBackend, build_transforms},
+    config::{Component, Pipeline, QueueBackend, SinkConfig, build_transforms},
     sinks::OpenedSink,
     telemetry,
 };
@@ -70,6 +70,37 @@ impl BuildEnv for StorageEnv {
     ) -> Result<(Arc<dyn object_store::ObjectStore>, object_store::path::Path), String> {
         let url = url::Url::parse(url).map_err(|e| format!("uri: {url:?} is not a URL ({e})"))?;
         StoreLocation::new(url, options.clone())?.object_store()
+    }
+}
+
+/// Opens a sink, waiting while its backend cannot be reached (a retriable
+/// error, logged with the next try's delay) until it opens; `None` when the
+/// pipeline is stopped first. Other errors end the start.
+async fn open_when_reachable(
+    name: &str,
+    sink: &Component<SinkConfig>,
+    pipeline: &Pipeline,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<Option<OpenedSink>> {
+    let mut backoff = sluice_core::retry::Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    loop {
+        match sink.config.spec().open(name, sink, pipeline).await {
+            Ok(opened) => return Ok(Some(opened)),
+            Err(e) if e.downcast_ref::<StageError>().is_some_and(StageError::is_retriable) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(
+                    sink = %name,
+                    error = %e,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "the sink's backend cannot be reached yet; waiting for it"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.wait_for(|s| *s) => return Ok(None),
+                }
+            }
+            Err(e) => return Err(e.context(format!("sinks.{name}"))),
+        }
     }
 }
 
@@ -227,15 +258,14 @@ pub async fn run(
     let mut compactions = JoinSet::new();
     let (compaction_stop_tx, compaction_stop_rx) = watch::channel(false);
     for (name, sink) in &cfg.sinks {
-        let OpenedSink {
+        let Some(OpenedSink {
             sink: opened,
             compaction,
-        } = sink
-            .config
-            .spec()
-            .open(name, sink, pipeline)
-            .await
-            .with_context(|| format!("sinks.{name}"))?;
+        }) = open_when_reachable(name, sink, pipeline, &mut stop).await?
+        else {
+            tracing::info!("stopped before every sink could be opened");
+            return Ok(());
+        };
         if let Some((tables, config)) = compaction {
             let schedule = compaction::Schedule {
                 sink: name.clone(),

@@ -15,6 +15,7 @@ mod hostile;
 mod jetstream;
 mod lookup;
 mod objects;
+mod outages;
 mod postgres;
 mod redelivery;
 mod replicas;

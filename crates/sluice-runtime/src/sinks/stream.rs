@@ -21,9 +21,7 @@ impl SinkSpec for StreamSinkConfig {
         _sink: &Component<SinkConfig>,
         _pipeline: &Pipeline,
     ) -> anyhow::Result<OpenedSink> {
-        let sink = StreamSink::open(self)
-            .await
-            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        let sink = StreamSink::open(self).await?;
         Ok(OpenedSink {
             sink: Box::new(sink),
             compaction: None,

@@ -13,15 +13,7 @@
 //! * `batches.visible_at` hides delivered batches until it passes;
 //!   `attempts` counts deliveries. A batch is deleted only by `ack`, by
 //!   becoming dead letters, never otherwise.
-//! * A crash is not the batch's fault. `in_flight` marks batches delivered
-//!   and neither acked nor nacked. When a consumer opens the queue, those
-//!   the dead one left in flight become suspects with that delivery's
-//!   attempt given back, and `receive` hands suspects out one at a time,
-//!   each alone in flight (`isolated`), before anything else, the one with
-//!   the most crashes first. A suspect that was alone in flight when the
-//!   engine died gets a `crashes` count; at `max_crashes` it becomes dead
-//!   letters (`crashed_engine`). An ack or a nack (a reported error,
-//!   counted as an attempt) ends suspicion.
+//! * A crash is not the batch's fault ([`delivery`]).
 //! * `dead_letters` is unique on `(batch_key, line)`, so a redelivered batch
 //!   cannot dead-letter the same line twice.
 //! * A batch's payload is a row of its own (`batch_payloads`, same id),
@@ -52,11 +44,15 @@ use std::{
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, Transaction, params};
 use sluice_core::{DeadLetter, Delivery, DeliveryId, NewBatch, now_ms};
 use tokio::sync::{Notify, oneshot};
 
 use crate::{DeadLetterCounts, DeadLetterFilter, DeadLetterStore, Queue, QueueError, QueueSettings, QueueStats};
+
+mod delivery;
+
+use delivery::{ack, extend, migrate_crash_columns, nack, receive, recover_after_crash};
 
 /// Largest payload of one batch built by `redrive`.
 const REDRIVE_BATCH_BYTES: usize = 4 * 1024 * 1024;
@@ -122,7 +118,8 @@ pub struct EmbeddedQueue {
     /// Signalled when a batch becomes visible in this process (enqueued,
     /// returned without delay, redriven); `wait_for_batches` awaits it.
     arrived: Arc<Notify>,
-    /// Set by the last `receive` that held batches back to run a suspect alone.
+    /// Up while suspects (batches a dead consumer left in flight) remain:
+    /// `receive` runs them alone before anything else.
     isolating: Arc<AtomicBool>,
 }
 
@@ -155,12 +152,10 @@ impl EmbeddedQueue {
         create_dir(data_dir)?;
         let path = data_dir.join("queue.sqlite3");
         let conn = open_connection(&path)?;
-        if lock.is_some() {
-            recover_after_crash(&conn)?;
-        }
+        let suspects = lock.is_some() && recover_after_crash(&conn)?;
         let held_bytes = held_bytes(&conn)?;
         let (commands, rx) = mpsc::channel();
-        let isolating = Arc::new(AtomicBool::new(false));
+        let isolating = Arc::new(AtomicBool::new(suspects));
         let mut actor = Actor {
             conn,
             settings,
@@ -210,57 +205,6 @@ fn open_connection(path: &Path) -> Result<Connection, QueueError> {
     migrate_payloads(&mut conn)?;
     migrate_crash_columns(&mut conn)?;
     Ok(conn)
-}
-
-/// Adds the crash-tracking columns to a file made before they existed.
-fn migrate_crash_columns(conn: &mut Connection) -> Result<(), QueueError> {
-    let tx = conn
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(storage)?;
-    for column in ["in_flight", "suspect", "isolated", "crashes"] {
-        let present: bool = tx
-            .query_row(
-                "SELECT count(*) > 0 FROM pragma_table_info('batches') WHERE name = ?1",
-                params![column],
-                |r| r.get(0),
-            )
-            .map_err(storage)?;
-        if !present {
-            tx.execute_batch(&format!(
-                "ALTER TABLE batches ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
-            ))
-            .map_err(storage)?;
-        }
-    }
-    tx.commit().map_err(storage)
-}
-
-/// What a new consumer does with the batches the previous one left: those
-/// in flight become suspects (maybe committed) and get back the attempt the
-/// crash took (one alone in flight also counts a crash); every delivered
-/// batch is visible again at once.
-fn recover_after_crash(conn: &Connection) -> Result<(), QueueError> {
-    let left: i64 = conn
-        .query_row("SELECT count(*) FROM batches WHERE in_flight = 1", [], |r| r.get(0))
-        .map_err(storage)?;
-    if left > 0 {
-        tracing::warn!(
-            batches = left,
-            "the last engine stopped with batches in flight; they run again one at a time, without spending an attempt"
-        );
-    }
-    // A source may have enqueued the same input twice (re-read after the
-    // crash): its copies share the key, and the suspicion and the count.
-    conn.execute_batch(
-        "UPDATE batches SET crashes = crashes + 1
-             WHERE key IN (SELECT key FROM batches WHERE in_flight = 1 AND isolated = 1);
-         UPDATE batches SET suspect = 1, maybe_committed = 1, attempts = max(attempts - 1, 0),
-                 in_flight = 0, isolated = 0
-             WHERE in_flight = 1;
-         UPDATE batches SET suspect = 1 WHERE key IN (SELECT key FROM batches WHERE suspect = 1);
-         UPDATE batches SET visible_at = 0 WHERE attempts > 0 OR suspect = 1;",
-    )
-    .map_err(storage)
 }
 
 /// Moves the payloads of a file made before `batch_payloads` existed (a
@@ -457,201 +401,6 @@ fn insert_batch(
     tx.prepare_cached("INSERT INTO batch_payloads (id, payload) VALUES (?1, ?2)")
         .and_then(|mut s| s.execute(params![tx.last_insert_rowid(), payload]))
         .map_err(storage)?;
-    Ok(())
-}
-
-/// A `batches` row as `receive` reads it: id, key, source, payload,
-/// maybe_committed, attempts, enqueued_at, last_error, crashes.
-type BatchRow = (i64, String, String, Vec<u8>, bool, u32, i64, Option<String>, u32);
-
-fn receive(
-    tx: &Transaction,
-    settings: &QueueSettings,
-    held: &mut u64,
-    isolating: &AtomicBool,
-    max: usize,
-) -> Result<Vec<Delivery>, QueueError> {
-    let now = now_ms();
-    let suspects = |tx: &Transaction| -> Result<bool, QueueError> {
-        tx.query_row("SELECT EXISTS (SELECT 1 FROM batches WHERE suspect = 1)", [], |r| {
-            r.get(0)
-        })
-        .map_err(storage)
-    };
-    if suspects(tx)? {
-        let alone = receive_suspect(tx, settings, held, now)?;
-        // Empty with suspects left: held back until the one in flight ends.
-        if !alone.is_empty() || suspects(tx)? {
-            isolating.store(true, Ordering::Relaxed);
-            return Ok(alone);
-        }
-    }
-    isolating.store(false, Ordering::Relaxed);
-    // The ids first, from the `visible_at` index alone: ordering whole rows
-    // would copy every visible batch's row into SQLite's sorter on each
-    // call, however few are taken.
-    let ids: Vec<i64> = tx
-        .prepare_cached("SELECT id FROM batches INDEXED BY batches_visible WHERE visible_at <= ?1 ORDER BY id LIMIT ?2")
-        .and_then(|mut stmt| {
-            stmt.query_map(params![now, max as i64], |r| r.get(0))?
-                .collect::<Result<_, _>>()
-        })
-        .map_err(storage)?;
-    let mut deliveries = Vec::with_capacity(ids.len());
-    for id in ids {
-        let row = read_row(tx, id)?;
-        deliveries.extend(deliver(tx, settings, held, row, now, false)?);
-    }
-    Ok(deliveries)
-}
-
-/// A suspect alone: nothing while anything is in flight, then the suspect
-/// with the most crashes (the oldest first), after dead-lettering those
-/// that reached `max_crashes`. A batch that was alone when the engine died
-/// is tried again first: a poison pill is confirmed in consecutive
-/// restarts, and an innocent one (killed from outside) is done with as soon
-/// as the next process runs it.
-fn receive_suspect(
-    tx: &Transaction,
-    settings: &QueueSettings,
-    held: &mut u64,
-    now: i64,
-) -> Result<Vec<Delivery>, QueueError> {
-    let busy: bool = tx
-        .query_row(
-            "SELECT EXISTS (SELECT 1 FROM batches WHERE in_flight = 1 AND visible_at > ?1)",
-            params![now],
-            |r| r.get(0),
-        )
-        .map_err(storage)?;
-    if busy {
-        return Ok(Vec::new());
-    }
-    loop {
-        let next: Option<i64> = tx
-            .query_row(
-                "SELECT id FROM batches WHERE suspect = 1 AND visible_at <= ?1 ORDER BY crashes DESC, id LIMIT 1",
-                params![now],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(storage)?;
-        let Some(id) = next else {
-            return Ok(Vec::new());
-        };
-        let row = read_row(tx, id)?;
-        if let Some(delivery) = deliver(tx, settings, held, row, now, true)? {
-            return Ok(vec![delivery]);
-        }
-    }
-}
-
-fn read_row(tx: &Transaction, id: i64) -> Result<BatchRow, QueueError> {
-    tx.prepare_cached(
-        "SELECT b.id, b.key, b.source, p.payload, b.maybe_committed, b.attempts, b.enqueued_at, b.last_error, b.crashes
-         FROM batches b JOIN batch_payloads p ON p.id = b.id WHERE b.id = ?1",
-    )
-    .and_then(|mut stmt| {
-        stmt.query_row(params![id], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-                r.get(8)?,
-            ))
-        })
-    })
-    .map_err(storage)
-}
-
-/// Hands `row` out (in flight, one attempt more), or turns it into dead
-/// letters when its attempts are spent or it crashed the engine too often
-/// (this copy, or another with its key that was set aside before).
-fn deliver(
-    tx: &Transaction,
-    settings: &QueueSettings,
-    held: &mut u64,
-    row: BatchRow,
-    now: i64,
-    isolated: bool,
-) -> Result<Option<Delivery>, QueueError> {
-    let (id, key, source, payload, maybe_committed, attempts, enqueued_at, last_error, crashes) = row;
-    let payload = Bytes::from(payload);
-    let set_aside_before: bool = tx
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM dead_letters WHERE batch_key = ?1 AND reason = ?2)")
-        .and_then(|mut s| s.query_row(params![key, sluice_core::reason::CRASHED_ENGINE], |r| r.get(0)))
-        .map_err(storage)?;
-    if crashes >= settings.max_crashes || set_aside_before {
-        let letters = crate::crashed_batch_letters(&key, &source, &payload, crashes.max(settings.max_crashes));
-        put_dead(tx, &letters)?;
-        delete_batch(tx, held, id)?;
-        return Ok(None);
-    }
-    if attempts >= settings.max_attempts {
-        let letters = crate::exhausted_batch_letters(&key, &source, &payload, attempts, last_error.as_deref());
-        put_dead(tx, &letters)?;
-        delete_batch(tx, held, id)?;
-        return Ok(None);
-    }
-    let visible_at = now + settings.visibility_timeout.as_millis() as i64;
-    tx.prepare_cached(
-        "UPDATE batches SET attempts = attempts + 1, visible_at = ?2, in_flight = 1, isolated = ?3 WHERE id = ?1",
-    )
-    .and_then(|mut s| s.execute(params![id, visible_at, isolated]))
-    .map_err(storage)?;
-    Ok(Some(Delivery {
-        id: DeliveryId(id as u64),
-        key,
-        source,
-        payload,
-        attempts: attempts + 1,
-        maybe_committed: maybe_committed || attempts > 0,
-        enqueued_at_ms: enqueued_at,
-    }))
-}
-
-fn delete_batch(tx: &Transaction, held: &mut u64, id: i64) -> Result<(), QueueError> {
-    let size: Option<i64> = tx
-        .prepare_cached("DELETE FROM batches WHERE id = ?1 RETURNING bytes")
-        .and_then(|mut s| s.query_row(params![id], |r| r.get(0)).optional())
-        .map_err(storage)?;
-    tx.prepare_cached("DELETE FROM batch_payloads WHERE id = ?1")
-        .and_then(|mut s| s.execute(params![id]))
-        .map_err(storage)?;
-    *held = held.saturating_sub(size.unwrap_or(0) as u64);
-    Ok(())
-}
-
-fn ack(tx: &Transaction, held: &mut u64, ids: &[DeliveryId]) -> Result<(), QueueError> {
-    for id in ids {
-        delete_batch(tx, held, id.0 as i64)?;
-    }
-    Ok(())
-}
-
-fn nack(tx: &Transaction, id: DeliveryId, error: &str, delay: Duration) -> Result<(), QueueError> {
-    let visible_at = now_ms() + delay.as_millis() as i64;
-    tx.prepare_cached(
-        "UPDATE batches SET visible_at = ?2, last_error = ?3, in_flight = 0, suspect = 0, isolated = 0 WHERE id = ?1",
-    )
-    .and_then(|mut s| s.execute(params![id.0 as i64, visible_at, error]))
-    .map_err(storage)?;
-    Ok(())
-}
-
-fn extend(tx: &Transaction, settings: &QueueSettings, ids: &[DeliveryId]) -> Result<(), QueueError> {
-    let visible_at = now_ms() + settings.visibility_timeout.as_millis() as i64;
-    let mut stmt = tx
-        .prepare_cached("UPDATE batches SET visible_at = ?2 WHERE id = ?1")
-        .map_err(storage)?;
-    for id in ids {
-        stmt.execute(params![id.0 as i64, visible_at]).map_err(storage)?;
-    }
     Ok(())
 }
 

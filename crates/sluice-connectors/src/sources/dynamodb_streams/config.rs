@@ -30,17 +30,17 @@ pub struct DynamoDbStreamsSourceConfig {
     #[serde(default)]
     pub starting_position: DynamoDbStartingPosition,
     /// Records per GetRecords call (DynamoDB Streams allows up to 1000).
-    #[serde(default = "default_max_records")]
+    #[serde(default = "crate::sources::shards::default_max_records")]
     pub max_records: usize,
     /// How long a caught-up shard waits before reading again.
-    #[serde(default = "default_poll_interval_ms")]
+    #[serde(default = "crate::sources::shards::default_poll_interval_ms")]
     pub poll_interval_ms: u64,
     /// How often the shards are listed (DynamoDB rolls shards over about
     /// every four hours; a replica's lost shards are taken at a listing).
-    #[serde(default = "default_shard_discovery_secs")]
+    #[serde(default = "crate::sources::shards::default_shard_discovery_secs")]
     pub shard_discovery_secs: u64,
     /// Bytes of change events per queue batch.
-    #[serde(default = "default_max_batch_bytes")]
+    #[serde(default = "crate::sources::shards::default_max_batch_bytes")]
     pub max_batch_bytes: usize,
 }
 
@@ -53,19 +53,6 @@ pub enum DynamoDbStartingPosition {
     TrimHorizon,
     /// Records that arrive after the source starts.
     Latest,
-}
-
-fn default_max_records() -> usize {
-    1000
-}
-fn default_poll_interval_ms() -> u64 {
-    1000
-}
-fn default_shard_discovery_secs() -> u64 {
-    30
-}
-fn default_max_batch_bytes() -> usize {
-    512 * 1024
 }
 
 impl DynamoDbStreamsSourceConfig {

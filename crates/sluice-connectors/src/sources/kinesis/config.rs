@@ -29,18 +29,18 @@ pub struct KinesisSourceConfig {
     #[serde(default)]
     pub starting_timestamp: Option<String>,
     /// Records per GetRecords call (Kinesis allows up to 10 000).
-    #[serde(default = "default_max_records")]
+    #[serde(default = "crate::sources::shards::default_max_records")]
     pub max_records: usize,
     /// How long a caught-up shard waits before reading again (Kinesis
     /// allows five reads a second per shard, shared by its consumers).
-    #[serde(default = "default_poll_interval_ms")]
+    #[serde(default = "crate::sources::shards::default_poll_interval_ms")]
     pub poll_interval_ms: u64,
     /// How often the shards are listed (new shards, shards whose lease
     /// another replica let go).
-    #[serde(default = "default_shard_discovery_secs")]
+    #[serde(default = "crate::sources::shards::default_shard_discovery_secs")]
     pub shard_discovery_secs: u64,
     /// Bytes of lines per queue batch.
-    #[serde(default = "default_max_batch_bytes")]
+    #[serde(default = "crate::sources::shards::default_max_batch_bytes")]
     pub max_batch_bytes: usize,
 }
 
@@ -55,19 +55,6 @@ pub enum StartingPosition {
     Latest,
     /// Records that arrived at or after `starting_timestamp`.
     AtTimestamp,
-}
-
-fn default_max_records() -> usize {
-    1000
-}
-fn default_poll_interval_ms() -> u64 {
-    1000
-}
-fn default_shard_discovery_secs() -> u64 {
-    30
-}
-fn default_max_batch_bytes() -> usize {
-    512 * 1024
 }
 
 impl KinesisSourceConfig {

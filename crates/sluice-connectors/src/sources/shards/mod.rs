@@ -101,6 +101,20 @@ pub(crate) struct ShardSettings {
     pub discovery_interval: Duration,
 }
 
+/// Defaults of the reading options every sharded source has.
+pub(crate) fn default_max_records() -> usize {
+    1000
+}
+pub(crate) fn default_poll_interval_ms() -> u64 {
+    1000
+}
+pub(crate) fn default_shard_discovery_secs() -> u64 {
+    30
+}
+pub(crate) fn default_max_batch_bytes() -> usize {
+    512 * 1024
+}
+
 /// Checks the reading options every sharded source has; errors start with
 /// the key. `service` and `most_records` name the service's own limit.
 pub(crate) fn check_reading(

@@ -4,6 +4,7 @@
 //! Also the sinks that hand events to other systems ([`sinks`]).
 
 pub mod aws;
+pub mod http_server;
 pub mod sinks;
 pub mod sources;
 

@@ -11,21 +11,26 @@
 //! * The consumer's AckWait is the visibility timeout; `extend` sends
 //!   in-progress, `nack` a delayed NAK, `ack` an ACK (the work-queue stream
 //!   then deletes the message).
-//! * A message delivered more than `max_attempts` times is turned into dead
-//!   letters and terminated (MaxDeliver is one more than `max_attempts`, so
-//!   the server never gives up first). Dead letters live in a stream beside
-//!   the queue, shared by the replicas (`dead_letters.rs`).
-//! * The last error of a NAK is remembered by the process that sent it
-//!   (JetStream carries no text with a NAK); a batch dead-lettered by another
-//!   replica says none was recorded.
+//! * A crash is not the batch's fault (ADR 0066): only NAKs (errors a
+//!   transform or sink reported) count toward `max_attempts`. A redelivery
+//!   nobody answered (the process died or hung) is a suspect and runs
+//!   alone in its process; a batch alone in flight `max_crashes` times when
+//!   the engine died becomes `crashed_engine` dead letters. The counts and
+//!   the last error live in a KV bucket shared by the replicas
+//!   (`record.rs`), so any replica can give up on a batch with its reason.
+//!   MaxDeliver is unlimited: the queue, not the server, gives up.
+//! * While a suspect runs, the messages fetched beside it are held (kept
+//!   invisible with in-progress acks) and handed out after it.
+//! * Dead letters live in a stream beside the queue, shared by the
+//!   replicas (`dead_letters.rs`).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{
-        Mutex,
+        Mutex, MutexGuard,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use async_nats::{
@@ -33,6 +38,7 @@ use async_nats::{
     jetstream::{
         self, AckKind,
         consumer::{AckPolicy, PullConsumer, pull},
+        kv,
         stream::{DiscardPolicy, RetentionPolicy, StorageType},
     },
 };
@@ -44,12 +50,18 @@ use crate::{DeadLetterCounts, DeadLetterFilter, DeadLetterStore, Queue, QueueErr
 
 mod dead_letters;
 pub mod lease;
+mod record;
+
+use record::{Record, Verdict};
 
 const KEY_HEADER: &str = "Sluice-Batch-Key";
 const SOURCE_HEADER: &str = "Sluice-Source";
 const MAYBE_COMMITTED_HEADER: &str = "Sluice-Maybe-Committed";
 /// How long `receive` waits for batches when none is ready.
 const RECEIVE_WAIT: Duration = Duration::from_millis(100);
+/// How long a delivery record outlives its last write (a message acked or
+/// dead-lettered has its record deleted at once).
+const RECORD_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Stream, subject and consumer names of one pipeline's queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +73,8 @@ pub struct JetStreamNames {
     pub leases: String,
     /// The KV bucket of the sources' checkpoints.
     pub checkpoints: String,
+    /// The KV bucket of the messages' delivery records.
+    pub deliveries: String,
     /// The dead-letter stream and its subject prefix.
     pub dead_stream: String,
     pub dead_subject: String,
@@ -68,8 +82,8 @@ pub struct JetStreamNames {
 
 impl JetStreamNames {
     /// `SLUICE_<PIPELINE>`, `sluice.<pipeline>.batches`, `sluice-<pipeline>`,
-    /// `SLUICE_<PIPELINE>_LEASES`, `SLUICE_<PIPELINE>_CHECKPOINTS`, `SLUICE_<PIPELINE>_DLQ` and
-    /// `sluice.<pipeline>.dead`, with anything but letters, digits, `-` and `_` replaced by `_`.
+    /// `SLUICE_<PIPELINE>_LEASES`, `SLUICE_<PIPELINE>_CHECKPOINTS`,
+    /// `SLUICE_<PIPELINE>_DELIVERIES`, `SLUICE_<PIPELINE>_DLQ` and `sluice.<pipeline>.dead`, with anything but letters, digits, `-` and `_` replaced by `_`.
     pub fn for_pipeline(pipeline: &str) -> Self {
         let safe: String = pipeline
             .chars()
@@ -87,6 +101,7 @@ impl JetStreamNames {
             consumer: format!("sluice-{safe}"),
             leases: format!("SLUICE_{}_LEASES", safe.to_ascii_uppercase()),
             checkpoints: format!("SLUICE_{}_CHECKPOINTS", safe.to_ascii_uppercase()),
+            deliveries: format!("SLUICE_{}_DELIVERIES", safe.to_ascii_uppercase()),
             dead_stream: format!("SLUICE_{}_DLQ", safe.to_ascii_uppercase()),
             dead_subject: format!("sluice.{safe}.dead"),
         }
@@ -98,9 +113,33 @@ pub struct JetStreamQueue {
     names: JetStreamNames,
     consumer: PullConsumer,
     settings: QueueSettings,
-    in_flight: Mutex<HashMap<u64, jetstream::Message>>,
-    last_errors: Mutex<HashMap<String, String>>,
+    records: kv::Store,
+    local: Mutex<Local>,
     next_id: AtomicU64,
+}
+
+/// This process's messages: handed out, or fetched and held back.
+struct Local {
+    in_flight: HashMap<u64, Fetched>,
+    held: VecDeque<Fetched>,
+    /// The suspect running alone, if one is.
+    alone: Option<u64>,
+    /// When the held messages were last marked in progress.
+    progressed: Instant,
+}
+
+/// A fetched message and what `receive` learned about it.
+struct Fetched {
+    message: jetstream::Message,
+    sequence: u64,
+    delivered: u64,
+    /// Read when the message was delivered before; `None` when it has none.
+    record: Option<Record>,
+    suspect: bool,
+    key: String,
+    source: String,
+    maybe_committed: bool,
+    enqueued_at_ms: i64,
 }
 
 fn storage(e: impl std::fmt::Display) -> QueueError {
@@ -154,27 +193,42 @@ impl JetStreamQueue {
             })
             .await
             .map_err(|e| storage(format!("stream {}: {e}", names.stream)))?;
-        let consumer: PullConsumer = stream
-            .get_or_create_consumer(
-                &names.consumer,
-                pull::Config {
-                    durable_name: Some(names.consumer.clone()),
-                    ack_policy: AckPolicy::Explicit,
-                    ack_wait: settings.visibility_timeout,
-                    max_deliver: i64::from(settings.max_attempts) + 1,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| storage(format!("consumer {}: {e}", names.consumer)))?;
+        let config = pull::Config {
+            durable_name: Some(names.consumer.clone()),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: settings.visibility_timeout,
+            max_deliver: -1,
+            ..Default::default()
+        };
+        // Creating an existing durable consumer updates its editable
+        // settings (ack wait, max deliver); a server that refuses keeps the
+        // consumer as it is.
+        let consumer: PullConsumer = match stream.create_consumer(config.clone()).await {
+            Ok(consumer) => consumer,
+            Err(e) => {
+                tracing::warn!(consumer = %names.consumer, error = %e, "the queue's consumer keeps its earlier settings");
+                stream
+                    .get_or_create_consumer(&names.consumer, config)
+                    .await
+                    .map_err(|e| storage(format!("consumer {}: {e}", names.consumer)))?
+            }
+        };
         Self::open_dead_letters(&js, &names.dead_stream, &names.dead_subject).await?;
+        let records = lease::open_bucket(&js, &names.deliveries, RECORD_MAX_AGE)
+            .await
+            .map_err(|e| storage(format!("delivery records {}: {e}", names.deliveries)))?;
         Ok(JetStreamQueue {
             js,
             names,
             consumer,
             settings,
-            in_flight: Mutex::new(HashMap::new()),
-            last_errors: Mutex::new(HashMap::new()),
+            records,
+            local: Mutex::new(Local {
+                in_flight: HashMap::new(),
+                held: VecDeque::new(),
+                alone: None,
+                progressed: Instant::now(),
+            }),
             next_id: AtomicU64::new(1),
         })
     }
@@ -224,22 +278,178 @@ impl JetStreamQueue {
         }
     }
 
-    fn take(&self, id: DeliveryId) -> Option<jetstream::Message> {
-        self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&id.0)
+    fn local(&self) -> MutexGuard<'_, Local> {
+        self.local.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Turns a message delivered too often into dead letters, then ends it.
-    async fn dead_letter(&self, key: String, source: String, message: jetstream::Message) -> Result<(), QueueError> {
-        let last = self.last_errors.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
-        let letters = crate::exhausted_batch_letters(
-            &key,
-            &source,
-            &message.payload,
-            self.settings.max_attempts,
-            last.as_deref(),
-        );
-        self.put_dead(letters).await?;
-        message.ack_with(AckKind::Term).await.map_err(storage)
+    /// Fetches up to `max` messages and sorts them: dead letters are
+    /// written and ended here; the rest come back with their verdict.
+    async fn fetch(&self, max: usize) -> Result<Vec<Fetched>, QueueError> {
+        let mut messages = self
+            .consumer
+            .batch()
+            .max_messages(max.max(1))
+            .expires(RECEIVE_WAIT)
+            .messages()
+            .await
+            .map_err(storage)?;
+        let mut fetched = Vec::new();
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(storage)?;
+            let (delivered, sequence, enqueued_at_ms) = {
+                let info = message.info().map_err(storage)?;
+                (
+                    info.delivered.max(1) as u64,
+                    info.stream_sequence,
+                    info.published.timestamp_millis(),
+                )
+            };
+            let headers = message.headers.as_ref();
+            let key = header(headers, KEY_HEADER).unwrap_or_default();
+            let source = header(headers, SOURCE_HEADER).unwrap_or_default();
+            let maybe_committed = header(headers, MAYBE_COMMITTED_HEADER).as_deref() == Some("1");
+            let mut record = if delivered > 1 {
+                self.read_record(sequence).await?
+            } else {
+                None
+            };
+            if let Some(was_alone) = self.expired_here(sequence) {
+                // This process still held the earlier delivery: it was too
+                // slow, not dead. That counts as an attempt, as on the
+                // embedded queue.
+                let mut r = record.unwrap_or_default();
+                r.failures += 1;
+                r.answered = delivered - 1;
+                if was_alone {
+                    r.crashes = r.crashes.saturating_sub(1);
+                }
+                self.write_record(sequence, &r).await?;
+                record = Some(r);
+            }
+            let known = record.clone().unwrap_or_default();
+            let verdict = known.verdict(delivered, self.settings.max_attempts, self.settings.max_crashes);
+            let letters = match verdict {
+                Verdict::Deliver | Verdict::Suspect => None,
+                Verdict::Exhausted => Some(crate::exhausted_batch_letters(
+                    &key,
+                    &source,
+                    &message.payload,
+                    known.failures,
+                    known.last_error.as_deref(),
+                )),
+                Verdict::CrashedEngine => {
+                    tracing::error!(batch = %key, crashes = known.crashes, "a batch was alone in flight each time the engine died; it is set aside as dead letters");
+                    Some(crate::crashed_batch_letters(
+                        &key,
+                        &source,
+                        &message.payload,
+                        known.crashes,
+                    ))
+                }
+            };
+            if let Some(letters) = letters {
+                self.put_dead(letters).await?;
+                message.ack_with(AckKind::Term).await.map_err(storage)?;
+                self.forget(sequence).await;
+                continue;
+            }
+            fetched.push(Fetched {
+                message,
+                sequence,
+                delivered,
+                record,
+                suspect: verdict == Verdict::Suspect,
+                key,
+                source,
+                maybe_committed: maybe_committed || delivered > 1,
+                enqueued_at_ms,
+            });
+        }
+        Ok(fetched)
+    }
+
+    /// Drops this process's earlier delivery of `sequence`, if it still
+    /// holds one (its ack wait ran out); says whether it did, and whether
+    /// that delivery was a suspect running alone.
+    fn expired_here(&self, sequence: u64) -> Option<bool> {
+        let mut local = self.local();
+        let id = local
+            .in_flight
+            .iter()
+            .find_map(|(id, f)| (f.sequence == sequence).then_some(*id))?;
+        local.in_flight.remove(&id);
+        let alone = local.alone == Some(id);
+        if alone {
+            local.alone = None;
+        }
+        Some(alone)
+    }
+
+    async fn read_record(&self, sequence: u64) -> Result<Option<Record>, QueueError> {
+        let entry = self.records.get(sequence.to_string()).await.map_err(storage)?;
+        Ok(entry.map(|bytes| Record::decode(&bytes)))
+    }
+
+    async fn write_record(&self, sequence: u64, record: &Record) -> Result<(), QueueError> {
+        self.records
+            .put(sequence.to_string(), record.encode())
+            .await
+            .map(|_| ())
+            .map_err(storage)
+    }
+
+    /// Deletes a finished message's record; one left behind only waits for
+    /// its age limit, as the message is never delivered again.
+    async fn forget(&self, sequence: u64) {
+        if let Err(e) = self.records.delete(sequence.to_string()).await {
+            tracing::debug!(sequence, error = %e, "delivery record left to expire");
+        }
+    }
+
+    /// Marks held messages in progress, so they stay hidden while held.
+    async fn keep_held(&self) {
+        let messages: Vec<jetstream::Message> = {
+            let mut local = self.local();
+            if local.held.is_empty() || local.progressed.elapsed() < self.settings.visibility_timeout / 4 {
+                return;
+            }
+            local.progressed = Instant::now();
+            local.held.iter().map(|f| f.message.clone()).collect()
+        };
+        for message in messages {
+            if let Err(e) = message.ack_with(AckKind::Progress).await {
+                tracing::debug!(error = %e, "a held batch was not marked in progress");
+            }
+        }
+    }
+
+    /// Hands a fetched message out under a new delivery id.
+    fn start(&self, local: &mut Local, fetched: Fetched) -> Delivery {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let failures = fetched.record.as_ref().map_or(0, |r| r.failures);
+        let delivery = Delivery {
+            id: DeliveryId(id),
+            key: fetched.key.clone(),
+            source: fetched.source.clone(),
+            payload: fetched.message.payload.clone(),
+            attempts: failures + 1,
+            maybe_committed: fetched.maybe_committed,
+            enqueued_at_ms: fetched.enqueued_at_ms,
+        };
+        local.in_flight.insert(id, fetched);
+        delivery
+    }
+
+    /// Takes a delivery out of flight; frees the isolation if it was the
+    /// suspect running alone. Returns it and whether it was.
+    fn finish(&self, id: DeliveryId) -> Option<(Fetched, bool)> {
+        let mut local = self.local();
+        let fetched = local.in_flight.remove(&id.0)?;
+        let alone = local.alone == Some(id.0);
+        if alone {
+            local.alone = None;
+        }
+        Some((fetched, alone))
     }
 }
 
@@ -254,82 +464,98 @@ impl Queue for JetStreamQueue {
     }
 
     async fn receive(&self, max: usize) -> Result<Vec<Delivery>, QueueError> {
-        let mut messages = self
-            .consumer
-            .batch()
-            .max_messages(max.max(1))
-            .expires(RECEIVE_WAIT)
-            .messages()
-            .await
-            .map_err(storage)?;
-        let mut deliveries = Vec::new();
-        while let Some(message) = messages.next().await {
-            let message = message.map_err(storage)?;
-            let (attempts, enqueued_at_ms) = {
-                let info = message.info().map_err(storage)?;
-                (info.delivered, info.published.timestamp_millis())
-            };
-            let headers = message.headers.as_ref();
-            let key = header(headers, KEY_HEADER).unwrap_or_default();
-            let source = header(headers, SOURCE_HEADER).unwrap_or_default();
-            let maybe_committed = header(headers, MAYBE_COMMITTED_HEADER).as_deref() == Some("1");
-            if attempts > i64::from(self.settings.max_attempts) {
-                self.dead_letter(key, source, message).await?;
-                continue;
-            }
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            deliveries.push(Delivery {
-                id: DeliveryId(id),
-                key,
-                source,
-                payload: message.payload.clone(),
-                attempts: attempts as u32,
-                maybe_committed: maybe_committed || attempts > 1,
-                enqueued_at_ms,
-            });
-            self.in_flight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(id, message);
+        let fetch = {
+            let local = self.local();
+            local.held.is_empty() && local.alone.is_none()
+        };
+        if fetch {
+            let fetched = self.fetch(max).await?;
+            self.local().held.extend(fetched);
         }
-        Ok(deliveries)
+        self.keep_held().await;
+        let suspect = {
+            let mut local = self.local();
+            if local.alone.is_some() {
+                return Ok(Vec::new());
+            }
+            match local.held.iter().position(|f| f.suspect) {
+                // Alone means alone in this process: wait for the others.
+                Some(_) if !local.in_flight.is_empty() => return Ok(Vec::new()),
+                Some(at) => local.held.remove(at),
+                None => None,
+            }
+        };
+        if let Some(mut fetched) = suspect {
+            let mut record = fetched.record.take().unwrap_or_default();
+            record.crashes += 1;
+            if let Err(e) = self.write_record(fetched.sequence, &record).await {
+                self.local().held.push_front(fetched);
+                return Err(e);
+            }
+            tracing::warn!(
+                batch = %fetched.key,
+                deliveries = fetched.delivered,
+                "a batch was in flight when an engine stopped answering; it runs alone, without spending an attempt"
+            );
+            fetched.record = Some(record);
+            let mut local = self.local();
+            let delivery = self.start(&mut local, fetched);
+            local.alone = Some(delivery.id.0);
+            return Ok(vec![delivery]);
+        }
+        let mut local = self.local();
+        let n = max.max(1).min(local.held.len());
+        let taken: Vec<Fetched> = local.held.drain(..n).collect();
+        Ok(taken.into_iter().map(|f| self.start(&mut local, f)).collect())
     }
 
     async fn ack(&self, ids: Vec<DeliveryId>) -> Result<(), QueueError> {
         for id in ids {
-            if let Some(message) = self.take(id) {
-                self.last_errors
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&header(message.headers.as_ref(), KEY_HEADER).unwrap_or_default());
-                message.double_ack().await.map_err(storage)?;
+            if let Some((fetched, _)) = self.finish(id) {
+                fetched.message.double_ack().await.map_err(storage)?;
+                if fetched.record.is_some() {
+                    self.forget(fetched.sequence).await;
+                }
             }
         }
         Ok(())
     }
 
     async fn nack(&self, id: DeliveryId, error: String, delay: Duration) -> Result<(), QueueError> {
-        let Some(message) = self.take(id) else {
+        let Some((fetched, alone)) = self.finish(id) else {
             return Ok(());
         };
-        let key = header(message.headers.as_ref(), KEY_HEADER).unwrap_or_default();
-        self.last_errors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, error);
+        // The record first, so whichever replica gets the message next
+        // counts this answer.
+        let mut record = fetched.record.clone().unwrap_or_default();
+        record.failures += 1;
+        record.answered = fetched.delivered;
+        if alone {
+            record.crashes = record.crashes.saturating_sub(1);
+        }
+        record.last_error = Some(error);
+        self.write_record(fetched.sequence, &record).await?;
         let delay = (!delay.is_zero()).then_some(delay);
-        message.ack_with(AckKind::Nak(delay)).await.map_err(storage)
+        fetched.message.ack_with(AckKind::Nak(delay)).await.map_err(storage)
     }
 
     async fn extend(&self, ids: Vec<DeliveryId>) -> Result<(), QueueError> {
         let messages: Vec<jetstream::Message> = {
-            let in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-            ids.iter().filter_map(|id| in_flight.get(&id.0).cloned()).collect()
+            let local = self.local();
+            ids.iter()
+                .filter_map(|id| local.in_flight.get(&id.0).map(|f| f.message.clone()))
+                .collect()
         };
         for message in messages {
             message.ack_with(AckKind::Progress).await.map_err(storage)?;
         }
+        self.keep_held().await;
         Ok(())
+    }
+
+    fn isolating(&self) -> bool {
+        let local = self.local();
+        local.alone.is_some() || local.held.iter().any(|f| f.suspect)
     }
 
     async fn stats(&self) -> Result<QueueStats, QueueError> {

@@ -10,6 +10,7 @@
 //! * [`data`]: generated clickstream and change events with their oracle,
 //!   written where a test wants them.
 //! * [`docs`]: generated reference files checked against their generator.
+//! * [`tls`]: a certificate authority and server certificates (openssl).
 //! * [`tempdir`]: temporary folders removed on drop.
 
 pub mod data;
@@ -17,6 +18,7 @@ pub mod docs;
 pub mod process;
 pub mod services;
 pub mod tempdir;
+pub mod tls;
 
 pub use sluice_gen as generator;
 pub use tempdir::{TempDir, tempdir};

@@ -1,15 +1,18 @@
 //! The operating API: `GET /metrics` (Prometheus text), `/health` (the
 //! process is up) and `/ready` (the pipeline is taking input). Started by
-//! the commands that run a pipeline, beside the engine.
+//! the commands that run a pipeline, beside the engine; served over TLS
+//! when `[api] tls` names a certificate, with the collector's limits
+//! against slow clients (`sluice_connectors::http_server`).
 
 use std::sync::{
     Arc,
     atomic::{AtomicBool, Ordering},
 };
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
 use axum::{Router, extract::State, http::StatusCode, routing::get};
 use metrics_exporter_prometheus::PrometheusHandle;
+use sluice_connectors::http_server::{self, Limits, ReloadingTls};
 use tokio::net::TcpListener;
 
 use crate::config::Pipeline;
@@ -19,8 +22,17 @@ use crate::config::Pipeline;
 pub async fn start(pipeline: &Pipeline) -> Result<Arc<AtomicBool>> {
     let ready = Arc::new(AtomicBool::new(false));
     if let Some(api) = &pipeline.config.api {
+        let tls = match &api.tls {
+            Some(files) => Some(Arc::new(ReloadingTls::load(files).map_err(|e| anyhow!("api.{e}"))?)),
+            None => None,
+        };
         let listener = bind(api.address).await?;
-        tokio::spawn(serve(listener, sluice_runtime::telemetry::prometheus(), ready.clone()));
+        tokio::spawn(serve(
+            listener,
+            tls,
+            sluice_runtime::telemetry::prometheus(),
+            ready.clone(),
+        ));
     }
     Ok(ready)
 }
@@ -37,15 +49,18 @@ struct ApiState {
     ready: Arc<AtomicBool>,
 }
 
-async fn serve(listener: TcpListener, metrics: PrometheusHandle, ready: Arc<AtomicBool>) {
+async fn serve(
+    listener: TcpListener,
+    tls: Option<Arc<ReloadingTls>>,
+    metrics: PrometheusHandle,
+    ready: Arc<AtomicBool>,
+) {
     let app = Router::new()
         .route("/metrics", get(render_metrics))
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(readiness))
         .with_state(ApiState { metrics, ready });
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::error!(error = %e, "api server failed");
-    }
+    http_server::serve(listener, app, tls, Limits::default(), std::future::pending()).await;
 }
 
 async fn render_metrics(State(s): State<ApiState>) -> String {

@@ -126,6 +126,8 @@ catalogue! {
         "1 while this replica holds the source's lease (it sweeps and reads), else 0.";
     HTTP_THROTTLED: Counter "sluice_http_throttled_total" ["component"]
         "Requests the collector answered 503 because the queue was full.";
+    HTTP_REFUSED: Counter "sluice_http_refused_total" ["component", "reason"]
+        "Requests the collector refused before storing anything: unauthorized (401), rate_limited (429), body_timeout (408).";
     OBJECTS: Gauge "sluice_objects" ["component", "state"]
         "Objects in an objects source's ledger by state (pending, reading, done, failed).";
     OBJECTS_FOUND: Counter "sluice_objects_found_total" ["component", "by"]

@@ -87,6 +87,12 @@ impl SourceTelemetry {
         HTTP_THROTTLED.counter(&[&self.name]).increment(1);
     }
 
+    /// The collector refused a request (`reason`: unauthorized,
+    /// rate_limited, body_timeout).
+    pub fn refused(&self, reason: &str) {
+        HTTP_REFUSED.counter(&[&self.name, reason]).increment(1);
+    }
+
     /// Whether this replica holds the source's lease.
     pub fn lease_held(&self, held: bool) {
         SOURCE_LEASE_HELD.gauge(&[&self.name]).set(if held { 1.0 } else { 0.0 });

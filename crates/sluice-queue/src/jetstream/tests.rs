@@ -24,15 +24,44 @@ async fn open_with(name: &str, settings: QueueSettings) -> JetStreamQueue {
     let js = jetstream::new(client);
     let _ = js.delete_stream(&names.stream).await;
     let _ = js.delete_stream(&names.dead_stream).await;
+    let _ = js.delete_key_value(&names.deliveries).await;
+    reopen(names, settings).await
+}
+
+/// The queue as a new process opens it (after the last one died).
+async fn reopen(names: JetStreamNames, settings: QueueSettings) -> JetStreamQueue {
     JetStreamQueue::open(&sluice_core::Secret::new(url()), names, settings)
         .await
         .unwrap()
+}
+
+/// Receives until something comes (a dead process's batches return after
+/// the visibility timeout), at most 10 s.
+async fn receive_some(queue: &JetStreamQueue) -> Vec<Delivery> {
+    let started = std::time::Instant::now();
+    loop {
+        let got = queue.receive(10).await.unwrap();
+        if !got.is_empty() || started.elapsed() > Duration::from_secs(10) {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn batch(key: &str, payload: &str) -> NewBatch {
+    NewBatch {
+        key: key.into(),
+        source: "src".into(),
+        payload: bytes::Bytes::from(payload.to_string()),
+        maybe_committed: false,
+    }
 }
 
 async fn close(queue: JetStreamQueue) {
     queue.js.delete_stream(&queue.names.stream).await.unwrap();
     queue.js.delete_stream(&queue.names.dead_stream).await.unwrap();
     let _ = queue.js.delete_key_value(&queue.names.leases).await;
+    let _ = queue.js.delete_key_value(&queue.names.deliveries).await;
 }
 
 macro_rules! conformance_tests {
@@ -108,6 +137,76 @@ async fn max_attempts_dead_letters_with_last_error() {
     close(queue).await;
 }
 
+#[tokio::test]
+async fn batches_in_flight_when_a_process_dies_run_alone_without_spending_attempts() {
+    if sluice_testkit::services::nats().is_none() {
+        return;
+    }
+    let first = open("crash_suspects").await;
+    let names = first.names.clone();
+    for key in ["a", "b", "c"] {
+        first.enqueue(batch(key, "{}\n")).await.unwrap();
+    }
+    assert_eq!(first.receive(10).await.unwrap().len(), 3);
+    drop(first); // the process dies with all three in flight
+
+    let second = reopen(names, suite_settings()).await;
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let got = receive_some(&second).await;
+        assert_eq!(got.len(), 1, "a suspect runs alone (seen {seen:?})");
+        assert_eq!((got[0].attempts, got[0].maybe_committed), (1, true));
+        assert!(second.isolating());
+        assert!(second.receive(10).await.unwrap().is_empty(), "nothing beside a suspect");
+        seen.push(got[0].key.clone());
+        second.ack(vec![got[0].id]).await.unwrap();
+    }
+    seen.sort();
+    assert_eq!(seen, ["a", "b", "c"]);
+    assert!(!second.isolating());
+    assert_eq!(second.counts().await.unwrap().total, 0);
+    assert_eq!(second.stats().await.unwrap().batches, 0);
+    close(second).await;
+}
+
+#[tokio::test]
+async fn a_batch_alone_in_flight_at_every_crash_becomes_crashed_engine_dead_letters() {
+    if sluice_testkit::services::nats().is_none() {
+        return;
+    }
+    let queue = open("crash_loop").await;
+    let names = queue.names.clone();
+    queue.enqueue(batch("poison", "{\"a\":1}\n{\"a\":2}\n")).await.unwrap();
+    queue.enqueue(batch("fine", "{}\n")).await.unwrap();
+    assert_eq!(queue.receive(10).await.unwrap().len(), 2);
+    drop(queue);
+    // Two processes die, each with the poison batch alone in flight (after
+    // the first, "fine" is delivered and acknowledged beside it).
+    let mut queue = reopen(names.clone(), suite_settings()).await;
+    let mut crashes = 0;
+    while crashes < suite_settings().max_crashes {
+        let got = receive_some(&queue).await;
+        assert_eq!(got.len(), 1);
+        if got[0].key == "fine" {
+            queue.ack(vec![got[0].id]).await.unwrap();
+            continue;
+        }
+        assert_eq!(got[0].attempts, 1, "a crash spends no attempt");
+        drop(queue);
+        crashes += 1;
+        queue = reopen(names.clone(), suite_settings()).await;
+    }
+    tokio::time::sleep(suite_settings().visibility_timeout * 2).await;
+    let rest = queue.receive(10).await.unwrap();
+    assert!(rest.iter().all(|d| d.key == "fine"), "{rest:?}");
+    queue.ack(rest.iter().map(|d| d.id).collect()).await.unwrap();
+    let counts = queue.counts().await.unwrap();
+    assert_eq!(counts.by_reason.get("crashed_engine"), Some(&2), "{counts:?}");
+    assert_eq!(counts.total, 2);
+    assert_eq!(queue.stats().await.unwrap().batches, 0);
+    close(queue).await;
+}
+
 #[test]
 fn names_are_safe_for_nats() {
     let names = JetStreamNames::for_pipeline("click.stream 2");
@@ -119,6 +218,7 @@ fn names_are_safe_for_nats() {
             consumer: "sluice-click_stream_2".into(),
             leases: "SLUICE_CLICK_STREAM_2_LEASES".into(),
             checkpoints: "SLUICE_CLICK_STREAM_2_CHECKPOINTS".into(),
+            deliveries: "SLUICE_CLICK_STREAM_2_DELIVERIES".into(),
             dead_stream: "SLUICE_CLICK_STREAM_2_DLQ".into(),
             dead_subject: "sluice.click_stream_2.dead".into(),
         }

@@ -270,6 +270,9 @@ pub struct ApiConfig {
     #[serde(deserialize_with = "socket_address")]
     #[schemars(with = "String")]
     pub address: std::net::SocketAddr,
+    /// Serve HTTPS with this certificate and key (reloaded when the files change).
+    #[serde(default)]
+    pub tls: Option<sluice_connectors::http_server::TlsFiles>,
 }
 
 /// A `host:port` value, refused at parsing with what was written.

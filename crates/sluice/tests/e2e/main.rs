@@ -5,6 +5,7 @@ mod avro;
 mod aws_sources;
 mod backpressure;
 mod clickstream;
+mod collector_security;
 mod compaction;
 mod disk_full;
 mod documents;

@@ -1,9 +1,13 @@
 //! The HTTP collector source (`type = "http"`).
 
+mod auth;
 mod body;
 mod config;
+mod rate;
 mod source;
 
+pub use auth::{AuthConfig, HmacConfig, SignatureEncoding};
 pub use body::{BodyError, decode_body};
-pub use config::HttpSourceConfig;
+pub use config::{CorsConfig, HttpSourceConfig};
+pub use rate::RateLimitConfig;
 pub use source::HttpSource;

@@ -1,9 +1,15 @@
 //! The collector: `POST <path>` with NDJSON or a JSON array.
 //!
 //! Answers: 200 `{"accepted": N}` once the batch is durable in the queue;
-//! 400 when the body cannot be read at all; 413 above the size limits;
-//! 503 with `Retry-After` when the queue is full or unavailable. Malformed
-//! lines inside a readable body are accepted and dead-lettered downstream.
+//! 400 when the body cannot be read at all; 401 without a valid token or
+//! signature; 408 when the body is not sent within `body_timeout_secs`;
+//! 413 above the size limits; 429 with `Retry-After` above the rate limit;
+//! 503 with `Retry-After` when the queue is full or unavailable. Nothing is
+//! stored for any answer but 200. Malformed lines inside a readable body
+//! are accepted and dead-lettered downstream.
+//!
+//! Order of checks: token (before the body is read), rate limit, body,
+//! signature (over the body as sent), decoding, enqueue.
 
 use std::{
     sync::{
@@ -16,58 +22,97 @@ use std::{
 use async_trait::async_trait;
 use axum::{
     Router,
-    extract::{DefaultBodyLimit, State},
-    http::{HeaderMap, StatusCode, header},
+    extract::{DefaultBodyLimit, FromRequest, Request, State},
+    http::{HeaderName, HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
     routing::post,
 };
 use bytes::Bytes;
 use sluice_core::{NewBatch, now_ms, split_lines};
 use sluice_queue::QueueError;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::{
     HttpSourceConfig,
+    auth::{Authenticator, Denied},
     body::{BodyError, decode_body},
+    config::CorsConfig,
+    rate::RateLimiter,
 };
-use crate::sources::{Source, SourceContext, SourceError};
+use crate::{
+    http_server::{self, Limits, ReloadingTls},
+    sources::{Source, SourceContext, SourceError},
+};
 
 pub struct HttpSource {
     config: HttpSourceConfig,
+    auth: Option<Authenticator>,
+    tls: Option<Arc<ReloadingTls>>,
 }
 
 impl HttpSource {
-    pub fn new(config: HttpSourceConfig) -> Self {
-        HttpSource { config }
+    /// Reads the tokens, secret and certificate the config names; an error
+    /// says which key and what is missing.
+    pub fn new(config: HttpSourceConfig) -> Result<HttpSource, String> {
+        let auth = config.auth.as_ref().map(Authenticator::build).transpose()?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|files| ReloadingTls::load(files).map(Arc::new))
+            .transpose()?;
+        Ok(HttpSource { config, auth, tls })
     }
 }
 
 struct Shared {
     ctx: SourceContext,
+    auth: Option<Authenticator>,
+    rate: Option<RateLimiter>,
     max_decompressed: usize,
+    body_timeout: Duration,
     last_request_ms: AtomicI64,
 }
 
 #[async_trait]
 impl Source for HttpSource {
     async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
-        let listener = tokio::net::TcpListener::bind(&self.config.address)
+        let HttpSource { config, auth, tls } = *self;
+        let listener = tokio::net::TcpListener::bind(&config.address)
             .await
             .map_err(|e| SourceError::Bind {
-                address: self.config.address.clone(),
+                address: config.address.clone(),
                 message: e.to_string(),
             })?;
-        tracing::info!(source = %ctx.name, address = %self.config.address, path = %self.config.path, "http collector listening");
+        tracing::info!(
+            source = %ctx.name,
+            address = %config.address,
+            path = %config.path,
+            tls = tls.is_some(),
+            auth = auth.is_some(),
+            "http collector listening"
+        );
+        let signature_header = config
+            .auth
+            .as_ref()
+            .and_then(|a| a.hmac.as_ref())
+            .map(|h| h.header.clone());
         let shared = Arc::new(Shared {
             ctx: ctx.clone(),
-            max_decompressed: self.config.max_decompressed_bytes,
+            auth,
+            rate: config.rate_limit.map(RateLimiter::new),
+            max_decompressed: config.max_decompressed_bytes,
+            body_timeout: Duration::from_secs(config.body_timeout_secs),
             last_request_ms: AtomicI64::new(now_ms()),
         });
-        let app = Router::new()
-            .route(&self.config.path, post(ingest))
-            .layer(DefaultBodyLimit::max(self.config.max_body_bytes))
-            .with_state(shared.clone());
+        let mut app = Router::new()
+            .route(&config.path, post(ingest))
+            .layer(DefaultBodyLimit::max(config.max_body_bytes));
+        if let Some(cors) = &config.cors {
+            app = app.layer(cors_layer(cors, signature_header.as_deref()));
+        }
+        let app = app.with_state(shared.clone());
         let until_idle = ctx.until_idle;
-        let idle_ms = (self.config.idle_secs * 1000) as i64;
+        let idle_ms = (config.idle_secs * 1000) as i64;
         let mut shutdown = ctx.shutdown.clone();
         let stop = async move {
             loop {
@@ -81,21 +126,70 @@ impl Source for HttpSource {
                 }
             }
         };
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-            .map_err(|e| SourceError::Bind {
-                address: self.config.address.clone(),
-                message: e.to_string(),
-            })
+        let limits = Limits {
+            headers: Duration::from_secs(config.header_timeout_secs),
+            max_connections: config.max_connections,
+            ..Limits::default()
+        };
+        http_server::serve(listener, app, tls, limits, stop).await;
+        Ok(())
     }
 }
 
-async fn ingest(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+fn cors_layer(cors: &CorsConfig, signature_header: Option<&str>) -> CorsLayer {
+    let origins = if cors.allowed_origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            cors.allowed_origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok()),
+        )
+    };
+    let mut headers = vec![header::CONTENT_TYPE, header::CONTENT_ENCODING, header::AUTHORIZATION];
+    headers.extend(signature_header.and_then(|h| HeaderName::try_from(h).ok()));
+    CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([Method::POST])
+        .allow_headers(headers)
+        .allow_credentials(cors.allow_credentials)
+        .max_age(Duration::from_secs(cors.max_age_secs))
+}
+
+async fn ingest(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     shared.last_request_ms.store(now_ms(), Ordering::Relaxed);
     let ctx = &shared.ctx;
     if ctx.stopping() {
         return unavailable("shutting down");
+    }
+    if let Some(auth) = &shared.auth
+        && let Err(denied) = auth.check_token(request.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes()))
+    {
+        return unauthorized(ctx, denied);
+    }
+    if let Some(rate) = &shared.rate
+        && let Err(retry_after) = rate.take()
+    {
+        ctx.telemetry.refused("rate_limited");
+        let mut r = error(StatusCode::TOO_MANY_REQUESTS, "request rate limit reached");
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        return r;
+    }
+    let headers = request.headers().clone();
+    let body = match tokio::time::timeout(shared.body_timeout, Bytes::from_request(request, &())).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(rejection)) => return rejection.into_response(),
+        Err(_) => {
+            ctx.telemetry.refused("body_timeout");
+            let message = format!("body not received within {} s", shared.body_timeout.as_secs());
+            return error(StatusCode::REQUEST_TIMEOUT, &message);
+        }
+    };
+    if let Some(auth) = &shared.auth
+        && let Err(denied) = auth.check_signature(&headers, &body)
+    {
+        return unauthorized(ctx, denied);
     }
     let header_str = |name| headers.get(name).and_then(|v| v.to_str().ok());
     let payload = match decode_body(
@@ -149,9 +243,19 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+fn unauthorized(ctx: &SourceContext, denied: Denied) -> Response {
+    ctx.telemetry.refused("unauthorized");
+    let mut r = error(StatusCode::UNAUTHORIZED, &denied.to_string());
+    if denied == Denied::Token {
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    r
+}
+
 fn unavailable(message: &str) -> Response {
     let mut r = error(StatusCode::SERVICE_UNAVAILABLE, message);
     r.headers_mut()
-        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     r
 }

@@ -22,7 +22,7 @@ pub mod telemetry;
 pub use batch::{Delivery, DeliveryId, NewBatch, split_lines};
 pub use component::{Accepted, BatchInfo, FlushReport, Sink, Transform, TransformOutput};
 pub use dead_letter::{DeadLetter, Rejected, reason};
-pub use error::{ErrorClass, StageError};
+pub use error::{ErrorClass, StageError, is_connection_error};
 pub use event::{Event, json_kind, parse_object, pointer_tokens};
 pub use json_doc::JsonDoc;
 pub use secret::{Secret, StorageOptions};

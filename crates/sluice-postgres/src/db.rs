@@ -55,6 +55,19 @@ pub fn describe(e: &DbError) -> String {
     }
 }
 
+/// Whether the server could not be reached or the connection was lost
+/// (closed, reset, refused, SQLSTATE class 08, or the server shutting
+/// down: 57P01-57P03), rather than the statement being refused.
+pub fn unreachable(e: &DbError) -> bool {
+    match e.code() {
+        Some(code) => {
+            let code = code.code();
+            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+        }
+        None => e.is_closed() || sluice_core::is_connection_error(e),
+    }
+}
+
 /// Opens a connection; its driver runs as a task until the client is dropped.
 pub async fn connect(url: &str) -> Result<Client, DbError> {
     let (client, connection) = tokio_postgres::connect(url, NoTls).await?;

@@ -84,7 +84,7 @@ impl PostgresSink {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             let client = db::connect(self.config.url.expose())
                 .await
-                .map_err(|e| StageError::retriable(format!("connecting to PostgreSQL: {}", db::describe(&e))))?;
+                .map_err(|e| StageError::unavailable(format!("connecting to PostgreSQL: {}", db::describe(&e))))?;
             self.client = Some(client);
             self.reload = true;
         }
@@ -112,7 +112,12 @@ impl PostgresSink {
 }
 
 fn db_error(e: db::DbError) -> StageError {
-    StageError::retriable(format!("PostgreSQL: {}", db::describe(&e)))
+    let message = format!("PostgreSQL: {}", db::describe(&e));
+    if db::unreachable(&e) {
+        StageError::unavailable(message)
+    } else {
+        StageError::retriable(message)
+    }
 }
 
 fn load_error(e: LoadError) -> StageError {
@@ -217,7 +222,7 @@ impl Sink for PostgresSink {
         let client = self
             .client
             .as_mut()
-            .ok_or_else(|| StageError::retriable("not connected to PostgreSQL"))?;
+            .ok_or_else(|| StageError::unavailable("not connected to PostgreSQL"))?;
         let result: Result<(), StageError> = async {
             let tx = client.transaction().await.map_err(db_error)?;
             db::sync_ddl(&tx, schema, &self.shape).await.map_err(load_error)?;

@@ -91,6 +91,24 @@ pub async fn max_attempts_dead_letters_with_last_error<Q: Queue, D: DeadLetterSt
     assert_eq!(q.stats().await.unwrap().batches, 0);
 }
 
+/// A released batch comes back without an attempt spent, however often,
+/// flagged maybe-committed; a later nack still counts.
+pub async fn release_spends_no_attempt<Q: Queue>(q: &Q) {
+    q.enqueue(batch("a", "{}\n")).await.unwrap();
+    for _ in 0..suite_settings().max_attempts + 2 {
+        let got = q.receive(1).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].attempts, 1);
+        q.release(got[0].id, Duration::ZERO).await.unwrap();
+    }
+    let got = q.receive(1).await.unwrap();
+    assert!(got[0].maybe_committed);
+    q.nack(got[0].id, "sink refused".into(), Duration::ZERO).await.unwrap();
+    let got = q.receive(1).await.unwrap();
+    assert_eq!(got[0].attempts, 2);
+    q.ack(vec![got[0].id]).await.unwrap();
+}
+
 /// A full queue refuses loudly and accepts again once space is freed.
 pub async fn full_queue_refuses_then_recovers<Q: Queue>(q: &Q) {
     let big = "x".repeat(600);

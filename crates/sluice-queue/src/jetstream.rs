@@ -539,6 +539,21 @@ impl Queue for JetStreamQueue {
         fetched.message.ack_with(AckKind::Nak(delay)).await.map_err(storage)
     }
 
+    async fn release(&self, id: DeliveryId, delay: Duration) -> Result<(), QueueError> {
+        let Some((fetched, alone)) = self.finish(id) else {
+            return Ok(());
+        };
+        // Answered (so not a suspect next time), with no failure counted.
+        let mut record = fetched.record.clone().unwrap_or_default();
+        record.answered = fetched.delivered;
+        if alone {
+            record.crashes = record.crashes.saturating_sub(1);
+        }
+        self.write_record(fetched.sequence, &record).await?;
+        let delay = (!delay.is_zero()).then_some(delay);
+        fetched.message.ack_with(AckKind::Nak(delay)).await.map_err(storage)
+    }
+
     async fn extend(&self, ids: Vec<DeliveryId>) -> Result<(), QueueError> {
         let messages: Vec<jetstream::Message> = {
             let local = self.local();

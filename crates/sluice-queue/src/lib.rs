@@ -78,8 +78,13 @@ pub trait Queue: Send + Sync {
     async fn enqueue(&self, batch: NewBatch) -> Result<(), QueueError>;
     async fn receive(&self, max: usize) -> Result<Vec<Delivery>, QueueError>;
     async fn ack(&self, ids: Vec<DeliveryId>) -> Result<(), QueueError>;
-    /// Makes a batch visible again after `delay`, recording `error`.
+    /// Makes a batch visible again after `delay`, recording `error`; the
+    /// delivery counts as a failed attempt.
     async fn nack(&self, id: DeliveryId, error: String, delay: Duration) -> Result<(), QueueError>;
+    /// Makes a batch visible again after `delay` without spending an
+    /// attempt: a backend it needs was unavailable, which is not the
+    /// batch's fault. It comes back `maybe_committed`.
+    async fn release(&self, id: DeliveryId, delay: Duration) -> Result<(), QueueError>;
     async fn extend(&self, ids: Vec<DeliveryId>) -> Result<(), QueueError>;
     async fn stats(&self) -> Result<QueueStats, QueueError>;
     /// Waits until `receive` may find a batch it would not have found
@@ -142,6 +147,9 @@ impl<T: Queue + ?Sized> Queue for std::sync::Arc<T> {
     }
     async fn nack(&self, id: DeliveryId, error: String, delay: Duration) -> Result<(), QueueError> {
         (**self).nack(id, error, delay).await
+    }
+    async fn release(&self, id: DeliveryId, delay: Duration) -> Result<(), QueueError> {
+        (**self).release(id, delay).await
     }
     async fn extend(&self, ids: Vec<DeliveryId>) -> Result<(), QueueError> {
         (**self).extend(ids).await

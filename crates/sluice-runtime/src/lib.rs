@@ -11,6 +11,7 @@ pub mod config;
 pub mod documents;
 pub mod engine;
 pub mod extensions;
+pub mod readiness;
 pub mod sinks;
 pub mod telemetry;
 

@@ -103,12 +103,17 @@ pub fn aws() -> Option<String> {
 }
 
 /// Whether something accepts TCP connections at the URL's host and port.
+/// The `host:port` of a service URL (without user or password).
+pub fn host_port(url: &str) -> Option<&str> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    Some(authority.rsplit_once('@').map_or(authority, |(_, hp)| hp))
+}
+
 fn listening(url: &str) -> bool {
-    let Some((_, rest)) = url.split_once("://") else {
+    let Some(host_port) = host_port(url) else {
         return false;
     };
-    let authority = rest.split(['/', '?']).next().unwrap_or_default();
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
     let Ok(addresses) = host_port.to_socket_addrs() else {
         return false;
     };

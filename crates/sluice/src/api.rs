@@ -4,23 +4,21 @@
 //! when `[api] tls` names a certificate, with the collector's limits
 //! against slow clients (`sluice_connectors::http_server`).
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
-};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow};
 use axum::{Router, extract::State, http::StatusCode, routing::get};
 use metrics_exporter_prometheus::PrometheusHandle;
 use sluice_connectors::http_server::{self, Limits, ReloadingTls};
+use sluice_runtime::readiness::Readiness;
 use tokio::net::TcpListener;
 
 use crate::config::Pipeline;
 
-/// Serves the pipeline's `[api]`, if it has one, in the background; the
-/// flag it returns is `/ready`, which the engine sets while it takes input.
-pub async fn start(pipeline: &Pipeline) -> Result<Arc<AtomicBool>> {
-    let ready = Arc::new(AtomicBool::new(false));
+/// Serves the pipeline's `[api]`, if it has one, in the background; what
+/// it returns is `/ready`, which the engine keeps.
+pub async fn start(pipeline: &Pipeline) -> Result<Arc<Readiness>> {
+    let ready = Arc::new(Readiness::default());
     if let Some(api) = &pipeline.config.api {
         let tls = match &api.tls {
             Some(files) => Some(Arc::new(ReloadingTls::load(files).map_err(|e| anyhow!("api.{e}"))?)),
@@ -46,14 +44,14 @@ async fn bind(address: std::net::SocketAddr) -> Result<TcpListener> {
 #[derive(Clone)]
 struct ApiState {
     metrics: PrometheusHandle,
-    ready: Arc<AtomicBool>,
+    ready: Arc<Readiness>,
 }
 
 async fn serve(
     listener: TcpListener,
     tls: Option<Arc<ReloadingTls>>,
     metrics: PrometheusHandle,
-    ready: Arc<AtomicBool>,
+    ready: Arc<Readiness>,
 ) {
     let app = Router::new()
         .route("/metrics", get(render_metrics))
@@ -67,10 +65,9 @@ async fn render_metrics(State(s): State<ApiState>) -> String {
     s.metrics.render()
 }
 
-async fn readiness(State(s): State<ApiState>) -> (StatusCode, &'static str) {
-    if s.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+async fn readiness(State(s): State<ApiState>) -> (StatusCode, String) {
+    match s.ready.check() {
+        Ok(()) => (StatusCode::OK, "ready\n".into()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
     }
 }

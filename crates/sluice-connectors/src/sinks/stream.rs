@@ -79,7 +79,7 @@ impl StreamSink {
     pub async fn open(config: &StreamSinkConfig) -> Result<Self, StageError> {
         let client = sluice_queue::jetstream::connect(&config.url)
             .await
-            .map_err(StageError::retriable)?;
+            .map_err(StageError::unavailable)?;
         let js = jetstream::new(client);
         if let Some(stream) = &config.stream {
             js.get_or_create_stream(jetstream::stream::Config {
@@ -89,7 +89,7 @@ impl StreamSink {
                 ..Default::default()
             })
             .await
-            .map_err(|e| StageError::retriable(format!("stream {stream}: {e}")))?;
+            .map_err(|e| StageError::from_backend(format!("stream {stream}: {e}"), &e))?;
         }
         Ok(StreamSink {
             js,
@@ -122,8 +122,9 @@ impl Sink for StreamSink {
     }
 
     async fn flush(&mut self) -> Result<FlushReport, StageError> {
-        let retriable =
-            |e: &dyn std::fmt::Display| StageError::retriable(format!("publishing to {}: {e}", self.subject));
+        let retriable = |e: &(dyn std::error::Error + 'static)| {
+            StageError::from_backend(format!("publishing to {}: {e}", self.subject), e)
+        };
         let mut acks = Vec::with_capacity(self.buffer.len());
         for (id, payload) in &self.buffer {
             let mut headers = HeaderMap::new();

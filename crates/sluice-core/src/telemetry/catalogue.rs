@@ -124,6 +124,8 @@ catalogue! {
         "Messages waiting upstream as the service counts them (SQS: visible, in_flight, delayed).";
     SOURCE_LEASE_HELD: Gauge "sluice_source_lease_held" ["component"]
         "1 while this replica holds the source's lease (it sweeps and reads), else 0.";
+    SINK_BACKEND_UP: Gauge "sluice_sink_backend_up" ["component"]
+        "1 while the sink's backend answers, 0 from a flush that could not reach it until one succeeds.";
     HTTP_THROTTLED: Counter "sluice_http_throttled_total" ["component"]
         "Requests the collector answered 503 because the queue was full.";
     HTTP_REFUSED: Counter "sluice_http_refused_total" ["component", "reason"]

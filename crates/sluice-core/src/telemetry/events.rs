@@ -217,6 +217,23 @@ impl SinkTelemetry {
 
     /// A flush or an accept failed; its batches will be delivered again
     /// after `retry_in` (a fatal error is logged by whoever stops).
+    /// The sink is open: its backend answered.
+    pub fn backend_open(&self) {
+        SINK_BACKEND_UP.gauge(&[&self.name]).set(1.0);
+    }
+
+    /// A flush could not reach the backend (it was up until now).
+    pub fn backend_lost(&self, error: &dyn Display) {
+        SINK_BACKEND_UP.gauge(&[&self.name]).set(0.0);
+        tracing::warn!(target: "sluice::sink", sink = %self.name, error = %error, "the sink's backend cannot be reached; its batches wait for it without spending attempts, and /ready is false until it is back");
+    }
+
+    /// A flush succeeded after the backend was lost.
+    pub fn backend_back(&self) {
+        SINK_BACKEND_UP.gauge(&[&self.name]).set(1.0);
+        tracing::info!(target: "sluice::sink", sink = %self.name, "the sink's backend is back");
+    }
+
     pub fn failed(&self, error: &dyn Display, retry_in: Option<Duration>) {
         self.errors.increment(1);
         if let Some(retry_in) = retry_in {

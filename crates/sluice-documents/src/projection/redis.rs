@@ -33,39 +33,74 @@ end
 return 1
 ";
 
-/// Writes projected hashes.
+/// Writes projected hashes. A connection that failed is dropped and made
+/// again at the next write, so the writer outlives a Redis restart.
 pub struct RedisWriter {
-    conn: MultiplexedConnection,
+    client: redis::Client,
+    redacted_url: String,
+    conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
     script: Script,
+}
+
+/// A Redis error as a stage error: `Unavailable` when the server cannot be
+/// reached or the connection dropped.
+fn redis_error(what: &str, e: &redis::RedisError) -> StageError {
+    let message = format!("{what}: {e}");
+    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
+        StageError::unavailable(message)
+    } else {
+        StageError::retriable(message)
+    }
 }
 
 impl RedisWriter {
     pub async fn connect(url: &sluice_core::Secret) -> Result<Self, String> {
         let client = redis::Client::open(url.expose()).map_err(|e| format!("redis {}: {e}", url.redacted()))?;
-        let conn = client
+        let writer = RedisWriter {
+            client,
+            redacted_url: url.redacted(),
+            conn: tokio::sync::Mutex::new(None),
+            script: Script::new(WRITE),
+        };
+        writer.connection().await.map_err(|e| e.message)?;
+        Ok(writer)
+    }
+
+    async fn connection(&self) -> Result<MultiplexedConnection, StageError> {
+        let mut conn = self.conn.lock().await;
+        if let Some(c) = conn.as_ref() {
+            return Ok(c.clone());
+        }
+        let fresh = self
+            .client
             .get_multiplexed_async_connection()
             .await
-            .map_err(|e| format!("connecting to redis {}: {e}", url.redacted()))?;
-        Ok(RedisWriter {
-            conn,
-            script: Script::new(WRITE),
-        })
+            .map_err(|e| redis_error(&format!("connecting to redis {}", self.redacted_url), &e))?;
+        *conn = Some(fresh.clone());
+        Ok(fresh)
     }
 
     /// Writes every hash in one pipeline; returns how many were written
     /// (the rest held a newer revision already).
-    pub async fn write(&self, projected: &[Projected]) -> Result<u64, String> {
+    pub async fn write(&self, projected: &[Projected]) -> Result<u64, StageError> {
         if projected.is_empty() {
             return Ok(0);
         }
-        let mut conn = self.conn.clone();
+        let written = self.write_on(self.connection().await?, projected).await;
+        if written.as_ref().is_err_and(StageError::is_unavailable) {
+            *self.conn.lock().await = None;
+        }
+        written
+    }
+
+    async fn write_on(&self, mut conn: MultiplexedConnection, projected: &[Projected]) -> Result<u64, StageError> {
         // A fresh server (or one that restarted) may not know the script yet.
         redis::cmd("SCRIPT")
             .arg("LOAD")
             .arg(WRITE)
             .query_async::<String>(&mut conn)
             .await
-            .map_err(|e| format!("loading the write script: {e}"))?;
+            .map_err(|e| redis_error("loading the write script", &e))?;
         let mut pipe = redis::pipe();
         for p in projected {
             let cmd = pipe
@@ -82,7 +117,7 @@ impl RedisWriter {
         let written: Vec<i64> = pipe
             .query_async(&mut conn)
             .await
-            .map_err(|e| format!("writing projections: {e}"))?;
+            .map_err(|e| redis_error("writing projections", &e))?;
         Ok(written.iter().filter(|w| **w == 1).count() as u64)
     }
 }
@@ -92,14 +127,14 @@ pub async fn project(
     projector: &Projector,
     store: &dyn DocumentStore,
     docs: &[StoredDocument],
-) -> Result<Vec<Projected>, String> {
+) -> Result<Vec<Projected>, StageError> {
     let mut wanted = BTreeSet::new();
     for doc in docs {
         projector.lookup_keys(doc, &mut wanted);
     }
     let mut others = HashMap::new();
     for key in wanted {
-        let found = store.get(&key).await.map_err(|e| format!("looking up {key:?}: {e}"))?;
+        let found = store.get(&key).await.map_err(StageError::from)?;
         if let Some(document) = found.and_then(|d| d.document) {
             others.insert(key, document);
         }
@@ -190,10 +225,8 @@ impl Sink for ProjectionSink {
 
     async fn flush(&mut self) -> Result<FlushReport, StageError> {
         let docs: Vec<StoredDocument> = self.buffer.values().map(|(d, _)| d.clone()).collect();
-        let projected = project(&self.projector, self.store.as_ref(), &docs)
-            .await
-            .map_err(StageError::retriable)?;
-        let written = self.writer.write(&projected).await.map_err(StageError::retriable)?;
+        let projected = project(&self.projector, self.store.as_ref(), &docs).await?;
+        let written = self.writer.write(&projected).await?;
         let now = sluice_core::now_ms();
         DocumentsTelemetry::new(&self.name).projected(
             written,
@@ -235,7 +268,8 @@ pub async fn rehydrate(projector: &Projector, store: &dyn DocumentStore, writer:
             .map(|s| s.document)
             .filter(|d| projector.wants(&d.key.entity))
             .collect();
-        written += writer.write(&project(projector, store, &docs).await?).await?;
+        let projected = project(projector, store, &docs).await.map_err(|e| e.message)?;
+        written += writer.write(&projected).await.map_err(|e| e.message)?;
         after = last;
     }
 }

@@ -64,7 +64,7 @@ fn sqlite(e: rusqlite::Error) -> StoreError {
     match e.sqlite_error_code() {
         Some(
             rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked | rusqlite::ErrorCode::DiskFull,
-        ) => StoreError::Unavailable(e.to_string()),
+        ) => StoreError::Busy(e.to_string()),
         _ => StoreError::Fatal(e.to_string()),
     }
 }

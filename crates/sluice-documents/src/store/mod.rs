@@ -30,10 +30,13 @@ use crate::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// Worth retrying: the database is unreachable, busy, or a concurrent
-    /// writer won a lock.
+    /// The database cannot be reached: retried until it is back, without
+    /// spending the batch's attempts.
     #[error("{0}")]
     Unavailable(String),
+    /// Worth retrying: the database is busy, or a concurrent writer won a lock.
+    #[error("{0}")]
+    Busy(String),
     /// The stored data or the configuration is wrong; retrying will not help.
     #[error("{0}")]
     Fatal(String),
@@ -42,7 +45,8 @@ pub enum StoreError {
 impl From<StoreError> for StageError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unavailable(m) => StageError::retriable(format!("document store: {m}")),
+            StoreError::Unavailable(m) => StageError::unavailable(format!("document store: {m}")),
+            StoreError::Busy(m) => StageError::retriable(format!("document store: {m}")),
             StoreError::Fatal(m) => StageError::fatal(format!("document store: {m}")),
         }
     }

@@ -42,20 +42,20 @@ pub struct PostgresStore {
     client: Mutex<Option<Client>>,
 }
 
-/// SQLSTATE classes worth a retry: connection trouble, serialisation
-/// failures and deadlocks, lack of resources, operator intervention.
+/// Connection trouble is `Unavailable`; serialisation failures, deadlocks
+/// and lack of resources (SQLSTATE 40, 53) are worth a retry; the rest is
+/// fatal.
 fn store_error(e: tokio_postgres::Error) -> StoreError {
-    let retriable = match e.code() {
-        Some(code) => ["08", "40", "53", "57"]
-            .iter()
-            .any(|class| code.code().starts_with(class)),
-        None => true,
-    };
     let message = db::describe(&e);
-    if retriable {
-        StoreError::Unavailable(message)
-    } else {
-        StoreError::Fatal(message)
+    if db::unreachable(&e) {
+        return StoreError::Unavailable(message);
+    }
+    match e.code() {
+        Some(code) if ["40", "53", "57"].iter().any(|class| code.code().starts_with(class)) => {
+            StoreError::Busy(message)
+        }
+        Some(_) => StoreError::Fatal(message),
+        None => StoreError::Busy(message),
     }
 }
 

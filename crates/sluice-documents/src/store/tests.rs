@@ -200,7 +200,7 @@ async fn concurrent_writers_reach_the_version_order_result(stores: Vec<Arc<dyn D
             loop {
                 match store.apply(&format!("concurrent-{i}"), true, &batch).await {
                     Ok(_) => return,
-                    Err(super::StoreError::Unavailable(_)) => tokio::task::yield_now().await,
+                    Err(super::StoreError::Busy(_)) => tokio::task::yield_now().await,
                     Err(e) => panic!("{e}"),
                 }
             }

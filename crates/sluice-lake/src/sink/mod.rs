@@ -188,8 +188,10 @@ impl LakeSink {
         Ok(())
     }
 
-    fn retriable(&self, what: &str, e: impl std::fmt::Display) -> StageError {
-        StageError::retriable(format!("lake {}: {what}: {e}", self.location))
+    /// A failed storage call: `Unavailable` when the object store could not
+    /// be reached, else an ordinary retriable error.
+    fn retriable<E: std::error::Error + 'static>(&self, what: &str, e: E) -> StageError {
+        StageError::from_backend(format!("lake {}: {what}: {e}", self.location), &e)
     }
 
     /// Whether the Delta log already records batch `key`.

@@ -264,6 +264,18 @@ pub(super) fn nack(tx: &Transaction, id: DeliveryId, error: &str, delay: Duratio
     Ok(())
 }
 
+/// Like `nack` without the attempt: the delivery is given back.
+pub(super) fn release(tx: &Transaction, id: DeliveryId, delay: Duration) -> Result<(), QueueError> {
+    let visible_at = now_ms() + delay.as_millis() as i64;
+    tx.prepare_cached(
+        "UPDATE batches SET visible_at = ?2, attempts = max(attempts - 1, 0), maybe_committed = 1,
+                in_flight = 0, suspect = 0, isolated = 0 WHERE id = ?1",
+    )
+    .and_then(|mut s| s.execute(params![id.0 as i64, visible_at]))
+    .map_err(storage)?;
+    Ok(())
+}
+
 pub(super) fn extend(tx: &Transaction, settings: &QueueSettings, ids: &[DeliveryId]) -> Result<(), QueueError> {
     let visible_at = now_ms() + settings.visibility_timeout.as_millis() as i64;
     let mut stmt = tx

@@ -52,7 +52,7 @@ use crate::{DeadLetterCounts, DeadLetterFilter, DeadLetterStore, Queue, QueueErr
 
 mod delivery;
 
-use delivery::{ack, extend, migrate_crash_columns, nack, receive, recover_after_crash};
+use delivery::{ack, extend, migrate_crash_columns, nack, receive, recover_after_crash, release};
 
 /// Largest payload of one batch built by `redrive`.
 const REDRIVE_BATCH_BYTES: usize = 4 * 1024 * 1024;
@@ -102,6 +102,7 @@ enum Command {
     Receive(usize, Reply<Vec<Delivery>>),
     Ack(Vec<DeliveryId>, Reply<()>),
     Nack(DeliveryId, String, Duration, Reply<()>),
+    Release(DeliveryId, Duration, Reply<()>),
     Extend(Vec<DeliveryId>, Reply<()>),
     Stats(Reply<QueueStats>),
     PutDead(Vec<DeadLetter>, Reply<()>),
@@ -319,7 +320,11 @@ impl Actor {
 fn fail(command: Command, err: &QueueError) {
     let e = || QueueError::Storage(err.to_string());
     match command {
-        Command::Enqueue(_, r) | Command::Ack(_, r) | Command::Nack(_, _, _, r) | Command::Extend(_, r) => {
+        Command::Enqueue(_, r)
+        | Command::Ack(_, r)
+        | Command::Nack(_, _, _, r)
+        | Command::Release(_, _, r)
+        | Command::Extend(_, r) => {
             let _ = r.send(Err(e()));
         }
         Command::PutDead(_, r) => {
@@ -355,6 +360,7 @@ fn execute(
         Command::Receive(max, r) => pending(r, receive(tx, settings, held, isolating, max)),
         Command::Ack(ids, r) => pending(r, ack(tx, held, &ids)),
         Command::Nack(id, error, delay, r) => pending(r, nack(tx, id, &error, delay)),
+        Command::Release(id, delay, r) => pending(r, release(tx, id, delay)),
         Command::Extend(ids, r) => pending(r, extend(tx, settings, &ids)),
         Command::Stats(r) => pending(r, stats(tx, held)),
         Command::PutDead(letters, r) => pending(r, put_dead(tx, &letters)),
@@ -550,6 +556,13 @@ impl Queue for EmbeddedQueue {
     }
     async fn nack(&self, id: DeliveryId, error: String, delay: Duration) -> Result<(), QueueError> {
         self.call(|r| Command::Nack(id, error, delay, r)).await?;
+        if delay.is_zero() {
+            self.arrived.notify_one();
+        }
+        Ok(())
+    }
+    async fn release(&self, id: DeliveryId, delay: Duration) -> Result<(), QueueError> {
+        self.call(|r| Command::Release(id, delay, r)).await?;
         if delay.is_zero() {
             self.arrived.notify_one();
         }

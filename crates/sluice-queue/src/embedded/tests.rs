@@ -27,6 +27,7 @@ conformance_tests!(
     redelivers_after_visibility_timeout,
     extend_keeps_batch_hidden,
     full_queue_refuses_then_recovers,
+    release_spends_no_attempt,
     dead_letters_idempotent_and_redrive_once,
     concurrent_enqueues_all_delivered,
 );

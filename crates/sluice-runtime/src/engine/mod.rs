@@ -23,10 +23,7 @@ mod ticket;
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -51,13 +48,14 @@ use tokio::{
 
 use crate::{
     config::{Component, Pipeline, QueueBackend, SinkConfig, build_transforms},
+    readiness::Readiness,
     sinks::OpenedSink,
     telemetry,
 };
 use plan::{Plan, TransformNode, dependency_order, plan_for, run_plan};
 use receive::ReceiveSize;
 use sink_task::{SinkDriver, SinkJob, SinkMsg};
-use ticket::{InFlight, RETRY_DELAY, Ticket, run_acker, run_lease_keeper};
+use ticket::{InFlight, RETRY_DELAY, Received, Ticket, run_acker, run_lease_keeper};
 
 /// Object stores for sources, opened the way lake tables are.
 struct StorageEnv;
@@ -223,12 +221,13 @@ struct SinkHandle {
 }
 
 /// Runs the pipeline until `stop` turns true (or, with `until_idle`, until
-/// drained). `ready` is true while sources take input (the API's `/ready`).
+/// drained). `ready` is what the API's `/ready` answers: sources take
+/// input and every sink's backend answers.
 pub async fn run(
     pipeline: &Pipeline,
     options: RunOptions,
     mut stop: watch::Receiver<bool>,
-    ready: Arc<AtomicBool>,
+    ready: Arc<Readiness>,
 ) -> Result<()> {
     // Metric handles made before the recorder exists record nothing, and
     // components make theirs when built: install it first.
@@ -277,8 +276,11 @@ pub async fn run(
             compactions.spawn(compaction::run_schedule(schedule, compaction_stop_rx.clone()));
         }
         let (tx, rx) = mpsc::channel(4);
+        let telemetry = SinkTelemetry::new(name);
+        telemetry.backend_open();
         let driver = SinkDriver {
-            telemetry: SinkTelemetry::new(name),
+            telemetry,
+            readiness: ready.clone(),
             name: name.clone(),
             sink: opened,
             flush_interval: sink.config.spec().flush_interval(),
@@ -306,7 +308,13 @@ pub async fn run(
     let freed = Arc::new(Notify::new());
     let acker = tokio::spawn(run_acker(q.clone(), in_flight.clone(), done_rx, freed.clone()));
     let lease_every = Duration::from_secs(cfg.delivery.visibility_timeout_secs).max(Duration::from_secs(1)) / 3;
-    background.spawn(run_lease_keeper(q.clone(), in_flight.clone(), lease_every));
+    let received: Received = Arc::default();
+    background.spawn(run_lease_keeper(
+        q.clone(),
+        in_flight.clone(),
+        received.clone(),
+        lease_every,
+    ));
 
     let (source_stop_tx, source_stop_rx) = watch::channel(false);
     let mut sources = JoinSet::new();
@@ -330,7 +338,7 @@ pub async fn run(
         let source_name = name.clone();
         sources.spawn(async move { s.run(ctx).await.with_context(|| format!("source {source_name}")) });
     }
-    ready.store(true, Ordering::Relaxed);
+    ready.set_taking_input(true);
     tracing::info!(pipeline = %pipeline.name, file = %pipeline.file.display(), data_dir = %pipeline.data_dir.display(), "pipeline running");
 
     let consumer = Consumer {
@@ -350,7 +358,7 @@ pub async fn run(
     loop {
         if !stopping && *stop.borrow() {
             stopping = true;
-            ready.store(false, Ordering::Relaxed);
+            ready.set_taking_input(false);
             tracing::info!("stopping: no new input; committing what was accepted");
             let _ = source_stop_tx.send(true);
         }
@@ -424,8 +432,14 @@ pub async fn run(
             }
             continue;
         }
+        received
+            .lock()
+            .expect("received lock")
+            .extend(deliveries.iter().map(|d| d.id));
         for delivery in deliveries {
+            let id = delivery.id;
             consumer.process(delivery).await?;
+            received.lock().expect("received lock").remove(&id);
         }
     }
 

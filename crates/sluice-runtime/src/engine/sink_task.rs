@@ -3,7 +3,12 @@
 //!
 //! On any sink error the sink's uncommitted work is discarded and every
 //! ticket it held fails, so the queue delivers those batches again (their
-//! redelivery checks the sink's log, so nothing is written twice).
+//! redelivery checks the sink's log, so nothing is written twice). When the
+//! error says the backend cannot be reached, the batches come back without
+//! spending an attempt, the sink counts as down (`/ready` is false, the
+//! `sluice_sink_backend_up` gauge 0, one warning) until a flush succeeds,
+//! and it backs off meanwhile, so the engine waits for the backend instead
+//! of dead-lettering good events.
 
 use std::{
     sync::Arc,
@@ -19,6 +24,7 @@ use sluice_queue::DeadLetterStore;
 use tokio::sync::{mpsc, oneshot};
 
 use super::ticket::Ticket;
+use crate::readiness::Readiness;
 
 pub struct SinkJob {
     pub ticket: Arc<Ticket>,
@@ -39,6 +45,7 @@ pub struct SinkDriver {
     pub flush_interval: Duration,
     pub dead_letters: Arc<dyn DeadLetterStore>,
     pub telemetry: SinkTelemetry,
+    pub readiness: Arc<Readiness>,
 }
 
 /// Retries of a failed sink: from 0.2 s, doubling, at most 30 s apart.
@@ -152,6 +159,9 @@ impl SinkDriver {
                 }
                 *window_started = None;
                 backoff.reset();
+                if self.readiness.backend_up(&self.name) {
+                    self.telemetry.backend_back();
+                }
                 Ok(())
             }
             Err(e) => self.fail_all(pending, window_started, backoff, e).await,
@@ -167,10 +177,18 @@ impl SinkDriver {
         error: StageError,
     ) -> Result<(), StageError> {
         self.sink.reset();
+        let unavailable = error.is_unavailable();
         for t in pending.drain(..) {
-            t.fail(error.message.clone());
+            if unavailable {
+                t.fail_unavailable(error.message.clone());
+            } else {
+                t.fail(error.message.clone());
+            }
         }
         *window_started = None;
+        if unavailable && self.readiness.backend_down(&self.name) {
+            self.telemetry.backend_lost(&error);
+        }
         if !error.is_retriable() {
             self.telemetry.failed(&error, None);
             return Err(error);

@@ -1,10 +1,12 @@
 //! Acknowledgement tickets: one per batch in flight. Each sink the batch
 //! feeds holds a share; the batch is acknowledged on the queue only when
 //! every share completed after its sink committed. A failed share makes the
-//! queue deliver the batch again.
+//! queue deliver the batch again: as a spent attempt (`nack`), or, when
+//! every failure was a backend that could not be reached, without one
+//! (`release`).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -19,13 +21,21 @@ use tokio::sync::{Notify, mpsc};
 /// How long a failed batch waits before it is delivered again.
 pub const RETRY_DELAY: Duration = Duration::from_secs(1);
 
+/// Why a share failed; a batch spends an attempt if any share's failure
+/// was its own.
+#[derive(Debug, Clone)]
+struct Failure {
+    error: String,
+    counts: bool,
+}
+
 pub struct Ticket {
     pub key: String,
     /// Payload bytes of the batch (it counts against the queue's size until acked).
     pub bytes: usize,
     ids: Mutex<Vec<DeliveryId>>,
     remaining: AtomicUsize,
-    error: Mutex<Option<String>>,
+    error: Mutex<Option<Failure>>,
     done: mpsc::UnboundedSender<Arc<Ticket>>,
 }
 
@@ -67,19 +77,39 @@ impl Ticket {
         }
     }
 
-    /// One share failed: the batch will be delivered again.
+    /// One share failed: the batch will be delivered again, an attempt spent.
     pub fn fail(self: &Arc<Self>, error: String) {
-        self.error.lock().expect("ticket lock").get_or_insert(error);
+        self.record(Failure { error, counts: true });
+    }
+
+    /// One share failed because its sink's backend could not be reached:
+    /// the batch will be delivered again without spending an attempt.
+    pub fn fail_unavailable(self: &Arc<Self>, error: String) {
+        self.record(Failure { error, counts: false });
+    }
+
+    fn record(self: &Arc<Self>, failure: Failure) {
+        {
+            let mut slot = self.error.lock().expect("ticket lock");
+            match slot.as_mut() {
+                None => *slot = Some(failure),
+                Some(first) => first.counts |= failure.counts,
+            }
+        }
         self.complete();
     }
 
-    fn error(&self) -> Option<String> {
+    fn failure(&self) -> Option<Failure> {
         self.error.lock().expect("ticket lock").clone()
     }
 }
 
 /// Batches being worked on, by key.
 pub type InFlight = Arc<Mutex<HashMap<String, Arc<Ticket>>>>;
+
+/// Deliveries received and not yet ticketed (waiting for their turn, in
+/// their transforms, or for room in a sink's input): kept hidden too.
+pub type Received = Arc<Mutex<HashSet<DeliveryId>>>;
 
 /// Acknowledges (or returns) finished batches, many per queue call, and
 /// wakes the consumer (`freed`) once they are out of flight.
@@ -96,12 +126,17 @@ pub async fn run_acker(
         }
         let mut acks = Vec::new();
         for ticket in &finished {
-            match ticket.error() {
+            match ticket.failure() {
                 None => acks.extend(ticket.ids()),
-                Some(error) => {
+                Some(failure) => {
                     for id in ticket.ids() {
-                        if let Err(e) = queue.nack(id, error.clone(), RETRY_DELAY).await {
-                            tracing::warn!(error = %e, "nack failed; the batch returns after its visibility timeout");
+                        let returned = if failure.counts {
+                            queue.nack(id, failure.error.clone(), RETRY_DELAY).await
+                        } else {
+                            queue.release(id, RETRY_DELAY).await
+                        };
+                        if let Err(e) = returned {
+                            tracing::warn!(error = %e, "returning a failed batch failed; it returns after its visibility timeout");
                         }
                     }
                 }
@@ -125,16 +160,20 @@ pub async fn run_acker(
     }
 }
 
-/// Keeps in-flight batches hidden from redelivery while they are worked on.
-pub async fn run_lease_keeper(queue: Arc<dyn Queue>, in_flight: InFlight, every: Duration) {
+/// Keeps received and in-flight batches hidden from redelivery while they
+/// are worked on, however long a sink makes them wait (an outage).
+pub async fn run_lease_keeper(queue: Arc<dyn Queue>, in_flight: InFlight, received: Received, every: Duration) {
     loop {
         tokio::time::sleep(every).await;
-        let ids: Vec<DeliveryId> = in_flight
+        let mut ids: Vec<DeliveryId> = in_flight
             .lock()
             .expect("in-flight lock")
             .values()
             .flat_map(|t| t.ids())
             .collect();
+        ids.extend(received.lock().expect("received lock").iter().copied());
+        ids.sort_unstable();
+        ids.dedup();
         if !ids.is_empty()
             && let Err(e) = queue.extend(ids).await
         {

@@ -24,7 +24,7 @@ fn generate(dir: &Path, seed: u64) -> BTreeMap<String, Value> {
     generate_sized(dir, seed, CHANGES, DOCUMENTS)
 }
 
-fn generate_sized(dir: &Path, seed: u64, changes: usize, docs: usize) -> BTreeMap<String, Value> {
+pub(crate) fn generate_sized(dir: &Path, seed: u64, changes: usize, docs: usize) -> BTreeMap<String, Value> {
     let (lines, oracle) = sluice_testkit::data::cdc(&sluice_testkit::generator::CdcOptions {
         changes: changes as u64,
         docs: docs as u64,
@@ -45,7 +45,7 @@ fn generate_sized(dir: &Path, seed: u64, changes: usize, docs: usize) -> BTreeMa
     documents
 }
 
-fn pipeline(store: &str) -> String {
+pub(crate) fn pipeline(store: &str) -> String {
     format!(
         r#"
 [sources.changes]
@@ -66,7 +66,7 @@ snapshot.columns.specialty = {{ pointer = "/specialty", type = "string" }}
 }
 
 /// Moves parts `range` into the watched folder.
-fn deliver(dir: &Path, range: std::ops::Range<usize>) {
+pub(crate) fn deliver(dir: &Path, range: std::ops::Range<usize>) {
     for i in range {
         let name = format!("part-{i}.ndjson");
         std::fs::rename(dir.join("parts").join(&name), dir.join("changes").join(&name)).unwrap();
@@ -214,7 +214,7 @@ async fn change_events_merge_into_postgres_as_the_oracle_says() {
 }
 
 /// Every hash under `prefix`, by key.
-async fn redis_hashes(
+pub(crate) async fn redis_hashes(
     conn: &mut redis::aio::MultiplexedConnection,
     prefix: &str,
 ) -> BTreeMap<String, BTreeMap<String, String>> {

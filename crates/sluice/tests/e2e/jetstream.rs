@@ -59,7 +59,7 @@ async fn files_through_a_jetstream_queue_land_as_the_oracle_says() {
 }
 
 /// Every message of JetStream stream `name`: (message id, payload).
-async fn read_stream(name: &str) -> Vec<(String, serde_json::Value)> {
+pub(crate) async fn read_stream(name: &str) -> Vec<(String, serde_json::Value)> {
     use futures::StreamExt;
     let js = async_nats::jetstream::new(async_nats::connect(support::nats_url()).await.unwrap());
     let mut stream = js.get_stream(name).await.unwrap();

@@ -1,36 +1,34 @@
-//! Backends that are not there yet: `sluice run` started while its
-//! PostgreSQL cannot be reached waits for it (saying so in its log) instead
-//! of exiting, and lands everything once it can. The outage is a TCP proxy
-//! in front of the machine's PostgreSQL that the test starts late, so the
-//! shared server never stops.
+//! Backends that go away: each test puts a TCP proxy in front of the
+//! machine's real service (so the shared server never stops) and cuts it,
+//! as when the service stops or the network fails.
+//!
+//! * Not there yet: `sluice run` started while its PostgreSQL cannot be
+//!   reached waits for it (saying so in its log) instead of exiting, and
+//!   lands everything once it can.
+//! * Gone mid-run for longer than the visibility timeout, with
+//!   `max_attempts = 1` so any attempt spent on the outage would show as
+//!   dead letters: `/ready` turns false and says which sink, the
+//!   `sluice_sink_backend_up` gauge drops to 0, the log says so once; after
+//!   the service is back everything lands exactly once and nothing is
+//!   dead-lettered.
 
 use std::{
+    collections::BTreeMap,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use sluice_testkit::services::Service;
-use tokio::net::{TcpListener, TcpStream};
+use sluice_testkit::{
+    process::{Running, http_get},
+    proxy::Proxy,
+    services::{Service, host_port},
+};
 
 use crate::{
+    documents,
     postgres::{connect, drop_schema, fresh_schema},
     support,
 };
-
-/// Forwards every connection on `listener` to `target`.
-async fn proxy(listener: TcpListener, target: String) {
-    loop {
-        let Ok((mut inbound, _)) = listener.accept().await else {
-            return;
-        };
-        let target = target.clone();
-        tokio::spawn(async move {
-            if let Ok(mut outbound) = TcpStream::connect(&target).await {
-                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-            }
-        });
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_sink_waits_for_its_database_and_then_lands_everything() {
@@ -45,12 +43,9 @@ async fn a_postgres_sink_waits_for_its_database_and_then_lands_everything() {
     let pg = connect().await;
     let schema = fresh_schema(&pg, "outage").await;
     let real = crate::postgres::url();
-    let (_, after_scheme) = real.split_once("://").unwrap();
-    let host_start = after_scheme.find('@').map_or(0, |at| at + 1);
-    let host_end = after_scheme.find('/').unwrap_or(after_scheme.len());
-    let target = after_scheme[host_start..host_end].to_string();
-    let port = support::free_port();
-    let url = real.replacen(&target, &format!("127.0.0.1:{port}"), 1);
+    let mut proxy = Proxy::start(host_port(&real).unwrap()).await;
+    proxy.cut();
+    let url = proxy.url_for(&real);
     std::fs::write(
         dir.join("pipeline.toml"),
         format!(
@@ -88,8 +83,7 @@ table = "events"
         "{waited}"
     );
 
-    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-    let forwarding = tokio::spawn(proxy(listener, target));
+    proxy.restore().await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         if let Some(status) = sluice.try_wait().unwrap() {
@@ -106,7 +100,6 @@ table = "events"
         "{}",
         std::fs::read_to_string(dir.join("sluice.log")).unwrap()
     );
-    forwarding.abort();
     let rows: i64 = pg
         .query_one(&format!("SELECT count(*) FROM {schema}.events"), &[])
         .await
@@ -114,4 +107,318 @@ table = "events"
         .get(0);
     assert_eq!(rows as usize, lines.len(), "every line landed once");
     drop_schema(&pg, &schema).await;
+}
+
+/// Starts `sluice run` on `dir/pipeline.toml` with its log in
+/// `dir/sluice.log`, and waits until it is ready.
+fn start_logged(dir: &std::path::Path, api: u16) -> Running {
+    let log = std::fs::File::create(dir.join("sluice.log")).unwrap();
+    let child = Command::new(support::SLUICE)
+        .arg("run")
+        .arg(dir.join("pipeline.toml"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut sluice = Running { child };
+    sluice.wait_ready(api);
+    sluice
+}
+
+/// Cuts `proxy` for `secs` seconds (checking the pipeline reports `sink`
+/// down meanwhile), restores it, and returns how long it was cut.
+async fn outage(proxy: &mut Proxy, api: u16, sink: &str, secs: u64) -> Duration {
+    proxy.cut();
+    let cut_at = Instant::now();
+    assert_reported_down(api, sink).await;
+    tokio::time::sleep(Duration::from_secs(secs).saturating_sub(cut_at.elapsed())).await;
+    let outage = cut_at.elapsed();
+    proxy.restore().await;
+    outage
+}
+
+/// After an outage: `/ready` is back, the run stops cleanly, nothing was
+/// dead-lettered, and the log told of the outage once and of the return.
+async fn assert_recovered(dir: &std::path::Path, api: u16, sluice: Running) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get(api, "/ready").is_none_or(|(status, _)| status != 200) {
+        assert!(Instant::now() < deadline, "/ready did not come back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    sluice.stop();
+    let dead = dead_letters(dir);
+    assert!(
+        dead.is_empty(),
+        "{} good events were dead-lettered: {:?}",
+        dead.len(),
+        &dead[..1]
+    );
+    let log = std::fs::read_to_string(dir.join("sluice.log")).unwrap();
+    assert_eq!(
+        log.matches("the sink's backend cannot be reached; its batches wait")
+            .count(),
+        1,
+        "the outage is logged once"
+    );
+    assert!(log.contains("the sink's backend is back"), "{log}");
+}
+
+/// The `[api]` and `[delivery]` of an outage test: a 2 s visibility
+/// timeout, and one attempt, so any attempt spent on the outage shows.
+fn outage_settings(api: u16) -> String {
+    format!("[api]\naddress = \"127.0.0.1:{api}\"\n\n[delivery]\nvisibility_timeout_secs = 2\nmax_attempts = 1\n")
+}
+
+/// Writes `dir/pipeline.toml`: the outage settings, a file source `input`
+/// on `dir/incoming/*.ndjson` (64 KiB batches) and `sink`.
+fn write_file_pipeline(dir: &std::path::Path, api: u16, sink: &str) {
+    std::fs::create_dir_all(dir.join("incoming")).unwrap();
+    let source =
+        "[sources.input]\ntype = \"file\"\npath = \"incoming/*.ndjson\"\nsettle_secs = 0\nmax_batch_bytes = 65536\n";
+    std::fs::write(
+        dir.join("pipeline.toml"),
+        format!("{}\n{source}\n{sink}", outage_settings(api)),
+    )
+    .unwrap();
+}
+
+/// Reason and detail of each dead letter of the pipeline in `dir`.
+fn dead_letters(dir: &std::path::Path) -> Vec<String> {
+    support::run_ok(
+        Command::new(support::SLUICE)
+            .args(["dlq", "show"])
+            .arg(dir.join("pipeline.toml"))
+            .args(["--json", "--limit", "100000000"]),
+    )
+    .lines()
+    .map(|l| {
+        let letter: serde_json::Value = serde_json::from_str(l).unwrap();
+        format!("{}: {}", letter["reason"], letter["detail"])
+    })
+    .collect()
+}
+
+/// Waits until `count` returns at least `want` (at most `secs`).
+async fn wait_for<F, Fut>(what: &str, secs: u64, want: i64, mut count: F) -> i64
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = i64>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let have = count().await;
+        if have >= want {
+            return have;
+        }
+        assert!(Instant::now() < deadline, "{what}: {have} of {want} after {secs} s");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// While the backend is cut: `/ready` says which sink is down and the
+/// gauge is 0; returns once both were seen.
+async fn assert_reported_down(api: u16, sink: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = http_get(api, "/ready");
+        let metrics = http_get(api, "/metrics").map(|(_, body)| body).unwrap_or_default();
+        let gauge = format!("sluice_sink_backend_up{{component=\"{sink}\"}} 0");
+        if let Some((503, body)) = &ready
+            && body.contains(&format!("backend unavailable: sinks {sink}"))
+            && metrics.contains(&gauge)
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the outage was not reported: {ready:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_going_away_mid_run_costs_no_attempts_and_everything_lands_once() {
+    if !support::services_up(&[Service::Postgres]) {
+        return;
+    }
+    let tmp = sluice_testkit::tempdir().unwrap();
+    let dir = tmp.path();
+    let (lines, _) = support::generate_clean(dir, 3_000, 8);
+    let pg = connect().await;
+    let schema = fresh_schema(&pg, "outage_mid_run").await;
+    let real = crate::postgres::url();
+    let mut proxy = Proxy::start(host_port(&real).unwrap()).await;
+    let api = support::free_port();
+    write_file_pipeline(
+        dir,
+        api,
+        &format!(
+            r#"[sinks.table]
+type = "postgres"
+inputs = ["input"]
+url = "{url}"
+schema = "{schema}"
+table = "events"
+flush_interval_secs = 1
+"#,
+            url = proxy.url_for(&real)
+        ),
+    );
+    let sluice = start_logged(dir, api);
+    let rows = || async {
+        pg.query_one(&format!("SELECT count(*) FROM {schema}.events"), &[])
+            .await
+            .map_or(0, |r| r.get::<_, i64>(0))
+    };
+
+    std::fs::write(dir.join("incoming/a.ndjson"), lines[..1_000].join("\n") + "\n").unwrap();
+    wait_for("rows before the outage", 60, 1_000, rows).await;
+    std::fs::write(dir.join("incoming/b.ndjson"), lines[1_000..].join("\n") + "\n").unwrap();
+    // Cut for four visibility timeouts: every batch of b is tried and
+    // returned several times meanwhile.
+    let cut = outage(&mut proxy, api, "table", 8).await;
+    let landed = wait_for("rows after the outage", 90, lines.len() as i64, rows).await;
+    assert_recovered(dir, api, sluice).await;
+    assert_eq!(landed as usize, lines.len());
+    let distinct: i64 = pg
+        .query_one(&format!("SELECT count(DISTINCT event_id) FROM {schema}.events"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(distinct as usize, lines.len(), "every line once");
+    eprintln!("PostgreSQL cut for {cut:?}; {landed} rows, 0 dead letters");
+    drop_schema(&pg, &schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_going_away_mid_run_costs_no_attempts_and_the_projection_ends_equal() {
+    if !support::services_up(&[Service::Redis]) {
+        return;
+    }
+    let tmp = sluice_testkit::tempdir().unwrap();
+    let dir = tmp.path();
+    let oracle = documents::generate_sized(dir, 75, 6_000, 400);
+    let real = Service::Redis.url();
+    let mut proxy = Proxy::start(host_port(&real).unwrap()).await;
+    let api = support::free_port();
+    let prefix = format!("sluice-outage-{}:", std::process::id());
+    let projection = format!(
+        r#"
+[sinks.cards]
+type = "projection"
+inputs = ["doctors.changes"]
+redis = "{url}"
+key = "{prefix}{{entity}}:{{id}}"
+entity = "doctor"
+fields = {{ name = "/name", specialty = "/specialty" }}
+flush_interval_secs = 1
+"#,
+        url = proxy.url_for(&real)
+    );
+    std::fs::write(
+        dir.join("pipeline.toml"),
+        outage_settings(api) + &documents::pipeline("embedded") + &projection,
+    )
+    .unwrap();
+    let sluice = start_logged(dir, api);
+    let client = redis::Client::open(real.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+
+    documents::deliver(dir, 0..2);
+    let keys = || {
+        let mut conn = conn.clone();
+        let pattern = format!("{prefix}*");
+        async move {
+            let keys: Vec<String> = redis::cmd("KEYS").arg(pattern).query_async(&mut conn).await.unwrap();
+            keys.len() as i64
+        }
+    };
+    wait_for("hashes before the outage", 60, 1, keys).await;
+    documents::deliver(dir, 2..5);
+    let cut = outage(&mut proxy, api, "cards", 8).await;
+
+    let expected: BTreeMap<String, BTreeMap<String, String>> = oracle
+        .iter()
+        .map(|(id, doc)| {
+            let hash = [("name", "/name"), ("specialty", "/specialty")]
+                .into_iter()
+                .filter_map(|(field, pointer)| {
+                    let value = doc.pointer(pointer)?.as_str()?;
+                    Some((field.to_string(), value.to_string()))
+                })
+                .collect();
+            (format!("{prefix}doctor:{id}"), hash)
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if documents::redis_hashes(&mut conn, &prefix).await == expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the projection did not catch up after the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_recovered(dir, api, sluice).await;
+    eprintln!(
+        "Redis cut for {cut:?}; {} hashes equal the oracle, 0 dead letters",
+        expected.len()
+    );
+    let stale: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("DEL").arg(&stale).query_async(&mut conn).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_going_away_mid_run_costs_no_attempts_and_each_event_is_published_once() {
+    if !support::services_up(&[Service::Nats]) {
+        return;
+    }
+    let tmp = sluice_testkit::tempdir().unwrap();
+    let dir = tmp.path();
+    let (lines, _) = support::generate_clean(dir, 3_000, 9);
+    let real = support::nats_url();
+    let mut proxy = Proxy::start(host_port(&real).unwrap()).await;
+    let api = support::free_port();
+    let pid = std::process::id();
+    let stream = format!("SLUICE_E2E_OUTAGE_{pid}");
+    write_file_pipeline(
+        dir,
+        api,
+        &format!(
+            r#"[sinks.processed]
+type = "stream"
+inputs = ["input"]
+url = "{url}"
+subject = "sluice.e2e.{pid}.outage"
+stream = "{stream}"
+flush_interval_secs = 1
+"#,
+            url = proxy.url_for(&real)
+        ),
+    );
+    let sluice = start_logged(dir, api);
+    let js = async_nats::jetstream::new(async_nats::connect(real).await.unwrap());
+    let published = || {
+        let (js, stream) = (js.clone(), stream.clone());
+        async move {
+            match js.get_stream(&stream).await {
+                Ok(mut s) => s.info().await.map_or(0, |i| i.state.messages as i64),
+                Err(_) => 0,
+            }
+        }
+    };
+    std::fs::write(dir.join("incoming/a.ndjson"), lines[..1_000].join("\n") + "\n").unwrap();
+    wait_for("messages before the outage", 60, 1_000, published).await;
+    std::fs::write(dir.join("incoming/b.ndjson"), lines[1_000..].join("\n") + "\n").unwrap();
+    let cut = outage(&mut proxy, api, "processed", 8).await;
+    let landed = wait_for("messages after the outage", 90, lines.len() as i64, published).await;
+    assert_recovered(dir, api, sluice).await;
+    let messages = crate::jetstream::read_stream(&stream).await;
+    assert_eq!(messages.len(), lines.len(), "each event once");
+    eprintln!("NATS cut for {cut:?}; {landed} messages, 0 dead letters");
+    js.delete_stream(&stream).await.unwrap();
 }

@@ -1,0 +1,70 @@
+//! Whether a running pipeline is ready, as the API's `/ready` answers: it
+//! takes input, and no sink's backend is known to be down. The engine
+//! sets the first; sink drivers mark their backend down when a flush could
+//! not reach it and up when one succeeds.
+
+use std::{
+    collections::BTreeSet,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+#[derive(Default)]
+pub struct Readiness {
+    taking_input: AtomicBool,
+    down: Mutex<BTreeSet<String>>,
+}
+
+impl Readiness {
+    pub fn set_taking_input(&self, taking: bool) {
+        self.taking_input.store(taking, Ordering::Relaxed);
+    }
+
+    /// Marks `sink`'s backend down; true if it was up until now.
+    pub fn backend_down(&self, sink: &str) -> bool {
+        self.down
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(sink.to_string())
+    }
+
+    /// Marks `sink`'s backend up; true if it was down until now.
+    pub fn backend_up(&self, sink: &str) -> bool {
+        self.down.lock().unwrap_or_else(|e| e.into_inner()).remove(sink)
+    }
+
+    /// `Ok` when ready, else why not.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.taking_input.load(Ordering::Relaxed) {
+            return Err("not taking input".into());
+        }
+        let down = self.down.lock().unwrap_or_else(|e| e.into_inner());
+        if down.is_empty() {
+            Ok(())
+        } else {
+            let names: Vec<&str> = down.iter().map(String::as_str).collect();
+            Err(format!("backend unavailable: sinks {}", names.join(", ")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_only_while_taking_input_with_every_backend_up() {
+        let r = Readiness::default();
+        assert_eq!(r.check(), Err("not taking input".into()));
+        r.set_taking_input(true);
+        assert_eq!(r.check(), Ok(()));
+        assert!(r.backend_down("pg"));
+        assert!(!r.backend_down("pg"), "reported once");
+        assert_eq!(r.check(), Err("backend unavailable: sinks pg".into()));
+        assert!(r.backend_up("pg"));
+        assert!(!r.backend_up("pg"));
+        assert_eq!(r.check(), Ok(()));
+    }
+}

@@ -45,7 +45,7 @@ impl Readiness {
             Ok(())
         } else {
             let names: Vec<&str> = down.iter().map(String::as_str).collect();
-            Err(format!("backend unavailable: sinks {}", names.join(", ")))
+            Err(format!("backend unavailable for {}", names.join(", ")))
         }
     }
 }
@@ -60,11 +60,13 @@ mod tests {
         assert_eq!(r.check(), Err("not taking input".into()));
         r.set_taking_input(true);
         assert_eq!(r.check(), Ok(()));
-        assert!(r.backend_down("pg"));
-        assert!(!r.backend_down("pg"), "reported once");
-        assert_eq!(r.check(), Err("backend unavailable: sinks pg".into()));
-        assert!(r.backend_up("pg"));
-        assert!(!r.backend_up("pg"));
+        assert!(r.backend_down("sink pg"));
+        assert!(!r.backend_down("sink pg"), "reported once");
+        assert!(r.backend_down("transforms"));
+        assert_eq!(r.check(), Err("backend unavailable for sink pg, transforms".into()));
+        assert!(r.backend_up("sink pg"));
+        assert!(!r.backend_up("sink pg"));
+        assert!(r.backend_up("transforms"));
         assert_eq!(r.check(), Ok(()));
     }
 }

@@ -89,7 +89,7 @@ impl SelfDescribingTransform {
                     .registry
                     .referenced(&schema)
                     .await
-                    .map_err(|e| StageError::retriable(format!("schema registry: {e}")))?;
+                    .map_err(|e| StageError::from_backend(format!("schema registry: {e}"), &e))?;
                 let validator = Arc::new(
                     compile_with(&schema, referenced)
                         .map_err(|e| StageError::fatal(format!("registered {key}: {e}")))?,
@@ -107,7 +107,7 @@ impl SelfDescribingTransform {
                     .insert(text.to_string(), Instant::now());
                 Ok(Lookup::Unknown(format!("{key} is not registered")))
             }
-            Err(e) => Err(StageError::retriable(format!("schema registry: {e}"))),
+            Err(e) => Err(StageError::from_backend(format!("schema registry: {e}"), &e)),
         }
     }
 

@@ -102,6 +102,9 @@ async fn open_when_reachable(
     }
 }
 
+/// The name `/ready` gives the transforms when a backend of theirs is down.
+const TRANSFORMS: &str = "transforms";
+
 /// Least time between two early flushes (input drained, or in-flight limit reached).
 const EARLY_FLUSH_EVERY: Duration = Duration::from_millis(100);
 
@@ -351,6 +354,11 @@ pub async fn run(
         in_flight: in_flight.clone(),
         done_tx,
         max_in_flight: cfg.delivery.max_in_flight,
+        readiness: ready.clone(),
+        unavailable_backoff: Mutex::new(sluice_core::retry::Backoff::new(
+            Duration::from_millis(200),
+            Duration::from_secs(30),
+        )),
     };
     let mut stopping = false;
     let mut last_early_flush: Option<Instant> = None;
@@ -467,6 +475,9 @@ struct Consumer<'a> {
     in_flight: InFlight,
     done_tx: mpsc::UnboundedSender<Arc<Ticket>>,
     max_in_flight: usize,
+    readiness: Arc<Readiness>,
+    /// Between batches returned because a transform's backend is down.
+    unavailable_backoff: Mutex<sluice_core::retry::Backoff>,
 }
 
 /// A queue operation failed (storage trouble): the batches involved return
@@ -484,6 +495,21 @@ impl Consumer<'_> {
         if let Err(e) = self.queue.nack(id, error, delay).await {
             queue_trouble("nack", &e).await;
         }
+    }
+
+    /// Returns a batch without spending an attempt: a backend a transform
+    /// needs (document store, lookup source, schema registry) or the
+    /// dead-letter store could not be reached. The transforms count as
+    /// down until a batch passes them again, and the consumer backs off.
+    async fn return_unavailable(&self, id: sluice_core::DeliveryId, error: &str) {
+        let delay = self.unavailable_backoff.lock().expect("backoff lock").next_delay();
+        if self.readiness.backend_down(TRANSFORMS) {
+            tracing::warn!(error = %error, "a transform's backend cannot be reached; batches wait for it without spending attempts, and /ready is false until it is back");
+        }
+        if let Err(e) = self.queue.release(id, RETRY_DELAY).await {
+            queue_trouble("release", &e).await;
+        }
+        tokio::time::sleep(delay).await;
     }
 
     async fn process(&self, d: Delivery) -> Result<()> {
@@ -505,7 +531,17 @@ impl Consumer<'_> {
             enqueued_at_ms: d.enqueued_at_ms,
         };
         let routed = match run_plan(&d.source, batch, events, plan, &self.transforms, &self.sink_inputs).await {
-            Ok(r) => r,
+            Ok(r) => {
+                if self.readiness.backend_up(TRANSFORMS) {
+                    self.unavailable_backoff.lock().expect("backoff lock").reset();
+                    tracing::info!("the transforms' backends are back");
+                }
+                r
+            }
+            Err(e) if e.is_unavailable() => {
+                self.return_unavailable(d.id, &e.message).await;
+                return Ok(());
+            }
             Err(e) if e.is_retriable() => {
                 self.return_later(d.id, e.message, RETRY_DELAY).await;
                 return Ok(());
@@ -519,7 +555,7 @@ impl Consumer<'_> {
                 .map(|(component, r)| DeadLetter::refused(&d.key, &d.source, &component, r))
                 .collect();
             if let Err(e) = self.dlq.put(letters).await {
-                self.return_later(d.id, format!("storing dead letters: {e}"), RETRY_DELAY)
+                self.return_unavailable(d.id, &format!("storing dead letters: {e}"))
                     .await;
                 return Ok(());
             }

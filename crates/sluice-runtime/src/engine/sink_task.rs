@@ -159,7 +159,7 @@ impl SinkDriver {
                 }
                 *window_started = None;
                 backoff.reset();
-                if self.readiness.backend_up(&self.name) {
+                if self.readiness.backend_up(&format!("sink {}", self.name)) {
                     self.telemetry.backend_back();
                 }
                 Ok(())
@@ -186,7 +186,7 @@ impl SinkDriver {
             }
         }
         *window_started = None;
-        if unavailable && self.readiness.backend_down(&self.name) {
+        if unavailable && self.readiness.backend_down(&format!("sink {}", self.name)) {
             self.telemetry.backend_lost(&error);
         }
         if !error.is_retriable() {

@@ -86,7 +86,7 @@ impl AvroTransform {
             .registry
             .list()
             .await
-            .map_err(|e| StageError::retriable(format!("schema registry: {e}")))?;
+            .map_err(|e| StageError::from_backend(format!("schema registry: {e}"), &e))?;
         let mut known = self.known.write().unwrap_or_else(|e| e.into_inner());
         for r in registered.into_iter().filter(|r| r.key.format == super::FORMAT) {
             let Ok(schema) = super::parse(&r.schema.to_value()) else {

@@ -166,7 +166,7 @@ impl Transform for LookupTransform {
                 .shared
                 .reload()
                 .await
-                .map_err(|e| StageError::retriable(format!("the reference table is not loaded yet: {e}")))?,
+                .map_err(|e| StageError::unavailable(format!("the reference table is not loaded yet: {e}")))?,
         };
         let mut output = TransformOutput::default();
         for mut event in events {

@@ -125,21 +125,31 @@ fn start_logged(dir: &std::path::Path, api: u16) -> Running {
     sluice
 }
 
-/// Cuts `proxy` for `secs` seconds (checking the pipeline reports `sink`
-/// down meanwhile), restores it, and returns how long it was cut.
-async fn outage(proxy: &mut Proxy, api: u16, sink: &str, secs: u64) -> Duration {
+/// Cuts `proxy` for `secs` seconds (checking the pipeline reports
+/// `component` down meanwhile), restores it, and returns how long it was cut.
+async fn outage(proxy: &mut Proxy, api: u16, component: &str, secs: u64) -> Duration {
     proxy.cut();
     let cut_at = Instant::now();
-    assert_reported_down(api, sink).await;
+    assert_reported_down(api, component).await;
     tokio::time::sleep(Duration::from_secs(secs).saturating_sub(cut_at.elapsed())).await;
     let outage = cut_at.elapsed();
     proxy.restore().await;
     outage
 }
 
+/// The log lines of a sink's outage and of a transform's.
+const SINK_LOST: [&str; 2] = [
+    "the sink's backend cannot be reached; its batches wait",
+    "the sink's backend is back",
+];
+const TRANSFORM_LOST: [&str; 2] = [
+    "a transform's backend cannot be reached; batches wait",
+    "the transforms' backends are back",
+];
+
 /// After an outage: `/ready` is back, the run stops cleanly, nothing was
 /// dead-lettered, and the log told of the outage once and of the return.
-async fn assert_recovered(dir: &std::path::Path, api: u16, sluice: Running) {
+async fn assert_recovered(dir: &std::path::Path, api: u16, sluice: Running, [lost, back]: [&str; 2]) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while http_get(api, "/ready").is_none_or(|(status, _)| status != 200) {
         assert!(Instant::now() < deadline, "/ready did not come back");
@@ -154,13 +164,8 @@ async fn assert_recovered(dir: &std::path::Path, api: u16, sluice: Running) {
         &dead[..1]
     );
     let log = std::fs::read_to_string(dir.join("sluice.log")).unwrap();
-    assert_eq!(
-        log.matches("the sink's backend cannot be reached; its batches wait")
-            .count(),
-        1,
-        "the outage is logged once"
-    );
-    assert!(log.contains("the sink's backend is back"), "{log}");
+    assert_eq!(log.matches(lost).count(), 1, "the outage is logged once");
+    assert!(log.contains(back), "{log}");
 }
 
 /// The `[api]` and `[delivery]` of an outage test: a 2 s visibility
@@ -215,17 +220,20 @@ where
     }
 }
 
-/// While the backend is cut: `/ready` says which sink is down and the
-/// gauge is 0; returns once both were seen.
-async fn assert_reported_down(api: u16, sink: &str) {
+/// While the backend is cut: `/ready` says which component is down (`sink
+/// NAME`, with its gauge at 0, or `transforms`); returns once seen.
+async fn assert_reported_down(api: u16, component: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let ready = http_get(api, "/ready");
         let metrics = http_get(api, "/metrics").map(|(_, body)| body).unwrap_or_default();
-        let gauge = format!("sluice_sink_backend_up{{component=\"{sink}\"}} 0");
+        let gauge = match component.strip_prefix("sink ") {
+            Some(sink) => metrics.contains(&format!("sluice_sink_backend_up{{component=\"{sink}\"}} 0")),
+            None => true,
+        };
         if let Some((503, body)) = &ready
-            && body.contains(&format!("backend unavailable: sinks {sink}"))
-            && metrics.contains(&gauge)
+            && body.contains(&format!("backend unavailable for {component}"))
+            && gauge
         {
             return;
         }
@@ -274,9 +282,9 @@ flush_interval_secs = 1
     std::fs::write(dir.join("incoming/b.ndjson"), lines[1_000..].join("\n") + "\n").unwrap();
     // Cut for four visibility timeouts: every batch of b is tried and
     // returned several times meanwhile.
-    let cut = outage(&mut proxy, api, "table", 8).await;
+    let cut = outage(&mut proxy, api, "sink table", 8).await;
     let landed = wait_for("rows after the outage", 90, lines.len() as i64, rows).await;
-    assert_recovered(dir, api, sluice).await;
+    assert_recovered(dir, api, sluice, SINK_LOST).await;
     assert_eq!(landed as usize, lines.len());
     let distinct: i64 = pg
         .query_one(&format!("SELECT count(DISTINCT event_id) FROM {schema}.events"), &[])
@@ -333,7 +341,7 @@ flush_interval_secs = 1
     };
     wait_for("hashes before the outage", 60, 1, keys).await;
     documents::deliver(dir, 2..5);
-    let cut = outage(&mut proxy, api, "cards", 8).await;
+    let cut = outage(&mut proxy, api, "sink cards", 8).await;
 
     let expected: BTreeMap<String, BTreeMap<String, String>> = oracle
         .iter()
@@ -359,7 +367,7 @@ flush_interval_secs = 1
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert_recovered(dir, api, sluice).await;
+    assert_recovered(dir, api, sluice, SINK_LOST).await;
     eprintln!(
         "Redis cut for {cut:?}; {} hashes equal the oracle, 0 dead letters",
         expected.len()
@@ -414,11 +422,56 @@ flush_interval_secs = 1
     std::fs::write(dir.join("incoming/a.ndjson"), lines[..1_000].join("\n") + "\n").unwrap();
     wait_for("messages before the outage", 60, 1_000, published).await;
     std::fs::write(dir.join("incoming/b.ndjson"), lines[1_000..].join("\n") + "\n").unwrap();
-    let cut = outage(&mut proxy, api, "processed", 8).await;
+    let cut = outage(&mut proxy, api, "sink processed", 8).await;
     let landed = wait_for("messages after the outage", 90, lines.len() as i64, published).await;
-    assert_recovered(dir, api, sluice).await;
+    assert_recovered(dir, api, sluice, SINK_LOST).await;
     let messages = crate::jetstream::read_stream(&stream).await;
     assert_eq!(messages.len(), lines.len(), "each event once");
     eprintln!("NATS cut for {cut:?}; {landed} messages, 0 dead letters");
     js.delete_stream(&stream).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_document_store_going_away_mid_run_costs_no_attempts_and_the_documents_end_equal() {
+    if !support::services_up(&[Service::Postgres]) {
+        return;
+    }
+    let tmp = sluice_testkit::tempdir().unwrap();
+    let dir = tmp.path();
+    let oracle = documents::generate_sized(dir, 76, 6_000, 400);
+    let pg = connect().await;
+    let schema = fresh_schema(&pg, "outage_store").await;
+    let real = crate::postgres::url();
+    let mut proxy = Proxy::start(host_port(&real).unwrap()).await;
+    let api = support::free_port();
+    let store = format!("{}\"\nschema = \"{schema}", proxy.url_for(&real));
+    std::fs::write(
+        dir.join("pipeline.toml"),
+        outage_settings(api) + &documents::pipeline(&store),
+    )
+    .unwrap();
+    let sluice = start_logged(dir, api);
+    let stored = || async {
+        pg.query_one(&format!("SELECT count(*) FROM {schema}.doctors"), &[])
+            .await
+            .map_or(0, |r| r.get::<_, i64>(0))
+    };
+    documents::deliver(dir, 0..2);
+    wait_for("documents before the outage", 60, 1, stored).await;
+    documents::deliver(dir, 2..5);
+    let cut = outage(&mut proxy, api, "transforms", 8).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while crate::documents::postgres_documents(&pg, &schema).await != oracle {
+        assert!(
+            Instant::now() < deadline,
+            "the documents did not catch up after the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_recovered(dir, api, sluice, TRANSFORM_LOST).await;
+    eprintln!(
+        "the document store cut for {cut:?}; {} documents equal the oracle, 0 dead letters",
+        oracle.len()
+    );
+    drop_schema(&pg, &schema).await;
 }

@@ -56,7 +56,7 @@ pub struct PgComparison {
 async fn connect(url: &str) -> Result<Client> {
     db::connect(url)
         .await
-        .map_err(|e| anyhow::anyhow!("connecting to {url}: {}", db::describe(&e)))
+        .map_err(|e| anyhow::anyhow!("connecting to {url}: {e}"))
 }
 
 async fn fresh_schema(client: &Client, schema: &str) -> Result<()> {

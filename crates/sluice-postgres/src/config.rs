@@ -102,8 +102,7 @@ impl PostgresSinkConfig {
                 "url: expected postgres://user@host:port/database (or the key=value form host=... dbname=...)".into(),
             );
         }
-        url.parse::<tokio_postgres::Config>()
-            .map_err(|e| format!("url: not a PostgreSQL connection string ({e})"))?;
+        crate::tls::parse(url).map_err(|e| format!("url: {e}"))?;
         check_config_identifier(&self.schema).map_err(|e| format!("schema: {e}"))?;
         check_config_identifier(&self.table).map_err(|e| format!("table: {e}"))?;
         if self.table.starts_with("_sluice") {

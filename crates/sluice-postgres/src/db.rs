@@ -68,15 +68,58 @@ pub fn unreachable(e: &DbError) -> bool {
     }
 }
 
-/// Opens a connection; its driver runs as a task until the client is dropped.
-pub async fn connect(url: &str) -> Result<Client, DbError> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+/// Why a connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The URL's TLS settings cannot be used (named key, what is wrong).
+    #[error("{0}")]
+    Settings(String),
+    #[error("{}", describe(.0))]
+    Db(#[from] DbError),
+}
+
+impl ConnectError {
+    /// The server could not be reached (worth waiting for).
+    pub fn unreachable(&self) -> bool {
+        matches!(self, ConnectError::Db(e) if unreachable(e))
+    }
+
+    /// The TLS handshake failed: the server's certificate is not trusted as
+    /// configured, or it does not speak TLS where TLS is required.
+    pub fn tls_refused(&self) -> bool {
+        matches!(self, ConnectError::Db(e) if e.to_string().contains("TLS"))
+    }
+}
+
+/// Opens a connection (TLS as the URL's `sslmode` says, [`crate::tls`]);
+/// its driver runs as a task until the client is dropped.
+pub async fn connect(url: &str) -> Result<Client, ConnectError> {
+    let settings = crate::tls::parse(url).map_err(ConnectError::Settings)?;
+    let client = match crate::tls::client_config(&settings).map_err(ConnectError::Settings)? {
+        None => {
+            let (client, connection) = settings.config.connect(NoTls).await?;
+            spawn_driver(connection);
+            client
+        }
+        Some(tls) => {
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
+            let (client, connection) = settings.config.connect(tls).await?;
+            spawn_driver(connection);
+            client
+        }
+    };
+    Ok(client)
+}
+
+fn spawn_driver<F>(connection: F)
+where
+    F: std::future::Future<Output = Result<(), DbError>> + Send + 'static,
+{
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %e, "PostgreSQL connection closed");
         }
     });
-    Ok(client)
 }
 
 /// Serialises DDL on one table family across every writer.

@@ -21,6 +21,7 @@ pub mod flatten;
 pub mod ident;
 pub mod shape;
 pub mod sink;
+pub mod tls;
 
 pub use config::{DeleteWhen, PostgresSinkConfig, WriteMode};
 pub use sink::PostgresSink;

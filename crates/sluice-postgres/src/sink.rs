@@ -84,7 +84,7 @@ impl PostgresSink {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             let client = db::connect(self.config.url.expose())
                 .await
-                .map_err(|e| StageError::unavailable(format!("connecting to PostgreSQL: {}", db::describe(&e))))?;
+                .map_err(|e| connect_error(&e))?;
             self.client = Some(client);
             self.reload = true;
         }
@@ -108,6 +108,17 @@ impl PostgresSink {
         self.shape = shape;
         self.reload = false;
         Ok(())
+    }
+}
+
+/// Settings and certificates that do not work stop the start with the
+/// reason (waiting will not fix them); anything else is waited for.
+fn connect_error(e: &db::ConnectError) -> StageError {
+    let message = format!("connecting to PostgreSQL: {e}");
+    if matches!(e, db::ConnectError::Settings(_)) || e.tls_refused() {
+        StageError::fatal(message)
+    } else {
+        StageError::unavailable(message)
     }
 }
 

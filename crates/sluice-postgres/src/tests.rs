@@ -401,3 +401,64 @@ async fn delete_when_removes_the_row_and_its_children_and_the_last_event_of_a_ke
     assert_eq!(orphans, vec!["1"], "the deleted rows' children are gone");
     drop_schema(&client, &schema).await;
 }
+
+/// Whether the server encrypts this client's connection.
+async fn encrypted(client: &Client) -> bool {
+    client
+        .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// The machine's PostgreSQL serves TLS with Debian's self-signed
+/// certificate for `localhost` (`ssl = on`, `ssl_cert_file`); each sslmode
+/// is tried against it, the certificate itself as the trusted CA.
+#[tokio::test]
+async fn connections_follow_sslmode_as_libpq_spells_it() {
+    if sluice_testkit::services::postgres().is_none() {
+        return;
+    }
+    let plain = db::connect(&format!("{}?sslmode=disable", url())).await.unwrap();
+    assert!(!encrypted(&plain).await);
+    let ssl: String = plain.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+    assert_eq!(ssl, "on", "the test PostgreSQL must serve TLS (ssl = on)");
+    let cert_file: String = plain.query_one("SHOW ssl_cert_file", &[]).await.unwrap().get(0);
+    let base = url();
+    let with = |host: &str, query: &str| format!("{}?{query}", base.replacen("127.0.0.1", host, 1));
+
+    for (host, query) in [
+        ("localhost", format!("sslmode=verify-full&sslrootcert={cert_file}")),
+        ("127.0.0.1", format!("sslmode=verify-ca&sslrootcert={cert_file}")),
+        ("127.0.0.1", "sslmode=require".to_string()),
+        ("127.0.0.1", "sslmode=prefer".to_string()),
+    ] {
+        let client = db::connect(&with(host, &query))
+            .await
+            .unwrap_or_else(|e| panic!("{host} {query}: {e}"));
+        assert!(encrypted(&client).await, "{query}");
+    }
+
+    // The certificate names localhost, not 127.0.0.1.
+    let e = db::connect(&with(
+        "127.0.0.1",
+        &format!("sslmode=verify-full&sslrootcert={cert_file}"),
+    ))
+    .await
+    .err()
+    .unwrap();
+    assert!(e.tls_refused() && !e.unreachable(), "{e}");
+    assert!(e.to_string().contains("not valid for name \"127.0.0.1\""), "{e}");
+    // Another authority's certificate does not vouch for this server.
+    let dir = sluice_testkit::tempdir().unwrap();
+    let other = sluice_testkit::tls::authority(dir.path(), "other-ca");
+    let e = db::connect(&with(
+        "localhost",
+        &format!("sslmode=verify-full&sslrootcert={}", other.cert.display()),
+    ))
+    .await
+    .err()
+    .unwrap();
+    assert!(e.tls_refused(), "{e}");
+    assert!(e.to_string().contains("UnknownIssuer"), "{e}");
+}

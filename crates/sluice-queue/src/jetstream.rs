@@ -148,27 +148,94 @@ fn storage(e: impl std::fmt::Display) -> QueueError {
 
 /// Connects to NATS at `url`. A user and password (or a token: a user
 /// alone) in the URL go in the handshake's options, never in the address,
-/// which async-nats logs.
-pub async fn connect(url: &sluice_core::Secret) -> Result<async_nats::Client, String> {
+/// which async-nats logs. TLS and other credentials come from the
+/// environment variables the `nats` command reads ([`options_from_env`]).
+pub async fn connect(url: &sluice_core::Secret) -> Result<async_nats::Client, ConnectError> {
     let text = url.expose();
     let (scheme, rest) = text.split_once("://").unwrap_or(("nats", text));
     let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (options, address) = match rest[..authority_end].rsplit_once('@') {
+    let mut options = options_from_env().await.map_err(|message| ConnectError {
+        message,
+        permanent: true,
+    })?;
+    let address = match rest[..authority_end].rsplit_once('@') {
         Some((credentials, host)) => {
-            let options = match credentials.split_once(':') {
-                Some((user, password)) => {
-                    async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
-                }
-                None => async_nats::ConnectOptions::with_token(credentials.into()),
+            options = match credentials.split_once(':') {
+                Some((user, password)) => options.user_and_password(user.into(), password.into()),
+                None => options.token(credentials.into()),
             };
-            (options, format!("{scheme}://{host}{}", &rest[authority_end..]))
+            format!("{scheme}://{host}{}", &rest[authority_end..])
         }
-        None => (async_nats::ConnectOptions::new(), text.to_string()),
+        None => text.to_string(),
     };
-    options
-        .connect(address)
-        .await
-        .map_err(|e| format!("connecting to {}: {e}", url.redacted()))
+    options.connect(address).await.map_err(|e| ConnectError {
+        message: format!("connecting to {}: {e}", url.redacted()),
+        permanent: matches!(
+            e.kind(),
+            async_nats::ConnectErrorKind::Tls | async_nats::ConnectErrorKind::Authentication
+        ) || refused_by_tls(&e),
+    })
+}
+
+/// Whether a TLS handshake failed somewhere in `error`'s causes (async-nats
+/// reports a certificate it does not trust as an I/O error).
+fn refused_by_tls(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let inner = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
+        if inner || e.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// Why NATS could not be reached. `permanent` when waiting will not help:
+/// the TLS settings or credentials are refused, or cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ConnectError {
+    pub message: String,
+    pub permanent: bool,
+}
+
+/// Connection options from the `nats` command's environment variables:
+/// `NATS_CA` (CA certificates, PEM; TLS is then required), `NATS_CERT` and
+/// `NATS_KEY` (a client certificate), `NATS_CREDS` (a credentials file)
+/// and `NATS_NKEY` (a file holding an NKey seed). Secrets stay in files.
+pub async fn options_from_env() -> Result<async_nats::ConnectOptions, String> {
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+    };
+    let mut options = async_nats::ConnectOptions::new();
+    if let Some(ca) = var("NATS_CA") {
+        if !ca.is_file() {
+            return Err(format!("NATS_CA: {} is not a readable file", ca.display()));
+        }
+        options = options.add_root_certificates(ca).require_tls(true);
+    }
+    match (var("NATS_CERT"), var("NATS_KEY")) {
+        (Some(cert), Some(key)) => options = options.add_client_certificate(cert, key),
+        (None, None) => {}
+        _ => return Err("NATS_CERT and NATS_KEY: set both or neither".into()),
+    }
+    if let Some(creds) = var("NATS_CREDS") {
+        options = options
+            .credentials_file(&creds)
+            .await
+            .map_err(|e| format!("NATS_CREDS {}: {e}", creds.display()))?;
+    }
+    if let Some(nkey) = var("NATS_NKEY") {
+        let seed = std::fs::read_to_string(&nkey).map_err(|e| format!("NATS_NKEY {}: {e}", nkey.display()))?;
+        options = options.nkey(seed.trim().to_string());
+    }
+    Ok(options)
 }
 
 impl JetStreamQueue {

@@ -90,6 +90,9 @@ impl Sluice {
 }
 
 fn run_cli(extensions: Arc<extensions::Extensions>) -> ExitCode {
+    // Clients that take rustls's process default (async-nats's TLS) get the
+    // provider the rest of the binary uses; both are built (ADR 0051).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = cli::Cli::parse();
     let quiet = matches!(
         cli.command,

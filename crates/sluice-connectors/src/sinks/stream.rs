@@ -46,8 +46,8 @@ fn default_max_buffered_bytes() -> usize {
 
 impl StreamSinkConfig {
     pub fn validate(&self) -> Result<(), String> {
-        if !self.url.expose().starts_with("nats://") {
-            return Err(format!("url: {:?} is not a nats:// URL", self.url.redacted()));
+        if !self.url.expose().starts_with("nats://") && !self.url.expose().starts_with("tls://") {
+            return Err(format!("url: {:?} is not a nats:// or tls:// URL", self.url.redacted()));
         }
         let valid = !self.subject.is_empty()
             && !self.subject.contains(['*', '>', ' '])
@@ -77,9 +77,13 @@ pub struct StreamSink {
 
 impl StreamSink {
     pub async fn open(config: &StreamSinkConfig) -> Result<Self, StageError> {
-        let client = sluice_queue::jetstream::connect(&config.url)
-            .await
-            .map_err(StageError::unavailable)?;
+        let client = sluice_queue::jetstream::connect(&config.url).await.map_err(|e| {
+            if e.permanent {
+                StageError::fatal(e)
+            } else {
+                StageError::unavailable(e)
+            }
+        })?;
         let js = jetstream::new(client);
         if let Some(stream) = &config.stream {
             js.get_or_create_stream(jetstream::stream::Config {

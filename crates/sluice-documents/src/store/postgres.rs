@@ -59,6 +59,13 @@ fn store_error(e: tokio_postgres::Error) -> StoreError {
     }
 }
 
+fn connect_error(e: db::ConnectError) -> StoreError {
+    match e {
+        db::ConnectError::Db(e) => store_error(e),
+        settings => StoreError::Fatal(settings.to_string()),
+    }
+}
+
 fn stored_version(key: &DocKey, text: &str) -> Result<Version, StoreError> {
     crate::version::parse_digits(text).ok_or_else(|| StoreError::Fatal(format!("stored version of {key:?}: {text:?}")))
 }
@@ -136,7 +143,7 @@ impl PostgresStore {
     async fn client(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Client>>, StoreError> {
         let mut guard = self.client.lock().await;
         if guard.as_ref().is_none_or(Client::is_closed) {
-            *guard = Some(db::connect(&self.url).await.map_err(store_error)?);
+            *guard = Some(db::connect(&self.url).await.map_err(connect_error)?);
         }
         Ok(guard)
     }

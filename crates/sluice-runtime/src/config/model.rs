@@ -144,13 +144,13 @@ impl<'de> Deserialize<'de> for QueueBackend {
         let text = String::deserialize(d)?;
         if text == "embedded" {
             Ok(QueueBackend::Embedded)
-        } else if text.starts_with("nats://") {
+        } else if text.starts_with("nats://") || text.starts_with("tls://") {
             Ok(QueueBackend::JetStream {
                 url: sluice_core::Secret::new(text),
             })
         } else {
             Err(serde::de::Error::custom(format!(
-                "{text:?} is not supported; allowed: \"embedded\" or a NATS JetStream URL (\"nats://127.0.0.1:4222\")"
+                "{text:?} is not supported; allowed: \"embedded\" or a NATS JetStream URL (\"nats://127.0.0.1:4222\", or tls:// for TLS)"
             )))
         }
     }

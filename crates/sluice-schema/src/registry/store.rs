@@ -130,10 +130,9 @@ impl PostgresSchemas {
     }
 
     async fn client(&self) -> Result<tokio_postgres::Client, String> {
-        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+        let client = sluice_postgres::db::connect(&self.url)
             .await
             .map_err(|e| e.to_string())?;
-        tokio::spawn(connection);
         self.created
             .get_or_try_init(|| async {
                 let create = format!(

@@ -137,10 +137,9 @@ fn read_file(path: &Path, format: Format) -> Result<Vec<Map<String, Value>>, Str
 }
 
 async fn query_rows(url: &str, query: &str) -> Result<Vec<Map<String, Value>>, String> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+    let client = sluice_postgres::db::connect(url)
         .await
         .map_err(|e| format!("connecting to PostgreSQL: {e}"))?;
-    let driver = tokio::spawn(connection);
     let rows = client.query(query, &[]).await.map_err(|e| {
         let message = e
             .as_db_error()
@@ -148,7 +147,6 @@ async fn query_rows(url: &str, query: &str) -> Result<Vec<Map<String, Value>>, S
         format!("the query failed: {message}")
     });
     drop(client);
-    let _ = driver.await;
     let mut out = Vec::new();
     for row in rows? {
         let mut map = Map::new();

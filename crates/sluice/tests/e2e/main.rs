@@ -3,6 +3,7 @@
 
 mod avro;
 mod aws_sources;
+mod backend_tls;
 mod backpressure;
 mod clickstream;
 mod collector_security;

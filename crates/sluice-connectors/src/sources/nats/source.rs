@@ -85,7 +85,7 @@ pub(crate) async fn durable_consumer(
     let upstream = |what: &str, e: &dyn std::fmt::Display| SourceError::Upstream(format!("{what}: {e}"));
     let client = sluice_queue::jetstream::connect(url)
         .await
-        .map_err(SourceError::Upstream)?;
+        .map_err(|e| SourceError::Upstream(e.message))?;
     let js = jetstream::new(client);
     let handle = js
         .get_stream(stream)

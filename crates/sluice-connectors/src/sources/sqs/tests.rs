@@ -116,7 +116,12 @@ async fn bodies_of_every_shape_land_as_lines_and_sqs_ends_empty() {
         .await
         .unwrap();
 
-    let got = queue.receive(10_000).await.unwrap();
+    // SQS delivers at least once: a message received again (moto does so
+    // now and then under load) comes back under the same batch key, which
+    // the sinks' markers absorb; one batch per key is what lands.
+    let mut got = queue.receive(10_000).await.unwrap();
+    let mut keys = std::collections::HashSet::new();
+    got.retain(|d| keys.insert(d.key.clone()));
     let mut want: Vec<String> = singles.clone();
     want.extend(
         [

@@ -68,7 +68,7 @@ pub async fn open_projection_parts(
     let input = inputs.first().map(String::as_str);
     let (stage_name, stage) = documents_stage(pipeline, input)?;
     let store = open_store(pipeline, stage_name, stage).await?;
-    let writer = RedisWriter::connect(&projection.redis)
+    let writer = RedisWriter::connect(&projection.redis, projection.redis_ca_file.as_deref())
         .await
         .map_err(anyhow::Error::msg)?;
     Ok((projector, store, writer))

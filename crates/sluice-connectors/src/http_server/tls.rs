@@ -29,6 +29,14 @@ pub struct TlsFiles {
     pub key_file: PathBuf,
 }
 
+impl TlsFiles {
+    /// Makes both paths absolute against the pipeline file's folder.
+    pub fn resolve(&mut self, env: &dyn sluice_core::config::LoadEnv) {
+        self.cert_file = env.path(&self.cert_file.to_string_lossy());
+        self.key_file = env.path(&self.key_file.to_string_lossy());
+    }
+}
+
 /// How often the files' modification times are looked at.
 const RECHECK: Duration = Duration::from_secs(1);
 

@@ -22,8 +22,12 @@ use crate::{apply::StoredDocument, change::DocKey};
 #[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectionConfig {
-    /// `redis://host:port[/db]`.
+    /// `redis://host:port[/db]`, or `rediss://` for TLS.
     pub redis: sluice_core::Secret,
+    /// With `rediss://`: a PEM file of the CA certificates that vouch for
+    /// the server (else the operating system's are used).
+    #[serde(default)]
+    pub redis_ca_file: Option<std::path::PathBuf>,
     /// The Redis key of a document's hash: text with `{entity}` and `{id}`.
     pub key: String,
     /// Only documents of this entity (all when absent).

@@ -54,8 +54,21 @@ fn redis_error(what: &str, e: &redis::RedisError) -> StageError {
 }
 
 impl RedisWriter {
-    pub async fn connect(url: &sluice_core::Secret) -> Result<Self, String> {
-        let client = redis::Client::open(url.expose()).map_err(|e| format!("redis {}: {e}", url.redacted()))?;
+    /// Connects to `url`; a `rediss://` URL speaks TLS, trusting the CA
+    /// certificates in `ca_file` (PEM) or else the operating system's.
+    pub async fn connect(url: &sluice_core::Secret, ca_file: Option<&std::path::Path>) -> Result<Self, String> {
+        let client = match ca_file {
+            Some(path) => {
+                let root_cert = std::fs::read(path).map_err(|e| format!("redis_ca_file {}: {e}", path.display()))?;
+                let certificates = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                };
+                redis::Client::build_with_tls(url.expose(), certificates)
+            }
+            None => redis::Client::open(url.expose()),
+        }
+        .map_err(|e| format!("redis {}: {e}", url.redacted()))?;
         let writer = RedisWriter {
             client,
             redacted_url: url.redacted(),

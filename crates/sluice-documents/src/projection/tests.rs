@@ -117,7 +117,7 @@ async fn redis_writes_are_guarded_by_revision() {
     let Some(url) = sluice_testkit::services::redis() else {
         return;
     };
-    let writer = RedisWriter::connect(&sluice_core::Secret::new(url.as_str()))
+    let writer = RedisWriter::connect(&sluice_core::Secret::new(url.as_str()), None)
         .await
         .expect("the test Redis is reachable (scripts/test starts it)");
     let key = format!("sluice-test:{}:guard", std::process::id());

@@ -16,7 +16,7 @@ use super::{
     RegistryLocation,
     build::check_transform,
     interpolate::interpolate,
-    model::{PipelineFile, QueueBackend, TransformConfig},
+    model::{PipelineFile, QueueBackend, SinkConfig, TransformConfig},
 };
 use crate::{
     extensions::Extensions,
@@ -74,6 +74,16 @@ pub fn load(path: &Path, extensions: &Arc<Extensions>) -> Result<Pipeline, Confi
         None => dir.join(".sluice").join(&name),
     };
     let env = PipelineDir(&dir);
+    if let Some(tls) = config.api.as_mut().and_then(|api| api.tls.as_mut()) {
+        tls.resolve(&env);
+    }
+    for sink in config.sinks.values_mut() {
+        if let SinkConfig::Projection(projection) = &mut sink.config
+            && let Some(ca) = &mut projection.redis_ca_file
+        {
+            *ca = env.path(&ca.to_string_lossy());
+        }
+    }
     for (name, source) in &mut config.sources {
         source
             .spec_mut()

@@ -4,7 +4,9 @@
 //! certificate of a test authority, trusted through `NATS_CA` as the
 //! `nats` command reads it. The lines land in both; without the CA the run
 //! ends at once with the reason instead of waiting; a wrong `sslmode` is a
-//! config error naming the key.
+//! config error naming the key. A Redis server started with TLS only
+//! (`rediss://`, its authority in `redis_ca_file`) receives a projection
+//! equal to the oracle.
 
 use std::{
     process::{Child, Command, Stdio},
@@ -14,46 +16,49 @@ use std::{
 use sluice_testkit::{services::Service, tls};
 
 use crate::{
+    documents,
     postgres::{connect, drop_schema, fresh_schema, one_i64},
     support,
 };
 
-/// `nats-server` with JetStream and TLS on a free port; killed on drop.
-struct TlsNats {
-    child: Child,
-    port: u16,
-}
+/// A server process started by a test; killed on drop.
+struct Server(Child);
 
-impl TlsNats {
-    fn start(dir: &std::path::Path, cert: &tls::ServerCert) -> TlsNats {
-        let port = support::free_port();
-        let child = Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
-            .arg("-sd")
-            .arg(dir.join("nats"))
-            .arg("--tls")
-            .arg("--tlscert")
-            .arg(&cert.cert)
-            .arg("--tlskey")
-            .arg(&cert.key)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server is installed (scripts/test needs it)");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        TlsNats { child, port }
-    }
-}
-
-impl Drop for TlsNats {
+impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
+}
+
+/// Waits until something listens on `port` (at most 20 s).
+fn wait_listening(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `nats-server` with JetStream and TLS on a free port.
+fn tls_nats(dir: &std::path::Path, cert: &tls::ServerCert) -> (Server, u16) {
+    let port = support::free_port();
+    let child = Command::new("nats-server")
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
+        .arg("-sd")
+        .arg(dir.join("nats"))
+        .arg("--tls")
+        .arg("--tlscert")
+        .arg(&cert.cert)
+        .arg("--tlskey")
+        .arg(&cert.key)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server is installed (scripts/test needs it)");
+    let server = Server(child);
+    wait_listening(port, "nats-server");
+    (server, port)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,7 +72,7 @@ async fn lines_land_in_postgres_and_nats_over_verified_tls() {
     std::fs::create_dir_all(dir.join("incoming")).unwrap();
     std::fs::write(dir.join("incoming/a.ndjson"), lines.join("\n") + "\n").unwrap();
     let ca = tls::authority(dir, "nats-ca");
-    let nats = TlsNats::start(dir, &tls::server_cert(dir, &ca, "nats"));
+    let (_nats, nats_port) = tls_nats(dir, &tls::server_cert(dir, &ca, "nats"));
 
     let pg = connect().await;
     let schema = fresh_schema(&pg, "tls").await;
@@ -99,7 +104,7 @@ url = "tls://localhost:{port}"
 subject = "sluice.e2e.tls"
 stream = "{stream}"
 "#,
-            port = nats.port
+            port = nats_port
         )
     };
     std::fs::write(dir.join("pipeline.toml"), pipeline(&pg_url)).unwrap();
@@ -130,7 +135,7 @@ stream = "{stream}"
     let client = async_nats::ConnectOptions::new()
         .add_root_certificates(ca.cert.clone())
         .require_tls(true)
-        .connect(format!("tls://localhost:{}", nats.port))
+        .connect(format!("tls://localhost:{nats_port}"))
         .await
         .unwrap();
     let js = async_nats::jetstream::new(client);
@@ -163,4 +168,64 @@ stream = "{stream}"
         "{stderr}"
     );
     drop_schema(&pg, &schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projection_lands_in_a_redis_that_speaks_only_tls() {
+    if !support::services_up(&[Service::Redis]) {
+        return;
+    }
+    let tmp = sluice_testkit::tempdir().unwrap();
+    let dir = tmp.path();
+    let oracle = documents::generate_sized(dir, 77, 3_000, 200);
+    documents::deliver(dir, 0..5);
+    let ca = tls::authority(dir, "redis-ca");
+    let cert = tls::server_cert(dir, &ca, "redis");
+    let port = support::free_port();
+    let _redis = Server(
+        Command::new("redis-server")
+            .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--tls-cert-file")
+            .arg(&cert.cert)
+            .arg("--tls-key-file")
+            .arg(&cert.key)
+            .arg("--tls-ca-cert-file")
+            .arg(&ca.cert)
+            .args(["--tls-auth-clients", "no", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed"),
+    );
+    wait_listening(port, "redis-server");
+    let prefix = "tls:";
+    let projection = format!(
+        r#"
+[sinks.cards]
+type = "projection"
+inputs = ["doctors.changes"]
+redis = "rediss://localhost:{port}"
+redis_ca_file = "redis-ca.pem"
+key = "{prefix}{{entity}}:{{id}}"
+entity = "doctor"
+fields = {{ name = "/name", specialty = "/specialty" }}
+"#
+    );
+    std::fs::write(dir.join("pipeline.toml"), documents::pipeline("embedded") + &projection).unwrap();
+    crate::postgres::run_until_idle(dir, &[]);
+
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let client = redis::Client::build_with_tls(
+        format!("rediss://localhost:{port}"),
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(std::fs::read(&ca.cert).unwrap()),
+        },
+    )
+    .unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    assert_eq!(
+        documents::redis_hashes(&mut conn, prefix).await,
+        documents::card_hashes(&oracle, prefix)
+    );
 }

@@ -213,6 +213,27 @@ async fn change_events_merge_into_postgres_as_the_oracle_says() {
     drop_schema(&client, &schema).await;
 }
 
+/// The hashes a projection with `fields = { name = "/name", specialty =
+/// "/specialty" }` and `key = "<prefix>{entity}:{id}"` writes for `oracle`.
+pub(crate) fn card_hashes(
+    oracle: &BTreeMap<String, Value>,
+    prefix: &str,
+) -> BTreeMap<String, BTreeMap<String, String>> {
+    oracle
+        .iter()
+        .map(|(id, doc)| {
+            let hash = [("name", "/name"), ("specialty", "/specialty")]
+                .into_iter()
+                .filter_map(|(field, pointer)| {
+                    let value = doc.pointer(pointer)?.as_str()?;
+                    Some((field.to_string(), value.to_string()))
+                })
+                .collect();
+            (format!("{prefix}doctor:{id}"), hash)
+        })
+        .collect()
+}
+
 /// Every hash under `prefix`, by key.
 pub(crate) async fn redis_hashes(
     conn: &mut redis::aio::MultiplexedConnection,

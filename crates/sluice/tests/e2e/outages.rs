@@ -13,7 +13,6 @@
 //!   dead-lettered.
 
 use std::{
-    collections::BTreeMap,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -343,19 +342,7 @@ flush_interval_secs = 1
     documents::deliver(dir, 2..5);
     let cut = outage(&mut proxy, api, "sink cards", 8).await;
 
-    let expected: BTreeMap<String, BTreeMap<String, String>> = oracle
-        .iter()
-        .map(|(id, doc)| {
-            let hash = [("name", "/name"), ("specialty", "/specialty")]
-                .into_iter()
-                .filter_map(|(field, pointer)| {
-                    let value = doc.pointer(pointer)?.as_str()?;
-                    Some((field.to_string(), value.to_string()))
-                })
-                .collect();
-            (format!("{prefix}doctor:{id}"), hash)
-        })
-        .collect();
+    let expected = documents::card_hashes(&oracle, &prefix);
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         if documents::redis_hashes(&mut conn, &prefix).await == expected {

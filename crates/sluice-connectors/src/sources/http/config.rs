@@ -5,7 +5,7 @@ use serde::Deserialize;
 use super::{AuthConfig, HttpSource, RateLimitConfig};
 use crate::{
     http_server::TlsFiles,
-    sources::{BuildEnv, Source, SourceSpec},
+    sources::{BuildEnv, LoadEnv, Source, SourceSpec},
 };
 
 /// `[sources.NAME] type = "http"`.
@@ -118,6 +118,16 @@ impl SourceSpec for HttpSourceConfig {
         }
         if let Some(rate) = &self.rate_limit {
             rate.validate()?;
+        }
+        Ok(())
+    }
+
+    fn resolve(&mut self, env: &dyn LoadEnv) -> Result<(), String> {
+        if let Some(tls) = &mut self.tls {
+            tls.resolve(env);
+        }
+        if let Some(file) = self.auth.as_mut().and_then(|a| a.bearer_tokens_file.as_mut()) {
+            *file = env.path(&file.to_string_lossy());
         }
         Ok(())
     }

@@ -23,7 +23,7 @@ use deltalake::{
     },
 };
 use object_store::{
-    ObjectStore,
+    ObjectStore, RetryConfig,
     aws::{AmazonS3Builder, AmazonS3ConfigKey},
     local::LocalFileSystem,
 };
@@ -60,10 +60,11 @@ impl StoreLocation {
                 if url.host_str().is_none_or(str::is_empty) {
                     return Err(format!("{url}: an s3:// URL names a bucket: s3://BUCKET/PREFIX"));
                 }
-                for key in options.keys() {
+                retry_config(&options)?;
+                for key in options.keys().filter(|k| !RETRY_KEYS.contains(&k.as_str())) {
                     AmazonS3ConfigKey::from_str(key).map_err(|_| {
                         format!(
-                            "storage_options.{key}: not an S3 option; allowed: endpoint, region, access_key_id, secret_access_key, session_token, allow_http, virtual_hosted_style_request, conditional_put and the other aws_* keys of object_store"
+                            "storage_options.{key}: not an S3 option; allowed: endpoint, region, access_key_id, secret_access_key, session_token, allow_http, virtual_hosted_style_request, conditional_put, max_retries, retry_timeout and the other aws_* keys of object_store"
                         )
                     })?;
                 }
@@ -102,7 +103,8 @@ impl StoreLocation {
             let store = LocalFileSystem::new_with_prefix(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             return Ok((Arc::new(store), Path::default()));
         }
-        let store = s3_store(&self.url, &self.options).map_err(|e| format!("{}: {e}", self.url))?;
+        let store = s3_store(&self.url, &self.options, retry_config(&self.options)?)
+            .map_err(|e| format!("{}: {e}", self.url))?;
         let prefix = Path::from_url_path(self.url.path()).map_err(|e| format!("{}: {e}", self.url))?;
         Ok((Arc::new(store), prefix))
     }
@@ -147,19 +149,46 @@ struct S3Factory;
 
 impl ObjectStoreFactory for S3Factory {
     fn parse_url_opts(&self, url: &Url, config: &StorageConfig) -> DeltaResult<(ObjectStoreRef, Path)> {
-        let store = s3_store(url, &config.raw).map_err(DeltaTableError::Generic)?;
+        let options: BTreeMap<String, String> = config.raw.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let retry = retry_config(&options).map_err(DeltaTableError::Generic)?;
+        let store = s3_store(url, &options, retry).map_err(DeltaTableError::Generic)?;
         Ok((Arc::new(store), Path::from(url.path())))
     }
+}
+
+/// Options that bound how long a request is retried inside object_store
+/// (10 retries within 3 minutes by default) before the sink sees an error.
+const RETRY_KEYS: [&str; 2] = ["max_retries", "retry_timeout"];
+
+/// object_store's retry settings with `max_retries` (a count) and
+/// `retry_timeout` (seconds, written `30` or `30s`) from `options`.
+fn retry_config(options: &BTreeMap<String, String>) -> Result<RetryConfig, String> {
+    let mut retry = RetryConfig::default();
+    if let Some(n) = options.get("max_retries") {
+        retry.max_retries = n
+            .parse()
+            .map_err(|_| format!("storage_options.max_retries: {n:?} is not a whole number"))?;
+    }
+    if let Some(t) = options.get("retry_timeout") {
+        let secs: u64 = t
+            .strip_suffix('s')
+            .unwrap_or(t)
+            .parse()
+            .map_err(|_| format!("storage_options.retry_timeout: {t:?} is not a number of seconds (\"30s\")"))?;
+        retry.retry_timeout = std::time::Duration::from_secs(secs);
+    }
+    Ok(retry)
 }
 
 /// An S3 client for `url`'s bucket: the `AWS_*` environment, then `options`.
 fn s3_store<'a>(
     url: &Url,
     options: impl IntoIterator<Item = (&'a String, &'a String)>,
+    retry: RetryConfig,
 ) -> Result<object_store::aws::AmazonS3, String> {
-    let mut builder = AmazonS3Builder::from_env().with_url(url.as_str());
+    let mut builder = AmazonS3Builder::from_env().with_url(url.as_str()).with_retry(retry);
     let mut plain_http = std::env::var("AWS_ENDPOINT_URL").is_ok_and(|e| e.starts_with("http://"));
-    for (key, value) in options {
+    for (key, value) in options.into_iter().filter(|(k, _)| !RETRY_KEYS.contains(&k.as_str())) {
         let key = AmazonS3ConfigKey::from_str(key).map_err(|e| e.to_string())?;
         if key == AmazonS3ConfigKey::Endpoint {
             plain_http = value.starts_with("http://");

@@ -31,6 +31,16 @@ fn s3_locations_take_s3_options_and_name_a_bad_key() {
 }
 
 #[test]
+fn retry_bounds_are_read_and_bad_ones_named() {
+    let retry = super::retry_config(&options(&[("max_retries", "2"), ("retry_timeout", "5s")])).unwrap();
+    assert_eq!((retry.max_retries, retry.retry_timeout.as_secs()), (2, 5));
+    let url = Url::parse("s3://lake/events").unwrap();
+    StoreLocation::new(url.clone(), options(&[("retry_timeout", "30")])).unwrap();
+    let err = StoreLocation::new(url, options(&[("retry_timeout", "soon")])).unwrap_err();
+    assert!(err.starts_with("storage_options.retry_timeout: \"soon\" is not a number"), "{err}");
+}
+
+#[test]
 fn other_schemes_and_bucketless_urls_are_refused() {
     let err = StoreLocation::new(Url::parse("gs://lake/events").unwrap(), BTreeMap::new()).unwrap_err();
     assert!(err.contains("scheme \"gs\" is not supported; allowed"), "{err}");

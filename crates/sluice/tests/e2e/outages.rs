@@ -462,3 +462,76 @@ async fn the_document_store_going_away_mid_run_costs_no_attempts_and_the_documen
     );
     drop_schema(&pg, &schema).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_going_away_mid_run_costs_no_attempts_and_the_lake_ends_equal() {
+    if !support::services_up(&[Service::S3]) {
+        return;
+    }
+    let tmp = sluice_testkit::tempdir().unwrap();
+    let dir = tmp.path();
+    let (lines, _) = support::generate_clean(dir, 3_000, 10);
+    let bucket = format!("sluice-e2e-outage-{}", std::process::id());
+    support::create_bucket(&bucket).await;
+    let real = support::s3_endpoint();
+    let mut proxy = Proxy::start(host_port(&real).unwrap()).await;
+    let api = support::free_port();
+    // object_store retries a request for up to `retry_timeout` before the
+    // sink sees an error; short here, so the outage shows within the test.
+    write_file_pipeline(
+        dir,
+        api,
+        &format!(
+            r#"[transforms.standardize]
+type = "validate"
+inputs = ["input"]
+schema = "{schema}"
+event_id = "/event_id"
+event_time = "/ts"
+
+[sinks.lake]
+type = "lake"
+inputs = ["standardize"]
+uri = "s3://{bucket}/events"
+flush_interval_secs = 1
+storage_options = {{ endpoint = "{url}", access_key_id = "test", secret_access_key = "test", region = "us-east-1", allow_http = "true", max_retries = "2", retry_timeout = "2s" }}
+"#,
+            url = proxy.url_for(&real),
+            schema = support::schema_path().display()
+        ),
+    );
+    let sluice = start_logged(dir, api);
+    let table = format!("s3://{bucket}/events");
+    let rows = || {
+        let table = table.clone();
+        async move { lake_rows(&table) }
+    };
+    std::fs::write(dir.join("incoming/a.ndjson"), lines[..1_000].join("\n") + "\n").unwrap();
+    wait_for("rows before the outage", 60, 1_000, rows).await;
+    std::fs::write(dir.join("incoming/b.ndjson"), lines[1_000..].join("\n") + "\n").unwrap();
+    let cut = outage(&mut proxy, api, "sink lake", 12).await;
+    let landed = wait_for("rows after the outage", 120, lines.len() as i64, rows).await;
+    assert_recovered(dir, api, sluice, SINK_LOST).await;
+    assert_eq!(landed as usize, lines.len(), "every line once");
+    eprintln!("S3 cut for {cut:?}; {landed} rows, 0 dead letters");
+}
+
+/// Rows of a Delta table on the test S3, read by delta-rs's Python package.
+fn lake_rows(table: &str) -> i64 {
+    let script = "import os, sys\nfrom deltalake import DeltaTable\n\
+                  try:\n    print(DeltaTable(sys.argv[1]).to_pyarrow_table(columns=['event_id']).num_rows, flush=True)\n\
+                  except Exception:\n    print(0, flush=True)\n\
+                  os._exit(0)";
+    let out = Command::new(support::python())
+        .args(["-c", script, table])
+        .envs([
+            ("AWS_ENDPOINT_URL", support::s3_endpoint()),
+            ("AWS_ACCESS_KEY_ID", "test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "test".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+}

@@ -116,6 +116,10 @@ pub struct JetStreamQueue {
     records: kv::Store,
     local: Mutex<Local>,
     next_id: AtomicU64,
+    /// Times this process found its connection to NATS down: a delivery
+    /// whose ack wait ran out across one was not too slow, it could not
+    /// say it was still working.
+    disconnects: AtomicU64,
 }
 
 /// This process's messages: handed out, or fetched and held back.
@@ -140,6 +144,8 @@ struct Fetched {
     source: String,
     maybe_committed: bool,
     enqueued_at_ms: i64,
+    /// `disconnects` when it was fetched.
+    disconnects: u64,
 }
 
 fn storage(e: impl std::fmt::Display) -> QueueError {
@@ -297,6 +303,7 @@ impl JetStreamQueue {
                 progressed: Instant::now(),
             }),
             next_id: AtomicU64::new(1),
+            disconnects: AtomicU64::new(0),
         })
     }
 
@@ -380,12 +387,15 @@ impl JetStreamQueue {
             } else {
                 None
             };
-            if let Some(was_alone) = self.expired_here(sequence) {
+            if let Some((was_alone, disconnected)) = self.expired_here(sequence) {
                 // This process still held the earlier delivery: it was too
                 // slow, not dead. That counts as an attempt, as on the
-                // embedded queue.
+                // embedded queue, unless the connection was lost meanwhile
+                // (its in-progress acks could not reach the server).
                 let mut r = record.unwrap_or_default();
-                r.failures += 1;
+                if !disconnected {
+                    r.failures += 1;
+                }
                 r.answered = delivered - 1;
                 if was_alone {
                     r.crashes = r.crashes.saturating_sub(1);
@@ -426,6 +436,7 @@ impl JetStreamQueue {
                 delivered,
                 record,
                 suspect: verdict == Verdict::Suspect,
+                disconnects: self.disconnects.load(Ordering::Relaxed),
                 key,
                 source,
                 maybe_committed: maybe_committed || delivered > 1,
@@ -436,20 +447,32 @@ impl JetStreamQueue {
     }
 
     /// Drops this process's earlier delivery of `sequence`, if it still
-    /// holds one (its ack wait ran out); says whether it did, and whether
-    /// that delivery was a suspect running alone.
-    fn expired_here(&self, sequence: u64) -> Option<bool> {
+    /// holds one (its ack wait ran out); says whether it did, whether that
+    /// delivery was a suspect running alone, and whether the connection was
+    /// lost since it was fetched.
+    fn expired_here(&self, sequence: u64) -> Option<(bool, bool)> {
         let mut local = self.local();
+        // A held copy whose ack wait ran out is stale: the new one replaces it.
+        local.held.retain(|f| f.sequence != sequence);
         let id = local
             .in_flight
             .iter()
             .find_map(|(id, f)| (f.sequence == sequence).then_some(*id))?;
-        local.in_flight.remove(&id);
+        let earlier = local.in_flight.remove(&id)?;
         let alone = local.alone == Some(id);
         if alone {
             local.alone = None;
         }
-        Some(alone)
+        Some((alone, earlier.disconnects != self.disconnects.load(Ordering::Relaxed)))
+    }
+
+    /// Whether the client is connected; counts the times it is not.
+    fn connected(&self) -> bool {
+        let up = self.js.client().connection_state() == async_nats::connection::State::Connected;
+        if !up {
+            self.disconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        up
     }
 
     async fn read_record(&self, sequence: u64) -> Result<Option<Record>, QueueError> {
@@ -531,6 +554,12 @@ impl Queue for JetStreamQueue {
     }
 
     async fn receive(&self, max: usize) -> Result<Vec<Delivery>, QueueError> {
+        // While the client reconnects, a fetch only waits out its expiry:
+        // say the queue is unreachable instead of that it is empty.
+        if !self.connected() {
+            tokio::time::sleep(RECEIVE_WAIT).await;
+            return Err(storage("not connected to NATS; reconnecting"));
+        }
         let fetch = {
             let local = self.local();
             local.held.is_empty() && local.alone.is_none()
@@ -622,6 +651,9 @@ impl Queue for JetStreamQueue {
     }
 
     async fn extend(&self, ids: Vec<DeliveryId>) -> Result<(), QueueError> {
+        if !self.connected() {
+            return Err(storage("not connected to NATS; reconnecting"));
+        }
         let messages: Vec<jetstream::Message> = {
             let local = self.local();
             ids.iter()

@@ -37,7 +37,10 @@ fn retry_bounds_are_read_and_bad_ones_named() {
     let url = Url::parse("s3://lake/events").unwrap();
     StoreLocation::new(url.clone(), options(&[("retry_timeout", "30")])).unwrap();
     let err = StoreLocation::new(url, options(&[("retry_timeout", "soon")])).unwrap_err();
-    assert!(err.starts_with("storage_options.retry_timeout: \"soon\" is not a number"), "{err}");
+    assert!(
+        err.starts_with("storage_options.retry_timeout: \"soon\" is not a number"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -104,6 +104,8 @@ async fn open_when_reachable(
 
 /// The name `/ready` gives the transforms when a backend of theirs is down.
 const TRANSFORMS: &str = "transforms";
+/// The name `/ready` gives the queue when its backend is down.
+const QUEUE: &str = "queue";
 
 /// Least time between two early flushes (input drained, or in-flight limit reached).
 const EARLY_FLUSH_EVERY: Duration = Duration::from_millis(100);
@@ -389,10 +391,16 @@ pub async fn run(
         let deliveries = if free > 0 {
             match q.receive(receive_size.count(free)).await {
                 Ok(d) => {
+                    if ready.backend_up(QUEUE) {
+                        tracing::info!("the queue's backend is back");
+                    }
                     receive_size.observe(&d);
                     d
                 }
                 Err(e) => {
+                    if ready.backend_down(QUEUE) {
+                        tracing::warn!(error = %e, "the queue's backend cannot be reached; batches wait in it, and /ready is false until it is back");
+                    }
                     queue_trouble("receive", &e).await;
                     continue;
                 }

@@ -141,6 +141,10 @@ const SINK_LOST: [&str; 2] = [
     "the sink's backend cannot be reached; its batches wait",
     "the sink's backend is back",
 ];
+const QUEUE_LOST: [&str; 2] = [
+    "the queue's backend cannot be reached; batches wait in it",
+    "the queue's backend is back",
+];
 const TRANSFORM_LOST: [&str; 2] = [
     "a transform's backend cannot be reached; batches wait",
     "the transforms' backends are back",
@@ -534,4 +538,67 @@ fn lake_rows(table: &str) -> i64 {
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jetstream_queue_going_away_mid_run_costs_no_attempts_and_everything_lands_once() {
+    if !support::services_up(&[Service::Nats, Service::Postgres]) {
+        return;
+    }
+    let tmp = sluice_testkit::tempdir().unwrap();
+    let dir = tmp.path();
+    let (lines, _) = support::generate_clean(dir, 3_000, 11);
+    let pg = connect().await;
+    let schema = fresh_schema(&pg, "outage_queue").await;
+    let real = support::nats_url();
+    let mut proxy = Proxy::start(host_port(&real).unwrap()).await;
+    let api = support::free_port();
+    let queue_name = format!("outage-{}", std::process::id());
+    write_file_pipeline(
+        dir,
+        api,
+        &format!(
+            r#"[sinks.table]
+type = "postgres"
+inputs = ["input"]
+url = "{pg_url}"
+schema = "{schema}"
+table = "events"
+flush_interval_secs = 1
+"#,
+            pg_url = crate::postgres::url()
+        ),
+    );
+    let text = std::fs::read_to_string(dir.join("pipeline.toml")).unwrap();
+    let queue = format!("queue = \"{}\"\nqueue_name = \"{queue_name}\"\n", proxy.url_for(&real));
+    std::fs::write(dir.join("pipeline.toml"), queue + &text).unwrap();
+    let sluice = start_logged(dir, api);
+    let rows = || async {
+        pg.query_one(&format!("SELECT count(*) FROM {schema}.events"), &[])
+            .await
+            .map_or(0, |r| r.get::<_, i64>(0))
+    };
+    std::fs::write(dir.join("incoming/a.ndjson"), lines[..1_000].join("\n") + "\n").unwrap();
+    wait_for("rows before the outage", 60, 1_000, rows).await;
+    std::fs::write(dir.join("incoming/b.ndjson"), lines[1_000..].join("\n") + "\n").unwrap();
+    let cut = outage(&mut proxy, api, "queue", 8).await;
+    let landed = wait_for("rows after the outage", 120, lines.len() as i64, rows).await;
+    assert_recovered(dir, api, sluice, QUEUE_LOST).await;
+    let distinct =
+        crate::postgres::one_i64(&pg, &format!("SELECT count(DISTINCT event_id) FROM {schema}.events")).await;
+    assert_eq!(
+        (landed as usize, distinct as usize),
+        (lines.len(), lines.len()),
+        "every line once"
+    );
+    eprintln!("the JetStream queue cut for {cut:?}; {landed} rows, 0 dead letters");
+    drop_schema(&pg, &schema).await;
+    let js = async_nats::jetstream::new(async_nats::connect(real).await.unwrap());
+    let names = sluice_queue::jetstream::JetStreamNames::for_pipeline(&queue_name);
+    for stream in [&names.stream, &names.dead_stream] {
+        let _ = js.delete_stream(stream).await;
+    }
+    for bucket in [&names.leases, &names.checkpoints, &names.deliveries] {
+        let _ = js.delete_key_value(bucket).await;
+    }
 }

@@ -245,58 +245,80 @@ async fn assert_reported_down(api: u16, component: &str) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_going_away_mid_run_costs_no_attempts_and_everything_lands_once() {
-    if !support::services_up(&[Service::Postgres]) {
-        return;
-    }
+/// What the proxy of a file -> PostgreSQL outage test stands in front of.
+enum Cut {
+    /// The postgres sink's server.
+    Postgres,
+    /// NATS, as the pipeline's JetStream queue named so.
+    Queue(String),
+}
+
+/// Lands 1 000 lines in a postgres sink, cuts the proxied service for 8 s
+/// (four visibility timeouts, so every batch of the next 2 000 lines is
+/// tried and returned several times meanwhile), then checks every line
+/// lands once and nothing is dead-lettered. Returns how long it was cut.
+async fn file_to_postgres_through_an_outage(cut: Cut, seed: u64) -> Duration {
     let tmp = sluice_testkit::tempdir().unwrap();
     let dir = tmp.path();
-    let (lines, _) = support::generate_clean(dir, 3_000, 8);
+    let (lines, _) = support::generate_clean(dir, 3_000, seed);
     let pg = connect().await;
-    let schema = fresh_schema(&pg, "outage_mid_run").await;
-    let real = crate::postgres::url();
-    let mut proxy = Proxy::start(host_port(&real).unwrap()).await;
+    let schema = fresh_schema(&pg, &format!("outage_{seed}")).await;
+    let (real_pg, real_nats) = (crate::postgres::url(), support::nats_url());
+    let proxied = match cut {
+        Cut::Postgres => &real_pg,
+        Cut::Queue(_) => &real_nats,
+    };
+    let mut proxy = Proxy::start(host_port(proxied).unwrap()).await;
+    let (pg_url, queue, component, lost) = match &cut {
+        Cut::Postgres => (proxy.url_for(&real_pg), String::new(), "sink table", SINK_LOST),
+        Cut::Queue(name) => (
+            real_pg.clone(),
+            format!("queue = \"{}\"\nqueue_name = \"{name}\"\n", proxy.url_for(&real_nats)),
+            "queue",
+            QUEUE_LOST,
+        ),
+    };
     let api = support::free_port();
     write_file_pipeline(
         dir,
         api,
         &format!(
-            r#"[sinks.table]
-type = "postgres"
-inputs = ["input"]
-url = "{url}"
-schema = "{schema}"
-table = "events"
-flush_interval_secs = 1
-"#,
-            url = proxy.url_for(&real)
+            "[sinks.table]\ntype = \"postgres\"\ninputs = [\"input\"]\nurl = \"{pg_url}\"\n\
+             schema = \"{schema}\"\ntable = \"events\"\nflush_interval_secs = 1\n"
         ),
     );
+    let text = std::fs::read_to_string(dir.join("pipeline.toml")).unwrap();
+    std::fs::write(dir.join("pipeline.toml"), queue + &text).unwrap();
     let sluice = start_logged(dir, api);
     let rows = || async {
         pg.query_one(&format!("SELECT count(*) FROM {schema}.events"), &[])
             .await
             .map_or(0, |r| r.get::<_, i64>(0))
     };
-
     std::fs::write(dir.join("incoming/a.ndjson"), lines[..1_000].join("\n") + "\n").unwrap();
     wait_for("rows before the outage", 60, 1_000, rows).await;
     std::fs::write(dir.join("incoming/b.ndjson"), lines[1_000..].join("\n") + "\n").unwrap();
-    // Cut for four visibility timeouts: every batch of b is tried and
-    // returned several times meanwhile.
-    let cut = outage(&mut proxy, api, "sink table", 8).await;
-    let landed = wait_for("rows after the outage", 90, lines.len() as i64, rows).await;
-    assert_recovered(dir, api, sluice, SINK_LOST).await;
-    assert_eq!(landed as usize, lines.len());
-    let distinct: i64 = pg
-        .query_one(&format!("SELECT count(DISTINCT event_id) FROM {schema}.events"), &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(distinct as usize, lines.len(), "every line once");
-    eprintln!("PostgreSQL cut for {cut:?}; {landed} rows, 0 dead letters");
+    let took = outage(&mut proxy, api, component, 8).await;
+    let landed = wait_for("rows after the outage", 120, lines.len() as i64, rows).await;
+    assert_recovered(dir, api, sluice, lost).await;
+    let distinct =
+        crate::postgres::one_i64(&pg, &format!("SELECT count(DISTINCT event_id) FROM {schema}.events")).await;
+    assert_eq!(
+        (landed as usize, distinct as usize),
+        (lines.len(), lines.len()),
+        "every line once"
+    );
     drop_schema(&pg, &schema).await;
+    took
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_going_away_mid_run_costs_no_attempts_and_everything_lands_once() {
+    if !support::services_up(&[Service::Postgres]) {
+        return;
+    }
+    let cut = file_to_postgres_through_an_outage(Cut::Postgres, 8).await;
+    eprintln!("PostgreSQL cut for {cut:?}; 3 000 rows, 0 dead letters");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -545,55 +567,10 @@ async fn a_jetstream_queue_going_away_mid_run_costs_no_attempts_and_everything_l
     if !support::services_up(&[Service::Nats, Service::Postgres]) {
         return;
     }
-    let tmp = sluice_testkit::tempdir().unwrap();
-    let dir = tmp.path();
-    let (lines, _) = support::generate_clean(dir, 3_000, 11);
-    let pg = connect().await;
-    let schema = fresh_schema(&pg, "outage_queue").await;
-    let real = support::nats_url();
-    let mut proxy = Proxy::start(host_port(&real).unwrap()).await;
-    let api = support::free_port();
     let queue_name = format!("outage-{}", std::process::id());
-    write_file_pipeline(
-        dir,
-        api,
-        &format!(
-            r#"[sinks.table]
-type = "postgres"
-inputs = ["input"]
-url = "{pg_url}"
-schema = "{schema}"
-table = "events"
-flush_interval_secs = 1
-"#,
-            pg_url = crate::postgres::url()
-        ),
-    );
-    let text = std::fs::read_to_string(dir.join("pipeline.toml")).unwrap();
-    let queue = format!("queue = \"{}\"\nqueue_name = \"{queue_name}\"\n", proxy.url_for(&real));
-    std::fs::write(dir.join("pipeline.toml"), queue + &text).unwrap();
-    let sluice = start_logged(dir, api);
-    let rows = || async {
-        pg.query_one(&format!("SELECT count(*) FROM {schema}.events"), &[])
-            .await
-            .map_or(0, |r| r.get::<_, i64>(0))
-    };
-    std::fs::write(dir.join("incoming/a.ndjson"), lines[..1_000].join("\n") + "\n").unwrap();
-    wait_for("rows before the outage", 60, 1_000, rows).await;
-    std::fs::write(dir.join("incoming/b.ndjson"), lines[1_000..].join("\n") + "\n").unwrap();
-    let cut = outage(&mut proxy, api, "queue", 8).await;
-    let landed = wait_for("rows after the outage", 120, lines.len() as i64, rows).await;
-    assert_recovered(dir, api, sluice, QUEUE_LOST).await;
-    let distinct =
-        crate::postgres::one_i64(&pg, &format!("SELECT count(DISTINCT event_id) FROM {schema}.events")).await;
-    assert_eq!(
-        (landed as usize, distinct as usize),
-        (lines.len(), lines.len()),
-        "every line once"
-    );
-    eprintln!("the JetStream queue cut for {cut:?}; {landed} rows, 0 dead letters");
-    drop_schema(&pg, &schema).await;
-    let js = async_nats::jetstream::new(async_nats::connect(real).await.unwrap());
+    let cut = file_to_postgres_through_an_outage(Cut::Queue(queue_name.clone()), 11).await;
+    eprintln!("the JetStream queue cut for {cut:?}; 3 000 rows, 0 dead letters");
+    let js = async_nats::jetstream::new(async_nats::connect(support::nats_url()).await.unwrap());
     let names = sluice_queue::jetstream::JetStreamNames::for_pipeline(&queue_name);
     for stream in [&names.stream, &names.dead_stream] {
         let _ = js.delete_stream(stream).await;

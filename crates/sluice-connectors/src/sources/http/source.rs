@@ -156,7 +156,7 @@ fn cors_layer(cors: &CorsConfig, signature_header: Option<&str>) -> CorsLayer {
         .max_age(Duration::from_secs(cors.max_age_secs))
 }
 
-async fn ingest(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+async fn ingest(State(shared): State<Arc<Shared>>, mut request: Request) -> Response {
     shared.last_request_ms.store(now_ms(), Ordering::Relaxed);
     let ctx = &shared.ctx;
     if ctx.stopping() {
@@ -176,7 +176,8 @@ async fn ingest(State(shared): State<Arc<Shared>>, request: Request) -> Response
             .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         return r;
     }
-    let headers = request.headers().clone();
+    // Moved out, not copied: reading the body needs only the extensions.
+    let headers = std::mem::take(request.headers_mut());
     let body = match tokio::time::timeout(shared.body_timeout, Bytes::from_request(request, &())).await {
         Ok(Ok(body)) => body,
         Ok(Err(rejection)) => return rejection.into_response(),

@@ -15,6 +15,7 @@ pub mod dead_letter;
 pub mod error;
 pub mod event;
 pub mod json_doc;
+pub mod readiness;
 pub mod retry;
 pub mod secret;
 pub mod telemetry;

@@ -11,7 +11,6 @@ pub mod config;
 pub mod documents;
 pub mod engine;
 pub mod extensions;
-pub mod readiness;
 pub mod sinks;
 pub mod telemetry;
 

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, anyhow};
 use axum::{Router, extract::State, http::StatusCode, routing::get};
 use metrics_exporter_prometheus::PrometheusHandle;
 use sluice_connectors::http_server::{self, Limits, ReloadingTls};
-use sluice_runtime::readiness::Readiness;
+use sluice_core::readiness::Readiness;
 use tokio::net::TcpListener;
 
 use crate::config::Pipeline;

@@ -25,6 +25,16 @@ pub struct SqsQueue {
     url: String,
 }
 
+/// A message a delete left in the queue: its receipt, why, and whether
+/// the call itself failed (SQS could not be reached) rather than SQS
+/// refusing this entry (an expired receipt handle).
+#[derive(Debug)]
+pub struct NotDeleted {
+    pub receipt: String,
+    pub why: String,
+    pub call_failed: bool,
+}
+
 /// A message as received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received {
@@ -111,8 +121,13 @@ impl SqsQueue {
 
     /// Deletes the messages of `receipts`; returns the receipts that were
     /// not deleted, each with why.
-    pub async fn delete(&self, receipts: &[String]) -> Vec<(String, String)> {
+    pub async fn delete(&self, receipts: &[String]) -> Vec<NotDeleted> {
         let mut failed = Vec::new();
+        let refused = |receipt: &String, why: String| NotDeleted {
+            receipt: receipt.clone(),
+            why,
+            call_failed: false,
+        };
         for chunk in receipts.chunks(MAX_PER_CALL) {
             let entries = chunk.iter().enumerate().map(|(i, receipt)| {
                 DeleteMessageBatchRequestEntry::builder()
@@ -123,7 +138,7 @@ impl SqsQueue {
             let entries = match entries.collect::<Result<Vec<_>, _>>() {
                 Ok(entries) => entries,
                 Err(e) => {
-                    failed.extend(chunk.iter().map(|r| (r.clone(), e.to_string())));
+                    failed.extend(chunk.iter().map(|r| refused(r, e.to_string())));
                     continue;
                 }
             };
@@ -137,14 +152,18 @@ impl SqsQueue {
             match sent {
                 Ok(out) => failed.extend(out.failed().iter().filter_map(|f| {
                     let receipt = chunk.get(f.id().parse::<usize>().ok()?)?;
-                    Some((
-                        receipt.clone(),
+                    Some(refused(
+                        receipt,
                         format!("{}: {}", f.code(), f.message().unwrap_or_default()),
                     ))
                 })),
                 Err(e) => {
                     let why = error_text("DeleteMessageBatch", e);
-                    failed.extend(chunk.iter().map(|r| (r.clone(), why.clone())));
+                    failed.extend(chunk.iter().map(|r| NotDeleted {
+                        receipt: r.clone(),
+                        why: why.clone(),
+                        call_failed: true,
+                    }));
                 }
             }
         }

@@ -36,16 +36,32 @@ pub(crate) struct ReadError {
     /// The bytes could not be fetched (worth another try), as opposed to
     /// bytes that are not what the format says (not worth one).
     pub retriable: bool,
+    /// The fetch failed because the store could not be reached: the read
+    /// waits for it rather than spending an attempt.
+    pub unavailable: bool,
 }
 
 /// An I/O error of the underlying fetch, as opposed to a decoding error:
 /// wrap fetch errors in it so a read that failed on them is retried.
 #[derive(Debug)]
-pub(crate) struct FetchError(pub String);
+pub(crate) struct FetchError {
+    pub message: String,
+    /// The connection to the store failed or was lost.
+    pub unavailable: bool,
+}
+
+impl FetchError {
+    pub fn new(error: &(dyn std::error::Error + 'static)) -> FetchError {
+        FetchError {
+            message: error.to_string(),
+            unavailable: sluice_core::is_connection_error(error),
+        }
+    }
+}
 
 impl std::fmt::Display for FetchError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
@@ -53,25 +69,30 @@ impl std::error::Error for FetchError {}
 
 impl ReadError {
     fn from_io(e: &io::Error) -> ReadError {
-        let retriable = e.get_ref().is_some_and(|inner| inner.is::<FetchError>());
+        let fetch = e.get_ref().and_then(|inner| inner.downcast_ref::<FetchError>());
         ReadError {
             message: e.to_string(),
-            retriable,
+            retriable: fetch.is_some(),
+            unavailable: fetch.is_some_and(|f| f.unavailable),
         }
     }
 
     fn from_json(e: &serde_json::Error) -> ReadError {
         if let Some(kind) = e.io_error_kind() {
-            // serde_json keeps only the kind of an I/O error; a fetch error
-            // surfaces as `Other`, decoding errors as `InvalidData`.
+            // serde_json keeps only the kind and text of an I/O error; a
+            // fetch error surfaces as `Other`, decoding errors as
+            // `InvalidData`, and a lost connection says so in its text.
+            let retriable = kind == io::ErrorKind::Other;
             return ReadError {
                 message: e.to_string(),
-                retriable: kind == io::ErrorKind::Other,
+                retriable,
+                unavailable: retriable && sluice_core::is_connection_error(e),
             };
         }
         ReadError {
             message: format!("not a JSON array: {e}"),
             retriable: false,
+            unavailable: false,
         }
     }
 }
@@ -240,6 +261,7 @@ fn csv_rows(reader: Box<dyn BufRead + Send>, out: &mut Sender) -> Result<(), Sto
             _ => Stop::Failed(ReadError {
                 message,
                 retriable: false,
+                unavailable: false,
             }),
         }
     };
@@ -250,6 +272,7 @@ fn csv_rows(reader: Box<dyn BufRead + Send>, out: &mut Sender) -> Result<(), Sto
         return Err(Stop::Failed(ReadError {
             message: format!("not CSV with a header row: column {dup:?} appears twice"),
             retriable: false,
+            unavailable: false,
         }));
     }
     let mut row = csv::ByteRecord::new();

@@ -90,6 +90,8 @@ catalogue! {
         "Failed sink flushes and commits; the batches they held are delivered again.";
     DEAD_LETTERS: Counter "sluice_dead_letters_total" ["component", "reason"]
         "Events a component refused, stored as dead letters with this reason.";
+    READY: Gauge "sluice_ready" []
+        "1 while /ready answers 200 (taking input, every backend answering), else 0.";
     DEAD_LETTER_DEPTH: Gauge "sluice_dead_letter_depth" []
         "Dead letters held, all reasons.";
     DEAD_LETTER_DEPTH_BY_REASON: Gauge "sluice_dead_letter_depth_by_reason" ["reason"]
@@ -104,6 +106,8 @@ catalogue! {
         "Age of the oldest batch in the queue.";
     QUEUE_ACKED_BATCHES: Counter "sluice_queue_acked_batches_total" []
         "Batches acknowledged after every sink they feed committed them.";
+    QUEUE_REDELIVERED_BATCHES: Counter "sluice_queue_redelivered_batches_total" []
+        "Batches delivered again (a failure, a release, an expired visibility timeout or a crash before their acknowledgement).";
     QUEUE_ERRORS: Counter "sluice_queue_errors_total" ["operation"]
         "Queue operations (receive, ack, nack, extend, stats) that failed and were retried.";
     SOURCE_LAST_EVENT_TIMESTAMP: Gauge "sluice_source_last_event_timestamp_seconds" ["component"]
@@ -124,6 +128,12 @@ catalogue! {
         "Messages waiting upstream as the service counts them (SQS: visible, in_flight, delayed).";
     SOURCE_LEASE_HELD: Gauge "sluice_source_lease_held" ["component"]
         "1 while this replica holds the source's lease (it sweeps and reads), else 0.";
+    SOURCE_UPSTREAM_UP: Gauge "sluice_source_upstream_up" ["component"]
+        "1 while the source's upstream service answers, 0 from a failed call until one succeeds.";
+    SINK_LAST_COMMIT_TIMESTAMP: Gauge "sluice_sink_last_commit_timestamp_seconds" ["component"]
+        "Unix time of the sink's last commit (of its start until the first), for data-stopped alerts.";
+    SINK_FLUSH_INTERVAL: Gauge "sluice_sink_flush_interval_seconds" ["component"]
+        "The sink's configured flush interval: a sink fed input commits at least this often.";
     SINK_BACKEND_UP: Gauge "sluice_sink_backend_up" ["component"]
         "1 while the sink's backend answers, 0 from a flush that could not reach it until one succeeds.";
     HTTP_THROTTLED: Counter "sluice_http_throttled_total" ["component"]
@@ -135,7 +145,7 @@ catalogue! {
     OBJECTS_FOUND: Counter "sluice_objects_found_total" ["component", "by"]
         "New object versions found, by sweep or by notification.";
     OBJECTS_READ: Counter "sluice_objects_read_total" ["component", "outcome"]
-        "Objects read to the end (done) or given up (failed).";
+        "Object reads by outcome: done (read to the end), retry (failed, tried again), unavailable (the store could not be reached; no attempt spent), failed (given up).";
     TRANSFORM_SECONDS: Histogram "sluice_transform_seconds" ["component"]
         "Time a transform took per batch.";
     TRANSFORM_DROPPED_EVENTS: Counter "sluice_transform_dropped_events_total" ["component"]

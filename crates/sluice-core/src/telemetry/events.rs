@@ -4,11 +4,17 @@
 //! lines carry `sluice::<kind>` targets, so `RUST_LOG=sluice=debug` (and
 //! the CLI's default filter) covers them.
 
-use std::{fmt::Display, time::Duration};
+use std::{
+    collections::BTreeSet,
+    fmt::Display,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use metrics::{Counter, Gauge, Histogram};
 
 use super::catalogue::*;
+use crate::readiness::Readiness;
 
 /// Dead letters a component stored, by reason (reasons are open-ended, so
 /// their counters are made when first seen).
@@ -16,7 +22,14 @@ fn dead_letter(component: &str, reason: &str) {
     DEAD_LETTERS.counter(&[component, reason]).increment(1);
 }
 
-/// A source's metrics.
+/// The services a source calls: its upstream, and an objects source's
+/// notification inbox.
+const UPSTREAM: &str = "upstream";
+const NOTIFICATIONS: &str = "notifications";
+
+/// A source's metrics, and whether its upstream services answer: one is
+/// down from a failed call (gauge 0, `/ready` names `source NAME`, one
+/// warning) until a call to it succeeds (one line saying it is back).
 #[derive(Clone)]
 pub struct SourceTelemetry {
     name: String,
@@ -24,17 +37,31 @@ pub struct SourceTelemetry {
     received_bytes: Counter,
     last_event: Gauge,
     backpressure_waits: Counter,
+    upstream_up: Gauge,
+    /// The services (`upstream`, `notifications`) whose last call failed.
+    services_down: Arc<Mutex<BTreeSet<&'static str>>>,
+    readiness: Arc<Readiness>,
 }
 
 impl SourceTelemetry {
     pub fn new(name: &str) -> SourceTelemetry {
+        let upstream_up = SOURCE_UPSTREAM_UP.gauge(&[name]);
+        upstream_up.set(1.0);
         SourceTelemetry {
             name: name.to_string(),
             received_events: COMPONENT_RECEIVED_EVENTS.counter(&[name]),
             received_bytes: COMPONENT_RECEIVED_BYTES.counter(&[name]),
             last_event: SOURCE_LAST_EVENT_TIMESTAMP.gauge(&[name]),
             backpressure_waits: SOURCE_BACKPRESSURE_WAITS.counter(&[name]),
+            upstream_up,
+            services_down: Arc::default(),
+            readiness: Arc::default(),
         }
+    }
+
+    /// The same, telling `readiness` when the upstream goes and comes back.
+    pub fn reporting_to(self, readiness: Arc<Readiness>) -> SourceTelemetry {
+        SourceTelemetry { readiness, ..self }
     }
 
     /// Events and their bytes are durable in the queue.
@@ -49,10 +76,61 @@ impl SourceTelemetry {
         self.backpressure_waits.increment(1);
     }
 
-    /// An upstream `operation` (`receive`, `delete`, ...) failed and will be retried.
+    /// An upstream `operation` (`receive`, `delete`, ...) failed and will
+    /// be retried: the upstream counts as down until a call succeeds.
     pub fn upstream_error(&self, operation: &str, error: &dyn Display) {
         SOURCE_ERRORS.counter(&[&self.name, operation]).increment(1);
-        tracing::warn!(target: "sluice::source", source = %self.name, operation, error = %error, "upstream {operation} failed; retrying");
+        self.service_failed(UPSTREAM, operation, error);
+    }
+
+    /// The upstream answered an `operation` but refused some of its items
+    /// (an expired receipt handle): counted and logged, the upstream is up.
+    pub fn upstream_refused(&self, operation: &str, error: &dyn Display) {
+        SOURCE_ERRORS.counter(&[&self.name, operation]).increment(1);
+        self.upstream_answered();
+        tracing::warn!(target: "sluice::source", source = %self.name, operation, error = %error, "upstream {operation} refused; retrying");
+    }
+
+    /// An upstream call succeeded: the upstream answers again if it did not.
+    pub fn upstream_answered(&self) {
+        self.service_answered(UPSTREAM);
+    }
+
+    /// Pulling notifications (an objects source's inbox, a service apart
+    /// from the object store) failed and will be retried.
+    pub fn notifications_error(&self, error: &dyn Display) {
+        SOURCE_ERRORS.counter(&[&self.name, NOTIFICATIONS]).increment(1);
+        self.service_failed(NOTIFICATIONS, NOTIFICATIONS, error);
+    }
+
+    /// Notifications were pulled: the inbox answers again if it did not.
+    pub fn notifications_answered(&self) {
+        self.service_answered(NOTIFICATIONS);
+    }
+
+    fn service_failed(&self, service: &'static str, operation: &str, error: &dyn Display) {
+        let mut down = self.services_down.lock().unwrap_or_else(|e| e.into_inner());
+        if !down.insert(service) {
+            tracing::debug!(target: "sluice::source", source = %self.name, operation, error = %error, "upstream {operation} failed again; retrying");
+            return;
+        }
+        if down.len() == 1 {
+            self.upstream_up.set(0.0);
+            self.readiness.backend_down(&format!("source {}", self.name));
+        }
+        tracing::warn!(target: "sluice::source", source = %self.name, service, operation, error = %error, "the source's upstream cannot be reached; it retries with backoff");
+    }
+
+    fn service_answered(&self, service: &'static str) {
+        let mut down = self.services_down.lock().unwrap_or_else(|e| e.into_inner());
+        if !down.remove(service) {
+            return;
+        }
+        tracing::info!(target: "sluice::source", source = %self.name, service, "the source's upstream is back");
+        if down.is_empty() {
+            self.upstream_up.set(1.0);
+            self.readiness.backend_up(&format!("source {}", self.name));
+        }
     }
 
     /// How many shards this replica reads.
@@ -60,14 +138,18 @@ impl SourceTelemetry {
         SOURCE_SHARDS_HELD.gauge(&[&self.name]).set(n as f64);
     }
 
-    /// Messages taken from the upstream service.
+    /// Messages taken from the upstream service (which therefore answers).
     pub fn upstream_received(&self, messages: u64) {
         SOURCE_UPSTREAM_RECEIVED.counter(&[&self.name]).increment(messages);
+        self.upstream_answered();
     }
 
     /// Upstream messages released (deleted) after their events were enqueued.
     pub fn upstream_settled(&self, messages: u64) {
         SOURCE_UPSTREAM_SETTLED.counter(&[&self.name]).increment(messages);
+        if messages > 0 {
+            self.upstream_answered();
+        }
     }
 
     /// How old the oldest message of the last receive was.
@@ -80,6 +162,13 @@ impl SourceTelemetry {
         for (state, n) in [("visible", visible), ("in_flight", in_flight), ("delayed", delayed)] {
             SOURCE_UPSTREAM_BACKLOG.gauge(&[&self.name, state]).set(n as f64);
         }
+        self.upstream_answered();
+    }
+
+    /// The collector listens: its 503 counter exists (at 0) from here, so
+    /// an alert on its rate sees the first one.
+    pub fn collector_listening(&self) {
+        HTTP_THROTTLED.counter(&[&self.name]).absolute(0);
     }
 
     /// The collector answered 503 (queue full).
@@ -108,7 +197,7 @@ impl SourceTelemetry {
         OBJECTS.gauge(&[&self.name, state]).set(n as f64);
     }
 
-    /// An object read to its end (`done`) or given up (`failed`).
+    /// An object read's outcome: `done`, `retry`, `unavailable` or `failed`.
     pub fn object_read(&self, outcome: &str) {
         OBJECTS_READ.counter(&[&self.name, outcome]).increment(1);
     }
@@ -170,6 +259,7 @@ pub struct SinkTelemetry {
     sent: Counter,
     already_committed: Counter,
     commits: Counter,
+    last_commit: Gauge,
     flush_seconds: Histogram,
     files: Counter,
     duplicates_dropped: Counter,
@@ -177,8 +267,14 @@ pub struct SinkTelemetry {
 }
 
 impl SinkTelemetry {
-    pub fn new(name: &str) -> SinkTelemetry {
+    /// A sink's telemetry; `flush_interval` is exported beside the time of
+    /// its last commit (its start, until it commits).
+    pub fn new(name: &str, flush_interval: Duration) -> SinkTelemetry {
+        SINK_FLUSH_INTERVAL.gauge(&[name]).set(flush_interval.as_secs_f64());
+        let last_commit = SINK_LAST_COMMIT_TIMESTAMP.gauge(&[name]);
+        last_commit.set(crate::now_ms() as f64 / 1000.0);
         SinkTelemetry {
+            last_commit,
             name: name.to_string(),
             received: COMPONENT_RECEIVED_EVENTS.counter(&[name]),
             sent: COMPONENT_SENT_EVENTS.counter(&[name]),
@@ -209,6 +305,7 @@ impl SinkTelemetry {
         let seconds = c.took.as_secs_f64();
         self.flush_seconds.record(seconds);
         self.commits.increment(1);
+        self.last_commit.set(crate::now_ms() as f64 / 1000.0);
         self.sent.increment(c.rows);
         self.files.increment(c.files);
         self.duplicates_dropped.increment(c.duplicates_dropped);
@@ -260,7 +357,11 @@ pub struct CompactionTelemetry {
 }
 
 impl CompactionTelemetry {
+    /// A table's compaction telemetry; its run and error counters exist
+    /// (at 0) from here, so an alert on their increase sees the first one.
     pub fn new(sink: &str) -> CompactionTelemetry {
+        COMPACTION_RUNS.counter(&[sink]).absolute(0);
+        COMPACTION_ERRORS.counter(&[sink]).absolute(0);
         CompactionTelemetry { name: sink.to_string() }
     }
 
@@ -313,7 +414,20 @@ pub struct QueueState {
     pub oldest_age: Duration,
 }
 
+/// The queue operations whose failures the engine counts.
+const QUEUE_OPERATIONS: [&str; 6] = ["receive", "ack", "nack", "release", "extend", "stats"];
+
 impl QueueTelemetry {
+    /// Makes the queue's counters exist at 0, so an alert on their
+    /// increase sees the first acknowledgement, redelivery or error.
+    pub fn start() {
+        QUEUE_ACKED_BATCHES.counter(&[]).absolute(0);
+        QUEUE_REDELIVERED_BATCHES.counter(&[]).absolute(0);
+        for operation in QUEUE_OPERATIONS {
+            QUEUE_ERRORS.counter(&[operation]).absolute(0);
+        }
+    }
+
     pub fn state(s: &QueueState) {
         QUEUE_DEPTH_BATCHES.gauge(&[]).set(s.batches as f64);
         QUEUE_BYTES.gauge(&[]).set(s.bytes as f64);
@@ -332,10 +446,20 @@ impl QueueTelemetry {
         QUEUE_ACKED_BATCHES.counter(&[]).increment(batches);
     }
 
+    /// Batches received that had been delivered before.
+    pub fn redelivered(batches: u64) {
+        QUEUE_REDELIVERED_BATCHES.counter(&[]).increment(batches);
+    }
+
     /// A queue operation failed; the runtime retries after a pause.
     pub fn error(operation: &str, error: &dyn Display) {
-        QUEUE_ERRORS.counter(&[operation]).increment(1);
+        Self::failed(operation);
         tracing::warn!(target: "sluice::queue", operation, error = %error, "queue operation failed; retrying");
+    }
+
+    /// A queue operation failed (its caller says what follows).
+    pub fn failed(operation: &str) {
+        QUEUE_ERRORS.counter(&[operation]).increment(1);
     }
 }
 

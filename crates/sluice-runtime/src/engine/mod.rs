@@ -29,6 +29,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use sluice_connectors::{Source, SourceContext, sources::BuildEnv};
+use sluice_core::readiness::Readiness;
 use sluice_core::{
     BatchInfo, DeadLetter, Delivery, Event, StageError, split_lines,
     telemetry::{QueueTelemetry, SinkTelemetry},
@@ -48,7 +49,6 @@ use tokio::{
 
 use crate::{
     config::{Component, Pipeline, QueueBackend, SinkConfig, build_transforms},
-    readiness::Readiness,
     sinks::OpenedSink,
     telemetry,
 };
@@ -237,6 +237,7 @@ pub async fn run(
     // Metric handles made before the recorder exists record nothing, and
     // components make theirs when built: install it first.
     telemetry::prometheus();
+    QueueTelemetry::start();
     let mut background = JoinSet::new();
     let RunQueue {
         queue: q,
@@ -281,14 +282,15 @@ pub async fn run(
             compactions.spawn(compaction::run_schedule(schedule, compaction_stop_rx.clone()));
         }
         let (tx, rx) = mpsc::channel(4);
-        let telemetry = SinkTelemetry::new(name);
+        let flush_interval = sink.config.spec().flush_interval();
+        let telemetry = SinkTelemetry::new(name, flush_interval);
         telemetry.backend_open();
         let driver = SinkDriver {
             telemetry,
             readiness: ready.clone(),
             name: name.clone(),
             sink: opened,
-            flush_interval: sink.config.spec().flush_interval(),
+            flush_interval,
             dead_letters: dlq.clone(),
         };
         let sink_name = name.clone();
@@ -333,7 +335,7 @@ pub async fn run(
             state_dir: pipeline.data_dir.join("sources"),
             leases: leases.clone(),
             checkpoints: checkpoints.clone(),
-            telemetry: sluice_core::telemetry::SourceTelemetry::new(name),
+            telemetry: sluice_core::telemetry::SourceTelemetry::new(name).reporting_to(ready.clone()),
         };
         let s: Box<dyn Source> = source
             .spec()
@@ -395,6 +397,10 @@ pub async fn run(
                         tracing::info!("the queue's backend is back");
                     }
                     receive_size.observe(&d);
+                    let again = d.iter().filter(|delivery| delivery.attempts > 1).count();
+                    if again > 0 {
+                        QueueTelemetry::redelivered(again as u64);
+                    }
                     d
                 }
                 Err(e) => {

@@ -24,7 +24,7 @@ use sluice_queue::DeadLetterStore;
 use tokio::sync::{mpsc, oneshot};
 
 use super::ticket::Ticket;
-use crate::readiness::Readiness;
+use sluice_core::readiness::Readiness;
 
 pub struct SinkJob {
     pub ticket: Arc<Ticket>,

@@ -145,6 +145,7 @@ pub async fn run_acker(
         if !acks.is_empty() {
             let n = acks.len() as u64;
             if let Err(e) = queue.ack(acks).await {
+                QueueTelemetry::failed("ack");
                 tracing::warn!(error = %e, "ack failed; the batches return and are recognised as committed");
             } else {
                 QueueTelemetry::acked(n);
@@ -177,6 +178,7 @@ pub async fn run_lease_keeper(queue: Arc<dyn Queue>, in_flight: InFlight, receiv
         if !ids.is_empty()
             && let Err(e) = queue.extend(ids).await
         {
+            QueueTelemetry::failed("extend");
             tracing::warn!(error = %e, "extending visibility failed");
         }
     }

@@ -72,6 +72,7 @@ impl Shared {
             Ok(table) => {
                 let table = Arc::new(table);
                 telemetry.loaded(table.len());
+                telemetry.age(Duration::ZERO);
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Loaded {
                     table: table.clone(),
                     at: Instant::now(),
@@ -80,6 +81,8 @@ impl Shared {
             }
             Err(e) => {
                 telemetry.reload_failed(&e);
+                // The table kept grows older while reloads fail.
+                let _ = self.table();
                 Err(e)
             }
         }

@@ -46,7 +46,8 @@ fn script() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/aws_client.py")
 }
 
-fn aws(args: &[&str]) -> Value {
+/// Runs a command of `aws_client.py` (boto3 against moto); its JSON answer.
+pub(crate) fn aws(args: &[&str]) -> Value {
     let out = support::run_ok(
         Command::new(support::python())
             .arg(script())

@@ -18,7 +18,6 @@
 //! debug log holds none of the tokens or the secret.
 
 use std::{
-    collections::HashSet,
     io::{Read, Write},
     net::TcpStream,
     path::Path,
@@ -363,15 +362,7 @@ flush_interval_secs = 1
     sluice.stop();
 
     let lake = support::read_lake(&dir.join("lake/t")).await;
-    let expected: HashSet<String> = stored
-        .iter()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["event_id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let expected = support::event_ids(&stored);
     assert_eq!(lake.ids, expected);
     assert_eq!(lake.rows, expected.len() as u64);
 

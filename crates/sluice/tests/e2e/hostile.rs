@@ -47,20 +47,9 @@ async fn hostile_lines_are_dead_lettered_and_the_rest_lands() {
     sluice.stop();
 
     let contents = support::read_lake(&dir.join("lake/t")).await;
-    let mut expected: Vec<String> = lines
-        .iter()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["event_id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
-    expected.push("00000000-0000-4000-8000-000000000000".into());
-    expected.sort();
-    let mut got: Vec<String> = contents.ids.into_iter().collect();
-    got.sort();
-    assert_eq!(got, expected, "the valid events, the 3 MiB one included, land");
+    let mut expected = support::event_ids(&lines);
+    expected.insert("00000000-0000-4000-8000-000000000000".into());
+    assert_eq!(contents.ids, expected, "the valid events, the 3 MiB one included, land");
     let dlq: Value = serde_json::from_str(&support::run_ok(
         Command::new(support::SLUICE)
             .args(["dlq", "list"])

@@ -5,7 +5,8 @@
 //! * Not there yet: `sluice run` started while its PostgreSQL cannot be
 //!   reached waits for it (saying so in its log) instead of exiting, and
 //!   lands everything once it can.
-//! * Gone mid-run for longer than the visibility timeout, with
+//! * Gone mid-run for longer than the visibility timeout (a sink's, a
+//!   transform's or the queue's backend; sources: `source_outages`), with
 //!   `max_attempts = 1` so any attempt spent on the outage would show as
 //!   dead letters: `/ready` turns false and says which sink, the
 //!   `sluice_sink_backend_up` gauge drops to 0, the log says so once; after
@@ -110,11 +111,12 @@ table = "events"
 
 /// Starts `sluice run` on `dir/pipeline.toml` with its log in
 /// `dir/sluice.log`, and waits until it is ready.
-fn start_logged(dir: &std::path::Path, api: u16) -> Running {
+pub(crate) fn start_logged(dir: &std::path::Path, api: u16) -> Running {
     let log = std::fs::File::create(dir.join("sluice.log")).unwrap();
     let child = Command::new(support::SLUICE)
         .arg("run")
         .arg(dir.join("pipeline.toml"))
+        .envs(support::AWS_ENV)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -126,7 +128,7 @@ fn start_logged(dir: &std::path::Path, api: u16) -> Running {
 
 /// Cuts `proxy` for `secs` seconds (checking the pipeline reports
 /// `component` down meanwhile), restores it, and returns how long it was cut.
-async fn outage(proxy: &mut Proxy, api: u16, component: &str, secs: u64) -> Duration {
+pub(crate) async fn outage(proxy: &mut Proxy, api: u16, component: &str, secs: u64) -> Duration {
     proxy.cut();
     let cut_at = Instant::now();
     assert_reported_down(api, component).await;
@@ -136,7 +138,8 @@ async fn outage(proxy: &mut Proxy, api: u16, component: &str, secs: u64) -> Dura
     outage
 }
 
-/// The log lines of a sink's outage and of a transform's.
+/// The log lines of an outage of a sink's backend, the queue's, a
+/// transform's and a source's upstream.
 const SINK_LOST: [&str; 2] = [
     "the sink's backend cannot be reached; its batches wait",
     "the sink's backend is back",
@@ -149,10 +152,14 @@ const TRANSFORM_LOST: [&str; 2] = [
     "a transform's backend cannot be reached; batches wait",
     "the transforms' backends are back",
 ];
+pub(crate) const SOURCE_LOST: [&str; 2] = [
+    "the source's upstream cannot be reached; it retries with backoff",
+    "the source's upstream is back",
+];
 
 /// After an outage: `/ready` is back, the run stops cleanly, nothing was
 /// dead-lettered, and the log told of the outage once and of the return.
-async fn assert_recovered(dir: &std::path::Path, api: u16, sluice: Running, [lost, back]: [&str; 2]) {
+pub(crate) async fn assert_recovered(dir: &std::path::Path, api: u16, sluice: Running, [lost, back]: [&str; 2]) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while http_get(api, "/ready").is_none_or(|(status, _)| status != 200) {
         assert!(Instant::now() < deadline, "/ready did not come back");
@@ -167,13 +174,13 @@ async fn assert_recovered(dir: &std::path::Path, api: u16, sluice: Running, [los
         &dead[..1]
     );
     let log = std::fs::read_to_string(dir.join("sluice.log")).unwrap();
-    assert_eq!(log.matches(lost).count(), 1, "the outage is logged once");
+    assert_eq!(log.matches(lost).count(), 1, "the outage is logged once: {log}");
     assert!(log.contains(back), "{log}");
 }
 
 /// The `[api]` and `[delivery]` of an outage test: a 2 s visibility
 /// timeout, and one attempt, so any attempt spent on the outage shows.
-fn outage_settings(api: u16) -> String {
+pub(crate) fn outage_settings(api: u16) -> String {
     format!("[api]\naddress = \"127.0.0.1:{api}\"\n\n[delivery]\nvisibility_timeout_secs = 2\nmax_attempts = 1\n")
 }
 
@@ -207,7 +214,7 @@ fn dead_letters(dir: &std::path::Path) -> Vec<String> {
 }
 
 /// Waits until `count` returns at least `want` (at most `secs`).
-async fn wait_for<F, Fut>(what: &str, secs: u64, want: i64, mut count: F) -> i64
+pub(crate) async fn wait_for<F, Fut>(what: &str, secs: u64, want: i64, mut count: F) -> i64
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = i64>,
@@ -224,15 +231,19 @@ where
 }
 
 /// While the backend is cut: `/ready` says which component is down (`sink
-/// NAME`, with its gauge at 0, or `transforms`); returns once seen.
+/// NAME` or `source NAME`, with its gauge at 0, or `transforms`); returns
+/// once seen.
 async fn assert_reported_down(api: u16, component: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let ready = http_get(api, "/ready");
         let metrics = http_get(api, "/metrics").map(|(_, body)| body).unwrap_or_default();
-        let gauge = match component.strip_prefix("sink ") {
-            Some(sink) => metrics.contains(&format!("sluice_sink_backend_up{{component=\"{sink}\"}} 0")),
-            None => true,
+        let gauge = match component.split_once(' ') {
+            Some(("sink", sink)) => metrics.contains(&format!("sluice_sink_backend_up{{component=\"{sink}\"}} 0")),
+            Some(("source", source)) => {
+                metrics.contains(&format!("sluice_source_upstream_up{{component=\"{source}\"}} 0"))
+            }
+            _ => true,
         };
         if let Some((503, body)) = &ready
             && body.contains(&format!("backend unavailable for {component}"))
@@ -578,4 +589,183 @@ async fn a_jetstream_queue_going_away_mid_run_costs_no_attempts_and_everything_l
     for bucket in [&names.leases, &names.checkpoints, &names.deliveries] {
         let _ = js.delete_key_value(bucket).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_schema_registry_going_away_mid_run_costs_no_attempts_and_everything_lands_once() {
+    if !support::services_up(&[Service::Postgres]) {
+        return;
+    }
+    let tmp = sluice_testkit::tempdir().unwrap();
+    let dir = tmp.path();
+    let (lines, _) = support::generate_clean(dir, 3_000, 16);
+    let pg = connect().await;
+    let schema = fresh_schema(&pg, "outage_registry").await;
+    pg.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+    let real = crate::postgres::url();
+    let mut proxy = Proxy::start(host_port(&real).unwrap()).await;
+    let api = support::free_port();
+    write_file_pipeline(
+        dir,
+        api,
+        &format!(
+            "[transforms.described]\ntype = \"self_describing\"\ninputs = [\"input\"]\n\
+             event_id = \"/event_id\"\nevent_time = \"/ts\"\n\n\
+             [sinks.table]\ntype = \"postgres\"\ninputs = [\"described\"]\nurl = \"{real}\"\n\
+             schema = \"{schema}\"\ntable = \"events\"\nflush_interval_secs = 1\n\n\
+             [registry]\nuri = \"{registry}\"\ntable = \"{schema}.schemas\"\n",
+            registry = proxy.url_for(&real)
+        ),
+    );
+    // Two versions of one schema: the events after the cut name the one
+    // no batch has needed yet, so the transform must ask the registry.
+    let body = std::fs::read_to_string(support::schema_path()).unwrap();
+    for version in ["1-0-0", "1-0-1"] {
+        let file = dir.join(format!("{version}.json"));
+        std::fs::write(&file, &body).unwrap();
+        support::run_ok(
+            Command::new(support::SLUICE)
+                .args(["schema", "register"])
+                .arg(dir.join("pipeline.toml"))
+                .arg(&file)
+                .args(["--key", &format!("iglu:com.acme/click/jsonschema/{version}")]),
+        );
+    }
+    let wrap = |part: &[String], version: &str| {
+        part.iter()
+            .map(|l| format!("{{\"schema\":\"iglu:com.acme/click/jsonschema/{version}\",\"data\":{l}}}\n"))
+            .collect::<String>()
+    };
+    let sluice = start_logged(dir, api);
+    let rows = || async {
+        pg.query_one(&format!("SELECT count(*) FROM {schema}.events"), &[])
+            .await
+            .map_or(0, |r| r.get::<_, i64>(0))
+    };
+    std::fs::write(dir.join("incoming/a.ndjson"), wrap(&lines[..1_000], "1-0-0")).unwrap();
+    wait_for("rows before the outage", 60, 1_000, rows).await;
+    // Cut before the new version's events arrive, so none is checked yet.
+    proxy.cut();
+    std::fs::write(dir.join("incoming/b.ndjson"), wrap(&lines[1_000..], "1-0-1")).unwrap();
+    let cut = outage(&mut proxy, api, "transforms", 8).await;
+    let landed = wait_for("rows after the outage", 120, lines.len() as i64, rows).await;
+    assert_recovered(dir, api, sluice, TRANSFORM_LOST).await;
+    let versions = crate::postgres::one_i64(&pg, &format!("SELECT count(DISTINCT _schema) FROM {schema}.events")).await;
+    assert_eq!(
+        (landed as usize, versions),
+        (lines.len(), 2),
+        "every line once, both versions"
+    );
+    eprintln!("the schema registry cut for {cut:?}; {landed} rows, 0 dead letters");
+    drop_schema(&pg, &schema).await;
+}
+
+/// The value of `metric` (with its labels, as exported) on the API's `/metrics`.
+fn metric(api: u16, metric: &str) -> Option<f64> {
+    let (_, body) = http_get(api, "/metrics")?;
+    body.lines()
+        .find_map(|l| l.strip_prefix(metric)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_lookup_going_away_mid_run_keeps_its_table_and_takes_the_new_one_after() {
+    if !support::services_up(&[Service::Postgres]) {
+        return;
+    }
+    let tmp = sluice_testkit::tempdir().unwrap();
+    let dir = tmp.path();
+    let (lines, _) = support::generate_clean(dir, 3_000, 17);
+    let pg = connect().await;
+    let schema = fresh_schema(&pg, "outage_lookup").await;
+    let countries: std::collections::BTreeSet<String> = lines
+        .iter()
+        .filter_map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).ok()?["geo"]["country"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    let values: Vec<String> = countries.iter().map(|c| format!("('{c}', 'v1')")).collect();
+    pg.batch_execute(&format!(
+        "CREATE SCHEMA {schema}; CREATE TABLE {schema}.countries (code text PRIMARY KEY, version text);
+         INSERT INTO {schema}.countries VALUES {};",
+        values.join(", ")
+    ))
+    .await
+    .unwrap();
+    let real = crate::postgres::url();
+    let mut proxy = Proxy::start(host_port(&real).unwrap()).await;
+    let api = support::free_port();
+    write_file_pipeline(
+        dir,
+        api,
+        &format!(
+            "[transforms.countries]\ntype = \"lookup\"\ninputs = [\"input\"]\nkey = \"/geo/country\"\n\
+             target = \"/geo/info\"\nkey_column = \"code\"\nrefresh_secs = 1\n\
+             postgres = {{ url = \"{lookup}\", query = \"SELECT code, version FROM {schema}.countries\" }}\n\n\
+             [sinks.table]\ntype = \"postgres\"\ninputs = [\"countries\"]\nurl = \"{real}\"\n\
+             schema = \"{schema}\"\ntable = \"events\"\nflush_interval_secs = 1\n",
+            lookup = proxy.url_for(&real)
+        ),
+    );
+    let sluice = start_logged(dir, api);
+    let rows = || async {
+        pg.query_one(&format!("SELECT count(*) FROM {schema}.events"), &[])
+            .await
+            .map_or(0, |r| r.get::<_, i64>(0))
+    };
+    let age = "sluice_lookup_age_seconds{component=\"countries\"}";
+    std::fs::write(dir.join("incoming/a.ndjson"), lines[..1_000].join("\n") + "\n").unwrap();
+    wait_for("rows before the outage", 60, 1_000, rows).await;
+
+    proxy.cut();
+    pg.batch_execute(&format!("UPDATE {schema}.countries SET version = 'v2'"))
+        .await
+        .unwrap();
+    std::fs::write(dir.join("incoming/b.ndjson"), lines[1_000..2_000].join("\n") + "\n").unwrap();
+    wait_for("rows landed during the outage", 60, 2_000, rows).await;
+    let stale = wait_for("table age during the outage", 30, 5, || async {
+        metric(api, age).unwrap_or(0.0) as i64
+    })
+    .await;
+    let failures = metric(api, "sluice_lookup_refresh_failures_total{component=\"countries\"}").unwrap_or(0.0);
+    assert!(failures >= 1.0, "failed refreshes are counted: {failures}");
+    assert_eq!(
+        http_get(api, "/ready").map(|(s, _)| s),
+        Some(200),
+        "the old table serves"
+    );
+    proxy.restore().await;
+    wait_for("a fresh table after the outage", 30, 1, || async {
+        i64::from(metric(api, age).is_some_and(|a| a < 2.0))
+    })
+    .await;
+    std::fs::write(dir.join("incoming/c.ndjson"), lines[2_000..].join("\n") + "\n").unwrap();
+    wait_for("rows after the outage", 60, 3_000, rows).await;
+    Running::stop(sluice);
+    assert!(dead_letters(dir).is_empty());
+    let by_version = |version: &'static str| {
+        let (pg, schema) = (&pg, &schema);
+        async move {
+            crate::postgres::one_i64(
+                pg,
+                &format!("SELECT count(*) FROM {schema}.events WHERE geo__info__version = '{version}'"),
+            )
+            .await
+        }
+    };
+    let with_country = |part: &[String]| {
+        part.iter()
+            .filter(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["geo"]["country"].is_string())
+            .count() as i64
+    };
+    assert_eq!(
+        (by_version("v1").await, by_version("v2").await),
+        (with_country(&lines[..2_000]), with_country(&lines[2_000..])),
+        "the old table while PostgreSQL was away, the new one after"
+    );
+    eprintln!(
+        "the lookup's PostgreSQL cut (table {stale} s old, {failures} failed refreshes): 2 000 rows with the old table, 1 000 with the new"
+    );
+    drop_schema(&pg, &schema).await;
 }

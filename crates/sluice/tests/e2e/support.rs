@@ -276,3 +276,16 @@ pub fn start_http_pipeline(dir: &Path, delivery: &str, http_keys: &str) -> (Runn
     sluice.wait_ready(api);
     (sluice, http, api)
 }
+
+/// The `event_id` of each of `lines` (JSON objects that have one).
+pub fn event_ids<L: AsRef<str>>(lines: impl IntoIterator<Item = L>) -> HashSet<String> {
+    lines
+        .into_iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l.as_ref()).unwrap()["event_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}

@@ -153,12 +153,15 @@ fn csv_rows_become_objects_of_strings_and_bad_rows_are_set_aside() {
 struct Broken {
     data: io::Cursor<Vec<u8>>,
     ok: u64,
+    /// What the fetch says when it fails.
+    error: &'static str,
 }
 
 impl Read for Broken {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.data.position() >= self.ok {
-            return Err(io::Error::other(FetchError("connection reset".into())));
+            let cause = io::Error::other(self.error);
+            return Err(io::Error::other(FetchError::new(&cause)));
         }
         let room = (self.ok - self.data.position()) as usize;
         let n = buf.len().min(room);
@@ -169,7 +172,13 @@ impl Read for Broken {
 #[test]
 fn a_fetch_error_is_retriable_and_a_decoding_error_is_not() {
     let text: String = (0..100).map(|i| format!("{{\"n\":{i}}}\n")).collect();
-    for layout in [Layout::Ndjson, Layout::JsonArray] {
+    let cases = [
+        (Layout::Ndjson, "connection reset by peer", true),
+        (Layout::JsonArray, "connection reset by peer", true),
+        (Layout::Ndjson, "HTTP 500: internal error", false),
+        (Layout::JsonArray, "HTTP 500: internal error", false),
+    ];
+    for (layout, error, unavailable) in cases {
         let (tx, mut rx) = mpsc::channel(1024);
         let input = match layout {
             Layout::JsonArray => format!("[{}]", text.trim_end().replace('\n', ",")).into_bytes(),
@@ -179,6 +188,7 @@ fn a_fetch_error_is_retriable_and_a_decoding_error_is_not() {
             Box::new(Broken {
                 data: io::Cursor::new(input),
                 ok: 300,
+                error,
             }),
             layout,
             64,
@@ -186,7 +196,10 @@ fn a_fetch_error_is_retriable_and_a_decoding_error_is_not() {
         );
         drop(tx);
         let chunks: Vec<Chunk> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
-        assert!(failure(&chunks).is_some_and(|e| e.retriable), "{layout:?}");
+        assert!(
+            failure(&chunks).is_some_and(|e| e.retriable && e.unavailable == unavailable),
+            "{layout:?} {error}"
+        );
         assert!(!lines(&chunks).is_empty());
     }
     let mut corrupt = gzip(text.as_bytes());

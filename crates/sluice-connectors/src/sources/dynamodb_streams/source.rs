@@ -216,7 +216,10 @@ impl Source for DynamoDbStreamsSource {
         let mut shutdown = ctx.shutdown.clone();
         let (arn, key_names) = loop {
             match describe_table_stream(&client, &self.config.table).await {
-                Ok(found) => break found,
+                Ok(found) => {
+                    ctx.telemetry.upstream_answered();
+                    break found;
+                }
                 Err(Unready::Refused(why)) => {
                     return Err(SourceError::Upstream(format!("sources.{}: {why}", ctx.name)));
                 }

@@ -123,6 +123,7 @@ impl FileSource {
                 let _ = tx.blocking_send(Chunk::Failed(ReadError {
                     message: e.to_string(),
                     retriable: false,
+                    unavailable: false,
                 }));
             }
         });

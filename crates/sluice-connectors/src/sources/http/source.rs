@@ -91,6 +91,7 @@ impl Source for HttpSource {
             auth = auth.is_some(),
             "http collector listening"
         );
+        ctx.telemetry.collector_listening();
         let signature_header = config
             .auth
             .as_ref()

@@ -8,4 +8,4 @@ mod source;
 pub use config::NatsSourceConfig;
 pub(crate) use config::check_endpoint;
 pub use source::NatsSource;
-pub(crate) use source::{durable_consumer, pull};
+pub(crate) use source::{Durable, durable_consumer, pull, wait_for_consumer};

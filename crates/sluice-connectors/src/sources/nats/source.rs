@@ -16,6 +16,8 @@ use std::time::Duration;
 use async_nats::jetstream::{
     self, AckKind,
     consumer::{AckPolicy, PullConsumer, pull},
+    context::GetStreamErrorKind,
+    stream::ConsumerErrorKind,
 };
 use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -35,7 +37,7 @@ impl NatsSource {
         NatsSource { config }
     }
 
-    async fn consumer(&self, source: &str) -> Result<PullConsumer, SourceError> {
+    async fn consumer(&self, source: &str) -> Result<Durable, ConsumerError> {
         let c = &self.config;
         let name = c.consumer.clone().unwrap_or_else(|| format!("sluice-{source}"));
         durable_consumer(
@@ -72,6 +74,55 @@ impl NatsSource {
     }
 }
 
+/// A durable pull consumer and the client it pulls through, whose state
+/// tells a pull that found nothing from one that could not reach NATS.
+pub(crate) struct Durable {
+    client: async_nats::Client,
+    pub consumer: PullConsumer,
+}
+
+/// Why a durable consumer could not be had.
+#[derive(Debug)]
+pub(crate) enum ConsumerError {
+    /// NATS could not be reached or did not answer: worth waiting for.
+    Unreachable(String),
+    /// NATS answered no (no such stream, refused credentials or TLS).
+    Refused(String),
+}
+
+impl From<ConsumerError> for SourceError {
+    fn from(e: ConsumerError) -> SourceError {
+        match e {
+            ConsumerError::Unreachable(why) | ConsumerError::Refused(why) => SourceError::Upstream(why),
+        }
+    }
+}
+
+/// The durable consumer `open` makes, waiting (with backoff, saying so
+/// once) while NATS cannot be reached; `None` if the pipeline stops first.
+pub(crate) async fn wait_for_consumer<F, Fut>(ctx: &SourceContext, mut open: F) -> Result<Option<Durable>, SourceError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Durable, ConsumerError>>,
+{
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    let mut shutdown = ctx.shutdown.clone();
+    loop {
+        match open().await {
+            Ok(consumer) => {
+                ctx.telemetry.upstream_answered();
+                return Ok(Some(consumer));
+            }
+            Err(ConsumerError::Unreachable(why)) => ctx.telemetry.upstream_error("connect", &why),
+            Err(refused) => return Err(refused.into()),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+            _ = shutdown.wait_for(|s| *s) => return Ok(None),
+        }
+    }
+}
+
 /// Connects to `url` and returns the durable pull consumer `name` (explicit
 /// acks, filtered to `subject`) on `stream`, creating it if missing; the
 /// stream must exist.
@@ -81,16 +132,21 @@ pub(crate) async fn durable_consumer(
     subject: Option<&str>,
     name: &str,
     ack_wait: Duration,
-) -> Result<PullConsumer, SourceError> {
-    let upstream = |what: &str, e: &dyn std::fmt::Display| SourceError::Upstream(format!("{what}: {e}"));
+) -> Result<Durable, ConsumerError> {
     let client = sluice_queue::jetstream::connect(url)
         .await
-        .map_err(|e| SourceError::Upstream(e.message))?;
-    let js = jetstream::new(client);
-    let handle = js
-        .get_stream(stream)
-        .await
-        .map_err(|e| upstream(&format!("stream {stream} (it must exist; its producers create it)"), &e))?;
+        .map_err(|e| match e.permanent {
+            true => ConsumerError::Refused(e.message),
+            false => ConsumerError::Unreachable(e.message),
+        })?;
+    let js = jetstream::new(client.clone());
+    let handle = js.get_stream(stream).await.map_err(|e| {
+        let why = format!("stream {stream} (it must exist; its producers create it): {e}");
+        match e.kind() {
+            GetStreamErrorKind::Request => ConsumerError::Unreachable(why),
+            _ => ConsumerError::Refused(why),
+        }
+    })?;
     handle
         .get_or_create_consumer(
             name,
@@ -103,18 +159,31 @@ pub(crate) async fn durable_consumer(
             },
         )
         .await
-        .map_err(|e| upstream(&format!("consumer {name} on stream {stream}"), &e))
+        .map(|consumer| Durable { client, consumer })
+        .map_err(|e| {
+            let why = format!("consumer {name} on stream {stream}: {e}");
+            match e.kind() {
+                ConsumerErrorKind::TimedOut | ConsumerErrorKind::Request => ConsumerError::Unreachable(why),
+                _ => ConsumerError::Refused(why),
+            }
+        })
 }
 
 /// One pull: the messages (at most `max_messages`, about `max_bytes`) that
-/// arrived within `wait`.
+/// arrived within `wait`. An error while the client is not connected: a
+/// pull then only waits out its expiry and would look like an empty stream.
 pub(crate) async fn pull(
-    consumer: &PullConsumer,
+    durable: &Durable,
     max_messages: usize,
     max_bytes: usize,
     wait: Duration,
 ) -> Result<Vec<jetstream::Message>, String> {
-    let mut messages = consumer
+    let connected = || durable.client.connection_state() == async_nats::connection::State::Connected;
+    if !connected() {
+        return Err("not connected to NATS".into());
+    }
+    let mut messages = durable
+        .consumer
         .batch()
         .max_messages(max_messages)
         .max_bytes(max_bytes)
@@ -125,6 +194,9 @@ pub(crate) async fn pull(
     let mut pulled = Vec::new();
     while let Some(message) = messages.next().await {
         pulled.push(message.map_err(|e| e.to_string())?);
+    }
+    if pulled.is_empty() && !connected() {
+        return Err("the connection to NATS was lost during the pull".into());
     }
     Ok(pulled)
 }
@@ -180,7 +252,9 @@ fn batch_key(stream: &str, mut sequences: Vec<u64>) -> String {
 #[async_trait]
 impl Source for NatsSource {
     async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
-        let consumer = self.consumer(&ctx.name).await?;
+        let Some(durable) = wait_for_consumer(&ctx, || self.consumer(&ctx.name)).await? else {
+            return Ok(());
+        };
         let mut shutdown = ctx.shutdown.clone();
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         loop {
@@ -190,12 +264,13 @@ impl Source for NatsSource {
             let c = &self.config;
             let wait = Duration::from_millis(c.max_wait_ms);
             let messages = tokio::select! {
-                pulled = pull(&consumer, c.max_batch_messages, c.max_batch_bytes, wait) => pulled,
+                pulled = pull(&durable, c.max_batch_messages, c.max_batch_bytes, wait) => pulled,
                 _ = shutdown.wait_for(|s| *s) => return Ok(()),
             };
             let messages = match messages {
                 Ok(messages) => {
                     backoff.reset();
+                    ctx.telemetry.upstream_answered();
                     messages
                 }
                 Err(e) => {

@@ -6,15 +6,15 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::PullConsumer};
+use async_nats::jetstream;
 use bytes::Bytes;
 
 use super::config::{NotificationConfig, NotificationInbox};
 use crate::{
     aws::sqs::{MAX_PER_CALL, SqsQueue},
     sources::{
-        SourceError,
-        nats::{durable_consumer, pull},
+        SourceContext, SourceError,
+        nats::{Durable, durable_consumer, pull, wait_for_consumer},
     },
 };
 
@@ -26,7 +26,7 @@ const PULL_WAIT: Duration = Duration::from_secs(1);
 const HOLD_SECS: u32 = 30;
 
 pub(crate) enum Inbox {
-    JetStream(Box<PullConsumer>),
+    JetStream(Box<Durable>),
     Sqs(SqsQueue),
 }
 
@@ -45,12 +45,13 @@ enum Handle {
 
 impl Inbox {
     /// Connects to the inbox `config` names (the JetStream consumer is
-    /// created if missing; the stream or queue must exist).
-    pub async fn open(config: &NotificationConfig, source: &str) -> Result<Inbox, SourceError> {
+    /// created if missing, waiting while NATS cannot be reached; the stream
+    /// or queue must exist); `None` if the pipeline stops first.
+    pub async fn open(config: &NotificationConfig, ctx: &SourceContext) -> Result<Option<Inbox>, SourceError> {
         match config.inbox().map_err(SourceError::Upstream)? {
             NotificationInbox::Sqs { queue_url, target } => SqsQueue::connect(&target, queue_url)
                 .await
-                .map(Inbox::Sqs)
+                .map(|queue| Some(Inbox::Sqs(queue)))
                 .map_err(|e| SourceError::Upstream(format!("notifications: {e}"))),
             NotificationInbox::JetStream {
                 url,
@@ -58,11 +59,11 @@ impl Inbox {
                 subject,
                 consumer,
             } => {
-                let name = consumer.map_or_else(|| format!("sluice-{source}-notifications"), str::to_string);
+                let name = consumer.map_or_else(|| format!("sluice-{}-notifications", ctx.name), str::to_string);
                 let ack_wait = Duration::from_secs(u64::from(HOLD_SECS));
-                durable_consumer(url, stream, subject, &name, ack_wait)
-                    .await
-                    .map(|consumer| Inbox::JetStream(Box::new(consumer)))
+                let consumer =
+                    wait_for_consumer(ctx, || durable_consumer(url, stream, subject, &name, ack_wait)).await?;
+                Ok(consumer.map(|consumer| Inbox::JetStream(Box::new(consumer))))
             }
         }
     }
@@ -70,7 +71,7 @@ impl Inbox {
     /// The stream's or queue's name.
     pub fn name(&self) -> String {
         match self {
-            Inbox::JetStream(consumer) => consumer.cached_info().stream_name.clone(),
+            Inbox::JetStream(durable) => durable.consumer.cached_info().stream_name.clone(),
             Inbox::Sqs(queue) => queue.name().to_string(),
         }
     }
@@ -79,7 +80,7 @@ impl Inbox {
     /// from JetStream, ten from SQS).
     pub async fn pull(&self) -> Result<Vec<Notice>, String> {
         match self {
-            Inbox::JetStream(consumer) => Ok(pull(consumer, 100, 1024 * 1024, PULL_WAIT)
+            Inbox::JetStream(durable) => Ok(pull(durable, 100, 1024 * 1024, PULL_WAIT)
                 .await?
                 .into_iter()
                 .map(|message| Notice {

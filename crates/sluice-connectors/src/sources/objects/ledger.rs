@@ -197,6 +197,19 @@ impl Ledger {
         Ok(())
     }
 
+    /// Puts a claimed object back without spending the attempt its claim
+    /// took (its store could not be reached): visible again at `at_ms`.
+    pub fn give_back(&self, object: &ObjectRef, error: &str, at_ms: i64) -> Result<(), String> {
+        self.conn
+            .execute(
+                "UPDATE objects SET attempts = max(attempts - 1, 0), visible_at = ?3, error = ?4
+                 WHERE key = ?1 AND version = ?2",
+                params![object.key, object.version, at_ms, error],
+            )
+            .map_err(err)?;
+        Ok(())
+    }
+
     /// Puts failed objects (all, or those with `key`) back to pending with
     /// fresh attempts; returns how many.
     pub fn redrive(&self, key: Option<&str>) -> Result<u64, String> {
@@ -346,5 +359,12 @@ mod tests {
         assert_eq!(l.redrive(Some("other")).unwrap(), 0);
         assert_eq!(l.redrive(None).unwrap(), 1);
         assert_eq!(l.claim(1, 1003, 1000).unwrap()[0].attempts, 1);
+        l.give_back(&obj("a", "1"), "connection refused", 1010).unwrap();
+        assert!(l.claim(1, 1009, 1000).unwrap().is_empty(), "given back until 1010");
+        assert_eq!(
+            l.claim(1, 1010, 1000).unwrap()[0].attempts,
+            1,
+            "a claim given back spent no attempt"
+        );
     }
 }

@@ -58,6 +58,9 @@ const GAUGE_EVERY: Duration = Duration::from_secs(10);
 /// The longest wait before a failed read is tried again.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
 
+/// When an object whose store could not be reached is read again.
+const UNAVAILABLE_RETRY_DELAY: Duration = Duration::from_secs(2);
+
 pub struct ObjectsSource {
     config: ObjectsSourceConfig,
     objects: Objects,
@@ -98,7 +101,10 @@ impl Source for ObjectsSource {
         let ledger = Ledger::open(&Ledger::path(&ctx.state_dir, &ctx.name)).map_err(SourceError::State)?;
         let ledger: SharedLedger = Arc::new(Mutex::new(ledger));
         let inbox = match &self.config.notifications {
-            Some(n) => Some(Inbox::open(n, &ctx.name).await?),
+            Some(n) => match Inbox::open(n, &ctx).await? {
+                Some(inbox) => Some(inbox),
+                None => return Ok(()),
+            },
             None => None,
         };
         let lease_name = format!("source.{}", ctx.name);
@@ -188,7 +194,10 @@ impl ObjectsSource {
     /// Lists the prefix and records what it finds; `false` if listing failed.
     async fn sweep(&self, ctx: &SourceContext, ledger: &SharedLedger, settle: Duration) -> Result<bool, SourceError> {
         let found = match self.objects.list(settle).await {
-            Ok(found) => found,
+            Ok(found) => {
+                ctx.telemetry.upstream_answered();
+                found
+            }
             Err(e) => {
                 ctx.telemetry.upstream_error("list", &e);
                 return Ok(false);
@@ -240,9 +249,12 @@ impl ObjectsSource {
         inbox: &Inbox,
     ) -> Result<usize, SourceError> {
         let messages = match inbox.pull().await {
-            Ok(messages) => messages,
+            Ok(messages) => {
+                ctx.telemetry.notifications_answered();
+                messages
+            }
             Err(e) => {
-                ctx.telemetry.upstream_error("notifications", &e);
+                ctx.telemetry.notifications_error(&e);
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 return Ok(0);
             }
@@ -360,20 +372,22 @@ impl ObjectsSource {
             Err(object_store::Error::NotFound { .. }) => Some(ReadError {
                 message: "the object no longer exists".into(),
                 retriable: false,
+                unavailable: false,
             }),
             Err(object_store::Error::Precondition { .. }) => Some(ReadError {
                 message: "the object was replaced before this version was read (the new version is read as new data)"
                     .into(),
                 retriable: false,
+                unavailable: false,
             }),
             Err(e) => Some(ReadError {
                 message: e.to_string(),
                 retriable: true,
+                unavailable: sluice_core::is_connection_error(&e),
             }),
             Ok(got) => {
-                let stream = got
-                    .into_stream()
-                    .map_err(|e| io::Error::other(FetchError(e.to_string())));
+                ctx.telemetry.upstream_answered();
+                let stream = got.into_stream().map_err(|e| io::Error::other(FetchError::new(&e)));
                 let body = SyncIoBridge::new(StreamReader::new(stream));
                 let (tx, rx) = mpsc::channel::<Chunk>(2);
                 let max = self.config.max_batch_bytes;
@@ -392,6 +406,14 @@ impl ObjectsSource {
             None => {
                 locked(ledger).finish(object, now).map_err(SourceError::State)?;
                 "done"
+            }
+            Some(e) if e.unavailable => {
+                // The store is away, not the object at fault: no attempt spent.
+                ctx.telemetry.upstream_error("get", &e.message);
+                locked(ledger)
+                    .give_back(object, &e.message, now + UNAVAILABLE_RETRY_DELAY.as_millis() as i64)
+                    .map_err(SourceError::State)?;
+                "unavailable"
             }
             Some(e) if e.retriable && claim.attempts < self.config.max_attempts => {
                 let delay = Duration::from_secs(1 << claim.attempts.min(6)).min(MAX_RETRY_DELAY);

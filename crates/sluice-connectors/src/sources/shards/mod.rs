@@ -165,6 +165,7 @@ pub(crate) async fn run(
         let started = match start_readers(ctx, &stream, &settings, &mut readers, &skip).await {
             Ok(started) => {
                 backoff.reset();
+                ctx.telemetry.upstream_answered();
                 let count = started.len();
                 for shard in &started {
                     tracing::info!(source = %ctx.name, shard, "reading shard");

@@ -71,7 +71,10 @@ impl ShardReader {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         loop {
             match checkpoint.save(self.ctx.checkpoints.as_ref(), &self.name).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.ctx.telemetry.upstream_answered();
+                    return Ok(());
+                }
                 Err(e) => self.ctx.telemetry.upstream_error("checkpoint", &e),
             }
             if self.ctx.stopping() {
@@ -92,7 +95,10 @@ impl ShardReader {
         let mut shutdown = self.ctx.shutdown.clone();
         loop {
             match self.stream.iterator(&self.shard.id, &position).await {
-                Ok(iterator) => return Some(iterator),
+                Ok(iterator) => {
+                    self.ctx.telemetry.upstream_answered();
+                    return Some(iterator);
+                }
                 Err(e) => self.ctx.telemetry.upstream_error("shard_iterator", &e),
             }
             tokio::select! {

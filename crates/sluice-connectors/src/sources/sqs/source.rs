@@ -256,13 +256,16 @@ impl SqsSource {
             let total = receipts.len();
             let failed = queue.delete(&receipts).await;
             ctx.telemetry.upstream_settled((total - failed.len()) as u64);
-            let Some((_, why)) = failed.first() else { return };
+            let Some(first) = failed.first() else { return };
             if attempt == DELETE_ATTEMPTS {
-                tracing::warn!(source = %ctx.name, messages = failed.len(), error = %why, "gave up deleting messages whose events are enqueued; SQS delivers them again and they are dropped as duplicates");
+                tracing::warn!(source = %ctx.name, messages = failed.len(), error = %first.why, "gave up deleting messages whose events are enqueued; SQS delivers them again and they are dropped as duplicates");
                 return;
             }
-            ctx.telemetry.upstream_error("delete", why);
-            receipts = failed.into_iter().map(|(receipt, _)| receipt).collect();
+            match failed.iter().find(|f| f.call_failed) {
+                Some(unreachable) => ctx.telemetry.upstream_error("delete", &unreachable.why),
+                None => ctx.telemetry.upstream_refused("delete", &first.why),
+            }
+            receipts = failed.into_iter().map(|f| f.receipt).collect();
             tokio::time::sleep(backoff.next_delay()).await;
         }
     }

@@ -1,8 +1,11 @@
 //! Whether a running pipeline is ready, as the API's `/ready` answers: it
-//! takes input, and no sink's backend is known to be down. The engine
-//! sets the first; sink drivers mark their backend down when a flush could
-//! not reach it and up when one succeeds.
+//! takes input, and no backend is known to be down. The engine sets the
+//! first; sink drivers mark their backend down when a flush could not
+//! reach it and up when one succeeds, the engine does so for the queue and
+//! the transforms, and each source (through its telemetry) for its
+//! upstream service.
 
+use crate::telemetry::catalogue::READY;
 use std::{
     collections::BTreeSet,
     sync::{
@@ -20,19 +23,30 @@ pub struct Readiness {
 impl Readiness {
     pub fn set_taking_input(&self, taking: bool) {
         self.taking_input.store(taking, Ordering::Relaxed);
+        self.export();
     }
 
-    /// Marks `sink`'s backend down; true if it was up until now.
-    pub fn backend_down(&self, sink: &str) -> bool {
-        self.down
+    /// Marks `component`'s backend down; true if it was up until now.
+    pub fn backend_down(&self, component: &str) -> bool {
+        let changed = self
+            .down
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(sink.to_string())
+            .insert(component.to_string());
+        self.export();
+        changed
     }
 
-    /// Marks `sink`'s backend up; true if it was down until now.
-    pub fn backend_up(&self, sink: &str) -> bool {
-        self.down.lock().unwrap_or_else(|e| e.into_inner()).remove(sink)
+    /// Marks `component`'s backend up; true if it was down until now.
+    pub fn backend_up(&self, component: &str) -> bool {
+        let changed = self.down.lock().unwrap_or_else(|e| e.into_inner()).remove(component);
+        self.export();
+        changed
+    }
+
+    /// The `sluice_ready` gauge follows the answer.
+    fn export(&self) {
+        READY.gauge(&[]).set(if self.check().is_ok() { 1.0 } else { 0.0 });
     }
 
     /// `Ok` when ready, else why not.

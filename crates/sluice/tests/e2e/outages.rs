@@ -262,6 +262,9 @@ enum Cut {
     Postgres,
     /// NATS, as the pipeline's JetStream queue named so.
     Queue(String),
+    /// NATS as the same queue, with the files read by an `objects` source
+    /// whose lease is in the queue's key-value bucket.
+    QueueAndLease(String),
 }
 
 /// Lands 1 000 lines in a postgres sink, cuts the proxied service for 8 s
@@ -277,12 +280,12 @@ async fn file_to_postgres_through_an_outage(cut: Cut, seed: u64) -> Duration {
     let (real_pg, real_nats) = (crate::postgres::url(), support::nats_url());
     let proxied = match cut {
         Cut::Postgres => &real_pg,
-        Cut::Queue(_) => &real_nats,
+        Cut::Queue(_) | Cut::QueueAndLease(_) => &real_nats,
     };
     let mut proxy = Proxy::start(host_port(proxied).unwrap()).await;
     let (pg_url, queue, component, lost) = match &cut {
         Cut::Postgres => (proxy.url_for(&real_pg), String::new(), "sink table", SINK_LOST),
-        Cut::Queue(name) => (
+        Cut::Queue(name) | Cut::QueueAndLease(name) => (
             real_pg.clone(),
             format!("queue = \"{}\"\nqueue_name = \"{name}\"\n", proxy.url_for(&real_nats)),
             "queue",
@@ -298,7 +301,16 @@ async fn file_to_postgres_through_an_outage(cut: Cut, seed: u64) -> Duration {
              schema = \"{schema}\"\ntable = \"events\"\nflush_interval_secs = 1\n"
         ),
     );
-    let text = std::fs::read_to_string(dir.join("pipeline.toml")).unwrap();
+    let mut text = std::fs::read_to_string(dir.join("pipeline.toml")).unwrap();
+    if let Cut::QueueAndLease(_) = cut {
+        // A 3 s lease, renewed every second: the cut outlasts it.
+        text = text
+            .replace(
+                "type = \"file\"\npath = \"incoming/*.ndjson\"",
+                "type = \"objects\"\nuri = \"incoming\"\npattern = \"*.ndjson\"\nsweep_interval_secs = 1\npull_interval_secs = 1",
+            )
+            .replace("max_attempts = 1\n", "max_attempts = 1\nlease_secs = 3\n");
+    }
     std::fs::write(dir.join("pipeline.toml"), queue + &text).unwrap();
     let sluice = start_logged(dir, api);
     let rows = || async {
@@ -312,6 +324,10 @@ async fn file_to_postgres_through_an_outage(cut: Cut, seed: u64) -> Duration {
     let took = outage(&mut proxy, api, component, 8).await;
     let landed = wait_for("rows after the outage", 120, lines.len() as i64, rows).await;
     assert_recovered(dir, api, sluice, lost).await;
+    if let Cut::QueueAndLease(_) = cut {
+        let log = std::fs::read_to_string(dir.join("sluice.log")).unwrap();
+        assert!(log.contains("lost the source's lease"), "{log}");
+    }
     let distinct =
         crate::postgres::one_i64(&pg, &format!("SELECT count(DISTINCT event_id) FROM {schema}.events")).await;
     assert_eq!(
@@ -581,8 +597,24 @@ async fn a_jetstream_queue_going_away_mid_run_costs_no_attempts_and_everything_l
     let queue_name = format!("outage-{}", std::process::id());
     let cut = file_to_postgres_through_an_outage(Cut::Queue(queue_name.clone()), 11).await;
     eprintln!("the JetStream queue cut for {cut:?}; 3 000 rows, 0 dead letters");
+    delete_queue(&queue_name).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_objects_sources_lease_and_queue_going_away_mid_run_lose_nothing() {
+    if !support::services_up(&[Service::Nats, Service::Postgres]) {
+        return;
+    }
+    let queue_name = format!("outage-lease-{}", std::process::id());
+    let cut = file_to_postgres_through_an_outage(Cut::QueueAndLease(queue_name.clone()), 21).await;
+    eprintln!("NATS (queue and the objects source's lease) cut for {cut:?}; 3 000 rows, 0 dead letters");
+    delete_queue(&queue_name).await;
+}
+
+/// Deletes the JetStream streams and buckets of the queue `name`.
+async fn delete_queue(name: &str) {
     let js = async_nats::jetstream::new(async_nats::connect(support::nats_url()).await.unwrap());
-    let names = sluice_queue::jetstream::JetStreamNames::for_pipeline(&queue_name);
+    let names = sluice_queue::jetstream::JetStreamNames::for_pipeline(name);
     for stream in [&names.stream, &names.dead_stream] {
         let _ = js.delete_stream(stream).await;
     }

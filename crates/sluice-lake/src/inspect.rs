@@ -57,6 +57,30 @@ pub async fn summarize(location: &StoreLocation) -> Result<TableSummary, LakeErr
     Ok(summary)
 }
 
+/// A table's latest commit: its version, and when it was made (ms since
+/// the epoch, from the commit's provenance; `None` if it has none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LastCommit {
+    pub version: i64,
+    pub at_ms: Option<i64>,
+}
+
+/// The latest commit of the table at `location`.
+pub async fn last_commit(location: &StoreLocation) -> Result<LastCommit, LakeError> {
+    use futures::StreamExt;
+    let err = |e: deltalake::DeltaTableError| LakeError::Table {
+        uri: location.to_string(),
+        message: e.to_string(),
+    };
+    let table = location.builder()?.load().await.map_err(err)?;
+    let version = table.version().unwrap_or(0) as i64;
+    let newest = table.history(Some(1)).next().await.transpose().map_err(err)?;
+    Ok(LastCommit {
+        version,
+        at_ms: newest.and_then(|c| c.in_commit_timestamp.or(c.timestamp)),
+    })
+}
+
 /// The distinct non-null values of a top-level string column over the
 /// table's active files (for summaries and checks). Files written before the
 /// column was added hold none.

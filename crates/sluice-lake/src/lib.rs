@@ -27,7 +27,7 @@ mod table;
 pub mod vacuum;
 
 pub use config::{CompactionConfig, LakeSinkConfig, ParquetCompression};
-pub use inspect::{PartitionStats, TableSummary, distinct_strings, summarize};
+pub use inspect::{LastCommit, PartitionStats, TableSummary, distinct_strings, last_commit, summarize};
 pub use sink::{
     LakeSink,
     routed::{Route, RouteError, RoutedLakeSink, Routes},

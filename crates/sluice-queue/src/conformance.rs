@@ -88,6 +88,12 @@ pub async fn max_attempts_dead_letters_with_last_error<Q: Queue, D: DeadLetterSt
     let letters = dead.list(DeadLetterFilter::default(), 10).await.unwrap();
     assert!(letters[0].detail.contains("sink down #3"), "{}", letters[0].detail);
     assert_eq!(letters[1].bytes, Bytes::from_static(b"{\"a\":2}"));
+    let newest = letters.iter().map(|l| l.at_ms).max();
+    assert_eq!(
+        counts.newest_ms.get("max_attempts").copied(),
+        newest,
+        "the newest letter's time"
+    );
     assert_eq!(q.stats().await.unwrap().batches, 0);
 }
 

@@ -170,6 +170,8 @@ impl<T: Queue + ?Sized> Queue for std::sync::Arc<T> {
 pub struct DeadLetterCounts {
     pub total: u64,
     pub by_reason: BTreeMap<String, u64>,
+    /// When the newest letter of each reason was stored (ms since the epoch).
+    pub newest_ms: BTreeMap<String, i64>,
 }
 
 /// Which dead letters an operation applies to.

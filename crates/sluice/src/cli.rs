@@ -92,6 +92,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Whether data flows: each source, the queue, each transform and sink,
+    /// dead letters, and a verdict (from the running engine's API, else from
+    /// what the pipeline left).
+    Status {
+        pipeline: PathBuf,
+        /// One JSON object instead of the screen.
+        #[arg(long)]
+        json: bool,
+        /// Redraw every 2 seconds until interrupted.
+        #[arg(long)]
+        watch: bool,
+    },
     /// Inspect and redrive dead letters.
     Dlq {
         #[command(subcommand)]

@@ -455,14 +455,16 @@ fn put_dead(tx: &Transaction, letters: &[DeadLetter]) -> Result<(), QueueError> 
 
 fn counts(tx: &Transaction) -> Result<DeadLetterCounts, QueueError> {
     let mut stmt = tx
-        .prepare_cached("SELECT reason, count(*) FROM dead_letters GROUP BY reason")
+        .prepare_cached("SELECT reason, count(*), max(at) FROM dead_letters GROUP BY reason")
         .map_err(storage)?;
-    let by_reason: std::collections::BTreeMap<String, u64> = stmt
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
+    let rows: Vec<(String, u64, i64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?)))
         .and_then(|rows| rows.collect::<Result<_, _>>())
         .map_err(storage)?;
+    let by_reason: std::collections::BTreeMap<String, u64> = rows.iter().map(|(r, n, _)| (r.clone(), *n)).collect();
     Ok(DeadLetterCounts {
         total: by_reason.values().sum(),
+        newest_ms: rows.into_iter().map(|(r, _, at)| (r, at)).collect(),
         by_reason,
     })
 }

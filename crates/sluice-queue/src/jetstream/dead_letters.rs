@@ -143,7 +143,16 @@ impl JetStreamQueue {
         for (subject, count) in subjects {
             let reason = decode_reason(subject.strip_prefix(&prefix).unwrap_or(&subject));
             counts.total += count as u64;
-            *counts.by_reason.entry(reason).or_default() += count as u64;
+            *counts.by_reason.entry(reason.clone()).or_default() += count as u64;
+            let newest = stream
+                .get_last_raw_message_by_subject(&subject)
+                .await
+                .map_err(storage)?;
+            let at = header(Some(&newest.headers), AT_HEADER).and_then(|at| at.parse().ok());
+            if let Some(at) = at {
+                let kept = counts.newest_ms.entry(reason).or_insert(at);
+                *kept = (*kept).max(at);
+            }
         }
         Ok(counts)
     }

@@ -197,6 +197,15 @@ async fn open_jetstream(pipeline: &Pipeline) -> Result<JetStreamQueue> {
         .context("queue")
 }
 
+/// The pipeline's queue, opened beside a running pipeline (not as its
+/// consumer) for `sluice status`: the data directory's, or the JetStream one.
+pub async fn open_queue_beside(pipeline: &Pipeline) -> Result<Arc<dyn Queue>> {
+    if pipeline.config.queue == QueueBackend::Embedded {
+        return Ok(open_queue(pipeline, false)?);
+    }
+    Ok(Arc::new(open_jetstream(pipeline).await?))
+}
+
 /// The pipeline's dead-letter store, beside a running pipeline (`sluice
 /// dlq`, `status`): the data directory's, or the JetStream one.
 pub async fn open_dead_letters(pipeline: &Pipeline) -> Result<Arc<dyn DeadLetterStore>> {

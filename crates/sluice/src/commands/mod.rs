@@ -6,6 +6,7 @@ mod maintenance;
 mod objects;
 mod run;
 mod schema;
+mod status;
 
 use std::sync::Arc;
 
@@ -63,6 +64,7 @@ pub async fn execute(command: Command, extensions: &Arc<Extensions>) -> Result<(
             )
             .await
         }
+        Command::Status { pipeline, json, watch } => status::status(&pipeline, extensions, json, watch).await,
         Command::Dlq { command } => dlq::execute(command, extensions).await,
         Command::Objects { command } => objects::execute(command, extensions),
         Command::Schema { command } => schema::execute(command, extensions).await,

@@ -25,5 +25,6 @@ mod replicas;
 mod schema_registry;
 mod secrets;
 mod source_outages;
+mod status;
 mod support;
 mod transforms;

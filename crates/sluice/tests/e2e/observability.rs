@@ -207,17 +207,26 @@ async fn the_dashboard_and_the_rules_query_only_metrics_a_real_run_exports() {
     ]);
     let received = "sluice_source_upstream_received_total{component=\"queue\"}";
     wait_for("SQS messages received", 60, 1, || async {
-        metric(api, received) as i64
+        support::metric(api, received).unwrap_or(0.0) as i64
     })
     .await;
     proxy.cut();
     let errors = "sluice_source_errors_total{component=\"queue\",operation=\"receive\"}";
-    wait_for("SQS receive errors", 60, 1, || async { metric(api, errors) as i64 }).await;
+    wait_for("SQS receive errors", 60, 1, || async {
+        support::metric(api, errors).unwrap_or(0.0) as i64
+    })
+    .await;
     proxy.restore().await;
     let held = "sluice_dead_letter_depth";
-    wait_for("dead letters held", 60, 1, || async { metric(api, held) as i64 }).await;
+    wait_for("dead letters held", 60, 1, || async {
+        support::metric(api, held).unwrap_or(0.0) as i64
+    })
+    .await;
     let runs = "sluice_compaction_runs_total{component=\"lake\"}";
-    wait_for("a compaction run", 60, 1, || async { metric(api, runs) as i64 }).await;
+    wait_for("a compaction run", 60, 1, || async {
+        support::metric(api, runs).unwrap_or(0.0) as i64
+    })
+    .await;
     let (_, scrape) = http_get(api, "/metrics").unwrap();
     sluice.stop();
     let exported = scraped_names(&scrape);
@@ -276,16 +285,6 @@ fn aws_sqs(dir: &Path, name: &str) -> (String, String) {
         setup["queue_url"].as_str().unwrap().to_string(),
         setup["topic_arn"].as_str().unwrap().to_string(),
     )
-}
-
-/// The value of one exported series (`name{labels}` exactly), 0 if absent.
-fn metric(api: u16, series: &str) -> f64 {
-    http_get(api, "/metrics")
-        .and_then(|(_, body)| {
-            body.lines()
-                .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        })
-        .unwrap_or(0.0)
 }
 
 fn unix_secs() -> f64 {
@@ -414,18 +413,7 @@ async fn data_stopped_fires_on_the_scrapes_of_a_real_outage() {
     let real = crate::postgres::url();
     let mut proxy = Proxy::start(host_port(&real).unwrap()).await;
     let api = support::free_port();
-    std::fs::create_dir_all(dir.join("incoming")).unwrap();
-    std::fs::write(
-        dir.join("pipeline.toml"),
-        format!(
-            "[api]\naddress = \"127.0.0.1:{api}\"\n\n\
-             [sources.input]\ntype = \"file\"\npath = \"incoming/*.ndjson\"\nsettle_secs = 0\n\n\
-             [sinks.table]\ntype = \"postgres\"\ninputs = [\"input\"]\nurl = \"{}\"\n\
-             schema = \"{schema}\"\ntable = \"events\"\nflush_interval_secs = 1\n",
-            proxy.url_for(&real)
-        ),
-    )
-    .unwrap();
+    support::file_to_postgres(dir, api, &proxy.url_for(&real), &schema);
     let sluice = start_logged(dir, api);
     let rows = || async {
         pg.query_one(&format!("SELECT count(*) FROM {schema}.events"), &[])

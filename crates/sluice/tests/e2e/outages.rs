@@ -692,13 +692,6 @@ async fn a_postgres_schema_registry_going_away_mid_run_costs_no_attempts_and_eve
     drop_schema(&pg, &schema).await;
 }
 
-/// The value of `metric` (with its labels, as exported) on the API's `/metrics`.
-fn metric(api: u16, metric: &str) -> Option<f64> {
-    let (_, body) = http_get(api, "/metrics")?;
-    body.lines()
-        .find_map(|l| l.strip_prefix(metric)?.strip_prefix(' ')?.parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_lookup_going_away_mid_run_keeps_its_table_and_takes_the_new_one_after() {
     if !support::services_up(&[Service::Postgres]) {
@@ -757,10 +750,10 @@ async fn a_postgres_lookup_going_away_mid_run_keeps_its_table_and_takes_the_new_
     std::fs::write(dir.join("incoming/b.ndjson"), lines[1_000..2_000].join("\n") + "\n").unwrap();
     wait_for("rows landed during the outage", 60, 2_000, rows).await;
     let stale = wait_for("table age during the outage", 30, 5, || async {
-        metric(api, age).unwrap_or(0.0) as i64
+        support::metric(api, age).unwrap_or(0.0) as i64
     })
     .await;
-    let failures = metric(api, "sluice_lookup_refresh_failures_total{component=\"countries\"}").unwrap_or(0.0);
+    let failures = support::metric(api, "sluice_lookup_refresh_failures_total{component=\"countries\"}").unwrap_or(0.0);
     assert!(failures >= 1.0, "failed refreshes are counted: {failures}");
     assert_eq!(
         http_get(api, "/ready").map(|(s, _)| s),
@@ -769,7 +762,7 @@ async fn a_postgres_lookup_going_away_mid_run_keeps_its_table_and_takes_the_new_
     );
     proxy.restore().await;
     wait_for("a fresh table after the outage", 30, 1, || async {
-        i64::from(metric(api, age).is_some_and(|a| a < 2.0))
+        i64::from(support::metric(api, age).is_some_and(|a| a < 2.0))
     })
     .await;
     std::fs::write(dir.join("incoming/c.ndjson"), lines[2_000..].join("\n") + "\n").unwrap();

@@ -289,3 +289,28 @@ pub fn event_ids<L: AsRef<str>>(lines: impl IntoIterator<Item = L>) -> HashSet<S
         })
         .collect()
 }
+
+/// The value of one series (`name{labels}` as exported) on the API's
+/// `/metrics`; `None` when the API or the series is not there.
+pub fn metric(api: u16, series: &str) -> Option<f64> {
+    let (_, body) = sluice_testkit::process::http_get(api, "/metrics")?;
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Writes `dir/pipeline.toml`: the API on `api`, a file source `input` on
+/// `dir/incoming/*.ndjson` (created) and a postgres sink `table` writing
+/// `schema.events` at `url`, flushed every second.
+pub fn file_to_postgres(dir: &Path, api: u16, url: &str, schema: &str) {
+    std::fs::create_dir_all(dir.join("incoming")).unwrap();
+    std::fs::write(
+        dir.join("pipeline.toml"),
+        format!(
+            "[api]\naddress = \"127.0.0.1:{api}\"\n\n\
+             [sources.input]\ntype = \"file\"\npath = \"incoming/*.ndjson\"\nsettle_secs = 0\n\n\
+             [sinks.table]\ntype = \"postgres\"\ninputs = [\"input\"]\nurl = \"{url}\"\n\
+             schema = \"{schema}\"\ntable = \"events\"\nflush_interval_secs = 1\n"
+        ),
+    )
+    .unwrap();
+}

@@ -12,6 +12,7 @@ pub mod documents;
 pub mod engine;
 pub mod extensions;
 pub mod sinks;
+pub mod tap;
 pub mod telemetry;
 
 pub use extensions::{Extensions, ProjectionFactory, TransformFactory};

@@ -104,6 +104,19 @@ pub enum Command {
         #[arg(long)]
         watch: bool,
     },
+    /// A live sample of what a source, transform or sink emits, as JSON
+    /// lines, read from the running engine's API.
+    Tail {
+        pipeline: PathBuf,
+        /// The source, transform or sink.
+        stage: String,
+        /// Stop after this many events.
+        #[arg(long, default_value_t = 10, conflicts_with = "follow")]
+        limit: usize,
+        /// Keep printing until interrupted.
+        #[arg(long)]
+        follow: bool,
+    },
     /// Inspect and redrive dead letters.
     Dlq {
         #[command(subcommand)]

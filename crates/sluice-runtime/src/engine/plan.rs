@@ -105,6 +105,7 @@ pub async fn run_plan(
     sink_inputs: &[Vec<String>],
 ) -> Result<Routed, StageError> {
     let mut outputs: BTreeMap<&str, Vec<Event>> = BTreeMap::new();
+    crate::tap::publish(source, &events);
     outputs.insert(source, events);
     let mut rejected = Vec::new();
     let gather = |outputs: &BTreeMap<&str, Vec<Event>>, inputs: &[String]| -> Vec<Event> {
@@ -130,6 +131,7 @@ pub async fn run_plan(
             out.rejected.iter().map(|r| r.reason.as_str()),
         );
         rejected.extend(out.rejected.into_iter().map(|r| (node.name.clone(), r)));
+        crate::tap::publish(&node.name, &out.events);
         outputs.insert(&node.name, out.events);
     }
     let per_sink = plan

@@ -97,6 +97,7 @@ impl SinkDriver {
     ) -> Result<(), StageError> {
         let count = job.events.len() as u64;
         self.telemetry.received(count);
+        crate::tap::publish(&self.name, &job.events);
         match self.sink.accept(&job.ticket.key, job.maybe_committed, job.events).await {
             Ok(Accepted::AlreadyCommitted) => {
                 self.telemetry.already_committed();

@@ -2,11 +2,13 @@
 
 mod dlq;
 mod documents;
+mod engine_api;
 mod maintenance;
 mod objects;
 mod run;
 mod schema;
 mod status;
+mod tail;
 
 use std::sync::Arc;
 
@@ -65,6 +67,12 @@ pub async fn execute(command: Command, extensions: &Arc<Extensions>) -> Result<(
             .await
         }
         Command::Status { pipeline, json, watch } => status::status(&pipeline, extensions, json, watch).await,
+        Command::Tail {
+            pipeline,
+            stage,
+            limit,
+            follow,
+        } => tail::tail(&pipeline, extensions, &stage, limit, follow).await,
         Command::Dlq { command } => dlq::execute(command, extensions).await,
         Command::Objects { command } => objects::execute(command, extensions),
         Command::Schema { command } => schema::execute(command, extensions).await,

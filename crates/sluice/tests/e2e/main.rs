@@ -27,4 +27,5 @@ mod secrets;
 mod source_outages;
 mod status;
 mod support;
+mod tail;
 mod transforms;

@@ -12,9 +12,10 @@ mod view;
 
 use std::{path::Path, sync::Arc, time::Duration};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use sluice_lake::StoreLocation;
 
+use super::engine_api::Api;
 use crate::{
     config::{self, Pipeline},
     extensions::Extensions,
@@ -56,7 +57,7 @@ async fn gather(pipeline: &Pipeline) -> Result<Report> {
     let dead_letters = dead_letters(pipeline).await;
     let lake_commits = lake_commits(pipeline).await;
     let mut report = match Api::of(pipeline)? {
-        Some(api) => match api.read().await {
+        Some(api) => match read(&api).await {
             Some(read) => running(pipeline, &api, read),
             None => stopped(pipeline).await,
         },
@@ -81,12 +82,6 @@ async fn gather(pipeline: &Pipeline) -> Result<Report> {
     Ok(report)
 }
 
-/// The engine's API of `pipeline`, as configured.
-struct Api {
-    base: String,
-    client: reqwest::Client,
-}
-
 /// What the API answered: `/ready`, and two scrapes `RATE_WINDOW` apart.
 struct Read {
     ready: (u16, String),
@@ -95,60 +90,20 @@ struct Read {
     seconds: f64,
 }
 
-impl Api {
-    fn of(pipeline: &Pipeline) -> Result<Option<Api>> {
-        let Some(api) = &pipeline.config.api else {
-            return Ok(None);
-        };
-        let mut client = reqwest::Client::builder().timeout(Duration::from_secs(5));
-        let scheme = match &api.tls {
-            Some(tls) => {
-                // The API's own certificate is trusted: a self-signed one, or
-                // a chain whose first certificate is the one served.
-                let pem = std::fs::read(&tls.cert_file)
-                    .with_context(|| format!("api.tls.cert_file {}", tls.cert_file.display()))?;
-                for cert in reqwest::Certificate::from_pem_bundle(&pem)? {
-                    client = client.add_root_certificate(cert);
-                }
-                "https"
-            }
-            None => "http",
-        };
-        let address = api.address;
-        let host = if address.ip().is_unspecified() {
-            "127.0.0.1".to_string()
-        } else if address.is_ipv6() {
-            format!("[{}]", address.ip())
-        } else {
-            address.ip().to_string()
-        };
-        Ok(Some(Api {
-            base: format!("{scheme}://{host}:{}", address.port()),
-            client: client.build()?,
-        }))
-    }
-
-    async fn get(&self, path: &str) -> Option<(u16, String)> {
-        let response = self.client.get(format!("{}{path}", self.base)).send().await.ok()?;
-        let status = response.status().as_u16();
-        Some((status, response.text().await.ok()?))
-    }
-
-    /// `None` when nothing answers (the pipeline is not running).
-    async fn read(&self) -> Option<Read> {
-        let started = std::time::Instant::now();
-        let (_, before) = self.get("/metrics").await?;
-        tokio::time::sleep(RATE_WINDOW).await;
-        let (_, after) = self.get("/metrics").await?;
-        let seconds = started.elapsed().as_secs_f64();
-        let ready = self.get("/ready").await?;
-        Some(Read {
-            ready,
-            before: Scrape::parse(&before),
-            after: Scrape::parse(&after),
-            seconds,
-        })
-    }
+/// Reads `api`; `None` when nothing answers (the pipeline is not running).
+async fn read(api: &Api) -> Option<Read> {
+    let started = std::time::Instant::now();
+    let (_, before) = api.get("/metrics").await?;
+    tokio::time::sleep(RATE_WINDOW).await;
+    let (_, after) = api.get("/metrics").await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let ready = api.get("/ready").await?;
+    Some(Read {
+        ready,
+        before: Scrape::parse(&before),
+        after: Scrape::parse(&after),
+        seconds,
+    })
 }
 
 fn now_secs() -> f64 {

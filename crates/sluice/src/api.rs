@@ -1,7 +1,10 @@
 //! The operating API: `GET /metrics` (Prometheus text), `/health` (the
 //! process is up), `/ready` (the pipeline is taking input) and
 //! `/tail/STAGE?limit=N` (what a stage emits from now on, as NDJSON, for
-//! `sluice tail`; without `limit` it streams until the client goes). Started by
+//! `sluice tail`; without `limit` it streams until the client goes); with
+//! `[api] ui`, the status page at `/` (`api/status.html`, shipped in the
+//! binary) and what it reads besides `/metrics`: `/api/pipeline` (the
+//! graph) and `/api/dead-letters` (counts and a sample per reason). Started by
 //! the commands that run a pipeline, beside the engine; served over TLS
 //! when `[api] tls` names a certificate, with the collector's limits
 //! against slow clients (`sluice_connectors::http_server`).
@@ -14,16 +17,20 @@ use axum::{
     body::Body,
     extract::{Path, Query, State},
     http::{StatusCode, header},
-    response::{IntoResponse, Response},
+    response::{Html, IntoResponse, Response},
     routing::get,
 };
 use bytes::{BufMut, Bytes, BytesMut};
 use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::{Value, json};
 use sluice_connectors::http_server::{self, Limits, ReloadingTls};
 use sluice_core::readiness::Readiness;
+use sluice_queue::{DeadLetterFilter, DeadLetterStore};
 use sluice_runtime::tap::Tap;
-use tokio::net::TcpListener;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::{
+    net::TcpListener,
+    sync::{OnceCell, broadcast::error::RecvError},
+};
 
 use crate::config::Pipeline;
 
@@ -49,8 +56,11 @@ pub async fn start(pipeline: &Pipeline) -> Result<Arc<Readiness>> {
             metrics: sluice_runtime::telemetry::prometheus(),
             ready: ready.clone(),
             stages: Arc::new(stages),
+            pipeline: Arc::new(pipeline.clone()),
+            dead_letters: Arc::default(),
         };
-        tokio::spawn(serve(listener, tls, state));
+        let ui = api.serves_ui();
+        tokio::spawn(serve(listener, tls, state, ui));
     }
     Ok(ready)
 }
@@ -67,15 +77,27 @@ struct ApiState {
     ready: Arc<Readiness>,
     /// The pipeline's sources, transforms and sinks, by name.
     stages: Arc<BTreeSet<String>>,
+    pipeline: Arc<Pipeline>,
+    /// The dead-letter store, opened beside the engine on first use.
+    dead_letters: Arc<OnceCell<Arc<dyn DeadLetterStore>>>,
 }
 
-async fn serve(listener: TcpListener, tls: Option<Arc<ReloadingTls>>, state: ApiState) {
-    let app = Router::new()
+/// The status page: plain HTML, CSS and JavaScript, no outside resources.
+const STATUS_PAGE: &str = include_str!("api/status.html");
+
+async fn serve(listener: TcpListener, tls: Option<Arc<ReloadingTls>>, state: ApiState, ui: bool) {
+    let mut app = Router::new()
         .route("/metrics", get(render_metrics))
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(readiness))
-        .route("/tail/{stage}", get(tail))
-        .with_state(state);
+        .route("/tail/{stage}", get(tail));
+    if ui {
+        app = app
+            .route("/", get(|| async { Html(STATUS_PAGE) }))
+            .route("/api/pipeline", get(graph))
+            .route("/api/dead-letters", get(dead_letters));
+    }
+    let app = app.with_state(state);
     http_server::serve(listener, app, tls, Limits::default(), std::future::pending()).await;
 }
 
@@ -130,4 +152,55 @@ async fn tail(State(s): State<ApiState>, Path(stage): Path<String>, Query(q): Qu
         Body::from_stream(lines),
     )
         .into_response()
+}
+
+/// The pipeline's graph: sources, and transforms and sinks with their inputs.
+async fn graph(State(s): State<ApiState>) -> Response {
+    let c = &s.pipeline.config;
+    let stage = |(name, inputs): (&String, &Vec<String>)| json!({ "name": name, "inputs": inputs });
+    json_answer(&json!({
+        "pipeline": s.pipeline.name,
+        "sources": c.sources.keys().collect::<Vec<_>>(),
+        "transforms": c.transforms.iter().map(|(n, t)| stage((n, &t.inputs))).collect::<Vec<_>>(),
+        "sinks": c.sinks.iter().map(|(n, t)| stage((n, &t.inputs))).collect::<Vec<_>>(),
+    }))
+}
+
+fn json_answer(body: &Value) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+/// Dead letters held by reason, with the newest one's time and one
+/// letter of each (its detail and bytes, as text).
+async fn dead_letters(State(s): State<ApiState>) -> Response {
+    let store = s
+        .dead_letters
+        .get_or_try_init(|| sluice_runtime::engine::open_dead_letters(&s.pipeline))
+        .await;
+    let answer = async {
+        let store = store.map_err(|e| format!("{e:#}"))?;
+        let counts = store.counts().await.map_err(|e| e.to_string())?;
+        let mut reasons = Vec::new();
+        for (reason, count) in &counts.by_reason {
+            let filter = DeadLetterFilter {
+                reason: Some(reason.clone()),
+            };
+            let sample = store.list(filter, 1).await.map_err(|e| e.to_string())?;
+            reasons.push(json!({
+                "reason": reason,
+                "count": count,
+                "newest_ms": counts.newest_ms.get(reason),
+                "sample": sample.first().map(|l| json!({
+                    "component": l.component,
+                    "detail": l.detail,
+                    "bytes": String::from_utf8_lossy(&l.bytes),
+                })),
+            }));
+        }
+        Ok::<Value, String>(json!({ "total": counts.total, "by_reason": reasons }))
+    };
+    match answer.await {
+        Ok(body) => json_answer(&body),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("dead letters: {why}\n")).into_response(),
+    }
 }

@@ -262,7 +262,7 @@ impl Default for DeliveryConfig {
     }
 }
 
-/// `[api]`: `/metrics`, `/health`, `/ready`.
+/// `[api]`: `/metrics`, `/health`, `/ready`, `/tail/STAGE` and the status page.
 #[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
@@ -273,6 +273,18 @@ pub struct ApiConfig {
     /// Serve HTTPS with this certificate and key (reloaded when the files change).
     #[serde(default)]
     pub tls: Option<sluice_connectors::http_server::TlsFiles>,
+    /// Serve the status page at `/` (the pipeline graph with live rates,
+    /// queue and commit charts, dead letters by reason). Default: on when
+    /// `address` is a loopback address, off otherwise.
+    #[serde(default)]
+    pub ui: Option<bool>,
+}
+
+impl ApiConfig {
+    /// Whether `/` serves the status page.
+    pub fn serves_ui(&self) -> bool {
+        self.ui.unwrap_or_else(|| self.address.ip().is_loopback())
+    }
 }
 
 /// A `host:port` value, refused at parsing with what was written.

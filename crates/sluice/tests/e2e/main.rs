@@ -26,6 +26,7 @@ mod schema_registry;
 mod secrets;
 mod source_outages;
 mod status;
+mod status_page;
 mod support;
 mod tail;
 mod transforms;

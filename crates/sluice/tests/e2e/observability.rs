@@ -40,19 +40,9 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// Debian's promtool (`scripts/test` installs the `prometheus` package);
-/// `None` skips, unless every service is required.
+/// Debian's promtool (`scripts/test` installs the `prometheus` package).
 fn promtool() -> Option<PathBuf> {
-    let path = PathBuf::from("/usr/bin/promtool");
-    if path.exists() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var_os("SLUICE_TEST_REQUIRE_SERVICES").is_none(),
-        "promtool is missing (Debian package prometheus)"
-    );
-    eprintln!("skipped: no promtool");
-    None
+    support::tool("/usr/bin/promtool", "prometheus")
 }
 
 fn promtool_ok(promtool: &Path, args: &[&str]) -> String {

@@ -56,13 +56,7 @@ async fn status_of_a_running_and_a_stopped_pipeline_agrees_with_metrics_oracle_a
     let tmp = sluice_testkit::tempdir().unwrap();
     let dir = tmp.path();
     let (lines, oracle) = support::generate(dir, 4_000, 31);
-    let (api, web) = (support::free_port(), support::free_port());
-    let source = format!("[sources.web]\ntype = \"http\"\naddress = \"127.0.0.1:{web}\"\n");
-    std::fs::write(
-        dir.join("pipeline.toml"),
-        support::pipeline(api, "visibility_timeout_secs = 5", &source, &["web"], "clickstream"),
-    )
-    .unwrap();
+    let (api, web) = support::collector_pipeline(dir);
     let sluice = start_logged(dir, api);
     let posted = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{web}/v1/events"))

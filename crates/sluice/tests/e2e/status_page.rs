@@ -5,7 +5,7 @@
 //! `docs/images/status-page.png` was made). With `[api] ui = false`, `/`
 //! is not served.
 
-use std::{path::PathBuf, process::Command};
+use std::{path::Path, process::Command};
 
 use sluice_testkit::process::http_get;
 
@@ -14,23 +14,9 @@ use crate::{
     support,
 };
 
-/// Debian's Chromium; `None` skips, unless every service is required.
-fn chromium() -> Option<PathBuf> {
-    let path = PathBuf::from("/usr/bin/chromium");
-    if path.exists() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var_os("SLUICE_TEST_REQUIRE_SERVICES").is_none(),
-        "chromium is missing (Debian package chromium)"
-    );
-    eprintln!("skipped: no chromium");
-    None
-}
-
 /// Chromium run headless on `url` with `args`, given time for the page's
 /// requests and a few of its 2 s refreshes.
-fn headless(chromium: &PathBuf, url: &str, args: &[&str]) -> std::process::Output {
+fn headless(chromium: &Path, url: &str, args: &[&str]) -> std::process::Output {
     let profile = sluice_testkit::tempdir().unwrap();
     Command::new(chromium)
         .args([
@@ -69,17 +55,13 @@ fn grouped(n: f64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_renders_the_engines_numbers_in_a_real_browser() {
-    let Some(chromium) = chromium() else { return };
+    let Some(chromium) = support::tool("/usr/bin/chromium", "chromium") else {
+        return;
+    };
     let tmp = sluice_testkit::tempdir().unwrap();
     let dir = tmp.path();
     let (lines, oracle) = support::generate(dir, 3_000, 34);
-    let (api, web) = (support::free_port(), support::free_port());
-    let source = format!("[sources.web]\ntype = \"http\"\naddress = \"127.0.0.1:{web}\"\n");
-    std::fs::write(
-        dir.join("pipeline.toml"),
-        support::pipeline(api, "visibility_timeout_secs = 5", &source, &["web"], "clickstream"),
-    )
-    .unwrap();
+    let (api, web) = support::collector_pipeline(dir);
     let sluice = start_logged(dir, api);
     let client = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{web}/v1/events");

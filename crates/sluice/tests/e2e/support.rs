@@ -314,3 +314,32 @@ pub fn file_to_postgres(dir: &Path, api: u16, url: &str, schema: &str) {
     )
     .unwrap();
 }
+
+/// Writes `dir/pipeline.toml` as `pipeline` does with one HTTP collector
+/// source `web` on a free port; returns the API's port and the collector's.
+pub fn collector_pipeline(dir: &Path) -> (u16, u16) {
+    let (api, web) = (free_port(), free_port());
+    let source = format!("[sources.web]\ntype = \"http\"\naddress = \"127.0.0.1:{web}\"\n");
+    std::fs::write(
+        dir.join("pipeline.toml"),
+        pipeline(api, "visibility_timeout_secs = 5", &source, &["web"], "clickstream"),
+    )
+    .unwrap();
+    (api, web)
+}
+
+/// A tool from a Debian package (`scripts/test` installs them); `None`
+/// skips the test, unless every service is required.
+pub fn tool(path: &str, package: &str) -> Option<std::path::PathBuf> {
+    let path = std::path::PathBuf::from(path);
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("SLUICE_TEST_REQUIRE_SERVICES").is_none(),
+        "{} is missing (Debian package {package})",
+        path.display()
+    );
+    eprintln!("skipped: no {}", path.display());
+    None
+}

@@ -25,6 +25,7 @@ mod cli;
 mod commands;
 mod demo;
 mod logging;
+mod progress;
 
 use std::{process::ExitCode, sync::Arc};
 

@@ -1,10 +1,13 @@
 //! `sluice compact` and `sluice vacuum`: maintenance of a lake sink's table,
 //! safe to run beside `sluice run`.
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{
+    path::Path,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use anyhow::{Result, bail};
-use indicatif::{ProgressBar, ProgressStyle};
 use sluice_lake::{
     LakeSinkConfig, StoreLocation,
     compaction::{self, Scope},
@@ -14,6 +17,7 @@ use sluice_lake::{
 use crate::{
     config::{self, Pipeline, SinkConfig},
     extensions::Extensions,
+    progress::Progress,
     sinks::ResolvedSink,
 };
 
@@ -87,22 +91,15 @@ pub async fn compact(
 }
 
 async fn compact_table(location: &StoreLocation, options: &compaction::CompactionOptions, json: bool) -> Result<()> {
-    let bar = if json {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(0).with_style(
-            ProgressStyle::with_template("  compacting [{bar:30}] {pos}/{len} partitions  {msg}")
-                .expect("valid template"),
-        )
-    };
+    let progress = Mutex::new(Progress::new("compacting", "partitions", 0, json));
     let report = compaction::compact(location, options, &|done, planned| {
-        bar.set_length(planned as u64);
-        bar.set_message(done.partition.clone());
-        bar.inc(1);
+        let mut progress = progress.lock().unwrap_or_else(|e| e.into_inner());
+        progress.set_total(planned as u64);
+        progress.advance(&done.partition);
         true
     })
     .await?;
-    bar.finish_and_clear();
+    progress.into_inner().unwrap_or_else(|e| e.into_inner()).finish();
     if json {
         let mut line = serde_json::to_value(&report)?;
         line["table"] = location.to_string().into();
@@ -146,8 +143,10 @@ pub async fn vacuum(
     let pipeline = config::load(path, extensions)?;
     let (_, tables) = lake(&pipeline, sink).await?;
     let retention = Duration::from_secs(retention_hours.saturating_mul(3600));
+    let mut progress = Progress::new("vacuuming", "tables", tables.len() as u64, json);
     for (location, _) in tables {
         let report = vacuum::vacuum(&location, retention, force, dry_run).await?;
+        progress.advance(&location.to_string());
         if json {
             let mut line = serde_json::to_value(&report)?;
             line["table"] = location.to_string().into();
@@ -163,5 +162,6 @@ pub async fn vacuum(
             report.files_deleted.len()
         );
     }
+    progress.finish();
     Ok(())
 }

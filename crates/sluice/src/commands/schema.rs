@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use sluice_core::JsonDoc;
 use sluice_schema::registry::{Outcome, Registry, SchemaKey, self_key};
 
-use crate::{cli::SchemaCommand, config, extensions::Extensions};
+use crate::{cli::SchemaCommand, config, extensions::Extensions, progress::Progress};
 
 pub async fn execute(command: SchemaCommand, extensions: &Arc<Extensions>) -> Result<()> {
     match command {
@@ -144,23 +144,32 @@ async fn import(pipeline: &Path, extensions: &Arc<Extensions>, dir: &Path, json:
     // A schema may refer to one of a family that sorts after it: those
     // waiting for a reference are tried again while a pass registers more.
     let mut outcomes: Vec<(SchemaKey, Imported)> = Vec::new();
+    let mut progress = Progress::new("importing", "schemas", found.len() as u64, json);
     let mut pending = found;
     loop {
         let mut waiting = Vec::new();
         let before = outcomes.len();
         for (key, path) in pending {
-            match import_one(&registry, &key, &path).await {
+            let outcome = import_one(&registry, &key, &path).await;
+            if !matches!(&outcome, Imported::Refused(why) if why.contains("register it first")) {
+                progress.advance(&key.to_string());
+            }
+            match outcome {
                 Imported::Refused(why) if why.contains("register it first") => waiting.push((key, path, why)),
                 outcome => outcomes.push((key, outcome)),
             }
         }
-        let progress = outcomes.len() > before;
-        if waiting.is_empty() || !progress {
-            outcomes.extend(waiting.into_iter().map(|(key, _, why)| (key, Imported::Refused(why))));
+        let registered_more = outcomes.len() > before;
+        if waiting.is_empty() || !registered_more {
+            for (key, _, why) in waiting {
+                progress.advance(&key.to_string());
+                outcomes.push((key, Imported::Refused(why)));
+            }
             break;
         }
         pending = waiting.into_iter().map(|(key, path, _)| (key, path)).collect();
     }
+    progress.finish();
     outcomes.sort_by_key(|(a, _)| (a.family_path(), a.version));
     let (mut registered, mut skipped, mut refused) = (0, 0, 0);
     for (key, outcome) in &outcomes {

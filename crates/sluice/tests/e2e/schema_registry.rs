@@ -456,7 +456,8 @@ fn column_names(table: &std::path::Path) -> Vec<String> {
 /// schemas (Iglu's meta-schema in `$schema`, a `self` block, draft-04
 /// keywords): `sluice schema import` registers it in version order, a
 /// second import skips everything, and a breaking ADDITION and a file
-/// whose `self` block disagrees with its path are refused with why.
+/// whose `self` block disagrees with its path are refused with why;
+/// progress goes to stderr as plain lines (not a terminal), none with `--json`.
 #[test]
 fn an_iglu_repository_is_imported_in_version_order() {
     let tmp = sluice_testkit::tempdir().unwrap();
@@ -537,10 +538,19 @@ fn an_iglu_repository_is_imported_in_version_order() {
         detail(5)
     );
 
+    let said = String::from_utf8(first.stderr).unwrap();
+    assert!(!said.contains("importing:"), "no progress lines with --json: {said}");
+
     let again = sluice(&["schema", "import", p, r]);
     let text = String::from_utf8(again.stdout).unwrap();
     assert!(
         text.contains("0 registered, 4 skipped (already there), 2 refused"),
         "{text}"
+    );
+    // Not a terminal: plain progress lines, the first and the last.
+    let progress = String::from_utf8(again.stderr).unwrap();
+    assert!(
+        progress.starts_with("importing: 1/6 schemas (") && progress.contains("importing: 6/6 schemas ("),
+        "{progress}"
     );
 }

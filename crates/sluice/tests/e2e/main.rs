@@ -24,6 +24,7 @@ mod redelivery;
 mod replicas;
 mod schema_registry;
 mod secrets;
+mod segment;
 mod source_outages;
 mod status;
 mod status_page;

@@ -176,6 +176,20 @@ impl Authenticator {
             return Ok(());
         };
         let given = authorization.and_then(bearer).ok_or(Denied::Token)?;
+        self.check_secret(tokens, given)
+    }
+
+    /// Whether `authorization` is HTTP Basic auth whose user name is an
+    /// accepted token (Segment's write key), if tokens are needed.
+    pub fn check_write_key(&self, authorization: Option<&[u8]>) -> Result<(), Denied> {
+        let Some(tokens) = &self.tokens else {
+            return Ok(());
+        };
+        let given = authorization.and_then(basic_user).ok_or(Denied::Token)?;
+        self.check_secret(tokens, &given)
+    }
+
+    fn check_secret(&self, tokens: &Tokens, given: &[u8]) -> Result<(), Denied> {
         let mut ok = subtle::Choice::from(0);
         for token in &tokens.from_env {
             ok |= given.ct_eq(token.expose().as_bytes());
@@ -278,6 +292,22 @@ fn bearer(value: &[u8]) -> Option<&[u8]> {
     (!token.is_empty()).then_some(token)
 }
 
+/// The user name of an HTTP Basic `Authorization` value.
+fn basic_user(value: &[u8]) -> Option<Vec<u8>> {
+    let (scheme, encoded) = value.split_at_checked(6)?;
+    if !scheme.eq_ignore_ascii_case(b"basic ") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim_ascii())
+        .ok()?;
+    let user = match decoded.iter().position(|&b| b == b':') {
+        Some(colon) => decoded[..colon].to_vec(),
+        None => decoded,
+    };
+    (!user.is_empty()).then_some(user)
+}
+
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
         return None;
@@ -319,6 +349,27 @@ mod tests {
             assert_eq!(auth.check_token(Some(bad)), Err(Denied::Token), "{bad:?}");
         }
         assert_eq!(auth.check_token(None), Err(Denied::Token));
+    }
+
+    #[test]
+    fn a_write_key_is_the_user_name_of_basic_auth() {
+        use base64::Engine;
+        let dir = sluice_testkit::tempdir().unwrap();
+        let path = dir.path().join("tokens");
+        std::fs::write(&path, "wk-1\n").unwrap();
+        let auth = with_file(&path).unwrap();
+        let basic = |credentials: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(credentials)
+            )
+        };
+        assert_eq!(auth.check_write_key(Some(basic("wk-1:").as_bytes())), Ok(()));
+        assert_eq!(auth.check_write_key(Some(basic("wk-1").as_bytes())), Ok(()));
+        for bad in [basic("wk-2:"), basic(":wk-1"), "Bearer wk-1".into(), "Basic !!".into()] {
+            assert_eq!(auth.check_write_key(Some(bad.as_bytes())), Err(Denied::Token), "{bad}");
+        }
+        assert_eq!(auth.check_write_key(None), Err(Denied::Token));
     }
 
     #[test]

@@ -50,6 +50,21 @@ pub struct HttpSourceConfig {
     /// Requests accepted per second; beyond it, 429 with `Retry-After`.
     #[serde(default)]
     pub rate_limit: Option<RateLimitConfig>,
+    /// What clients speak: `ndjson` (`POST <path>` with NDJSON or a JSON
+    /// array, the default) or `segment` (Segment's HTTP tracking API on
+    /// `/v1/batch`, `/v1/track`, ...; the write key by HTTP Basic auth,
+    /// checked against `auth`'s tokens).
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+/// `protocol`: what the collector's clients speak.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    #[default]
+    Ndjson,
+    Segment,
 }
 
 /// `cors = { allowed_origins = [...] }`.
@@ -112,6 +127,14 @@ impl SourceSpec for HttpSourceConfig {
         }
         if let Some(auth) = &self.auth {
             auth.validate()?;
+        }
+        if self.protocol == Protocol::Segment
+            && self
+                .auth
+                .as_ref()
+                .is_none_or(|a| a.bearer_tokens_env.is_none() && a.bearer_tokens_file.is_none())
+        {
+            return Err("protocol = \"segment\": set auth.bearer_tokens_env or auth.bearer_tokens_file to the accepted write keys".into());
         }
         if let Some(cors) = &self.cors {
             cors.validate()?;

@@ -4,10 +4,11 @@ mod auth;
 mod body;
 mod config;
 mod rate;
+mod segment;
 mod source;
 
 pub use auth::{AuthConfig, HmacConfig, SignatureEncoding};
 pub use body::{BodyError, decode_body};
-pub use config::{CorsConfig, HttpSourceConfig};
+pub use config::{CorsConfig, HttpSourceConfig, Protocol};
 pub use rate::RateLimitConfig;
 pub use source::HttpSource;

@@ -1,4 +1,5 @@
-//! The collector: `POST <path>` with NDJSON or a JSON array.
+//! The collector: `POST <path>` with NDJSON or a JSON array, or with
+//! `protocol = "segment"` Segment's tracking API (`segment.rs`).
 //!
 //! Answers: 200 `{"accepted": N}` once the batch is durable in the queue;
 //! 400 when the body cannot be read at all; 401 without a valid token or
@@ -36,8 +37,9 @@ use super::{
     HttpSourceConfig,
     auth::{Authenticator, Denied},
     body::{BodyError, decode_body},
-    config::CorsConfig,
+    config::{CorsConfig, Protocol},
     rate::RateLimiter,
+    segment,
 };
 use crate::{
     http_server::{self, Limits, ReloadingTls},
@@ -105,9 +107,19 @@ impl Source for HttpSource {
             body_timeout: Duration::from_secs(config.body_timeout_secs),
             last_request_ms: AtomicI64::new(now_ms()),
         });
-        let mut app = Router::new()
-            .route(&config.path, post(ingest))
-            .layer(DefaultBodyLimit::max(config.max_body_bytes));
+        let mut app = match config.protocol {
+            Protocol::Ndjson => Router::new().route(&config.path, post(ingest)),
+            Protocol::Segment => ["batch"]
+                .into_iter()
+                .chain(segment::TYPES)
+                .fold(Router::new(), |app, kind| {
+                    let handler = move |State(shared): State<Arc<Shared>>, request: Request| async move {
+                        receive(shared, request, Intake::Segment(kind)).await
+                    };
+                    app.route(&format!("/v1/{kind}"), post(handler))
+                }),
+        }
+        .layer(DefaultBodyLimit::max(config.max_body_bytes));
         if let Some(cors) = &config.cors {
             app = app.layer(cors_layer(cors, signature_header.as_deref()));
         }
@@ -157,16 +169,34 @@ fn cors_layer(cors: &CorsConfig, signature_header: Option<&str>) -> CorsLayer {
         .max_age(Duration::from_secs(cors.max_age_secs))
 }
 
-async fn ingest(State(shared): State<Arc<Shared>>, mut request: Request) -> Response {
+/// What a request carries and how it is answered.
+#[derive(Debug, Clone, Copy)]
+enum Intake {
+    /// NDJSON or a JSON array of events; answered `{"accepted": N}`.
+    Ndjson,
+    /// A Segment API call to `/v1/<kind>`; answered `{"success": true}`.
+    Segment(&'static str),
+}
+
+async fn ingest(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    receive(shared, request, Intake::Ndjson).await
+}
+
+async fn receive(shared: Arc<Shared>, mut request: Request, intake: Intake) -> Response {
     shared.last_request_ms.store(now_ms(), Ordering::Relaxed);
     let ctx = &shared.ctx;
     if ctx.stopping() {
         return unavailable("shutting down");
     }
-    if let Some(auth) = &shared.auth
-        && let Err(denied) = auth.check_token(request.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes()))
-    {
-        return unauthorized(ctx, denied);
+    if let Some(auth) = &shared.auth {
+        let authorization = request.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
+        let checked = match intake {
+            Intake::Ndjson => auth.check_token(authorization),
+            Intake::Segment(_) => auth.check_write_key(authorization),
+        };
+        if let Err(denied) = checked {
+            return unauthorized(ctx, denied, intake);
+        }
     }
     if let Some(rate) = &shared.rate
         && let Err(retry_after) = rate.take()
@@ -191,12 +221,17 @@ async fn ingest(State(shared): State<Arc<Shared>>, mut request: Request) -> Resp
     if let Some(auth) = &shared.auth
         && let Err(denied) = auth.check_signature(&headers, &body)
     {
-        return unauthorized(ctx, denied);
+        return unauthorized(ctx, denied, intake);
     }
     let header_str = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    // A Segment body is one JSON document: only decompressed here.
+    let content_type = match intake {
+        Intake::Ndjson => header_str(header::CONTENT_TYPE),
+        Intake::Segment(_) => None,
+    };
     let payload = match decode_body(
         header_str(header::CONTENT_ENCODING),
-        header_str(header::CONTENT_TYPE),
+        content_type,
         body,
         shared.max_decompressed,
     ) {
@@ -204,9 +239,16 @@ async fn ingest(State(shared): State<Arc<Shared>>, mut request: Request) -> Resp
         Err(e @ BodyError::TooLarge(_)) => return error(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string()),
         Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
     };
+    let payload = match intake {
+        Intake::Ndjson => payload,
+        Intake::Segment(kind) => match segment::lines(kind, &payload, chrono::Utc::now()) {
+            Ok(lines) => Bytes::from(lines),
+            Err(why) => return error(StatusCode::BAD_REQUEST, &why),
+        },
+    };
     let events = split_lines(&payload).count() as u64;
     if events == 0 {
-        return accepted(0);
+        return stored(0, intake);
     }
     let bytes = payload.len() as u64;
     let batch = NewBatch {
@@ -218,7 +260,7 @@ async fn ingest(State(shared): State<Arc<Shared>>, mut request: Request) -> Resp
     match ctx.queue.enqueue(batch).await {
         Ok(()) => {
             ctx.telemetry.enqueued(events, bytes);
-            accepted(events)
+            stored(events, intake)
         }
         Err(e @ QueueError::Full { .. }) => {
             ctx.telemetry.throttled();
@@ -231,13 +273,14 @@ async fn ingest(State(shared): State<Arc<Shared>>, mut request: Request) -> Resp
     }
 }
 
-fn accepted(n: u64) -> Response {
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        format!("{{\"accepted\":{n}}}"),
-    )
-        .into_response()
+/// The answer to a request whose `n` events are durable: the number for
+/// NDJSON clients, Segment's own answer for its libraries.
+fn stored(n: u64, intake: Intake) -> Response {
+    let body = match intake {
+        Intake::Ndjson => format!("{{\"accepted\":{n}}}"),
+        Intake::Segment(_) => "{\"success\":true}".to_string(),
+    };
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -245,12 +288,16 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-fn unauthorized(ctx: &SourceContext, denied: Denied) -> Response {
+fn unauthorized(ctx: &SourceContext, denied: Denied, intake: Intake) -> Response {
     ctx.telemetry.refused("unauthorized");
     let mut r = error(StatusCode::UNAUTHORIZED, &denied.to_string());
+    let scheme = match intake {
+        Intake::Ndjson => "Bearer",
+        Intake::Segment(_) => "Basic",
+    };
     if denied == Denied::Token {
         r.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(scheme));
     }
     r
 }

@@ -130,7 +130,16 @@ pub fn crashed_batch_letters(key: &str, source: &str, payload: &bytes::Bytes, cr
         "the engine died {crashes} times while this batch was the only one in flight; \
          it is taken for the cause and set aside so the rest of the pipeline runs"
     );
-    batch_letters(key, source, payload, sluice_core::reason::CRASHED_ENGINE, &detail)
+    let letters = batch_letters(key, source, payload, sluice_core::reason::CRASHED_ENGINE, &detail);
+    tracing::warn!(
+        target: "sluice::queue",
+        batch = key,
+        source,
+        crashes,
+        lines = letters.len(),
+        "a batch was the only one in flight each time the engine died; its lines are set aside as crashed_engine dead letters (`sluice dlq redrive --reason crashed_engine` after a fix)"
+    );
+    letters
 }
 
 /// A shared queue is a queue (tasks hold one `Arc` each).

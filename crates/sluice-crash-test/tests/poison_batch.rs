@@ -4,7 +4,9 @@
 //! default `delivery` settings, a file source reading 20 files into
 //! PostgreSQL must end: the poison batch (the file holding the marked
 //! line) set aside as `crashed_engine` dead letters after `max_crashes`
-//! deaths with it alone in flight, every other line in the table once.
+//! deaths with it alone in flight (the run that sets it aside says so, and
+//! `sluice status` names it in its verdict), every other line in the table
+//! once.
 
 use std::{collections::BTreeSet, path::Path, process::Command};
 
@@ -82,6 +84,11 @@ table = "events"
             .output()
             .unwrap();
         if run.status.success() {
+            let said = String::from_utf8_lossy(&run.stderr);
+            assert!(
+                said.contains("its lines are set aside as crashed_engine dead letters"),
+                "the run that sets the batch aside says so: {said}"
+            );
             break;
         }
         let stderr = String::from_utf8_lossy(&run.stderr);
@@ -127,6 +134,21 @@ table = "events"
     assert_eq!(batches.len(), 1, "one batch is set aside: {batches:?}");
     let poisoned: BTreeSet<String> = (0..LINES).map(|i| format!("e-{POISONED_FILE}-{i}")).collect();
     assert_eq!(set_aside, poisoned, "the poisoned file (one batch) is set aside whole");
+
+    let status: Value = serde_json::from_str(&sluice_testkit::process::run_ok(
+        Command::new(BIN)
+            .args(["status", "--json"])
+            .arg(dir.join("pipeline.toml")),
+    ))
+    .unwrap();
+    assert_eq!(status["verdict"]["healthy"], false, "{status}");
+    assert!(
+        status["verdict"]["reasons"][0]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{LINES} lines were set aside for crashing the engine")),
+        "{status}"
+    );
 
     let landed: BTreeSet<String> = client
         .query(&format!("SELECT id FROM {schema}.events"), &[])

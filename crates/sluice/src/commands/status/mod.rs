@@ -4,7 +4,8 @@
 //! nothing answering there, it reads what the pipeline left: the queue,
 //! the dead letters and the lake tables' last commits. A verdict line
 //! names what is wrong, in the terms of the shipped alerts
-//! (`deploy/prometheus/alerts.yaml`).
+//! (`deploy/prometheus/alerts.yaml`), and any batch set aside for
+//! crashing the engine.
 
 mod report;
 mod scrape;
@@ -73,6 +74,12 @@ async fn gather(pipeline: &Pipeline) -> Result<Report> {
     }
     match dead_letters {
         Ok((total, rows)) => {
+            if let Some(crashed) = rows.iter().find(|r| r.reason == sluice_core::reason::CRASHED_ENGINE) {
+                report.verdict.reasons.push(format!(
+                    "{} lines were set aside for crashing the engine (crashed_engine); redrive them after a fix",
+                    crashed.count
+                ));
+            }
             report.dead_letters.total = Some(total);
             report.dead_letters.by_reason = rows;
         }

@@ -247,6 +247,10 @@ pub(crate) async fn redis_hashes(
     let mut hashes = BTreeMap::new();
     for key in keys {
         let mut hash: BTreeMap<String, String> = redis::cmd("HGETALL").arg(&key).query_async(conn).await.unwrap();
+        if hash.is_empty() {
+            // Deleted since KEYS listed it (Redis keeps no empty hash).
+            continue;
+        }
         assert!(hash.remove("_revision").is_some(), "{key} has no revision");
         hashes.insert(key, hash);
     }

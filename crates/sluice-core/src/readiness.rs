@@ -28,25 +28,31 @@ impl Readiness {
 
     /// Marks `component`'s backend down; true if it was up until now.
     pub fn backend_down(&self, component: &str) -> bool {
-        let changed = self
-            .down
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(component.to_string());
-        self.export();
+        let mut down = self.down.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = !down.contains(component) && down.insert(component.to_string());
+        drop(down);
+        if changed {
+            self.export();
+        }
         changed
     }
 
     /// Marks `component`'s backend up; true if it was down until now.
+    /// Called after every successful receive and flush: without a change
+    /// it only looks.
     pub fn backend_up(&self, component: &str) -> bool {
         let changed = self.down.lock().unwrap_or_else(|e| e.into_inner()).remove(component);
-        self.export();
+        if changed {
+            self.export();
+        }
         changed
     }
 
     /// The `sluice_ready` gauge follows the answer.
     fn export(&self) {
-        READY.gauge(&[]).set(if self.check().is_ok() { 1.0 } else { 0.0 });
+        let ready =
+            self.taking_input.load(Ordering::Relaxed) && self.down.lock().unwrap_or_else(|e| e.into_inner()).is_empty();
+        READY.gauge(&[]).set(if ready { 1.0 } else { 0.0 });
     }
 
     /// `Ok` when ready, else why not.

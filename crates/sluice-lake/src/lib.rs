@@ -33,7 +33,7 @@ pub use sink::{
     routed::{Route, RouteError, RoutedLakeSink, Routes},
 };
 pub use storage::StoreLocation;
-pub use table::{existing_schema, table_exists};
+pub use table::{existing_schema, merge_columns, table_exists};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LakeError {

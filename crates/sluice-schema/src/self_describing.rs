@@ -13,21 +13,18 @@
 //! batch fails as retriable and comes back later; events of cached schemas
 //! never need the registry.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex, RwLock},
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use jsonschema::{Validator, json::SerdeJson};
+use jsonschema::json::SerdeJson;
 use serde_json::Value;
 use sluice_core::{BatchInfo, Event, Rejected, StageError, Transform, TransformOutput, parse_object, reason};
 
 use crate::{
-    registry::{Registry, SchemaKey},
-    validate::{EventFields, compile_with, schema_reason},
+    registered::{Lookup, RegisteredValidators},
+    registry::Registry,
+    validate::{EventFields, schema_reason},
 };
 
 /// Where a self-describing event keeps its parts.
@@ -42,72 +39,17 @@ pub struct Pointers {
 }
 
 pub struct SelfDescribingTransform {
-    registry: Registry,
+    validators: RegisteredValidators,
     pointers: Pointers,
     fields: EventFields,
-    recheck: Duration,
-    known: RwLock<HashMap<String, Arc<Validator>>>,
-    missing: Mutex<HashMap<String, Instant>>,
-}
-
-/// What a lookup found for one key.
-enum Lookup {
-    Found(Arc<Validator>),
-    Unknown(String),
 }
 
 impl SelfDescribingTransform {
     pub fn new(registry: Registry, pointers: Pointers, recheck: Duration) -> Self {
         SelfDescribingTransform {
-            registry,
+            validators: RegisteredValidators::new(registry, recheck),
             fields: EventFields::new(&pointers.event_id, &pointers.event_time),
             pointers,
-            recheck,
-            known: RwLock::new(HashMap::new()),
-            missing: Mutex::new(HashMap::new()),
-        }
-    }
-
-    async fn lookup(&self, text: &str) -> Result<Lookup, StageError> {
-        if let Some(v) = self.known.read().unwrap_or_else(|e| e.into_inner()).get(text) {
-            return Ok(Lookup::Found(v.clone()));
-        }
-        let key: SchemaKey = match text.parse() {
-            Ok(key) => key,
-            Err(e) => return Ok(Lookup::Unknown(e)),
-        };
-        {
-            let missing = self.missing.lock().unwrap_or_else(|e| e.into_inner());
-            if missing.get(text).is_some_and(|at| at.elapsed() < self.recheck) {
-                return Ok(Lookup::Unknown(format!("{key} is not registered")));
-            }
-        }
-        match self.registry.get(&key).await {
-            Ok(Some(found)) => {
-                let schema = found.schema.to_value();
-                let referenced = self
-                    .registry
-                    .referenced(&schema)
-                    .await
-                    .map_err(|e| StageError::from_backend(format!("schema registry: {e}"), &e))?;
-                let validator = Arc::new(
-                    compile_with(&schema, referenced)
-                        .map_err(|e| StageError::fatal(format!("registered {key}: {e}")))?,
-                );
-                self.known
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(text.to_string(), validator.clone());
-                Ok(Lookup::Found(validator))
-            }
-            Ok(None) => {
-                self.missing
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(text.to_string(), Instant::now());
-                Ok(Lookup::Unknown(format!("{key} is not registered")))
-            }
-            Err(e) => Err(StageError::from_backend(format!("schema registry: {e}"), &e)),
         }
     }
 
@@ -124,7 +66,7 @@ impl SelfDescribingTransform {
                 format!("no schema key (a string) at {}", p.schema),
             )));
         };
-        let validator = match self.lookup(&key).await? {
+        let validator = match self.validators.lookup(&key).await? {
             Lookup::Found(v) => v,
             Lookup::Unknown(why) => return Ok(Err((reason::UNKNOWN_SCHEMA.into(), why))),
         };

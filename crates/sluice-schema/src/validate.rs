@@ -208,7 +208,12 @@ impl EventFields {
 
 /// `schema:<pointer>:<keyword>`; for `required` the pointer names the missing property.
 pub(crate) fn schema_reason(error: &ValidationError) -> String {
-    let mut pointer = error.instance_path().as_str().to_string();
+    schema_reason_under("", error)
+}
+
+/// [`schema_reason`] for a value checked at `prefix` (a JSON pointer) of the event.
+pub(crate) fn schema_reason_under(prefix: &str, error: &ValidationError) -> String {
+    let mut pointer = format!("{prefix}{}", error.instance_path().as_str());
     if let ValidationErrorKind::Required { property } = error.kind() {
         let name = property.as_str().map_or_else(|| property.to_string(), str::to_string);
         pointer.push('/');

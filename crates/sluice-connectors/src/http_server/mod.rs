@@ -81,7 +81,8 @@ pub async fn serve(
             },
         };
         while connections.try_join_next().is_some() {}
-        let app = app.clone();
+        // Handlers that need the client's address read it as `ConnectInfo`.
+        let app = app.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer)));
         let tls = tls.clone();
         let stopping = stopping.clone();
         connections.spawn(async move {

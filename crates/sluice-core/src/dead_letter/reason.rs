@@ -38,12 +38,12 @@ macro_rules! reasons {
 
 reasons! {
     /// The line is not JSON (or not UTF-8).
-    INVALID_JSON = "invalid_json", form "invalid_json", by "validate, self_describing, jq, operations, lookup, documents, postgres, lake";
+    INVALID_JSON = "invalid_json", form "invalid_json", by "validate, self_describing, snowplow, jq, operations, lookup, documents, postgres, lake";
     /// The line is JSON but not an object.
     NOT_AN_OBJECT = "not_an_object", form "not_an_object", by "validate, self_describing, jq, operations, lookup, postgres";
     /// The event breaks its JSON Schema: the pointer names the value (for
     /// `required`, the missing member) and the keyword the rule it broke.
-    SCHEMA = "schema", form "schema:<pointer>:<keyword>", by "validate, self_describing";
+    SCHEMA = "schema", form "schema:<pointer>:<keyword>", by "validate, self_describing, snowplow";
     /// The event id pointer holds no string or number.
     MISSING_EVENT_ID = "missing_event_id", form "missing_event_id", by "validate, self_describing, avro";
     /// The event time is not an RFC 3339 time, or lies outside the years a
@@ -74,7 +74,12 @@ reasons! {
     /// A self-describing event whose schema key names no registered schema
     /// (or is missing or malformed), or an Avro datum whose fingerprint no
     /// registered schema has.
-    UNKNOWN_SCHEMA = "unknown_schema", form "unknown_schema", by "self_describing, avro, lake (table_template)";
+    UNKNOWN_SCHEMA = "unknown_schema", form "unknown_schema", by "self_describing, snowplow, avro, lake (table_template)";
+    /// A Snowplow tracker event that breaks the tracker protocol: no or an
+    /// unknown event type `e`, a value that does not parse as its
+    /// parameter's type, a `ue_px`/`cx` that is not base64 of a
+    /// self-describing JSON (the parameter is named).
+    TRACKER_PROTOCOL = "tracker_protocol", form "tracker_protocol:<parameter>", by "snowplow";
     /// An event whose schema version cannot go into its table: a column it
     /// declares has another type there (the detail names the column).
     INCOMPATIBLE_SCHEMA = "incompatible_schema", form "incompatible_schema", by "lake (table_template)";

@@ -95,6 +95,7 @@ pub fn load(path: &Path, extensions: &Arc<Extensions>) -> Result<Pipeline, Confi
     for (tname, transform) in &mut config.transforms {
         match &mut transform.config {
             TransformConfig::SelfDescribing(sd) => sd.registry = Some(registry.clone()),
+            TransformConfig::Snowplow(sp) => sp.registry = Some(registry.clone()),
             TransformConfig::Avro(avro) => avro.registry = Some(registry.clone()),
             _ => {}
         }

@@ -383,6 +383,7 @@ macro_rules! built_in_transforms {
 built_in_transforms! {
     "validate" => Validate(ValidateConfig),
     "self_describing" => SelfDescribing(SelfDescribingConfig),
+    "snowplow" => Snowplow(SnowplowConfig),
     "avro" => Avro(AvroConfig),
     "jq" => Jq(JqConfig),
     "rename" => Rename(RenameConfig),
@@ -514,6 +515,37 @@ impl TransformSpec for SelfDescribingConfig {
             open_registry(&self.registry)?,
             pointers,
             std::time::Duration::from_secs(self.recheck_secs),
+        )))
+    }
+}
+
+/// `type = "snowplow"`: the lines of an `http` source with `protocol =
+/// "snowplow"` made Snowplow canonical events: atomic fields, the
+/// self-describing event and its entities checked against the registry and
+/// put in their `unstruct_event_*` and `contexts_*` columns. A lake sink fed
+/// by it writes the Snowplow-shaped table (event id `/event_id`, event time
+/// `collector_tstamp`).
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SnowplowConfig {
+    /// What `user_ipaddress` keeps: `full`, `anonymized` (`203.0.113.x`)
+    /// or `none`.
+    #[serde(default)]
+    pub user_ipaddress: sluice_schema::snowplow::IpAddresses,
+    /// A schema key the registry did not have is looked up again after this long.
+    #[serde(default = "default_recheck_secs")]
+    pub recheck_secs: u64,
+    /// The pipeline's registry, filled in by `load`.
+    #[serde(skip)]
+    pub registry: Option<super::registry::RegistryLocation>,
+}
+
+impl TransformSpec for SnowplowConfig {
+    fn build(&self, _context: &TransformContext<'_>) -> Result<Arc<dyn Transform>, String> {
+        Ok(Arc::new(sluice_schema::SnowplowTransform::new(
+            open_registry(&self.registry)?,
+            std::time::Duration::from_secs(self.recheck_secs),
+            self.user_ipaddress,
         )))
     }
 }

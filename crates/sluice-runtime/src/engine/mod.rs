@@ -18,6 +18,7 @@ pub(crate) mod compaction;
 mod plan;
 mod receive;
 mod sink_task;
+pub(crate) mod snowplow_columns;
 pub(crate) mod table_routes;
 mod ticket;
 

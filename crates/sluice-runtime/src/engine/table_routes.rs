@@ -1,8 +1,9 @@
 //! Where a routed lake sink's events go: the pipeline's schema registry
 //! gives each schema version's columns (its JSON Schema mapped to Arrow,
 //! plus the column holding the schema key), `table_template` its table.
-//! A registered version never changes, so each answer is kept for good;
-//! only misses and registry outages go back to the registry.
+//! A registered version never changes, so each answer is kept for good
+//! ([`Remembered`], which the Snowplow table's columns use too); only
+//! misses and registry outages go back to the registry.
 
 use std::{
     collections::HashMap,
@@ -13,15 +14,60 @@ use arrow_schema::{DataType, Field, Schema};
 use sluice_lake::{Route, RouteError, Routes};
 use sluice_schema::{
     arrow_layout,
-    registry::{Registry, SchemaKey},
+    registry::{Registered, Registry, SchemaKey},
 };
 
 use crate::sinks::RoutedLake;
 
+/// Routes worked out from the registry, each once.
+#[async_trait::async_trait]
+pub trait Resolve: Send + Sync {
+    async fn resolve(&self, key: &str) -> Result<Route, RouteError>;
+}
+
+/// A [`Resolve`]'s answers kept for good (errors are not kept).
+pub struct Remembered<R> {
+    resolver: R,
+    known: RwLock<HashMap<String, Route>>,
+}
+
+impl<R: Resolve> Remembered<R> {
+    pub fn new(resolver: R) -> Self {
+        Remembered {
+            resolver,
+            known: RwLock::new(HashMap::new()),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl<R: Resolve> Routes for Remembered<R> {
+    async fn route(&self, key: &str) -> Result<Route, RouteError> {
+        if let Some(route) = self.known.read().unwrap_or_else(|e| e.into_inner()).get(key) {
+            return Ok(route.clone());
+        }
+        let route = self.resolver.resolve(key).await?;
+        self.known
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.to_string(), route.clone());
+        Ok(route)
+    }
+}
+
+/// The registered version `key`: not registered is a dead letter's
+/// reason, an unreadable registry a retry.
+pub async fn registered(registry: &Registry, key: &SchemaKey) -> Result<Registered, RouteError> {
+    registry
+        .get(key)
+        .await
+        .map_err(|e| RouteError::Unavailable(format!("schema registry: {e}")))?
+        .ok_or_else(|| RouteError::Unknown(format!("{key} is not registered")))
+}
+
 pub struct RegistryRoutes {
     lake: RoutedLake,
     registry: Registry,
-    known: RwLock<HashMap<String, Route>>,
 }
 
 impl RegistryRoutes {
@@ -29,18 +75,15 @@ impl RegistryRoutes {
         Ok(RegistryRoutes {
             registry: lake.registry.open()?,
             lake,
-            known: RwLock::new(HashMap::new()),
         })
     }
+}
 
+#[async_trait::async_trait]
+impl Resolve for RegistryRoutes {
     async fn resolve(&self, text: &str) -> Result<Route, RouteError> {
         let key: SchemaKey = text.parse().map_err(RouteError::Unknown)?;
-        let registered = self
-            .registry
-            .get(&key)
-            .await
-            .map_err(|e| RouteError::Unavailable(format!("schema registry: {e}")))?
-            .ok_or_else(|| RouteError::Unknown(format!("{key} is not registered")))?;
+        let registered = registered(&self.registry, &key).await?;
         let layout = registered
             .json_schema()
             .and_then(|schema| arrow_layout(&schema))
@@ -57,20 +100,5 @@ impl RegistryRoutes {
             data_schema: Arc::new(Schema::new(fields)),
             json_text_paths: layout.json_text_paths,
         })
-    }
-}
-
-#[async_trait::async_trait]
-impl Routes for RegistryRoutes {
-    async fn route(&self, schema_key: &str) -> Result<Route, RouteError> {
-        if let Some(route) = self.known.read().unwrap_or_else(|e| e.into_inner()).get(schema_key) {
-            return Ok(route.clone());
-        }
-        let route = self.resolve(schema_key).await?;
-        self.known
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(schema_key.to_string(), route.clone());
-        Ok(route)
     }
 }

@@ -16,18 +16,27 @@ use crate::{
     config::{
         Component, Pipeline, RegistryLocation, SinkConfig, TransformConfig, load::store_location, model::PipelineFile,
     },
-    engine::{compaction::Tables, table_routes::RegistryRoutes},
+    engine::{
+        compaction::Tables,
+        snowplow_columns::SnowplowColumns,
+        table_routes::{RegistryRoutes, Remembered},
+    },
 };
 
 /// What a lake sink writes: where, which columns, and where the event id is.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LakeTable {
     pub location: StoreLocation,
+    /// The columns (for a Snowplow table, the atomic ones it starts with).
     pub layout: ArrowLayout,
     /// JSON pointer of the event id (from the `validate` inputs).
     pub event_id: String,
     /// The column holding the event id, through structs (for compaction).
     pub id_column: Vec<String>,
+    /// Fed by `snowplow` transforms: the Snowplow-shaped table, whose
+    /// entity columns come from this registry and are added as events of
+    /// new schemas arrive.
+    pub snowplow: Option<RegistryLocation>,
 }
 
 /// A lake sink that routes self-describing events to a table per schema
@@ -97,8 +106,14 @@ impl SinkSpec for LakeSinkConfig {
             return routed_lake(self, inputs, graph.file, places).map(ResolvedSink::RoutedLake);
         }
         let location = store_location(places.dir, &self.uri, &self.storage_options)?;
-        let (schema, event_id) = lake_schema(graph.file, inputs)?;
-        let layout = arrow_layout(schema).map_err(|e| format!("inputs: the schema they validate against: {e}"))?;
+        let (layout, event_id, snowplow) = if snowplow_inputs(graph.file, inputs)? {
+            let layout = sluice_schema::snowplow::atomic_layout().clone();
+            (layout, "/event_id".to_string(), Some(places.registry.clone()))
+        } else {
+            let (schema, event_id) = lake_schema(graph.file, inputs)?;
+            let layout = arrow_layout(schema).map_err(|e| format!("inputs: the schema they validate against: {e}"))?;
+            (layout, event_id, None)
+        };
         for p in &self.partition_by {
             if layout.schema.field_with_name(p.column()).is_ok() {
                 return Err(format!(
@@ -119,6 +134,7 @@ impl SinkSpec for LakeSinkConfig {
             layout,
             event_id,
             id_column,
+            snowplow,
         }))
     }
 
@@ -129,9 +145,28 @@ impl SinkSpec for LakeSinkConfig {
                 Box::new(RoutedLakeSink::new(
                     self.clone(),
                     &routed.event_id,
-                    Arc::new(RegistryRoutes::new(routed.clone()).map_err(anyhow::Error::msg)?),
+                    Arc::new(Remembered::new(
+                        RegistryRoutes::new(routed.clone()).map_err(anyhow::Error::msg)?,
+                    )),
                 )),
             ),
+            ResolvedSink::Lake(
+                table @ LakeTable {
+                    snowplow: Some(registry),
+                    ..
+                },
+            ) => {
+                let columns =
+                    SnowplowColumns::new(table.location.clone(), registry.open().map_err(anyhow::Error::msg)?);
+                (
+                    Tables::One(table.location.clone(), table.id_column.clone()),
+                    Box::new(RoutedLakeSink::new(
+                        self.clone(),
+                        &table.event_id,
+                        Arc::new(Remembered::new(columns)),
+                    )),
+                )
+            }
             ResolvedSink::Lake(table) => {
                 let opened = LakeSink::open(
                     table.location.clone(),
@@ -156,6 +191,25 @@ impl SinkSpec for LakeSinkConfig {
 
     fn flush_interval(&self) -> Duration {
         Duration::from_secs(self.flush_interval_secs)
+    }
+}
+
+/// Whether the inputs are `snowplow` transforms (then all must be: their
+/// events go to a Snowplow-shaped table of their own).
+fn snowplow_inputs(file: &PipelineFile, inputs: &[String]) -> Result<bool, String> {
+    let is_snowplow = |input: &String| {
+        matches!(
+            file.transforms.get(input).map(|t| &t.config),
+            Some(TransformConfig::Snowplow(_))
+        )
+    };
+    match inputs.iter().filter(|i| is_snowplow(i)).count() {
+        0 => Ok(false),
+        n if n == inputs.len() => Ok(true),
+        _ => Err(
+            "inputs: mixes snowplow transforms with other inputs; a Snowplow-shaped table takes only Snowplow events"
+                .into(),
+        ),
     }
 }
 

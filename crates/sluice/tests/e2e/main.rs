@@ -25,6 +25,7 @@ mod replicas;
 mod schema_registry;
 mod secrets;
 mod segment;
+mod snowplow;
 mod source_outages;
 mod status;
 mod status_page;

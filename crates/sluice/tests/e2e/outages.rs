@@ -126,6 +126,34 @@ pub(crate) fn start_logged(dir: &std::path::Path, api: u16) -> Running {
     sluice
 }
 
+/// Lets `client` (a tracker library's script printing JSON lines) run to
+/// its end while the engine in `dir` is SIGKILLed and restarted twice,
+/// 1.5 s apart; the engine running at the end, and what the client printed.
+pub(crate) async fn through_two_kills(
+    client: std::process::Child,
+    mut sluice: Running,
+    dir: &std::path::Path,
+    api: u16,
+) -> (Running, Vec<serde_json::Value>) {
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        sluice.child.kill().unwrap();
+        sluice.child.wait().unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        sluice = start_logged(dir, api);
+    }
+    let out = tokio::task::spawn_blocking(move || client.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success(), "the client failed");
+    let printed = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (sluice, printed)
+}
+
 /// Cuts `proxy` for `secs` seconds (checking the pipeline reports
 /// `component` down meanwhile), restores it, and returns how long it was cut.
 pub(crate) async fn outage(proxy: &mut Proxy, api: u16, component: &str, secs: u64) -> Duration {

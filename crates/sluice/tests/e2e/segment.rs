@@ -1,5 +1,5 @@
 //! Segment's own Node library (`@segment/analytics-node` 3.1, from npm,
-//! installed into `~/.cache/sluice/segment`) tracking events against a
+//! installed into `~/.cache/sluice/segment` on first use) tracking events against a
 //! collector with `protocol = "segment"`, unchanged but for its host and
 //! write key, while the engine is SIGKILLed twice and restarted: every
 //! call lands once in the lake (deduplicated by `messageId`, since the
@@ -11,36 +11,14 @@ use std::{
     collections::BTreeSet,
     path::Path,
     process::{Command, Stdio},
-    time::Duration,
 };
 
 use serde_json::Value;
 
-use crate::{outages::start_logged, support};
-
-/// Where `scripts/test` installs the library (`npm install` here too, so
-/// a plain `cargo test` run has it).
-fn segment_module() -> Option<std::path::PathBuf> {
-    let home = std::path::PathBuf::from(std::env::var("HOME").ok()?);
-    let root = home.join(".cache/sluice/segment");
-    let module = root.join("node_modules/@segment/analytics-node");
-    if !module.exists() {
-        std::fs::create_dir_all(&root).ok()?;
-        let installed = Command::new("npm")
-            .args([
-                "install",
-                "--silent",
-                "--no-audit",
-                "--no-fund",
-                "@segment/analytics-node@3.1.0",
-            ])
-            .current_dir(&root)
-            .status()
-            .ok()?;
-        assert!(installed.success(), "npm install @segment/analytics-node");
-    }
-    Some(module)
-}
+use crate::{
+    outages::{start_logged, through_two_kills},
+    support,
+};
 
 const SCHEMA: &str = r#"{
   "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -69,7 +47,10 @@ fn rows(table: &Path) -> Vec<(String, String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn segments_node_library_delivers_every_call_once_through_kill_9() {
-    let Some(module) = segment_module() else { return };
+    let Some(module) = support::npm_modules("segment", "@segment/analytics-node@3.1.0") else {
+        return;
+    };
+    let module = module.join("@segment/analytics-node");
     let tmp = sluice_testkit::tempdir().unwrap();
     let dir = tmp.path();
     std::fs::write(dir.join("segment.schema.json"), SCHEMA).unwrap();
@@ -87,7 +68,7 @@ async fn segments_node_library_delivers_every_call_once_through_kill_9() {
         ),
     )
     .unwrap();
-    let mut sluice = start_logged(dir, api);
+    let sluice = start_logged(dir, api);
 
     let wrong = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{web}/v1/track"))
@@ -108,22 +89,7 @@ async fn segments_node_library_delivers_every_call_once_through_kill_9() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    for _ in 0..2 {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        sluice.child.kill().unwrap();
-        sluice.child.wait().unwrap();
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        sluice = start_logged(dir, api);
-    }
-    let out = tokio::task::spawn_blocking(move || client.wait_with_output().unwrap())
-        .await
-        .unwrap();
-    assert!(out.status.success());
-    let printed: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let (sluice, printed) = through_two_kills(client, sluice, dir, api).await;
     let summary = printed.last().unwrap();
     assert_eq!(summary["done"], 1200, "{summary}");
     assert_eq!(summary["errors"], 0, "no call given up: {summary}");

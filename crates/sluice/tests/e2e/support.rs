@@ -328,6 +328,26 @@ pub fn collector_pipeline(dir: &Path) -> (u16, u16) {
     (api, web)
 }
 
+/// `node_modules` of `package` (`name@version`), installed from npm into
+/// `~/.cache/sluice/<folder>` on first use; `None` without a home.
+pub fn npm_modules(folder: &str, package: &str) -> Option<PathBuf> {
+    let root = PathBuf::from(std::env::var("HOME").ok()?)
+        .join(".cache/sluice")
+        .join(folder);
+    let modules = root.join("node_modules");
+    let name = package.rsplit_once('@').map_or(package, |(name, _)| name);
+    if !modules.join(name).exists() {
+        std::fs::create_dir_all(&root).ok()?;
+        let installed = Command::new("npm")
+            .args(["install", "--silent", "--no-audit", "--no-fund", package])
+            .current_dir(&root)
+            .status()
+            .ok()?;
+        assert!(installed.success(), "npm install {package}");
+    }
+    Some(modules)
+}
+
 /// A tool from a Debian package (`scripts/test` installs them); `None`
 /// skips the test, unless every service is required.
 pub fn tool(path: &str, package: &str) -> Option<std::path::PathBuf> {

@@ -53,7 +53,10 @@ pub struct HttpSourceConfig {
     /// What clients speak: `ndjson` (`POST <path>` with NDJSON or a JSON
     /// array, the default) or `segment` (Segment's HTTP tracking API on
     /// `/v1/batch`, `/v1/track`, ...; the write key by HTTP Basic auth,
-    /// checked against `auth`'s tokens).
+    /// checked against `auth`'s tokens) or `snowplow` (Snowplow's tracker
+    /// protocol: `POST /com.snowplowanalytics.snowplow/tp2`, `GET /i`; any
+    /// origin may send with credentials unless `cors` says otherwise; feed
+    /// it to a `snowplow` transform).
     #[serde(default)]
     pub protocol: Protocol,
 }
@@ -65,6 +68,7 @@ pub enum Protocol {
     #[default]
     Ndjson,
     Segment,
+    Snowplow,
 }
 
 /// `cors = { allowed_origins = [...] }`.

@@ -5,6 +5,7 @@ mod body;
 mod config;
 mod rate;
 mod segment;
+mod snowplow;
 mod source;
 
 pub use auth::{AuthConfig, HmacConfig, SignatureEncoding};

@@ -1,7 +1,9 @@
 //! The collector: `POST <path>` with NDJSON or a JSON array, or with
-//! `protocol = "segment"` Segment's tracking API (`segment.rs`).
+//! `protocol = "segment"` Segment's tracking API (`segment.rs`), or with
+//! `protocol = "snowplow"` Snowplow's tracker protocol (`snowplow.rs`).
 //!
-//! Answers: 200 `{"accepted": N}` once the batch is durable in the queue;
+//! Answers: 200 `{"accepted": N}` once the batch is durable in the queue
+//! (Segment's and Snowplow's own answers for their trackers);
 //! 400 when the body cannot be read at all; 401 without a valid token or
 //! signature; 408 when the body is not sent within `body_timeout_secs`;
 //! 413 above the size limits; 429 with `Retry-After` above the rate limit;
@@ -23,10 +25,10 @@ use std::{
 use async_trait::async_trait;
 use axum::{
     Router,
-    extract::{DefaultBodyLimit, FromRequest, Request, State},
+    extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Request, State},
     http::{HeaderName, HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::post,
+    routing::{get, post},
 };
 use bytes::Bytes;
 use sluice_core::{NewBatch, now_ms, split_lines};
@@ -39,7 +41,7 @@ use super::{
     body::{BodyError, decode_body},
     config::{CorsConfig, Protocol},
     rate::RateLimiter,
-    segment,
+    segment, snowplow,
 };
 use crate::{
     http_server::{self, Limits, ReloadingTls},
@@ -89,6 +91,7 @@ impl Source for HttpSource {
             source = %ctx.name,
             address = %config.address,
             path = %config.path,
+            protocol = ?config.protocol,
             tls = tls.is_some(),
             auth = auth.is_some(),
             "http collector listening"
@@ -118,10 +121,25 @@ impl Source for HttpSource {
                     };
                     app.route(&format!("/v1/{kind}"), post(handler))
                 }),
+            Protocol::Snowplow => Router::new()
+                .route(
+                    snowplow::POST_PATH,
+                    post(|State(shared): State<Arc<Shared>>, request: Request| async move {
+                        receive(shared, request, Intake::SnowplowPost).await
+                    }),
+                )
+                .route(
+                    snowplow::PIXEL_PATH,
+                    get(|State(shared): State<Arc<Shared>>, request: Request| async move {
+                        receive(shared, request, Intake::SnowplowPixel).await
+                    }),
+                ),
         }
         .layer(DefaultBodyLimit::max(config.max_body_bytes));
-        if let Some(cors) = &config.cors {
-            app = app.layer(cors_layer(cors, signature_header.as_deref()));
+        match (&config.cors, config.protocol) {
+            (Some(cors), protocol) => app = app.layer(cors_layer(cors, signature_header.as_deref(), protocol)),
+            (None, Protocol::Snowplow) => app = app.layer(snowplow_cors()),
+            (None, _) => {}
         }
         let app = app.with_state(shared.clone());
         let until_idle = ctx.until_idle;
@@ -149,7 +167,7 @@ impl Source for HttpSource {
     }
 }
 
-fn cors_layer(cors: &CorsConfig, signature_header: Option<&str>) -> CorsLayer {
+fn cors_layer(cors: &CorsConfig, signature_header: Option<&str>, protocol: Protocol) -> CorsLayer {
     let origins = if cors.allowed_origins.iter().any(|o| o == "*") {
         AllowOrigin::any()
     } else {
@@ -161,12 +179,33 @@ fn cors_layer(cors: &CorsConfig, signature_header: Option<&str>) -> CorsLayer {
     };
     let mut headers = vec![header::CONTENT_TYPE, header::CONTENT_ENCODING, header::AUTHORIZATION];
     headers.extend(signature_header.and_then(|h| HeaderName::try_from(h).ok()));
+    let mut methods = vec![Method::POST];
+    if protocol == Protocol::Snowplow {
+        headers.push(HeaderName::from_static(snowplow::ANONYMOUS_HEADER));
+        methods.push(Method::GET);
+    }
     CorsLayer::new()
         .allow_origin(origins)
-        .allow_methods([Method::POST])
+        .allow_methods(methods)
         .allow_headers(headers)
         .allow_credentials(cors.allow_credentials)
         .max_age(Duration::from_secs(cors.max_age_secs))
+}
+
+/// Snowplow's collector default: any page may send, with its cookies (the
+/// JavaScript tracker sends credentials), so the origin is mirrored.
+fn snowplow_cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::mirror_request())
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::CONTENT_ENCODING,
+            header::AUTHORIZATION,
+            HeaderName::from_static(snowplow::ANONYMOUS_HEADER),
+        ])
+        .allow_credentials(true)
+        .max_age(Duration::from_secs(3600))
 }
 
 /// What a request carries and how it is answered.
@@ -176,6 +215,10 @@ enum Intake {
     Ndjson,
     /// A Segment API call to `/v1/<kind>`; answered `{"success": true}`.
     Segment(&'static str),
+    /// A Snowplow tracker's POST of events; answered `ok`.
+    SnowplowPost,
+    /// A Snowplow pixel (`GET /i?...`); answered with a 1x1 GIF.
+    SnowplowPixel,
 }
 
 async fn ingest(State(shared): State<Arc<Shared>>, request: Request) -> Response {
@@ -191,8 +234,8 @@ async fn receive(shared: Arc<Shared>, mut request: Request, intake: Intake) -> R
     if let Some(auth) = &shared.auth {
         let authorization = request.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
         let checked = match intake {
-            Intake::Ndjson => auth.check_token(authorization),
             Intake::Segment(_) => auth.check_write_key(authorization),
+            _ => auth.check_token(authorization),
         };
         if let Err(denied) = checked {
             return unauthorized(ctx, denied, intake);
@@ -207,6 +250,7 @@ async fn receive(shared: Arc<Shared>, mut request: Request, intake: Intake) -> R
             .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         return r;
     }
+    let snowplow = matches!(intake, Intake::SnowplowPost | Intake::SnowplowPixel).then(|| snowplow_request(&request));
     // Moved out, not copied: reading the body needs only the extensions.
     let headers = std::mem::take(request.headers_mut());
     let body = match tokio::time::timeout(shared.body_timeout, Bytes::from_request(request, &())).await {
@@ -224,10 +268,10 @@ async fn receive(shared: Arc<Shared>, mut request: Request, intake: Intake) -> R
         return unauthorized(ctx, denied, intake);
     }
     let header_str = |name| headers.get(name).and_then(|v| v.to_str().ok());
-    // A Segment body is one JSON document: only decompressed here.
+    // A Segment or Snowplow body is one JSON document: only decompressed here.
     let content_type = match intake {
         Intake::Ndjson => header_str(header::CONTENT_TYPE),
-        Intake::Segment(_) => None,
+        _ => None,
     };
     let payload = match decode_body(
         header_str(header::CONTENT_ENCODING),
@@ -245,10 +289,22 @@ async fn receive(shared: Arc<Shared>, mut request: Request, intake: Intake) -> R
             Ok(lines) => Bytes::from(lines),
             Err(why) => return error(StatusCode::BAD_REQUEST, &why),
         },
+        Intake::SnowplowPost | Intake::SnowplowPixel => {
+            let (collected, query) = snowplow.clone().expect("read above for Snowplow requests");
+            let lines = match intake {
+                Intake::SnowplowPost => snowplow::post_lines(&payload, &collected),
+                _ => Ok(snowplow::pixel_line(&query, &collected).unwrap_or_default()),
+            };
+            match lines {
+                Ok(lines) => Bytes::from(lines),
+                Err(why) => return error(StatusCode::BAD_REQUEST, &why),
+            }
+        }
     };
+    let network_userid = snowplow.and_then(|(collected, _)| collected.network_userid);
     let events = split_lines(&payload).count() as u64;
     if events == 0 {
-        return stored(0, intake);
+        return with_cookie(stored(0, intake), network_userid.as_deref());
     }
     let bytes = payload.len() as u64;
     let batch = NewBatch {
@@ -260,7 +316,7 @@ async fn receive(shared: Arc<Shared>, mut request: Request, intake: Intake) -> R
     match ctx.queue.enqueue(batch).await {
         Ok(()) => {
             ctx.telemetry.enqueued(events, bytes);
-            stored(events, intake)
+            with_cookie(stored(events, intake), network_userid.as_deref())
         }
         Err(e @ QueueError::Full { .. }) => {
             ctx.telemetry.throttled();
@@ -276,11 +332,55 @@ async fn receive(shared: Arc<Shared>, mut request: Request, intake: Intake) -> R
 /// The answer to a request whose `n` events are durable: the number for
 /// NDJSON clients, Segment's own answer for its libraries.
 fn stored(n: u64, intake: Intake) -> Response {
-    let body = match intake {
-        Intake::Ndjson => format!("{{\"accepted\":{n}}}"),
-        Intake::Segment(_) => "{\"success\":true}".to_string(),
+    let json = |body: String| (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+    match intake {
+        Intake::Ndjson => json(format!("{{\"accepted\":{n}}}")),
+        Intake::Segment(_) => json("{\"success\":true}".to_string()),
+        Intake::SnowplowPost => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "ok").into_response(),
+        Intake::SnowplowPixel => {
+            (StatusCode::OK, [(header::CONTENT_TYPE, "image/gif")], snowplow::PIXEL).into_response()
+        }
+    }
+}
+
+/// What the collector records of a Snowplow request (its time, the
+/// client's address and agent, the network user id from the `sp` cookie or
+/// a new one), and the query string; none of the address and id when the
+/// tracker sends `SP-Anonymous`.
+fn snowplow_request(request: &Request) -> (snowplow::Collected, String) {
+    let headers = request.headers();
+    let header_str = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let anonymous = header_str(snowplow::ANONYMOUS_HEADER).is_some();
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    let collected = snowplow::Collected {
+        collector_tstamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        user_ipaddress: (!anonymous)
+            .then(|| snowplow::client_ip(header_str("x-forwarded-for"), peer))
+            .flatten(),
+        useragent: header_str(header::USER_AGENT.as_str()).map(str::to_string),
+        network_userid: (!anonymous).then(|| {
+            header_str(header::COOKIE.as_str())
+                .and_then(snowplow::cookie_user_id)
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+        }),
     };
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+    (collected, request.uri().query().unwrap_or_default().to_string())
+}
+
+/// Sets (or renews for a year) the `sp` cookie with the network user id.
+fn with_cookie(mut response: Response, network_userid: Option<&str>) -> Response {
+    if let Some(id) = network_userid
+        && let Ok(value) = HeaderValue::from_str(&format!(
+            "{}={id}; Path=/; Max-Age=31536000; HttpOnly; SameSite=None; Secure",
+            snowplow::COOKIE
+        ))
+    {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -292,8 +392,8 @@ fn unauthorized(ctx: &SourceContext, denied: Denied, intake: Intake) -> Response
     ctx.telemetry.refused("unauthorized");
     let mut r = error(StatusCode::UNAUTHORIZED, &denied.to_string());
     let scheme = match intake {
-        Intake::Ndjson => "Bearer",
         Intake::Segment(_) => "Basic",
+        _ => "Bearer",
     };
     if denied == Denied::Token {
         r.headers_mut()

@@ -623,3 +623,43 @@ fn the_registry_example_loads_with_one_routed_lake() {
             .ends_with("/examples/registry/lake/com.acme/page_view_jsonschema_1/")
     );
 }
+
+#[test]
+fn a_lake_fed_by_snowplow_transforms_is_the_snowplow_table_and_takes_nothing_else() {
+    let pipeline = |inputs: &str, partition_by: &str| {
+        format!(
+            "[sources.collector]\ntype = \"http\"\naddress = \"127.0.0.1:8080\"\nprotocol = \"snowplow\"\n\n\
+             [transforms.enrich]\ntype = \"snowplow\"\ninputs = [\"collector\"]\nuser_ipaddress = \"none\"\n\n\
+             [transforms.checked]\ntype = \"validate\"\ninputs = [\"collector\"]\nschema = \"schemas/clickstream.schema.json\"\nevent_id = \"/event_id\"\nevent_time = \"/ts\"\n\n\
+             [sinks.checked_out]\ntype = \"stream\"\ninputs = [\"checked\"]\nurl = \"nats://127.0.0.1:4222\"\nsubject = \"out\"\n\n\
+             [sinks.lake]\ntype = \"lake\"\ninputs = {inputs}\nuri = \"lake/events\"\npartition_by = {partition_by}\n"
+        )
+    };
+    let dir = sluice_testkit::tempdir().unwrap();
+    let p = load(&write(&dir, &pipeline("[\"enrich\"]", "[\"dt\", \"hour\"]"))).unwrap();
+    let table = lake_table(&p, "lake");
+    assert_eq!(table.snowplow, Some(folder(&dir.path().join("registry"))));
+    assert_eq!(
+        (table.event_id.as_str(), table.id_column.as_slice()),
+        ("/event_id", &["event_id".to_string()][..])
+    );
+    assert!(table.layout.schema.field_with_name("collector_tstamp").is_ok());
+    let TransformConfig::Snowplow(sp) = &p.config.transforms["enrich"].config else {
+        panic!("enrich is snowplow")
+    };
+    assert_eq!(sp.user_ipaddress, sluice_schema::snowplow::IpAddresses::None);
+    assert_eq!(sp.registry, table.snowplow);
+
+    let e = error_of(&pipeline("[\"enrich\", \"checked\"]", "[\"dt\"]"));
+    assert!(
+        e.contains("sinks.lake.inputs: mixes snowplow transforms with other inputs"),
+        "{e}"
+    );
+    let bucketed = load(&write(
+        &dir,
+        &pipeline("[\"enrich\"]", "[\"dt\", \"bucket(8, /app_id)\"]"),
+    ));
+    assert!(bucketed.is_ok(), "an atomic column can be bucketed");
+    let e = error_of(&pipeline("[\"enrich\"]", "[\"bucket(8, /nope)\"]"));
+    assert!(e.contains("sinks.lake.partition_by"), "{e}");
+}

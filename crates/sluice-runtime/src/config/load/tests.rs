@@ -306,7 +306,7 @@ fn transform_types_and_keys_are_checked() {
     let unknown = with("[transforms.extra]\ntype = \"geoip\"\ninputs = [\"standardize\"]");
     let e = error_of(&unknown.replace("inputs = [\"standardize\"]\nuri", "inputs = [\"extra\"]\nuri"));
     assert!(
-        e.contains("transforms.extra.type: \"geoip\" is not a transform type; allowed: [\"validate\", \"self_describing\", \"avro\", \"jq\""),
+        e.contains("transforms.extra.type: \"geoip\" is not a transform type; allowed: [\"validate\", \"self_describing\", \"snowplow\", \"avro\", \"jq\""),
         "{e}"
     );
     assert!(

@@ -5,6 +5,7 @@
 
 pub mod aws;
 pub mod http_server;
+pub mod kafka;
 pub mod sinks;
 pub mod sources;
 

@@ -6,6 +6,7 @@ pub mod dynamodb_streams;
 pub mod file;
 pub mod generator;
 pub mod http;
+pub mod kafka;
 pub mod kinesis;
 mod message_body;
 pub mod nats;
@@ -64,6 +65,29 @@ impl SourceContext {
                 _ = shutdown.wait_for(|s| *s) => return Err(SourceError::Stopped),
             }
         }
+    }
+}
+
+/// The context of a source run alone in a test, on an embedded queue,
+/// with its state in `state`.
+#[cfg(test)]
+pub(crate) fn test_context(
+    name: &str,
+    queue: &Arc<sluice_queue::embedded::EmbeddedQueue>,
+    shutdown: watch::Receiver<bool>,
+    until_idle: bool,
+    state: &std::path::Path,
+) -> SourceContext {
+    SourceContext {
+        name: name.into(),
+        queue: queue.clone(),
+        dead_letters: queue.clone(),
+        shutdown,
+        until_idle,
+        state_dir: state.to_path_buf(),
+        checkpoints: local_checkpoints(state),
+        leases: Arc::new(sluice_queue::lease::LocalLeases::default()),
+        telemetry: SourceTelemetry::new(name),
     }
 }
 

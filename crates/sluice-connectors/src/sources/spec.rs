@@ -13,8 +13,8 @@ pub use sluice_core::config::{LoadEnv, ResolvedLocation};
 
 use super::{
     Source, dynamodb_streams::DynamoDbStreamsSourceConfig, file::FileSourceConfig, generator::GeneratorSourceConfig,
-    http::HttpSourceConfig, kinesis::KinesisSourceConfig, nats::NatsSourceConfig, objects::ObjectsSourceConfig,
-    sqs::SqsSourceConfig,
+    http::HttpSourceConfig, kafka::KafkaSourceConfig, kinesis::KinesisSourceConfig, nats::NatsSourceConfig,
+    objects::ObjectsSourceConfig, sqs::SqsSourceConfig,
 };
 
 /// `[sources.<name>]`: `type` picks the variant; unknown keys are refused.
@@ -29,6 +29,7 @@ pub enum SourceConfig {
     Sqs(SqsSourceConfig),
     Kinesis(KinesisSourceConfig),
     DynamodbStreams(DynamoDbStreamsSourceConfig),
+    Kafka(KafkaSourceConfig),
 }
 
 impl SourceConfig {
@@ -43,6 +44,7 @@ impl SourceConfig {
             SourceConfig::Sqs(c) => c,
             SourceConfig::Kinesis(c) => c,
             SourceConfig::DynamodbStreams(c) => c,
+            SourceConfig::Kafka(c) => c,
         }
     }
 
@@ -56,6 +58,7 @@ impl SourceConfig {
             SourceConfig::Sqs(c) => c,
             SourceConfig::Kinesis(c) => c,
             SourceConfig::DynamodbStreams(c) => c,
+            SourceConfig::Kafka(c) => c,
         }
     }
 }

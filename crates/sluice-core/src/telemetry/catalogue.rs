@@ -124,6 +124,8 @@ catalogue! {
         "Upstream messages or records released once their events were durable in the queue (SQS messages deleted, Kinesis records checkpointed).";
     SOURCE_UPSTREAM_LAG: Gauge "sluice_source_upstream_lag_seconds" ["component"]
         "How far a source is behind its upstream: the oldest message of the last SQS receive (SentTimestamp), or Kinesis's MillisBehindLatest.";
+    SOURCE_PARTITION_LAG: Gauge "sluice_source_partition_lag_records" ["component", "topic", "partition"]
+        "Records a Kafka source's consumer group is behind the end of each partition this replica holds (librdkafka's consumer_lag).";
     SOURCE_UPSTREAM_BACKLOG: Gauge "sluice_source_upstream_backlog_messages" ["component", "state"]
         "Messages waiting upstream as the service counts them (SQS: visible, in_flight, delayed).";
     SOURCE_LEASE_HELD: Gauge "sluice_source_lease_held" ["component"]

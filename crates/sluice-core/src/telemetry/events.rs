@@ -157,6 +157,13 @@ impl SourceTelemetry {
         SOURCE_UPSTREAM_LAG.gauge(&[&self.name]).set(age.as_secs_f64());
     }
 
+    /// How many records a consumer group is behind the end of a partition.
+    pub fn partition_lag(&self, topic: &str, partition: i32, records: i64) {
+        SOURCE_PARTITION_LAG
+            .gauge(&[&self.name, topic, &partition.to_string()])
+            .set(records as f64);
+    }
+
     /// The upstream queue's own counts.
     pub fn upstream_backlog(&self, visible: u64, in_flight: u64, delayed: u64) {
         for (state, n) in [("visible", visible), ("in_flight", in_flight), ("delayed", delayed)] {

@@ -15,6 +15,7 @@ mod faults;
 mod generator;
 mod hostile;
 mod jetstream;
+mod kafka;
 mod lookup;
 mod objects;
 mod observability;

@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use aws_sdk_sqs::{Client, types::SendMessageBatchRequestEntry};
 use sluice_core::{Delivery, NewBatch, split_lines};
-use sluice_queue::{Queue, QueueSettings, embedded::EmbeddedQueue, lease::LocalLeases};
+use sluice_queue::{Queue, QueueSettings, embedded::EmbeddedQueue};
 use tokio::sync::watch;
 
 use super::*;
@@ -38,17 +38,7 @@ fn context(
     shutdown: watch::Receiver<bool>,
     state: &std::path::Path,
 ) -> SourceContext {
-    SourceContext {
-        name: "sqs".into(),
-        queue: queue.clone(),
-        dead_letters: queue.clone(),
-        shutdown,
-        until_idle,
-        state_dir: state.to_path_buf(),
-        checkpoints: crate::sources::local_checkpoints(state),
-        leases: Arc::new(LocalLeases::default()),
-        telemetry: sluice_core::telemetry::SourceTelemetry::new("sqs"),
-    }
+    crate::sources::test_context("sqs", queue, shutdown, until_idle, state)
 }
 
 fn lines(batches: &[Delivery]) -> Vec<String> {

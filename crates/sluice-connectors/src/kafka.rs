@@ -108,11 +108,16 @@ impl KafkaSecurity {
 
     /// Makes the certificate paths relative to the pipeline file absolute.
     pub fn resolve(&mut self, env: &dyn LoadEnv) {
+        self.resolve_paths(|p| env.path(p));
+    }
+
+    /// Each certificate path made `absolute(path)`.
+    pub fn resolve_paths(&mut self, absolute: impl Fn(&str) -> PathBuf) {
         for file in [&mut self.ca_file, &mut self.cert_file, &mut self.key_file]
             .into_iter()
             .flatten()
         {
-            *file = env.path(&file.to_string_lossy());
+            *file = absolute(&file.to_string_lossy());
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use serde::Deserialize;
-use sluice_connectors::sinks::stream::StreamSinkConfig;
+use sluice_connectors::sinks::{kafka::KafkaSinkConfig, stream::StreamSinkConfig};
 pub use sluice_connectors::sources::SourceConfig;
 use sluice_core::{
     JsonDoc, Transform,
@@ -619,6 +619,7 @@ pub enum SinkConfig {
     Postgres(PostgresSinkConfig),
     Projection(ProjectionConfig),
     Stream(StreamSinkConfig),
+    Kafka(KafkaSinkConfig),
 }
 
 impl SinkConfig {
@@ -629,6 +630,7 @@ impl SinkConfig {
             SinkConfig::Postgres(c) => c,
             SinkConfig::Projection(c) => c,
             SinkConfig::Stream(c) => c,
+            SinkConfig::Kafka(c) => c,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! [`SinkConfig::spec`]. Errors are `key: what is wrong`; the loader puts
 //! `sinks.<name>.` and the file in front.
 
+mod kafka;
 mod lake;
 mod postgres;
 mod projection;

@@ -254,3 +254,119 @@ async fn two_replicas_consume_a_group_through_kills_and_a_broker_outage() {
     }
     eprintln!("dead letters by reason: {by_reason:?}; the oracle's: {expected:?}");
 }
+
+/// Every value on `topic`, read from the start with `read_committed` until
+/// nothing more comes for 3 s.
+fn read_topic(brokers: &str, topic: &str) -> Vec<Value> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("reader-{}", uuid_like()))
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut values = Vec::new();
+    let mut quiet_since = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while quiet_since.elapsed() < Duration::from_secs(3) || values.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "reading {topic} back took too long ({} values)",
+            values.len()
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                use rdkafka::Message;
+                values.push(serde_json::from_slice(message.payload().unwrap()).unwrap());
+                quiet_since = Instant::now();
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    values
+}
+
+fn uuid_like() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sink_publishes_each_event_once_through_kills() {
+    let Some(tansu) = tansu() else { return };
+    let tmp = sluice_testkit::tempdir().unwrap();
+    let dir = tmp.path();
+    let port = support::free_port();
+    let _broker = Broker::start(&tansu, port, port, &dir.join("tansu.log"));
+    let brokers = format!("127.0.0.1:{port}");
+    support::run_ok(
+        Command::new(&tansu)
+            .args(["topic", "create", "out", "--partitions", "3"])
+            .args(["--broker", &format!("tcp://127.0.0.1:{port}")]),
+    );
+    let (lines, _) = support::generate_clean(dir, 20_000, 0x6b61_666b_6173);
+    std::fs::create_dir_all(dir.join("incoming")).unwrap();
+    std::fs::write(dir.join("incoming/events.ndjson"), lines.join("\n") + "\n").unwrap();
+    let api = support::free_port();
+    let pipeline = dir.join("pipeline.toml");
+    let schema = support::schema_path();
+    std::fs::write(
+        &pipeline,
+        format!(
+            "[api]\naddress = \"127.0.0.1:{api}\"\n\n[delivery]\nvisibility_timeout_secs = 5\n\n\
+             [sources.input]\ntype = \"file\"\npath = \"incoming/*.ndjson\"\nmax_batch_bytes = 65536\n\n\
+             [transforms.standardize]\ntype = \"validate\"\ninputs = [\"input\"]\nschema = \"{}\"\n\
+             event_id = \"/event_id\"\nevent_time = \"/ts\"\n\n\
+             [sinks.out]\ntype = \"kafka\"\ninputs = [\"standardize\"]\nbrokers = \"{brokers}\"\ntopic = \"out\"\n\
+             key_field = \"/user_id\"\nheaders = {{ event_type = \"/event_type\" }}\n\
+             transactional_id = \"sluice-e2e-out\"\nflush_interval_secs = 1\nmax_buffered_bytes = 262144\n",
+            schema.display()
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let mut sluice = start(&pipeline, api);
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        sluice.child.kill().unwrap();
+        sluice.child.wait().unwrap();
+        sluice = start(&pipeline, api);
+    }
+    sluice.stop();
+    let status = Command::new(support::SLUICE)
+        .args(["run", "--until-idle"])
+        .arg(&pipeline)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let elapsed = started.elapsed();
+
+    let read = read_topic(&brokers, "out");
+    let mut per_id: BTreeMap<String, u32> = BTreeMap::new();
+    for value in &read {
+        *per_id
+            .entry(value["event_id"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    let twice: Vec<_> = per_id.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(
+        twice.is_empty(),
+        "published more than once: {twice:?} ({} values)",
+        read.len()
+    );
+    let sent: BTreeSet<String> = support::event_ids(&lines).into_iter().collect();
+    let got: BTreeSet<String> = per_id.into_keys().collect();
+    assert_eq!(got.len(), sent.len(), "every event");
+    assert_eq!(got, sent);
+    eprintln!(
+        "{} events through 2 kills into Kafka, each once, in {elapsed:?}",
+        read.len()
+    );
+}

@@ -214,6 +214,15 @@ pub(crate) fn outage_settings(api: u16) -> String {
 
 /// Writes `dir/pipeline.toml`: the outage settings, a file source `input`
 /// on `dir/incoming/*.ndjson` (64 KiB batches) and `sink`.
+/// Writes `path` whole under another name and renames it in, as the guide
+/// asks of producers (with `settle_secs = 0` the source may otherwise read
+/// a file while it is being written).
+fn put_whole(path: &std::path::Path, text: &str) {
+    let partial = path.with_extension("partial");
+    std::fs::write(&partial, text).unwrap();
+    std::fs::rename(&partial, path).unwrap();
+}
+
 fn write_file_pipeline(dir: &std::path::Path, api: u16, sink: &str) {
     std::fs::create_dir_all(dir.join("incoming")).unwrap();
     let source =
@@ -346,9 +355,9 @@ async fn file_to_postgres_through_an_outage(cut: Cut, seed: u64) -> Duration {
             .await
             .map_or(0, |r| r.get::<_, i64>(0))
     };
-    std::fs::write(dir.join("incoming/a.ndjson"), lines[..1_000].join("\n") + "\n").unwrap();
+    put_whole(&dir.join("incoming/a.ndjson"), &(lines[..1_000].join("\n") + "\n"));
     wait_for("rows before the outage", 60, 1_000, rows).await;
-    std::fs::write(dir.join("incoming/b.ndjson"), lines[1_000..].join("\n") + "\n").unwrap();
+    put_whole(&dir.join("incoming/b.ndjson"), &(lines[1_000..].join("\n") + "\n"));
     let took = outage(&mut proxy, api, component, 8).await;
     let landed = wait_for("rows after the outage", 120, lines.len() as i64, rows).await;
     assert_recovered(dir, api, sluice, lost).await;
@@ -487,9 +496,9 @@ flush_interval_secs = 1
             }
         }
     };
-    std::fs::write(dir.join("incoming/a.ndjson"), lines[..1_000].join("\n") + "\n").unwrap();
+    put_whole(&dir.join("incoming/a.ndjson"), &(lines[..1_000].join("\n") + "\n"));
     wait_for("messages before the outage", 60, 1_000, published).await;
-    std::fs::write(dir.join("incoming/b.ndjson"), lines[1_000..].join("\n") + "\n").unwrap();
+    put_whole(&dir.join("incoming/b.ndjson"), &(lines[1_000..].join("\n") + "\n"));
     let cut = outage(&mut proxy, api, "sink processed", 8).await;
     let landed = wait_for("messages after the outage", 90, lines.len() as i64, published).await;
     assert_recovered(dir, api, sluice, SINK_LOST).await;
@@ -587,9 +596,9 @@ storage_options = {{ endpoint = "{url}", access_key_id = "test", secret_access_k
         let table = table.clone();
         async move { lake_rows(&table) }
     };
-    std::fs::write(dir.join("incoming/a.ndjson"), lines[..1_000].join("\n") + "\n").unwrap();
+    put_whole(&dir.join("incoming/a.ndjson"), &(lines[..1_000].join("\n") + "\n"));
     wait_for("rows before the outage", 60, 1_000, rows).await;
-    std::fs::write(dir.join("incoming/b.ndjson"), lines[1_000..].join("\n") + "\n").unwrap();
+    put_whole(&dir.join("incoming/b.ndjson"), &(lines[1_000..].join("\n") + "\n"));
     let cut = outage(&mut proxy, api, "sink lake", 12).await;
     let landed = wait_for("rows after the outage", 120, lines.len() as i64, rows).await;
     assert_recovered(dir, api, sluice, SINK_LOST).await;
@@ -702,11 +711,11 @@ async fn a_postgres_schema_registry_going_away_mid_run_costs_no_attempts_and_eve
             .await
             .map_or(0, |r| r.get::<_, i64>(0))
     };
-    std::fs::write(dir.join("incoming/a.ndjson"), wrap(&lines[..1_000], "1-0-0")).unwrap();
+    put_whole(&dir.join("incoming/a.ndjson"), &wrap(&lines[..1_000], "1-0-0"));
     wait_for("rows before the outage", 60, 1_000, rows).await;
     // Cut before the new version's events arrive, so none is checked yet.
     proxy.cut();
-    std::fs::write(dir.join("incoming/b.ndjson"), wrap(&lines[1_000..], "1-0-1")).unwrap();
+    put_whole(&dir.join("incoming/b.ndjson"), &wrap(&lines[1_000..], "1-0-1"));
     let cut = outage(&mut proxy, api, "transforms", 8).await;
     let landed = wait_for("rows after the outage", 120, lines.len() as i64, rows).await;
     assert_recovered(dir, api, sluice, TRANSFORM_LOST).await;
@@ -768,14 +777,14 @@ async fn a_postgres_lookup_going_away_mid_run_keeps_its_table_and_takes_the_new_
             .map_or(0, |r| r.get::<_, i64>(0))
     };
     let age = "sluice_lookup_age_seconds{component=\"countries\"}";
-    std::fs::write(dir.join("incoming/a.ndjson"), lines[..1_000].join("\n") + "\n").unwrap();
+    put_whole(&dir.join("incoming/a.ndjson"), &(lines[..1_000].join("\n") + "\n"));
     wait_for("rows before the outage", 60, 1_000, rows).await;
 
     proxy.cut();
     pg.batch_execute(&format!("UPDATE {schema}.countries SET version = 'v2'"))
         .await
         .unwrap();
-    std::fs::write(dir.join("incoming/b.ndjson"), lines[1_000..2_000].join("\n") + "\n").unwrap();
+    put_whole(&dir.join("incoming/b.ndjson"), &(lines[1_000..2_000].join("\n") + "\n"));
     wait_for("rows landed during the outage", 60, 2_000, rows).await;
     let stale = wait_for("table age during the outage", 30, 5, || async {
         support::metric(api, age).unwrap_or(0.0) as i64
@@ -793,7 +802,7 @@ async fn a_postgres_lookup_going_away_mid_run_keeps_its_table_and_takes_the_new_
         i64::from(support::metric(api, age).is_some_and(|a| a < 2.0))
     })
     .await;
-    std::fs::write(dir.join("incoming/c.ndjson"), lines[2_000..].join("\n") + "\n").unwrap();
+    put_whole(&dir.join("incoming/c.ndjson"), &(lines[2_000..].join("\n") + "\n"));
     wait_for("rows after the outage", 60, 3_000, rows).await;
     Running::stop(sluice);
     assert!(dead_letters(dir).is_empty());

@@ -5,11 +5,13 @@
 //! second into each document store and change -> projection latency, HTTP
 //! durable ingest at several concurrency levels and at a paced half rate,
 //! event -> queryable latency, lake ingest with 1, 2 and 3 replicas on a
-//! shared JetStream queue, and the engine's peak RSS in each run. `scripts/bench` builds it and runs it.
+//! shared JetStream queue, Kafka source and sink throughput on a local
+//! tansu broker, and the engine's peak RSS in each run. `scripts/bench` builds it and runs it.
 
 mod documents;
 mod http;
 mod ingest;
+mod kafka;
 mod pg;
 mod process;
 mod replicas;
@@ -84,6 +86,13 @@ struct Args {
     /// Skip the objects-source run.
     #[arg(long)]
     no_objects: bool,
+    /// Generator lines for the Kafka source and sink runs (on a local
+    /// tansu broker; skipped when it is not installed).
+    #[arg(long, default_value_t = 200_000)]
+    kafka_lines: u64,
+    /// Skip the Kafka runs.
+    #[arg(long)]
+    no_kafka: bool,
 }
 
 /// Where things are.
@@ -140,6 +149,7 @@ struct Results {
     http: Option<HttpResults>,
     documents: Option<DocumentResults>,
     replicas: Option<Vec<replicas::ReplicaRun>>,
+    kafka: Option<kafka::KafkaRuns>,
 }
 
 #[derive(Serialize)]
@@ -294,6 +304,21 @@ async fn main() -> Result<()> {
         eprintln!("scale-out: lake ingest over {:?} replicas", args.replicas);
         Some(replicas::throughput(&env, &events, args.lines, &args.nats_url, &args.replicas).await?)
     };
+    let kafka_runs = match (args.no_kafka, kafka::tansu()) {
+        (true, _) => None,
+        (false, None) => {
+            eprintln!("kafka: skipped, no tansu (scripts/test unpacks it; SLUICE_TANSU names another)");
+            None
+        }
+        (false, Some(tansu)) => {
+            eprintln!(
+                "kafka: {} lines through a kafka source and a kafka sink on tansu",
+                args.kafka_lines
+            );
+            let input = env.generate("kafka", args.kafka_lines)?;
+            Some(kafka::throughput(&env, &tansu, &input, args.kafka_lines).await?)
+        }
+    };
     let results = Results {
         lines: args.lines,
         lake_ingest: ingest.comparison,
@@ -304,6 +329,7 @@ async fn main() -> Result<()> {
         http,
         documents,
         replicas: replica_runs,
+        kafka: kafka_runs,
     };
     print_comparison(
         &format!("lake ingest, {} generator lines, one thread each", args.lines),
@@ -397,6 +423,25 @@ async fn main() -> Result<()> {
                 r.cpu_seconds,
                 r.max_peak_rss_mib,
                 r.rows_out
+            );
+        }
+    }
+    if let Some(k) = &results.kafka {
+        println!(
+            "\nKafka on a local tansu broker, {} generator lines on 3 partitions (librdkafka produced them at {:.0} lines/s)",
+            k.lines, k.produce_lines_per_s
+        );
+        for (what, run) in [
+            ("kafka source -> validate -> lake", &k.source),
+            ("file -> validate -> kafka sink", &k.sink),
+        ] {
+            println!(
+                "  {what:<34} {:>9.0} lines/s  {:>7.2} s  cpu {:>6.2} s  peak RSS {:>5.0} MiB{}",
+                run.lines_per_s,
+                run.measured.seconds,
+                run.measured.cpu_seconds,
+                run.measured.peak_rss_mib,
+                run.rows.map_or(String::new(), |r| format!("  ({r} rows)"))
             );
         }
     }

@@ -320,6 +320,8 @@ struct Markers {
     consumer: Option<BaseConsumer>,
     topic: String,
     keys: HashSet<String>,
+    /// The topic's end when last read to it: unchanged, nothing to read.
+    read_to: i64,
 }
 
 impl Markers {
@@ -342,6 +344,7 @@ impl Markers {
             consumer: Some(consumer),
             topic: topic.to_string(),
             keys: HashSet::new(),
+            read_to: -1,
         })
     }
 
@@ -351,25 +354,31 @@ impl Markers {
             .consumer
             .take()
             .expect("the reader is put back after each catch-up");
-        let topic = self.topic.clone();
+        let (topic, read_to) = (self.topic.clone(), self.read_to);
         let read = tokio::task::spawn_blocking(move || {
-            let result = read_to_end(&consumer, &topic);
+            let result = read_to_end(&consumer, &topic, read_to);
             (consumer, result)
         })
         .await
         .map_err(|e| StageError::retriable(format!("kafka markers: {e}")))?;
         self.consumer = Some(read.0);
-        self.keys.extend(read.1?);
+        let (keys, end) = read.1?;
+        self.keys.extend(keys);
+        self.read_to = end;
         Ok(())
     }
 }
 
 /// The marker keys from the reader's position to the end of the topic as
-/// it is now (its last stable offset: open transactions end first).
-fn read_to_end(consumer: &BaseConsumer, topic: &str) -> Result<Vec<String>, StageError> {
+/// it is now (its last stable offset: open transactions end first), and
+/// that end; nothing to read when the end is still `read_to`.
+fn read_to_end(consumer: &BaseConsumer, topic: &str, read_to: i64) -> Result<(Vec<String>, i64), StageError> {
     let (_, high) = consumer
         .fetch_watermarks(topic, 0, TIMEOUT)
         .map_err(|e| kafka_error("reading the markers' end", e))?;
+    if high == read_to {
+        return Ok((Vec::new(), high));
+    }
     let mut keys = Vec::new();
     let deadline = std::time::Instant::now() + TIMEOUT;
     let mut quiet_polls = 0;
@@ -383,7 +392,7 @@ fn read_to_end(consumer: &BaseConsumer, topic: &str) -> Result<Vec<String>, Stag
             })
             .unwrap_or(0);
         if position >= high {
-            return Ok(keys);
+            return Ok((keys, high));
         }
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(message)) => {
@@ -392,7 +401,7 @@ fn read_to_end(consumer: &BaseConsumer, topic: &str) -> Result<Vec<String>, Stag
                     keys.push(String::from_utf8_lossy(key).into_owned());
                 }
                 if message.offset() + 1 >= high {
-                    return Ok(keys);
+                    return Ok((keys, high));
                 }
             }
             Some(Err(e)) => return Err(kafka_error("reading markers", e)),
@@ -401,7 +410,7 @@ fn read_to_end(consumer: &BaseConsumer, topic: &str) -> Result<Vec<String>, Stag
             None => {
                 quiet_polls += 1;
                 if (quiet_polls >= 2 && high - position <= 1) || std::time::Instant::now() > deadline {
-                    return Ok(keys);
+                    return Ok((keys, high));
                 }
             }
         }

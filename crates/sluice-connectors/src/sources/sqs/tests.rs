@@ -107,8 +107,9 @@ async fn bodies_of_every_shape_land_as_lines_and_sqs_ends_empty() {
         .unwrap();
 
     // SQS delivers at least once: a message received again (moto does so
-    // now and then under load) comes back under the same batch key, which
-    // the sinks' markers absorb; one batch per key is what lands.
+    // now and then under load) comes back alone under the same batch key,
+    // which the sinks' markers absorb, or beside other messages in a batch
+    // flagged `maybe_committed`, whose events the sinks' dedupe absorbs.
     let mut got = queue.receive(10_000).await.unwrap();
     let mut keys = std::collections::HashSet::new();
     got.retain(|d| keys.insert(d.key.clone()));
@@ -128,12 +129,17 @@ async fn bodies_of_every_shape_land_as_lines_and_sqs_ends_empty() {
         .map(str::to_string),
     );
     want.sort();
-    assert_eq!(lines(&got), want);
-    let name = url.rsplit('/').next().unwrap();
+    let mut distinct = lines(&got);
+    let copies = distinct.len();
+    distinct.dedup();
+    assert_eq!(distinct, want);
+    let flagged = got.iter().filter(|d| d.maybe_committed).count();
     assert!(
-        got.iter()
-            .all(|d| d.key.starts_with(&format!("sqs:{name}:")) && !d.maybe_committed)
+        copies == want.len() || flagged > 0,
+        "a line landed twice, but no batch says it may hold a message received before"
     );
+    let name = url.rsplit('/').next().unwrap();
+    assert!(got.iter().all(|d| d.key.starts_with(&format!("sqs:{name}:"))));
     assert_eq!(sqs.backlog().await.unwrap().total(), 0, "every message deleted");
 }
 

@@ -32,4 +32,5 @@ mod status;
 mod status_page;
 mod support;
 mod tail;
+mod transform_outages;
 mod transforms;

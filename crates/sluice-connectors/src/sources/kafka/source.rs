@@ -270,6 +270,8 @@ impl Reader {
     /// Puts one partition's batch on the queue, pausing the partitions while
     /// the queue is full, then commits the partition's offset.
     async fn enqueue(&mut self, (topic, partition): PartitionKey, pending: Pending) -> Result<(), SourceError> {
+        // Counted per batch, not per record: the hot path takes no lock.
+        self.ctx.telemetry.upstream_received(pending.records);
         if !pending.lines.is_empty() {
             let batch = NewBatch {
                 key: format!(
@@ -386,7 +388,6 @@ impl Gathered {
                 return;
             }
         };
-        ctx.telemetry.upstream_received(1);
         self.last_record = Instant::now();
         let key = (message.topic().to_string(), message.partition());
         let offset = message.offset();

@@ -5,8 +5,27 @@
 //! input (a file chunk keeps its key when a crash makes the source read the
 //! file again), so a sink that records keys in its commit can recognise a
 //! batch it has already written.
+//!
+//! A batch that `sluice replay` asks a source for is keyed
+//! `replay/<replay id>/<key of the first read>` ([`replay_key`]): a new key,
+//! so sinks do not skip it as committed, and one that says its events
+//! replace the rows earlier reads of the same input left (lake rows with
+//! the same event id; PostgreSQL upserts replace by key anyway).
 
 use bytes::Bytes;
+
+/// How the keys of replayed batches start.
+pub const REPLAY_PREFIX: &str = "replay/";
+
+/// The key of `key` read again by the replay `replay_id`.
+pub fn replay_key(replay_id: &str, key: &str) -> String {
+    format!("{REPLAY_PREFIX}{replay_id}/{key}")
+}
+
+/// Whether a batch is a replay: its events replace earlier rows with their ids.
+pub fn is_replay(key: &str) -> bool {
+    key.starts_with(REPLAY_PREFIX)
+}
 
 /// A batch handed to the queue by a source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +102,14 @@ mod tests {
                 (4, Bytes::from_static(b"{\"c\":3}")),
             ]
         );
+    }
+
+    #[test]
+    fn replay_keys_name_the_replay_and_the_first_read() {
+        let key = replay_key("20261203T120000Z", "file:/in/a.ndjson@10:7#0");
+        assert_eq!(key, "replay/20261203T120000Z/file:/in/a.ndjson@10:7#0");
+        assert!(is_replay(&key));
+        assert!(!is_replay("file:/in/replay/a.ndjson@10:7#0"));
     }
 
     #[test]

@@ -124,11 +124,14 @@ pub struct SnapshotReport {
 }
 
 /// Brings the snapshot of stage `stage` at `url` up to date with `store`.
+/// `progress` is called after each commit with the documents done and the
+/// documents the run has ahead of it at its start.
 pub async fn snapshot(
     store: &dyn DocumentStore,
     location: &StoreLocation,
     stage: &str,
     config: &SnapshotConfig,
+    progress: &(dyn Fn(u64, u64) + Send + Sync),
 ) -> Result<SnapshotReport, String> {
     let app_id = format!("sluice-snapshot/{stage}");
     let existing = sluice_lake::existing_schema(location)
@@ -149,6 +152,10 @@ pub async fn snapshot(
             .unwrap_or(0),
         ..SnapshotReport::default()
     };
+    let total = store
+        .count_changed_since(report.watermark)
+        .await
+        .map_err(|e| format!("reading the document store: {e}"))?;
     loop {
         let page = store
             .changed_since(report.watermark, PAGE)
@@ -205,6 +212,7 @@ pub async fn snapshot(
         .map_err(|e| e.to_string())?;
         report.commits += 1;
         report.watermark = last;
+        progress(report.documents_written + report.documents_removed, total);
     }
 }
 
@@ -262,18 +270,24 @@ mod tests {
         )
         .await
         .unwrap();
-        let report = snapshot(&store, &old, "items", &config).await.unwrap();
+        let seen = std::sync::Mutex::new(Vec::new());
+        let report = snapshot(&store, &old, "items", &config, &|done, total| {
+            seen.lock().unwrap().push((done, total))
+        })
+        .await
+        .unwrap();
         assert_eq!(report.documents_written, 1, "small versions still fit the long column");
+        assert_eq!(*seen.lock().unwrap(), vec![(1, 1)], "progress after the commit");
 
         store.apply("b2", false, &[upsert("b", sequence)]).await.unwrap();
-        let refused = snapshot(&store, &old, "items", &config).await.unwrap_err();
+        let refused = snapshot(&store, &old, "items", &config, &|_, _| {}).await.unwrap_err();
         assert!(
             refused.contains("version 4421584500000000017450439091 does not fit the long `version` column"),
             "{refused}"
         );
 
         let new = location(&dir.path().join("new"));
-        let report = snapshot(&store, &new, "items", &config).await.unwrap();
+        let report = snapshot(&store, &new, "items", &config, &|_, _| {}).await.unwrap();
         assert_eq!(report.documents_written, 2);
         let columns = sluice_lake::existing_schema(&new).await.unwrap().unwrap();
         assert_eq!(

@@ -19,22 +19,21 @@ use std::{
 use arrow_array::{Array, BooleanArray, RecordBatch, UInt32Array, cast::AsArray};
 use delta_kernel::expressions::Scalar;
 use deltalake::{
-    ObjectStore, Path,
+    ObjectStore,
     kernel::{
         Action, Transaction,
         transaction::{CommitBuilder, CommitProperties},
     },
-    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder,
     protocol::{DeltaOperation, SaveMode},
     writer::{DeltaWriter, RecordBatchWriter, WriteMode},
 };
 use indexmap::IndexMap;
-use object_store::ObjectStoreExt;
 
 use crate::{
     LakeError, ParquetCompression, StoreLocation,
     compaction::{active_files, remove_action},
     partition::{PartitionKey, bucket_of},
+    storage::read_data_file,
     table::{check_schema, open_or_create, table_error, table_schema},
 };
 
@@ -167,16 +166,9 @@ pub async fn update(location: &StoreLocation, update: KeyedUpdate<'_>) -> Result
             .filter(|f| f.partition.iter().any(|(_, v)| v.as_deref() == Some(bucket)))
         {
             let in_file = |e: &dyn std::fmt::Display| table_error(location, format!("{}: {e}", file.path));
-            let bytes = store
-                .get(&Path::from(file.path.as_str()))
+            let batches = read_data_file(store.as_ref(), &file.path)
                 .await
-                .map_err(|e| in_file(&e))?
-                .bytes()
-                .await
-                .map_err(|e| in_file(&e))?;
-            let batches = ParquetRecordBatchReaderBuilder::try_new(bytes)
-                .and_then(|b| b.build())
-                .map_err(|e| in_file(&e))?;
+                .map_err(|e| table_error(location, e))?;
             for batch in batches {
                 let batch = batch.map_err(|e| in_file(&e))?;
                 let old_keys = keys_of(&batch, update.key_columns).map_err(|e| in_file(&e))?;

@@ -217,3 +217,23 @@ impl LogStoreFactory for S3Factory {
 
 #[cfg(test)]
 mod tests;
+
+/// The record batches of the data file at `path` (relative to the table
+/// root), read whole; errors name the file.
+pub(crate) async fn read_data_file(
+    store: &dyn ObjectStore,
+    path: &str,
+) -> Result<deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReader, String> {
+    use object_store::ObjectStoreExt;
+    let in_file = |e: &dyn fmt::Display| format!("{path}: {e}");
+    let bytes = store
+        .get(&Path::from(path))
+        .await
+        .map_err(|e| in_file(&e))?
+        .bytes()
+        .await
+        .map_err(|e| in_file(&e))?;
+    deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .and_then(|b| b.with_batch_size(8192).build())
+        .map_err(|e| in_file(&e))
+}

@@ -117,6 +117,26 @@ pub enum Command {
         #[arg(long)]
         follow: bool,
     },
+    /// Read again what a file or objects source read in a time window (a
+    /// backfill after a transform fix): the engine reads those inputs anew
+    /// and the lake replaces the rows the first reads left, by event id.
+    Replay {
+        pipeline: PathBuf,
+        /// The `file` or `objects` source.
+        #[arg(long)]
+        source: String,
+        /// Inputs read from this time on: RFC 3339, a date, or a duration ago (`2h`).
+        #[arg(long)]
+        since: String,
+        /// Inputs read up to this time (default: now).
+        #[arg(long)]
+        until: Option<String>,
+        /// Follow the replay until every input asked for is read again.
+        #[arg(long)]
+        wait: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect and redrive dead letters.
     Dlq {
         #[command(subcommand)]

@@ -73,17 +73,27 @@ impl Progress {
         }
     }
 
+    /// How many `unit`s are done.
+    pub fn done(&self) -> u64 {
+        self.done
+    }
+
     /// One more `unit` done; `item` names it.
     pub fn advance(&mut self, item: &str) {
-        self.done += 1;
+        self.advance_by(1, item);
+    }
+
+    /// `n` more `unit`s done; `item` names the last.
+    pub fn advance_by(&mut self, n: u64, item: &str) {
+        self.done += n;
         let (done, total, what, unit) = (self.done, self.total, self.what, self.unit);
         match &mut self.shown {
             Shown::Bar(bar) => {
                 bar.set_message(item.to_string());
-                bar.inc(1);
+                bar.inc(n);
             }
             Shown::Lines { out, last } => {
-                if last.is_none_or(|at| at.elapsed() >= PLAIN_EVERY) || done == total {
+                if last.is_none_or(|at| at.elapsed() >= PLAIN_EVERY) || done >= total {
                     let _ = writeln!(out, "{what}: {done}/{total} {unit} ({item})");
                     *last = Some(Instant::now());
                 }
@@ -130,6 +140,21 @@ mod tests {
         assert_eq!(
             text,
             "compacting: 1/4 partitions (dt=1)\ncompacting: 4/4 partitions (dt=4)\n"
+        );
+    }
+
+    #[test]
+    fn steps_of_many_units_count_them_all() {
+        let out = Shared::default();
+        let mut p = Progress::lines_to("snapshotting", "documents", 12_000, Box::new(out.clone()));
+        p.advance_by(5_000, "orders");
+        p.advance_by(5_000, "orders");
+        assert_eq!(p.done(), 10_000);
+        p.advance_by(2_000, "orders");
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            text,
+            "snapshotting: 5000/12000 documents (orders)\nsnapshotting: 12000/12000 documents (orders)\n"
         );
     }
 }

@@ -56,6 +56,9 @@ reasons! {
     MISSING_PARTITION_VALUE = "missing_partition_value", form "missing_partition_value", by "lake";
     /// A value the table's column cannot hold (the detail names the column).
     ENCODE = "encode", form "encode:arrow", by "lake";
+    /// A replayed event (`sluice replay`) has no event id, so the lake
+    /// cannot tell which earlier row it replaces; its first copy stays.
+    REPLAY_WITHOUT_ID = "replay_without_id", form "replay_without_id", by "lake";
     /// The batch was delivered `delivery.max_attempts` times without
     /// success; the detail holds the last error.
     MAX_ATTEMPTS = "max_attempts", form "max_attempts", by "queue";

@@ -264,10 +264,21 @@ impl Sink for ProjectionSink {
 }
 
 /// Rebuilds a projection from every current document of `store`; returns
-/// the hashes written.
-pub async fn rehydrate(projector: &Projector, store: &dyn DocumentStore, writer: &RedisWriter) -> Result<u64, String> {
+/// the hashes written. `progress` is called after each page with the
+/// documents read and all the store held at the start.
+pub async fn rehydrate(
+    projector: &Projector,
+    store: &dyn DocumentStore,
+    writer: &RedisWriter,
+    progress: &(dyn Fn(u64, u64) + Send + Sync),
+) -> Result<u64, String> {
     let mut after = 0;
     let mut written = 0;
+    let mut read = 0;
+    let total = store
+        .count_changed_since(0)
+        .await
+        .map_err(|e| format!("reading the document store: {e}"))?;
     loop {
         let page = store
             .changed_since(after, 5_000)
@@ -276,6 +287,7 @@ pub async fn rehydrate(projector: &Projector, store: &dyn DocumentStore, writer:
         let Some(last) = page.last().map(|s| s.seq) else {
             return Ok(written);
         };
+        read += page.len() as u64;
         let docs: Vec<StoredDocument> = page
             .into_iter()
             .map(|s| s.document)
@@ -284,5 +296,6 @@ pub async fn rehydrate(projector: &Projector, store: &dyn DocumentStore, writer:
         let projected = project(projector, store, &docs).await.map_err(|e| e.message)?;
         written += writer.write(&projected).await.map_err(|e| e.message)?;
         after = last;
+        progress(read, total);
     }
 }

@@ -242,6 +242,17 @@ impl DocumentStore for EmbeddedStore {
         .await
     }
 
+    async fn count_changed_since(&self, after: i64) -> Result<u64, StoreError> {
+        self.with_conn(move |conn| {
+            conn.query_row("SELECT count(*) FROM documents WHERE seq > ?1", [after], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n as u64)
+            .map_err(sqlite)
+        })
+        .await
+    }
+
     async fn changed_since(&self, after: i64, limit: usize) -> Result<Vec<Sequenced>, StoreError> {
         self.with_conn(move |conn| {
             let mut stmt = conn

@@ -126,6 +126,10 @@ pub trait DocumentStore: Send + Sync {
     /// Documents written after sequence number `after`, in sequence order,
     /// at most `limit`; deletions have no document.
     async fn changed_since(&self, after: i64, limit: usize) -> Result<Vec<Sequenced>, StoreError>;
+
+    /// How many documents (deletions included) `changed_since(after, ..)`
+    /// would go through: what a snapshot or a re-hydration has ahead of it.
+    async fn count_changed_since(&self, after: i64) -> Result<u64, StoreError>;
 }
 
 #[cfg(test)]

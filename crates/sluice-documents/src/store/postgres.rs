@@ -321,6 +321,19 @@ impl DocumentStore for PostgresStore {
         Ok(records.get(key).map(|r| StoredDocument::new(key.clone(), r)))
     }
 
+    async fn count_changed_since(&self, after: i64) -> Result<u64, StoreError> {
+        let mut guard = self.client().await?;
+        let client = guard.as_mut().expect("connected by client()");
+        let row = client
+            .query_one(
+                &format!("SELECT count(*) FROM {} WHERE seq > $1", self.documents),
+                &[&after],
+            )
+            .await
+            .map_err(store_error)?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
     async fn changed_since(&self, after: i64, limit: usize) -> Result<Vec<Sequenced>, StoreError> {
         let mut guard = self.client().await?;
         let client = guard.as_mut().expect("connected by client()");

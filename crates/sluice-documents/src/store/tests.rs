@@ -152,8 +152,11 @@ async fn changed_since_reads_writes_in_order(store: &dyn DocumentStore) {
         "latest write per document, in order"
     );
     assert!(changed[0].seq < changed[1].seq);
+    assert_eq!(store.count_changed_since(start).await.unwrap(), 2);
     let rest = store.changed_since(changed[0].seq, 10).await.unwrap();
     assert_eq!(rest.len(), 1);
+    assert_eq!(store.count_changed_since(changed[0].seq).await.unwrap(), 1);
+    assert_eq!(store.count_changed_since(changed[1].seq).await.unwrap(), 0);
 }
 
 /// Random changes to a few documents, split into batches delivered out of

@@ -17,7 +17,7 @@
 //!   the table do not see compacted rows as new data.
 
 pub mod plan;
-mod rewrite;
+pub(crate) mod rewrite;
 
 use std::{collections::HashSet, time::Instant};
 

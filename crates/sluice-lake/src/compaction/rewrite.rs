@@ -18,7 +18,10 @@ use indexmap::IndexMap;
 use object_store::ObjectStoreExt;
 use twox_hash::XxHash3_128;
 
-use super::{CompactionOptions, plan::PartitionJob};
+use super::{
+    CompactionOptions,
+    plan::{PartitionJob, PartitionValues},
+};
 
 /// Tag on the `add` action of every file a compaction writes.
 pub const COMPACTED_TAG: &str = "sluice.compacted";
@@ -51,17 +54,7 @@ pub async fn rewrite(
         .with_writer_properties(options.compression.writer_properties(&options.id_column))
         .with_target_file_size(options.target_file_bytes);
     let file_schema = writer.arrow_schema();
-    let partition: IndexMap<String, Scalar> = job
-        .partition
-        .iter()
-        .map(|(k, v)| {
-            let value = match v {
-                Some(v) => Scalar::String(v.clone()),
-                None => Scalar::Null(delta_kernel::schema::DataType::STRING),
-            };
-            (k.clone(), value)
-        })
-        .collect();
+    let partition = partition_scalars(&job.partition);
     let partition_columns: Vec<&str> = job.partition.iter().map(|(k, _)| k.as_str()).collect();
     let data_schema = Arc::new(arrow_schema::Schema::new(
         file_schema
@@ -115,6 +108,20 @@ pub async fn rewrite(
     })
 }
 
+/// Partition values as a writer takes them (a missing value is null).
+pub(crate) fn partition_scalars(values: &PartitionValues) -> IndexMap<String, Scalar> {
+    values
+        .iter()
+        .map(|(k, v)| {
+            let value = match v {
+                Some(v) => Scalar::String(v.clone()),
+                None => Scalar::Null(delta_kernel::schema::DataType::STRING),
+            };
+            (k.clone(), value)
+        })
+        .collect()
+}
+
 /// A mask that keeps each row whose event id was not seen before (rows
 /// without an id are kept), and records the ids.
 fn first_seen(batch: &RecordBatch, id_column: &[String], seen: &mut HashSet<u128>) -> Result<BooleanArray, String> {
@@ -127,7 +134,7 @@ fn first_seen(batch: &RecordBatch, id_column: &[String], seen: &mut HashSet<u128
 }
 
 /// The event id column (nested through structs) as UTF-8 strings.
-fn id_strings(batch: &RecordBatch, path: &[String]) -> Result<ArrayRef, String> {
+pub(crate) fn id_strings(batch: &RecordBatch, path: &[String]) -> Result<ArrayRef, String> {
     let missing = || format!("the event id column {} is not in the file", path.join("."));
     let (first, rest) = path.split_first().ok_or_else(missing)?;
     let mut column: ArrayRef = batch.column_by_name(first).ok_or_else(missing)?.clone();
@@ -140,7 +147,7 @@ fn id_strings(batch: &RecordBatch, path: &[String]) -> Result<ArrayRef, String> 
 
 /// The batch with the writer's schema: same columns; types cast where an
 /// older file differs in details such as nullability or metadata.
-fn conform(batch: RecordBatch, schema: &Arc<arrow_schema::Schema>) -> Result<RecordBatch, String> {
+pub(crate) fn conform(batch: RecordBatch, schema: &Arc<arrow_schema::Schema>) -> Result<RecordBatch, String> {
     if batch.schema().fields() == schema.fields() {
         return RecordBatch::try_new(schema.clone(), batch.columns().to_vec()).map_err(|e| e.to_string());
     }

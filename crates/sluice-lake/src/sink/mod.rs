@@ -10,6 +10,9 @@
 //! driver resets the sink (its files are dropped from the window, never
 //! committed) and the batches are delivered again.
 //!
+//! A replay batch's events replace the rows earlier reads of their input
+//! left ([`replace`]).
+//!
 //! Schema evolution ([`LakeSink::widen`]): columns a newer schema version
 //! adds (nullable, never a changed type) close the files open so far and
 //! replace the writer by one with the wider schema; the next commit carries
@@ -17,6 +20,7 @@
 //! no reader sees rows of columns the table does not have. Files written
 //! before lack the new columns, which Delta readers read as null.
 
+mod replace;
 pub mod routed;
 mod seen;
 
@@ -45,10 +49,13 @@ use deltalake::{
     writer::{DeltaWriter, RecordBatchWriter, WriteMode},
 };
 use serde_json::Value;
-use sluice_core::{Accepted, Event, FlushReport, Rejected, Sink, StageError, now_ms, reason};
+use sluice_core::{
+    Accepted, Event, FlushReport, Rejected, Sink, StageError, is_replay, now_ms, pointer_tokens, reason,
+};
 
 use crate::{
     LakeError, LakeSinkConfig, StoreLocation,
+    compaction::{plan::PartitionValues, remove_action},
     partition::{PartitionError, PartitionKey, PartitionSlot},
     table::{check_schema, merge_columns, open_or_create, table_error, table_schema},
 };
@@ -66,10 +73,14 @@ pub struct LakeSink {
     partition_by: Vec<PartitionKey>,
     /// JSON pointer of the event id (a bucket key on it uses `Event::id`).
     event_id: String,
+    /// The event id's column path (through structs).
+    id_column: Vec<String>,
     max_buffered: usize,
     /// Codec and encodings of the files written (also after widening).
     file_properties: WriterProperties,
     seen: seen::SeenIds,
+    /// Ids of replayed events whose earlier rows the next commit removes.
+    replacing: replace::Replacing,
     /// Batch keys in the current window (written, not yet committed).
     window_keys: Vec<String>,
     window_rows: u64,
@@ -130,9 +141,11 @@ impl LakeSink {
             json_text_paths,
             partition_by: config.partition_by.clone(),
             event_id: event_id.to_string(),
+            id_column: pointer_tokens(event_id),
             max_buffered: config.max_file_bytes as usize,
             file_properties,
             seen: seen::SeenIds::new(Duration::from_secs(config.dedupe_window_secs), config.dedupe_max_ids),
+            replacing: replace::Replacing::default(),
             window_keys: Vec::new(),
             window_rows: 0,
             duplicates_dropped: 0,
@@ -209,6 +222,15 @@ impl LakeSink {
             .await
             .map_err(|e| self.retriable("reading txn", e))?;
         Ok(version.is_some())
+    }
+
+    /// A slot's partition columns and values, as the Delta log names them.
+    fn partition_values(&self, slot: PartitionSlot) -> PartitionValues {
+        self.partition_by
+            .iter()
+            .zip(slot.values(&self.partition_by))
+            .map(|(k, v)| (k.column().to_string(), Some(v)))
+            .collect()
     }
 
     /// Decodes events into one record batch; events that do not decode are
@@ -325,6 +347,7 @@ impl Sink for LakeSink {
         if maybe_committed && self.committed(key).await? {
             return Ok(Accepted::AlreadyCommitted);
         }
+        let replay = is_replay(key);
         let mut rejected = Vec::new();
         let mut groups: HashMap<PartitionSlot, Vec<Event>> = HashMap::new();
         for event in events {
@@ -356,7 +379,21 @@ impl Sink for LakeSink {
                     continue;
                 }
             };
-            if let Some(id) = &event.id
+            if replay {
+                let Some(id) = &event.id else {
+                    rejected.push(Rejected::new(
+                        event,
+                        reason::REPLAY_WITHOUT_ID,
+                        "a replayed event needs an event id to replace its earlier row",
+                    ));
+                    continue;
+                };
+                if !self.replacing.insert(self.partition_values(slot), id) {
+                    self.duplicates_dropped += 1;
+                    continue;
+                }
+                self.seen.insert(id);
+            } else if let Some(id) = &event.id
                 && !self.seen.insert(id)
             {
                 self.duplicates_dropped += 1;
@@ -397,6 +434,20 @@ impl Sink for LakeSink {
         if self.window_keys.is_empty() {
             return Ok(FlushReport::default());
         }
+        let replaced = if self.replacing.is_empty() {
+            None
+        } else {
+            self.table
+                .update_incremental(None)
+                .await
+                .map_err(|e| self.retriable("refreshing table", e))?;
+            let replaced = self
+                .replacing
+                .rewrite(&self.table, &self.id_column, &self.data_schema, &mut self.writer)
+                .await
+                .map_err(|e| StageError::retriable(format!("lake {}: replacing replayed rows: {e}", self.location)))?;
+            Some(replaced)
+        };
         self.close_files().await?;
         let now = now_ms();
         let txns = self
@@ -409,10 +460,27 @@ impl Sink for LakeSink {
             })
             .collect();
         let mut actions: Vec<Action> = self.closed_files.iter().cloned().map(Action::Add).collect();
-        let operation = DeltaOperation::Write {
-            mode: SaveMode::Append,
-            partition_by: Some(self.partition_by.iter().map(|p| p.column().to_string()).collect()),
-            predicate: None,
+        let partition_by = Some(self.partition_by.iter().map(|p| p.column().to_string()).collect());
+        let mut properties = CommitProperties::default().with_application_transactions(txns);
+        let operation = match &replaced {
+            None => DeltaOperation::Write {
+                mode: SaveMode::Append,
+                partition_by,
+                predicate: None,
+            },
+            Some(replaced) => {
+                actions.extend(replaced.files.iter().map(|f| remove_action(f, true, now)));
+                // Only on the version the replaced files were read from.
+                properties = properties.with_max_retries(0);
+                DeltaOperation::Write {
+                    mode: SaveMode::Overwrite,
+                    partition_by,
+                    predicate: Some(format!(
+                        "sluice replay: {} earlier rows of replayed events",
+                        replaced.rows_replaced
+                    )),
+                }
+            }
         };
         let snapshot = self
             .table
@@ -430,7 +498,7 @@ impl Sink for LakeSink {
                 })?;
             actions.push(Action::Metadata(widened));
         }
-        CommitBuilder::from(CommitProperties::default().with_application_transactions(txns))
+        CommitBuilder::from(properties)
             .with_actions(actions)
             .build(Some(snapshot), self.table.log_store(), operation)
             .await
@@ -439,6 +507,15 @@ impl Sink for LakeSink {
             .update_incremental(None)
             .await
             .map_err(|e| self.retriable("refreshing table", e))?;
+        if let Some(replaced) = replaced {
+            tracing::info!(
+                table = %self.location,
+                rows_replaced = replaced.rows_replaced,
+                files_rewritten = replaced.files.len(),
+                rows_kept = replaced.rows_kept,
+                "replayed events replaced their earlier rows"
+            );
+        }
         let report = FlushReport {
             rows: std::mem::take(&mut self.window_rows),
             files: self.closed_files.len() as u64,
@@ -448,6 +525,7 @@ impl Sink for LakeSink {
         self.closed_files.clear();
         self.window_keys.clear();
         self.pending_schema = None;
+        self.replacing.clear();
         self.seen.commit(Instant::now());
         Ok(report)
     }
@@ -457,6 +535,7 @@ impl Sink for LakeSink {
     fn reset(&mut self) {
         self.writer.reset();
         self.seen.discard();
+        self.replacing.clear();
         self.window_keys.clear();
         self.window_rows = 0;
         self.duplicates_dropped = 0;

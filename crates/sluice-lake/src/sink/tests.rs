@@ -354,3 +354,95 @@ async fn routed_events_go_to_their_models_table_which_gains_columns_in_the_data_
         .unwrap();
     assert_eq!(reasons(&accepted), ["incompatible_schema"]);
 }
+
+/// An event whose `extra` column holds `mark` (as JSON text).
+fn marked(line: u32, id: Option<&str>, ts: &str, mark: &str) -> Event {
+    let id_member = id.map_or(String::new(), |id| format!(r#""id":"{id}","#));
+    let mut e = Event::from_line(
+        line,
+        Bytes::from(format!(r#"{{{id_member}"ts":"{ts}","extra":"{mark}"}}"#)),
+    );
+    e.id = id.map(Arc::from);
+    e.time_us = Some(DateTime::parse_from_rfc3339(ts).unwrap().timestamp_micros());
+    e
+}
+
+#[tokio::test]
+async fn replayed_events_replace_their_earlier_rows_in_one_commit() {
+    let dir = sluice_testkit::tempdir().unwrap();
+    let (mut sink, url) = open(&dir).await;
+    let first = vec![
+        marked(0, Some("a"), "2026-11-01T00:10:00Z", "v1"),
+        marked(1, Some("b"), "2026-11-01T00:20:00Z", "v1"),
+        marked(2, Some("c"), "2026-11-01T01:10:00Z", "v1"),
+    ];
+    sink.accept("file:in#0", false, first).await.unwrap();
+    sink.flush().await.unwrap();
+    let untouched: Vec<String> = summarize(&url)
+        .await
+        .unwrap()
+        .file_paths
+        .into_iter()
+        .filter(|p| p.contains("hour=01"))
+        .collect();
+
+    let replay = vec![
+        marked(0, Some("a"), "2026-11-01T00:10:00Z", "v2"),
+        marked(1, Some("b"), "2026-11-01T00:20:00Z", "v2"),
+        marked(2, Some("b"), "2026-11-01T00:20:00Z", "v2"),
+        marked(3, Some("d"), "2026-11-01T00:30:00Z", "v2"),
+        marked(4, None, "2026-11-01T00:40:00Z", "v2"),
+    ];
+    let accepted = sink.accept("replay/r1/file:in#0", false, replay).await.unwrap();
+    let Accepted::Buffered { rejected } = accepted else {
+        panic!("a replay key is new")
+    };
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0].reason, reason::REPLAY_WITHOUT_ID);
+    let report = sink.flush().await.unwrap();
+    assert_eq!((report.rows, report.duplicates_dropped), (3, 1));
+
+    let summary = summarize(&url).await.unwrap();
+    assert_eq!(summary.rows, 4, "a and b replaced, c kept, d added");
+    assert_eq!(
+        distinct_strings(&url, "id").await.unwrap(),
+        ["a", "b", "c", "d"].map(String::from).into()
+    );
+    assert_eq!(
+        distinct_strings(&url, "extra").await.unwrap(),
+        ["v1", "v2"].map(String::from).into()
+    );
+    for path in &untouched {
+        assert!(summary.file_paths.contains(path), "{path} holds no replayed id");
+    }
+
+    // The same replay again (a new sink after a crash) is already committed;
+    // a second replay replaces again.
+    drop(sink);
+    let (mut again, _) = open(&dir).await;
+    assert!(matches!(
+        again
+            .accept(
+                "replay/r1/file:in#0",
+                true,
+                vec![marked(0, Some("a"), "2026-11-01T00:10:00Z", "v2")]
+            )
+            .await
+            .unwrap(),
+        Accepted::AlreadyCommitted
+    ));
+    again
+        .accept(
+            "replay/r2/file:in#0",
+            false,
+            vec![marked(0, Some("c"), "2026-11-01T01:10:00Z", "v3")],
+        )
+        .await
+        .unwrap();
+    again.flush().await.unwrap();
+    assert_eq!(summarize(&url).await.unwrap().rows, 4);
+    assert_eq!(
+        distinct_strings(&url, "extra").await.unwrap(),
+        ["v2", "v3"].map(String::from).into()
+    );
+}

@@ -6,7 +6,7 @@ use anyhow::Result;
 use chrono::DateTime;
 use sluice_queue::DeadLetterFilter;
 
-use crate::{cli::DlqCommand, config, extensions::Extensions, runtime::open_dead_letters};
+use crate::{cli::DlqCommand, config, extensions::Extensions, progress::Progress, runtime::open_dead_letters};
 
 pub async fn execute(command: DlqCommand, extensions: &Arc<Extensions>) -> Result<()> {
     match command {
@@ -62,10 +62,17 @@ pub async fn execute(command: DlqCommand, extensions: &Arc<Extensions>) -> Resul
             }
         }
         DlqCommand::Redrive { pipeline, reason } => {
-            let moved = open_dead_letters(&config::load(&pipeline, extensions)?)
-                .await?
-                .redrive(DeadLetterFilter { reason })
-                .await?;
+            let store = open_dead_letters(&config::load(&pipeline, extensions)?).await?;
+            let counts = store.counts().await?;
+            let matching = match &reason {
+                Some(reason) => counts.by_reason.get(reason).copied().unwrap_or_default(),
+                None => counts.total,
+            };
+            // One atomic step: the progress shows what it is moving until it is done.
+            let mut progress = Progress::new("redriving", "dead letters", matching, false);
+            let moved = store.redrive(DeadLetterFilter { reason }).await?;
+            progress.advance_by(moved, "onto the queue");
+            progress.finish();
             println!("redrove {moved} dead letters onto the queue");
         }
     }

@@ -1,6 +1,9 @@
 //! Commands on `documents` stages and projections: `snapshot`, `rehydrate`.
 
-use std::{path::Path, sync::Arc};
+use std::{
+    path::Path,
+    sync::{Arc, Mutex},
+};
 
 use anyhow::{Result, bail};
 
@@ -8,7 +11,18 @@ use crate::{
     config::{self, SinkConfig},
     documents::{documents_stage, open_projection_parts, open_store},
     extensions::Extensions,
+    progress::Progress,
 };
+
+/// A library call's `(done, total)` reports shown as progress.
+fn reporter(progress: &Mutex<Progress>, item: &str) -> impl Fn(u64, u64) + Send + Sync {
+    move |done, total| {
+        let mut progress = progress.lock().unwrap_or_else(|e| e.into_inner());
+        progress.set_total(total);
+        let step = done.saturating_sub(progress.done());
+        progress.advance_by(step, item);
+    }
+}
 
 pub async fn snapshot(path: &Path, extensions: &Arc<Extensions>, stage: Option<&str>, json: bool) -> Result<()> {
     let pipeline = config::load(path, extensions)?;
@@ -23,9 +37,12 @@ pub async fn snapshot(path: &Path, extensions: &Arc<Extensions>, stage: Option<&
         .location()
         .map_err(|e| anyhow::anyhow!("{}: transforms.{name}.snapshot.{e}", pipeline.file.display()))?;
     let store = open_store(&pipeline, name, stage).await?;
-    let report = sluice_documents::snapshot::snapshot(store.as_ref(), &location, name, target)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let progress = Mutex::new(Progress::new("snapshotting", "documents", 0, json));
+    let report =
+        sluice_documents::snapshot::snapshot(store.as_ref(), &location, name, target, &reporter(&progress, name))
+            .await
+            .map_err(anyhow::Error::msg)?;
+    progress.into_inner().unwrap_or_else(|e| e.into_inner()).finish();
     if json {
         println!("{}", serde_json::to_string(&report)?);
     } else if report.commits == 0 {
@@ -58,9 +75,16 @@ pub async fn rehydrate(path: &Path, extensions: &Arc<Extensions>, projection: &s
         }
     };
     let (projector, store, writer) = open_projection_parts(&pipeline, inputs, config).await?;
-    let written = sluice_documents::projection::redis::rehydrate(&projector, store.as_ref(), &writer)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let progress = Mutex::new(Progress::new("rehydrating", "documents", 0, json));
+    let written = sluice_documents::projection::redis::rehydrate(
+        &projector,
+        store.as_ref(),
+        &writer,
+        &reporter(&progress, projection),
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
+    progress.into_inner().unwrap_or_else(|e| e.into_inner()).finish();
     if json {
         println!(
             "{}",

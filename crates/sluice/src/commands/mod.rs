@@ -5,6 +5,7 @@ mod documents;
 mod engine_api;
 mod maintenance;
 mod objects;
+mod replay;
 mod run;
 mod schema;
 mod status;
@@ -73,6 +74,24 @@ pub async fn execute(command: Command, extensions: &Arc<Extensions>) -> Result<(
             limit,
             follow,
         } => tail::tail(&pipeline, extensions, &stage, limit, follow).await,
+        Command::Replay {
+            pipeline,
+            source,
+            since,
+            until,
+            wait,
+            json,
+        } => {
+            let args = replay::ReplayArgs {
+                pipeline: &pipeline,
+                source: &source,
+                since: &since,
+                until: until.as_deref(),
+                wait,
+                json,
+            };
+            replay::replay(args, extensions).await
+        }
         Command::Dlq { command } => dlq::execute(command, extensions).await,
         Command::Objects { command } => objects::execute(command, extensions),
         Command::Schema { command } => schema::execute(command, extensions).await,

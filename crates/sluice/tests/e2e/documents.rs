@@ -106,11 +106,20 @@ fn snapshot_documents(dir: &Path) -> BTreeMap<String, Value> {
 }
 
 fn sluice_snapshot(dir: &Path) -> String {
-    support::run_ok(
+    let (out, progress) = support::run_with_progress(
         Command::new(support::SLUICE)
             .arg("snapshot")
             .arg(dir.join("pipeline.toml")),
-    )
+        "snapshotting",
+    );
+    match progress {
+        Some((done, total)) => assert!(done == total && total > 0, "documents: {done}/{total}"),
+        None => assert!(
+            out.contains("is up to date"),
+            "a snapshot that wrote shows progress: {out}"
+        ),
+    }
+    out
 }
 
 /// Current `doctors` documents in the PostgreSQL store under `schema`.
@@ -342,13 +351,16 @@ lookups.hospital = {{ entity = "hospital", id = "/hospital", fields = {{ hospita
         .unwrap();
     let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await.unwrap();
     for _ in 0..2 {
-        let out = support::run_ok(
+        let (out, progress) = support::run_with_progress(
             Command::new(support::SLUICE)
                 .arg("rehydrate")
                 .arg(dir.join("pipeline.toml"))
                 .arg("cards"),
+            "rehydrating",
         );
         assert!(out.contains("hashes written or deleted"), "{out}");
+        let (done, total) = progress.expect("rehydrating shows progress");
+        assert!(done == total && total > 0, "documents read: {done}/{total}");
         assert_eq!(redis_hashes(&mut conn, &prefix).await, expected);
     }
     let keys: Vec<String> = redis::cmd("KEYS")

@@ -22,6 +22,7 @@ mod observability;
 mod outages;
 mod postgres;
 mod redelivery;
+mod replay;
 mod replicas;
 mod schema_registry;
 mod secrets;

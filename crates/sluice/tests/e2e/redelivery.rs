@@ -103,13 +103,15 @@ async fn failing_commits_dead_letter_after_max_attempts_and_redrive_lands_once()
     // Fix it, redrive, and the events land exactly once.
     std::fs::remove_file(&log).unwrap();
     std::fs::rename(table.join("_delta_log.saved"), &log).unwrap();
-    let moved = support::run_ok(
+    let (moved, progress) = support::run_with_progress(
         Command::new(support::SLUICE)
             .args(["dlq", "redrive"])
             .arg(&pipeline_path)
             .args(["--reason", "max_attempts"]),
+        "redriving",
     );
     assert!(moved.contains("redrove 100"), "{moved}");
+    assert_eq!(progress, Some((100, 100)));
     wait_for_ids(&table, ids_before + 100).await;
     let again = support::run_ok(
         Command::new(support::SLUICE)

@@ -85,6 +85,21 @@ pub async fn fresh_stream(name: &str, subject: &str) -> async_nats::jetstream::C
     js
 }
 
+/// Runs a long command (stderr not a terminal) and returns its stdout and
+/// the `done/total` of its last progress line (`<verb>: 3/10 units (...)`),
+/// if it printed one.
+pub fn run_with_progress(cmd: &mut Command, verb: &str) -> (String, Option<(u64, u64)>) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{cmd:?} failed: {stderr}");
+    let prefix = format!("{verb}: ");
+    let last = stderr.lines().rev().find_map(|l| l.strip_prefix(&prefix)).map(|l| {
+        let (done, total) = l.split_whitespace().next().unwrap().split_once('/').unwrap();
+        (done.parse().unwrap(), total.parse().unwrap())
+    });
+    (String::from_utf8(out.stdout).unwrap(), last)
+}
+
 /// Generates noisy clickstream NDJSON (2 % duplicates, 1 % malformed, 5 %
 /// late) into `dir/events.ndjson`; returns (lines, oracle).
 pub fn generate(dir: &Path, n: usize, seed: u64) -> (Vec<String>, serde_json::Value) {

@@ -5,9 +5,9 @@ mod checkpoint;
 mod config;
 mod source;
 
-pub use checkpoint::{FileCheckpoints, FileState};
+pub use checkpoint::{FileCheckpoints, FileState, ReplayCandidate};
 pub use config::FileSourceConfig;
-pub use source::FileSource;
+pub use source::{FileSource, mtime_ns};
 
 #[cfg(test)]
 mod tests;

@@ -2,7 +2,8 @@
 //!
 //! Each file is cut into batches of whole lines (`max_batch_bytes`), keyed
 //! `file:<path>@<size>:<mtime>#<chunk>`, so reading the same file again gives
-//! the same keys. A reader thread does the blocking I/O and decompression;
+//! the same keys; a file `sluice replay` asked for is read under
+//! [`sluice_core::replay_key`]s of that replay. A reader thread does the blocking I/O and decompression;
 //! the async side enqueues and waits while the queue is full.
 
 use std::{
@@ -49,15 +50,21 @@ impl Source for FileSource {
                 let state = checkpoints
                     .state(&shown, file.size, file.mtime_ns)
                     .map_err(SourceError::State)?;
-                if state == FileState::Done {
-                    continue;
-                }
+                let (reread, replay) = match state {
+                    FileState::Done => continue,
+                    FileState::New => (false, None),
+                    FileState::Reading { replay } => (true, replay),
+                    FileState::Replay(replay) => {
+                        tracing::info!(source = %ctx.name, file = %shown, %replay, "replaying a file");
+                        (true, Some(replay))
+                    }
+                };
                 checkpoints
-                    .mark(&shown, file.size, file.mtime_ns, FileState::Reading)
+                    .start(&shown, file.size, file.mtime_ns)
                     .map_err(SourceError::State)?;
-                match self.read_file(&ctx, &file, state == FileState::Reading).await {
+                match self.read_file(&ctx, &file, reread, replay.as_deref()).await {
                     Ok(()) => checkpoints
-                        .mark(&shown, file.size, file.mtime_ns, FileState::Done)
+                        .finish(&shown, file.size, file.mtime_ns, sluice_core::now_ms())
                         .map_err(SourceError::State)?,
                     Err(SourceError::Stopped) => return Ok(()),
                     Err(e) => return Err(e),
@@ -74,7 +81,8 @@ impl Source for FileSource {
     }
 }
 
-pub(super) fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
+/// A file's modification time in nanoseconds since the epoch, as checkpoints record it.
+pub fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
     meta.modified()
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
@@ -113,7 +121,15 @@ impl FileSource {
         found
     }
 
-    async fn read_file(&self, ctx: &SourceContext, file: &Candidate, reread: bool) -> Result<(), SourceError> {
+    /// Reads `file` into batches; `reread` flags them (they may be committed),
+    /// `replay` keys them as that replay's.
+    async fn read_file(
+        &self,
+        ctx: &SourceContext,
+        file: &Candidate,
+        reread: bool,
+        replay: Option<&str>,
+    ) -> Result<(), SourceError> {
         let (tx, rx) = mpsc::channel::<Chunk>(2);
         let path = file.path.clone();
         let max = self.config.max_batch_bytes;
@@ -127,7 +143,10 @@ impl FileSource {
                 }));
             }
         });
-        let base = format!("file:{}@{}:{}", file.path.display(), file.size, file.mtime_ns);
+        let mut base = format!("file:{}@{}:{}", file.path.display(), file.size, file.mtime_ns);
+        if let Some(replay) = replay {
+            base = sluice_core::replay_key(replay, &base);
+        }
         let result = enqueue_chunks(ctx, rx, &base, reread).await;
         let _ = reader.join();
         let done = result?;

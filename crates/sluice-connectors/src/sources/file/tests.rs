@@ -85,9 +85,7 @@ async fn files_are_read_once_in_line_aligned_batches() {
     let meta = std::fs::metadata(&name).unwrap();
     let crashed = FileCheckpoints::open(&dir.path().join("crashed/files.sqlite3")).unwrap();
     let shown = name.display().to_string();
-    crashed
-        .mark(&shown, meta.len(), mtime_ns(&meta), FileState::Reading)
-        .unwrap();
+    crashed.start(&shown, meta.len(), mtime_ns(&meta)).unwrap();
     drop(crashed);
     let again = read_once(dir.path(), "crashed", &queue).await;
     let reread: Vec<&Delivery> = again.iter().filter(|d| d.key.contains("a.ndjson@")).collect();
@@ -163,5 +161,40 @@ async fn a_full_queue_pauses_reading_until_batches_are_acknowledged() {
         numbers,
         (0..2000).collect::<Vec<u64>>(),
         "every line once, none lost while paused"
+    );
+}
+
+#[tokio::test]
+async fn a_replayed_file_is_read_again_once_under_the_replays_keys() {
+    let dir = sluice_testkit::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("in")).unwrap();
+    std::fs::write(dir.path().join("in/a.ndjson"), lines(0, 300)).unwrap();
+    std::fs::write(dir.path().join("in/b.ndjson"), lines(300, 10)).unwrap();
+    let queue = Arc::new(EmbeddedQueue::open(&dir.path().join("q"), QueueSettings::default()).unwrap());
+    let first = read_once(dir.path(), "state", &queue).await;
+
+    let checkpoints = FileCheckpoints::open(&dir.path().join("state/files.sqlite3")).unwrap();
+    let done = checkpoints.done_between(0, sluice_core::now_ms()).unwrap();
+    assert_eq!(done.len(), 2);
+    let a = done.iter().find(|f| f.path.ends_with("a.ndjson")).unwrap();
+    assert!(checkpoints.request_replay(a, "r1").unwrap());
+    drop(checkpoints);
+
+    let replayed = read_once(dir.path(), "state", &queue).await;
+    let originals: Vec<&Delivery> = first.iter().filter(|d| d.key.contains("a.ndjson@")).collect();
+    assert_eq!(
+        replayed.iter().map(|d| d.key.clone()).collect::<Vec<_>>(),
+        originals
+            .iter()
+            .map(|d| sluice_core::replay_key("r1", &d.key))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        replayed.iter().map(|d| &d.payload).collect::<Vec<_>>(),
+        originals.iter().map(|d| &d.payload).collect::<Vec<_>>()
+    );
+    assert!(
+        read_once(dir.path(), "state", &queue).await.is_empty(),
+        "a replay is read once"
     );
 }

@@ -10,6 +10,9 @@
 //!   deadline) → `done` once its last batch is durable in the queue, or
 //!   `failed` (unreadable, or out of attempts). A claim past its deadline is
 //!   handed out again; at start-up every claim of a killed predecessor is.
+//! * `sluice replay` puts `done` rows of a time window back to `pending`
+//!   with a replay id ([`Ledger::request_replay`]); their claims carry it,
+//!   and the source keys their batches as that replay's.
 //! * Writes are `synchronous=FULL` in WAL mode: a row the source reported
 //!   found survives a crash, so acknowledging a notification after `found`
 //!   loses nothing.
@@ -52,6 +55,8 @@ pub struct Claim {
     pub object: ObjectRef,
     /// 1 on the first claim.
     pub attempts: u32,
+    /// The replay that asked for this read, if one did.
+    pub replay: Option<String>,
 }
 
 /// A ledger row, as `sluice objects status` shows it.
@@ -100,6 +105,18 @@ impl Ledger {
              CREATE INDEX IF NOT EXISTS objects_work ON objects (state, visible_at);",
         )
         .map_err(err)?;
+        // Added after the first release.
+        let has_replay: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('objects') WHERE name = 'replay'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        if has_replay == 0 {
+            conn.execute_batch("ALTER TABLE objects ADD COLUMN replay TEXT")
+                .map_err(err)?;
+        }
         Ok(Ledger { conn })
     }
 
@@ -143,7 +160,7 @@ impl Ledger {
                      WHERE rowid IN (SELECT rowid FROM objects
                                      WHERE state IN ('pending', 'reading') AND visible_at <= ?2
                                      ORDER BY found_at, key LIMIT ?3)
-                     RETURNING key, version, size, attempts",
+                     RETURNING key, version, size, attempts, replay",
                 )
                 .map_err(err)?;
             let rows = stmt
@@ -155,6 +172,7 @@ impl Ledger {
                             size: r.get::<_, i64>(2)? as u64,
                         },
                         attempts: r.get(3)?,
+                        replay: r.get(4)?,
                     })
                 })
                 .map_err(err)?;
@@ -222,6 +240,34 @@ impl Ledger {
             )
             .map_err(err)?;
         Ok(n as u64)
+    }
+
+    /// Puts every object version read completely between `since_ms` and
+    /// `until_ms` back to pending, to be read under `replay_id`'s keys;
+    /// returns how many.
+    pub fn request_replay(&self, since_ms: i64, until_ms: i64, replay_id: &str) -> Result<u64, String> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE objects SET state = 'pending', attempts = 0, visible_at = 0, finished_at = NULL,
+                        error = NULL, replay = ?3
+                 WHERE state = 'done' AND finished_at BETWEEN ?1 AND ?2",
+                params![since_ms, until_ms, replay_id],
+            )
+            .map_err(err)?;
+        Ok(n as u64)
+    }
+
+    /// Object versions the replay `replay_id` asked for that are not read again yet.
+    pub fn replay_left(&self, replay_id: &str) -> Result<u64, String> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM objects WHERE replay = ?1 AND state IN ('pending', 'reading')",
+                [replay_id],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(err)
     }
 
     /// Objects per state: `pending` (not yet read, or to be read again),
@@ -326,7 +372,8 @@ mod tests {
             l.claim(10, 400, 1000).unwrap(),
             vec![Claim {
                 object: obj("a", "2"),
-                attempts: 1
+                attempts: 1,
+                replay: None,
             }]
         );
         let counts = l.counts().unwrap();
@@ -365,6 +412,33 @@ mod tests {
             l.claim(1, 1010, 1000).unwrap()[0].attempts,
             1,
             "a claim given back spent no attempt"
+        );
+    }
+
+    #[test]
+    fn a_replay_puts_done_objects_of_its_window_back_under_its_id() {
+        let dir = sluice_testkit::tempdir().unwrap();
+        let mut l = Ledger::open(&dir.path().join("x.objects.sqlite3")).unwrap();
+        l.found(&[obj("a", "1"), obj("b", "1"), obj("c", "1")], FoundBy::Sweep, 0)
+            .unwrap();
+        l.claim(3, 0, 1000).unwrap();
+        l.finish(&obj("a", "1"), 100).unwrap();
+        l.finish(&obj("b", "1"), 200).unwrap();
+        assert_eq!(
+            l.request_replay(150, 250, "r1").unwrap(),
+            1,
+            "only b is done in the window"
+        );
+        let claims = l.claim(3, 300, 1000).unwrap();
+        let b = claims.iter().find(|c| c.object.key == "b").unwrap();
+        assert_eq!((b.attempts, b.replay.as_deref()), (1, Some("r1")));
+        assert_eq!(l.replay_left("r1").unwrap(), 1);
+        l.finish(&obj("b", "1"), 400).unwrap();
+        assert_eq!(l.replay_left("r1").unwrap(), 0);
+        let c = claims.iter().find(|c| c.object.key == "c");
+        assert!(
+            c.is_none_or(|c| c.replay.is_none()),
+            "a claim no replay asked for has none"
         );
     }
 }

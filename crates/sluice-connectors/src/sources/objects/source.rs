@@ -348,12 +348,15 @@ impl ObjectsSource {
     /// Reads one claimed object version into batches and records the outcome.
     async fn read(&self, ctx: &SourceContext, ledger: &SharedLedger, claim: &Claim) -> Result<(), SourceError> {
         let object = &claim.object;
-        let base = format!(
+        let mut base = format!(
             "object:{}:{}@{}",
             ctx.name,
             object.key,
             object.version.trim_matches('"')
         );
+        if let Some(replay) = &claim.replay {
+            base = sluice_core::replay_key(replay, &base);
+        }
         let layout = match self.config.format.for_key(&object.key) {
             super::ObjectFormat::Csv => Layout::Csv,
             super::ObjectFormat::JsonArray => Layout::JsonArray,

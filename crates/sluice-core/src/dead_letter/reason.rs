@@ -66,6 +66,10 @@ reasons! {
     /// only one in flight (after a crash, batches that were in flight run
     /// one at a time); the detail says how many times.
     CRASHED_ENGINE = "crashed_engine", form "crashed_engine", by "queue";
+    /// A Kafka record whose line is longer than the source's
+    /// `max_record_bytes`; the detail names its topic, partition, offset and
+    /// size (the bytes stay in Kafka, not in the dead letter).
+    RECORD_TOO_LARGE = "record_too_large", form "record_too_large", by "kafka";
     /// A file or object that could not be read to the end (the detail names
     /// it; the bytes are empty).
     UNREADABLE_INPUT = "unreadable_input", form "unreadable_input", by "file, objects";

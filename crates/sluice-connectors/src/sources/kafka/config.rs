@@ -33,6 +33,12 @@ pub struct KafkaSourceConfig {
     /// ... or when its first record has waited this long.
     #[serde(default = "default_max_batch_wait_ms")]
     pub max_batch_wait_ms: u64,
+    /// A record whose line (value, and metadata if added) is longer is a
+    /// dead letter (`record_too_large`) instead. The default is Kafka's
+    /// own message limit; with a JetStream queue, `max_batch_bytes` plus
+    /// this must fit a NATS message (1 MiB by default).
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: usize,
     /// A top-level field added to each JSON-object record with its
     /// `topic`, `partition`, `offset`, `timestamp` (ms), `key` and
     /// `headers` (as UTF-8 text), for transforms; `""` adds nothing.
@@ -69,6 +75,9 @@ fn default_max_batch_records() -> usize {
 fn default_max_batch_bytes() -> usize {
     4 * 1024 * 1024
 }
+fn default_max_record_bytes() -> usize {
+    1024 * 1024
+}
 fn default_max_batch_wait_ms() -> u64 {
     500
 }
@@ -97,6 +106,12 @@ impl SourceSpec for KafkaSourceConfig {
         if self.max_batch_records == 0 || self.max_batch_bytes < 1024 || self.max_batch_wait_ms == 0 {
             return Err("max_batch_records and max_batch_wait_ms: at least 1; max_batch_bytes: at least 1024".into());
         }
+        if self.max_record_bytes < 1024 {
+            return Err(format!(
+                "max_record_bytes: {} is too small; at least 1024",
+                self.max_record_bytes
+            ));
+        }
         if !(1_000..=3_600_000).contains(&self.session_timeout_ms) {
             return Err(format!(
                 "session_timeout_ms: {} is not allowed; use 1000 to 3600000",
@@ -124,7 +139,7 @@ impl SourceSpec for KafkaSourceConfig {
 
     fn max_batch_bytes(&self) -> Option<usize> {
         // A batch closes at the first record past the limit.
-        Some(self.max_batch_bytes + 1024 * 1024)
+        Some(self.max_batch_bytes + self.max_record_bytes)
     }
 
     fn build(&self, _env: &dyn BuildEnv) -> Result<Box<dyn Source>, String> {

@@ -2,6 +2,7 @@
 //! offsets follow Sluice's queue, not the other way round.
 
 mod config;
+mod ranges;
 mod source;
 
 pub use config::KafkaSourceConfig;

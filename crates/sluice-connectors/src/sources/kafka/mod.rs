@@ -3,9 +3,11 @@
 
 mod config;
 mod ranges;
+mod replay;
 mod source;
 
 pub use config::KafkaSourceConfig;
+pub use replay::{KafkaReplayReport, replay_window};
 pub use source::KafkaSource;
 
 #[cfg(test)]

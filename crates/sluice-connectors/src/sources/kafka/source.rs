@@ -604,7 +604,7 @@ impl Gathered {
 /// A record's value as one queue line (a record is one event: line breaks
 /// become spaces, which changes no JSON value); with a `metadata_field`, a
 /// JSON object gets the record's place and headers.
-fn record_lines<M: Message>(message: &M, value: &[u8], metadata_field: &str, out: &mut Vec<u8>) -> u64 {
+pub(super) fn record_lines<M: Message>(message: &M, value: &[u8], metadata_field: &str, out: &mut Vec<u8>) -> u64 {
     if value.iter().all(u8::is_ascii_whitespace) {
         return 0;
     }

@@ -295,6 +295,57 @@ async fn a_record_over_max_record_bytes_is_a_dead_letter_and_the_rest_goes_on() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_reads_the_records_of_its_window_under_replay_keys() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic(TOPIC, 2, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let base = 1_790_000_000_000i64;
+    for i in 0..40i64 {
+        let (key, value) = (i.to_string(), format!("{{\"n\":{i}}}"));
+        producer
+            .send(
+                FutureRecord::to(TOPIC)
+                    .key(&key)
+                    .payload(&value)
+                    .timestamp(base + i * 1000),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+    let dir = sluice_testkit::tempdir().unwrap();
+    let queue = Arc::new(EmbeddedQueue::open(&dir.path().join("q"), QueueSettings::default()).unwrap());
+    let mut config = config(&brokers);
+    config.max_batch_records = 4;
+    let seen = std::sync::Mutex::new(Vec::new());
+    let report = replay_window(
+        &config,
+        "kafka",
+        "r1",
+        (base + 10_000, base + 24_999),
+        queue.as_ref(),
+        &|done, total| seen.lock().unwrap().push((done, total)),
+    )
+    .await
+    .unwrap();
+    let (records, batches) = drain(&queue).await;
+    assert_eq!(records, (10..25).collect::<Vec<_>>(), "the window's records, each once");
+    assert!(batches.len() >= 4, "cut at max_batch_records");
+    assert!(
+        batches
+            .iter()
+            .all(|d| d.key.starts_with("replay/r1/kafka/sluice/events/") && d.maybe_committed)
+    );
+    assert_eq!((report.partitions, report.records_read, report.events), (2, 40, 15));
+    assert_eq!(seen.lock().unwrap().last(), Some(&(40, 40)));
+    assert!(
+        committed(&brokers, 2).values().all(|o| *o == 0),
+        "a replay commits nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_pauses_the_partitions_and_drops_nothing() {
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic(TOPIC, 2, 1).unwrap();

@@ -110,6 +110,17 @@ impl Progress {
     }
 }
 
+/// A library call's `(done, total)` reports shown on `progress`, each
+/// naming `item`.
+pub fn reporter<'a>(progress: &'a std::sync::Mutex<Progress>, item: &'a str) -> impl Fn(u64, u64) + Send + Sync + 'a {
+    move |done, total| {
+        let mut progress = progress.lock().unwrap_or_else(|e| e.into_inner());
+        progress.set_total(total);
+        let step = done.saturating_sub(progress.done());
+        progress.advance_by(step, item);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};

@@ -11,18 +11,8 @@ use crate::{
     config::{self, SinkConfig},
     documents::{documents_stage, open_projection_parts, open_store},
     extensions::Extensions,
-    progress::Progress,
+    progress::{Progress, reporter},
 };
-
-/// A library call's `(done, total)` reports shown as progress.
-fn reporter(progress: &Mutex<Progress>, item: &str) -> impl Fn(u64, u64) + Send + Sync {
-    move |done, total| {
-        let mut progress = progress.lock().unwrap_or_else(|e| e.into_inner());
-        progress.set_total(total);
-        let step = done.saturating_sub(progress.done());
-        progress.advance_by(step, item);
-    }
-}
 
 pub async fn snapshot(path: &Path, extensions: &Arc<Extensions>, stage: Option<&str>, json: bool) -> Result<()> {
     let pipeline = config::load(path, extensions)?;

@@ -21,6 +21,8 @@ use anyhow::{Context, Result, bail};
 use chrono::{DateTime, SecondsFormat, Utc};
 use sluice_connectors::sources::{
     file::{FileCheckpoints, ReplayCandidate},
+    kafka::replay_window as kafka_replay,
+    kinesis::replay_window as kinesis_replay,
     objects::Ledger,
 };
 use sluice_postgres::WriteMode;
@@ -28,7 +30,7 @@ use sluice_postgres::WriteMode;
 use crate::{
     config::{self, Pipeline, SinkConfig, SourceConfig},
     extensions::Extensions,
-    progress::Progress,
+    progress::{Progress, reporter},
 };
 
 /// What `sluice replay` asked for.
@@ -116,43 +118,13 @@ pub async fn replay(args: ReplayArgs<'_>, extensions: &Arc<Extensions>) -> Resul
             }
             asked
         }
-        Some(SourceConfig::Kafka(kafka)) => {
-            let queue = crate::runtime::open_queue_beside(&p).await?;
-            let progress = Mutex::new(Progress::new("replaying", "records", 0, args.json));
-            let report = sluice_connectors::sources::kafka::replay_window(
-                kafka,
-                args.source,
-                &replay_id,
-                (since_ms, until_ms),
-                queue.as_ref(),
-                &|done, total| {
-                    let mut progress = progress.lock().unwrap_or_else(|e| e.into_inner());
-                    progress.set_total(total);
-                    let step = done.saturating_sub(progress.done());
-                    progress.advance_by(step, args.source);
-                },
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("{}: sources.{}: {e}", p.file.display(), args.source))?;
-            progress.into_inner().unwrap_or_else(|e| e.into_inner()).finish();
-            if args.json {
-                let mut v = serde_json::to_value(&report)?;
-                v["replay"] = replay_id.clone().into();
-                v["source"] = args.source.into();
-                v["notes"] = serde_json::to_value(&notes)?;
-                println!("{v}");
-            } else {
-                println!(
-                    "replay {replay_id}: {} of {} records source {} read from {} partitions were in the window \
-                     between {window}; {} batches are on the queue",
-                    report.events, report.records_read, args.source, report.partitions, report.batches
-                );
-            }
+        Some(config @ (SourceConfig::Kafka(_) | SourceConfig::Kinesis(_))) => {
+            read_stream(&p, config, &args, &replay_id, (since_ms, until_ms), &window, &notes).await?;
             0
         }
         Some(_) => bail!(
-            "{}: source {} is not a `file`, `objects` or `kafka` source; replay reads again what those read \
-             (for other sources, replay from the system they read: an SQS redrive, a Kinesis iterator)",
+            "{}: source {} is not a `file`, `objects`, `kafka` or `kinesis` source; replay reads again what those \
+             read (for other sources, replay from the system they read: an SQS redrive, a new stream iterator)",
             p.file.display(),
             args.source,
         ),
@@ -170,6 +142,69 @@ pub async fn replay(args: ReplayArgs<'_>, extensions: &Arc<Extensions>) -> Resul
     }
     if args.wait && asked > 0 {
         wait_for(&p, args.source, &replay_id, asked, args.json).await?;
+    }
+    Ok(())
+}
+
+/// Reads a kafka or kinesis source's window itself onto the pipeline's
+/// queue, with progress, and prints what it did.
+async fn read_stream(
+    p: &Pipeline,
+    config: &SourceConfig,
+    args: &ReplayArgs<'_>,
+    replay_id: &str,
+    window: (i64, i64),
+    window_text: &str,
+    notes: &[String],
+) -> Result<()> {
+    let queue = crate::runtime::open_queue_beside(p).await?;
+    let unit = if matches!(config, SourceConfig::Kafka(_)) {
+        "records"
+    } else {
+        "shards"
+    };
+    let progress = Mutex::new(Progress::new("replaying", unit, 0, args.json));
+    let report = reporter(&progress, args.source);
+    let failed = |e: String| anyhow::anyhow!("{}: sources.{}: {e}", p.file.display(), args.source);
+    let (mut value, summary) = match config {
+        SourceConfig::Kafka(kafka) => {
+            let r = kafka_replay(kafka, args.source, replay_id, window, queue.as_ref(), &report)
+                .await
+                .map_err(failed)?;
+            let summary = format!(
+                "{} of {} records read from {} partitions were in the window between {window_text}",
+                r.events, r.records_read, r.partitions
+            );
+            (serde_json::to_value(&r)?, (summary, r.batches))
+        }
+        SourceConfig::Kinesis(kinesis) => {
+            let r = kinesis_replay(kinesis, (args.source, replay_id), window, queue.as_ref(), &report)
+                .await
+                .map_err(failed)?;
+            let summary = format!(
+                "{} events of {} records read from {} shards arrived between {window_text}",
+                r.events, r.records_read, r.shards
+            );
+            (serde_json::to_value(&r)?, (summary, r.batches))
+        }
+        _ => bail!(
+            "{}: source {} is not read by the command",
+            p.file.display(),
+            args.source
+        ),
+    };
+    drop(report);
+    progress.into_inner().unwrap_or_else(|e| e.into_inner()).finish();
+    if args.json {
+        value["replay"] = replay_id.into();
+        value["source"] = args.source.into();
+        value["notes"] = notes.into();
+        println!("{value}");
+    } else {
+        println!(
+            "replay {replay_id} of source {}: {}; {} batches are on the queue",
+            args.source, summary.0, summary.1
+        );
     }
     Ok(())
 }

@@ -8,7 +8,7 @@
 //! offset as its last batch's first offset + 1, which is right only for
 //! batches of one record.
 
-use std::{collections::BTreeSet, path::Path, process::Command, time::Duration};
+use std::{collections::BTreeSet, process::Command, time::Duration};
 
 use chrono::{SecondsFormat, Utc};
 use rdkafka::{
@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::{
     kafka::{Broker, tansu},
-    replay::{BUGGY, FIXED, assert_corrected_once, fixed_by, string_field},
+    replay::{BUGGY, FIXED, assert_corrected_once, fixed_by, sluice_ok, string_field},
     support,
 };
 
@@ -38,20 +38,6 @@ idle_secs = 3
 "#
     );
     source + &fixed_by(program, "clicks")
-}
-
-fn sluice(dir: &Path, args: &[&str]) -> std::process::Output {
-    let out = Command::new(support::SLUICE)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,14 +74,14 @@ async fn a_kafka_replay_after_a_jq_fix_lands_the_corrected_rows_once() {
     }
 
     std::fs::write(dir.join("pipeline.toml"), pipeline(&brokers, BUGGY)).unwrap();
-    sluice(dir, &["run", "pipeline.toml", "--until-idle"]);
+    sluice_ok(dir, &["run", "pipeline.toml", "--until-idle"]);
     let lake = support::read_lake(&dir.join("lake/events")).await;
     assert_eq!(lake.rows as usize, lines.len() - searches, "the bug ran");
 
     std::fs::write(dir.join("pipeline.toml"), pipeline(&brokers, FIXED)).unwrap();
     let ids = support::event_ids(&lines);
     for round in 0..2 {
-        let out = sluice(
+        let out = sluice_ok(
             dir,
             &[
                 "replay",
@@ -110,7 +96,7 @@ async fn a_kafka_replay_after_a_jq_fix_lands_the_corrected_rows_once() {
         let report: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(report["events"], lines.len() as u64, "round {round}: {report}");
         assert_eq!(report["records_read"], lines.len() as u64, "{report}");
-        sluice(dir, &["run", "pipeline.toml", "--until-idle"]);
+        sluice_ok(dir, &["run", "pipeline.toml", "--until-idle"]);
         assert_corrected_once(dir, &ids, &users).await;
     }
 }

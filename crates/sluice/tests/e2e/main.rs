@@ -32,6 +32,7 @@ mod snowplow;
 mod source_outages;
 mod status;
 mod status_page;
+mod stream_replay;
 mod support;
 mod tail;
 mod transform_outages;

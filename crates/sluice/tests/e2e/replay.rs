@@ -65,6 +65,22 @@ flush_interval_secs = 1
     )
 }
 
+/// `sluice ARGS` in `dir` (with the AWS test environment), which must succeed.
+pub(crate) fn sluice_ok(dir: &Path, args: &[&str]) -> std::process::Output {
+    let out = Command::new(support::SLUICE)
+        .args(args)
+        .current_dir(dir)
+        .envs(support::AWS_ENV)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 fn now() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
 }

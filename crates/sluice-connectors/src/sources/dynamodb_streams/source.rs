@@ -181,10 +181,15 @@ impl ShardedStream for DynamoDbStream {
                 .to_string()
                 .into_bytes();
             lines.push(b'\n');
+            let arrival_ms = record
+                .dynamodb()
+                .and_then(|r| r.approximate_creation_date_time())
+                .and_then(|t| t.to_millis().ok());
             records.push(StreamRecord {
                 sequence: sequence.to_string(),
                 lines,
                 events: 1,
+                arrival_ms,
             });
         }
         // DynamoDB Streams tells no distance to the tip: the newest record's age stands for it.

@@ -8,7 +8,9 @@ mod kpl;
 mod source;
 
 pub use config::{KinesisSourceConfig, StartingPosition};
-pub use source::KinesisSource;
+pub use source::{KinesisSource, replay_window};
+
+pub use crate::sources::shards::replay::StreamReplayReport;
 
 #[cfg(test)]
 mod tests;

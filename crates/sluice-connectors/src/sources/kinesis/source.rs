@@ -140,6 +140,7 @@ impl ShardedStream for KinesisStream {
                     sequence: r.sequence_number().to_string(),
                     lines,
                     events,
+                    arrival_ms: r.approximate_arrival_timestamp().and_then(|t| t.to_millis().ok()),
                 }
             })
             .collect();
@@ -151,6 +152,37 @@ impl ShardedStream for KinesisStream {
                 .map(|ms| Duration::from_millis(ms.max(0) as u64)),
         })
     }
+}
+
+/// Reads `window` (ms since the epoch) of the stream again onto `queue`
+/// for `sluice replay`, as source `source`'s batches of `replay_id`;
+/// `progress` gets shards done and listed.
+pub async fn replay_window(
+    config: &KinesisSourceConfig,
+    (source, replay_id): (&str, &str),
+    window: (i64, i64),
+    queue: &dyn sluice_queue::Queue,
+    progress: &(dyn Fn(u64, u64) + Send + Sync),
+) -> Result<shards::replay::StreamReplayReport, String> {
+    let sdk = config.target().sdk_config().await?;
+    replay_through(Client::new(&sdk), config, (source, replay_id), window, queue, progress).await
+}
+
+/// [`replay_window`] through `client`.
+pub(crate) async fn replay_through(
+    client: Client,
+    config: &KinesisSourceConfig,
+    names: (&str, &str),
+    window: (i64, i64),
+    queue: &dyn sluice_queue::Queue,
+    progress: &(dyn Fn(u64, u64) + Send + Sync),
+) -> Result<shards::replay::StreamReplayReport, String> {
+    let stream = KinesisStream {
+        client,
+        stream: config.stream.clone(),
+    };
+    let settings = KinesisSource::new(config.clone()).settings()?;
+    shards::replay::replay_window(&stream, &settings, true, names, window, queue, progress).await
 }
 
 #[async_trait]

@@ -293,3 +293,45 @@ async fn a_split_shard_is_read_to_its_end_before_its_children() {
     // kinesalite counts open shards against a limit: give them back.
     client.delete_stream().stream_name(&stream).send().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_reads_the_records_the_stream_took_in_its_window() {
+    let Some(endpoint) = sluice_testkit::services::aws() else {
+        return;
+    };
+    let client = client(&endpoint);
+    let stream = new_stream(&client, 2).await;
+    let pause = || tokio::time::sleep(std::time::Duration::from_millis(1200));
+    put(&client, &stream, 0..30).await;
+    pause().await;
+    let since = sluice_core::now_ms();
+    put(&client, &stream, 30..70).await;
+    let until = sluice_core::now_ms();
+    pause().await;
+    put(&client, &stream, 70..90).await;
+
+    let harness = Harness::new();
+    let shards_seen = std::sync::Mutex::new(Vec::new());
+    let report = super::source::replay_through(
+        client.clone(),
+        &config(&stream),
+        ("changes", "r1"),
+        (since, until),
+        harness.queue.as_ref(),
+        &|done, total| shards_seen.lock().unwrap().push((done, total)),
+    )
+    .await
+    .unwrap();
+    let got = harness.queue.receive(100_000).await.unwrap();
+    assert_eq!(
+        numbers(&got),
+        (30..70).collect::<Vec<_>>(),
+        "the window's records, once"
+    );
+    assert!(
+        got.iter()
+            .all(|d| d.key.starts_with(&format!("replay/r1/kinesis:{stream}:")) && d.maybe_committed)
+    );
+    assert_eq!((report.shards, report.events), (2, 40));
+    assert_eq!(shards_seen.lock().unwrap().last(), Some(&(2, 2)));
+}

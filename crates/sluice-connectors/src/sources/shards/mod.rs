@@ -21,6 +21,7 @@
 
 mod checkpoint;
 mod reader;
+pub(crate) mod replay;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -63,6 +64,8 @@ pub(crate) struct StreamRecord {
     /// NDJSON lines.
     pub lines: Vec<u8>,
     pub events: u64,
+    /// When the stream took the record (ms since the epoch), if it says.
+    pub arrival_ms: Option<i64>,
 }
 
 /// One read of a shard.

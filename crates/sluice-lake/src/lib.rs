@@ -11,7 +11,8 @@
 //! * Within the dedupe window, an event id is written at most once; across
 //!   any span, compaction leaves each id once per partition.
 //! * Maintenance (compaction, vacuum) never removes rows: compaction removes
-//!   only files whose rows it rewrote, in the same commit.
+//!   only files whose rows it rewrote, in the same commit (one per group of
+//!   partitions).
 //! * A table's columns only grow, and only for routed tables (schema
 //!   families): a newer version adds nullable columns in the same commit as
 //!   the first rows that have them; a column never changes type.

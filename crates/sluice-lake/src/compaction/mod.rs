@@ -1,14 +1,18 @@
 //! Compaction of a lake table: each partition that received new files within
 //! the look-back is rewritten into files of the target size with duplicate
-//! event ids removed, in one atomic commit per partition.
+//! event ids removed. Partitions are rewritten one at a time and committed
+//! in groups (up to [`GROUP_PARTITIONS`] partitions or [`GROUP_BYTES`] of
+//! input), one atomic commit per group: a small table does not pay a commit
+//! per partition, and a lost race costs one group's rewrite, after which
+//! its partitions are done one commit each.
 //!
 //! Invariants:
-//! * A partition's commit removes exactly the files its rewrite read, and
-//!   only while every one of them is still active: the commit is attempted
-//!   on top of the version it was checked against, and only there (no
-//!   automatic rebase). delta-rs' conflict checker ignores `dataChange =
-//!   false` removals, so two compactions could otherwise both replace the
-//!   same files and duplicate their rows.
+//! * A commit removes exactly the files its rewrites read, and only while
+//!   every one of them is still active: the commit is attempted on top of
+//!   the version it was checked against, and only there (no automatic
+//!   rebase). delta-rs' conflict checker ignores `dataChange = false`
+//!   removals, so two compactions could otherwise both replace the same
+//!   files and duplicate their rows.
 //! * Files a writer appends meanwhile are never touched: they are not in the
 //!   rewrite's input, so the next compaction folds them in.
 //! * Output files carry the [`COMPACTED_TAG`] tag; a partition whose files
@@ -44,6 +48,11 @@ pub const RUN_ID_KEY: &str = "sluice.compaction.run";
 /// How often one partition is re-planned after losing a race before the
 /// compaction gives up on it (it is retried by the next run).
 const MAX_ATTEMPTS: u32 = 8;
+
+/// Most partitions committed together.
+pub const GROUP_PARTITIONS: usize = 64;
+/// Most input bytes committed together (a group holds at least one partition).
+pub const GROUP_BYTES: u64 = 1 << 30;
 
 #[derive(Debug, Clone)]
 pub struct CompactionOptions {
@@ -131,10 +140,11 @@ pub(crate) fn remove_action(file: &FileInfo, data_change: bool, now: i64) -> Act
     })
 }
 
-/// Compacts the table at `location`. `progress` is called after each partition
-/// with its report and the number of partitions planned; when it returns
-/// `false`, the compaction stops there (each partition is its own commit,
-/// so stopping between them leaves nothing half done).
+/// Compacts the table at `location`. `progress` is called for each partition
+/// committed with its report and the number of partitions planned; when it
+/// returns `false`, the compaction stops after that partition's group
+/// (each group is its own commit, so stopping between them leaves nothing
+/// half done).
 pub async fn compact(
     location: &StoreLocation,
     options: &CompactionOptions,
@@ -148,20 +158,92 @@ pub async fn compact(
     );
     let mut report = CompactionReport::default();
     let planned = jobs.len();
-    for job in jobs {
-        match compact_partition(&mut table, location, job, options, &mut report.conflicts).await? {
-            Outcome::Compacted(done) => {
-                let go_on = progress(&done, planned);
-                report.partitions.push(done);
-                if !go_on {
-                    break;
+    let mut jobs = jobs.into_iter().peekable();
+    let mut go_on = true;
+    while go_on && jobs.peek().is_some() {
+        let mut group: Vec<PartitionJob> = Vec::new();
+        let mut bytes = 0;
+        while let Some(job) =
+            jobs.next_if(|j| group.is_empty() || (group.len() < GROUP_PARTITIONS && bytes + j.bytes <= GROUP_BYTES))
+        {
+            bytes += job.bytes;
+            group.push(job);
+        }
+        for outcome in compact_group(&mut table, location, group, options, &mut report.conflicts).await? {
+            match outcome {
+                Outcome::Compacted(done) => {
+                    go_on &= progress(&done, planned);
+                    report.partitions.push(done);
                 }
+                Outcome::LeftForLater(name) => report.skipped.push(name),
             }
-            Outcome::LeftForLater(name) => report.skipped.push(name),
         }
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Rewrites the partitions of `group` and commits them together; after a
+/// lost race (an input replaced meanwhile), each partition on its own.
+async fn compact_group(
+    table: &mut DeltaTable,
+    location: &StoreLocation,
+    group: Vec<PartitionJob>,
+    options: &CompactionOptions,
+    conflicts: &mut u64,
+) -> Result<Vec<Outcome>, LakeError> {
+    if group.len() > 1 {
+        let mut rewritten = Vec::with_capacity(group.len());
+        let mut lost = false;
+        for job in &group {
+            match rewrite(table, job, options).await {
+                Ok(r) => rewritten.push(r),
+                Err(RewriteError::InputGone(_)) => {
+                    lost = true;
+                    break;
+                }
+                Err(RewriteError::Other(message)) => {
+                    for r in &rewritten {
+                        delete_unused(table, r).await;
+                    }
+                    return Err(table_error(location, format!("compacting {}: {message}", job.name())));
+                }
+            }
+        }
+        if !lost {
+            let pairs: Vec<(&PartitionJob, &Rewritten)> = group.iter().zip(&rewritten).collect();
+            if let Some(version) = commit_while_inputs_active(table, location, &pairs, options).await? {
+                return Ok(pairs
+                    .into_iter()
+                    .map(|(job, r)| Outcome::Compacted(partition_report(job, r, version)))
+                    .collect());
+            }
+        }
+        *conflicts += 1;
+        for r in &rewritten {
+            delete_unused(table, r).await;
+        }
+        tracing::info!(%location, partitions = group.len(), "inputs were replaced meanwhile; compacting the group's partitions one by one");
+    }
+    let mut outcomes = Vec::with_capacity(group.len());
+    for job in group {
+        outcomes.push(compact_partition(table, location, job, options, conflicts).await?);
+    }
+    Ok(outcomes)
+}
+
+fn partition_report(job: &PartitionJob, rewritten: &Rewritten, version: i64) -> PartitionReport {
+    PartitionReport {
+        partition: job.name(),
+        files_in: job.files.len() as u64,
+        files_out: rewritten.adds.len() as u64,
+        bytes_in: job.bytes,
+        bytes_out: rewritten.adds.iter().map(|a| a.size.max(0) as u64).sum(),
+        rows_in: rewritten.rows_in,
+        rows_out: rewritten.rows_out,
+        duplicates_removed: rewritten.rows_in - rewritten.rows_out,
+        version,
+    }
 }
 
 enum Outcome {
@@ -196,18 +278,8 @@ async fn compact_partition(
                 return Err(table_error(location, format!("compacting {}: {message}", job.name())));
             }
         };
-        if let Some(version) = commit_while_inputs_active(table, location, &job, &rewritten, options).await? {
-            return Ok(Outcome::Compacted(PartitionReport {
-                partition: job.name(),
-                files_in: job.files.len() as u64,
-                files_out: rewritten.adds.len() as u64,
-                bytes_in: job.bytes,
-                bytes_out: rewritten.adds.iter().map(|a| a.size.max(0) as u64).sum(),
-                rows_in: rewritten.rows_in,
-                rows_out: rewritten.rows_out,
-                duplicates_removed: rewritten.rows_in - rewritten.rows_out,
-                version,
-            }));
+        if let Some(version) = commit_while_inputs_active(table, location, &[(&job, &rewritten)], options).await? {
+            return Ok(Outcome::Compacted(partition_report(&job, &rewritten, version)));
         }
         *conflicts += 1;
         delete_unused(table, &rewritten).await;
@@ -239,28 +311,45 @@ async fn replan(
     Ok(plan::plan(&files, scope).into_iter().next())
 }
 
-/// Commits removes + adds on top of the latest version, as long as every
-/// input file is still active there; returns the commit's version, or
-/// `None` when an input was replaced.
+/// Commits the removes + adds of `rewrites` on top of the latest version,
+/// as long as every input file is still active there; returns the
+/// commit's version, or `None` when an input was replaced.
 async fn commit_while_inputs_active(
     table: &mut DeltaTable,
     location: &StoreLocation,
-    job: &PartitionJob,
-    rewritten: &Rewritten,
+    rewrites: &[(&PartitionJob, &Rewritten)],
     options: &CompactionOptions,
 ) -> Result<Option<i64>, LakeError> {
     let now = sluice_core::now_ms();
-    let removes: Vec<Action> = job.files.iter().map(|f| remove_action(f, false, now)).collect();
-    let adds = rewritten.adds.iter().cloned().map(Action::Add);
-    let actions: Vec<Action> = removes.into_iter().chain(adds).collect();
+    let inputs: Vec<&FileInfo> = rewrites.iter().flat_map(|(job, _)| &job.files).collect();
+    let removes = inputs.iter().map(|f| remove_action(f, false, now));
+    let adds = rewrites
+        .iter()
+        .flat_map(|(_, r)| r.adds.iter().cloned().map(Action::Add));
+    let actions: Vec<Action> = removes.chain(adds).collect();
+    let partition_predicate = |job: &PartitionJob| {
+        job.partition
+            .iter()
+            .map(|(k, v)| format!("{k} = '{}'", v.as_deref().unwrap_or("")))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    };
+    let names = || {
+        rewrites
+            .iter()
+            .map(|(job, _)| job.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let operation = DeltaOperation::Optimize {
-        predicate: Some(
-            job.partition
+        predicate: Some(match rewrites {
+            [(job, _)] => partition_predicate(job),
+            _ => rewrites
                 .iter()
-                .map(|(k, v)| format!("{k} = '{}'", v.as_deref().unwrap_or("")))
+                .map(|(job, _)| format!("({})", partition_predicate(job)))
                 .collect::<Vec<_>>()
-                .join(" AND "),
-        ),
+                .join(" OR "),
+        }),
         target_size: options.target_file_bytes as i64,
     };
     for _ in 0..MAX_ATTEMPTS * 4 {
@@ -273,7 +362,7 @@ async fn commit_while_inputs_active(
             .into_iter()
             .map(|f| f.path)
             .collect();
-        if !job.files.iter().all(|f| active.contains(&f.path)) {
+        if !inputs.iter().all(|f| active.contains(&f.path)) {
             return Ok(None);
         }
         let read_version = table.version();
@@ -302,13 +391,15 @@ async fn commit_while_inputs_active(
                     .await
                     .map_err(|e| table_error(location, e))?;
                 if table.version() == read_version {
-                    delete_unused(table, rewritten).await;
+                    for (_, rewritten) in rewrites {
+                        delete_unused(table, rewritten).await;
+                    }
                     return Err(table_error(
                         location,
-                        format!("committing the compaction of {}: {e}", job.name()),
+                        format!("committing the compaction of {}: {e}", names()),
                     ));
                 }
-                tracing::debug!(%location, partition = %job.name(), "the table moved on during the commit; checking inputs again");
+                tracing::debug!(%location, partitions = %names(), "the table moved on during the commit; checking inputs again");
             }
         }
     }

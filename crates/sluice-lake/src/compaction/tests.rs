@@ -58,6 +58,11 @@ async fn compaction_merges_files_drops_duplicates_and_is_idempotent() {
 
     let report = compact(&url, &options(Scope::All), &no_progress).await.unwrap();
     assert_eq!(report.partitions.len(), 2);
+    assert_eq!(
+        (report.partitions[0].version, report.partitions[1].version),
+        (before.version + 1, before.version + 1),
+        "both partitions in one commit"
+    );
     assert_eq!(report.sum(|p| p.duplicates_removed), 3);
     assert_eq!(report.sum(|p| p.files_in), 5);
     assert_eq!(report.sum(|p| p.files_out), 2);
@@ -111,15 +116,48 @@ async fn a_commit_is_refused_once_its_inputs_were_replaced() {
     let job = plan::plan(&active_files(&first).unwrap(), Scope::All).remove(0);
     let a = rewrite(&first, &job, &options(Scope::All)).await.unwrap();
     let b = rewrite(&second, &job, &options(Scope::All)).await.unwrap();
-    let won = commit_while_inputs_active(&mut first, &url, &job, &a, &options(Scope::All))
+    let won = commit_while_inputs_active(&mut first, &url, &[(&job, &a)], &options(Scope::All))
         .await
         .unwrap();
     assert_eq!(won, Some(summarize(&url).await.unwrap().version));
-    let lost = commit_while_inputs_active(&mut second, &url, &job, &b, &options(Scope::All))
+    let lost = commit_while_inputs_active(&mut second, &url, &[(&job, &b)], &options(Scope::All))
         .await
         .unwrap();
     assert_eq!(lost, None, "the loser must not commit a second copy of the rows");
     assert_eq!(summarize(&url).await.unwrap().rows, 2);
+}
+
+#[tokio::test]
+async fn a_group_that_lost_a_race_is_compacted_partition_by_partition() {
+    let dir = sluice_testkit::tempdir().unwrap();
+    let (mut sink, url) = open_with(&dir, |_| {}).await;
+    write(
+        &mut sink,
+        vec![vec![ev("a", 0), ev("x", 1)], vec![ev("a", 0), ev("x", 1), ev("y", 1)]],
+    )
+    .await;
+    let mut table = load(&url).await;
+    let jobs = plan::plan(&active_files(&table).unwrap(), Scope::All);
+    assert_eq!(jobs.len(), 2);
+    // Another compaction replaces hour 1 after this one planned it.
+    let mut other = load(&url).await;
+    let hour_1 = jobs[1].clone();
+    let done = rewrite(&other, &hour_1, &options(Scope::All)).await.unwrap();
+    commit_while_inputs_active(&mut other, &url, &[(&hour_1, &done)], &options(Scope::All))
+        .await
+        .unwrap()
+        .unwrap();
+
+    let mut conflicts = 0;
+    let outcomes = compact_group(&mut table, &url, jobs, &options(Scope::All), &mut conflicts)
+        .await
+        .unwrap();
+    assert!(conflicts >= 1);
+    assert!(matches!(&outcomes[0], Outcome::Compacted(p) if p.partition == "dt=2026-11-01/hour=00"));
+    assert!(matches!(&outcomes[1], Outcome::LeftForLater(name) if name == "dt=2026-11-01/hour=01"));
+    let after = summarize(&url).await.unwrap();
+    assert_eq!(after.rows, 3, "each id once: a, x, y");
+    assert!(active_files(&load(&url).await).unwrap().iter().all(|f| f.compacted));
 }
 
 #[tokio::test]
@@ -135,7 +173,7 @@ async fn rows_a_writer_appends_meanwhile_are_kept() {
     sink.accept("late", false, vec![ev("c", 0)]).await.unwrap();
     sink.flush().await.unwrap();
 
-    let committed = commit_while_inputs_active(&mut table, &url, &job, &rewritten, &options(Scope::All))
+    let committed = commit_while_inputs_active(&mut table, &url, &[(&job, &rewritten)], &options(Scope::All))
         .await
         .unwrap();
     assert!(committed.is_some(), "a writer's append does not stop the compaction");

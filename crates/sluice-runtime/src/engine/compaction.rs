@@ -5,13 +5,14 @@
 //!
 //! Replicas take turns: a run first takes the lease `compaction.<sink>`
 //! (in JetStream KV when the queue is JetStream), keeps it renewed while it
-//! works, and stops at the next partition if the lease is lost; a replica
+//! works, and stops after the group of partitions it is committing if the
+//! lease is lost; a replica
 //! that finds the lease held skips the tick. So at most one compaction runs
 //! on a table at a time, and a killed holder's lease lapses after its time
 //! to live. Each commit names its run (`sluice.compaction.run`).
 //!
 //! A failed run is logged and counted; the next tick tries again. On stop,
-//! a run finishes the partition it is on and returns: cancelling it
+//! a run finishes the group of partitions it is on and returns: cancelling it
 //! mid-await would leave delta-rs's blocking work running past the runtime.
 
 use std::{

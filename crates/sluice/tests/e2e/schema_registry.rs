@@ -447,7 +447,10 @@ async fn self_describing_events_are_routed_to_a_table_per_model_which_gains_new_
 }
 
 fn column_names(table: &std::path::Path) -> Vec<String> {
-    let script = "import json, sys\nfrom deltalake import DeltaTable\nprint(json.dumps([f.name for f in DeltaTable(sys.argv[1]).schema().fields]))";
+    // `os._exit`: pyarrow's threads sometimes abort the interpreter's teardown.
+    let script = "import json, os, sys\nfrom deltalake import DeltaTable\n\
+                  print(json.dumps([f.name for f in DeltaTable(sys.argv[1]).schema().fields]), flush=True)\n\
+                  os._exit(0)";
     let out = support::run_ok(Command::new(support::python()).args(["-c", script]).arg(table));
     serde_json::from_str(&out).unwrap()
 }

@@ -38,9 +38,11 @@ const SCHEMA: &str = r#"{
 
 /// `(type, userId, timestamp)` of every row, read by delta-rs's Python package.
 fn rows(table: &Path) -> Vec<(String, String, String)> {
-    let script = "import sys, json\nfrom deltalake import DeltaTable\n\
+    // `os._exit`: pyarrow's threads sometimes abort the interpreter's teardown.
+    let script = "import os, sys, json\nfrom deltalake import DeltaTable\n\
                   t = DeltaTable(sys.argv[1]).to_pyarrow_table(columns=['type', 'userId', 'timestamp']).to_pylist()\n\
-                  print(json.dumps([[r['type'], r['userId'], str(r['timestamp'])] for r in t]))";
+                  print(json.dumps([[r['type'], r['userId'], str(r['timestamp'])] for r in t]), flush=True)\n\
+                  os._exit(0)";
     let out = support::run_ok(Command::new(support::python()).args(["-c", script]).arg(table));
     serde_json::from_str(out.trim()).unwrap()
 }

@@ -63,12 +63,14 @@ const PRODUCT: &str = r#"{
 
 /// Every row's atomic and entity values, read by delta-rs's Python package.
 fn rows(table: &Path) -> Vec<Value> {
-    let script = "import sys, json\nfrom deltalake import DeltaTable\n\
+    // `os._exit`: pyarrow's threads sometimes abort the interpreter's teardown.
+    let script = "import os, sys, json\nfrom deltalake import DeltaTable\n\
         t = DeltaTable(sys.argv[1]).to_pyarrow_table()\n\
         names = set(t.schema.names)\n\
         print(json.dumps({'columns': sorted(names), 'rows': [\n\
           {k: (str(v) if k.endswith('tstamp') and v is not None else v) for k, v in r.items()}\n\
-          for r in t.to_pylist()]}, default=str))";
+          for r in t.to_pylist()]}, default=str), flush=True)\n\
+        os._exit(0)";
     let out = support::run_ok(Command::new(support::python()).args(["-c", script]).arg(table));
     let read: Value = serde_json::from_str(out.trim()).unwrap();
     let columns = read["columns"].as_array().unwrap();

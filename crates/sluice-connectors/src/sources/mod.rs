@@ -68,6 +68,18 @@ impl SourceContext {
     }
 }
 
+/// Enqueues `batch` outside a running source (`sluice replay`), waiting
+/// while the queue is full; other errors are returned.
+pub(crate) async fn enqueue_when_room(queue: &dyn Queue, batch: &NewBatch) -> Result<(), String> {
+    loop {
+        match queue.enqueue(batch.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(QueueError::Full { .. }) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(e) => return Err(format!("enqueueing {}: {e}", batch.key)),
+        }
+    }
+}
+
 /// The context of a source run alone in a test, on an embedded queue,
 /// with its state in `state`.
 #[cfg(test)]

@@ -63,7 +63,9 @@ pub async fn replay(args: ReplayArgs<'_>, extensions: &Arc<Extensions>) -> Resul
         until.to_rfc3339_opts(SecondsFormat::Secs, true)
     );
     let (since_ms, until_ms) = (since.timestamp_millis(), until.timestamp_millis());
-    let asked = match p.config.sources.get(args.source) {
+    // How many inputs were asked for, and (file, objects) how many are left.
+    type Left = Box<dyn Fn(&str) -> Result<u64, String>>;
+    let (asked, left): (u64, Option<(Left, &str)>) = match p.config.sources.get(args.source) {
         Some(SourceConfig::File(_)) => {
             let checkpoints = FileCheckpoints::open(&state_dir.join(format!("{}.sqlite3", args.source)))
                 .map_err(anyhow::Error::msg)?;
@@ -89,7 +91,8 @@ pub async fn replay(args: ReplayArgs<'_>, extensions: &Arc<Extensions>) -> Resul
                     println!("  skipped {} (changed or gone since it was read)", f.path);
                 }
             }
-            asked.len() as u64
+            let left: Left = Box::new(move |id| checkpoints.replay_left(id));
+            (asked.len() as u64, Some((left, "files")))
         }
         Some(SourceConfig::Objects(_)) => {
             let path = Ledger::path(&state_dir, args.source);
@@ -101,8 +104,9 @@ pub async fn replay(args: ReplayArgs<'_>, extensions: &Arc<Extensions>) -> Resul
                     path.display()
                 );
             }
-            let asked = Ledger::open(&path)
-                .and_then(|l| l.request_replay(since_ms, until_ms, &replay_id))
+            let ledger = Ledger::open(&path).map_err(anyhow::Error::msg)?;
+            let asked = ledger
+                .request_replay(since_ms, until_ms, &replay_id)
                 .map_err(anyhow::Error::msg)?;
             if args.json {
                 let v = serde_json::json!({
@@ -116,11 +120,12 @@ pub async fn replay(args: ReplayArgs<'_>, extensions: &Arc<Extensions>) -> Resul
                     args.source
                 );
             }
-            asked
+            let left: Left = Box::new(move |id| ledger.replay_left(id));
+            (asked, Some((left, "objects")))
         }
         Some(config @ (SourceConfig::Kafka(_) | SourceConfig::Kinesis(_))) => {
             read_stream(&p, config, &args, &replay_id, (since_ms, until_ms), &window, &notes).await?;
-            0
+            (0, None)
         }
         Some(_) => bail!(
             "{}: source {} is not a `file`, `objects`, `kafka` or `kinesis` source; replay reads again what those \
@@ -140,8 +145,11 @@ pub async fn replay(args: ReplayArgs<'_>, extensions: &Arc<Extensions>) -> Resul
             println!("note: {note}");
         }
     }
-    if args.wait && asked > 0 {
-        wait_for(&p, args.source, &replay_id, asked, args.json).await?;
+    if args.wait
+        && asked > 0
+        && let Some((left, unit)) = left
+    {
+        wait_for(left.as_ref(), unit, &replay_id, asked, args.json).await?;
     }
     Ok(())
 }
@@ -236,20 +244,18 @@ fn ask_files(
     Ok((asked, gone))
 }
 
-/// Follows the replay until every input asked for is read again.
-async fn wait_for(p: &Pipeline, source: &str, replay_id: &str, asked: u64, quiet: bool) -> Result<()> {
-    let state_dir = p.data_dir.join("sources");
-    let is_file = matches!(p.config.sources.get(source), Some(SourceConfig::File(_)));
-    let unit = if is_file { "files" } else { "objects" };
+/// Follows the replay until `left` finds every input asked for read again.
+async fn wait_for(
+    left: &dyn Fn(&str) -> Result<u64, String>,
+    unit: &'static str,
+    replay_id: &str,
+    asked: u64,
+    quiet: bool,
+) -> Result<()> {
     let mut progress = Progress::new("replaying", unit, asked, quiet);
     let mut shown = 0;
     loop {
-        let left = if is_file {
-            FileCheckpoints::open(&state_dir.join(format!("{source}.sqlite3"))).and_then(|c| c.replay_left(replay_id))
-        } else {
-            Ledger::open(&Ledger::path(&state_dir, source)).and_then(|l| l.replay_left(replay_id))
-        }
-        .map_err(anyhow::Error::msg)?;
+        let left = left(replay_id).map_err(anyhow::Error::msg)?;
         let done = asked.saturating_sub(left);
         if done > shown {
             progress.advance_by(done - shown, replay_id);

@@ -23,7 +23,7 @@ use sluice_core::{NewBatch, replay_key};
 use sluice_queue::Queue;
 
 use super::{KafkaSourceConfig, source::record_lines};
-use crate::kafka::client_config;
+use crate::{kafka::client_config, sources::enqueue_when_room};
 
 /// How long broker calls (metadata, offsets) may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -214,13 +214,7 @@ async fn enqueue(
         payload: Bytes::from(batch.lines),
         maybe_committed: true,
     };
-    loop {
-        match queue.enqueue(new.clone()).await {
-            Ok(()) => break,
-            Err(sluice_queue::QueueError::Full { .. }) => tokio::time::sleep(Duration::from_millis(200)).await,
-            Err(e) => return Err(format!("enqueueing {}: {e}", new.key)),
-        }
-    }
+    enqueue_when_room(queue, &new).await?;
     report.events += batch_events;
     report.batches += 1;
     Ok(())

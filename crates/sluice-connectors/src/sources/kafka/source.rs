@@ -23,7 +23,7 @@
 //!   is up again; per-partition consumer lag comes from its statistics.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, btree_map::Entry},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -566,20 +566,22 @@ impl Gathered {
         {
             self.closed.push((key.clone(), done));
         }
-        let ranges = &self.ranges;
-        let pending = self.pending.entry(key.clone()).or_insert_with(|| {
-            let pin = ranges.get(&key).and_then(|r| r.covering(offset));
-            Pending {
-                first: pin.map_or(offset, |(first, _)| first),
-                last: offset,
-                pinned_end: pin.map(|(_, last)| last),
-                records: 0,
-                events: 0,
-                lines: Vec::new(),
-                too_large: Vec::new(),
-                since: Instant::now(),
+        let pending = match self.pending.entry(key) {
+            Entry::Occupied(open) => open.into_mut(),
+            Entry::Vacant(new) => {
+                let pin = self.ranges.get(new.key()).and_then(|r| r.covering(offset));
+                new.insert(Pending {
+                    first: pin.map_or(offset, |(first, _)| first),
+                    last: offset,
+                    pinned_end: pin.map(|(_, last)| last),
+                    records: 0,
+                    events: 0,
+                    lines: Vec::new(),
+                    too_large: Vec::new(),
+                    since: Instant::now(),
+                })
             }
-        });
+        };
         pending.last = offset;
         pending.records += 1;
         if let Some(value) = message.payload() {
@@ -593,10 +595,11 @@ impl Gathered {
                 pending.events += events;
             }
         }
-        if pending.pinned_end == Some(offset)
-            && let Some(done) = self.pending.remove(&key)
-        {
-            self.closed.push((key, done));
+        if pending.pinned_end == Some(offset) {
+            let key = (message.topic().to_string(), message.partition());
+            if let Some(done) = self.pending.remove(&key) {
+                self.closed.push((key, done));
+            }
         }
     }
 }

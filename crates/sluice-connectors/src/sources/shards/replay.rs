@@ -13,9 +13,10 @@
 
 use bytes::Bytes;
 use sluice_core::{NewBatch, replay_key};
-use sluice_queue::{Queue, QueueError};
+use sluice_queue::Queue;
 
 use super::{Position, ShardSettings, ShardedStream, StreamRecord};
+use crate::sources::enqueue_when_room;
 
 /// What a replay read and enqueued.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
@@ -123,13 +124,7 @@ async fn enqueue(
         payload: Bytes::from(payload),
         maybe_committed: true,
     };
-    loop {
-        match queue.enqueue(new.clone()).await {
-            Ok(()) => break,
-            Err(QueueError::Full { .. }) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
-            Err(e) => return Err(format!("enqueueing {}: {e}", new.key)),
-        }
-    }
+    enqueue_when_room(queue, &new).await?;
     report.events += events;
     report.batches += 1;
     Ok(())

@@ -62,7 +62,7 @@ fn hot_path(c: &mut Criterion) {
         .block_on(validate.process(BatchInfo::first("test"), events(&lines)))
         .unwrap()
         .events;
-    let jq = sluice_transform::jq::JqTransform::compile(sluice_bench::JQ_PROGRAM).unwrap();
+    let jq = sluice_transform::jq::JqTransform::in_process(sluice_bench::JQ_PROGRAM, Default::default()).unwrap();
     group.bench_function("jq", |b| {
         b.iter_batched(
             || valid.clone(),

@@ -256,8 +256,13 @@ fn print_side(side: &ingest::Side) {
     );
 }
 
+fn main() -> Result<()> {
+    sluice_transform::jq::serve_or_enable_workers();
+    bench()
+}
+
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn bench() -> Result<()> {
     let args = Args::parse();
     let env = Env::discover(&args.work)?;
     eprintln!("generating {} lines", args.lines);

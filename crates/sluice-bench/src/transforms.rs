@@ -25,6 +25,7 @@ use sluice_schema::{
 };
 use sluice_transform::{
     config::JqConfig,
+    jq::{JqLimits, JqTransform},
     ops::{EditTransform, Hash},
     pointer::Pointer,
 };
@@ -79,6 +80,7 @@ pub async fn costs(env: &Env, input: &Path) -> Result<Vec<Cost>> {
         data_dir: &env.work,
     };
     let jq = jq.build(&context).map_err(anyhow::Error::msg)?;
+    let jq_in_process = JqTransform::in_process(JQ_PROGRAM, JqLimits::default()).map_err(anyhow::Error::msg)?;
     let registry_dir = env.work.join("registry");
     if registry_dir.exists() {
         std::fs::remove_dir_all(&registry_dir)?;
@@ -140,7 +142,18 @@ pub async fn costs(env: &Env, input: &Path) -> Result<Vec<Cost>> {
         measure("validate (full schema)", &validate, &raw).await?,
         measure("self_describing (registry, same schema)", &described, &wrapped).await?,
         measure("avro (decode by fingerprint, 5 scalar fields)", &decoder, &encoded).await?,
-        measure("jq (revenue in cents, drop a field)", jq.as_ref(), &valid).await?,
+        measure(
+            "jq (revenue in cents, drop a field; worker process)",
+            jq.as_ref(),
+            &valid,
+        )
+        .await?,
+        measure(
+            "jq (the same, in-process: no limits but output)",
+            &jq_in_process,
+            &valid,
+        )
+        .await?,
         measure("hash (HMAC-SHA256 of one field)", &hash, &valid).await?,
     ])
 }

@@ -4,17 +4,15 @@
 //! transform: each case's program and input become one transform whose
 //! program is `{"out": ([INPUT | (PROGRAM)] | tojson)}` over an empty
 //! object event, so any program and input fits an object event, and its
-//! `out` is compared with the expected outputs. Each case runs in a child
-//! process, so a case that crashes or exhausts the engine is counted, not
-//! fatal to the run.
+//! `out` is compared with the expected outputs. Every case runs in this one
+//! process, as transforms run in the engine: programs in jq worker
+//! processes, so a case that goes past a per-event limit is a `jq_limit`
+//! dead letter (counted as `limit`) and the run goes on; a case that
+//! crashed the runner would end the run.
 
 mod jq_test;
 
-use std::{
-    path::PathBuf,
-    process::{Command, ExitCode, Stdio},
-    time::{Duration, Instant},
-};
+use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -22,6 +20,7 @@ use serde_json::{Value, json};
 use sluice_core::{
     BatchInfo, Event,
     config::{TransformContext, TransformSpec},
+    reason,
 };
 use sluice_transform::config::JqConfig;
 
@@ -35,7 +34,7 @@ struct Args {
 #[derive(Subcommand)]
 enum Corpus {
     /// jq's test file through the `jq` transform; prints passed, failed, not
-    /// compiled, crashed, timed out and excluded (modules, `input`), and the
+    /// compiled, past a limit and excluded (modules, `input`), and the
     /// first failures.
     Jq {
         /// The test file (e.g. a copy of jq's tests/jq.test).
@@ -43,16 +42,14 @@ enum Corpus {
         /// Failures to print.
         #[arg(long, default_value_t = 20)]
         show: usize,
-        /// A case's time limit.
-        #[arg(long, default_value_t = 10)]
-        timeout_secs: u64,
-        /// Run only the case at this index and print its result (used by the runner).
-        #[arg(long, hide = true)]
+        /// Run only the case at this index (0-based) and print its result.
+        #[arg(long)]
         case: Option<usize>,
     },
 }
 
 fn main() -> ExitCode {
+    sluice_transform::jq::serve_or_enable_workers();
     match run(Args::parse()) {
         Ok(code) => code,
         Err(e) => {
@@ -63,29 +60,24 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<ExitCode> {
-    let Corpus::Jq {
-        path,
-        show,
-        timeout_secs,
-        case,
-    } = args.corpus;
+    let Corpus::Jq { path, show, case } = args.corpus;
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let cases = jq_test::parse(&text);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     if let Some(index) = case {
         let case = cases.get(index).context("no such case")?;
-        println!("{}", run_case(case));
+        println!("{}", runtime.block_on(run_case(case)));
         return Ok(ExitCode::SUCCESS);
     }
-    let me = std::env::current_exe()?;
     let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
     let mut failures = Vec::new();
-    for (index, case) in cases.iter().enumerate() {
+    for case in &cases {
         let outcome = if case.excluded() {
             json!({"status": "excluded"})
         } else {
-            in_child(&me, &path, index, Duration::from_secs(timeout_secs))?
+            runtime.block_on(run_case(case))
         };
-        let status = outcome["status"].as_str().unwrap_or("crashed").to_string();
+        let status = outcome["status"].as_str().unwrap_or_default().to_string();
         if status != "passed" && status != "excluded" {
             failures.push((case, outcome));
         }
@@ -106,7 +98,7 @@ fn run(args: Args) -> Result<ExitCode> {
         println!(
             "\nline {} [{}]: {}",
             case.line,
-            outcome["status"].as_str().unwrap_or("crashed"),
+            outcome["status"].as_str().unwrap_or_default(),
             case.program
         );
         if let Some(input) = &case.input {
@@ -129,40 +121,8 @@ fn shorten(text: &str) -> String {
     }
 }
 
-/// Runs case `index` in a child process; a signal or a non-zero exit is a
-/// crash, the time limit a time-out.
-fn in_child(me: &std::path::Path, path: &std::path::Path, index: usize, limit: Duration) -> Result<Value> {
-    let mut child = Command::new(me)
-        .arg("jq")
-        .arg(path)
-        .arg("--case")
-        .arg(index.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait()? {
-            let mut out = String::new();
-            if let Some(mut stdout) = child.stdout.take() {
-                std::io::Read::read_to_string(&mut stdout, &mut out)?;
-            }
-            return Ok(match serde_json::from_str::<Value>(out.trim()) {
-                Ok(result) if status.success() => result,
-                _ => json!({"status": "crashed", "detail": format!("the process ended: {status}")}),
-            });
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Ok(json!({"status": "timed_out", "detail": format!("no answer within {} s", limit.as_secs())}));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// One case through the `jq` transform, as `{"status", "detail"}`.
-fn run_case(case: &jq_test::Case) -> Value {
+async fn run_case(case: &jq_test::Case) -> Value {
     let program = match &case.input {
         Some(input) => format!("{{\"out\": ([{input} | ({})] | tojson)}}", case.program),
         None => case.program.clone(),
@@ -183,17 +143,18 @@ fn run_case(case: &jq_test::Case) -> Value {
     if case.must_fail {
         return json!({"status": "failed", "detail": "compiled, but jq refuses it"});
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread().build() {
-        Ok(rt) => rt,
-        Err(e) => return json!({"status": "crashed", "detail": e.to_string()}),
-    };
     let event = Event::from_line(0, bytes::Bytes::from_static(b"{}"));
-    let output = match runtime.block_on(transform.process(BatchInfo::first("conformance"), vec![event])) {
+    let output = match transform.process(BatchInfo::first("conformance"), vec![event]).await {
         Ok(output) => output,
         Err(e) => return json!({"status": "failed", "detail": e.message}),
     };
     if let Some(rejected) = output.rejected.first() {
-        return json!({"status": "failed", "detail": format!("{}: {}", rejected.reason, rejected.detail)});
+        let status = if rejected.reason.starts_with(reason::JQ_LIMIT) {
+            "limit"
+        } else {
+            "failed"
+        };
+        return json!({"status": status, "detail": format!("{}: {}", rejected.reason, rejected.detail)});
     }
     let got = output
         .events
@@ -237,27 +198,27 @@ mod tests {
         }
     }
 
-    #[test]
-    fn cases_are_judged_by_what_the_transform_gives() {
-        let status = |c: &jq_test::Case| run_case(c)["status"].as_str().unwrap().to_string();
+    #[tokio::test]
+    async fn cases_are_judged_by_what_the_transform_gives() {
+        let status = async |c: &jq_test::Case| run_case(c).await["status"].as_str().unwrap().to_string();
         assert_eq!(
-            status(&case(".a, .b", Some(r#"{"a": 1, "b": [2.0]}"#), &["1", "[2]"], false)),
+            status(&case(".a, .b", Some(r#"{"a": 1, "b": [2.0]}"#), &["1", "[2]"], false)).await,
             "passed"
         );
-        assert_eq!(status(&case(".a", Some(r#"{"a": 1}"#), &["2"], false)), "failed");
+        assert_eq!(status(&case(".a", Some(r#"{"a": 1}"#), &["2"], false)).await, "failed");
         assert_eq!(
-            status(&case(".a", Some(r#"{"a": 1}"#), &["1", "1"], false)),
+            status(&case(".a", Some(r#"{"a": 1}"#), &["1", "1"], false)).await,
             "failed",
             "one output, not two"
         );
-        assert_eq!(status(&case("error(\"x\")", Some("null"), &[], false)), "failed");
-        assert_eq!(status(&case(".a |", Some("null"), &[], false)), "not_compiled");
+        assert_eq!(status(&case("error(\"x\")", Some("null"), &[], false)).await, "failed");
+        assert_eq!(status(&case(".a |", Some("null"), &[], false)).await, "not_compiled");
         assert_eq!(
-            status(&case(".a |", None, &[], true)),
+            status(&case(".a |", None, &[], true)).await,
             "passed",
             "must not compile, and does not"
         );
-        assert_eq!(status(&case(".a", None, &[], true)), "failed");
+        assert_eq!(status(&case(".a", None, &[], true)).await, "failed");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use sluice_core::{
 };
 
 use crate::{
-    jq::JqTransform,
+    jq::{JqLimits, JqTransform},
     lookup::{Format, LookupSpec, LookupTransform, OnMissing, Source},
     ops::{Cast, CastType, DropFields, EditTransform, Filter, Hash, Rename, Set, SetValue, Test},
     pointer::Pointer,
@@ -28,6 +28,10 @@ pub struct JqConfig {
     pub program: Option<String>,
     /// A file holding the program instead (relative to the pipeline file).
     pub program_file: Option<String>,
+    /// What one event may cost the program; going past a limit sends the
+    /// event to the dead-letter store as `jq_limit:<limit>`.
+    #[serde(default)]
+    pub limits: JqLimits,
 }
 
 /// `type = "rename"`: `fields = { "/from" = "/to" }`.
@@ -193,8 +197,9 @@ impl TransformSpec for JqConfig {
         } else {
             "program_file"
         };
+        self.limits.check()?;
         Ok(Arc::new(
-            JqTransform::compile(&text).map_err(|e| format!("{key}: {e}"))?,
+            JqTransform::new(&text, self.limits).map_err(|e| format!("{key}: {e}"))?,
         ))
     }
 }

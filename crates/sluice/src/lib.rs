@@ -77,6 +77,7 @@ impl Sluice {
     /// Parses the command line and runs the command; the exit code is 2 for
     /// configuration errors, 1 for other failures.
     pub fn run(self) -> ExitCode {
+        sluice_transform::jq::serve_or_enable_workers();
         if let Some(taken) = self
             .extensions
             .transform_types()

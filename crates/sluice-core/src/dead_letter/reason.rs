@@ -98,6 +98,11 @@ reasons! {
     /// The jq program emitted a value that is not a JSON object (or not
     /// JSON at all, like `nan`).
     JQ_OUTPUT = "jq_output", form "jq_output", by "jq";
+    /// The jq program went past one of its per-event limits (`limits` of
+    /// the transform): `time`, `memory`, `output` or `depth` (its
+    /// recursion outgrew the stack); `crash` when its worker process ended
+    /// on this event twice without naming a limit. The engine goes on.
+    JQ_LIMIT = "jq_limit", form "jq_limit:<limit>", by "jq";
     /// `set`, `rename` or a lookup could not write the field: a value on
     /// the way is not an object.
     FIELD_CONFLICT = "field_conflict", form "field_conflict:<pointer>", by "set, rename, lookup";

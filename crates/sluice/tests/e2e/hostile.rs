@@ -4,7 +4,7 @@
 //! letter with its reason, the valid events land, and the collector keeps
 //! answering.
 
-use std::{collections::BTreeMap, process::Command};
+use std::collections::BTreeMap;
 
 use serde_json::Value;
 
@@ -50,14 +50,7 @@ async fn hostile_lines_are_dead_lettered_and_the_rest_lands() {
     let mut expected = support::event_ids(&lines);
     expected.insert("00000000-0000-4000-8000-000000000000".into());
     assert_eq!(contents.ids, expected, "the valid events, the 3 MiB one included, land");
-    let dlq: Value = serde_json::from_str(&support::run_ok(
-        Command::new(support::SLUICE)
-            .args(["dlq", "list"])
-            .arg(dir.join("pipeline.toml"))
-            .arg("--json"),
-    ))
-    .unwrap();
-    let by_reason: BTreeMap<String, u64> = serde_json::from_value(dlq["by_reason"].clone()).unwrap();
+    let by_reason = support::dead_letters_by_reason(&dir.join("pipeline.toml"));
     assert_eq!(
         by_reason,
         BTreeMap::from([("invalid_json".to_string(), 4)]),

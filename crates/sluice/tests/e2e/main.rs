@@ -15,6 +15,7 @@ mod faults;
 mod generator;
 mod hostile;
 mod jetstream;
+mod jq_limits;
 mod kafka;
 mod kafka_replay;
 mod lookup;

@@ -292,6 +292,15 @@ pub fn start_http_pipeline(dir: &Path, delivery: &str, http_keys: &str) -> (Runn
     (sluice, http, api)
 }
 
+/// `sluice dlq list PIPELINE --json`'s count of dead letters per reason.
+pub fn dead_letters_by_reason(pipeline: &Path) -> BTreeMap<String, u64> {
+    let dlq: serde_json::Value = serde_json::from_str(&run_ok(
+        Command::new(SLUICE).args(["dlq", "list"]).arg(pipeline).arg("--json"),
+    ))
+    .unwrap();
+    serde_json::from_value(dlq["by_reason"].clone()).unwrap()
+}
+
 /// The `event_id` of each of `lines` (JSON objects that have one).
 pub fn event_ids<L: AsRef<str>>(lines: impl IntoIterator<Item = L>) -> HashSet<String> {
     lines

@@ -1,0 +1,167 @@
+use bytes::Bytes;
+use sluice_core::{BatchInfo, Event, Transform};
+
+use super::*;
+
+fn run(program: &str, input: &str) -> Result<Vec<String>, (String, String)> {
+    let program = Program::compile(program).unwrap();
+    program.run(input.as_bytes(), &JqLimits::default()).map(|outs| {
+        outs.into_iter()
+            .map(|b| String::from_utf8(b.to_vec()).unwrap())
+            .collect()
+    })
+}
+
+/// jaq recurses over a value's depth to print, compare and drop it: on
+/// a worker thread's stack this nesting aborts the process.
+#[tokio::test]
+async fn deeply_nested_values_do_not_take_the_engine_down() {
+    let program = "reduce range(30000) as $i (null; {inner: ., i: $i}) | {text: (tojson | length), same: (. == .)}";
+    let transform = JqTransform::new(program, JqLimits::default()).unwrap();
+    let event = Event::from_line(0, Bytes::from_static(b"{}"));
+    let output = transform.process(BatchInfo::first("deep"), vec![event]).await.unwrap();
+    assert!(output.rejected.is_empty(), "{:?}", output.rejected);
+    let out: serde_json::Value = serde_json::from_slice(&output.events[0].payload).unwrap();
+    assert_eq!(out["same"], true);
+    assert!(
+        out["text"].as_u64().unwrap() > 30_000 * 10,
+        "every level printed: {}",
+        out["text"]
+    );
+}
+
+/// Parsing and running recurse once per `elif`: a long chain compiles
+/// and runs on the jq threads' stack instead of overflowing the caller's.
+#[tokio::test]
+async fn a_long_elif_chain_compiles_and_runs() {
+    let branches: String = (1..5000).map(|i| format!(" elif .n == {i} then {{k: {i}}}")).collect();
+    let program = format!("if .n == 0 then {{k: 0}}{branches} else {{k: -1}} end");
+    let transform = JqTransform::new(&program, JqLimits::default()).unwrap();
+    let event = Event::from_line(0, Bytes::from_static(br#"{"n": 4321}"#));
+    let output = transform.process(BatchInfo::first("elif"), vec![event]).await.unwrap();
+    assert_eq!(output.events[0].payload, Bytes::from_static(br#"{"k":4321}"#));
+}
+
+#[test]
+fn the_definitions_jaq_lacks_answer_as_jq_does() {
+    let one = |program: &str, input: &str| run(&format!("{{out: ({program})}}"), input).unwrap().join("");
+    assert_eq!(
+        one("[1, \"a\\\"b\", null, true] | @csv", "{}"),
+        r#"{"out":"1,\"a\"\"b\",,true"}"#
+    );
+    assert_eq!(one("[\"a\\tb\", 2, null] | @tsv", "{}"), r#"{"out":"a\\tb\t2\t"}"#);
+    assert_eq!(one(".n | IN(2, 3)", r#"{"n": 3}"#), r#"{"out":true}"#);
+    assert_eq!(one(".n | IN(2, 3)", r#"{"n": 4}"#), r#"{"out":false}"#);
+    assert_eq!(
+        one(
+            ".rows | INDEX(.id)",
+            r#"{"rows": [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}]}"#
+        ),
+        r#"{"out":{"1":{"id":1,"v":"a"},"2":{"id":2,"v":"b"}}}"#
+    );
+    assert_eq!(one(".s | trimstr(\"-\")", r#"{"s": "-x-"}"#), r#"{"out":"x"}"#);
+    assert!(run("{out: ({} | @csv)}", "{}").is_err(), "only an array is a CSV row");
+    assert_eq!(
+        one(".xs | join(\"-\")", r#"{"xs": ["a", null, 2, false]}"#),
+        r#"{"out":"a--2-false"}"#
+    );
+    assert_eq!(
+        one("[.xs[] | ltrimstr(\"ab\")]", r#"{"xs": ["abc", "xab", 7]}"#),
+        r#"{"out":["c","xab",7]}"#
+    );
+    assert_eq!(
+        one("[.xs[] | rtrimstr(\"bc\")]", r#"{"xs": ["abc", "bcx", null]}"#),
+        r#"{"out":["a","bcx",null]}"#
+    );
+    assert_eq!(
+        one(
+            ".es | from_entries",
+            r#"{"es": [{"k": "a", "v": 1}, {"name": "b", "value": 2}, {"key": 3, "value": 4}]}"#
+        ),
+        r#"{"out":{"a":1,"b":2,"3":4}}"#
+    );
+}
+
+#[test]
+fn a_program_rewrites_drops_or_fans_out() {
+    let cents = ".props.revenue_cents = ((.props.revenue // 0) * 100 | round) | del(.page.referrer)";
+    assert_eq!(
+        run(
+            cents,
+            r#"{"props":{"revenue":12.34},"page":{"url":"u","referrer":"r"}}"#
+        )
+        .unwrap(),
+        vec![r#"{"props":{"revenue":12.34,"revenue_cents":1234},"page":{"url":"u"}}"#]
+    );
+    assert_eq!(run("select(.n > 1)", r#"{"n":1}"#).unwrap(), Vec::<String>::new());
+    assert_eq!(
+        run(".items[] | {sku}", r#"{"items":[{"sku":"a"},{"sku":"b"}]}"#).unwrap(),
+        vec![r#"{"sku":"a"}"#, r#"{"sku":"b"}"#]
+    );
+}
+
+#[test]
+fn errors_and_non_objects_are_refused_with_a_reason() {
+    let (reason, detail) = run(r#"error("no thanks")"#, "{}").unwrap_err();
+    assert_eq!(reason, "jq_error");
+    assert!(detail.contains("no thanks"), "{detail}");
+    assert_eq!(run(".n + 1", r#"{"n":1}"#).unwrap_err().0, "jq_output");
+    assert_eq!(run("{x: nan}", "{}").unwrap_err().0, "jq_output");
+    assert_eq!(run(".", "{").unwrap_err().0, "invalid_json");
+    assert_eq!(
+        run(".", r#"{"s":"quote \" tab \t nul \u0000 é"}"#).unwrap(),
+        vec![r#"{"s":"quote \" tab \t nul \u0000 é"}"#]
+    );
+}
+
+#[test]
+fn syntax_errors_name_line_and_column() {
+    let err = JqTransform::new(".a |\n  .b | (", JqLimits::default()).err().unwrap();
+    assert!(
+        err.starts_with("line 2, column 9: expected closing parenthesis"),
+        "{err}"
+    );
+    let err = JqTransform::new(".a | nosuchfn(1)", JqLimits::default()).err().unwrap();
+    assert!(
+        err.contains("line 1, column 6: undefined") && err.contains("nosuchfn"),
+        "{err}"
+    );
+}
+
+#[test]
+fn outputs_past_the_output_limit_are_refused_by_name() {
+    let limits = JqLimits {
+        output_mib: 1,
+        ..JqLimits::default()
+    };
+    let program = Program::compile(".n as $n | {xs: [range($n)]}").unwrap();
+    assert!(program.run(br#"{"n": 1000}"#, &limits).is_ok());
+    let (reason, detail) = program.run(br#"{"n": 300000}"#, &limits).unwrap_err();
+    assert_eq!(reason, "jq_limit:output");
+    assert_eq!(
+        detail,
+        "the program emitted more than 1 MiB of JSON (limits.output_mib)"
+    );
+    let fan_out = Program::compile("range(200000) | {i: .}").unwrap();
+    assert_eq!(
+        fan_out.run(b"{}", &limits).unwrap_err().0,
+        "jq_limit:output",
+        "the outputs of one event add up"
+    );
+}
+
+#[test]
+fn limits_out_of_range_name_the_key_and_the_range() {
+    let limits = |text: &str| {
+        toml::from_str::<JqLimits>(text)
+            .map_err(|e| e.to_string())
+            .and_then(|l| l.check().map(|()| l))
+    };
+    assert_eq!(limits("").unwrap(), JqLimits::default());
+    assert_eq!(limits("time_ms = 50").unwrap().time_ms, 50);
+    assert_eq!(
+        limits("memory_mib = 8").unwrap_err(),
+        "limits.memory_mib: 8 is out of range; allowed: 16 to 65536"
+    );
+    assert!(limits("seconds = 1").unwrap_err().contains("unknown field `seconds`"));
+}

@@ -1,7 +1,8 @@
 //! Lake ingest and compaction, each beside the DuckDB reference on the same
 //! input: the generator's NDJSON through `sluice run --until-idle` (file
-//! source -> validate -> lake, one worker thread) against
-//! `ingest_duckdb.py --threads 1`; then `sluice compact --all` on the
+//! source -> validate -> lake) against `ingest_duckdb.py`, as two pairs:
+//! one worker thread each, and the whole machine each (Sluice's default
+//! runtime, DuckDB's default threads); then `sluice compact --all` on the
 //! resulting table against DuckDB rewriting the same Parquet files. The same
 //! input as objects in a folder (`objects` source) shows what finding,
 //! claiming and reading objects costs over reading one file.
@@ -27,8 +28,23 @@ pub struct Side {
     pub rows_in: u64,
     pub rows_out: u64,
     pub rows_per_s: f64,
+    /// Rows per second of CPU the process used (user + system).
+    pub rows_per_cpu_s: f64,
     #[serde(flatten)]
     pub measured: Measured,
+}
+
+impl Side {
+    pub fn new(engine: String, rows_in: u64, rows_out: u64, measured: Measured) -> Side {
+        Side {
+            engine,
+            rows_in,
+            rows_out,
+            rows_per_s: rows_in as f64 / measured.seconds,
+            rows_per_cpu_s: rows_in as f64 / measured.cpu_seconds.max(1e-9),
+            measured,
+        }
+    }
 }
 
 /// Sluice beside DuckDB: the round whose ratio is the median of the
@@ -41,6 +57,8 @@ pub struct Comparison {
     pub duckdb: Side,
     /// Sluice's rows/s over DuckDB's, in the median round.
     pub ratio: f64,
+    /// Sluice's rows per CPU-second over DuckDB's, in the median round.
+    pub cpu_ratio: f64,
     /// Every round's ratio, in the order run.
     pub round_ratios: Vec<f64>,
 }
@@ -57,6 +75,7 @@ impl Comparison {
         let (sluice, duckdb) = rounds.into_iter().nth(middle).expect("at least one round");
         Comparison {
             ratio: round_ratios[middle],
+            cpu_ratio: sluice.rows_per_cpu_s / duckdb.rows_per_cpu_s,
             sluice,
             duckdb,
             round_ratios,
@@ -126,47 +145,64 @@ fn python_json(env: &Env, dir: &Path, script: &Path, args: &[&Path], extra: &[&s
 }
 
 fn duckdb_side(value: &Value, measured: Measured) -> Side {
-    Side {
-        engine: value["engine"].as_str().unwrap_or("duckdb").to_string(),
-        rows_in: value["rows_in"].as_u64().unwrap_or(0),
-        rows_out: value["rows_out"].as_u64().unwrap_or(0),
-        // Process wall time, as for Sluice (DuckDB's own timer leaves out
-        // the interpreter's start).
-        rows_per_s: value["rows_in"].as_f64().unwrap_or(0.0) / measured.seconds,
+    // Process wall and CPU time, as for Sluice (DuckDB's own timer leaves
+    // out the interpreter's start).
+    Side::new(
+        format!(
+            "{} ({} thread(s))",
+            value["engine"].as_str().unwrap_or("duckdb"),
+            value["threads"].as_u64().unwrap_or(0)
+        ),
+        value["rows_in"].as_u64().unwrap_or(0),
+        value["rows_out"].as_u64().unwrap_or(0),
         measured,
-    }
+    )
 }
 
 pub struct IngestRun {
-    pub comparison: Comparison,
+    /// One worker thread each.
+    pub one_thread: Comparison,
+    /// The whole machine each.
+    pub all_cores: Comparison,
     /// The table Sluice wrote, for the compaction comparison.
     pub table: PathBuf,
 }
 
-/// `rounds` rounds (at least one) of Sluice, then DuckDB, on `events`.
+/// `rounds` rounds (at least one), each Sluice then DuckDB on `events`
+/// with one thread each, then both again on the whole machine.
 pub async fn lake_ingest(env: &Env, events: &Path, lines: u64, rounds: usize) -> Result<IngestRun> {
     let dir = env.work.join("ingest");
     let source = "[sources.input]\ntype = \"file\"\npath = \"incoming/*.ndjson\"\nsettle_secs = 0";
     let duck_dir = env.work.join("duckdb-ingest");
-    let mut sides = Vec::new();
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let (mut one_thread, mut all_cores) = (Vec::new(), Vec::new());
     for round in 1..=rounds.max(1) {
-        eprintln!("  round {round}: sluice, then duckdb");
-        fresh_dir(&dir)?;
-        std::fs::create_dir_all(dir.join("incoming"))?;
-        std::fs::copy(events, dir.join("incoming/events.ndjson"))?;
-        let sluice = one_thread_ingest(env, &dir, source, lines, "sluice (1 worker thread)".into()).await?;
-        fresh_dir(&duck_dir)?;
-        let (value, measured) = python_json(
-            env,
-            &duck_dir,
-            &env.scripts.join("ingest_duckdb.py"),
-            &[events, &duck_dir.join("out")],
-            &["--threads", "1"],
-        )?;
-        sides.push((sluice, duckdb_side(&value, measured)));
+        for threads in [1, cores] {
+            eprintln!("  round {round}, {threads} thread(s): sluice, then duckdb");
+            fresh_dir(&dir)?;
+            std::fs::create_dir_all(dir.join("incoming"))?;
+            std::fs::copy(events, dir.join("incoming/events.ndjson"))?;
+            let engine = format!("sluice ({threads} worker thread(s))");
+            let sluice = ingest_run(env, &dir, source, lines, engine, threads).await?;
+            fresh_dir(&duck_dir)?;
+            let (value, measured) = python_json(
+                env,
+                &duck_dir,
+                &env.scripts.join("ingest_duckdb.py"),
+                &[events, &duck_dir.join("out")],
+                &["--threads", &threads.to_string()],
+            )?;
+            let pair = (sluice, duckdb_side(&value, measured));
+            if threads == 1 {
+                one_thread.push(pair)
+            } else {
+                all_cores.push(pair)
+            }
+        }
     }
     Ok(IngestRun {
-        comparison: Comparison::median(sides),
+        one_thread: Comparison::median(one_thread),
+        all_cores: Comparison::median(all_cores),
         table: dir.join("lake"),
     })
 }
@@ -183,33 +219,35 @@ pub async fn objects_ingest(env: &Env, events: &Path, lines: u64, objects: usize
         .collect();
     split_events(events, lines, &names)?;
     let source = "[sources.input]\ntype = \"objects\"\nuri = \"landing\"\nsettle_secs = 0";
-    one_thread_ingest(
+    ingest_run(
         env,
         &dir,
         source,
         lines,
         format!("sluice, {objects} objects (1 worker thread)"),
+        1,
     )
     .await
 }
 
-/// Runs the bench pipeline with `source` in `dir` (`sluice --threads 1 run
-/// --until-idle`) and measures it against the rows its table holds.
-async fn one_thread_ingest(env: &Env, dir: &Path, source: &str, lines: u64, engine: String) -> Result<Side> {
+/// Runs the bench pipeline with `source` in `dir` (`sluice --threads
+/// THREADS run --until-idle`) and measures it against the rows its table
+/// holds.
+async fn ingest_run(env: &Env, dir: &Path, source: &str, lines: u64, engine: String, threads: usize) -> Result<Side> {
     std::fs::write(dir.join("pipeline.toml"), pipeline(source, ""))?;
     let measured = run(Command::new(&env.sluice)
-        .args(["--threads", "1", "run", "pipeline.toml", "--until-idle"])
+        .args([
+            "--threads",
+            &threads.to_string(),
+            "run",
+            "pipeline.toml",
+            "--until-idle",
+        ])
         .current_dir(dir)
         .stdout(Stdio::null())
         .stderr(log_file(dir, "sluice.log")?))?;
     let summary = sluice_lake::summarize(&local_table(&dir.join("lake"))).await?;
-    Ok(Side {
-        engine,
-        rows_in: lines,
-        rows_out: summary.rows,
-        rows_per_s: lines as f64 / measured.seconds,
-        measured,
-    })
+    Ok(Side::new(engine, lines, summary.rows, measured))
 }
 
 /// Writes `events` (`lines` lines) into `files` as contiguous shares; a
@@ -276,13 +314,12 @@ pub async fn compaction(env: &Env, table: &Path) -> Result<Comparison> {
             .as_array()
             .map_or(0, |ps| ps.iter().map(|p| p[key].as_u64().unwrap_or(0)).sum())
     };
-    let sluice = Side {
-        engine: format!("sluice compact ({} -> {} files)", sum("files_in"), sum("files_out")),
-        rows_in: sum("rows_in"),
-        rows_out: sum("rows_out"),
-        rows_per_s: sum("rows_in") as f64 / measured.seconds,
+    let sluice = Side::new(
+        format!("sluice compact ({} -> {} files)", sum("files_in"), sum("files_out")),
+        sum("rows_in"),
+        sum("rows_out"),
         measured,
-    };
+    );
     Ok(Comparison::median(vec![(sluice, duckdb)]))
 }
 
@@ -291,17 +328,12 @@ mod tests {
     use super::*;
 
     fn side(engine: &str, rows_per_s: f64) -> Side {
-        Side {
-            engine: engine.into(),
-            rows_in: 100,
-            rows_out: 100,
-            rows_per_s,
-            measured: Measured {
-                seconds: 100.0 / rows_per_s,
-                cpu_seconds: 0.0,
-                peak_rss_mib: 0.0,
-            },
-        }
+        let measured = Measured {
+            seconds: 100.0 / rows_per_s,
+            cpu_seconds: 200.0 / rows_per_s,
+            peak_rss_mib: 0.0,
+        };
+        Side::new(engine.into(), 100, 100, measured)
     }
 
     #[test]
@@ -314,6 +346,7 @@ mod tests {
         let c = Comparison::median(rounds);
         assert_eq!(c.round_ratios, vec![1.0, 1.5, 1.2]);
         assert_eq!(c.ratio, 1.2);
+        assert!((c.cpu_ratio - 1.2).abs() < 1e-9, "{}", c.cpu_ratio);
         assert_eq!((c.sluice.engine.as_str(), c.duckdb.engine.as_str()), ("s3", "d3"));
     }
 

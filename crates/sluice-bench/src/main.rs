@@ -141,7 +141,10 @@ impl Env {
 #[derive(Serialize)]
 struct Results {
     lines: u64,
+    /// One worker thread each.
     lake_ingest: ingest::Comparison,
+    /// The whole machine each.
+    lake_ingest_all_cores: ingest::Comparison,
     objects_ingest: Option<ingest::Side>,
     compaction: ingest::Comparison,
     postgres: Option<pg::PgComparison>,
@@ -241,15 +244,17 @@ fn print_comparison(title: &str, c: &ingest::Comparison) {
     } else {
         println!("  ratio sluice / duckdb: {:.2}x", c.ratio);
     }
+    println!("  ratio per CPU-second: {:.2}x", c.cpu_ratio);
 }
 
 fn print_side(side: &ingest::Side) {
     println!(
-        "  {:<40} {:>9.0} rows/s  {:>7.2} s  cpu {:>6.2} s  peak RSS {:>6.0} MiB  ({} rows in, {} out)",
+        "  {:<40} {:>9.0} rows/s  {:>7.2} s  cpu {:>6.2} s ({:>7.0} rows/cpu-s)  peak RSS {:>6.0} MiB  ({} rows in, {} out)",
         side.engine,
         side.rows_per_s,
         side.measured.seconds,
         side.measured.cpu_seconds,
+        side.rows_per_cpu_s,
         side.measured.peak_rss_mib,
         side.rows_in,
         side.rows_out
@@ -326,7 +331,8 @@ async fn bench() -> Result<()> {
     };
     let results = Results {
         lines: args.lines,
-        lake_ingest: ingest.comparison,
+        lake_ingest: ingest.one_thread,
+        lake_ingest_all_cores: ingest.all_cores,
         objects_ingest,
         compaction,
         postgres,
@@ -339,6 +345,10 @@ async fn bench() -> Result<()> {
     print_comparison(
         &format!("lake ingest, {} generator lines, one thread each", args.lines),
         &results.lake_ingest,
+    );
+    print_comparison(
+        &format!("lake ingest, {} generator lines, the whole machine each", args.lines),
+        &results.lake_ingest_all_cores,
     );
     if let Some(side) = &results.objects_ingest {
         println!("\nlake ingest of the same lines as objects in a folder (every other one gzip)");

@@ -4,13 +4,15 @@
 //! limit.
 //!
 //! When a worker stops answering (the time limit: it is killed) or ends (a
-//! limit it hit, or a crash), the event it was on gets `jq_limit:<limit>`,
-//! named from what the worker printed on stderr, and the batch goes on in
-//! a new worker from the next event. A worker that ended without naming a
-//! limit may have been killed from outside: its event is tried once more
-//! in a new worker, and dead-lettered (`jq_limit:crash`) only if that one
-//! ends too. Invariant: every event of a batch gets exactly one answer, in
-//! order, or the batch fails as retriable (a worker could not start).
+//! limit it hit, or a crash), the batch goes on in a new worker one event
+//! at a time from the first unanswered event, until one stops a worker
+//! alone: it gets `jq_limit:<limit>`, named from what the worker printed on
+//! stderr, and the batch streams again from the next event. A worker that
+//! ended without naming a limit may have been killed from outside: its
+//! event is tried once more in a new worker, and dead-lettered
+//! (`jq_limit:crash`) only if that one ends too. Invariant: every event of
+//! a batch gets exactly one answer, in order, or the batch fails as
+//! retriable (a worker could not start).
 
 use std::{
     io,
@@ -92,8 +94,15 @@ impl Pool {
     }
 
     /// Each event's answer, in order.
+    ///
+    /// A batch is streamed whole, and a worker flushes its answers only
+    /// when it has read all it was sent, so when it stops, which of the
+    /// unanswered events stopped it is not known: the batch then goes on
+    /// one event at a time until an event is blamed, and streams again
+    /// after it.
     pub async fn run(&self, events: &[Event]) -> Result<Vec<Answer>, StageError> {
         let mut answers = Vec::with_capacity(events.len());
+        let mut one_at_a_time = false;
         let mut ended_once_at = None;
         while answers.len() < events.len() {
             let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
@@ -106,18 +115,28 @@ impl Pool {
                     StageError::retriable(format!("cannot start a jq worker: {why}"))
                 })?,
             };
+            let from = answers.len();
+            let to = if one_at_a_time { from + 1 } else { events.len() };
+            let Err(stop) = worker.run(&events[from..to], &mut answers, self.limits.time()).await else {
+                self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(worker);
+                continue;
+            };
+            let limit = worker.end(stop).await;
             let at = answers.len();
-            match worker.run(&events[at..], &mut answers, self.limits.time()).await {
-                Ok(()) => self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(worker),
-                Err(stop) => match worker.end(stop).await {
-                    Some(limit) => answers.push(Err(self.limits.refusal(limit))),
-                    None if ended_once_at == Some(at) => answers.push(Err(self.limits.refusal(Limit::Crash))),
-                    None => {
-                        tracing::warn!("a jq worker ended without naming a limit; its event is tried once more");
-                        ended_once_at = Some(at);
-                    }
-                },
+            if !one_at_a_time {
+                one_at_a_time = true;
+                continue;
             }
+            match limit {
+                Some(limit) => answers.push(Err(self.limits.refusal(limit))),
+                None if ended_once_at == Some(at) => answers.push(Err(self.limits.refusal(Limit::Crash))),
+                None => {
+                    tracing::warn!("a jq worker ended without naming a limit; its event is tried once more");
+                    ended_once_at = Some(at);
+                    continue;
+                }
+            }
+            one_at_a_time = false;
         }
         Ok(answers)
     }

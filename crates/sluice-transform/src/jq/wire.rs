@@ -4,7 +4,8 @@
 //! * engine -> worker: a [`Header`] (JSON), then one frame per event; the
 //!   engine closing stdin ends the worker.
 //! * worker -> engine: one answer for the header (compiled, or refused with
-//!   why), then one answer per event, flushed as soon as it is known: a tag
+//!   why), then one answer per event, flushed when the worker has answered
+//!   all it has read (at once for an event sent alone): a tag
 //!   byte ([`OUTPUTS`] or [`REFUSED`]), a `u32` count, and that many
 //!   frames (the outputs' JSON, or the reason and the detail).
 

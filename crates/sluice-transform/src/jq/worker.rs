@@ -18,6 +18,7 @@ use std::{
     panic::AssertUnwindSafe,
     path::{Path, PathBuf},
     sync::OnceLock,
+    time::{Duration, Instant},
 };
 
 use sluice_core::reason;
@@ -34,6 +35,9 @@ pub const WORKER_ENV: &str = "SLUICE_JQ_WORKER";
 /// Memory a worker may use beyond its program's limit and stack: the
 /// binary's own data and the allocator's arenas.
 const BASE_BYTES: u64 = 64 << 20;
+
+/// The longest a worker holds answers before sending them.
+const FLUSH_EVERY: Duration = Duration::from_millis(50);
 
 static WORKER_EXE: OnceLock<PathBuf> = OnceLock::new();
 
@@ -65,7 +69,7 @@ pub fn worker_exe() -> Option<&'static Path> {
 /// 0, or 2 when the engine spoke no protocol.
 fn serve() -> i32 {
     detach_from_engine_signals();
-    let mut input = BufReader::new(io::stdin());
+    let mut input = BufReader::with_capacity(256 << 10, io::stdin());
     let header: Header = match wire::read_frame(&mut input) {
         Ok(Some(frame)) => match serde_json::from_slice(&frame) {
             Ok(header) => header,
@@ -95,12 +99,19 @@ fn serve_events(mut input: BufReader<io::Stdin>, header: Header) -> io::Result<(
     wire::write_answer(&mut output, &compiled)?;
     output.flush()?;
     let Ok(program) = program else { return Ok(()) };
+    let cadence = (header.limits.time() / 4).min(FLUSH_EVERY);
+    let mut flushed = Instant::now();
     while let Some(event) = wire::read_frame(&mut input)? {
         let answer = std::panic::catch_unwind(AssertUnwindSafe(|| program.run(&event, &header.limits)))
             .unwrap_or_else(|_| Err((reason::JQ_ERROR.to_string(), "the program panicked".to_string())));
         wire::write_answer(&mut output, &answer)?;
-        // Each answer at once: the engine times every event from the last answer.
-        output.flush()?;
+        // Answers go out when all that was read is answered (at once for
+        // an event sent alone), and at least every `cadence`, so events
+        // that take their time do not hold earlier answers past the limit.
+        if input.buffer().is_empty() || flushed.elapsed() >= cadence {
+            output.flush()?;
+            flushed = Instant::now();
+        }
     }
     Ok(())
 }

@@ -20,6 +20,7 @@
 //! no reader sees rows of columns the table does not have. Files written
 //! before lack the new columns, which Delta readers read as null.
 
+mod committed;
 mod replace;
 pub mod routed;
 mod seen;
@@ -89,6 +90,8 @@ pub struct LakeSink {
     closed_files: Vec<Add>,
     /// The table's full schema once widened, until a commit records it.
     pending_schema: Option<Arc<Schema>>,
+    /// Batch keys the table has committed, read as commits come.
+    committed: committed::CommittedKeys,
 }
 
 impl LakeSink {
@@ -151,6 +154,7 @@ impl LakeSink {
             duplicates_dropped: 0,
             closed_files: Vec::new(),
             pending_schema: None,
+            committed: Default::default(),
         })
     }
 
@@ -209,19 +213,14 @@ impl LakeSink {
 
     /// Whether the Delta log already records batch `key`.
     async fn committed(&mut self, key: &str) -> Result<bool, StageError> {
-        self.table
-            .update_incremental(None)
+        match self
+            .committed
+            .contains(&mut self.table, &format!("{TXN_PREFIX}{key}"))
             .await
-            .map_err(|e| self.retriable("refreshing table", e))?;
-        let snapshot = self
-            .table
-            .snapshot()
-            .map_err(|e| self.retriable("reading snapshot", e))?;
-        let version = snapshot
-            .transaction_version(self.table.log_store().as_ref(), format!("{TXN_PREFIX}{key}"))
-            .await
-            .map_err(|e| self.retriable("reading txn", e))?;
-        Ok(version.is_some())
+        {
+            Ok(committed) => Ok(committed),
+            Err(e) => Err(self.retriable("reading committed batch keys", e)),
+        }
     }
 
     /// A slot's partition columns and values, as the Delta log names them.

@@ -119,6 +119,75 @@ async fn commits_partitioned_rows_and_skips_committed_batches() {
     assert_eq!(summarize(&url).await.unwrap().rows, 3);
 }
 
+/// Two writers on one table (two replicas): a batch the other committed
+/// after this sink first asked is seen from the commits that came since,
+/// and one committed before it asked from the table it kept.
+#[tokio::test]
+async fn batches_another_writer_commits_are_recognised_as_they_come() {
+    let dir = sluice_testkit::tempdir().unwrap();
+    let (mut first, url) = open(&dir).await;
+    let (mut second, _) = open(&dir).await;
+    let rows = |id: &str| vec![event(0, id, "2026-11-01T00:10:00Z", "1")];
+    second.accept("before", false, rows("a")).await.unwrap();
+    second.flush().await.unwrap();
+    assert!(matches!(
+        first.accept("before", true, rows("a")).await.unwrap(),
+        Accepted::AlreadyCommitted
+    ));
+    assert!(matches!(
+        first.accept("mine", true, rows("b")).await.unwrap(),
+        Accepted::Buffered { .. }
+    ));
+    for key in ["later-1", "later-2"] {
+        second.accept(key, false, rows(key)).await.unwrap();
+        second.flush().await.unwrap();
+    }
+    first.flush().await.unwrap();
+    for key in ["later-1", "later-2", "mine", "before"] {
+        assert!(
+            matches!(
+                first.accept(key, true, rows(key)).await.unwrap(),
+                Accepted::AlreadyCommitted
+            ),
+            "{key}"
+        );
+    }
+    assert!(matches!(
+        first.accept("never", true, rows("c")).await.unwrap(),
+        Accepted::Buffered { .. }
+    ));
+    first.flush().await.unwrap();
+    assert_eq!(summarize(&url).await.unwrap().rows, 5);
+}
+
+/// A table whose early commit files are gone (cleaned up after a
+/// checkpoint): a batch committed before the sink first asked is found by
+/// the kernel, from the checkpoint.
+#[tokio::test]
+async fn batches_committed_before_a_checkpoint_are_recognised() {
+    let dir = sluice_testkit::tempdir().unwrap();
+    let (mut writer, url) = open(&dir).await;
+    let rows = |id: &str| vec![event(0, id, "2026-11-01T00:10:00Z", "1")];
+    writer.accept("old", false, rows("a")).await.unwrap();
+    writer.flush().await.unwrap();
+    deltalake::checkpoints::create_checkpoint(&writer.table, None)
+        .await
+        .unwrap();
+    let log = dir.path().join("t/_delta_log");
+    std::fs::remove_file(log.join(format!("{:020}.json", 0))).unwrap();
+    let (mut sink, _) = open(&dir).await;
+    assert!(matches!(
+        sink.accept("old", true, rows("a")).await.unwrap(),
+        Accepted::AlreadyCommitted
+    ));
+    assert!(matches!(
+        sink.accept("new", true, rows("b")).await.unwrap(),
+        Accepted::Buffered { .. }
+    ));
+    sink.flush().await.unwrap();
+    assert_eq!(summarize(&url).await.unwrap().rows, 2);
+}
+
 #[tokio::test]
 async fn undecodable_rows_are_rejected_and_the_rest_written() {
     let dir = sluice_testkit::tempdir().unwrap();

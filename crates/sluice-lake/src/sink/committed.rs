@@ -19,8 +19,8 @@ use std::collections::HashSet;
 use deltalake::{DeltaResult, DeltaTable, table::state::DeltaTableState};
 use serde::Deserialize;
 
-/// Keys read from commits before the kept table is taken afresh.
-const MAX_KEYS: usize = 100_000;
+/// Keys read from later commits before the kept table is taken afresh.
+const MAX_LATER_KEYS: usize = 100_000;
 
 /// The most commit files read to know the kept table's keys without the kernel.
 const MAX_LOG_READ: u64 = 1_000;
@@ -32,6 +32,8 @@ pub struct CommittedKeys {
     /// Whether `keys` holds every key of the kept table too (its whole log
     /// was read), so the kernel need not be asked.
     complete: bool,
+    /// How many of `keys` came from the kept table's own log.
+    kept_keys: usize,
     /// The last commit read.
     through: u64,
     /// The `txn` app ids of the commits read.
@@ -41,7 +43,7 @@ pub struct CommittedKeys {
 impl CommittedKeys {
     /// Whether a commit of `table` carries a `txn` action for `app_id`.
     pub async fn contains(&mut self, table: &mut DeltaTable, app_id: &str) -> DeltaResult<bool> {
-        if self.kept.is_none() || self.keys.len() > MAX_KEYS {
+        if self.kept.is_none() || self.keys.len() > self.kept_keys + MAX_LATER_KEYS {
             self.keep(table).await?;
         }
         let log_store = table.log_store();
@@ -66,6 +68,7 @@ impl CommittedKeys {
         let kept = table.snapshot()?.clone();
         self.through = kept.version();
         self.keys.clear();
+        self.kept_keys = 0;
         self.complete = false;
         if self.through < MAX_LOG_READ {
             let log_store = table.log_store();
@@ -81,6 +84,7 @@ impl CommittedKeys {
                 }
             }
             if whole {
+                self.kept_keys = keys.len();
                 self.keys = keys;
                 self.complete = true;
             }

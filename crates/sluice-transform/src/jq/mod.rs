@@ -22,9 +22,9 @@ use sluice_core::{BatchInfo, Event, Rejected, StageError, Transform, TransformOu
 
 pub use limits::{JqLimits, Limit};
 pub use program::Program;
-pub use worker::{WORKER_ENV, serve_or_enable_workers, worker_exe};
+pub use worker::serve_or_enable_workers;
 
-use self::{pool::Pool, wire::Answer};
+use self::{pool::Pool, wire::Answer, worker::worker_exe};
 
 pub struct JqTransform {
     runner: Runner,

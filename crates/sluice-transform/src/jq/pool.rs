@@ -14,13 +14,7 @@
 //! a batch gets exactly one answer, in order, or the batch fails as
 //! retriable (a worker could not start).
 
-use std::{
-    io,
-    path::Path,
-    process::Stdio,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{io, path::Path, process::Stdio, sync::Mutex, time::Duration};
 
 use bytes::Bytes;
 use sluice_core::{Event, StageError};
@@ -45,7 +39,7 @@ const STDERR_TAIL: usize = 4096;
 /// Idle workers of one program.
 pub struct Pool {
     exe: &'static Path,
-    header: Arc<Vec<u8>>,
+    header: Bytes,
     limits: JqLimits,
     idle: Mutex<Vec<Worker>>,
 }
@@ -70,7 +64,7 @@ impl Pool {
         .map_err(|e| Refused::Worker(e.to_string()))?;
         let pool = Pool {
             exe,
-            header: Arc::new(header),
+            header: Bytes::from(header),
             limits,
             idle: Mutex::new(Vec::new()),
         };
@@ -144,7 +138,7 @@ impl Pool {
     /// A new worker with the program compiled.
     async fn spawn(&self) -> Result<Worker, Refused> {
         let mut child = Command::new(self.exe)
-            .env(WORKER_ENV, "1")
+            .env(WORKER_ENV, std::process::id().to_string())
             // Rust's own last words must fit the stderr tail: no backtraces.
             .env_remove("RUST_BACKTRACE")
             .env_remove("RUST_LIB_BACKTRACE")
@@ -165,9 +159,11 @@ impl Pool {
             stdout: BufReader::with_capacity(64 << 10, stdout),
             stderr: tokio::spawn(tail(stderr)),
         };
-        let header = Bytes::from(self.header.as_ref().clone());
         let mut compiled = Vec::new();
-        match worker.exchange(vec![header], &mut compiled, COMPILE_TIME).await {
+        match worker
+            .exchange(vec![self.header.clone()], &mut compiled, COMPILE_TIME)
+            .await
+        {
             Ok(()) => match compiled.pop() {
                 Some(Err((_, why))) => Err(Refused::Program(why)),
                 _ => Ok(worker),

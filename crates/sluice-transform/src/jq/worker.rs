@@ -29,7 +29,8 @@ use super::{
     wire::{self, Header},
 };
 
-/// Set in a worker's environment: the process serves a program.
+/// Set in a worker's environment to the engine's process id: the process
+/// serves a program for that engine.
 pub const WORKER_ENV: &str = "SLUICE_JQ_WORKER";
 
 /// Memory a worker may use beyond its program's limit and stack: the
@@ -45,8 +46,8 @@ static WORKER_EXE: OnceLock<PathBuf> = OnceLock::new();
 /// process started by one it serves and exits; elsewhere it lets `jq`
 /// transforms run their programs in such workers (this binary, again).
 pub fn serve_or_enable_workers() {
-    if std::env::var_os(WORKER_ENV).is_some() {
-        std::process::exit(serve());
+    if let Some(engine) = std::env::var_os(WORKER_ENV) {
+        std::process::exit(serve(engine.to_str().and_then(|pid| pid.parse().ok())));
     }
     // The running binary even after it was replaced on disk (an upgrade).
     let exe = if cfg!(target_os = "linux") {
@@ -65,10 +66,10 @@ pub fn worker_exe() -> Option<&'static Path> {
 }
 
 /// The worker's life: the header, the program compiled (or refused), then
-/// one answer per event until the engine closes stdin. The exit code is
-/// 0, or 2 when the engine spoke no protocol.
-fn serve() -> i32 {
-    detach_from_engine_signals();
+/// one answer per event until the engine (process `engine`) closes stdin.
+/// The exit code is 0, or 2 when the engine spoke no protocol.
+fn serve(engine: Option<u32>) -> i32 {
+    detach_from_engine_signals(engine);
     let mut input = BufReader::with_capacity(256 << 10, io::stdin());
     let header: Header = match wire::read_frame(&mut input) {
         Ok(Some(frame)) => match serde_json::from_slice(&frame) {
@@ -118,15 +119,17 @@ fn serve_events(mut input: BufReader<io::Stdin>, header: Header) -> io::Result<(
 
 /// A worker ends with its engine, and a Ctrl-C meant for the engine does
 /// not fail the event its worker is running.
-fn detach_from_engine_signals() {
+fn detach_from_engine_signals(engine: Option<u32>) {
     // SAFETY: plain libc calls with constant arguments, before any other thread exists.
     unsafe {
         libc::signal(libc::SIGINT, libc::SIG_IGN);
         #[cfg(target_os = "linux")]
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
     }
-    // The engine died before the line above: nobody is reading.
-    if std::os::unix::process::parent_id() == 1 {
+    // The engine died before the line above (the worker was handed to
+    // another parent): nobody is reading. Not `parent_id() == 1`: in a
+    // container the engine itself may be process 1.
+    if engine != Some(std::os::unix::process::parent_id()) {
         std::process::exit(1);
     }
 }

@@ -6,10 +6,7 @@
 //! `{"schema": "iglu:...", "data": ...}`, its schema from a folder registry
 //! (cached after the first event), beside `validate` for the registry's cost;
 //! and `avro` over the valid events' top-level scalar fields encoded as
-//! base64 Avro single-object datums, decoded by fingerprint. Then the lake
-//! sink's two ways from events to Arrow columns, each right after
-//! `validate` (as in the engine): arrow-json parsing the payloads again,
-//! and building from the parse `validate` kept.
+//! base64 Avro single-object datums, decoded by fingerprint.
 
 use std::{path::Path, time::Instant};
 
@@ -22,9 +19,8 @@ use sluice_core::{
     BatchInfo, Event, Transform,
     config::{TransformContext, TransformSpec},
 };
-use sluice_lake::columns::EventColumns;
 use sluice_schema::{
-    AvroTransform, Pointers, SelfDescribingTransform, ValidateTransform, arrow_layout, avro, load_schema,
+    AvroTransform, Pointers, SelfDescribingTransform, ValidateTransform, avro, load_schema,
     registry::{Registry, SchemaKey},
 };
 use sluice_transform::{
@@ -54,30 +50,6 @@ async fn measure(stage: &str, transform: &dyn Transform, batches: &[Vec<Event>])
     for batch in batches {
         events += batch.len() as u64;
         transform.process(BatchInfo::first("test"), batch.clone()).await?;
-    }
-    Ok(Cost {
-        stage: stage.to_string(),
-        events,
-        ns_per_event: started.elapsed().as_nanos() as f64 / events as f64,
-    })
-}
-
-/// The cost per event of validating `batches` and turning each into a
-/// record batch with `decode` right after, as the engine does (the
-/// documents `validate` kept are fresh in the caches then).
-async fn measure_columns(
-    stage: &str,
-    validate: &ValidateTransform,
-    batches: &[Vec<Event>],
-    mut decode: impl FnMut(&[Event]) -> Result<usize>,
-) -> Result<Cost> {
-    let started = Instant::now();
-    let mut events = 0u64;
-    for batch in batches {
-        let valid = validate.process(BatchInfo::first("test"), batch.clone()).await?.events;
-        let rows = decode(&valid)?;
-        anyhow::ensure!(rows == valid.len(), "{stage}: {rows} rows of {} events", valid.len());
-        events += batch.len() as u64;
     }
     Ok(Cost {
         stage: stage.to_string(),
@@ -166,30 +138,6 @@ pub async fn costs(env: &Env, input: &Path) -> Result<Vec<Cost>> {
     let encoded = avro_lines(&avro::parse(&avro_schema).map_err(anyhow::Error::msg)?, &valid)?;
     let user_id = Pointer::parse("/user_id").map_err(anyhow::Error::msg)?;
     let hash = EditTransform(Hash::new(vec![user_id], b"bench-key".to_vec()));
-    let layout = arrow_layout(&schema).map_err(anyhow::Error::msg)?;
-    let mut columns = EventColumns::new(layout.schema, layout.json_text_paths);
-    let second_parse = measure_columns(
-        "validate, then lake columns by arrow-json (a second parse)",
-        &validate,
-        &raw,
-        |events| {
-            let batch = columns.decode_with_arrow_json(events).map_err(anyhow::Error::msg)?;
-            Ok(batch.map_or(0, |b| b.num_rows()))
-        },
-    )
-    .await?;
-    let kept_parse = measure_columns(
-        "validate, then lake columns built from its kept parse",
-        &validate,
-        &raw,
-        |events| {
-            let batch = columns
-                .build_from_kept_parses(events)
-                .context("the kept parses were not built")?;
-            Ok(batch.num_rows())
-        },
-    )
-    .await?;
     Ok(vec![
         measure("validate (full schema)", &validate, &raw).await?,
         measure("self_describing (registry, same schema)", &described, &wrapped).await?,
@@ -207,8 +155,6 @@ pub async fn costs(env: &Env, input: &Path) -> Result<Vec<Cost>> {
         )
         .await?,
         measure("hash (HMAC-SHA256 of one field)", &hash, &valid).await?,
-        second_parse,
-        kept_parse,
     ])
 }
 

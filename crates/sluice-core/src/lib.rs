@@ -24,7 +24,7 @@ pub use batch::{Delivery, DeliveryId, NewBatch, is_replay, replay_key, split_lin
 pub use component::{Accepted, BatchInfo, FlushReport, Sink, Transform, TransformOutput};
 pub use dead_letter::{DeadLetter, Rejected, reason};
 pub use error::{ErrorClass, StageError, is_connection_error};
-pub use event::{Event, KeptParse, json_kind, parse_object, pointer_tokens};
+pub use event::{Event, json_kind, parse_object, pointer_tokens};
 pub use json_doc::JsonDoc;
 pub use secret::{Secret, StorageOptions};
 

@@ -17,7 +17,6 @@
 //!   families): a newer version adds nullable columns in the same commit as
 //!   the first rows that have them; a column never changes type.
 
-pub mod columns;
 pub mod compaction;
 pub mod config;
 pub mod inspect;

@@ -95,10 +95,7 @@ impl ValidateTransform {
         {
             return Err((schema_reason(&error), error.to_string()));
         }
-        self.fields.stamp::<EventJson>(&document, event)?;
-        // The lake sink builds its columns from this document.
-        event.keep_parse(document);
-        Ok(())
+        self.fields.stamp::<EventJson>(&document, event)
     }
 }
 

@@ -32,8 +32,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use arrow_array::RecordBatch;
+use arrow_json::ReaderBuilder;
 use arrow_schema::Schema;
 use async_trait::async_trait;
+use bytes::Bytes;
 use delta_kernel::expressions::Scalar;
 use deltalake::{
     DeltaTable,
@@ -53,7 +56,6 @@ use sluice_core::{
 
 use crate::{
     LakeError, LakeSinkConfig, StoreLocation,
-    columns::EventColumns,
     compaction::{plan::PartitionValues, remove_action},
     partition::{PartitionError, PartitionKey, PartitionSlot},
     table::{check_schema, merge_columns, open_or_create, table_error, table_schema},
@@ -67,8 +69,8 @@ pub struct LakeSink {
     table: DeltaTable,
     writer: RecordBatchWriter,
     /// Data columns as the table stores them (partition columns excluded).
-    /// Events to Arrow batches of the data columns.
-    columns: EventColumns,
+    data_schema: Arc<Schema>,
+    json_text_paths: Vec<Vec<String>>,
     partition_by: Vec<PartitionKey>,
     /// JSON pointer of the event id (a bucket key on it uses `Event::id`).
     event_id: String,
@@ -138,7 +140,8 @@ impl LakeSink {
             location,
             table,
             writer,
-            columns: EventColumns::new(data_schema, json_text_paths),
+            data_schema,
+            json_text_paths,
             partition_by: config.partition_by.clone(),
             event_id: event_id.to_string(),
             id_column: pointer_tokens(event_id),
@@ -160,16 +163,14 @@ impl LakeSink {
     /// Columns only ever get added; a column whose type would change is an
     /// error and nothing changes.
     pub async fn widen(&mut self, data: &Schema, json_text_paths: &[Vec<String>]) -> Result<(), StageError> {
-        let merged = merge_columns(self.columns.schema(), data)
+        let merged = merge_columns(&self.data_schema, data)
             .map_err(|e| StageError::fatal(format!("lake {}: {e}", self.location)))?;
-        let mut paths = self.columns.json_text_paths().to_vec();
         for path in json_text_paths {
-            if !paths.contains(path) {
-                paths.push(path.clone());
+            if !self.json_text_paths.contains(path) {
+                self.json_text_paths.push(path.clone());
             }
         }
         let Some(merged) = merged else {
-            self.columns = EventColumns::new(self.columns.schema().clone(), paths);
             return Ok(());
         };
         self.close_files().await?;
@@ -184,7 +185,7 @@ impl LakeSink {
         .map_err(|e| self.retriable("opening a wider writer", e))?
         .with_writer_properties(self.file_properties.clone())
         .with_target_file_size(self.max_buffered as u64);
-        self.columns = EventColumns::new(Arc::new(merged), paths);
+        self.data_schema = Arc::new(merged);
         self.pending_schema = Some(full);
         Ok(())
     }
@@ -230,6 +231,41 @@ impl LakeSink {
             .map(|(k, v)| (k.column().to_string(), Some(v)))
             .collect()
     }
+
+    /// Decodes events into one record batch; events that do not decode are
+    /// returned as rejected and left out.
+    fn decode(&self, events: Vec<Event>, rejected: &mut Vec<Rejected>) -> Result<Option<RecordBatch>, StageError> {
+        let payloads: Vec<Bytes> = events.iter().map(|e| self.payload_for_columns(e)).collect();
+        match decode_payloads(&self.data_schema, &payloads) {
+            Ok(batch) => Ok(batch),
+            Err(_) => {
+                // Find the lines that fail, set them aside, decode the rest.
+                let mut good = Vec::with_capacity(payloads.len());
+                for (event, payload) in events.into_iter().zip(payloads) {
+                    match decode_payloads(&self.data_schema, std::slice::from_ref(&payload)) {
+                        Ok(_) => good.push(payload),
+                        Err(e) => rejected.push(Rejected::new(event, format!("{}:arrow", reason::ENCODE), e)),
+                    }
+                }
+                decode_payloads(&self.data_schema, &good)
+                    .map_err(|e| StageError::fatal(format!("decoding checked rows: {e}")))
+            }
+        }
+    }
+
+    /// The payload with values stored as JSON text turned into strings.
+    fn payload_for_columns(&self, event: &Event) -> Bytes {
+        if self.json_text_paths.is_empty() {
+            return event.payload.clone();
+        }
+        let Ok(mut value) = serde_json::from_slice::<Value>(&event.payload) else {
+            return event.payload.clone();
+        };
+        for path in &self.json_text_paths {
+            stringify_at(&mut value, path);
+        }
+        Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
+    }
 }
 
 /// The data columns of a table schema: all but the partition columns.
@@ -255,6 +291,47 @@ fn bucket_input<'a>(event: &'a Event, event_id: &str, pointer: &str) -> Option<C
         Value::String(s) => Some(Cow::Owned(s.clone())),
         Value::Number(n) => Some(Cow::Owned(n.to_string())),
         _ => None,
+    }
+}
+
+fn decode_payloads(schema: &Arc<Schema>, payloads: &[Bytes]) -> Result<Option<RecordBatch>, String> {
+    let mut decoder = ReaderBuilder::new(schema.clone())
+        .with_batch_size(payloads.len().max(1))
+        .with_strict_mode(false)
+        .build_decoder()
+        .map_err(|e| e.to_string())?;
+    for payload in payloads {
+        let mut rest: &[u8] = payload;
+        while !rest.is_empty() {
+            let used = decoder.decode(rest).map_err(|e| e.to_string())?;
+            if used == 0 {
+                break;
+            }
+            rest = &rest[used..];
+        }
+        decoder.decode(b"\n").map_err(|e| e.to_string())?;
+    }
+    decoder.flush().map_err(|e| e.to_string())
+}
+
+/// Replaces the value at `path` (through arrays: every element) by its JSON text.
+fn stringify_at(value: &mut Value, path: &[String]) {
+    match value {
+        Value::Array(items) => items.iter_mut().for_each(|v| stringify_at(v, path)),
+        Value::Object(map) => {
+            let Some((first, rest)) = path.split_first() else {
+                return;
+            };
+            let Some(child) = map.get_mut(first) else { return };
+            if rest.is_empty() {
+                if !child.is_null() && !child.is_string() {
+                    *child = Value::String(child.to_string());
+                }
+            } else {
+                stringify_at(child, rest);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -324,7 +401,7 @@ impl Sink for LakeSink {
             groups.entry(slot).or_default().push(event);
         }
         for (slot, events) in groups {
-            let Some(batch) = self.columns.decode(events, &mut rejected)? else {
+            let Some(batch) = self.decode(events, &mut rejected)? else {
                 continue;
             };
             let rows = batch.num_rows() as u64;
@@ -365,7 +442,7 @@ impl Sink for LakeSink {
                 .map_err(|e| self.retriable("refreshing table", e))?;
             let replaced = self
                 .replacing
-                .rewrite(&self.table, &self.id_column, self.columns.schema(), &mut self.writer)
+                .rewrite(&self.table, &self.id_column, &self.data_schema, &mut self.writer)
                 .await
                 .map_err(|e| StageError::retriable(format!("lake {}: replacing replayed rows: {e}", self.location)))?;
             Some(replaced)

@@ -90,6 +90,12 @@ pub struct LakeSink {
     closed_files: Vec<Add>,
     /// The table's full schema once widened, until a commit records it.
     pending_schema: Option<Arc<Schema>>,
+    /// The table could not be read back after the last commit: read it
+    /// before the next.
+    stale: bool,
+    /// Tests: the next read-back after a commit fails.
+    #[cfg(test)]
+    fail_next_read_back: bool,
     /// Batch keys the table has committed, read as commits come.
     committed: committed::CommittedKeys,
 }
@@ -154,6 +160,9 @@ impl LakeSink {
             duplicates_dropped: 0,
             closed_files: Vec::new(),
             pending_schema: None,
+            stale: false,
+            #[cfg(test)]
+            fail_next_read_back: false,
             committed: Default::default(),
         })
     }
@@ -209,6 +218,15 @@ impl LakeSink {
     /// be reached, else an ordinary retriable error.
     fn retriable<E: std::error::Error + 'static>(&self, what: &str, e: E) -> StageError {
         StageError::from_backend(format!("lake {}: {what}: {e}", self.location), &e)
+    }
+
+    /// Reads the table's commits since the one it holds.
+    async fn read_back(&mut self) -> Result<(), deltalake::DeltaTableError> {
+        #[cfg(test)]
+        if std::mem::take(&mut self.fail_next_read_back) {
+            return Err(deltalake::DeltaTableError::Generic("the test failed this read".into()));
+        }
+        self.table.update_incremental(None).await
     }
 
     /// Whether the Delta log already records batch `key`.
@@ -433,6 +451,13 @@ impl Sink for LakeSink {
         if self.window_keys.is_empty() {
             return Ok(FlushReport::default());
         }
+        if self.stale {
+            self.table
+                .update_incremental(None)
+                .await
+                .map_err(|e| self.retriable("refreshing table", e))?;
+            self.stale = false;
+        }
         let replaced = if self.replacing.is_empty() {
             None
         } else {
@@ -502,10 +527,13 @@ impl Sink for LakeSink {
             .build(Some(snapshot), self.table.log_store(), operation)
             .await
             .map_err(|e| self.retriable("committing", e))?;
-        self.table
-            .update_incremental(None)
-            .await
-            .map_err(|e| self.retriable("refreshing table", e))?;
+        // Committed: nothing after this may fail the window's batches or
+        // forget their ids (a redelivery would find them committed, but a
+        // redrive of their copies would not).
+        if let Err(e) = self.read_back().await {
+            tracing::warn!(table = %self.location, error = %e, "reading the table back after a commit failed; reading it again before the next");
+            self.stale = true;
+        }
         if let Some(replaced) = replaced {
             tracing::info!(
                 table = %self.location,

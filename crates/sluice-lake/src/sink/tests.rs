@@ -515,3 +515,27 @@ async fn replayed_events_replace_their_earlier_rows_in_one_commit() {
         ["v2", "v3"].map(String::from).into()
     );
 }
+
+/// A commit whose table cannot be read back right after still counts: the
+/// flush succeeds, its ids stay seen (a copy under another key, such as a
+/// redriven dead letter, is dropped as a duplicate), and the next flush
+/// reads the table before committing.
+#[tokio::test]
+async fn a_table_unreadable_after_its_commit_keeps_the_commit_and_its_ids() {
+    let dir = sluice_testkit::tempdir().unwrap();
+    let (mut sink, url) = open_with(&dir, |c| c.dedupe_window_secs = 3600).await;
+    let rows = |id: &str| vec![event(0, id, "2026-11-01T00:10:00Z", "1")];
+    sink.accept("first", false, rows("a")).await.unwrap();
+    sink.fail_next_read_back = true;
+    let report = sink.flush().await.unwrap();
+    assert_eq!((report.rows, report.batches), (1, 1));
+    assert!(sink.stale, "the table could not be read back");
+
+    sink.accept("copy", false, rows("a")).await.unwrap();
+    sink.accept("second", false, rows("b")).await.unwrap();
+    let report = sink.flush().await.unwrap();
+    assert_eq!((report.rows, report.duplicates_dropped), (1, 1));
+    assert!(!sink.stale);
+    let summary = summarize(&url).await.unwrap();
+    assert_eq!(summary.rows, 2);
+}

@@ -93,7 +93,7 @@ pub struct LakeSink {
     /// The table could not be read back after the last commit: read it
     /// before the next.
     stale: bool,
-    /// Tests: the next read-back after a commit fails.
+    /// Tests: the next read-back fails.
     #[cfg(test)]
     fail_next_read_back: bool,
     /// Batch keys the table has committed, read as commits come.
@@ -231,14 +231,10 @@ impl LakeSink {
 
     /// Whether the Delta log already records batch `key`.
     async fn committed(&mut self, key: &str) -> Result<bool, StageError> {
-        match self
-            .committed
+        self.committed
             .contains(&mut self.table, &format!("{TXN_PREFIX}{key}"))
             .await
-        {
-            Ok(committed) => Ok(committed),
-            Err(e) => Err(self.retriable("reading committed batch keys", e)),
-        }
+            .map_err(|e| self.retriable("reading committed batch keys", e))
     }
 
     /// A slot's partition columns and values, as the Delta log names them.
@@ -451,9 +447,10 @@ impl Sink for LakeSink {
         if self.window_keys.is_empty() {
             return Ok(FlushReport::default());
         }
-        if self.stale {
-            self.table
-                .update_incremental(None)
+        // A replay rewrites files of the latest version; a table not read
+        // back after the last commit is read first.
+        if self.stale || !self.replacing.is_empty() {
+            self.read_back()
                 .await
                 .map_err(|e| self.retriable("refreshing table", e))?;
             self.stale = false;
@@ -461,10 +458,6 @@ impl Sink for LakeSink {
         let replaced = if self.replacing.is_empty() {
             None
         } else {
-            self.table
-                .update_incremental(None)
-                .await
-                .map_err(|e| self.retriable("refreshing table", e))?;
             let replaced = self
                 .replacing
                 .rewrite(&self.table, &self.id_column, &self.data_schema, &mut self.writer)

@@ -119,6 +119,20 @@ async fn commits_partitioned_rows_and_skips_committed_batches() {
     assert_eq!(summarize(&url).await.unwrap().rows, 3);
 }
 
+/// One event `id` in a batch under `key`, at 00:10 on 2026-11-01.
+fn one(id: &str) -> Vec<Event> {
+    vec![event(0, id, "2026-11-01T00:10:00Z", "1")]
+}
+
+/// Offers batch `key` (one event `id`) flagged `maybe_committed`: whether
+/// the sink found it committed (otherwise it is buffered).
+async fn found_committed(sink: &mut LakeSink, key: &str, id: &str) -> bool {
+    matches!(
+        sink.accept(key, true, one(id)).await.unwrap(),
+        Accepted::AlreadyCommitted
+    )
+}
+
 /// Two writers on one table (two replicas): a batch the other committed
 /// after this sink first asked is seen from the commits that came since,
 /// and one committed before it asked from the table it kept.
@@ -127,35 +141,19 @@ async fn batches_another_writer_commits_are_recognised_as_they_come() {
     let dir = sluice_testkit::tempdir().unwrap();
     let (mut first, url) = open(&dir).await;
     let (mut second, _) = open(&dir).await;
-    let rows = |id: &str| vec![event(0, id, "2026-11-01T00:10:00Z", "1")];
-    second.accept("before", false, rows("a")).await.unwrap();
+    second.accept("before", false, one("a")).await.unwrap();
     second.flush().await.unwrap();
-    assert!(matches!(
-        first.accept("before", true, rows("a")).await.unwrap(),
-        Accepted::AlreadyCommitted
-    ));
-    assert!(matches!(
-        first.accept("mine", true, rows("b")).await.unwrap(),
-        Accepted::Buffered { .. }
-    ));
+    assert!(found_committed(&mut first, "before", "a").await);
+    assert!(!found_committed(&mut first, "mine", "b").await);
     for key in ["later-1", "later-2"] {
-        second.accept(key, false, rows(key)).await.unwrap();
+        second.accept(key, false, one(key)).await.unwrap();
         second.flush().await.unwrap();
     }
     first.flush().await.unwrap();
     for key in ["later-1", "later-2", "mine", "before"] {
-        assert!(
-            matches!(
-                first.accept(key, true, rows(key)).await.unwrap(),
-                Accepted::AlreadyCommitted
-            ),
-            "{key}"
-        );
+        assert!(found_committed(&mut first, key, key).await, "{key}");
     }
-    assert!(matches!(
-        first.accept("never", true, rows("c")).await.unwrap(),
-        Accepted::Buffered { .. }
-    ));
+    assert!(!found_committed(&mut first, "never", "c").await);
     first.flush().await.unwrap();
     assert_eq!(summarize(&url).await.unwrap().rows, 5);
 }
@@ -167,8 +165,7 @@ async fn batches_another_writer_commits_are_recognised_as_they_come() {
 async fn batches_committed_before_a_checkpoint_are_recognised() {
     let dir = sluice_testkit::tempdir().unwrap();
     let (mut writer, url) = open(&dir).await;
-    let rows = |id: &str| vec![event(0, id, "2026-11-01T00:10:00Z", "1")];
-    writer.accept("old", false, rows("a")).await.unwrap();
+    writer.accept("old", false, one("a")).await.unwrap();
     writer.flush().await.unwrap();
     deltalake::checkpoints::create_checkpoint(&writer.table, None)
         .await
@@ -176,14 +173,8 @@ async fn batches_committed_before_a_checkpoint_are_recognised() {
     let log = dir.path().join("t/_delta_log");
     std::fs::remove_file(log.join(format!("{:020}.json", 0))).unwrap();
     let (mut sink, _) = open(&dir).await;
-    assert!(matches!(
-        sink.accept("old", true, rows("a")).await.unwrap(),
-        Accepted::AlreadyCommitted
-    ));
-    assert!(matches!(
-        sink.accept("new", true, rows("b")).await.unwrap(),
-        Accepted::Buffered { .. }
-    ));
+    assert!(found_committed(&mut sink, "old", "a").await);
+    assert!(!found_committed(&mut sink, "new", "b").await);
     sink.flush().await.unwrap();
     assert_eq!(summarize(&url).await.unwrap().rows, 2);
 }
@@ -524,15 +515,14 @@ async fn replayed_events_replace_their_earlier_rows_in_one_commit() {
 async fn a_table_unreadable_after_its_commit_keeps_the_commit_and_its_ids() {
     let dir = sluice_testkit::tempdir().unwrap();
     let (mut sink, url) = open_with(&dir, |c| c.dedupe_window_secs = 3600).await;
-    let rows = |id: &str| vec![event(0, id, "2026-11-01T00:10:00Z", "1")];
-    sink.accept("first", false, rows("a")).await.unwrap();
+    sink.accept("first", false, one("a")).await.unwrap();
     sink.fail_next_read_back = true;
     let report = sink.flush().await.unwrap();
     assert_eq!((report.rows, report.batches), (1, 1));
     assert!(sink.stale, "the table could not be read back");
 
-    sink.accept("copy", false, rows("a")).await.unwrap();
-    sink.accept("second", false, rows("b")).await.unwrap();
+    sink.accept("copy", false, one("a")).await.unwrap();
+    sink.accept("second", false, one("b")).await.unwrap();
     let report = sink.flush().await.unwrap();
     assert_eq!((report.rows, report.duplicates_dropped), (1, 1));
     assert!(!sink.stale);

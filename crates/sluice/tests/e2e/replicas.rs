@@ -201,8 +201,19 @@ async fn wait_drained(queue_name: &str) {
 }
 
 /// Ticks on which a replica found the compaction lease held by another.
+/// A scrape that fails (a loaded machine: one failed in a full run) is
+/// tried again, for up to 30 s.
 fn compaction_skips(api: u16) -> f64 {
-    let (_, metrics) = support::http_get(api, "/metrics").expect("the replica's /metrics");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let metrics = loop {
+        match support::http_get(api, "/metrics") {
+            Some((200, body)) => break body,
+            _ => {
+                assert!(Instant::now() < deadline, "the replica's /metrics");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    };
     metrics
         .lines()
         .filter(|l| l.starts_with("sluice_compaction_skipped_total{") && l.contains("lease_held"))

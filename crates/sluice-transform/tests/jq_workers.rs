@@ -13,7 +13,7 @@ use sluice_transform::jq::{JqLimits, JqTransform};
 
 const PROGRAM: &str = r#"
   if .kind == "loop" then reduce range(1e15) as $i (0; . + 1)
-  elif .kind == "memory" then {s: ("abc" * 1000000000)}
+  elif .kind == "memory" then {s: ("abc" * 100000000)}
   elif .kind == "deep" then (def nest: [nest]; nest)
   elif .kind == "flood" then {xs: [range(300000)]}
   elif .kind == "busy" then {ok: .n, sum: (reduce range(1000000) as $i (0; . + $i))}

@@ -19,6 +19,16 @@ def JOIN($idx; stream; idx_expr; join_expr): stream | [., $idx[idx_expr]] | join
 # Both ends trimmed of a string, as jq 1.8 defines it.
 def trimstr($x): ltrimstr($x) | rtrimstr($x);
 
+# jq's special numbers, without dividing by zero (an error in jq, as here).
+def nan: _nan;
+def infinite: _infinite;
+def isnan: _isnan;
+def isinfinite: type == "number" and (. == infinite or . == -infinite);
+def isfinite: type == "number" and (isinfinite | not);
+def isnormal: type == "number" and (isnan or isinfinite or . == 0 | not);
+def logb: if isnan then . elif isinfinite then infinite elif . == 0 then -infinite else ilogb + 0.0 end;
+def significand: if isnan or isinfinite or . == 0 then . else scalbln(.; -ilogb) end;
+
 # Sluice's numbers are binary floating point, not decimal.
 def have_decnum: false;
 
@@ -53,13 +63,73 @@ def join($x): reduce .[] as $i (null;
     + ($i | if . == null then "" elif type == "boolean" or type == "number" then tojson else . end)
   ) // "";
 
-# jq's trims: a prefix or suffix removed from a string; anything else as it is.
-def ltrimstr($x): if type == "string" and ($x | type) == "string" and startswith($x) then .[($x | length):] else . end;
+# jq's trims: a prefix or suffix removed from a string; an error for
+# anything but strings.
+def ltrimstr($x):
+  if type == "string" and ($x | type) == "string" then (if startswith($x) then .[($x | length):] else . end)
+  else error("startswith() requires string inputs") end;
 def rtrimstr($x):
-  if type == "string" and ($x | type) == "string" and endswith($x) then .[:length - ($x | length)] else . end;
+  if type == "string" and ($x | type) == "string" then (if endswith($x) then .[:length - ($x | length)] else . end)
+  else error("endswith() requires string inputs") end;
 
-# jq's `from_entries`: keys from key, k, name, Name, K or Key; values from value or v.
+# jaq's filters under other names, for the definitions below that add
+# jq's checks to them.
+def _jaq_trim: trim;
+def _jaq_ltrim: ltrim;
+def _jaq_rtrim: rtrim;
+def _jaq_utf8bytelength: utf8bytelength;
+def _jaq_flatten($d): flatten($d);
+def _jaq_limit($n; f): limit($n; f);
+def _jaq_skip($n; f): skip($n; f);
+
+def trim: if type == "string" then _jaq_trim else error("trim input must be a string") end;
+def ltrim: if type == "string" then _jaq_ltrim else error("trim input must be a string") end;
+def rtrim: if type == "string" then _jaq_rtrim else error("trim input must be a string") end;
+def utf8bytelength:
+  if type == "string" then _jaq_utf8bytelength else error("\(_describe) only strings have UTF-8 byte length") end;
+def flatten($d): if $d < 0 then error("flatten depth must not be negative") else _jaq_flatten($d) end;
+def limit($n; f): if $n < 0 then error("limit doesn't support negative count") else _jaq_limit($n; f) end;
+def skip($n; f): if $n < 0 then error("skip doesn't support negative count") else _jaq_skip($n; f) end;
+def nth($n; f): if $n < 0 then error("nth doesn't support negative indices") else first(skip($n; f)) end;
+
+# jq's conversions: strict, with jq's messages.
+def tonumber:
+  if type == "number" then . elif type == "string" then _tonumber
+  else error("\(_describe) cannot be parsed as a number") end;
+def toboolean:
+  if type == "boolean" then . elif . == "true" then true elif . == "false" then false
+  else error("\(_describe) cannot be parsed as a boolean") end;
+
+# jq's `from_entries`: keys from key, k, name, Name, K or Key; values
+# from value, v or Value.
 def from_entries: reduce .[] as $x ({};
     . + { ($x | if .key == null then .k // .name // .Name // .K // .Key else .key end
               | if type == "string" then . else tojson end):
-          ($x | if has("value") then .value else .v end) });
+          ($x | if has("value") then .value elif has("v") then .v else .Value end) });
+
+# jq's deletion: negative indices and slices of arrays turned into
+# indices, paths deleted from the last in sorted order (so earlier
+# indices stay valid); a path through null or a missing key deletes
+# nothing, the empty path deletes everything.
+def _delpath($p):
+  if $p == [] then null
+  elif ($p | length) == 1 then .[$p[0]] |= empty
+  else .[$p[0]] as $inner
+    | if $inner == null then . else .[$p[0]] = ($inner | _delpath($p[1:])) end
+  end;
+def _delpath_expand($p):
+  if $p == [] then [$p]
+  else $p[:-1] as $parent | $p[-1] as $k | getpath($parent) as $c
+    | if ($c | type) == "array" and ($k | type) == "number" and $k < 0 then [$parent + [$k + ($c | length)]]
+      elif ($c | type) == "array" and ($k | type) == "object" then [[range($c | length)] | .[$k.start:$k.end][] | $parent + [.]]
+      else [$p] end
+  end;
+def delpaths($paths):
+  if ($paths | type) != "array" then error("Paths must be specified as an array")
+  else . as $top
+    | reduce ([$paths[] as $p | $top | _delpath_expand($p)[]] | unique | reverse)[] as $p (.; _delpath($p))
+  end;
+def del(f): delpaths([path(f)]);
+
+# jq's `pick`: the paths of `f`, with their values, in a value that has only them.
+def pick(f): . as $top | reduce path(f) as $p (null; setpath($p; $top | getpath($p)));

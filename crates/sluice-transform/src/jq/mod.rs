@@ -14,6 +14,7 @@
 mod limits;
 mod pool;
 mod program;
+mod value;
 mod wire;
 mod worker;
 

@@ -1,5 +1,5 @@
-//! A compiled jq program (jaq, with its standard library and what jq has
-//! that jaq lacks, `jq_defs.jq`) and its run on one event's JSON: every
+//! A compiled jq program (jaq on [`JqVal`], with its standard library and
+//! what jq has that jaq lacks, `jq_defs.jq`) and its run on one event's JSON: every
 //! value it emits must be a JSON object; the outputs of one event may not
 //! add up to more than the output limit.
 //!
@@ -15,15 +15,15 @@ use jaq_core::{
     load::{Arena, File, Loader},
     unwrap_valr,
 };
-use jaq_json::Val;
 use sluice_core::reason;
 
 use super::{
     limits::{JqLimits, Limit},
+    value::{self, JqVal},
     wire::Answer,
 };
 
-type Filter = jaq_core::Filter<data::JustLut<Val>>;
+type Filter = jaq_core::Filter<data::JustLut<JqVal>>;
 
 /// Runs `work` on a thread with a `stack`-byte stack (reserved, not
 /// committed: only what a program uses is touched) and waits for it; an
@@ -52,7 +52,7 @@ impl Program {
             .chain(jaq_std::defs())
             .chain(jaq_json::defs())
             .chain(sluice_defs());
-        let funs = jaq_core::funs().chain(jaq_std::funs()).chain(jaq_json::funs());
+        let funs = jaq_core::funs().chain(jaq_std::funs()).chain(value::funs());
         let arena = Arena::default();
         let loader = Loader::new(defs);
         let modules = loader
@@ -83,14 +83,13 @@ impl Program {
     /// Runs the program on one event's JSON, on this thread: the outputs'
     /// JSON texts, or the reason and detail of a refusal.
     pub fn run(&self, payload: &[u8], limits: &JqLimits) -> Answer {
-        let input =
-            jaq_json::read::parse_single(payload).map_err(|e| (reason::INVALID_JSON.to_string(), e.to_string()))?;
-        let ctx = Ctx::<data::JustLut<Val>>::new(&self.filter.lut, Vars::new([]));
+        let input = JqVal::parse(payload).map_err(|e| (reason::INVALID_JSON.to_string(), e))?;
+        let ctx = Ctx::<data::JustLut<JqVal>>::new(&self.filter.lut, Vars::new([]));
         let mut out = Vec::new();
         let mut emitted = 0;
         for value in self.filter.id.run((ctx, input)).map(unwrap_valr) {
-            let value = value.map_err(|e| (reason::JQ_ERROR.to_string(), e.to_string()))?;
-            if !matches!(value, Val::Obj(_)) {
+            let value = value.map_err(|e| (reason::JQ_ERROR.to_string(), value::error_message(e)))?;
+            if !value.is_object() {
                 return Err((
                     reason::JQ_OUTPUT.into(),
                     format!("the program emitted {}, not an object", shorten(&value.to_string())),

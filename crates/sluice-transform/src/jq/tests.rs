@@ -66,12 +66,16 @@ fn the_definitions_jaq_lacks_answer_as_jq_does() {
         r#"{"out":"a--2-false"}"#
     );
     assert_eq!(
-        one("[.xs[] | ltrimstr(\"ab\")]", r#"{"xs": ["abc", "xab", 7]}"#),
-        r#"{"out":["c","xab",7]}"#
+        one("[.xs[] | ltrimstr(\"ab\")]", r#"{"xs": ["abc", "xab"]}"#),
+        r#"{"out":["c","xab"]}"#
     );
     assert_eq!(
-        one("[.xs[] | rtrimstr(\"bc\")]", r#"{"xs": ["abc", "bcx", null]}"#),
-        r#"{"out":["a","bcx",null]}"#
+        one("[.xs[] | rtrimstr(\"bc\")]", r#"{"xs": ["abc", "bcx"]}"#),
+        r#"{"out":["a","bcx"]}"#
+    );
+    assert_eq!(
+        run("{out: (7 | ltrimstr(\"a\"))}", "{}").unwrap_err().1,
+        "startswith() requires string inputs"
     );
     assert_eq!(
         one(
@@ -80,6 +84,53 @@ fn the_definitions_jaq_lacks_answer_as_jq_does() {
         ),
         r#"{"out":{"a":1,"b":2,"3":4}}"#
     );
+}
+
+/// jq creates what an update path needs; jaq refuses to update null or
+/// an array past its end.
+#[test]
+fn updates_create_the_path_they_need_as_jq_does() {
+    let cents = ".props.revenue_cents = ((.props.revenue // 0) * 100 | round)";
+    assert_eq!(
+        run(cents, r#"{"id":"e1"}"#).unwrap(),
+        vec![r#"{"id":"e1","props":{"revenue_cents":0}}"#],
+        "the README's program on an event without props"
+    );
+    let one = |program: &str, input: &str| run(&format!("{{out: ({program})}}"), input).unwrap().join("");
+    assert_eq!(one("null | .a.b = 1", "{}"), r#"{"out":{"a":{"b":1}}}"#);
+    assert_eq!(one("null | .[2] = 1", "{}"), r#"{"out":[null,null,1]}"#);
+    assert_eq!(one("[1] | .[2] = 3", "{}"), r#"{"out":[1,null,3]}"#);
+    assert_eq!(one("[1, 2] | .[-1] = 9", "{}"), r#"{"out":[1,9]}"#);
+    assert_eq!(one(".xs[1].n |= 5", "{}"), r#"{"out":{"xs":[null,{"n":5}]}}"#);
+    assert_eq!(one("null | .[1:3] = [\"x\"]", "{}"), r#"{"out":["x"]}"#);
+    assert_eq!(one("[1, 2, 3] | .[1:] = [\"x\"]", "{}"), r#"{"out":[1,"x"]}"#);
+    assert_eq!(one("null | setpath([\"a\", 0]; 1)", "{}"), r#"{"out":{"a":[1]}}"#);
+    let (reason, detail) = run("{out: ([1] | .[-3] = 0)}", "{}").unwrap_err();
+    assert_eq!(
+        (reason.as_str(), detail.as_str()),
+        ("jq_error", "Out of bounds negative array index")
+    );
+    let (_, detail) = run("{out: ({} | .[0] = 1)}", "{}").unwrap_err();
+    assert_eq!(detail, "Cannot index object with number (0)");
+    let (_, detail) = run("{(1): 2}", "{}").unwrap_err();
+    assert_eq!(detail, "Object keys must be strings, not number (1)");
+}
+
+/// jq deletes sorted paths from the last, and a path through null
+/// deletes nothing.
+#[test]
+fn deletions_answer_as_jq_does() {
+    let one = |program: &str, input: &str| run(&format!("{{out: ({program})}}"), input).unwrap().join("");
+    assert_eq!(one("[1, 2, 3] | del(.[0, 1])", "{}"), r#"{"out":[3]}"#);
+    assert_eq!(one("{} | del(.a.b)", "{}"), r#"{"out":{}}"#);
+    assert_eq!(one("{a: 1, b: 2} | del(.a, .c)", "{}"), r#"{"out":{"b":2}}"#);
+    assert_eq!(one("[1, 2] | del(.[5])", "{}"), r#"{"out":[1,2]}"#);
+    assert_eq!(one("null | del(.a)", "{}"), r#"{"out":null}"#);
+    assert_eq!(
+        one("{a: {b: 1, c: 2}, d: 3} | pick(.a.b, .x)", "{}"),
+        r#"{"out":{"a":{"b":1},"x":null}}"#
+    );
+    assert_eq!(one("[1, 2, 3] | pick(.[1])", "{}"), r#"{"out":[null,2]}"#);
 }
 
 #[test]

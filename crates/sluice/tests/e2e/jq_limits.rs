@@ -16,7 +16,7 @@ type = "jq"
 inputs = ["web"]
 program = '''
   if .poison == "loop" then reduce range(1e15) as $i (0; . + 1)
-  elif .poison == "memory" then {s: ("abc" * 1000000000)}
+  elif .poison == "memory" then {s: ("abc" * 100000000)}
   elif .poison == "deep" then (def nest: [nest]; nest)
   elif .poison == "flood" then (range(100000) | {i: .})
   else . end

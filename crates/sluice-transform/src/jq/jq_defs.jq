@@ -29,8 +29,12 @@ def isnormal: type == "number" and (isnan or isinfinite or . == 0 | not);
 def logb: if isnan then . elif isinfinite then infinite elif . == 0 then -infinite else ilogb + 0.0 end;
 def significand: if isnan or isinfinite or . == 0 then . else scalbln(.; -ilogb) end;
 
-# Sluice's numbers are binary floating point, not decimal.
-def have_decnum: false;
+# As jq built with decNumber: a number literal keeps its digits until
+# arithmetic makes it a double (jaq keeps integers and decimal literals).
+def have_decnum: true;
+
+# jq's `tostring`: strings as they are, anything else as `tojson` prints it.
+def tostring: if type == "string" then . else tojson end;
 
 # A CSV row from an array: strings quoted (quotes doubled), numbers and
 # booleans as JSON, null as nothing.
@@ -133,3 +137,36 @@ def del(f): delpaths([path(f)]);
 
 # jq's `pick`: the paths of `f`, with their values, in a value that has only them.
 def pick(f): . as $top | reduce path(f) as $p (null; setpath($p; $top | getpath($p)));
+
+# jq's string search, with its messages.
+def _strindices($i):
+  if type != "string" then error("\(_describe) cannot be searched, as it is not a string")
+  elif ($i | type) != "string" then error("\($i | _describe) is not a string")
+  else indices($i) end;
+
+# jq's codepoints to a string: fractions cut, what is no Unicode scalar
+# value replaced by U+FFFD.
+def _jaq_implode: implode;
+def implode:
+  if type != "array" then error("implode input must be an array")
+  else map(
+    if type != "number" or isnan then error("\(_describe) can't be imploded, unicode codepoint needs to be numeric")
+    else trunc | if . < 0 or . > 1114111 or (. >= 55296 and . <= 57343) then 65533 else . end end)
+  | _jaq_implode end;
+
+# jq's broken-down times: short arrays padded with zeros, jq's messages.
+def _jaq_mktime: mktime;
+def _jaq_strftime($f): strftime($f);
+def _jaq_strflocaltime($f): strflocaltime($f);
+def _broken_down($what):
+  if type == "number" then gmtime
+  elif type == "array" and all(.[]; type == "number") then . + [range(6 - length) | 0]
+  else error("\($what) requires parsed datetime inputs") end;
+def mktime:
+  if type != "array" then error("mktime requires array of 6 numbers") else _broken_down("mktime") | _jaq_mktime end;
+def strftime($f):
+  if ($f | type) != "string" then error("strftime/1 requires a string format")
+  else _broken_down("strftime/1") | _jaq_strftime($f) end;
+def strflocaltime($f):
+  if ($f | type) != "string" then error("strflocaltime/1 requires a string format")
+  else _broken_down("strflocaltime/1") | _jaq_strflocaltime($f) end;

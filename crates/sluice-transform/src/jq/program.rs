@@ -88,7 +88,9 @@ impl Program {
         let mut out = Vec::new();
         let mut emitted = 0;
         for value in self.filter.id.run((ctx, input)).map(unwrap_valr) {
-            let value = value.map_err(|e| (reason::JQ_ERROR.to_string(), value::error_message(e)))?;
+            let value = value
+                .map_err(|e| (reason::JQ_ERROR.to_string(), value::error_message(e)))?
+                .for_output();
             if !value.is_object() {
                 return Err((
                     reason::JQ_OUTPUT.into(),

@@ -133,6 +133,43 @@ fn deletions_answer_as_jq_does() {
     assert_eq!(one("[1, 2, 3] | pick(.[1])", "{}"), r#"{"out":[null,2]}"#);
 }
 
+/// jq's numbers: whole results print as integers, literals keep their
+/// digits until arithmetic makes them doubles; jq's error texts.
+#[test]
+fn numbers_and_errors_answer_as_jq_does() {
+    let one = |program: &str, input: &str| run(&format!("{{out: ({program})}}"), input).unwrap().join("");
+    let error = |program: &str| run(&format!("{{out: ({program})}}"), "{}").unwrap_err();
+    assert_eq!(one("1.5 + 0.5, 4 / 2", "{}"), r#"{"out":2}{"out":2}"#);
+    assert_eq!(one(".n", r#"{"n": 13911860366432393}"#), r#"{"out":13911860366432393}"#);
+    assert_eq!(
+        one(".n - 10", r#"{"n": 13911860366432393}"#),
+        r#"{"out":13911860366432382}"#
+    );
+    assert_eq!(one("[\"ab\" * (2.5, 0, -1)]", "{}"), r#"{"out":["abab","",null]}"#);
+    assert_eq!(
+        one("[\"+1.5\", \"7\", \".5\" | tonumber]", "{}"),
+        r#"{"out":[1.5,7,0.5]}"#
+    );
+    assert_eq!(one("[0, 1, 2, 3] | .[1.2:2.5]", "{}"), r#"{"out":[1,2]}"#);
+    assert_eq!(one("[2024, 2, 15] | mktime", "{}"), r#"{"out":1710460800}"#);
+    assert_eq!(
+        error("1 / 0").1,
+        "number (1) and number (0) cannot be divided because the divisor is zero"
+    );
+    assert_eq!(error("-\"abc\"").1, r#"string ("abc") cannot be negated"#);
+    assert_eq!(error("{} + 1").1, "object ({}) and number (1) cannot be added");
+    assert_eq!(
+        error("\"a very long string of many words\" | -.").1,
+        r#"string ("a very long string of ma...") cannot be negated"#
+    );
+    assert_eq!(
+        error("\"12x\" | tonumber").1,
+        r#"string ("12x") cannot be parsed as a number"#
+    );
+    assert_eq!(error("[limit(-1; 1)]").1, "limit doesn't support negative count");
+    assert_eq!(error("{a: 1} | .[0]").1, "Cannot index object with number (0)");
+}
+
 #[test]
 fn a_program_rewrites_drops_or_fans_out() {
     let cents = ".props.revenue_cents = ((.props.revenue // 0) * 100 | round) | del(.page.referrer)";

@@ -24,7 +24,7 @@ use jaq_core::{
     path::Opt,
     val::Range,
 };
-use jaq_json::Val;
+use jaq_json::{Num, Val};
 use jaq_std::ValT as _;
 
 /// jaq's value, indexed and updated as jq does (see the module doc).
@@ -379,19 +379,19 @@ fn unwrap_or_clone<T: Clone>(rc: jaq_json::Rc<T>) -> T {
 }
 
 /// jq's description of a value in an error: its type and its JSON text,
-/// cut (at a character) with `...` past 29 bytes: `string ("abc")`.
+/// cut (at a character) with `...` past 29 bytes: `string ("abc")`,
+/// `string ("a long te...")`.
 fn describe(v: &Val) -> String {
     let text = v.to_string();
     if text.len() <= 29 {
         return format!("{} ({text})", type_name(v));
     }
-    let keep = if matches!(v, Val::TStr(_) | Val::BStr(_)) {
-        25
-    } else {
-        26
+    let (keep, close) = match v {
+        Val::TStr(_) | Val::BStr(_) => (25, "\""),
+        _ => (26, ""),
     };
     let cut = (0..=keep).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
-    format!("{} ({}...)", type_name(v), &text[..cut])
+    format!("{} ({}...{close})", type_name(v), &text[..cut])
 }
 
 /// An error's text as jq prints it: a string error as the string, any
@@ -469,13 +469,22 @@ fn arithmetic(op: Op, l: JqVal, r: JqVal) -> ValR<JqVal> {
     };
     match (op, &l.0, &r.0) {
         (Op::Add, Null, _) | (Op::Add, _, Null) => lift_r(l.0 + r.0),
-        (Op::Add, Num(_), Num(_))
-        | (Op::Add, TStr(_), TStr(_))
+        (Op::Add | Op::Sub | Op::Mul, Num(a), Num(b)) if beyond_doubles(a) || beyond_doubles(b) => {
+            Ok(as_doubles(op, &l.0, &r.0))
+        }
+        (Op::Add | Op::Sub | Op::Mul, Num(_), Num(_)) => {
+            let exact = lift_r(op.apply(l.0.clone(), r.0.clone()))?;
+            Ok(match &exact.0 {
+                Num(n) if beyond_doubles(n) => as_doubles(op, &l.0, &r.0),
+                _ => exact,
+            })
+        }
+        (Op::Add, TStr(_), TStr(_))
         | (Op::Add, BStr(_), BStr(_))
         | (Op::Add, Arr(_), Arr(_))
         | (Op::Add, Obj(_), Obj(_)) => lift_r(l.0 + r.0),
-        (Op::Sub, Num(_), Num(_)) | (Op::Sub, Arr(_), Arr(_)) => lift_r(l.0 - r.0),
-        (Op::Mul, Num(_), Num(_)) | (Op::Mul, Obj(_), Obj(_)) => lift_r(l.0 * r.0),
+        (Op::Sub, Arr(_), Arr(_)) => lift_r(l.0 - r.0),
+        (Op::Mul, Obj(_), Obj(_)) => lift_r(l.0 * r.0),
         (Op::Mul, TStr(s), Num(_)) => repeat(s, &r.0),
         (Op::Mul, Num(_), TStr(s)) => repeat(s, &l.0),
         (Op::Div | Op::Rem, Num(_), Num(_)) if zero(&r.0) => refuse(&l.0, &r.0, " because the divisor is zero"),
@@ -483,6 +492,31 @@ fn arithmetic(op: Op, l: JqVal, r: JqVal) -> ValR<JqVal> {
         (Op::Rem, Num(_), Num(_)) => lift_r(l.0 % r.0),
         (_, l, r) => refuse(l, r, ""),
     }
+}
+
+/// 2^53: every integer up to it is exact as a double.
+const EXACT_IN_DOUBLES: usize = 1 << 53;
+
+/// An integer jq could not compute on exactly: jq computes with doubles,
+/// so past 2^53 Sluice does too (a literal keeps its digits until then).
+fn beyond_doubles(n: &Num) -> bool {
+    match n {
+        Num::Int(i) => i.unsigned_abs() > EXACT_IN_DOUBLES,
+        Num::BigInt(_) => true,
+        Num::Float(_) | Num::Dec(_) => false,
+    }
+}
+
+/// `l op r` on the numbers as doubles, as jq computes it.
+fn as_doubles(op: Op, l: &Val, r: &Val) -> JqVal {
+    let (l, r) = (l.as_f64().unwrap_or(f64::NAN), r.as_f64().unwrap_or(f64::NAN));
+    JqVal::from(match op {
+        Op::Add => l + r,
+        Op::Sub => l - r,
+        Op::Mul => l * r,
+        Op::Div => l / r,
+        Op::Rem => l % r,
+    })
 }
 
 /// jq's `"s" * n`: `s` repeated `n` times (rounded down), null for a
@@ -509,6 +543,17 @@ enum Op {
 }
 
 impl Op {
+    /// jaq's answer.
+    fn apply(self, l: Val, r: Val) -> ValR<Val> {
+        match self {
+            Op::Add => l + r,
+            Op::Sub => l - r,
+            Op::Mul => l * r,
+            Op::Div => l / r,
+            Op::Rem => l % r,
+        }
+    }
+
     fn verb(self) -> &'static str {
         match self {
             Op::Add => "added",
@@ -537,9 +582,48 @@ impl ops::Neg for JqVal {
     type Output = ValR<JqVal>;
     fn neg(self) -> ValR<JqVal> {
         match self.0 {
+            // A literal keeps its digits (`-1E+1000`, `-0.1234567890123456789`).
+            Val::Num(Num::Dec(d)) => Ok(JqVal(Val::Num(Num::Dec(jaq_json::Rc::new(
+                match d.strip_prefix('-') {
+                    Some(positive) => positive.to_string(),
+                    None => format!("-{d}"),
+                },
+            ))))),
             v @ Val::Num(_) => lift_r(-v),
             v => Err(fail(format_args!("{} cannot be negated", describe(&v)))),
         }
+    }
+}
+
+/// A float that jq prints as an integer: whole, not -0, below 10^17
+/// (jq prints 17 significant digits).
+fn is_whole(v: &Val) -> bool {
+    match v {
+        Val::Num(Num::Float(f)) => f.fract() == 0.0 && f.abs() < WHOLE_LIMIT && !(*f == 0.0 && f.is_sign_negative()),
+        Val::Arr(a) => a.iter().any(is_whole),
+        Val::Obj(o) => o.values().any(is_whole),
+        _ => false,
+    }
+}
+
+const WHOLE_LIMIT: f64 = 1e17;
+
+/// `v` with every whole float (see [`is_whole`]) an integer; containers
+/// without one are kept as they are.
+fn whole_numbers(v: Val) -> Val {
+    if !is_whole(&v) {
+        return v;
+    }
+    match v {
+        Val::Num(Num::Float(f)) => Val::from(f as isize),
+        Val::Arr(a) => unwrap_or_clone(a).into_iter().map(whole_numbers).collect(),
+        Val::Obj(o) => Val::obj(
+            unwrap_or_clone(o)
+                .into_iter()
+                .map(|(k, x)| (k, whole_numbers(x)))
+                .collect(),
+        ),
+        v => v,
     }
 }
 
@@ -690,7 +774,9 @@ fn natives<D: for<'a> DataT<V<'a> = JqVal>>() -> Box<[Filter<jaq_core::RunPtr<D>
             };
             bome(parsed)
         }),
-        ("tojson", v(0), |cv| bome(Ok(JqVal(Val::from(cv.1.0.to_string()))))),
+        ("tojson", v(0), |cv| {
+            bome(Ok(JqVal(Val::from(whole_numbers(cv.1.0).to_string()))))
+        }),
         ("_describe", v(0), |cv| bome(Ok(JqVal(Val::from(describe(&cv.1.0)))))),
         ("_tonumber", v(0), |cv| bome(to_number(&cv.1.0))),
         ("_nan", v(0), |_| bome(Ok(JqVal::from(f64::NAN)))),
@@ -718,6 +804,12 @@ fn natives<D: for<'a> DataT<V<'a> = JqVal>>() -> Box<[Filter<jaq_core::RunPtr<D>
 }
 
 impl JqVal {
+    /// The value as jq prints it: numbers that are whole and exact as
+    /// doubles print as integers (`2`, not jaq's `2.0`).
+    pub fn for_output(self) -> Self {
+        JqVal(whole_numbers(self.0))
+    }
+
     /// Parses one JSON value.
     pub fn parse(text: &[u8]) -> Result<Self, String> {
         jaq_json::read::parse_single(text).map(JqVal).map_err(|e| e.to_string())

@@ -151,7 +151,8 @@ def implode:
   if type != "array" then error("implode input must be an array")
   else map(
     if type != "number" or isnan then error("\(_describe) can't be imploded, unicode codepoint needs to be numeric")
-    else trunc | if . < 0 or . > 1114111 or (. >= 55296 and . <= 57343) then 65533 else . end end)
+    elif . < 0 or . >= 1114112 or (. >= 55296 and . < 57344) then 65533
+    else floor end)
   | _jaq_implode end;
 
 # jq's broken-down times: short arrays padded with zeros, jq's messages.

@@ -9,6 +9,8 @@
 //! running happen on a thread with a large stack ([`on_stack`]), in a
 //! worker process when the binary serves them ([`super::worker`]).
 
+use std::{collections::BTreeSet, sync::OnceLock};
+
 use bytes::Bytes;
 use jaq_core::{
     Compiler, Ctx, Vars, data,
@@ -51,7 +53,8 @@ impl Program {
         let defs = jaq_core::defs()
             .chain(jaq_std::defs())
             .chain(jaq_json::defs())
-            .chain(sluice_defs());
+            .chain(sluice_defs())
+            .chain(builtins_def());
         let funs = jaq_core::funs().chain(jaq_std::funs()).chain(value::funs());
         let arena = Arena::default();
         let loader = Loader::new(defs);
@@ -98,13 +101,6 @@ impl Program {
                 ));
             }
             let text = value.to_string();
-            // jaq prints values JSON cannot hold (nan, byte strings) as non-JSON.
-            if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&text) {
-                return Err((
-                    reason::JQ_OUTPUT.into(),
-                    format!("the program emitted a value that is not JSON ({e}): {}", shorten(&text)),
-                ));
-            }
             emitted += text.len();
             if emitted > limits.output_bytes() {
                 return Err(limits.refusal(Limit::Output));
@@ -119,6 +115,34 @@ impl Program {
 fn sluice_defs() -> impl Iterator<Item = jaq_core::load::parse::Def<&'static str>> {
     jaq_core::load::parse(include_str!("jq_defs.jq"), |p| p.defs())
         .expect("jq_defs.jq parses (checked by a test)")
+        .into_iter()
+}
+
+/// jq's `builtins`: `name/arity` of each filter a program can call (but
+/// those named `_...` and the `@` formats), in a definition made once.
+fn builtins_def() -> impl Iterator<Item = jaq_core::load::parse::Def<&'static str>> {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    let text = TEXT.get_or_init(|| {
+        let defs = jaq_core::defs()
+            .chain(jaq_std::defs())
+            .chain(jaq_json::defs())
+            .chain(sluice_defs())
+            .map(|d| (d.name, d.args.len()));
+        let funs = jaq_core::funs::<data::JustLut<JqVal>>()
+            .chain(jaq_std::funs())
+            .chain(value::funs())
+            .map(|(name, args, _)| (name, args.len()));
+        let names: BTreeSet<String> = defs
+            .chain(funs)
+            .chain([("builtins", 0)])
+            .filter(|(name, _)| !name.starts_with(['_', '@']))
+            .map(|(name, arity)| format!("{name}/{arity}"))
+            .collect();
+        let list = serde_json::to_string(&names).expect("strings serialise");
+        format!("def builtins: {list};")
+    });
+    jaq_core::load::parse(text, |p| p.defs())
+        .expect("the builtins definition parses")
         .into_iter()
 }
 

@@ -153,6 +153,18 @@ fn numbers_and_errors_answer_as_jq_does() {
     assert_eq!(one("[0, 1, 2, 3] | .[1.2:2.5]", "{}"), r#"{"out":[1,2]}"#);
     assert_eq!(one("[2024, 2, 15] | mktime", "{}"), r#"{"out":1710460800}"#);
     assert_eq!(
+        one("[65, -1, 1114112, 55296, 66.7] | implode", "{}"),
+        "{\"out\":\"A\u{FFFD}\u{FFFD}\u{FFFD}B\"}"
+    );
+    assert_eq!(one("\"nan\" | fromjson | isnan", "{}"), r#"{"out":true}"#);
+    assert_eq!(
+        one(
+            "builtins | [length > 100, index(\"map/1\") != null, any(startswith(\"_\"))]",
+            "{}"
+        ),
+        r#"{"out":[true,true,false]}"#
+    );
+    assert_eq!(
         error("1 / 0").1,
         "number (1) and number (0) cannot be divided because the divisor is zero"
     );
@@ -194,7 +206,10 @@ fn errors_and_non_objects_are_refused_with_a_reason() {
     assert_eq!(reason, "jq_error");
     assert!(detail.contains("no thanks"), "{detail}");
     assert_eq!(run(".n + 1", r#"{"n":1}"#).unwrap_err().0, "jq_output");
-    assert_eq!(run("{x: nan}", "{}").unwrap_err().0, "jq_output");
+    assert_eq!(
+        run("{x: nan, y: infinite}", "{}").unwrap(),
+        vec![r#"{"x":null,"y":1.7976931348623157e308}"#]
+    );
     assert_eq!(run(".", "{").unwrap_err().0, "invalid_json");
     assert_eq!(
         run(".", r#"{"s":"quote \" tab \t nul \u0000 é"}"#).unwrap(),

@@ -292,6 +292,7 @@ impl jaq_core::ValT for JqVal {
                 Ok(JqVal(Val::obj(o)))
             }
             (Val::Arr(a), Val::Num(_)) => Self::update_item(unwrap_or_clone(a), &index.0, f),
+            (Val::Arr(_), Val::Arr(_)) => Err(fail("Cannot update field at array index of array").into()),
             (v, _) => opt.fail(JqVal(v), |v| cannot_index(&v.0, &index.0).into()),
         }
     }
@@ -382,7 +383,7 @@ fn unwrap_or_clone<T: Clone>(rc: jaq_json::Rc<T>) -> T {
 /// cut (at a character) with `...` past 29 bytes: `string ("abc")`,
 /// `string ("a long te...")`.
 fn describe(v: &Val) -> String {
-    let text = v.to_string();
+    let text = whole_numbers(v.clone()).to_string();
     if text.len() <= 29 {
         return format!("{} ({text})", type_name(v));
     }
@@ -595,11 +596,14 @@ impl ops::Neg for JqVal {
     }
 }
 
-/// A float that jq prints as an integer: whole, not -0, below 10^17
-/// (jq prints 17 significant digits).
+/// A float that jq prints otherwise than jaq: whole, not -0, below 10^17
+/// (jq prints 17 significant digits) as an integer, NaN as null, an
+/// infinity as the largest double.
 fn is_whole(v: &Val) -> bool {
     match v {
-        Val::Num(Num::Float(f)) => f.fract() == 0.0 && f.abs() < WHOLE_LIMIT && !(*f == 0.0 && f.is_sign_negative()),
+        Val::Num(Num::Float(f)) => {
+            !f.is_finite() || (f.fract() == 0.0 && f.abs() < WHOLE_LIMIT && !(*f == 0.0 && f.is_sign_negative()))
+        }
         Val::Arr(a) => a.iter().any(is_whole),
         Val::Obj(o) => o.values().any(is_whole),
         _ => false,
@@ -608,13 +612,15 @@ fn is_whole(v: &Val) -> bool {
 
 const WHOLE_LIMIT: f64 = 1e17;
 
-/// `v` with every whole float (see [`is_whole`]) an integer; containers
+/// `v` with every float [`is_whole`] names as jq prints it; containers
 /// without one are kept as they are.
 fn whole_numbers(v: Val) -> Val {
     if !is_whole(&v) {
         return v;
     }
     match v {
+        Val::Num(Num::Float(f)) if f.is_nan() => Val::Null,
+        Val::Num(Num::Float(f)) if f.is_infinite() => Val::from(f64::MAX.copysign(f)),
         Val::Num(Num::Float(f)) => Val::from(f as isize),
         Val::Arr(a) => unwrap_or_clone(a).into_iter().map(whole_numbers).collect(),
         Val::Obj(o) => Val::obj(
@@ -767,6 +773,7 @@ fn natives<D: for<'a> DataT<V<'a> = JqVal>>() -> Box<[Filter<jaq_core::RunPtr<D>
     Box::new([
         ("fromjson", v(0), |cv| {
             let parsed = match &cv.1.0 {
+                Val::TStr(s) if matches!(s.trim_ascii(), b"nan" | b"NaN" | b"-NaN") => Ok(JqVal::from(f64::NAN)),
                 Val::TStr(s) => jaq_json::read::parse_single(s)
                     .map(JqVal)
                     .map_err(|e| fail(format_args!("{} (while parsing '{}')", e, String::from_utf8_lossy(s)))),
@@ -804,8 +811,9 @@ fn natives<D: for<'a> DataT<V<'a> = JqVal>>() -> Box<[Filter<jaq_core::RunPtr<D>
 }
 
 impl JqVal {
-    /// The value as jq prints it: numbers that are whole and exact as
-    /// doubles print as integers (`2`, not jaq's `2.0`).
+    /// The value as jq prints it: whole numbers below 10^17 as integers
+    /// (`2`, not jaq's `2.0`), NaN as null, infinities as the largest
+    /// double.
     pub fn for_output(self) -> Self {
         JqVal(whole_numbers(self.0))
     }

@@ -11,6 +11,7 @@
 //! stack are all bounded per event. Elsewhere it runs in-process on a
 //! large stack ([`program`]) with only the output limit.
 
+mod alternatives;
 mod limits;
 mod pool;
 mod program;

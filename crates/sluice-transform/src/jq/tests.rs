@@ -182,6 +182,34 @@ fn numbers_and_errors_answer_as_jq_does() {
     assert_eq!(error("{a: 1} | .[0]").1, "Cannot index object with number (0)");
 }
 
+/// `?//`: the next pattern when destructuring or the body fails, every
+/// pattern's variables bound (null where unused).
+#[test]
+fn destructuring_alternatives_answer_as_jq_does() {
+    let all = |program: &str, input: &str| run(&format!("{{out: [{program}]}}"), input).unwrap().join("");
+    assert_eq!(
+        all(
+            ".xs[] as [$a] ?// [$b] | if $a != null then error(\"err: \\($a)\") else {$a, $b} end",
+            r#"{"xs": [[3]]}"#
+        ),
+        r#"{"out":[{"a":null,"b":3}]}"#
+    );
+    assert_eq!(
+        all(
+            ".xs[] | . as {a: $a} ?// [$a] ?// $a | $a",
+            r#"{"xs": [{"a": 1}, [2], 3]}"#
+        ),
+        r#"{"out":[1,2,3]}"#
+    );
+    assert_eq!(all(". as [$a] ?// {a: $a} | $a", "{}"), r#"{"out":[null]}"#);
+    let (reason, detail) = run("{out: (.x as [$a] ?// {a: $a} | $a)}", r#"{"x": 1}"#).unwrap_err();
+    assert_eq!(
+        (reason.as_str(), detail.as_str()),
+        ("jq_error", r#"Cannot index number with string ("a")"#),
+        "the last alternative's error stands"
+    );
+}
+
 #[test]
 fn a_program_rewrites_drops_or_fans_out() {
     let cents = ".props.revenue_cents = ((.props.revenue // 0) * 100 | round) | del(.page.referrer)";

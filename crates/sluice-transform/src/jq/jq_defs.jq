@@ -130,10 +130,17 @@ def _delpath_expand($p):
   end;
 def delpaths($paths):
   if ($paths | type) != "array" then error("Paths must be specified as an array")
+  elif any($paths[]; length > 10000) then error("Path too deep")
   else . as $top
     | reduce ([$paths[] as $p | $top | _delpath_expand($p)[]] | unique | reverse)[] as $p (.; _delpath($p))
   end;
 def del(f): delpaths([path(f)]);
+
+# jq's bound on a path's length.
+def _jaq_getpath($p): getpath($p);
+def _jaq_setpath($p; $x): setpath($p; $x);
+def getpath($p): if ($p | length) > 10000 then error("Path too deep") else _jaq_getpath($p) end;
+def setpath($p; $x): if ($p | length) > 10000 then error("Path too deep") else _jaq_setpath($p; $x) end;
 
 # jq's `pick`: the paths of `f`, with their values, in a value that has only them.
 def pick(f): . as $top | reduce path(f) as $p (null; setpath($p; $top | getpath($p)));

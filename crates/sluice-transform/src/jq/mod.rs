@@ -11,10 +11,10 @@
 //! stack are all bounded per event. Elsewhere it runs in-process on a
 //! large stack ([`program`]) with only the output limit.
 
-mod alternatives;
 mod limits;
 mod pool;
 mod program;
+mod syntax;
 mod value;
 mod wire;
 mod worker;

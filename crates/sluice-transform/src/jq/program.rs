@@ -20,8 +20,8 @@ use jaq_core::{
 use sluice_core::reason;
 
 use super::{
-    alternatives,
     limits::{JqLimits, Limit},
+    syntax,
     value::{self, JqVal},
     wire::Answer,
 };
@@ -49,10 +49,10 @@ pub struct Program {
 
 impl Program {
     /// Compiles `program` on this thread; the error names the line and
-    /// column of each problem (in the program as [`alternatives`]
+    /// column of each problem (in the program as [`syntax`]
     /// rewrote it, if it has `?//`).
     pub fn compile(program: &str) -> Result<Self, String> {
-        let program = &alternatives::rewrite(program)?;
+        let program = &syntax::rewrite(program)?;
         let defs = jaq_core::defs()
             .chain(jaq_std::defs())
             .chain(jaq_json::defs())

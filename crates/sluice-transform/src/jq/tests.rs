@@ -30,6 +30,30 @@ async fn deeply_nested_values_do_not_take_the_engine_down() {
     );
 }
 
+/// jq bounds containment checks and merges at 10 000 levels.
+#[tokio::test]
+async fn recursion_past_jq_bounds_is_a_jq_error() {
+    for (program, detail) in [
+        (
+            "reduce range(10001) as $_ ([]; [.]) as $x | $x | contains($x)",
+            "Containment check too deep",
+        ),
+        (
+            "reduce range(10001) as $_ ({}; {a: .}) as $x | $x * $x",
+            "Object merge too deep",
+        ),
+    ] {
+        let transform = JqTransform::new(&format!("{{out: ({program})}}"), JqLimits::default()).unwrap();
+        let event = Event::from_line(0, Bytes::from_static(b"{}"));
+        let output = transform.process(BatchInfo::first("deep"), vec![event]).await.unwrap();
+        let rejected = &output.rejected[0];
+        assert_eq!(
+            (rejected.reason.as_str(), rejected.detail.as_str()),
+            ("jq_error", detail)
+        );
+    }
+}
+
 /// Parsing and running recurse once per `elif`: a long chain compiles
 /// and runs on the jq threads' stack instead of overflowing the caller's.
 #[tokio::test]
@@ -152,6 +176,11 @@ fn numbers_and_errors_answer_as_jq_does() {
     );
     assert_eq!(one("[0, 1, 2, 3] | .[1.2:2.5]", "{}"), r#"{"out":[1,2]}"#);
     assert_eq!(one("[2024, 2, 15] | mktime", "{}"), r#"{"out":1710460800}"#);
+    assert_eq!(
+        one("[5.5 % 2, -5 % 3, (nan % 1 | isnan)]", "{}"),
+        r#"{"out":[1,-2,true]}"#
+    );
+
     assert_eq!(
         one("[65, -1, 1114112, 55296, 66.7] | implode", "{}"),
         "{\"out\":\"A\u{FFFD}\u{FFFD}\u{FFFD}B\"}"

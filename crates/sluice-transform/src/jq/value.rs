@@ -485,12 +485,14 @@ fn arithmetic(op: Op, l: JqVal, r: JqVal) -> ValR<JqVal> {
         | (Op::Add, Arr(_), Arr(_))
         | (Op::Add, Obj(_), Obj(_)) => lift_r(l.0 + r.0),
         (Op::Sub, Arr(_), Arr(_)) => lift_r(l.0 - r.0),
+        (Op::Mul, Obj(_), Obj(_)) if merge_too_deep(&l.0, &r.0, 0) => Err(fail("Object merge too deep")),
         (Op::Mul, Obj(_), Obj(_)) => lift_r(l.0 * r.0),
         (Op::Mul, TStr(s), Num(_)) => repeat(s, &r.0),
         (Op::Mul, Num(_), TStr(s)) => repeat(s, &l.0),
+        (Op::Rem, Num(_), Num(_)) if is_nan(&l.0) || is_nan(&r.0) => Ok(JqVal::from(f64::NAN)),
         (Op::Div | Op::Rem, Num(_), Num(_)) if zero(&r.0) => refuse(&l.0, &r.0, " because the divisor is zero"),
+        (Op::Rem, Num(_), Num(_)) => Ok(JqVal::from(remainder(&l.0, &r.0) as isize)),
         (Op::Div, Num(_), Num(_)) | (Op::Div, TStr(_), TStr(_)) => lift_r(l.0 / r.0),
-        (Op::Rem, Num(_), Num(_)) => lift_r(l.0 % r.0),
         (_, l, r) => refuse(l, r, ""),
     }
 }
@@ -518,6 +520,22 @@ fn as_doubles(op: Op, l: &Val, r: &Val) -> JqVal {
         Op::Div => l / r,
         Op::Rem => l % r,
     })
+}
+
+fn is_nan(v: &Val) -> bool {
+    v.as_f64().is_some_and(f64::is_nan)
+}
+
+/// A number as jq's remainder takes it: cut to a 64-bit integer
+/// (saturating; NaN is 0).
+fn as_integer(v: &Val) -> i64 {
+    v.as_isize()
+        .map_or_else(|| v.as_f64().unwrap_or_default() as i64, |i| i as i64)
+}
+
+/// jq's `a % b` of two numbers, `b` not 0: on the numbers cut to integers.
+fn remainder(a: &Val, b: &Val) -> i64 {
+    as_integer(a).wrapping_rem(as_integer(b))
 }
 
 /// jq's `"s" * n`: `s` repeated `n` times (rounded down), null for a
@@ -633,6 +651,20 @@ fn whole_numbers(v: Val) -> Val {
     }
 }
 
+/// jq's bound on the nesting its recursive operations go through.
+const MAX_DEPTH: usize = 10_000;
+
+/// Whether merging `r` into `l` recursively goes past [`MAX_DEPTH`]
+/// levels of objects both have.
+fn merge_too_deep(l: &Val, r: &Val, depth: usize) -> bool {
+    let (Val::Obj(l), Val::Obj(r)) = (l, r) else {
+        return false;
+    };
+    depth > MAX_DEPTH
+        || r.iter()
+            .any(|(k, rv)| l.get(k).is_some_and(|lv| merge_too_deep(lv, rv, depth + 1)))
+}
+
 /// jq's `length`: 0 for null, the absolute value of a number, characters
 /// of a string, items of an array or object; an error for a boolean.
 fn length(v: &Val) -> ValR<JqVal> {
@@ -651,7 +683,10 @@ fn length(v: &Val) -> ValR<JqVal> {
 /// jq's `contains`: substrings, every item of `b` in some item of `a`,
 /// every key of `b` in `a` with a value containing `b`'s; equality for
 /// other values of one type; an error for values of different types.
-fn contains(a: &Val, b: &Val) -> Result<bool, Error<JqVal>> {
+fn contains(a: &Val, b: &Val, depth: usize) -> Result<bool, Error<JqVal>> {
+    if depth > MAX_DEPTH {
+        return Err(fail("Containment check too deep"));
+    }
     Ok(match (a, b) {
         (Val::TStr(a), Val::TStr(b)) => {
             let (a, b) = (a.as_ref().as_ref(), b.as_ref().as_ref());
@@ -661,7 +696,7 @@ fn contains(a: &Val, b: &Val) -> Result<bool, Error<JqVal>> {
             for y in b.iter() {
                 let mut found = false;
                 for x in a.iter() {
-                    if contains(x, y)? {
+                    if contains(x, y, depth + 1)? {
                         found = true;
                         break;
                     }
@@ -675,7 +710,7 @@ fn contains(a: &Val, b: &Val) -> Result<bool, Error<JqVal>> {
         (Val::Obj(a), Val::Obj(b)) => {
             for (k, y) in b.iter() {
                 match a.get(k) {
-                    Some(x) if contains(x, y)? => {}
+                    Some(x) if contains(x, y, depth + 1)? => {}
                     _ => return Ok(false),
                 }
             }
@@ -788,13 +823,10 @@ fn natives<D: for<'a> DataT<V<'a> = JqVal>>() -> Box<[Filter<jaq_core::RunPtr<D>
         ("_tonumber", v(0), |cv| bome(to_number(&cv.1.0))),
         ("_nan", v(0), |_| bome(Ok(JqVal::from(f64::NAN)))),
         ("_infinite", v(0), |_| bome(Ok(JqVal::from(f64::INFINITY)))),
-        ("_isnan", v(0), |cv| {
-            let nan = matches!(cv.1.0, Val::Num(_)) && cv.1.0.as_f64().is_some_and(f64::is_nan);
-            bome(Ok(JqVal::from(nan)))
-        }),
+        ("_isnan", v(0), |cv| bome(Ok(JqVal::from(is_nan(&cv.1.0))))),
         ("length", v(0), |cv| bome(length(&cv.1.0))),
         ("contains", v(1), |cv| {
-            unary(cv, |x, y| contains(&x.0, &y.0).map(|b| JqVal(Val::from(b))))
+            unary(cv, |x, y| contains(&x.0, &y.0, 0).map(|b| JqVal(Val::from(b))))
         }),
         ("has", v(1), |cv| unary(cv, |x, k| has(&x.0, &k.0))),
         ("indices", v(1), |cv| unary(cv, |x, n| indices(&x.0, &n.0))),

@@ -111,29 +111,9 @@ def from_entries: reduce .[] as $x ({};
               | if type == "string" then . else tojson end):
           ($x | if has("value") then .value elif has("v") then .v else .Value end) });
 
-# jq's deletion: negative indices and slices of arrays turned into
-# indices, paths deleted from the last in sorted order (so earlier
-# indices stay valid); a path through null or a missing key deletes
-# nothing, the empty path deletes everything.
-def _delpath($p):
-  if $p == [] then null
-  elif ($p | length) == 1 then .[$p[0]] |= empty
-  else .[$p[0]] as $inner
-    | if $inner == null then . else .[$p[0]] = ($inner | _delpath($p[1:])) end
-  end;
-def _delpath_expand($p):
-  if $p == [] then [$p]
-  else $p[:-1] as $parent | $p[-1] as $k | getpath($parent) as $c
-    | if ($c | type) == "array" and ($k | type) == "number" and $k < 0 then [$parent + [$k + ($c | length)]]
-      elif ($c | type) == "array" and ($k | type) == "object" then [[range($c | length)] | .[$k.start:$k.end][] | $parent + [.]]
-      else [$p] end
-  end;
-def delpaths($paths):
-  if ($paths | type) != "array" then error("Paths must be specified as an array")
-  elif any($paths[]; length > 10000) then error("Path too deep")
-  else . as $top
-    | reduce ([$paths[] as $p | $top | _delpath_expand($p)[]] | unique | reverse)[] as $p (.; _delpath($p))
-  end;
+# jq's deletion (native `_delpaths`): paths sorted and deleted from the
+# last, nothing deleted through null.
+def delpaths($paths): _delpaths($paths);
 def del(f): delpaths([path(f)]);
 
 # jq's bound on a path's length.

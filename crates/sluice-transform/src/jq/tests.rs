@@ -151,6 +151,19 @@ fn deletions_answer_as_jq_does() {
     assert_eq!(one("[1, 2] | del(.[5])", "{}"), r#"{"out":[1,2]}"#);
     assert_eq!(one("null | del(.a)", "{}"), r#"{"out":null}"#);
     assert_eq!(
+        one("[range(10)] | del(.[1], .[-6], .[2], .[-3:9])", "{}"),
+        r#"{"out":[0,3,5,6,9]}"#
+    );
+    assert_eq!(one("[1, 2, 3] | delpaths([[-200]])", "{}"), r#"{"out":[1,2,3]}"#);
+    assert_eq!(
+        one("{a: [{b: 1, c: 2}]} | del(.a[0].b)", "{}"),
+        r#"{"out":{"a":[{"c":2}]}}"#
+    );
+    assert_eq!(
+        run("{out: ({} | delpaths(0))}", "{}").unwrap_err().1,
+        "Paths must be specified as an array"
+    );
+    assert_eq!(
         one("{a: {b: 1, c: 2}, d: 3} | pick(.a.b, .x)", "{}"),
         r#"{"out":{"a":{"b":1},"x":null}}"#
     );

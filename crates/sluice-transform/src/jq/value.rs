@@ -665,6 +665,119 @@ fn merge_too_deep(l: &Val, r: &Val, depth: usize) -> bool {
             .any(|(k, rv)| l.get(k).is_some_and(|lv| merge_too_deep(lv, rv, depth + 1)))
 }
 
+/// jq's `delpaths`: a negative index or a slice of an array as the
+/// indices it names, the paths sorted and deleted from the last (so
+/// earlier indices stay valid); a path through null or a missing key
+/// deletes nothing, the empty path everything.
+fn delete_paths(v: Val, paths: &Val) -> ValR<JqVal> {
+    let Val::Arr(paths) = paths else {
+        return Err(fail("Paths must be specified as an array"));
+    };
+    let mut expanded: Vec<Vec<Val>> = Vec::with_capacity(paths.len());
+    for path in paths.iter() {
+        let Val::Arr(path) = path else {
+            return Err(fail("Path must be specified as an array"));
+        };
+        if path.len() > MAX_DEPTH {
+            return Err(fail("Path too deep"));
+        }
+        let Some((last, parent)) = path.split_last() else {
+            expanded.push(Vec::new());
+            continue;
+        };
+        let at = |key: Val| parent.iter().cloned().chain([key]).collect::<Vec<_>>();
+        match (get_path(&v, parent)?, last) {
+            (Val::Arr(items), Val::Num(_)) => match array_index(last) {
+                Some(i) if i < 0 && i + (items.len() as isize) >= 0 => {
+                    expanded.push(at(Val::from(i + items.len() as isize)));
+                }
+                _ => expanded.push(path.to_vec()),
+            },
+            (Val::Arr(items), Val::Obj(o)) => {
+                let range = slice_of(o);
+                let (from, upto) = slice_bounds(&(range.start.as_ref()..range.end.as_ref()), items.len())?;
+                expanded.extend((from..upto).map(|i| at(Val::from(i))));
+            }
+            _ => expanded.push(path.to_vec()),
+        }
+    }
+    expanded.sort();
+    expanded.dedup();
+    let mut v = v;
+    for path in expanded.iter().rev() {
+        v = delete_path(v, path)?;
+    }
+    Ok(JqVal(v))
+}
+
+/// The value at `path` as jq indexes (null through null and missing keys).
+fn get_path(v: &Val, path: &[Val]) -> Result<Val, Error<JqVal>> {
+    use jaq_core::ValT;
+    let mut at = JqVal(v.clone());
+    for key in path {
+        if matches!(at.0, Val::Null) {
+            break;
+        }
+        at = at.index(&JqVal(key.clone()))?;
+    }
+    Ok(at.0)
+}
+
+/// `v` without what `path` names (see [`delete_paths`]).
+fn delete_path(v: Val, path: &[Val]) -> Result<Val, Error<JqVal>> {
+    let Some((key, rest)) = path.split_first() else {
+        return Ok(Val::Null);
+    };
+    let cannot = |v: &Val| {
+        let kind = if matches!(key, Val::TStr(_)) { "object" } else { "array" };
+        fail(format_args!("Cannot delete field at {kind} index of {}", type_name(v)))
+    };
+    match (v, key) {
+        (Val::Null, _) => Ok(Val::Null),
+        (Val::Obj(o), Val::TStr(_)) => {
+            if o.get(key)
+                .is_none_or(|child| !rest.is_empty() && matches!(child, Val::Null))
+            {
+                return Ok(Val::Obj(o));
+            }
+            let mut o = unwrap_or_clone(o);
+            if rest.is_empty() {
+                o.shift_remove(key);
+            } else if let Some(child) = o.get_mut(key) {
+                *child = delete_path(std::mem::take(child), rest)?;
+            }
+            Ok(Val::obj(o))
+        }
+        (Val::Arr(a), Val::Num(_)) => {
+            let len = a.len() as isize;
+            let i = match array_index(key) {
+                Some(i) if i < 0 => i + len,
+                Some(i) => i,
+                None => return Ok(Val::Arr(a)),
+            };
+            if i < 0 || i >= len || (!rest.is_empty() && matches!(a[i as usize], Val::Null)) {
+                return Ok(Val::Arr(a));
+            }
+            let mut a = unwrap_or_clone(a);
+            if rest.is_empty() {
+                a.remove(i as usize);
+            } else {
+                let child = std::mem::take(&mut a[i as usize]);
+                a[i as usize] = delete_path(child, rest)?;
+            }
+            Ok(a.into_iter().collect())
+        }
+        (Val::Arr(a), Val::Obj(o)) if rest.is_empty() => {
+            let range = slice_of(o);
+            let (from, upto) = slice_bounds(&(range.start.as_ref()..range.end.as_ref()), a.len())?;
+            let mut a = unwrap_or_clone(a);
+            a.drain(from..upto);
+            Ok(a.into_iter().collect())
+        }
+        (v, _) => Err(cannot(&v)),
+    }
+}
+
 /// jq's `length`: 0 for null, the absolute value of a number, characters
 /// of a string, items of an array or object; an error for a boolean.
 fn length(v: &Val) -> ValR<JqVal> {
@@ -821,6 +934,9 @@ fn natives<D: for<'a> DataT<V<'a> = JqVal>>() -> Box<[Filter<jaq_core::RunPtr<D>
         }),
         ("_describe", v(0), |cv| bome(Ok(JqVal(Val::from(describe(&cv.1.0)))))),
         ("_tonumber", v(0), |cv| bome(to_number(&cv.1.0))),
+        ("_delpaths", v(1), |cv| {
+            unary(cv, |v, paths| delete_paths(v.0, &paths.0))
+        }),
         ("_nan", v(0), |_| bome(Ok(JqVal::from(f64::NAN)))),
         ("_infinite", v(0), |_| bome(Ok(JqVal::from(f64::INFINITY)))),
         ("_isnan", v(0), |cv| bome(Ok(JqVal::from(is_nan(&cv.1.0))))),

@@ -48,10 +48,13 @@ struct Token {
     end: usize,
 }
 
-/// The program rewritten, or an error naming what is not supported or
-/// could not be read.
+/// The program rewritten, or an error naming what is not supported. A
+/// program whose brackets or strings do not close is left as it is, for
+/// jaq to name the problem and its place.
 pub fn rewrite(program: &str) -> Result<String, String> {
-    let tokens = tokenize(program)?;
+    let Ok(tokens) = tokenize(program) else {
+        return Ok(program.to_string());
+    };
     if let Some(first) = tokens.first()
         && matches!(&program[first.start..first.end], "module" | "import" | "include")
     {

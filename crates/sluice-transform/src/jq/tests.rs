@@ -294,6 +294,8 @@ fn syntax_errors_name_line_and_column() {
         err.starts_with("line 2, column 9: expected closing parenthesis"),
         "{err}"
     );
+    let err = JqTransform::new(".a)\n", JqLimits::default()).err().unwrap();
+    assert!(err.starts_with("line 1, column 3: expected"), "{err}");
     let err = JqTransform::new(".a | nosuchfn(1)", JqLimits::default()).err().unwrap();
     assert!(
         err.contains("line 1, column 6: undefined") && err.contains("nosuchfn"),

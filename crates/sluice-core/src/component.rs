@@ -67,6 +67,19 @@ pub struct FlushReport {
     pub duplicates_dropped: u64,
 }
 
+/// A commit set going in the background; it resolves once the sink's log
+/// holds it.
+pub type PendingCommit = std::pin::Pin<Box<dyn std::future::Future<Output = Result<FlushReport, StageError>> + Send>>;
+
+/// What starting a flush did.
+pub enum Flushing {
+    /// Committed in place.
+    Done(FlushReport),
+    /// The window is sealed and its commit runs in the background; the sink
+    /// takes the next batches meanwhile.
+    Committing(PendingCommit),
+}
+
 /// A destination that commits atomically (lake table, database, stream).
 #[async_trait]
 pub trait Sink: Send {
@@ -84,6 +97,20 @@ pub trait Sink: Send {
     /// After an error the caller calls [`Sink::reset`]: a sink never retries
     /// a flush in place, its batches are delivered again instead.
     async fn flush(&mut self) -> Result<FlushReport, StageError>;
+
+    /// Starts committing everything buffered. A sink that can commit in the
+    /// background seals its window, sets the commit going and returns
+    /// [`Flushing::Committing`]; it accepts the next batches while that
+    /// runs. The caller lets at most one commit run at a time, completes the
+    /// sealed window's batches only when it resolves, and then calls
+    /// [`Sink::commit_landed`] if it succeeded, or [`Sink::reset`] if not,
+    /// before anything else. The default commits in place.
+    async fn start_flush(&mut self) -> Result<Flushing, StageError> {
+        self.flush().await.map(Flushing::Done)
+    }
+
+    /// The background commit [`Sink::start_flush`] set going succeeded.
+    fn commit_landed(&mut self) {}
 
     /// Discards everything not yet committed (after an error); the batches
     /// it held are delivered again.

@@ -21,7 +21,7 @@ pub mod secret;
 pub mod telemetry;
 
 pub use batch::{Delivery, DeliveryId, NewBatch, is_replay, replay_key, split_lines};
-pub use component::{Accepted, BatchInfo, FlushReport, Sink, Transform, TransformOutput};
+pub use component::{Accepted, BatchInfo, FlushReport, Flushing, PendingCommit, Sink, Transform, TransformOutput};
 pub use dead_letter::{DeadLetter, Rejected, reason};
 pub use error::{ErrorClass, StageError, is_connection_error};
 pub use event::{Event, json_kind, parse_object, pointer_tokens};

@@ -5,10 +5,17 @@
 //! bucket of a field if configured), event ids seen within the dedupe window
 //! ([`seen`]) are dropped, the JSON payloads
 //! are decoded straight into Arrow columns and streamed into the partition's
-//! open file. `flush` closes the files and makes one Delta commit holding the
+//! open file. A flush closes the files and makes one Delta commit holding the
 //! `add` actions and one `txn` action per batch key. If the commit fails, the
 //! driver resets the sink (its files are dropped from the window, never
 //! committed) and the batches are delivered again.
+//!
+//! The commit runs in the background ([`Sink::start_flush`]): the window is
+//! sealed (its files closed, its keys and ids set aside) and the commit is a
+//! task of its own, holding the table ([`TableState`]) until it has read the
+//! table back; the sink meanwhile writes the next batches into new files.
+//! Whatever needs the table (the next commit, asking whether a batch was
+//! committed) waits for that task, so commits land one at a time, in order.
 //!
 //! A replay batch's events replace the rows earlier reads of their input
 //! left ([`replace`]).
@@ -21,6 +28,7 @@
 //! before lack the new columns, which Delta readers read as null.
 
 mod committed;
+mod files;
 mod replace;
 pub mod routed;
 mod seen;
@@ -47,12 +55,13 @@ use deltalake::{
     },
     parquet::file::properties::WriterProperties,
     protocol::{DeltaOperation, SaveMode},
-    writer::{DeltaWriter, RecordBatchWriter, WriteMode},
+    writer::RecordBatchWriter,
 };
 use serde_json::Value;
 use sluice_core::{
-    Accepted, Event, FlushReport, Rejected, Sink, StageError, is_replay, now_ms, pointer_tokens, reason,
+    Accepted, Event, FlushReport, Flushing, Rejected, Sink, StageError, is_replay, now_ms, pointer_tokens, reason,
 };
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::{
     LakeError, LakeSinkConfig, StoreLocation,
@@ -64,10 +73,35 @@ use crate::{
 /// Prefix of the Delta `txn` application ids Sluice writes.
 pub const TXN_PREFIX: &str = "sluice/";
 
+/// The table and what is known of its log: the sink's, or its running
+/// commit's while one runs.
+struct TableState {
+    table: DeltaTable,
+    /// The table could not be read back after the last commit: read it
+    /// before the next.
+    stale: bool,
+    /// Batch keys the table has committed, read as commits come.
+    committed: committed::CommittedKeys,
+    /// Tests: the next read-back fails.
+    #[cfg(test)]
+    fail_next_read_back: bool,
+}
+
+impl TableState {
+    /// Reads the table's commits since the one it holds.
+    async fn read_back(&mut self) -> Result<(), deltalake::DeltaTableError> {
+        #[cfg(test)]
+        if std::mem::take(&mut self.fail_next_read_back) {
+            return Err(deltalake::DeltaTableError::Generic("the test failed this read".into()));
+        }
+        self.table.update_incremental(None).await
+    }
+}
+
 pub struct LakeSink {
     location: StoreLocation,
-    table: DeltaTable,
-    writer: RecordBatchWriter,
+    state: Arc<Mutex<TableState>>,
+    files: files::Files,
     /// Data columns as the table stores them (partition columns excluded).
     data_schema: Arc<Schema>,
     json_text_paths: Vec<Vec<String>>,
@@ -84,20 +118,16 @@ pub struct LakeSink {
     replacing: replace::Replacing,
     /// Batch keys in the current window (written, not yet committed).
     window_keys: Vec<String>,
+    /// Batch keys of the sealed window, whose commit is running.
+    sealed_keys: Vec<String>,
     window_rows: u64,
     duplicates_dropped: u64,
     /// Files closed (by a flush or a widening) and not yet committed.
     closed_files: Vec<Add>,
     /// The table's full schema once widened, until a commit records it.
     pending_schema: Option<Arc<Schema>>,
-    /// The table could not be read back after the last commit: read it
-    /// before the next.
-    stale: bool,
-    /// Tests: the next read-back fails.
-    #[cfg(test)]
-    fail_next_read_back: bool,
-    /// Batch keys the table has committed, read as commits come.
-    committed: committed::CommittedKeys,
+    /// The schema the running commit records, if it records one.
+    committing_schema: Option<Arc<Schema>>,
 }
 
 impl LakeSink {
@@ -144,8 +174,14 @@ impl LakeSink {
         let data_schema = Arc::new(data_columns(&writer.arrow_schema(), &config.partition_by));
         Ok(LakeSink {
             location,
-            table,
-            writer,
+            state: Arc::new(Mutex::new(TableState {
+                table,
+                stale: false,
+                committed: Default::default(),
+                #[cfg(test)]
+                fail_next_read_back: false,
+            })),
+            files: files::Files::start(writer),
             data_schema,
             json_text_paths,
             partition_by: config.partition_by.clone(),
@@ -156,14 +192,12 @@ impl LakeSink {
             seen: seen::SeenIds::new(Duration::from_secs(config.dedupe_window_secs), config.dedupe_max_ids),
             replacing: replace::Replacing::default(),
             window_keys: Vec::new(),
+            sealed_keys: Vec::new(),
             window_rows: 0,
             duplicates_dropped: 0,
             closed_files: Vec::new(),
             pending_schema: None,
-            stale: false,
-            #[cfg(test)]
-            fail_next_read_back: false,
-            committed: Default::default(),
+            committing_schema: None,
         })
     }
 
@@ -185,7 +219,7 @@ impl LakeSink {
         self.close_files().await?;
         let full = Arc::new(table_schema(&merged, &self.partition_by));
         let partition_columns = self.partition_by.iter().map(|p| p.column().to_string()).collect();
-        self.writer = RecordBatchWriter::try_new(
+        let wider = RecordBatchWriter::try_new(
             self.location.url().as_str(),
             full.clone(),
             Some(partition_columns),
@@ -194,45 +228,35 @@ impl LakeSink {
         .map_err(|e| self.retriable("opening a wider writer", e))?
         .with_writer_properties(self.file_properties.clone())
         .with_target_file_size(self.max_buffered as u64);
+        self.files.replace(wider);
         self.data_schema = Arc::new(merged);
         self.pending_schema = Some(full);
         Ok(())
     }
 
-    pub fn table(&self) -> &DeltaTable {
-        &self.table
-    }
-
     /// Closes the open files; their `add`s wait for the next commit.
     async fn close_files(&mut self) -> Result<(), StageError> {
         let adds = self
-            .writer
-            .flush()
+            .files
+            .close()
             .await
+            .map_err(|e| self.retriable("closing files", e))?
             .map_err(|e| self.retriable("closing files", e))?;
         self.closed_files.extend(adds);
         Ok(())
     }
 
-    /// A failed storage call: `Unavailable` when the object store could not
-    /// be reached, else an ordinary retriable error.
     fn retriable<E: std::error::Error + 'static>(&self, what: &str, e: E) -> StageError {
-        StageError::from_backend(format!("lake {}: {what}: {e}", self.location), &e)
+        storage_error(&self.location, what, e)
     }
 
-    /// Reads the table's commits since the one it holds.
-    async fn read_back(&mut self) -> Result<(), deltalake::DeltaTableError> {
-        #[cfg(test)]
-        if std::mem::take(&mut self.fail_next_read_back) {
-            return Err(deltalake::DeltaTableError::Generic("the test failed this read".into()));
-        }
-        self.table.update_incremental(None).await
-    }
-
-    /// Whether the Delta log already records batch `key`.
+    /// Whether the Delta log already records batch `key` (after the running
+    /// commit, if one runs).
     async fn committed(&mut self, key: &str) -> Result<bool, StageError> {
-        self.committed
-            .contains(&mut self.table, &format!("{TXN_PREFIX}{key}"))
+        let mut state = self.state.lock().await;
+        let TableState { table, committed, .. } = &mut *state;
+        committed
+            .contains(table, &format!("{TXN_PREFIX}{key}"))
             .await
             .map_err(|e| self.retriable("reading committed batch keys", e))
     }
@@ -279,6 +303,78 @@ impl LakeSink {
             stringify_at(&mut value, path);
         }
         Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
+    }
+}
+
+/// A failed storage call: `Unavailable` when the object store could not be
+/// reached, else an ordinary retriable error.
+fn storage_error<E: std::error::Error + 'static>(location: &StoreLocation, what: &str, e: E) -> StageError {
+    StageError::from_backend(format!("lake {location}: {what}: {e}"), &e)
+}
+
+/// A sealed window's commit: its actions, made against the table `state` holds.
+struct Commit {
+    location: StoreLocation,
+    state: OwnedMutexGuard<TableState>,
+    actions: Vec<Action>,
+    properties: CommitProperties,
+    operation: DeltaOperation,
+    /// The table's wider schema, recorded with the data written under it.
+    widened: Option<Arc<Schema>>,
+    replaced: Option<replace::Replaced>,
+    report: FlushReport,
+}
+
+impl Commit {
+    /// Commits, then reads the table back (a failed read-back leaves the
+    /// table stale, to be read before the next commit, and the commit stands).
+    async fn run(self) -> Result<FlushReport, StageError> {
+        let Commit {
+            location,
+            mut state,
+            mut actions,
+            properties,
+            operation,
+            widened,
+            replaced,
+            report,
+        } = self;
+        let snapshot = state
+            .table
+            .snapshot()
+            .map_err(|e| storage_error(&location, "reading snapshot", e))?;
+        if let Some(schema) = &widened {
+            let kernel = StructType::try_from_arrow(schema.as_ref())
+                .map_err(|e| storage_error(&location, "converting the wider schema", e))?;
+            let metadata = snapshot
+                .metadata()
+                .clone()
+                .with_schema(&kernel)
+                .map_err(|e| storage_error(&location, "widening the schema", e))?;
+            actions.push(Action::Metadata(metadata));
+        }
+        CommitBuilder::from(properties)
+            .with_actions(actions)
+            .build(Some(snapshot), state.table.log_store(), operation)
+            .await
+            .map_err(|e| storage_error(&location, "committing", e))?;
+        // Committed: nothing after this may fail the window's batches or
+        // forget their ids (a redelivery would find them committed, but a
+        // redrive of their copies would not).
+        if let Err(e) = state.read_back().await {
+            tracing::warn!(table = %location, error = %e, "reading the table back after a commit failed; reading it again before the next");
+            state.stale = true;
+        }
+        if let Some(replaced) = replaced {
+            tracing::info!(
+                table = %location,
+                rows_replaced = replaced.rows_replaced,
+                files_rewritten = replaced.files.len(),
+                rows_kept = replaced.rows_kept,
+                "replayed events replaced their earlier rows"
+            );
+        }
+        Ok(report)
     }
 }
 
@@ -352,9 +448,9 @@ fn stringify_at(value: &mut Value, path: &[String]) {
 #[async_trait]
 impl Sink for LakeSink {
     async fn accept(&mut self, key: &str, maybe_committed: bool, events: Vec<Event>) -> Result<Accepted, StageError> {
-        let in_window = self.window_keys.iter().any(|k| k == key);
+        let in_window = self.window_keys.iter().chain(&self.sealed_keys).any(|k| k == key);
         if in_window {
-            // A redelivery of a batch this process holds: the pending commit covers it.
+            // A redelivery of a batch this process holds: a pending commit covers it.
             return Ok(Accepted::Buffered { rejected: Vec::new() });
         }
         if maybe_committed && self.committed(key).await? {
@@ -414,29 +510,30 @@ impl Sink for LakeSink {
             }
             groups.entry(slot).or_default().push(event);
         }
+        let mut rows = Vec::with_capacity(groups.len());
         for (slot, events) in groups {
             let Some(batch) = self.decode(events, &mut rejected)? else {
                 continue;
             };
-            let rows = batch.num_rows() as u64;
+            self.window_rows += batch.num_rows() as u64;
             let partition: indexmap::IndexMap<String, Scalar> = self
                 .partition_by
                 .iter()
                 .zip(slot.values(&self.partition_by))
                 .map(|(k, v)| (k.column().to_string(), Scalar::String(v)))
                 .collect();
-            self.writer
-                .write_partition(batch, &partition, WriteMode::Default)
-                .await
-                .map_err(|e| self.retriable("writing parquet", e))?;
-            self.window_rows += rows;
+            rows.push((batch, partition));
         }
+        self.files
+            .write(rows)
+            .await
+            .map_err(|e| self.retriable("writing parquet", e))?;
         self.window_keys.push(key.to_string());
         Ok(Accepted::Buffered { rejected })
     }
 
     fn buffered_bytes(&self) -> usize {
-        self.writer.buffer_len()
+        self.files.buffered()
     }
 
     fn max_buffered_bytes(&self) -> usize {
@@ -444,23 +541,37 @@ impl Sink for LakeSink {
     }
 
     async fn flush(&mut self) -> Result<FlushReport, StageError> {
-        if self.window_keys.is_empty() {
-            return Ok(FlushReport::default());
+        match self.start_flush().await? {
+            Flushing::Done(report) => Ok(report),
+            Flushing::Committing(commit) => {
+                let report = commit.await?;
+                self.commit_landed();
+                Ok(report)
+            }
         }
-        // A replay rewrites files of the latest version; a table not read
-        // back after the last commit is read first.
-        if self.stale || !self.replacing.is_empty() {
-            self.read_back()
+    }
+
+    /// Seals the window (closes its files; a replay's rewrites of earlier
+    /// files are made first, against the latest version) and sets its
+    /// commit going as a task of its own.
+    async fn start_flush(&mut self) -> Result<Flushing, StageError> {
+        if self.window_keys.is_empty() {
+            return Ok(Flushing::Done(FlushReport::default()));
+        }
+        let mut state = self.state.clone().lock_owned().await;
+        if state.stale || !self.replacing.is_empty() {
+            state
+                .read_back()
                 .await
                 .map_err(|e| self.retriable("refreshing table", e))?;
-            self.stale = false;
+            state.stale = false;
         }
         let replaced = if self.replacing.is_empty() {
             None
         } else {
             let replaced = self
                 .replacing
-                .rewrite(&self.table, &self.id_column, &self.data_schema, &mut self.writer)
+                .rewrite(&state.table, &self.id_column, &self.data_schema, &self.files)
                 .await
                 .map_err(|e| StageError::retriable(format!("lake {}: replacing replayed rows: {e}", self.location)))?;
             Some(replaced)
@@ -476,7 +587,13 @@ impl Sink for LakeSink {
                 last_updated: Some(now),
             })
             .collect();
-        let mut actions: Vec<Action> = self.closed_files.iter().cloned().map(Action::Add).collect();
+        let report = FlushReport {
+            rows: std::mem::take(&mut self.window_rows),
+            files: self.closed_files.len() as u64,
+            batches: self.window_keys.len() as u64,
+            duplicates_dropped: std::mem::take(&mut self.duplicates_dropped),
+        };
+        let mut actions: Vec<Action> = self.closed_files.drain(..).map(Action::Add).collect();
         let partition_by = Some(self.partition_by.iter().map(|p| p.column().to_string()).collect());
         let mut properties = CommitProperties::default().with_application_transactions(txns);
         let operation = match &replaced {
@@ -499,64 +616,48 @@ impl Sink for LakeSink {
                 }
             }
         };
-        let snapshot = self
-            .table
-            .snapshot()
-            .map_err(|e| self.retriable("reading snapshot", e))?;
-        if let Some(schema) = &self.pending_schema {
-            let widened = StructType::try_from_arrow(schema.as_ref())
-                .map_err(|e| self.retriable("converting the wider schema", e))
-                .and_then(|kernel| {
-                    snapshot
-                        .metadata()
-                        .clone()
-                        .with_schema(&kernel)
-                        .map_err(|e| self.retriable("widening the schema", e))
-                })?;
-            actions.push(Action::Metadata(widened));
-        }
-        CommitBuilder::from(properties)
-            .with_actions(actions)
-            .build(Some(snapshot), self.table.log_store(), operation)
-            .await
-            .map_err(|e| self.retriable("committing", e))?;
-        // Committed: nothing after this may fail the window's batches or
-        // forget their ids (a redelivery would find them committed, but a
-        // redrive of their copies would not).
-        if let Err(e) = self.read_back().await {
-            tracing::warn!(table = %self.location, error = %e, "reading the table back after a commit failed; reading it again before the next");
-            self.stale = true;
-        }
-        if let Some(replaced) = replaced {
-            tracing::info!(
-                table = %self.location,
-                rows_replaced = replaced.rows_replaced,
-                files_rewritten = replaced.files.len(),
-                rows_kept = replaced.rows_kept,
-                "replayed events replaced their earlier rows"
-            );
-        }
-        let report = FlushReport {
-            rows: std::mem::take(&mut self.window_rows),
-            files: self.closed_files.len() as u64,
-            batches: self.window_keys.len() as u64,
-            duplicates_dropped: std::mem::take(&mut self.duplicates_dropped),
-        };
-        self.closed_files.clear();
-        self.window_keys.clear();
-        self.pending_schema = None;
+        self.sealed_keys = std::mem::take(&mut self.window_keys);
+        self.committing_schema = self.pending_schema.clone();
         self.replacing.clear();
-        self.seen.commit(Instant::now());
-        Ok(report)
+        self.seen.seal();
+        let commit = Commit {
+            location: self.location.clone(),
+            state,
+            actions,
+            properties,
+            operation,
+            widened: self.committing_schema.clone(),
+            replaced,
+            report,
+        };
+        let running = tokio::spawn(commit.run());
+        let location = self.location.clone();
+        Ok(Flushing::Committing(Box::pin(async move {
+            running
+                .await
+                .map_err(|e| StageError::fatal(format!("lake {location}: the commit task failed: {e}")))?
+        })))
+    }
+
+    fn commit_landed(&mut self) {
+        self.sealed_keys.clear();
+        if let Some(committed) = self.committing_schema.take()
+            && self.pending_schema.as_ref().is_some_and(|p| Arc::ptr_eq(p, &committed))
+        {
+            self.pending_schema = None;
+        }
+        self.seen.sealed_committed(Instant::now());
     }
 
     /// Drops what is not committed; a widened schema stays pending, as the
     /// writer keeps it.
     fn reset(&mut self) {
-        self.writer.reset();
+        self.files.reset();
         self.seen.discard();
         self.replacing.clear();
         self.window_keys.clear();
+        self.sealed_keys.clear();
+        self.committing_schema = None;
         self.window_rows = 0;
         self.duplicates_dropped = 0;
         self.closed_files.clear();

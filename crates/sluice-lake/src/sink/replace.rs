@@ -21,12 +21,10 @@ use std::{
 
 use arrow_array::{BooleanArray, cast::AsArray};
 use arrow_schema::Schema;
-use deltalake::{
-    DeltaTable, ObjectStore,
-    writer::{RecordBatchWriter, WriteMode},
-};
+use deltalake::{DeltaTable, ObjectStore};
 use twox_hash::XxHash3_128;
 
+use super::files::Files;
 use crate::{
     compaction::{
         FileInfo, active_files,
@@ -71,14 +69,14 @@ impl Replacing {
     }
 
     /// Finds the active files of the replaced partitions that hold a replaced
-    /// id and writes their other rows through `writer` (with `data_schema`,
+    /// id and writes their other rows through `files` (with `data_schema`,
     /// the table's data columns).
     pub async fn rewrite(
         &self,
         table: &DeltaTable,
         id_column: &[String],
         data_schema: &Arc<Schema>,
-        writer: &mut RecordBatchWriter,
+        files: &Files,
     ) -> Result<Replaced, String> {
         let store: Arc<dyn ObjectStore> = table.object_store();
         let mut replaced = Replaced {
@@ -104,14 +102,12 @@ impl Replacing {
                 continue;
             }
             let partition = partition_scalars(&file.partition);
+            let mut rows = Vec::with_capacity(kept.len());
             for batch in kept.into_iter().filter(|b| b.num_rows() > 0) {
                 replaced.rows_kept += batch.num_rows() as u64;
-                let batch = conform(batch, data_schema).map_err(|e| in_file(&e))?;
-                writer
-                    .write_partition(batch, &partition, WriteMode::Default)
-                    .await
-                    .map_err(|e| in_file(&e))?;
+                rows.push((conform(batch, data_schema).map_err(|e| in_file(&e))?, partition.clone()));
             }
+            files.write(rows).await.map_err(|e| in_file(&e))?;
             replaced.rows_replaced += removed;
             replaced.files.push(file);
         }

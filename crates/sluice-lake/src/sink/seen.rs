@@ -11,9 +11,11 @@
 //! * An id whose low 64 bits match a held id's but whose top 24 do not is
 //!   not a duplicate and is let through without being held (its slot is
 //!   taken); a later copy of it is then left to compaction's dedupe.
-//! * Ids of the open (uncommitted) generation are forgotten by `discard`
-//!   (the sink reset: those batches come again, and their events must not
-//!   be dropped as duplicates of themselves); ids of committed generations
+//! * A flush seals the open generation while its commit runs in the
+//!   background, and later ids go to a new open one. Ids of the sealed and
+//!   the open generation are forgotten by `discard` (the sink reset: those
+//!   batches come again, and their events must not be dropped as
+//!   duplicates of themselves); ids of committed generations
 //!   are forgotten once older than the window, or, oldest first, when more
 //!   than `max_ids` are held.
 //! * Generations count flushes and resets; they stop at 2^40 - 1 (at ten
@@ -81,6 +83,8 @@ pub struct SeenIds {
     committed: VecDeque<(u64, Instant, usize)>,
     /// Ids inserted into the open generation.
     open_count: usize,
+    /// The generation whose commit is running, and its ids.
+    sealed: Option<(u64, usize)>,
 }
 
 impl SeenIds {
@@ -92,6 +96,7 @@ impl SeenIds {
             open: 0,
             committed: VecDeque::new(),
             open_count: 0,
+            sealed: None,
         }
     }
 
@@ -114,20 +119,35 @@ impl SeenIds {
 
     /// The open generation was committed at `now`; later inserts start a
     /// new one.
-    pub fn commit(&mut self, now: Instant) {
-        if self.open_count > 0 {
-            self.committed
-                .push_back((self.open, now, std::mem::take(&mut self.open_count)));
-        }
+    #[cfg(test)]
+    fn commit(&mut self, now: Instant) {
+        self.seal();
+        self.sealed_committed(now);
+    }
+
+    /// The open generation's commit starts; later inserts start a new one.
+    /// A generation sealed before must have been committed or discarded.
+    pub fn seal(&mut self) {
+        debug_assert!(self.sealed.is_none(), "one commit at a time");
+        self.sealed = Some((self.open, std::mem::take(&mut self.open_count)));
         self.open = next_generation(self.open);
+    }
+
+    /// The sealed generation's commit landed at `now`.
+    pub fn sealed_committed(&mut self, now: Instant) {
+        if let Some((generation, count)) = self.sealed.take()
+            && count > 0
+        {
+            self.committed.push_back((generation, now, count));
+        }
         self.expire(now);
     }
 
-    /// Forgets every uncommitted id (the open generation).
+    /// Forgets every uncommitted id (the sealed and the open generation).
     pub fn discard(&mut self) {
-        let open = self.open;
-        if self.open_count > 0 {
-            self.ids.retain(|_, held| held.generation() < open);
+        let (first_uncommitted, sealed_count) = self.sealed.take().unwrap_or((self.open, 0));
+        if sealed_count + self.open_count > 0 {
+            self.ids.retain(|_, held| held.generation() < first_uncommitted);
         }
         self.open_count = 0;
         self.open = next_generation(self.open);
@@ -191,6 +211,30 @@ mod tests {
             "a batch redelivered after a failed commit is not a duplicate"
         );
         assert!(!seen.insert("committed"));
+    }
+
+    #[test]
+    fn a_sealed_generation_is_kept_once_committed_and_forgotten_if_discarded() {
+        let mut seen = SeenIds::new(Duration::from_secs(60), 1000);
+        let t0 = Instant::now();
+        assert!(seen.insert("sealed"));
+        seen.seal();
+        assert!(!seen.insert("sealed"), "an id whose commit runs is a duplicate");
+        assert!(seen.insert("open"));
+        seen.sealed_committed(t0);
+        seen.discard();
+        assert!(!seen.insert("sealed"), "its commit landed: kept");
+        assert!(seen.insert("open"), "the open generation was discarded");
+
+        seen.seal();
+        assert!(seen.insert("later"));
+        seen.discard();
+        assert!(
+            seen.insert("open"),
+            "a sealed generation whose commit failed is forgotten"
+        );
+        assert!(seen.insert("later"));
+        assert!(!seen.insert("sealed"));
     }
 
     #[test]

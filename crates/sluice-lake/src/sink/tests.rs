@@ -167,7 +167,7 @@ async fn batches_committed_before_a_checkpoint_are_recognised() {
     let (mut writer, url) = open(&dir).await;
     writer.accept("old", false, one("a")).await.unwrap();
     writer.flush().await.unwrap();
-    deltalake::checkpoints::create_checkpoint(&writer.table, None)
+    deltalake::checkpoints::create_checkpoint(&writer.state.lock().await.table, None)
         .await
         .unwrap();
     let log = dir.path().join("t/_delta_log");
@@ -516,16 +516,16 @@ async fn a_table_unreadable_after_its_commit_keeps_the_commit_and_its_ids() {
     let dir = sluice_testkit::tempdir().unwrap();
     let (mut sink, url) = open_with(&dir, |c| c.dedupe_window_secs = 3600).await;
     sink.accept("first", false, one("a")).await.unwrap();
-    sink.fail_next_read_back = true;
+    sink.state.lock().await.fail_next_read_back = true;
     let report = sink.flush().await.unwrap();
     assert_eq!((report.rows, report.batches), (1, 1));
-    assert!(sink.stale, "the table could not be read back");
+    assert!(sink.state.lock().await.stale, "the table could not be read back");
 
     sink.accept("copy", false, one("a")).await.unwrap();
     sink.accept("second", false, one("b")).await.unwrap();
     let report = sink.flush().await.unwrap();
     assert_eq!((report.rows, report.duplicates_dropped), (1, 1));
-    assert!(!sink.stale);
+    assert!(!sink.state.lock().await.stale);
     let summary = summarize(&url).await.unwrap();
     assert_eq!(summary.rows, 2);
 }

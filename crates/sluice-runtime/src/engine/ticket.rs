@@ -24,7 +24,7 @@ pub const RETRY_DELAY: Duration = Duration::from_secs(1);
 /// Why a share failed; a batch spends an attempt if any share's failure
 /// was its own.
 #[derive(Debug, Clone)]
-struct Failure {
+pub(super) struct Failure {
     error: String,
     counts: bool,
 }
@@ -99,7 +99,7 @@ impl Ticket {
         self.complete();
     }
 
-    fn failure(&self) -> Option<Failure> {
+    pub(super) fn failure(&self) -> Option<Failure> {
         self.error.lock().expect("ticket lock").clone()
     }
 }

@@ -141,6 +141,34 @@ pub async fn closed_loop(
     })
 }
 
+/// `concurrency` tasks post every body once, back to back (a refused one
+/// again after 50 ms); returns the requests refused on the way.
+pub async fn post_all(client: Arc<Client>, bodies: Arc<Vec<Bytes>>, concurrency: usize) -> Result<u64> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = JoinSet::new();
+    for _ in 0..concurrency {
+        let (client, bodies, next) = (client.clone(), bodies.clone(), next.clone());
+        tasks.spawn(async move {
+            let mut refused = 0u64;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(body) = bodies.get(i) else {
+                    return anyhow::Ok(refused);
+                };
+                while !client.post(body.clone()).await? {
+                    refused += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        });
+    }
+    let mut refused = 0;
+    while let Some(done) = tasks.join_next().await {
+        refused += done??;
+    }
+    Ok(refused)
+}
+
 /// Requests start on a fixed schedule (open loop) at `events_per_s`;
 /// latency counts from the scheduled start, so a stalled server is not hidden.
 pub async fn paced(

@@ -163,6 +163,10 @@ struct DocumentResults {
 
 #[derive(Serialize)]
 struct HttpResults {
+    /// Every line posted once while the sink writes, until all is committed.
+    into_lake: ingest::Side,
+    /// Requests refused (and posted again) during `into_lake`.
+    into_lake_refused: u64,
     closed_loop: Vec<http::Load>,
     paced: http::Load,
     queryable: http::Queryable,
@@ -173,17 +177,14 @@ fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-async fn http_runs(env: &Env, args: &Args) -> Result<HttpResults> {
-    let dir = env.work.join("http");
+/// A fresh folder `name` under the work folder holding the HTTP bench
+/// pipeline (HTTP source on `port`, API on `api`).
+fn http_pipeline(env: &Env, name: &str, port: u16, api: u16, flush_interval_secs: u64) -> Result<std::path::PathBuf> {
+    let dir = env.work.join(name);
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
     }
     std::fs::create_dir_all(&dir)?;
-    let input = env.generate("http", 300_000)?;
-    let lines: Vec<String> = std::fs::read_to_string(&input)?.lines().map(str::to_string).collect();
-    let bodies = Arc::new(http::bodies(&lines));
-    let (port, api) = (free_port()?, free_port()?);
-    let flush_interval_secs = 1;
     let head = format!(
         "[api]\naddress = \"127.0.0.1:{api}\"\n\n[delivery]\nmax_queue_bytes = 2147483648\n\n[sources.input]\ntype = \"http\"\naddress = \"127.0.0.1:{port}\""
     );
@@ -191,6 +192,40 @@ async fn http_runs(env: &Env, args: &Args) -> Result<HttpResults> {
         dir.join("pipeline.toml"),
         ingest::pipeline(&head, &format!("flush_interval_secs = {flush_interval_secs}")),
     )?;
+    Ok(dir)
+}
+
+/// Posts every line once, 16 requests in flight, to an engine on all
+/// threads with the client in this process, and stops the engine once all
+/// are accepted: it commits what it holds and exits. Measured from the
+/// first post to the engine's exit.
+async fn http_into_lake(env: &Env, bodies: Arc<Vec<bytes::Bytes>>, lines: u64) -> Result<(ingest::Side, u64)> {
+    let (port, api) = (free_port()?, free_port()?);
+    let dir = http_pipeline(env, "http-into-lake", port, api, 1)?;
+    let child = process::start_pipeline(&env.sluice, &dir, api).await?;
+    let started = Instant::now();
+    let refused = http::post_all(Arc::new(http::Client::new(port)), bodies, 16).await?;
+    process::terminate(&child);
+    let (ok, measured) = tokio::task::spawn_blocking(move || process::wait(child, started)).await??;
+    if !ok {
+        bail!("sluice failed; see {}", dir.join("sluice.log").display());
+    }
+    let rows = sluice_lake::summarize(&ingest::local_table(&dir.join("lake")))
+        .await?
+        .rows;
+    let engine = "sluice, HTTP -> lake (all threads)".to_string();
+    Ok((ingest::Side::new(engine, lines, rows, measured), refused))
+}
+
+async fn http_runs(env: &Env, args: &Args) -> Result<HttpResults> {
+    let input = env.generate("http", 300_000)?;
+    let lines: Vec<String> = std::fs::read_to_string(&input)?.lines().map(str::to_string).collect();
+    let bodies = Arc::new(http::bodies(&lines));
+    eprintln!("  HTTP -> lake: every line posted once, 16 requests in flight");
+    let (into_lake, into_lake_refused) = http_into_lake(env, bodies.clone(), lines.len() as u64).await?;
+    let (port, api) = (free_port()?, free_port()?);
+    let flush_interval_secs = 1;
+    let dir = http_pipeline(env, "http", port, api, flush_interval_secs)?;
     let started = Instant::now();
     let child = process::start_pipeline(&env.sluice, &dir, api).await?;
     let client = Arc::new(http::Client::new(port));
@@ -222,6 +257,8 @@ async fn http_runs(env: &Env, args: &Args) -> Result<HttpResults> {
     process::terminate(&child);
     let (_, measured) = tokio::task::spawn_blocking(move || process::wait(child, started)).await??;
     Ok(HttpResults {
+        into_lake,
+        into_lake_refused,
         closed_loop,
         paced,
         queryable,
@@ -409,6 +446,11 @@ async fn bench() -> Result<()> {
             q.events_per_s, q.flush_interval_secs, q.p50_ms, q.p99_ms, q.markers, q.never_seen
         );
         println!("engine peak RSS in the HTTP runs: {:.0} MiB", h.peak_rss_mib);
+        println!(
+            "\nHTTP -> lake on the whole machine (the load client in this process; each line posted once, then a graceful stop; {} requests refused and posted again)",
+            h.into_lake_refused
+        );
+        print_side(&h.into_lake);
     }
     if let Some(d) = &results.documents {
         println!("\ndocuments: generator changes merged into each store (file source, one worker thread)");

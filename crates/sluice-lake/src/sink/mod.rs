@@ -14,8 +14,10 @@
 //! sealed (its files closed, its keys and ids set aside) and the commit is a
 //! task of its own, holding the table ([`TableState`]) until it has read the
 //! table back; the sink meanwhile writes the next batches into new files.
-//! Whatever needs the table (the next commit, asking whether a batch was
-//! committed) waits for that task, so commits land one at a time, in order.
+//! The next commit waits for that task, so commits land one at a time, in
+//! order. Asking whether a batch was committed does not: it reads the log
+//! through a table handle of its own, and a batch of the running commit is
+//! known by its key.
 //!
 //! A replay batch's events replace the rows earlier reads of their input
 //! left ([`replace`]).
@@ -80,8 +82,6 @@ struct TableState {
     /// The table could not be read back after the last commit: read it
     /// before the next.
     stale: bool,
-    /// Batch keys the table has committed, read as commits come.
-    committed: committed::CommittedKeys,
     /// Tests: the next read-back fails.
     #[cfg(test)]
     fail_next_read_back: bool,
@@ -101,6 +101,10 @@ impl TableState {
 pub struct LakeSink {
     location: StoreLocation,
     state: Arc<Mutex<TableState>>,
+    /// The table as the committed-key lookup reads it.
+    lookup: DeltaTable,
+    /// Batch keys the table has committed, read as commits come.
+    committed: committed::CommittedKeys,
     files: files::Files,
     /// Data columns as the table stores them (partition columns excluded).
     data_schema: Arc<Schema>,
@@ -174,10 +178,11 @@ impl LakeSink {
         let data_schema = Arc::new(data_columns(&writer.arrow_schema(), &config.partition_by));
         Ok(LakeSink {
             location,
+            lookup: table.clone(),
+            committed: Default::default(),
             state: Arc::new(Mutex::new(TableState {
                 table,
                 stale: false,
-                committed: Default::default(),
                 #[cfg(test)]
                 fail_next_read_back: false,
             })),
@@ -250,13 +255,11 @@ impl LakeSink {
         storage_error(&self.location, what, e)
     }
 
-    /// Whether the Delta log already records batch `key` (after the running
-    /// commit, if one runs).
+    /// Whether the Delta log already records batch `key` (one not in the
+    /// running commit).
     async fn committed(&mut self, key: &str) -> Result<bool, StageError> {
-        let mut state = self.state.lock().await;
-        let TableState { table, committed, .. } = &mut *state;
-        committed
-            .contains(table, &format!("{TXN_PREFIX}{key}"))
+        self.committed
+            .contains(&mut self.lookup, &format!("{TXN_PREFIX}{key}"))
             .await
             .map_err(|e| self.retriable("reading committed batch keys", e))
     }

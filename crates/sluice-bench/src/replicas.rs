@@ -1,10 +1,12 @@
 //! Scale-out throughput: the lake-ingest input split over N replicas, each
 //! `sluice --threads 1 run --until-idle` with its own file source and data
 //! directory (as a load balancer splits a collector's traffic), all sharing
-//! one JetStream queue and one lake table. Rows/s over the wall time until
-//! the last replica exits; CPU is summed, peak RSS is the largest replica's.
+//! one JetStream queue and one lake table, replica i pinned to core i (modulo
+//! the cores there are). Rows/s over the wall time until the last replica
+//! exits; CPU is summed, peak RSS is the largest replica's.
 
 use std::{
+    os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::Instant,
@@ -56,15 +58,22 @@ pub async fn throughput(
 
         let started = Instant::now();
         let mut waiting = Vec::new();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         for i in 0..n {
-            let child = Command::new(&env.sluice)
+            let mut command = Command::new(&env.sluice);
+            command
                 .args(["--threads", "1", "run", "pipeline.toml", "--until-idle"])
                 .env("REPLICA", i.to_string())
                 .current_dir(&dir)
                 .stdout(Stdio::null())
-                .stderr(log_file(&dir, &format!("sluice-{i}.log"))?)
-                .spawn()
-                .context("starting a replica")?;
+                .stderr(log_file(&dir, &format!("sluice-{i}.log"))?);
+            let core = i % cores;
+            // SAFETY: only sched_setaffinity, async-signal-safe, runs
+            // between fork and exec.
+            unsafe {
+                command.pre_exec(move || pin_to_core(core));
+            }
+            let child = command.spawn().context("starting a replica")?;
             waiting.push(std::thread::spawn(move || wait(child, started)));
         }
         let mut measured: Vec<Measured> = Vec::new();
@@ -91,4 +100,18 @@ pub async fn throughput(
         let _ = js.delete_key_value(&names.leases).await;
     }
     Ok(runs)
+}
+
+/// Lets the calling process run on core `core` only.
+fn pin_to_core(core: usize) -> std::io::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET stays within it
+    // for core numbers below CPU_SETSIZE.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }

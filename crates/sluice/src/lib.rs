@@ -120,7 +120,15 @@ fn run_cli(extensions: Arc<extensions::Extensions>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(commands::execute(cli.command, &extensions)) {
+    let outcome = match cli.command {
+        // On a worker thread, not the main one: `--threads N` bounds the
+        // threads doing the pipeline's work, its consumer loop included.
+        cli::Command::Run { pipeline, until_idle } => rt
+            .block_on(rt.spawn(async move { commands::run(&pipeline, &extensions, until_idle).await }))
+            .unwrap_or_else(|e| Err(anyhow::anyhow!("the pipeline's task failed: {e}"))),
+        command => rt.block_on(commands::execute(command, &extensions)),
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -55,7 +55,7 @@ use crate::{
 };
 use plan::{Plan, TransformNode, dependency_order, plan_for, run_plan};
 use receive::ReceiveSize;
-use sink_task::{EarlyFlush, SinkDriver, SinkJob, SinkMsg};
+use sink_task::{SinkDriver, SinkJob, SinkMsg};
 use ticket::{InFlight, RETRY_DELAY, Received, Ticket, run_acker, run_lease_keeper};
 
 /// Object stores for sources, opened the way lake tables are.
@@ -302,10 +302,6 @@ pub async fn run(
             sink: opened,
             flush_interval,
             dead_letters: dlq.clone(),
-            early_flush: EarlyFlush {
-                batches: cfg.delivery.max_in_flight.div_ceil(2),
-                bytes: cfg.delivery.max_in_flight_bytes / 2,
-            },
         };
         let sink_name = name.clone();
         sink_tasks.spawn(async move { driver.run(rx).await.with_context(|| format!("sink {sink_name}")) });

@@ -3,9 +3,7 @@
 //!
 //! A sink that commits in the background ([`Sink::start_flush`]) takes the
 //! next batches while its commit runs; at most one commit runs at a time,
-//! and a commit completes only the tickets of its own window. A window is
-//! flushed early once it holds half the in-flight budget, so the other half
-//! can fill while it commits instead of the consumer waiting on the commit.
+//! and a commit completes only the tickets of its own window.
 //!
 //! On any sink error the sink's uncommitted work is discarded and every
 //! ticket it held fails (a running commit is waited for first, and its
@@ -54,23 +52,12 @@ pub struct SinkDriver {
     pub dead_letters: Arc<dyn DeadLetterStore>,
     pub telemetry: SinkTelemetry,
     pub readiness: Arc<Readiness>,
-    /// A window holding this many batches, or payload bytes, is flushed
-    /// without waiting for the age bound (half the in-flight budget).
-    pub early_flush: EarlyFlush,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct EarlyFlush {
-    pub batches: usize,
-    pub bytes: u64,
 }
 
 /// The batches the sink holds: the open window's, and those of the sealed
 /// window whose commit runs.
 struct Window {
     pending: Vec<Arc<Ticket>>,
-    /// Payload bytes of `pending`'s batches.
-    pending_bytes: u64,
     started: Option<Instant>,
     committing: Option<Committing>,
     backoff: Backoff,
@@ -84,13 +71,7 @@ struct Committing {
 }
 
 impl Window {
-    fn hold(&mut self, ticket: Arc<Ticket>) {
-        self.pending_bytes += ticket.bytes as u64;
-        self.pending.push(ticket);
-    }
-
     fn take_pending(&mut self) -> Vec<Arc<Ticket>> {
-        self.pending_bytes = 0;
         self.started = None;
         std::mem::take(&mut self.pending)
     }
@@ -106,7 +87,6 @@ impl SinkDriver {
     pub async fn run(mut self, mut rx: mpsc::Receiver<SinkMsg>) -> Result<(), StageError> {
         let mut w = Window {
             pending: Vec::new(),
-            pending_bytes: 0,
             started: None,
             committing: None,
             backoff: sink_backoff(),
@@ -130,10 +110,7 @@ impl SinkDriver {
                     }
                     Some(SinkMsg::Job(job)) => {
                         self.accept(job, &mut w).await?;
-                        if self.sink.buffered_bytes() >= self.sink.max_buffered_bytes()
-                            || w.pending.len() >= self.early_flush.batches
-                            || w.pending_bytes >= self.early_flush.bytes
-                        {
+                        if self.sink.buffered_bytes() >= self.sink.max_buffered_bytes() {
                             self.flush(&mut w).await?;
                         }
                     }
@@ -170,17 +147,17 @@ impl SinkDriver {
                         })
                         .collect();
                     if let Err(e) = self.dead_letters.put(letters).await {
-                        w.hold(job.ticket);
+                        w.pending.push(job.ticket);
                         return self
                             .fail_all(w, StageError::retriable(format!("storing dead letters: {e}")))
                             .await;
                     }
                 }
                 w.started.get_or_insert_with(Instant::now);
-                w.hold(job.ticket);
+                w.pending.push(job.ticket);
             }
             Err(e) => {
-                w.hold(job.ticket);
+                w.pending.push(job.ticket);
                 return self.fail_all(w, e).await;
             }
         }
@@ -392,10 +369,6 @@ mod tests {
                 dead_letters: Arc::new(queue),
                 telemetry: SinkTelemetry::new("gated", Duration::from_secs(3600)),
                 readiness: Arc::default(),
-                early_flush: EarlyFlush {
-                    batches: 100,
-                    bytes: u64::MAX,
-                },
             };
             let (tx, rx) = mpsc::channel(4);
             tokio::spawn(driver.run(rx));

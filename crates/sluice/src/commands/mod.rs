@@ -7,6 +7,8 @@ mod maintenance;
 mod objects;
 mod replay;
 mod run;
+
+pub use run::run;
 mod schema;
 mod status;
 mod tail;
@@ -19,7 +21,7 @@ use crate::{cli::Command, config, demo, extensions::Extensions};
 
 pub async fn execute(command: Command, extensions: &Arc<Extensions>) -> Result<()> {
     match command {
-        Command::Run { pipeline, until_idle } => run::run(&pipeline, extensions, until_idle).await,
+        Command::Run { pipeline, until_idle } => run(&pipeline, extensions, until_idle).await,
         Command::Validate { pipeline } => {
             let p = config::load(&pipeline, extensions)?;
             config::build_transforms(&p)?;

@@ -211,7 +211,9 @@ pub struct DeliveryConfig {
     /// Payload bytes the queue holds before sources get backpressure.
     #[serde(default = "default_max_queue_bytes")]
     pub max_queue_bytes: u64,
-    /// Batches being worked on at once.
+    /// Batches being worked on at once. A window of the sinks holds at
+    /// most this many, so with small batches (an HTTP request, an SQS
+    /// message) it sets how many go into one commit.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
     /// Payload bytes being worked on at once (a batch is received while
@@ -245,7 +247,7 @@ fn default_max_in_flight_bytes() -> u64 {
     64 * 1024 * 1024
 }
 fn default_max_in_flight() -> usize {
-    64
+    256
 }
 
 impl Default for DeliveryConfig {

@@ -58,7 +58,7 @@ async fn a_full_in_flight_limit_commits_before_the_age_bound() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_batches_filling_half_the_queue_commit_before_the_age_bound() {
-    // About 700 KiB in flight against a 1 MiB queue, well under 64 batches.
+    // About 700 KiB in flight against a 1 MiB queue, well under the in-flight limits.
     let (running, total) = rows_before_and_after_stop("max_queue_bytes = 1048576", 4, 400).await;
     assert!(
         running > 0,

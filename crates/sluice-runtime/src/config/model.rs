@@ -213,7 +213,8 @@ pub struct DeliveryConfig {
     pub max_queue_bytes: u64,
     /// Batches being worked on at once. A window of the sinks holds at
     /// most this many, so with small batches (an HTTP request, an SQS
-    /// message) it sets how many go into one commit.
+    /// message) it sets how many go into one commit; after a crash, the
+    /// batches that were in flight run again one at a time.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
     /// Payload bytes being worked on at once (a batch is received while
@@ -247,7 +248,7 @@ fn default_max_in_flight_bytes() -> u64 {
     64 * 1024 * 1024
 }
 fn default_max_in_flight() -> usize {
-    256
+    64
 }
 
 impl Default for DeliveryConfig {

@@ -18,7 +18,7 @@ program = '''
   if .poison == "loop" then reduce range(1e15) as $i (0; . + 1)
   elif .poison == "memory" then {s: ("abc" * 100000000)}
   elif .poison == "deep" then (def nest: [nest]; nest)
-  elif .poison == "flood" then (range(100000) | {i: .})
+  elif .poison == "flood" then (range(100000) | {i: ., pad: ("x" * 100)})
   else . end
 '''
 limits = { time_ms = 500, memory_mib = 64, output_mib = 1, stack_mib = 8 }

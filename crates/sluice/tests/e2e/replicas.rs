@@ -185,11 +185,14 @@ async fn post_all(client: &reqwest::Client, bodies: Vec<(bool, String)>, replica
     retries.into_iter().sum()
 }
 
-/// Waits until the JetStream queue holds nothing (every batch committed and acked).
+/// Waits until the JetStream queue holds nothing (every batch committed and
+/// acked). The killed replica's batches run again one at a time, each its
+/// own commit to S3: alone that takes about a minute, in a loaded full
+/// suite it has taken more than five.
 async fn wait_drained(queue_name: &str) {
     let stream = sluice_queue::jetstream::JetStreamNames::for_pipeline(queue_name).stream;
     let js = async_nats::jetstream::new(async_nats::connect(support::nats_url()).await.unwrap());
-    let deadline = Instant::now() + Duration::from_secs(300);
+    let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let mut info = js.get_stream(&stream).await.unwrap();
         if info.info().await.unwrap().state.messages == 0 {

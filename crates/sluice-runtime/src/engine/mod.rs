@@ -44,7 +44,7 @@ use sluice_queue::{
     lease::{Leases, LocalLeases},
 };
 use tokio::{
-    sync::{Notify, mpsc, oneshot, watch},
+    sync::{Notify, mpsc, watch},
     task::JoinSet,
 };
 
@@ -444,8 +444,7 @@ pub async fn run(
             if waiting && last_early_flush.is_none_or(|t| t.elapsed() > EARLY_FLUSH_EVERY) {
                 last_early_flush = Some(Instant::now());
                 for s in &sinks {
-                    let (reply, _) = oneshot::channel();
-                    let _ = s.tx.try_send(SinkMsg::Flush(reply));
+                    let _ = s.tx.try_send(SinkMsg::Flush);
                 }
             }
             // Wait for whatever can change the picture: a batch arriving,

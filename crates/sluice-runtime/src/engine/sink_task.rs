@@ -27,7 +27,7 @@ use sluice_core::{
     telemetry::{Committed, SinkTelemetry},
 };
 use sluice_queue::DeadLetterStore;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::ticket::Ticket;
 use sluice_core::readiness::Readiness;
@@ -41,8 +41,8 @@ pub struct SinkJob {
 
 pub enum SinkMsg {
     Job(SinkJob),
-    /// Flush now (idle or stopping) and answer when done.
-    Flush(oneshot::Sender<()>),
+    /// Start a flush now (the queue is idle, or in-flight limits are full).
+    Flush,
 }
 
 pub struct SinkDriver {
@@ -101,13 +101,7 @@ impl SinkDriver {
                         self.flush(&mut w).await?;
                         return self.wait_for_commit_or_fail(&mut w).await;
                     }
-                    Some(SinkMsg::Flush(reply)) => {
-                        self.flush(&mut w).await?;
-                        if !reply.is_closed() {
-                            self.wait_for_commit_or_fail(&mut w).await?;
-                        }
-                        let _ = reply.send(());
-                    }
+                    Some(SinkMsg::Flush) => self.flush(&mut w).await?,
                     Some(SinkMsg::Job(job)) => {
                         self.accept(job, &mut w).await?;
                         if self.sink.buffered_bytes() >= self.sink.max_buffered_bytes() {
@@ -293,6 +287,7 @@ mod tests {
     use async_trait::async_trait;
     use sluice_core::{DeliveryId, FlushReport, Flushing, Sink, StageError};
     use sluice_queue::{QueueSettings, embedded::EmbeddedQueue};
+    use tokio::sync::oneshot;
 
     use super::*;
 
@@ -395,15 +390,16 @@ mod tests {
             ticket
         }
 
-        /// An early flush: nobody waits for its answer.
+        /// An early flush, as the consumer sends it.
         async fn flush(&mut self) -> Gate {
-            let (reply, _) = oneshot::channel();
-            self.tx.send(SinkMsg::Flush(reply)).await.unwrap();
+            self.tx.send(SinkMsg::Flush).await.unwrap();
             self.gates.recv().await.unwrap()
         }
 
         async fn until_called(&self, call: &str) {
+            let deadline = Instant::now() + Duration::from_secs(5);
             while !self.calls.lock().unwrap().iter().any(|c| c == call) {
+                assert!(Instant::now() < deadline, "the sink was never asked to {call}");
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
@@ -472,8 +468,7 @@ mod tests {
         h.job("a").await;
         let first = h.flush().await;
         h.job("b").await;
-        let (reply, _) = oneshot::channel();
-        h.tx.send(SinkMsg::Flush(reply)).await.unwrap();
+        h.tx.send(SinkMsg::Flush).await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(
             h.calls.lock().unwrap().iter().filter(|c| *c == "start_flush").count(),

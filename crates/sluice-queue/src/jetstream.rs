@@ -120,6 +120,9 @@ pub struct JetStreamQueue {
     /// whose ack wait ran out across one was not too slow, it could not
     /// say it was still working.
     disconnects: AtomicU64,
+    /// Signalled when a delivery leaves flight, which is what a queue
+    /// running a suspect alone waits for before it can hand out more.
+    finished: tokio::sync::Notify,
 }
 
 /// This process's messages: handed out, or fetched and held back.
@@ -304,6 +307,7 @@ impl JetStreamQueue {
             }),
             next_id: AtomicU64::new(1),
             disconnects: AtomicU64::new(0),
+            finished: tokio::sync::Notify::new(),
         })
     }
 
@@ -539,6 +543,7 @@ impl JetStreamQueue {
         if alone {
             local.alone = None;
         }
+        self.finished.notify_one();
         Some((fetched, alone))
     }
 }
@@ -665,6 +670,14 @@ impl Queue for JetStreamQueue {
         }
         self.keep_held().await;
         Ok(())
+    }
+
+    /// A fetch waits for messages itself; only while it isolates does
+    /// `receive` answer at once with nothing, until a delivery finishes.
+    async fn wait_for_batches(&self, timeout: Duration) {
+        if self.isolating() {
+            let _ = tokio::time::timeout(timeout, self.finished.notified()).await;
+        }
     }
 
     fn isolating(&self) -> bool {

@@ -90,7 +90,9 @@ pub trait Queue: Send + Sync {
     /// Waits until `receive` may find a batch it would not have found
     /// before (one was enqueued or returned in this process), or `timeout`
     /// passed. A backend whose `receive` itself waits for messages returns
-    /// at once.
+    /// at once, except while `receive` answers at once with nothing (it
+    /// isolates a suspect): then it waits for a delivery to finish, or the
+    /// consumer loop would spin.
     async fn wait_for_batches(&self, _timeout: Duration) {}
     /// True while `receive` holds batches back to run suspects (batches in
     /// flight when the engine last died) one at a time: what is in flight

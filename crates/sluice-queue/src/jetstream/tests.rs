@@ -159,8 +159,23 @@ async fn batches_in_flight_when_a_process_dies_run_alone_without_spending_attemp
         assert_eq!((got[0].attempts, got[0].maybe_committed), (1, true));
         assert!(second.isolating());
         assert!(second.receive(10).await.unwrap().is_empty(), "nothing beside a suspect");
+        // Nothing to hand out until the suspect finishes: a consumer loop
+        // waiting for batches waits for that instead of spinning.
+        let waited = tokio::time::timeout(
+            Duration::from_millis(300),
+            second.wait_for_batches(Duration::from_secs(60)),
+        );
+        assert!(
+            waited.await.is_err(),
+            "waiting for batches returned while a suspect ran alone"
+        );
         seen.push(got[0].key.clone());
         second.ack(vec![got[0].id]).await.unwrap();
+        let waited = tokio::time::timeout(
+            Duration::from_secs(10),
+            second.wait_for_batches(Duration::from_secs(60)),
+        );
+        assert!(waited.await.is_ok(), "the suspect finished and the wait went on");
     }
     seen.sort();
     assert_eq!(seen, ["a", "b", "c"]);

@@ -378,6 +378,10 @@ pub async fn run(
     let mut last_early_flush: Option<Instant> = None;
     let mut receive_size = ReceiveSize::default();
     loop {
+        // Each turn spends from the task's budget, so a queue that answers
+        // at once with nothing cannot keep this loop from giving its worker
+        // thread back to the sinks and commits it is waiting for.
+        tokio::task::coop::consume_budget().await;
         if !stopping && *stop.borrow() {
             stopping = true;
             ready.set_taking_input(false);
@@ -537,6 +541,7 @@ impl Consumer<'_> {
 
     async fn process(&self, d: Delivery) -> Result<()> {
         if let Some(t) = self.in_flight.lock().expect("in-flight lock").get(&d.key) {
+            tracing::debug!(batch = %d.key, "delivered again while in flight: joins its ticket");
             t.add_delivery(d.id);
             return Ok(());
         }
@@ -585,6 +590,7 @@ impl Consumer<'_> {
         }
         let jobs: Vec<(usize, Vec<Event>)> = routed.per_sink.into_iter().filter(|(_, e)| !e.is_empty()).collect();
         if jobs.is_empty() {
+            tracing::debug!(batch = %d.key, "nothing for the sinks: acknowledged");
             if let Err(e) = self.queue.ack(vec![d.id]).await {
                 queue_trouble("ack", &e).await;
             }
@@ -595,6 +601,7 @@ impl Consumer<'_> {
             .lock()
             .expect("in-flight lock")
             .insert(d.key.clone(), ticket.clone());
+        tracing::debug!(batch = %d.key, attempts = d.attempts, maybe_committed = d.maybe_committed, sinks = jobs.len(), "to the sinks");
         for (sink, events) in jobs {
             let job = SinkJob {
                 ticket: ticket.clone(),

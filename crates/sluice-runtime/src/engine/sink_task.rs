@@ -128,6 +128,7 @@ impl SinkDriver {
         crate::tap::publish(&self.name, &job.events);
         match self.sink.accept(&job.ticket.key, job.maybe_committed, job.events).await {
             Ok(Accepted::AlreadyCommitted) => {
+                tracing::debug!(sink = %self.name, batch = %job.ticket.key, "already committed");
                 self.telemetry.already_committed();
                 job.ticket.complete();
             }
@@ -169,6 +170,7 @@ impl SinkDriver {
             return Ok(());
         }
         let started = Instant::now();
+        tracing::debug!(sink = %self.name, batches = w.pending.len(), "flush");
         match self.sink.start_flush().await {
             Ok(Flushing::Done(report)) => {
                 let tickets = w.take_pending();
@@ -218,6 +220,7 @@ impl SinkDriver {
         started: Instant,
         result: Result<FlushReport, StageError>,
     ) -> Result<(), StageError> {
+        tracing::debug!(sink = %self.name, batches = tickets.len(), ok = result.is_ok(), "commit ended");
         match result {
             Ok(report) => {
                 self.sink.commit_landed();

@@ -144,6 +144,7 @@ pub async fn run_acker(
         }
         if !acks.is_empty() {
             let n = acks.len() as u64;
+            tracing::debug!(batches = n, "acknowledging");
             if let Err(e) = queue.ack(acks).await {
                 QueueTelemetry::failed("ack");
                 tracing::warn!(error = %e, "ack failed; the batches return and are recognised as committed");

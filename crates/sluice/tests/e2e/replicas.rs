@@ -186,19 +186,37 @@ async fn post_all(client: &reqwest::Client, bodies: Vec<(bool, String)>, replica
 }
 
 /// Waits until the JetStream queue holds nothing (every batch committed and
-/// acked). The killed replica's batches run again one at a time, each its
-/// own commit to S3: alone that takes about a minute, in a loaded full
-/// suite it has taken more than five.
+/// acked), at most 300 s (alone, the whole test takes under a minute: the
+/// killed replica's batches run again one at a time, each its own commit);
+/// if it never drains, the failure shows how the queue's counts moved.
 async fn wait_drained(queue_name: &str) {
-    let stream = sluice_queue::jetstream::JetStreamNames::for_pipeline(queue_name).stream;
+    let names = sluice_queue::jetstream::JetStreamNames::for_pipeline(queue_name);
     let js = async_nats::jetstream::new(async_nats::connect(support::nats_url()).await.unwrap());
-    let deadline = Instant::now() + Duration::from_secs(600);
+    let started = Instant::now();
+    // What the queue held every 30 s, printed if it never drains.
+    let mut progress = Vec::new();
     loop {
-        let mut info = js.get_stream(&stream).await.unwrap();
-        if info.info().await.unwrap().state.messages == 0 {
+        let mut stream = js.get_stream(&names.stream).await.unwrap();
+        let messages = stream.info().await.unwrap().state.messages;
+        if messages == 0 {
             return;
         }
-        assert!(Instant::now() < deadline, "the queue did not drain");
+        if progress.len() as u64 <= started.elapsed().as_secs() / 30 {
+            let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+                stream.get_consumer(&names.consumer).await.unwrap();
+            let c = consumer.info().await.unwrap();
+            progress.push(format!(
+                "{:>4} s: {messages} messages, {} ack pending, {} redelivered",
+                started.elapsed().as_secs(),
+                c.num_ack_pending,
+                c.num_redelivered
+            ));
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "the queue did not drain:\n{}",
+            progress.join("\n")
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

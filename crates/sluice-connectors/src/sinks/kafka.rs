@@ -1,9 +1,9 @@
 //! The `kafka` sink: events published to a Kafka topic, each batch once.
 //!
 //! A flush is one Kafka transaction (idempotent, transactional producer):
-//! every buffered event, plus one marker record per batch key on the
-//! markers topic (`<topic>.sluice-batches` unless named), committed
-//! together. A batch delivered again (`maybe_committed`: a crash between
+//! every buffered event, then, once the broker has acknowledged them all,
+//! one marker record per batch key on the markers topic
+//! (`<topic>.sluice-batches` unless named), committed together. A batch delivered again (`maybe_committed`: a crash between
 //! the commit and the queue's ack) is looked up among the markers, read
 //! with `read_committed` up to the end of the markers topic, and skipped if
 //! its marker is there. A crash before the commit leaves an open
@@ -228,6 +228,14 @@ impl KafkaSink {
             }
             deliveries.push(send(&self.producer, r).await?);
         }
+        // The markers only once the broker has every event: a broker that
+        // shows an aborted transaction's records (tansu does) must never
+        // show a batch's marker without its events.
+        if let Err(e) = delivered(deliveries).await {
+            self.abort().await;
+            return Err(e);
+        }
+        let mut deliveries = Vec::with_capacity(self.batches.len());
         for batch in &self.batches {
             let r = FutureRecord::to(&markers_topic)
                 .key(batch.as_bytes())
@@ -241,17 +249,32 @@ impl KafkaSink {
         )
         .await;
         if let Err(e) = committed {
-            let producer = self.producer.clone();
-            let _ = blocking(move || producer.abort_transaction(TIMEOUT), "aborting the transaction").await;
+            self.abort().await;
             return Err(e);
         }
-        for delivery in deliveries {
-            if let Ok(Err((e, _))) = delivery.await {
-                return Err(kafka_error("a record of the committed transaction", e));
+        delivered(deliveries).await
+    }
+
+    async fn abort(&self) {
+        let producer = self.producer.clone();
+        let _ = blocking(move || producer.abort_transaction(TIMEOUT), "aborting the transaction").await;
+    }
+}
+
+/// Waits for the broker's answer to each record of the transaction.
+async fn delivered(deliveries: Vec<rdkafka::producer::DeliveryFuture>) -> Result<(), StageError> {
+    for delivery in deliveries {
+        match delivery.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => return Err(kafka_error("a record of the transaction", e)),
+            Err(_) => {
+                return Err(StageError::unavailable(
+                    "kafka: a record of the transaction was dropped",
+                ));
             }
         }
-        Ok(())
     }
+    Ok(())
 }
 
 /// Produces one record, waiting while librdkafka's queue is full.

@@ -126,13 +126,13 @@ async fn sqs_messages_through_kill_9_rounds_land_once() {
             .arg(dir.join("pipeline.toml")),
     );
     eprintln!("{compacted}");
+    check_outcome(dir, &lines, &oracle, &each_line_once(&lines)).await;
     let lake = support::read_lake(&dir.join("lake/clickstream")).await;
     assert_eq!(
         lake.rows,
         oracle["valid_unique"].as_u64().unwrap(),
         "after compaction, one row per event"
     );
-    check_outcome(dir, &lines, &oracle, &each_line_once(&lines)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

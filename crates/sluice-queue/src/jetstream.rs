@@ -27,7 +27,7 @@
 use std::{
     collections::{HashMap, VecDeque},
     sync::{
-        Mutex, MutexGuard,
+        Arc, Mutex, MutexGuard,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -116,10 +116,11 @@ pub struct JetStreamQueue {
     records: kv::Store,
     local: Mutex<Local>,
     next_id: AtomicU64,
-    /// Times this process found its connection to NATS down: a delivery
-    /// whose ack wait ran out across one was not too slow, it could not
-    /// say it was still working.
-    disconnects: AtomicU64,
+    /// Disconnects from NATS (each one the client reports, and each time
+    /// `receive` or `extend` finds it down): a delivery whose ack wait ran
+    /// out across one was not too slow, it could not say it was still
+    /// working.
+    disconnects: Arc<AtomicU64>,
     /// Signalled when a delivery leaves flight, which is what a queue
     /// running a suspect alone waits for before it can hand out more.
     finished: tokio::sync::Notify,
@@ -160,6 +161,14 @@ fn storage(e: impl std::fmt::Display) -> QueueError {
 /// which async-nats logs. TLS and other credentials come from the
 /// environment variables the `nats` command reads ([`options_from_env`]).
 pub async fn connect(url: &sluice_core::Secret) -> Result<async_nats::Client, ConnectError> {
+    connect_with(url, |options| options).await
+}
+
+/// [`connect`], with `configure` adding options of the caller's.
+async fn connect_with(
+    url: &sluice_core::Secret,
+    configure: impl FnOnce(async_nats::ConnectOptions) -> async_nats::ConnectOptions,
+) -> Result<async_nats::Client, ConnectError> {
     let text = url.expose();
     let (scheme, rest) = text.split_once("://").unwrap_or(("nats", text));
     let authority_end = rest.find('/').unwrap_or(rest.len());
@@ -177,7 +186,7 @@ pub async fn connect(url: &sluice_core::Secret) -> Result<async_nats::Client, Co
         }
         None => text.to_string(),
     };
-    options.connect(address).await.map_err(|e| ConnectError {
+    configure(options).connect(address).await.map_err(|e| ConnectError {
         message: format!("connecting to {}: {e}", url.redacted()),
         permanent: matches!(
             e.kind(),
@@ -255,7 +264,20 @@ impl JetStreamQueue {
         names: JetStreamNames,
         settings: QueueSettings,
     ) -> Result<Self, QueueError> {
-        let client = connect(url).await.map_err(storage)?;
+        // Every disconnect the client goes through is counted, not only
+        // those `receive` and `extend` happen to see.
+        let disconnects = Arc::new(AtomicU64::new(0));
+        let counted = disconnects.clone();
+        let client = connect_with(url, move |options| {
+            options.event_callback(move |event| {
+                if matches!(event, async_nats::Event::Disconnected) {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                }
+                std::future::ready(())
+            })
+        })
+        .await
+        .map_err(storage)?;
         let js = jetstream::new(client);
         let stream = js
             .get_or_create_stream(jetstream::stream::Config {
@@ -306,7 +328,7 @@ impl JetStreamQueue {
                 progressed: Instant::now(),
             }),
             next_id: AtomicU64::new(1),
-            disconnects: AtomicU64::new(0),
+            disconnects,
             finished: tokio::sync::Notify::new(),
         })
     }

@@ -3,8 +3,9 @@
 //! A flush is one Kafka transaction (idempotent, transactional producer):
 //! every buffered event, then, once the broker has acknowledged them all,
 //! one marker record per batch key on the markers topic
-//! (`<topic>.sluice-batches` unless named), committed together. A batch delivered again (`maybe_committed`: a crash between
-//! the commit and the queue's ack) is looked up among the markers, read
+//! (`<topic>.sluice-batches` unless named), committed together. A batch
+//! delivered again (`maybe_committed`: a crash between the commit and the
+//! queue's ack) is looked up among the markers, read
 //! with `read_committed` up to the end of the markers topic, and skipped if
 //! its marker is there. A crash before the commit leaves an open
 //! transaction that the restarted producer aborts (`init_transactions`

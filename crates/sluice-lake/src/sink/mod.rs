@@ -75,6 +75,10 @@ use crate::{
 /// Prefix of the Delta `txn` application ids Sluice writes.
 pub const TXN_PREFIX: &str = "sluice/";
 
+/// Events of one partition in one batch from which their decoding to Arrow
+/// is split in two ([`LakeSink::decode_group`]).
+const SPLIT_DECODE_EVENTS: usize = 2048;
+
 /// The table and what is known of its log: the sink's, or its running
 /// commit's while one runs.
 struct TableState {
@@ -273,39 +277,34 @@ impl LakeSink {
             .collect()
     }
 
-    /// Decodes events into one record batch; events that do not decode are
-    /// returned as rejected and left out.
-    fn decode(&self, events: Vec<Event>, rejected: &mut Vec<Rejected>) -> Result<Option<RecordBatch>, StageError> {
-        let payloads: Vec<Bytes> = events.iter().map(|e| self.payload_for_columns(e)).collect();
-        match decode_payloads(&self.data_schema, &payloads) {
-            Ok(batch) => Ok(batch),
-            Err(_) => {
-                // Find the lines that fail, set them aside, decode the rest.
-                let mut good = Vec::with_capacity(payloads.len());
-                for (event, payload) in events.into_iter().zip(payloads) {
-                    match decode_payloads(&self.data_schema, std::slice::from_ref(&payload)) {
-                        Ok(_) => good.push(payload),
-                        Err(e) => rejected.push(Rejected::new(event, format!("{}:arrow", reason::ENCODE), e)),
-                    }
-                }
-                decode_payloads(&self.data_schema, &good)
-                    .map_err(|e| StageError::fatal(format!("decoding checked rows: {e}")))
-            }
+    /// Decodes one partition's events into record batches; events that do
+    /// not decode are returned as rejected and left out. A large group is
+    /// decoded in two halves, the second on a task of its own, so that with
+    /// a second worker thread the sink's largest piece of work is shared.
+    async fn decode_group(
+        &self,
+        mut events: Vec<Event>,
+        rejected: &mut Vec<Rejected>,
+    ) -> Result<Vec<RecordBatch>, StageError> {
+        if events.len() < SPLIT_DECODE_EVENTS {
+            return Ok(
+                decode_events(&self.data_schema, &self.json_text_paths, events, rejected)?
+                    .into_iter()
+                    .collect(),
+            );
         }
-    }
-
-    /// The payload with values stored as JSON text turned into strings.
-    fn payload_for_columns(&self, event: &Event) -> Bytes {
-        if self.json_text_paths.is_empty() {
-            return event.payload.clone();
-        }
-        let Ok(mut value) = serde_json::from_slice::<Value>(&event.payload) else {
-            return event.payload.clone();
-        };
-        for path in &self.json_text_paths {
-            stringify_at(&mut value, path);
-        }
-        Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
+        let second = events.split_off(events.len() / 2);
+        let (schema, paths) = (self.data_schema.clone(), self.json_text_paths.clone());
+        let other = tokio::spawn(async move {
+            let mut rejected = Vec::new();
+            decode_events(&schema, &paths, second, &mut rejected).map(|batch| (batch, rejected))
+        });
+        let first = decode_events(&self.data_schema, &self.json_text_paths, events, rejected)?;
+        let (second, second_rejected) = other
+            .await
+            .map_err(|e| StageError::fatal(format!("lake {}: decoding rows: {e}", self.location)))??;
+        rejected.extend(second_rejected);
+        Ok(first.into_iter().chain(second).collect())
     }
 }
 
@@ -405,6 +404,45 @@ fn bucket_input<'a>(event: &'a Event, event_id: &str, pointer: &str) -> Option<C
         Value::Number(n) => Some(Cow::Owned(n.to_string())),
         _ => None,
     }
+}
+
+/// Decodes events into one record batch; events that do not decode are
+/// returned as rejected and left out.
+fn decode_events(
+    schema: &Arc<Schema>,
+    json_text_paths: &[Vec<String>],
+    events: Vec<Event>,
+    rejected: &mut Vec<Rejected>,
+) -> Result<Option<RecordBatch>, StageError> {
+    let payloads: Vec<Bytes> = events.iter().map(|e| payload_for_columns(json_text_paths, e)).collect();
+    match decode_payloads(schema, &payloads) {
+        Ok(batch) => Ok(batch),
+        Err(_) => {
+            // Find the lines that fail, set them aside, decode the rest.
+            let mut good = Vec::with_capacity(payloads.len());
+            for (event, payload) in events.into_iter().zip(payloads) {
+                match decode_payloads(schema, std::slice::from_ref(&payload)) {
+                    Ok(_) => good.push(payload),
+                    Err(e) => rejected.push(Rejected::new(event, format!("{}:arrow", reason::ENCODE), e)),
+                }
+            }
+            decode_payloads(schema, &good).map_err(|e| StageError::fatal(format!("decoding checked rows: {e}")))
+        }
+    }
+}
+
+/// The payload with values stored as JSON text turned into strings.
+fn payload_for_columns(json_text_paths: &[Vec<String>], event: &Event) -> Bytes {
+    if json_text_paths.is_empty() {
+        return event.payload.clone();
+    }
+    let Ok(mut value) = serde_json::from_slice::<Value>(&event.payload) else {
+        return event.payload.clone();
+    };
+    for path in json_text_paths {
+        stringify_at(&mut value, path);
+    }
+    Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
 }
 
 fn decode_payloads(schema: &Arc<Schema>, payloads: &[Bytes]) -> Result<Option<RecordBatch>, String> {
@@ -515,17 +553,17 @@ impl Sink for LakeSink {
         }
         let mut rows = Vec::with_capacity(groups.len());
         for (slot, events) in groups {
-            let Some(batch) = self.decode(events, &mut rejected)? else {
-                continue;
-            };
-            self.window_rows += batch.num_rows() as u64;
+            let batches = self.decode_group(events, &mut rejected).await?;
             let partition: indexmap::IndexMap<String, Scalar> = self
                 .partition_by
                 .iter()
                 .zip(slot.values(&self.partition_by))
                 .map(|(k, v)| (k.column().to_string(), Scalar::String(v)))
                 .collect();
-            rows.push((batch, partition));
+            for batch in batches {
+                self.window_rows += batch.num_rows() as u64;
+                rows.push((batch, partition.clone()));
+            }
         }
         self.files
             .write(rows)

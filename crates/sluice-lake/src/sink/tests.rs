@@ -196,6 +196,39 @@ async fn undecodable_rows_are_rejected_and_the_rest_written() {
     assert_eq!(summarize(&url).await.unwrap().rows, 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_partition_decoded_in_two_halves_keeps_every_row_and_rejects_only_its_bad_lines() {
+    let dir = sluice_testkit::tempdir().unwrap();
+    let (mut sink, url) = open(&dir).await;
+    let count = 2 * SPLIT_DECODE_EVENTS as u32 + 1;
+    let bad_lines = [7, count - 3];
+    let events: Vec<Event> = (0..count)
+        .map(|line| {
+            let n = if bad_lines.contains(&line) {
+                "\"NaN\"".to_string()
+            } else {
+                line.to_string()
+            };
+            event(line, &format!("e{line}"), "2026-11-01T00:10:00Z", &n)
+        })
+        .collect();
+    let Accepted::Buffered { rejected } = sink.accept("k", false, events).await.unwrap() else {
+        panic!("buffered expected")
+    };
+    let mut rejected_lines: Vec<u32> = rejected.iter().map(|r| r.event.line).collect();
+    rejected_lines.sort_unstable();
+    assert_eq!(rejected_lines, bad_lines, "one bad line in each half");
+    let report = sink.flush().await.unwrap();
+    assert_eq!(report.rows, u64::from(count) - 2);
+    let ids = distinct_strings(&url, "id").await.unwrap();
+    let expected: std::collections::HashSet<String> = (0..count)
+        .filter(|line| !bad_lines.contains(line))
+        .map(|line| format!("e{line}"))
+        .collect();
+    assert_eq!(ids, expected);
+    assert_eq!(summarize(&url).await.unwrap().rows, u64::from(count) - 2);
+}
+
 #[tokio::test]
 async fn reopening_with_other_columns_is_refused() {
     let dir = sluice_testkit::tempdir().unwrap();

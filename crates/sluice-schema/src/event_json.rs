@@ -390,7 +390,7 @@ mod tests {
 
     #[test]
     fn opening_brackets_are_counted_across_block_boundaries() {
-        // Every length around the 255-byte blocks, brackets at both ends of each block.
+        // Lengths on and around the 255-byte blocks' edges, against counting one by one.
         for len in [0, 1, 254, 255, 256, 509, 510, 511, 1_000] {
             let text: Vec<u8> = (0..len)
                 .map(|i| match i % 7 {

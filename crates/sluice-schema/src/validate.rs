@@ -153,6 +153,32 @@ impl EventFields {
         }
     }
 
+    /// The nodes at the id and the time pointers. When both name members
+    /// of the top-level object (`/event_id`, `/ts`), one pass over its
+    /// members finds both: a lookup scans them all anyway, because a name
+    /// given twice counts with its last value.
+    fn find<'v, F: Json<PreparedKey = String>>(
+        &self,
+        value: F::Node<'v>,
+    ) -> (Option<F::Node<'v>>, Option<F::Node<'v>>) {
+        if let (Some([id]), Some([time])) = (self.id.tokens.as_deref(), self.time.tokens.as_deref())
+            && let Some(members) = value.as_object()
+        {
+            let (mut at_id, mut at_time) = (None, None);
+            for (name, node) in members.members() {
+                let name: &str = name.as_ref();
+                if name == id {
+                    at_id = Some(node.clone());
+                }
+                if name == time {
+                    at_time = Some(node);
+                }
+            }
+            return (at_id, at_time);
+        }
+        (self.id.find::<F>(value.clone()), self.time.find::<F>(value))
+    }
+
     /// Sets `event`'s id and time from `value` (an event in representation
     /// `F`); the reason and detail if they are unusable.
     pub(crate) fn stamp<'v, F: Json<PreparedKey = String>>(
@@ -161,7 +187,7 @@ impl EventFields {
         event: &mut Event,
     ) -> Result<(), (String, String)> {
         let (event_id, event_time) = (&self.id.text, &self.time.text);
-        let found = self.id.find::<F>(value.clone());
+        let (found, time) = self.find::<F>(value);
         let id = match (
             found.as_ref().and_then(Node::as_string),
             found.as_ref().and_then(Node::as_number),
@@ -175,7 +201,7 @@ impl EventFields {
                 ));
             }
         };
-        let time_us = match self.time.find::<F>(value) {
+        let time_us = match time {
             Some(node) => match node.as_string() {
                 Some(s) => DateTime::parse_from_rfc3339(&s)
                     .map_err(|e| {
@@ -322,6 +348,46 @@ mod tests {
                 "{text:?}"
             );
         }
+    }
+
+    #[test]
+    fn id_and_time_found_together_are_what_each_pointer_finds_alone() {
+        let text = r#"{"id":"first","ts":"2026-11-01T00:00:00Z","n":{"id":"inner"},"id":"last","ts":7}"#;
+        let doc: Value = serde_json::from_str(text).unwrap();
+        let parsed = parse_event(text.as_bytes()).unwrap();
+        for (id, time) in [
+            ("/id", "/ts"),
+            ("/ts", "/id"),
+            ("/id", "/id"),
+            ("/n/id", "/ts"),
+            ("/id", "/n/id"),
+            ("/missing", "/ts"),
+            ("/id", "/missing"),
+            ("", "/ts"),
+            ("no-slash", "/id"),
+        ] {
+            let fields = EventFields::new(id, time);
+            let (at_id, at_time) = fields.find::<EventJson>(&parsed);
+            assert_eq!(
+                (at_id.map(to_serde), at_time.map(to_serde)),
+                (
+                    fields.id.find::<EventJson>(&parsed).map(to_serde),
+                    fields.time.find::<EventJson>(&parsed).map(to_serde)
+                ),
+                "{id:?} {time:?}"
+            );
+            let (at_id, at_time) = fields.find::<SerdeJson>(&doc);
+            assert_eq!(
+                (at_id, at_time),
+                (doc.pointer(id), doc.pointer(time)),
+                "{id:?} {time:?}"
+            );
+        }
+        let (at_id, at_time) = EventFields::new("/id", "/ts").find::<EventJson>(&parsed);
+        assert_eq!(
+            (at_id.map(to_serde), at_time.map(to_serde)),
+            (Some(json!("last")), Some(json!(7)))
+        );
     }
 
     #[test]

@@ -154,15 +154,18 @@ impl EventFields {
     }
 
     /// The nodes at the id and the time pointers. When both name members
-    /// of the top-level object (`/event_id`, `/ts`), one pass over its
-    /// members finds both: a lookup scans them all anyway, because a name
-    /// given twice counts with its last value.
+    /// of the top-level object (`/event_id`, `/ts`) and the representation
+    /// finds a pass over that many members cheaper than two lookups
+    /// ([`Json::KEYS_PER_LOOKUP`]: a sonic-rs lookup scans every member,
+    /// since a name given twice counts with its last value), one pass
+    /// finds both.
     fn find<'v, F: Json<PreparedKey = String>>(
         &self,
         value: F::Node<'v>,
     ) -> (Option<F::Node<'v>>, Option<F::Node<'v>>) {
         if let (Some([id]), Some([time])) = (self.id.tokens.as_deref(), self.time.tokens.as_deref())
             && let Some(members) = value.as_object()
+            && members.len() <= 2 * F::KEYS_PER_LOOKUP
         {
             let (mut at_id, mut at_time) = (None, None);
             for (name, node) in members.members() {
@@ -388,6 +391,21 @@ mod tests {
             (at_id.map(to_serde), at_time.map(to_serde)),
             (Some(json!("last")), Some(json!(7)))
         );
+        // Wider than a members pass pays for: each pointer is looked up.
+        let wide = format!(
+            r#"{{"id":"first",{}"ts":"2026-11-01T00:00:00Z","id":"last"}}"#,
+            (0..40).map(|i| format!(r#""f{i}":{i},"#)).collect::<String>()
+        );
+        let doc: Value = serde_json::from_str(&wide).unwrap();
+        let parsed = parse_event(wide.as_bytes()).unwrap();
+        let fields = EventFields::new("/id", "/ts");
+        let (at_id, at_time) = fields.find::<EventJson>(&parsed);
+        assert_eq!(
+            (at_id.map(to_serde), at_time.map(to_serde)),
+            (Some(json!("last")), Some(json!("2026-11-01T00:00:00Z")))
+        );
+        let (at_id, at_time) = fields.find::<SerdeJson>(&doc);
+        assert_eq!((at_id, at_time), (doc.pointer("/id"), doc.pointer("/ts")));
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //!   families): a newer version adds nullable columns in the same commit as
 //!   the first rows that have them; a column never changes type.
 
+mod columns;
 pub mod compaction;
 pub mod config;
 pub mod inspect;

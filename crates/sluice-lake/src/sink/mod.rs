@@ -4,8 +4,8 @@
 //! Flow of one batch: events are grouped by partition (event time, and the
 //! bucket of a field if configured), event ids seen within the dedupe window
 //! ([`seen`]) are dropped, the JSON payloads
-//! are decoded straight into Arrow columns and streamed into the partition's
-//! open file. A flush closes the files and makes one Delta commit holding the
+//! become Arrow columns ([`crate::columns`]) and are streamed into the
+//! partition's open file. A flush closes the files and makes one Delta commit holding the
 //! `add` actions and one `txn` action per batch key. If the commit fails, the
 //! driver resets the sink (its files are dropped from the window, never
 //! committed) and the batches are delivered again.
@@ -43,10 +43,8 @@ use std::{
 };
 
 use arrow_array::RecordBatch;
-use arrow_json::ReaderBuilder;
 use arrow_schema::Schema;
 use async_trait::async_trait;
-use bytes::Bytes;
 use delta_kernel::expressions::Scalar;
 use deltalake::{
     DeltaTable,
@@ -67,6 +65,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::{
     LakeError, LakeSinkConfig, StoreLocation,
+    columns::decode_events,
     compaction::{plan::PartitionValues, remove_action},
     partition::{PartitionError, PartitionKey, PartitionSlot},
     table::{check_schema, merge_columns, open_or_create, table_error, table_schema},
@@ -403,86 +402,6 @@ fn bucket_input<'a>(event: &'a Event, event_id: &str, pointer: &str) -> Option<C
         Value::String(s) => Some(Cow::Owned(s.clone())),
         Value::Number(n) => Some(Cow::Owned(n.to_string())),
         _ => None,
-    }
-}
-
-/// Decodes events into one record batch; events that do not decode are
-/// returned as rejected and left out.
-fn decode_events(
-    schema: &Arc<Schema>,
-    json_text_paths: &[Vec<String>],
-    events: Vec<Event>,
-    rejected: &mut Vec<Rejected>,
-) -> Result<Option<RecordBatch>, StageError> {
-    let payloads: Vec<Bytes> = events.iter().map(|e| payload_for_columns(json_text_paths, e)).collect();
-    match decode_payloads(schema, &payloads) {
-        Ok(batch) => Ok(batch),
-        Err(_) => {
-            // Find the lines that fail, set them aside, decode the rest.
-            let mut good = Vec::with_capacity(payloads.len());
-            for (event, payload) in events.into_iter().zip(payloads) {
-                match decode_payloads(schema, std::slice::from_ref(&payload)) {
-                    Ok(_) => good.push(payload),
-                    Err(e) => rejected.push(Rejected::new(event, format!("{}:arrow", reason::ENCODE), e)),
-                }
-            }
-            decode_payloads(schema, &good).map_err(|e| StageError::fatal(format!("decoding checked rows: {e}")))
-        }
-    }
-}
-
-/// The payload with values stored as JSON text turned into strings.
-fn payload_for_columns(json_text_paths: &[Vec<String>], event: &Event) -> Bytes {
-    if json_text_paths.is_empty() {
-        return event.payload.clone();
-    }
-    let Ok(mut value) = serde_json::from_slice::<Value>(&event.payload) else {
-        return event.payload.clone();
-    };
-    for path in json_text_paths {
-        stringify_at(&mut value, path);
-    }
-    Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
-}
-
-fn decode_payloads(schema: &Arc<Schema>, payloads: &[Bytes]) -> Result<Option<RecordBatch>, String> {
-    let mut decoder = ReaderBuilder::new(schema.clone())
-        .with_batch_size(payloads.len().max(1))
-        .with_strict_mode(false)
-        .build_decoder()
-        .map_err(|e| e.to_string())?;
-    for payload in payloads {
-        let mut rest: &[u8] = payload;
-        while !rest.is_empty() {
-            let used = decoder.decode(rest).map_err(|e| e.to_string())?;
-            if used == 0 {
-                break;
-            }
-            rest = &rest[used..];
-        }
-        decoder.decode(b"\n").map_err(|e| e.to_string())?;
-    }
-    decoder.flush().map_err(|e| e.to_string())
-}
-
-/// Replaces the value at `path` (through arrays: every element) by its JSON text.
-fn stringify_at(value: &mut Value, path: &[String]) {
-    match value {
-        Value::Array(items) => items.iter_mut().for_each(|v| stringify_at(v, path)),
-        Value::Object(map) => {
-            let Some((first, rest)) = path.split_first() else {
-                return;
-            };
-            let Some(child) = map.get_mut(first) else { return };
-            if rest.is_empty() {
-                if !child.is_null() && !child.is_string() {
-                    *child = Value::String(child.to_string());
-                }
-            } else {
-                stringify_at(child, rest);
-            }
-        }
-        _ => {}
     }
 }
 

@@ -57,17 +57,6 @@ fn build(schema: &Arc<Schema>, json_text_paths: &[Vec<String>], events: &[Event]
     built::Columns::plan(schema, json_text_paths)?.build(events)
 }
 
-/// The batch arrow-json decodes from the payloads; the error of the
-/// first that does not decode.
-fn decode_with_arrow_json(
-    schema: &Arc<Schema>,
-    json_text_paths: &[Vec<String>],
-    events: &[Event],
-) -> Result<Option<RecordBatch>, String> {
-    let payloads: Vec<Bytes> = events.iter().map(|e| payload_for_columns(json_text_paths, e)).collect();
-    decode_payloads(schema, &payloads)
-}
-
 /// The payload with values stored as JSON text turned into strings.
 fn payload_for_columns(json_text_paths: &[Vec<String>], event: &Event) -> Bytes {
     if json_text_paths.is_empty() {

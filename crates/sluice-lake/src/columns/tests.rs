@@ -1,10 +1,11 @@
 use std::sync::Arc;
 
+use arrow_array::RecordBatch;
 use arrow_schema::{DataType, Field, Fields, Schema, TimeUnit};
 use bytes::Bytes;
 use sluice_core::Event;
 
-use super::{build, decode_events, decode_with_arrow_json};
+use super::{build, decode_events, decode_payloads, payload_for_columns};
 
 fn schema() -> Arc<Schema> {
     let utc = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
@@ -43,6 +44,17 @@ fn schema() -> Arc<Schema> {
 
 fn json_text_paths() -> Vec<Vec<String>> {
     vec![vec!["extra".into()], vec!["items".into(), "meta".into()]]
+}
+
+/// The batch arrow-json decodes from the payloads; the error of the
+/// first that does not decode.
+fn decode_with_arrow_json(
+    schema: &Arc<Schema>,
+    json_text_paths: &[Vec<String>],
+    events: &[Event],
+) -> Result<Option<RecordBatch>, String> {
+    let payloads: Vec<Bytes> = events.iter().map(|e| payload_for_columns(json_text_paths, e)).collect();
+    decode_payloads(schema, &payloads)
 }
 
 fn event(text: &str) -> Event {

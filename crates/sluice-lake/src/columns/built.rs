@@ -1,22 +1,23 @@
-//! Record batches built from a sonic-rs parse of each payload: the values
-//! are appended to typed builders while the document is fresh, then the
-//! document is dropped, never leaving the thread or the cache (ADR 0088:
-//! a little cheaper than arrow-json, which scans the text into a tape and
-//! then reads the tape).
+//! Record batches built in the same pass as the parse of each payload:
+//! sonic-rs's serde deserializer hands each member to a visitor that
+//! appends it to its column's typed builder, so no document is built and
+//! nothing but the builders outlives the parse (ADR 0088).
 //!
 //! Built for columns of the types JSON Schemas map to (string, 64-bit
 //! integer and float, boolean, UTC microsecond timestamp, struct, list);
 //! a schema with any other is left to arrow-json. The batch equals
-//! arrow-json's of the same payloads: members named twice count with
-//! their last value, unknown members are ignored, values at JSON text
-//! paths become serde_json's text of them. A payload that does not parse,
-//! or a value arrow-json would convert or refuse (a number for a string,
-//! `"7"` or `7.0` for an integer, a number for a timestamp, a null in a
-//! non-nullable column, a float zero that may have been negative, whose
-//! sign sonic-rs drops) declines the whole group, which then goes to
-//! arrow-json: this path never decides what an unusual value becomes.
+//! arrow-json's of the same payloads: unknown members are ignored (and
+//! still checked), missing ones are null, values at JSON text paths
+//! become serde_json's text of them. Anything else declines the whole
+//! group, which then goes to arrow-json, so this path never decides what
+//! an unusual value becomes: a payload that does not parse, a member
+//! named twice (arrow-json keeps the last; a builder cannot take back the
+//! first), a value arrow-json would convert or refuse (a number for a
+//! string, `"7"` or `7.0` for an integer, a number for a timestamp, a
+//! null in a non-nullable column), a float zero that may have been
+//! negative (sonic-rs drops the sign).
 
-use std::sync::Arc;
+use std::{fmt, sync::Arc};
 
 use arrow_array::{
     ArrayRef, RecordBatch,
@@ -26,8 +27,8 @@ use arrow_array::{
 use arrow_buffer::{NullBuffer, OffsetBuffer};
 use arrow_cast::parse::string_to_datetime;
 use arrow_schema::{DataType, Field, Fields, Schema, TimeUnit};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use sluice_core::Event;
-use sonic_rs::{JsonContainerTrait, JsonValueTrait};
 
 /// The columns of one table schema, ready to be built from documents.
 pub(super) struct Columns {
@@ -57,20 +58,22 @@ impl Columns {
     /// not parse as an object or holds a value this path does not build.
     pub(super) fn build(mut self, events: &[Event]) -> Option<RecordBatch> {
         for event in events {
-            let document: sonic_rs::Value = sonic_rs::from_slice(&event.payload).ok()?;
-            let payload = Payload(&event.payload);
-            self.top.append_members(document.as_object()?, payload).ok()?;
+            let text = std::str::from_utf8(&event.payload).ok()?;
+            let mut parser = sonic_rs::Deserializer::from_str(text);
+            let row = Members {
+                columns: &mut self.top,
+                payload: Payload(&event.payload),
+            };
+            parser.deserialize_map(row).ok()?;
+            parser.end().ok()?;
         }
         let columns = self.top.finish_children();
         RecordBatch::try_new(self.schema, columns).ok()
     }
 }
 
-/// Structs of up to this many columns collect their members on the stack.
-const INLINE_CHILDREN: usize = 16;
-
-/// Why a value cannot be built here (the group goes to arrow-json).
-struct Declined;
+/// Structs of up to this many columns find a member's column by a scan.
+const SCANNED_NAMES: usize = 16;
 
 /// The text a document was parsed from, read only to settle what sonic-rs
 /// does not keep (the sign of a float zero).
@@ -155,37 +158,6 @@ impl StructColumn {
         self.children.iter().map(|slot| slot.column.json_text_columns()).sum()
     }
 
-    /// Appends one object's members to the children: the last member of
-    /// each name counts; members without a column are ignored.
-    fn append_members(&mut self, object: &sonic_rs::Object, payload: Payload) -> Result<(), Declined> {
-        if self.children.len() <= INLINE_CHILDREN {
-            let mut values = [None; INLINE_CHILDREN];
-            self.append_found(object, &mut values[..self.children.len()], payload)
-        } else {
-            let mut values = vec![None; self.children.len()];
-            self.append_found(object, &mut values, payload)
-        }
-    }
-
-    /// [`StructColumn::append_members`] with `values`, one per child, as
-    /// the place to collect them.
-    fn append_found<'v>(
-        &mut self,
-        object: &'v sonic_rs::Object,
-        values: &mut [Option<&'v sonic_rs::Value>],
-        payload: Payload,
-    ) -> Result<(), Declined> {
-        for (name, value) in object.iter() {
-            if let Some(i) = self.names.position(name) {
-                values[i] = Some(value);
-            }
-        }
-        for (slot, value) in self.children.iter_mut().zip(values.iter()) {
-            slot.append(*value, payload)?;
-        }
-        Ok(())
-    }
-
     fn append_null_row(&mut self) {
         for slot in &mut self.children {
             slot.column.append_null();
@@ -205,15 +177,13 @@ impl StructColumn {
 }
 
 impl Slot {
-    fn append(&mut self, value: Option<&sonic_rs::Value>, payload: Payload) -> Result<(), Declined> {
-        match value {
-            Some(v) if !v.is_null() => self.column.append(v, payload),
-            _ if self.nullable => {
-                self.column.append_null();
-                Ok(())
-            }
-            _ => Err(Declined),
+    /// Appends a null; refused in a column that is not nullable.
+    fn append_null(&mut self) -> Result<(), &'static str> {
+        if !self.nullable {
+            return Err("a null or missing value in a column that is not nullable");
         }
+        self.column.append_null();
+        Ok(())
     }
 }
 
@@ -252,44 +222,6 @@ impl Column {
             Column::List(l) => l.item.column.json_text_columns(),
             _ => 0,
         }
-    }
-
-    /// Appends a non-null value.
-    fn append(&mut self, value: &sonic_rs::Value, payload: Payload) -> Result<(), Declined> {
-        match self {
-            Column::Utf8 { builder, json_text } => match value.as_str() {
-                Some(s) => builder.append_value(s),
-                None if *json_text => builder.append_value(json_text_of(value, payload)?),
-                None => return Err(Declined),
-            },
-            Column::Int64(b) => b.append_value(value.as_i64().ok_or(Declined)?),
-            Column::Float64(b) => {
-                if is_float_zero(value) && payload.may_hold_negative_zero() {
-                    return Err(Declined);
-                }
-                b.append_value(value.as_f64().ok_or(Declined)?);
-            }
-            Column::Boolean(b) => b.append_value(value.as_bool().ok_or(Declined)?),
-            Column::Timestamp(b, tz) => {
-                let text = value.as_str().ok_or(Declined)?;
-                let time = string_to_datetime(tz, text).map_err(|_| Declined)?;
-                b.append_value(time.timestamp_micros());
-            }
-            Column::Struct(s) => {
-                s.append_members(value.as_object().ok_or(Declined)?, payload)?;
-                s.valid.push(true);
-            }
-            Column::List(l) => {
-                let items = value.as_array().ok_or(Declined)?;
-                for item in items.iter() {
-                    l.item.append(Some(item), payload)?;
-                }
-                let end = *l.offsets.last().unwrap_or(&0) + i32::try_from(items.len()).map_err(|_| Declined)?;
-                l.offsets.push(end);
-                l.valid.push(true);
-            }
-        }
-        Ok(())
     }
 
     fn append_null(&mut self) {
@@ -337,53 +269,303 @@ fn nulls(valid: &mut Vec<bool>) -> Option<NullBuffer> {
     (nulls.null_count() > 0).then_some(nulls)
 }
 
-/// The JSON text arrow-json's path stores for a value at a JSON text
-/// path: serde_json's, of the value as serde_json reads it.
-fn json_text_of(value: &sonic_rs::Value, payload: Payload) -> Result<String, Declined> {
-    if holds_float_zero(value) && payload.may_hold_negative_zero() {
-        return Err(Declined);
-    }
-    let value: serde_json::Value = serde_json::to_value(value).map_err(|_| Declined)?;
-    Ok(value.to_string())
-}
-
 /// Column names and where each is, looked up by member name: a scan for
 /// a few columns, a map for many (Snowplow's table has over a hundred).
-enum Names {
-    Few(Vec<String>),
-    Many(std::collections::HashMap<String, usize>),
+/// Objects of one source mostly list their members in one order, so each
+/// member's place is first checked against the column the member at the
+/// same place had last time.
+struct Names {
+    names: Vec<String>,
+    by_name: Option<std::collections::HashMap<String, usize>>,
+    /// The column of the k-th member of the last object (`usize::MAX`: none).
+    guesses: Vec<usize>,
 }
 
 impl Names {
     fn new(fields: &Fields) -> Names {
-        let names = fields.iter().map(|f| f.name().clone());
-        if fields.len() <= INLINE_CHILDREN {
-            Names::Few(names.collect())
+        let names: Vec<String> = fields.iter().map(|f| f.name().clone()).collect();
+        let by_name = (names.len() > SCANNED_NAMES).then(|| names.iter().cloned().zip(0..).collect());
+        Names {
+            names,
+            by_name,
+            guesses: Vec::new(),
+        }
+    }
+
+    /// The column of `name`, the `k`-th member of its object.
+    fn position(&mut self, k: usize, name: &str) -> Option<usize> {
+        if let Some(&guess) = self.guesses.get(k)
+            && self.names.get(guess).is_some_and(|n| n == name)
+        {
+            return Some(guess);
+        }
+        let found = match &self.by_name {
+            Some(by_name) => by_name.get(name).copied(),
+            None => self.names.iter().position(|n| n == name),
+        };
+        let remembered = found.unwrap_or(usize::MAX);
+        if k < self.guesses.len() {
+            self.guesses[k] = remembered;
+        } else if k == self.guesses.len() {
+            self.guesses.push(remembered);
+        }
+        found
+    }
+}
+
+/// The error that declines a group: a value this path does not build
+/// as arrow-json would (the group then goes to arrow-json).
+fn declined<E: de::Error>(what: &str) -> E {
+    E::custom(what)
+}
+
+/// One JSON object appended as a row of a struct column's children: a
+/// member without a column is skipped (and still checked), a missing
+/// member is null, a member named twice declines (arrow-json keeps the
+/// last, which a builder cannot take back).
+struct Members<'c, 'p> {
+    columns: &'c mut StructColumn,
+    payload: Payload<'p>,
+}
+
+impl<'de> Visitor<'de> for Members<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let columns = self.columns;
+        let mut seen = Seen::new(columns.children.len());
+        let mut k = 0;
+        while let Some(found) = map.next_key_seed(Key {
+            names: &mut columns.names,
+            k,
+        })? {
+            k += 1;
+            let Some(i) = found else {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            };
+            if !seen.insert(i) {
+                return Err(declined("a member named twice"));
+            }
+            map.next_value_seed(Value {
+                slot: &mut columns.children[i],
+                payload: self.payload,
+            })?;
+        }
+        for (i, slot) in columns.children.iter_mut().enumerate() {
+            if !seen.contains(i) {
+                slot.append_null().map_err(declined)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Which of a struct's columns a row has given a value.
+enum Seen {
+    Few(u64),
+    Many(Vec<bool>),
+}
+
+impl Seen {
+    fn new(columns: usize) -> Seen {
+        if columns <= 64 {
+            Seen::Few(0)
         } else {
-            Names::Many(names.enumerate().map(|(i, n)| (n, i)).collect())
+            Seen::Many(vec![false; columns])
         }
     }
 
-    fn position(&self, name: &str) -> Option<usize> {
+    /// Marks column `i`; false if it was marked already.
+    fn insert(&mut self, i: usize) -> bool {
         match self {
-            Names::Few(names) => names.iter().position(|n| n == name),
-            Names::Many(names) => names.get(name).copied(),
+            Seen::Few(bits) => {
+                let fresh = *bits & (1 << i) == 0;
+                *bits |= 1 << i;
+                fresh
+            }
+            Seen::Many(seen) => !std::mem::replace(&mut seen[i], true),
+        }
+    }
+
+    fn contains(&self, i: usize) -> bool {
+        match self {
+            Seen::Few(bits) => bits & (1 << i) != 0,
+            Seen::Many(seen) => seen[i],
         }
     }
 }
 
-/// A float zero: sonic-rs 0.5 parses `-0.0` (and `-0`) as `0.0`, losing
-/// the sign arrow-json and serde_json keep.
-fn is_float_zero(value: &sonic_rs::Value) -> bool {
-    value.is_f64() && value.as_f64() == Some(0.0)
+/// The `k`-th member name of an object, read as the index of its column
+/// (`None`: no column).
+struct Key<'n> {
+    names: &'n mut Names,
+    k: usize,
 }
 
-fn holds_float_zero(value: &sonic_rs::Value) -> bool {
-    if let Some(items) = value.as_array() {
-        items.iter().any(holds_float_zero)
-    } else if let Some(members) = value.as_object() {
-        members.iter().any(|(_, v)| holds_float_zero(v))
-    } else {
-        is_float_zero(value)
+impl<'de> DeserializeSeed<'de> for Key<'_> {
+    type Value = Option<usize>;
+
+    fn deserialize<D: Deserializer<'de>>(self, parser: D) -> Result<Option<usize>, D::Error> {
+        parser.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key<'_> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_str<E: de::Error>(self, name: &str) -> Result<Option<usize>, E> {
+        Ok(self.names.position(self.k, name))
+    }
+}
+
+/// One value appended to its column.
+struct Value<'c, 'p> {
+    slot: &'c mut Slot,
+    payload: Payload<'p>,
+}
+
+impl<'de> DeserializeSeed<'de> for Value<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, parser: D) -> Result<(), D::Error> {
+        if let Column::Utf8 {
+            builder,
+            json_text: true,
+        } = &mut self.slot.column
+        {
+            // Stored as serde_json's text of the value, as arrow-json's path does.
+            let value: serde_json::Value = serde::Deserialize::deserialize(parser)?;
+            return match value {
+                serde_json::Value::Null => self.slot.append_null().map_err(declined),
+                serde_json::Value::String(text) => {
+                    builder.append_value(text);
+                    Ok(())
+                }
+                other if holds_float_zero(&other) && self.payload.may_hold_negative_zero() => {
+                    Err(declined("a float zero that may have been negative"))
+                }
+                other => {
+                    builder.append_value(other.to_string());
+                    Ok(())
+                }
+            };
+        }
+        parser.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Value<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a value of the column's type")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.slot.append_null().map_err(declined)
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        match &mut self.slot.column {
+            Column::Boolean(b) => b.append_value(v),
+            _ => return Err(declined("a boolean")),
+        }
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        match &mut self.slot.column {
+            Column::Int64(b) => b.append_value(v),
+            Column::Float64(b) => b.append_value(v as f64),
+            _ => return Err(declined("a number")),
+        }
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        match &mut self.slot.column {
+            Column::Int64(b) => b.append_value(i64::try_from(v).map_err(|_| declined::<E>("an integer past i64"))?),
+            Column::Float64(b) => b.append_value(v as f64),
+            _ => return Err(declined("a number")),
+        }
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        match &mut self.slot.column {
+            Column::Float64(_) if v == 0.0 && self.payload.may_hold_negative_zero() => {
+                return Err(declined("a float zero that may have been negative"));
+            }
+            Column::Float64(b) => b.append_value(v),
+            _ => return Err(declined("a float")),
+        }
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        match &mut self.slot.column {
+            Column::Utf8 { builder, .. } => builder.append_value(v),
+            Column::Timestamp(b, tz) => {
+                let time = string_to_datetime(tz, v).map_err(|_| declined::<E>("a time arrow-json refuses"))?;
+                b.append_value(time.timestamp_micros());
+            }
+            _ => return Err(declined("a string")),
+        }
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        let Column::Struct(columns) = &mut self.slot.column else {
+            return Err(declined("an object"));
+        };
+        Members {
+            columns: &mut *columns,
+            payload: self.payload,
+        }
+        .visit_map(map)?;
+        columns.valid.push(true);
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<(), A::Error> {
+        let Column::List(list) = &mut self.slot.column else {
+            return Err(declined("an array"));
+        };
+        let mut count: i32 = 0;
+        while items
+            .next_element_seed(Value {
+                slot: &mut list.item,
+                payload: self.payload,
+            })?
+            .is_some()
+        {
+            count = count
+                .checked_add(1)
+                .ok_or_else(|| declined::<A::Error>("a list too long"))?;
+        }
+        let end = *list.offsets.last().unwrap_or(&0) + count;
+        list.offsets.push(end);
+        list.valid.push(true);
+        Ok(())
+    }
+}
+
+/// Whether a value holds a float zero, whose sign sonic-rs 0.5 drops
+/// (`-0.0` and `-0` are read as `0.0`).
+fn holds_float_zero(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::Array(items) => items.iter().any(holds_float_zero),
+        serde_json::Value::Object(members) => members.values().any(holds_float_zero),
+        serde_json::Value::Number(n) => n.is_f64() && n.as_f64() == Some(0.0),
+        _ => false,
     }
 }

@@ -1,7 +1,6 @@
 //! Events to Arrow record batches of a table's data columns, two ways:
-//! built from a sonic-rs parse of each payload, appended to typed builders
-//! while the document is fresh ([`built`]), or decoded from the payloads'
-//! JSON text by arrow-json (any group the first way declines, and tables
+//! appended to typed builders as sonic-rs parses each payload ([`built`]),
+//! or decoded from the payloads' JSON text by arrow-json (any group the first way declines, and tables
 //! with column types it does not build). Both give the same batch;
 //! arrow-json's is the reference, and the only one that rejects lines.
 //!

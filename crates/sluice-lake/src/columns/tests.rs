@@ -4,6 +4,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::{DataType, Field, Fields, Schema, TimeUnit};
 use bytes::Bytes;
 use sluice_core::Event;
+use sonic_rs::JsonContainerTrait;
 
 use super::{build, decode_events, decode_payloads, payload_for_columns};
 
@@ -138,8 +139,9 @@ const FREE: &[&str] = &[
 ];
 
 /// A random event of `schema()`'s shape, as JSON text: members in any
-/// order, some missing or null, some named twice, some unknown.
-fn random_event(rng: &mut Rng, id: usize) -> String {
+/// order, some missing or null, some unknown; with `twice`, some top-level
+/// members named twice.
+fn random_event(rng: &mut Rng, id: usize, twice: bool) -> String {
     let mut members = vec![format!(r#""event_id": "e{id}""#)];
     let value = |rng: &mut Rng, name: &str| -> Option<String> {
         if rng.below(10) == 0 {
@@ -191,7 +193,7 @@ fn random_event(rng: &mut Rng, id: usize) -> String {
             continue;
         }
         members.push(format!(r#""{name}": {}"#, value(rng, name).unwrap()));
-        if rng.below(12) == 0 {
+        if twice && rng.below(12) == 0 {
             members.push(format!(r#""{name}": {}"#, value(rng, name).unwrap()));
         }
     }
@@ -205,10 +207,9 @@ fn random_event(rng: &mut Rng, id: usize) -> String {
 }
 
 /// The builder gives arrow-json's batch for 4 000 random events of every
-/// column type, with members missing, null, unknown, named twice and in
-/// any order, strings with escapes, floats at their extremes and zero,
-/// timestamps with offsets and values stored as JSON text; and it builds
-/// every group.
+/// column type, with members missing, null, unknown and in any order,
+/// strings with escapes, floats at their extremes and zero, timestamps
+/// with offsets and values stored as JSON text; and it builds every group.
 #[test]
 fn built_batches_equal_arrow_json_decoding() {
     let (schema, paths) = (schema(), json_text_paths());
@@ -216,7 +217,7 @@ fn built_batches_equal_arrow_json_decoding() {
     let mut rows = 0;
     for group in 0..80 {
         let events: Vec<Event> = (0..50)
-            .map(|i| event(&random_event(&mut rng, group * 50 + i)))
+            .map(|i| event(&random_event(&mut rng, group * 50 + i, false)))
             .collect();
         let expected = decode_with_arrow_json(&schema, &paths, &events).unwrap().unwrap();
         let built = build(&schema, &paths, &events).unwrap_or_else(|| panic!("group {group} was declined"));
@@ -232,6 +233,44 @@ fn built_batches_equal_arrow_json_decoding() {
         rows += built.num_rows();
     }
     assert_eq!(rows, 4000);
+}
+
+/// A member named twice (arrow-json keeps the last) declines its group,
+/// and `decode_events` gives arrow-json's batch; groups without one are
+/// built.
+#[test]
+fn members_named_twice_go_to_arrow_json() {
+    let (schema, paths) = (schema(), json_text_paths());
+    let mut rng = Rng(0xd0_b1e5);
+    let (mut built, mut declined) = (0, 0);
+    for group in 0..200 {
+        let events: Vec<Event> = (0..2)
+            .map(|i| event(&random_event(&mut rng, group * 2 + i, true)))
+            .collect();
+        let expected = decode_with_arrow_json(&schema, &paths, &events).unwrap().unwrap();
+        let twice = events.iter().any(|e| {
+            let document: sonic_rs::Value = sonic_rs::from_slice(&e.payload).unwrap();
+            let names: Vec<&str> = document.as_object().unwrap().iter().map(|(name, _)| name).collect();
+            let distinct: std::collections::HashSet<&&str> = names.iter().collect();
+            distinct.len() < names.len()
+        });
+        match build(&schema, &paths, &events) {
+            Some(batch) => {
+                assert!(!twice, "group {group} has a member named twice and was built");
+                assert_eq!(batch, expected);
+                built += 1;
+            }
+            None => {
+                assert!(twice, "group {group} was declined");
+                declined += 1;
+            }
+        }
+        let decoded = decode_events(&schema, &paths, events, &mut Vec::new())
+            .unwrap()
+            .unwrap();
+        assert_eq!(decoded, expected, "group {group}");
+    }
+    assert!(built > 20 && declined > 20, "built {built}, declined {declined}");
 }
 
 /// A payload that does not parse, or a value arrow-json converts or
@@ -337,4 +376,44 @@ fn no_events_make_no_batch() {
             .unwrap()
             .is_none()
     );
+}
+
+/// A table of more columns than a scan serves (a map finds them), with
+/// members missing, unknown, and in the same or a changed order from one
+/// event to the next, is built as arrow-json decodes it.
+#[test]
+fn wide_tables_are_built_as_arrow_json_decodes_them() {
+    let fields: Vec<Field> = (0..40)
+        .map(|i| {
+            let data_type = if i % 2 == 0 { DataType::Int64 } else { DataType::Utf8 };
+            Field::new(format!("c{i}"), data_type, true)
+        })
+        .collect();
+    let schema = Arc::new(Schema::new(fields));
+    let mut rng = Rng(0x71de);
+    let events: Vec<Event> = (0..300)
+        .map(|_| {
+            let mut members = Vec::new();
+            for i in 0..40 {
+                if rng.below(5) == 0 {
+                    continue;
+                }
+                let value = rng.below(1000);
+                members.push(match i % 2 {
+                    0 => format!(r#""c{i}": {value}"#),
+                    _ => format!(r#""c{i}": "v{value}""#),
+                });
+            }
+            members.insert(rng.below(members.len() + 1), r#""unknown": [1]"#.into());
+            if rng.below(3) == 0 {
+                for i in (1..members.len()).rev() {
+                    members.swap(i, rng.below(i + 1));
+                }
+            }
+            event(&format!("{{{}}}", members.join(", ")))
+        })
+        .collect();
+    let built = build(&schema, &[], &events).expect("a wide table is built");
+    assert_eq!(built, decode_with_arrow_json(&schema, &[], &events).unwrap().unwrap());
+    assert_eq!(built.num_rows(), 300);
 }

@@ -1,8 +1,11 @@
 //! Events to Arrow record batches of a table's data columns, two ways:
 //! appended to typed builders as sonic-rs parses each payload ([`built`]),
-//! or decoded from the payloads' JSON text by arrow-json (any group the first way declines, and tables
-//! with column types it does not build). Both give the same batch;
-//! arrow-json's is the reference, and the only one that rejects lines.
+//! or decoded from the payloads' JSON text by arrow-json (any group the
+//! first way declines, and tables with column types it does not build).
+//! Both give the same batch, except for floats that serde_json's default
+//! parse misses by one unit in the last place when JSON text paths send
+//! the payload through it first (ADR 0088). arrow-json's is the
+//! reference, and the only one that rejects lines.
 //!
 //! Values at JSON text paths (free-form objects the schema leaves open)
 //! are stored as their JSON text, serde_json's.

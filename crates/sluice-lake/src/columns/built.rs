@@ -30,7 +30,7 @@ use arrow_schema::{DataType, Field, Fields, Schema, TimeUnit};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use sluice_core::Event;
 
-/// The columns of one table schema, ready to be built from documents.
+/// The columns of one table schema, ready to be built from payloads.
 pub(super) struct Columns {
     schema: Arc<Schema>,
     top: StructColumn,
@@ -75,7 +75,7 @@ impl Columns {
 /// Structs of up to this many columns find a member's column by a scan.
 const SCANNED_NAMES: usize = 16;
 
-/// The text a document was parsed from, read only to settle what sonic-rs
+/// The text a payload was parsed from, read only to settle what sonic-rs
 /// does not keep (the sign of a float zero).
 #[derive(Clone, Copy)]
 struct Payload<'a>(&'a [u8]);

@@ -84,4 +84,16 @@ mod tests {
         assert_eq!(pointer_tokens("/~01"), ["~1"]);
         assert!(pointer_tokens("").is_empty());
     }
+
+    /// A payload's floats keep the correctly rounded double: every stage
+    /// that reads a payload through `parse_object` (self-describing
+    /// routing, document changes) passes on what the event said.
+    #[test]
+    fn parsed_floats_are_correctly_rounded() {
+        for text in sluice_testkit::floats::HARD_FLOATS {
+            let parsed = parse_object(format!(r#"{{"x": {text}}}"#).as_bytes()).unwrap();
+            let nearest: f64 = text.parse().unwrap();
+            assert_eq!(parsed["x"].as_f64().unwrap().to_bits(), nearest.to_bits(), "{text}");
+        }
+    }
 }

@@ -61,7 +61,12 @@ fn events(values: &[Value]) -> Vec<Event> {
 }
 
 async fn accept(sink: &mut PostgresSink, key: &str, values: &[Value]) -> Vec<(String, String)> {
-    match sink.accept(key, false, events(values)).await.unwrap() {
+    accept_events(sink, key, events(values)).await
+}
+
+/// Offers batch `key`; returns the refused events' reasons and details.
+async fn accept_events(sink: &mut PostgresSink, key: &str, events: Vec<Event>) -> Vec<(String, String)> {
+    match sink.accept(key, false, events).await.unwrap() {
         Accepted::Buffered { rejected } => rejected.into_iter().map(|r| (r.reason, r.detail)).collect(),
         Accepted::AlreadyCommitted => panic!("{key} was already committed"),
     }
@@ -186,6 +191,41 @@ async fn a_new_field_mid_stream_adds_a_nullable_column_and_a_misfit_is_refused()
         .unwrap();
     let refused = accept(&mut again, "b3", &[json!({"id": "e", "coupon": 5})]).await;
     assert_eq!(refused[0].0, "column_type:/coupon");
+    drop_schema(&client, &schema).await;
+}
+
+/// A double precision column holds the correctly rounded double of the
+/// number the event gave, not one a unit in the last place away.
+#[tokio::test]
+async fn floats_land_correctly_rounded() {
+    if sluice_testkit::services::postgres().is_none() {
+        return;
+    }
+    let (schema, client) = scratch().await;
+    let mut sink = PostgresSink::open(&config(&schema, WriteMode::Append), None)
+        .await
+        .unwrap();
+    let hard = sluice_testkit::floats::HARD_FLOATS;
+    let batch = hard
+        .iter()
+        .enumerate()
+        .map(|(i, text)| Event::from_line(i as u32, Bytes::from(format!(r#"{{"n": {i}, "x": {text}}}"#))))
+        .collect();
+    let refused = accept_events(&mut sink, "b1", batch).await;
+    assert!(refused.is_empty(), "{refused:?}");
+    sink.flush().await.unwrap();
+    let stored: Vec<f64> = client
+        .query(&format!("SELECT x FROM {schema}.events ORDER BY n"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(stored.len(), hard.len());
+    for (text, got) in hard.iter().zip(stored) {
+        let nearest: f64 = text.parse().unwrap();
+        assert_eq!(got.to_bits(), nearest.to_bits(), "{text}");
+    }
     drop_schema(&client, &schema).await;
 }
 

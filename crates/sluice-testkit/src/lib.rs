@@ -10,12 +10,14 @@
 //! * [`data`]: generated clickstream and change events with their oracle,
 //!   written where a test wants them.
 //! * [`docs`]: generated reference files checked against their generator.
+//! * [`floats`]: decimal numbers a float parser must round with care.
 //! * [`proxy`]: a TCP proxy that can cut a service off and restore it.
 //! * [`tls`]: a certificate authority and server certificates (openssl).
 //! * [`tempdir`]: temporary folders removed on drop.
 
 pub mod data;
 pub mod docs;
+pub mod floats;
 pub mod process;
 pub mod proxy;
 pub mod services;

@@ -2,10 +2,9 @@
 //! appended to typed builders as sonic-rs parses each payload ([`built`]),
 //! or decoded from the payloads' JSON text by arrow-json (any group the
 //! first way declines, and tables with column types it does not build).
-//! Both give the same batch, except for floats that serde_json's default
-//! parse misses by one unit in the last place when JSON text paths send
-//! the payload through it first (ADR 0088). arrow-json's is the
-//! reference, and the only one that rejects lines.
+//! Both give the same batch (ADR 0088; floats too, since serde_json parses
+//! them correctly rounded, ADR 0089). arrow-json's is the reference, and
+//! the only one that rejects lines.
 //!
 //! Values at JSON text paths (free-form objects the schema leaves open)
 //! are stored as their JSON text, serde_json's.

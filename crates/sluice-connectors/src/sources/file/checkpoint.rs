@@ -5,7 +5,9 @@
 //! `reading` before its first batch is enqueued and `done` (with the time)
 //! after its last; a file found `reading` at start-up was cut off by a
 //! crash and is read again, its batches flagged so sinks skip chunks they
-//! already committed.
+//! already committed. Its row keeps the batch size of its first read, and
+//! every read of it cuts batches of that size, so the chunks keep their
+//! keys when `max_batch_bytes` changed in between.
 //!
 //! `sluice replay` marks `done` files of a time window `replay` with a
 //! replay id ([`FileCheckpoints::request_replay`]); the source reads them
@@ -61,7 +63,7 @@ impl FileCheckpoints {
         .map_err(err)?;
         // Columns added after the first release: files read before have no
         // `done_at` (a replay window then goes by their modification time).
-        for (column, kind) in [("done_at", "INTEGER"), ("replay", "TEXT")] {
+        for (column, kind) in [("done_at", "INTEGER"), ("replay", "TEXT"), ("batch_bytes", "INTEGER")] {
             let present: bool = conn
                 .query_row(
                     "SELECT count(*) FROM pragma_table_info('files') WHERE name = ?1",
@@ -96,16 +98,22 @@ impl FileCheckpoints {
         })
     }
 
-    /// The file's first batch is about to be enqueued (a replay keeps its id).
-    pub fn start(&self, path: &str, size: u64, mtime_ns: i64) -> Result<(), String> {
+    /// The file's first batch is about to be enqueued (a replay keeps its
+    /// id). Returns the batch size to cut it with: the one it was first
+    /// read with, or `batch_bytes` on its first read (and for a row from
+    /// before sizes were kept).
+    pub fn start(&self, path: &str, size: u64, mtime_ns: i64, batch_bytes: usize) -> Result<usize, String> {
         self.conn
-            .execute(
-                "INSERT INTO files (path, size, mtime_ns, state) VALUES (?1, ?2, ?3, 'reading')
-                 ON CONFLICT (path, size, mtime_ns) DO UPDATE SET state = 'reading'",
-                params![path, size as i64, mtime_ns],
+            .query_row(
+                "INSERT INTO files (path, size, mtime_ns, state, batch_bytes) VALUES (?1, ?2, ?3, 'reading', ?4)
+                 ON CONFLICT (path, size, mtime_ns)
+                 DO UPDATE SET state = 'reading', batch_bytes = coalesce(batch_bytes, excluded.batch_bytes)
+                 RETURNING batch_bytes",
+                params![path, size as i64, mtime_ns, batch_bytes as i64],
+                |r| r.get::<_, i64>(0),
             )
-            .map_err(err)?;
-        Ok(())
+            .map(|b| b as usize)
+            .map_err(err)
     }
 
     /// The file's last batch is durable in the queue, at `now_ms`.
@@ -180,8 +188,8 @@ mod tests {
         {
             let c = FileCheckpoints::open(&db).unwrap();
             assert_eq!(c.state("a", 10, 1).unwrap(), FileState::New);
-            c.start("a", 10, 1).unwrap();
-            c.start("b", 5, 1).unwrap();
+            c.start("a", 10, 1, 1024).unwrap();
+            c.start("b", 5, 1, 1024).unwrap();
             c.finish("b", 5, 1, 1_000).unwrap();
         }
         let c = FileCheckpoints::open(&db).unwrap();
@@ -195,10 +203,10 @@ mod tests {
         let dir = sluice_testkit::tempdir().unwrap();
         let c = FileCheckpoints::open(&dir.path().join("f.sqlite3")).unwrap();
         for (path, done_at) in [("early", 1_000), ("inside", 2_000), ("late", 3_000)] {
-            c.start(path, 1, 7).unwrap();
+            c.start(path, 1, 7, 1024).unwrap();
             c.finish(path, 1, 7, done_at).unwrap();
         }
-        c.start("unfinished", 1, 7).unwrap();
+        c.start("unfinished", 1, 7, 1024).unwrap();
         let window = c.done_between(1_500, 2_500).unwrap();
         assert_eq!(
             window,
@@ -211,7 +219,7 @@ mod tests {
         assert!(c.request_replay(&window[0], "r1").unwrap());
         assert!(!c.request_replay(&window[0], "r2").unwrap(), "already asked");
         assert_eq!(c.state("inside", 1, 7).unwrap(), FileState::Replay("r1".into()));
-        c.start("inside", 1, 7).unwrap();
+        c.start("inside", 1, 7, 1024).unwrap();
         assert_eq!(
             c.state("inside", 1, 7).unwrap(),
             FileState::Reading {
@@ -226,8 +234,12 @@ mod tests {
         assert!(c.done_between(1_500, 2_500).unwrap().is_empty());
     }
 
+    /// Checkpoints of the first release gain the later columns: a file
+    /// done then is windowed by its modification time, and a file cut off
+    /// then takes the batch size in force; a file keeps the batch size of
+    /// its first read.
     #[test]
-    fn files_done_before_done_at_existed_are_windowed_by_mtime() {
+    fn rows_from_the_first_release_and_batch_sizes_kept() {
         let dir = sluice_testkit::tempdir().unwrap();
         let db = dir.path().join("f.sqlite3");
         {
@@ -235,12 +247,21 @@ mod tests {
             conn.execute_batch(
                 "CREATE TABLE files (path TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
                     state TEXT NOT NULL, PRIMARY KEY (path, size, mtime_ns));
-                 INSERT INTO files VALUES ('old', 3, 2000000000, 'done');",
+                 INSERT INTO files VALUES ('done', 3, 2000000000, 'done');
+                 INSERT INTO files VALUES ('old', 3, 7, 'reading');",
             )
             .unwrap();
         }
         let c = FileCheckpoints::open(&db).unwrap();
         assert_eq!(c.done_between(1_500, 2_500).unwrap().len(), 1);
-        assert_eq!(c.state("old", 3, 2_000_000_000).unwrap(), FileState::Done);
+        assert_eq!(c.state("done", 3, 2_000_000_000).unwrap(), FileState::Done);
+        assert_eq!(c.start("new", 1, 7, 1024).unwrap(), 1024);
+        assert_eq!(c.start("new", 1, 7, 4096).unwrap(), 1024, "read again as first cut");
+        assert_eq!(
+            c.start("old", 3, 7, 4096).unwrap(),
+            4096,
+            "a row from before sizes takes the size now"
+        );
+        assert_eq!(c.start("old", 3, 7, 8192).unwrap(), 4096);
     }
 }

@@ -14,7 +14,9 @@ pub struct FileSourceConfig {
     /// How often to look for new files.
     #[serde(default = "default_poll_interval_secs")]
     pub poll_interval_secs: u64,
-    /// Bytes of lines per queue batch.
+    /// Bytes of lines per queue batch. A file is cut with the size in force
+    /// when it was first read, also when it is read again after a crash, so
+    /// its batches keep their keys.
     #[serde(default = "default_max_batch_bytes")]
     pub max_batch_bytes: usize,
     /// A file is read only once it has not been modified for this long, so

@@ -1,6 +1,7 @@
 //! Reading files into queue batches.
 //!
-//! Each file is cut into batches of whole lines (`max_batch_bytes`), keyed
+//! Each file is cut into batches of whole lines (`max_batch_bytes` when it
+//! was first read, kept in its checkpoint), keyed
 //! `file:<path>@<size>:<mtime>#<chunk>`, so reading the same file again gives
 //! the same keys; a file `sluice replay` asked for is read under
 //! [`sluice_core::replay_key`]s of that replay. A reader thread does the blocking I/O and decompression;
@@ -59,10 +60,13 @@ impl Source for FileSource {
                         (true, Some(replay))
                     }
                 };
-                checkpoints
-                    .start(&shown, file.size, file.mtime_ns)
+                let batch_bytes = checkpoints
+                    .start(&shown, file.size, file.mtime_ns, self.config.max_batch_bytes)
                     .map_err(SourceError::State)?;
-                match self.read_file(&ctx, &file, reread, replay.as_deref()).await {
+                match self
+                    .read_file(&ctx, &file, batch_bytes, reread, replay.as_deref())
+                    .await
+                {
                     Ok(()) => checkpoints
                         .finish(&shown, file.size, file.mtime_ns, sluice_core::now_ms())
                         .map_err(SourceError::State)?,
@@ -121,18 +125,18 @@ impl FileSource {
         found
     }
 
-    /// Reads `file` into batches; `reread` flags them (they may be committed),
-    /// `replay` keys them as that replay's.
+    /// Reads `file` into batches of about `max` bytes; `reread` flags them
+    /// (they may be committed), `replay` keys them as that replay's.
     async fn read_file(
         &self,
         ctx: &SourceContext,
         file: &Candidate,
+        max: usize,
         reread: bool,
         replay: Option<&str>,
     ) -> Result<(), SourceError> {
         let (tx, rx) = mpsc::channel::<Chunk>(2);
         let path = file.path.clone();
-        let max = self.config.max_batch_bytes;
         let reader = std::thread::spawn(move || match File::open(&path) {
             Ok(f) => read_chunks(Box::new(f), Layout::Ndjson, max, &tx),
             Err(e) => {

@@ -48,8 +48,18 @@ fn context(queue: &Arc<EmbeddedQueue>, state_dir: &Path) -> (SourceContext, watc
 
 /// Runs the source once in `--until-idle` mode and returns what it enqueued.
 async fn read_once(dir: &Path, state: &str, queue: &Arc<EmbeddedQueue>) -> Vec<Delivery> {
+    read_once_with(config(dir), dir, state, queue).await
+}
+
+/// [`read_once`] with `config`.
+async fn read_once_with(
+    config: FileSourceConfig,
+    dir: &Path,
+    state: &str,
+    queue: &Arc<EmbeddedQueue>,
+) -> Vec<Delivery> {
     let (ctx, _stop) = context(queue, &dir.join(state));
-    Box::new(FileSource::new(config(dir))).run(ctx).await.unwrap();
+    Box::new(FileSource::new(config)).run(ctx).await.unwrap();
     let got = queue.receive(10_000).await.unwrap();
     queue.ack(got.iter().map(|d| d.id).collect()).await.unwrap();
     got
@@ -80,21 +90,38 @@ async fn files_are_read_once_in_line_aligned_batches() {
         "a second run reads nothing again"
     );
 
-    // A file whose read was cut off by a crash is read again with the same keys, flagged.
+    // A file whose read was cut off by a crash is read again with the same
+    // keys and lines, flagged, even with a new max_batch_bytes: a sink that
+    // committed a first key would otherwise skip a larger first batch whole.
     let name = dir.path().join("in/a.ndjson");
     let meta = std::fs::metadata(&name).unwrap();
     let crashed = FileCheckpoints::open(&dir.path().join("crashed/files.sqlite3")).unwrap();
     let shown = name.display().to_string();
-    crashed.start(&shown, meta.len(), mtime_ns(&meta)).unwrap();
+    crashed.start(&shown, meta.len(), mtime_ns(&meta), 1024).unwrap();
     drop(crashed);
-    let again = read_once(dir.path(), "crashed", &queue).await;
-    let reread: Vec<&Delivery> = again.iter().filter(|d| d.key.contains("a.ndjson@")).collect();
-    let originals: Vec<&Delivery> = first.iter().filter(|d| d.key.contains("a.ndjson@")).collect();
-    assert_eq!(
-        reread.iter().map(|d| &d.key).collect::<Vec<_>>(),
-        originals.iter().map(|d| &d.key).collect::<Vec<_>>()
+    let larger = FileSourceConfig {
+        max_batch_bytes: 8192,
+        ..config(dir.path())
+    };
+    let again = read_once_with(larger, dir.path(), "crashed", &queue).await;
+    let batches = |all: &[Delivery]| {
+        all.iter()
+            .filter(|d| d.key.contains("a.ndjson@"))
+            .map(|d| (d.key.clone(), d.payload.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        batches(&again) == batches(&first),
+        "read again as {} batches, first as {}",
+        batches(&again).len(),
+        batches(&first).len()
     );
-    assert!(reread.iter().all(|d| d.maybe_committed));
+    assert!(
+        again
+            .iter()
+            .filter(|d| d.key.contains("a.ndjson@"))
+            .all(|d| d.maybe_committed)
+    );
 }
 
 #[tokio::test]

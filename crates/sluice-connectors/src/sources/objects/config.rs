@@ -46,9 +46,12 @@ pub struct ObjectsSourceConfig {
     /// before the object is given up as failed.
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
-    /// Bytes of lines per queue batch.
-    #[serde(default = "default_max_batch_bytes")]
-    pub max_batch_bytes: usize,
+    /// Bytes of lines per queue batch. An object version is cut with the
+    /// size in force when it was found, also when it is read again after a
+    /// crash, so its batches keep their keys.
+    #[serde(default)]
+    #[schemars(extend("default" = 4194304))]
+    pub max_batch_bytes: Option<usize>,
     /// An object is listed only once it has not changed for this long (a
     /// file still being written is left alone). `--until-idle` reads at once.
     #[serde(default = "default_settle_secs")]
@@ -196,11 +199,26 @@ fn default_visibility_timeout_secs() -> u64 {
 fn default_max_attempts() -> u32 {
     5
 }
-fn default_max_batch_bytes() -> usize {
-    1024 * 1024
-}
+/// Bytes of lines per batch unless `max_batch_bytes` says otherwise.
+const DEFAULT_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// The default before the ledger kept each version's batch size: what
+/// versions found then were cut with, unless the config gave a size.
+pub(super) const BATCH_BYTES_BEFORE_LEDGER: usize = 1024 * 1024;
 fn default_settle_secs() -> u64 {
     1
+}
+
+impl ObjectsSourceConfig {
+    /// The batch size versions found now are cut with.
+    pub fn batch_bytes(&self) -> usize {
+        self.max_batch_bytes.unwrap_or(DEFAULT_BATCH_BYTES)
+    }
+
+    /// The batch size a version found before the ledger kept sizes was cut with.
+    pub(super) fn batch_bytes_before_ledger(&self) -> usize {
+        self.max_batch_bytes.unwrap_or(BATCH_BYTES_BEFORE_LEDGER)
+    }
 }
 
 impl SourceSpec for ObjectsSourceConfig {
@@ -218,7 +236,7 @@ impl SourceSpec for ObjectsSourceConfig {
                 return Err(format!("{key}: must be at least 1"));
             }
         }
-        if self.max_batch_bytes < 1024 {
+        if self.max_batch_bytes.is_some_and(|b| b < 1024) {
             return Err("max_batch_bytes: must be at least 1024".into());
         }
         if let Some(n) = &self.notifications {
@@ -237,7 +255,7 @@ impl SourceSpec for ObjectsSourceConfig {
     }
 
     fn max_batch_bytes(&self) -> Option<usize> {
-        Some(self.max_batch_bytes)
+        Some(self.batch_bytes())
     }
 
     fn build(&self, env: &dyn BuildEnv) -> Result<Box<dyn Source>, String> {
@@ -253,6 +271,15 @@ impl SourceSpec for ObjectsSourceConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The reference gives the batch size a config without one cuts with.
+    #[test]
+    fn the_documented_batch_size_is_the_one_used() {
+        let schema = schemars::schema_for!(ObjectsSourceConfig);
+        let documented = schema.as_value()["properties"]["max_batch_bytes"]["default"].as_u64();
+        let config: ObjectsSourceConfig = toml::from_str("uri = \"landing\"").unwrap();
+        assert_eq!(documented, Some(config.batch_bytes() as u64));
+    }
 
     #[test]
     fn auto_format_goes_by_the_name_without_gz() {

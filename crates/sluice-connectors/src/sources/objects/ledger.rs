@@ -13,6 +13,12 @@
 //! * `sluice replay` puts `done` rows of a time window back to `pending`
 //!   with a replay id ([`Ledger::request_replay`]); their claims carry it,
 //!   and the source keys their batches as that replay's.
+//! * Each row keeps the batch size (`max_batch_bytes`) in force when the
+//!   version was found, and every read of it is cut with that size: a read
+//!   again after a crash cuts the batches, and so the keys, the first read
+//!   cut, so the sinks' commit records skip exactly what they hold. Rows
+//!   from before sizes were kept have none; they were cut with the size the
+//!   config gave, or the old default ([`super::config::BATCH_BYTES_BEFORE_LEDGER`]).
 //! * Writes are `synchronous=FULL` in WAL mode: a row the source reported
 //!   found survives a crash, so acknowledging a notification after `found`
 //!   loses nothing.
@@ -57,6 +63,9 @@ pub struct Claim {
     pub attempts: u32,
     /// The replay that asked for this read, if one did.
     pub replay: Option<String>,
+    /// The batch size the version is cut with (`None`: found before the
+    /// ledger kept sizes).
+    pub batch_bytes: Option<usize>,
 }
 
 /// A ledger row, as `sluice objects status` shows it.
@@ -106,16 +115,18 @@ impl Ledger {
         )
         .map_err(err)?;
         // Added after the first release.
-        let has_replay: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM pragma_table_info('objects') WHERE name = 'replay'",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(err)?;
-        if has_replay == 0 {
-            conn.execute_batch("ALTER TABLE objects ADD COLUMN replay TEXT")
+        for (column, kind) in [("replay", "TEXT"), ("batch_bytes", "INTEGER")] {
+            let present: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM pragma_table_info('objects') WHERE name = ?1",
+                    [column],
+                    |r| r.get(0),
+                )
                 .map_err(err)?;
+            if present == 0 {
+                conn.execute_batch(&format!("ALTER TABLE objects ADD COLUMN {column} {kind}"))
+                    .map_err(err)?;
+            }
         }
         Ok(Ledger { conn })
     }
@@ -129,20 +140,34 @@ impl Ledger {
         Ok(n as u64)
     }
 
-    /// Records object versions found; returns how many were new.
-    pub fn found(&mut self, objects: &[ObjectRef], by: FoundBy, now_ms: i64) -> Result<usize, String> {
+    /// Records object versions found, to be cut into batches of
+    /// `batch_bytes`; returns how many were new.
+    pub fn found(
+        &mut self,
+        objects: &[ObjectRef],
+        by: FoundBy,
+        now_ms: i64,
+        batch_bytes: usize,
+    ) -> Result<usize, String> {
         let tx = self.conn.transaction().map_err(err)?;
         let mut new = 0;
         {
             let mut insert = tx
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO objects (key, version, size, state, visible_at, found_by, found_at)
-                     VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?5)",
+                    "INSERT OR IGNORE INTO objects (key, version, size, state, visible_at, found_by, found_at, batch_bytes)
+                     VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?5, ?6)",
                 )
                 .map_err(err)?;
             for o in objects {
                 new += insert
-                    .execute(params![o.key, o.version, o.size as i64, by.as_str(), now_ms])
+                    .execute(params![
+                        o.key,
+                        o.version,
+                        o.size as i64,
+                        by.as_str(),
+                        now_ms,
+                        batch_bytes as i64
+                    ])
                     .map_err(err)?;
             }
         }
@@ -160,7 +185,7 @@ impl Ledger {
                      WHERE rowid IN (SELECT rowid FROM objects
                                      WHERE state IN ('pending', 'reading') AND visible_at <= ?2
                                      ORDER BY found_at, key LIMIT ?3)
-                     RETURNING key, version, size, attempts, replay",
+                     RETURNING key, version, size, attempts, replay, batch_bytes",
                 )
                 .map_err(err)?;
             let rows = stmt
@@ -173,6 +198,7 @@ impl Ledger {
                         },
                         attempts: r.get(3)?,
                         replay: r.get(4)?,
+                        batch_bytes: r.get::<_, Option<i64>>(5)?.map(|b| b as usize),
                     })
                 })
                 .map_err(err)?;
@@ -336,6 +362,9 @@ impl Ledger {
 mod tests {
     use super::*;
 
+    /// The batch size objects are found with in these tests.
+    const SIZE: usize = 4096;
+
     fn obj(key: &str, version: &str) -> ObjectRef {
         ObjectRef {
             key: key.into(),
@@ -349,22 +378,26 @@ mod tests {
         let dir = sluice_testkit::tempdir().unwrap();
         let mut l = Ledger::open(&dir.path().join("s/x.objects.sqlite3")).unwrap();
         assert_eq!(
-            l.found(&[obj("a", "1"), obj("b", "1")], FoundBy::Notification, 5)
+            l.found(&[obj("a", "1"), obj("b", "1")], FoundBy::Notification, 5, SIZE)
                 .unwrap(),
             2
         );
-        assert_eq!(l.found(&[obj("a", "1"), obj("b", "1")], FoundBy::Sweep, 6).unwrap(), 0);
+        assert_eq!(
+            l.found(&[obj("a", "1"), obj("b", "1")], FoundBy::Sweep, 6, SIZE)
+                .unwrap(),
+            0
+        );
         let claims = l.claim(10, 100, 1000).unwrap();
         assert_eq!(claims.len(), 2);
         assert!(claims.iter().all(|c| c.attempts == 1));
         l.finish(&obj("a", "1"), 200).unwrap();
         assert_eq!(
-            l.found(&[obj("a", "1")], FoundBy::Sweep, 300).unwrap(),
+            l.found(&[obj("a", "1")], FoundBy::Sweep, 300, SIZE).unwrap(),
             0,
             "done stays done"
         );
         assert_eq!(
-            l.found(&[obj("a", "2")], FoundBy::Sweep, 300).unwrap(),
+            l.found(&[obj("a", "2")], FoundBy::Sweep, 300, SIZE).unwrap(),
             1,
             "a changed object is new"
         );
@@ -374,6 +407,7 @@ mod tests {
                 object: obj("a", "2"),
                 attempts: 1,
                 replay: None,
+                batch_bytes: Some(SIZE),
             }]
         );
         let counts = l.counts().unwrap();
@@ -385,7 +419,7 @@ mod tests {
         let dir = sluice_testkit::tempdir().unwrap();
         let path = dir.path().join("x.objects.sqlite3");
         let mut l = Ledger::open(&path).unwrap();
-        l.found(&[obj("a", "1")], FoundBy::Sweep, 0).unwrap();
+        l.found(&[obj("a", "1")], FoundBy::Sweep, 0, SIZE).unwrap();
         assert_eq!(l.claim(1, 0, 1000).unwrap().len(), 1);
         assert!(l.claim(1, 999, 1000).unwrap().is_empty(), "claimed until the deadline");
         assert_eq!(
@@ -419,7 +453,7 @@ mod tests {
     fn a_replay_puts_done_objects_of_its_window_back_under_its_id() {
         let dir = sluice_testkit::tempdir().unwrap();
         let mut l = Ledger::open(&dir.path().join("x.objects.sqlite3")).unwrap();
-        l.found(&[obj("a", "1"), obj("b", "1"), obj("c", "1")], FoundBy::Sweep, 0)
+        l.found(&[obj("a", "1"), obj("b", "1"), obj("c", "1")], FoundBy::Sweep, 0, SIZE)
             .unwrap();
         l.claim(3, 0, 1000).unwrap();
         l.finish(&obj("a", "1"), 100).unwrap();
@@ -439,6 +473,45 @@ mod tests {
         assert!(
             c.is_none_or(|c| c.replay.is_none()),
             "a claim no replay asked for has none"
+        );
+    }
+
+    /// A ledger written before sizes were kept gains the column; its rows
+    /// have no size, rows found from then on the one they were found with,
+    /// kept when the size in force changes.
+    #[test]
+    fn each_version_keeps_the_batch_size_it_was_found_with() {
+        let dir = sluice_testkit::tempdir().unwrap();
+        let path = dir.path().join("x.objects.sqlite3");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE objects (
+                    key TEXT NOT NULL, version TEXT NOT NULL, size INTEGER NOT NULL,
+                    state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+                    visible_at INTEGER NOT NULL, found_by TEXT NOT NULL, found_at INTEGER NOT NULL,
+                    finished_at INTEGER, error TEXT, replay TEXT,
+                    PRIMARY KEY (key, version));
+                 INSERT INTO objects VALUES ('old', '1', 10, 'reading', 1, 0, 'sweep', 0, NULL, NULL, NULL);",
+            )
+            .unwrap();
+        let mut l = Ledger::open(&path).unwrap();
+        l.found(&[obj("new", "1")], FoundBy::Sweep, 1, 1024).unwrap();
+        l.found(&[obj("new", "1")], FoundBy::Sweep, 2, 2048).unwrap();
+        let sizes: Vec<(String, Option<usize>)> = l
+            .claim(10, 10, 1000)
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.object.key, c.batch_bytes))
+            .collect();
+        assert_eq!(sizes, vec![("new".into(), Some(1024)), ("old".into(), None)]);
+        drop(l);
+        let mut l = Ledger::open(&path).unwrap();
+        l.release_claims().unwrap();
+        assert_eq!(
+            l.claim(10, 20, 1000).unwrap()[0].batch_bytes,
+            Some(1024),
+            "kept across runs"
         );
     }
 }

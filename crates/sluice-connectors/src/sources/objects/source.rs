@@ -13,7 +13,8 @@
 //!   `objects_per_pull` pending versions and reads each one: a reader thread
 //!   fetches it (`If-Match` its version, so a replaced object is not read
 //!   under the old version's name) and cuts it into batches keyed
-//!   `object:<source>:<key>@<version>#<chunk>`. The object is `done` once
+//!   `object:<source>:<key>@<version>#<chunk>`, of the size the ledger kept
+//!   for the version, so every read of it cuts the same batches. The object is `done` once
 //!   its last batch is durable. Its batches are always flagged
 //!   `maybe_committed`: any run may have read this version before (a killed
 //!   one, or one whose ledger is gone), so every sink checks its commit
@@ -204,7 +205,7 @@ impl ObjectsSource {
             }
         };
         let new = locked(ledger)
-            .found(&found, FoundBy::Sweep, now_ms())
+            .found(&found, FoundBy::Sweep, now_ms(), self.config.batch_bytes())
             .map_err(SourceError::State)?;
         if new > 0 {
             tracing::info!(source = %ctx.name, objects = new, "the sweep found objects no notification announced");
@@ -297,7 +298,7 @@ impl ObjectsSource {
                 .map_err(|e| SourceError::State(format!("storing dead letter: {e}")))?;
         }
         let new = locked(ledger)
-            .found(&found, FoundBy::Notification, now_ms())
+            .found(&found, FoundBy::Notification, now_ms(), self.config.batch_bytes())
             .map_err(SourceError::State)?;
         ctx.telemetry.objects_found("notification", new as u64);
         let unsettled = inbox.settle(&messages).await;
@@ -393,7 +394,9 @@ impl ObjectsSource {
                 let stream = got.into_stream().map_err(|e| io::Error::other(FetchError::new(&e)));
                 let body = SyncIoBridge::new(StreamReader::new(stream));
                 let (tx, rx) = mpsc::channel::<Chunk>(2);
-                let max = self.config.max_batch_bytes;
+                let max = claim
+                    .batch_bytes
+                    .unwrap_or_else(|| self.config.batch_bytes_before_ledger());
                 let reader = std::thread::spawn(move || read_chunks(Box::new(body), layout, max, &tx));
                 let result = enqueue_chunks(ctx, rx, &base, true).await;
                 let _ = reader.join();

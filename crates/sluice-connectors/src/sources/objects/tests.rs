@@ -21,7 +21,7 @@ fn config(pattern: &str, format: ObjectFormat) -> ObjectsSourceConfig {
         objects_per_pull: 2,
         visibility_timeout_secs: 60,
         max_attempts: 3,
-        max_batch_bytes: 1024,
+        max_batch_bytes: Some(1024),
         settle_secs: 1,
         notifications: None,
     }
@@ -143,6 +143,52 @@ async fn every_format_is_read_once_and_a_changed_object_is_new_data() {
             .iter()
             .filter(|k| !k.contains("a.ndjson"))
             .all(|k| keys(&again).contains(k))
+    );
+}
+
+/// A version cut off by a crash is read again in the batches it was first
+/// cut into, under the same keys, even when `max_batch_bytes` changed in
+/// between: otherwise a sink that committed the first key would skip a
+/// larger first batch and lose the lines beyond what it holds.
+#[tokio::test]
+async fn a_version_read_again_is_cut_as_it_was_first_whatever_the_size_now() {
+    let dir = sluice_testkit::tempdir().unwrap();
+    let folder = dir.path().join("landing");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("a.ndjson"), ndjson(0, 1000)).unwrap();
+    let queue = Arc::new(EmbeddedQueue::open(&dir.path().join("q"), QueueSettings::default()).unwrap());
+    let state = dir.path().join("state");
+    let sized = |bytes: usize| ObjectsSourceConfig {
+        max_batch_bytes: Some(bytes),
+        ..config("*", ObjectFormat::Auto)
+    };
+    let batches = |got: &[Delivery]| {
+        let mut b: Vec<(String, bytes::Bytes)> = got.iter().map(|d| (d.key.clone(), d.payload.clone())).collect();
+        b.sort();
+        b
+    };
+
+    let first = read_once(&folder, &state, &queue, sized(1024)).await;
+    assert!(first.len() > 5, "{} batches", first.len());
+    // As a killed run leaves it: claimed, its batches maybe committed.
+    rusqlite::Connection::open(Ledger::path(&state, "drops"))
+        .unwrap()
+        .execute("UPDATE objects SET state = 'reading'", [])
+        .unwrap();
+    let again = read_once(&folder, &state, &queue, sized(8192)).await;
+    assert!(
+        batches(&again) == batches(&first),
+        "read again as {} batches, first as {}",
+        again.len(),
+        first.len()
+    );
+
+    std::fs::write(folder.join("b.ndjson"), ndjson(1000, 1000)).unwrap();
+    let new = read_once(&folder, &state, &queue, sized(8192)).await;
+    assert_eq!(events(&new).len(), 1000);
+    assert!(
+        new.len() < first.len() && new.iter().any(|d| d.payload.len() > 1024 + 16),
+        "a version found now is cut with the size in force"
     );
 }
 

@@ -43,7 +43,8 @@ pub async fn throughput(
     for &n in counts {
         let dir = env.work.join(format!("replicas-{n}"));
         fresh_dir(&dir)?;
-        // Contiguous shares, cut into 64 KiB batches by each file source.
+        // Contiguous shares, cut by each file source into batches of the
+        // size a JetStream queue takes by default (1044480 bytes).
         let shares: Vec<PathBuf> = (0..n)
             .map(|i| dir.join(format!("replica-{i}/incoming/events.ndjson")))
             .collect();
@@ -51,7 +52,7 @@ pub async fn throughput(
         let queue_name = format!("bench-replicas-{n}-{}", std::process::id());
         let head = format!(
             "queue = \"{nats_url}\"\nqueue_name = \"{queue_name}\"\n\n\
-             [sources.input]\ntype = \"file\"\npath = \"replica-${{REPLICA}}/incoming/*.ndjson\"\nsettle_secs = 0\nmax_batch_bytes = 524288"
+             [sources.input]\ntype = \"file\"\npath = \"replica-${{REPLICA}}/incoming/*.ndjson\"\nsettle_secs = 0"
         );
         let text = pipeline(&head, "").replace("data_dir = \".sluice\"", "data_dir = \"replica-${REPLICA}/.sluice\"");
         std::fs::write(dir.join("pipeline.toml"), text)?;

@@ -18,6 +18,10 @@ use tokio::sync::mpsc;
 
 use super::{SourceContext, SourceError};
 
+/// Bytes of lines per batch of the file and objects sources unless their
+/// `max_batch_bytes` says otherwise.
+pub(crate) const DEFAULT_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
 /// What the reader thread sends.
 pub(crate) enum Chunk {
     /// Whole lines, ending in `\n`.

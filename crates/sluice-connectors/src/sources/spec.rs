@@ -80,6 +80,11 @@ pub trait SourceSpec: Send + Sync {
         None
     }
 
+    /// The queue carries batches of at most `max` bytes (a JetStream
+    /// queue): a default batch size above that is lowered to it. A size the
+    /// config gives is kept, for the loader to refuse if it does not fit.
+    fn fit_default_batches(&mut self, _max: usize) {}
+
     /// The running source.
     fn build(&self, env: &dyn BuildEnv) -> Result<Box<dyn Source>, String>;
 }

@@ -67,6 +67,11 @@ pub fn load(path: &Path, extensions: &Arc<Extensions>) -> Result<Pipeline, Confi
         .file_stem()
         .map_or_else(|| "pipeline".into(), |s| s.to_string_lossy().into_owned());
     resolve_stream_aliases(&mut config);
+    if let QueueBackend::JetStream { .. } = config.queue {
+        for source in config.sources.values_mut() {
+            source.spec_mut().fit_default_batches(NATS_MAX_PAYLOAD);
+        }
+    }
     check(&config, extensions).map_err(invalid)?;
 
     let data_dir = match &config.data_dir {

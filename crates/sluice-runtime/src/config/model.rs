@@ -29,9 +29,10 @@ pub struct PipelineFile {
     /// (AckWait = `visibility_timeout_secs`; `max_bytes` =
     /// `max_queue_bytes` with discard-new, so a full stream refuses), dead
     /// letters in `SLUICE_<NAME>_DLQ`. A batch is one message and must fit
-    /// NATS's `max_payload` (1 MiB by default): file sources need
-    /// `max_batch_bytes` of at most 1044480 (checked); larger HTTP requests
-    /// are answered 503.
+    /// NATS's `max_payload` (1 MiB by default): the file and objects
+    /// sources then cut batches of 1044480 bytes by default, and a
+    /// `max_batch_bytes` above that is refused; larger HTTP requests are
+    /// answered 503.
     #[serde(default)]
     pub queue: QueueBackend,
     /// Names the JetStream stream, subject and consumer (default: the

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 use super::FileSource;
-use crate::sources::{BuildEnv, LoadEnv, Source, SourceSpec};
+use crate::sources::{BuildEnv, LoadEnv, Source, SourceSpec, chunks::DEFAULT_BATCH_BYTES};
 
 /// `[sources.NAME] type = "file"`.
 #[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
@@ -14,11 +14,13 @@ pub struct FileSourceConfig {
     /// How often to look for new files.
     #[serde(default = "default_poll_interval_secs")]
     pub poll_interval_secs: u64,
-    /// Bytes of lines per queue batch. A file is cut with the size in force
-    /// when it was first read, also when it is read again after a crash, so
-    /// its batches keep their keys.
-    #[serde(default = "default_max_batch_bytes")]
-    pub max_batch_bytes: usize,
+    /// Bytes of lines per queue batch; with a JetStream queue the default
+    /// is 1044480, the most a NATS message carries. A file is cut with the
+    /// size in force when it was first read, also when it is read again
+    /// after a crash, so its batches keep their keys.
+    #[serde(default)]
+    #[schemars(extend("default" = 4194304))]
+    pub max_batch_bytes: Option<usize>,
     /// A file is read only once it has not been modified for this long, so
     /// files still being written are left alone. `--until-idle` reads at once.
     #[serde(default = "default_settle_secs")]
@@ -28,11 +30,15 @@ pub struct FileSourceConfig {
 fn default_poll_interval_secs() -> u64 {
     1
 }
-fn default_max_batch_bytes() -> usize {
-    4 * 1024 * 1024
-}
 fn default_settle_secs() -> u64 {
     1
+}
+
+impl FileSourceConfig {
+    /// Bytes of lines per batch of a file read for the first time.
+    pub fn batch_bytes(&self) -> usize {
+        self.max_batch_bytes.unwrap_or(DEFAULT_BATCH_BYTES)
+    }
 }
 
 impl SourceSpec for FileSourceConfig {
@@ -41,7 +47,7 @@ impl SourceSpec for FileSourceConfig {
         if self.poll_interval_secs == 0 {
             return Err("poll_interval_secs: must be at least 1".into());
         }
-        if self.max_batch_bytes < 1024 {
+        if self.max_batch_bytes.is_some_and(|b| b < 1024) {
             return Err("max_batch_bytes: must be at least 1024".into());
         }
         Ok(())
@@ -53,7 +59,11 @@ impl SourceSpec for FileSourceConfig {
     }
 
     fn max_batch_bytes(&self) -> Option<usize> {
-        Some(self.max_batch_bytes)
+        Some(self.batch_bytes())
+    }
+
+    fn fit_default_batches(&mut self, max: usize) {
+        self.max_batch_bytes.get_or_insert(DEFAULT_BATCH_BYTES.min(max));
     }
 
     fn build(&self, _env: &dyn BuildEnv) -> Result<Box<dyn Source>, String> {

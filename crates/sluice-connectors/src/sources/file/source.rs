@@ -61,7 +61,7 @@ impl Source for FileSource {
                     }
                 };
                 let batch_bytes = checkpoints
-                    .start(&shown, file.size, file.mtime_ns, self.config.max_batch_bytes)
+                    .start(&shown, file.size, file.mtime_ns, self.config.batch_bytes())
                     .map_err(SourceError::State)?;
                 match self
                     .read_file(&ctx, &file, batch_bytes, reread, replay.as_deref())

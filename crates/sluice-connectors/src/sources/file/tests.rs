@@ -13,7 +13,7 @@ fn config(dir: &Path) -> FileSourceConfig {
     FileSourceConfig {
         path: dir.join("in/*.ndjson*").to_string_lossy().into_owned(),
         poll_interval_secs: 1,
-        max_batch_bytes: 1024,
+        max_batch_bytes: Some(1024),
         settle_secs: 1,
     }
 }
@@ -100,7 +100,7 @@ async fn files_are_read_once_in_line_aligned_batches() {
     crashed.start(&shown, meta.len(), mtime_ns(&meta), 1024).unwrap();
     drop(crashed);
     let larger = FileSourceConfig {
-        max_batch_bytes: 8192,
+        max_batch_bytes: Some(8192),
         ..config(dir.path())
     };
     let again = read_once_with(larger, dir.path(), "crashed", &queue).await;

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use super::ObjectsSource;
 use crate::{
     aws::AwsTarget,
-    sources::{BuildEnv, LoadEnv, Source, SourceSpec},
+    sources::{BuildEnv, LoadEnv, Source, SourceSpec, chunks::DEFAULT_BATCH_BYTES},
 };
 
 /// `[sources.NAME] type = "objects"`.
@@ -46,9 +46,10 @@ pub struct ObjectsSourceConfig {
     /// before the object is given up as failed.
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
-    /// Bytes of lines per queue batch. An object version is cut with the
-    /// size in force when it was found, also when it is read again after a
-    /// crash, so its batches keep their keys.
+    /// Bytes of lines per queue batch; with a JetStream queue the default
+    /// is 1044480, the most a NATS message carries. An object version is cut
+    /// with the size in force when it was found, also when it is read again
+    /// after a crash, so its batches keep their keys.
     #[serde(default)]
     #[schemars(extend("default" = 4194304))]
     pub max_batch_bytes: Option<usize>,
@@ -199,9 +200,6 @@ fn default_visibility_timeout_secs() -> u64 {
 fn default_max_attempts() -> u32 {
     5
 }
-/// Bytes of lines per batch unless `max_batch_bytes` says otherwise.
-const DEFAULT_BATCH_BYTES: usize = 4 * 1024 * 1024;
-
 /// The default before the ledger kept each version's batch size: what
 /// versions found then were cut with, unless the config gave a size.
 pub(super) const BATCH_BYTES_BEFORE_LEDGER: usize = 1024 * 1024;
@@ -256,6 +254,10 @@ impl SourceSpec for ObjectsSourceConfig {
 
     fn max_batch_bytes(&self) -> Option<usize> {
         Some(self.batch_bytes())
+    }
+
+    fn fit_default_batches(&mut self, max: usize) {
+        self.max_batch_bytes.get_or_insert(DEFAULT_BATCH_BYTES.min(max));
     }
 
     fn build(&self, env: &dyn BuildEnv) -> Result<Box<dyn Source>, String> {

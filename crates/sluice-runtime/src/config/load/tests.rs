@@ -196,17 +196,27 @@ fn s3_tables_load_and_other_schemes_or_options_are_named() {
     );
 }
 
+/// With a JetStream queue the default batch size is the most a NATS
+/// message carries; a size given beyond it is refused, one within it kept.
 #[test]
-fn a_jetstream_queue_refuses_file_batches_nats_cannot_carry() {
+fn a_jetstream_queue_fits_default_file_batches_and_refuses_larger_ones() {
     let nats = format!("queue = \"nats://127.0.0.1:4222\"\n{EXAMPLE}");
-    let e = error_of(&nats);
-    assert!(e.contains("sources.files.max_batch_bytes: 4194304 is more than"), "{e}");
     let dir = sluice_testkit::tempdir().unwrap();
-    let fits = nats.replace(
-        "path = \"incoming/*.ndjson*\"",
-        "path = \"incoming/*.ndjson*\"\nmax_batch_bytes = 524288",
-    );
-    load(&write(&dir, &fits)).unwrap();
+    let batch_bytes = |text: &str| match &load(&write(&dir, text)).unwrap().config.sources["files"] {
+        SourceConfig::File(file) => file.batch_bytes(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(batch_bytes(&nats), 1044480);
+    assert_eq!(batch_bytes(EXAMPLE), 4194304, "the embedded queue keeps 4 MiB");
+    let given = |bytes: usize| {
+        nats.replace(
+            "path = \"incoming/*.ndjson*\"",
+            &format!("path = \"incoming/*.ndjson*\"\nmax_batch_bytes = {bytes}"),
+        )
+    };
+    assert_eq!(batch_bytes(&given(524288)), 524288);
+    let e = error_of(&given(4194304));
+    assert!(e.contains("sources.files.max_batch_bytes: 4194304 is more than"), "{e}");
 }
 
 #[test]
@@ -438,6 +448,11 @@ fn objects_sources_resolve_their_folder_and_name_bad_keys() {
         objects("uri = \"landing\"\nmax_batch_bytes = 2097152")
     );
     assert!(error_of(&nats).contains("sources.files.max_batch_bytes: 2097152 is more than"));
+    let fitted = format!("queue = \"nats://127.0.0.1:4222\"\n{}", objects("uri = \"landing\""));
+    let SourceConfig::Objects(o) = &load(&write(&dir, &fitted)).unwrap().config.sources["files"] else {
+        panic!("files is an objects source")
+    };
+    assert_eq!(o.batch_bytes(), 1044480, "the default fits a JetStream message");
 }
 
 #[test]

@@ -208,3 +208,21 @@ fn a_fetch_error_is_retriable_and_a_decoding_error_is_not() {
     let chunks = read_all(corrupt, Layout::Ndjson, 64);
     assert!(failure(&chunks).is_some_and(|e| !e.retriable));
 }
+
+/// The reference gives the batch size the file and objects sources cut
+/// with when their config gives none.
+#[test]
+fn the_documented_batch_sizes_are_the_ones_used() {
+    use crate::sources::{file::FileSourceConfig, objects::ObjectsSourceConfig};
+    let documented = |schema: schemars::Schema| schema.as_value()["properties"]["max_batch_bytes"]["default"].as_u64();
+    let file: FileSourceConfig = toml::from_str("path = \"in/*\"").unwrap();
+    let objects: ObjectsSourceConfig = toml::from_str("uri = \"landing\"").unwrap();
+    assert_eq!(
+        documented(schemars::schema_for!(FileSourceConfig)),
+        Some(file.batch_bytes() as u64)
+    );
+    assert_eq!(
+        documented(schemars::schema_for!(ObjectsSourceConfig)),
+        Some(objects.batch_bytes() as u64)
+    );
+}

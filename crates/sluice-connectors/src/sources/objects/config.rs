@@ -274,15 +274,6 @@ impl SourceSpec for ObjectsSourceConfig {
 mod tests {
     use super::*;
 
-    /// The reference gives the batch size a config without one cuts with.
-    #[test]
-    fn the_documented_batch_size_is_the_one_used() {
-        let schema = schemars::schema_for!(ObjectsSourceConfig);
-        let documented = schema.as_value()["properties"]["max_batch_bytes"]["default"].as_u64();
-        let config: ObjectsSourceConfig = toml::from_str("uri = \"landing\"").unwrap();
-        assert_eq!(documented, Some(config.batch_bytes() as u64));
-    }
-
     #[test]
     fn auto_format_goes_by_the_name_without_gz() {
         let auto = ObjectFormat::Auto;

@@ -38,6 +38,15 @@ async fn drop_schema(client: &Client, schema: &str) {
         .unwrap();
 }
 
+/// A scratch schema, a client to look at it and a sink writing into it;
+/// `None` (the test skips) when the test PostgreSQL is not there.
+async fn opened(mode: WriteMode) -> Option<(String, Client, PostgresSink)> {
+    sluice_testkit::services::postgres()?;
+    let (schema, client) = scratch().await;
+    let sink = PostgresSink::open(&config(&schema, mode), None).await.unwrap();
+    Some((schema, client, sink))
+}
+
 fn config(schema: &str, mode: WriteMode) -> PostgresSinkConfig {
     let mut c: PostgresSinkConfig = toml::from_str(&format!(
         "url = \"{}\"\nschema = \"{schema}\"\ntable = \"events\"",
@@ -95,13 +104,9 @@ async fn columns(client: &Client, schema: &str, table: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn events_flatten_into_a_root_table_and_child_tables_linked_by_parent_and_index() {
-    if sluice_testkit::services::postgres().is_none() {
+    let Some((schema, client, mut sink)) = opened(WriteMode::Append).await else {
         return;
-    }
-    let (schema, client) = scratch().await;
-    let mut sink = PostgresSink::open(&config(&schema, WriteMode::Append), None)
-        .await
-        .unwrap();
+    };
     let refused = accept(
         &mut sink,
         "b1",
@@ -144,13 +149,9 @@ async fn events_flatten_into_a_root_table_and_child_tables_linked_by_parent_and_
 
 #[tokio::test]
 async fn a_new_field_mid_stream_adds_a_nullable_column_and_a_misfit_is_refused() {
-    if sluice_testkit::services::postgres().is_none() {
+    let Some((schema, client, mut sink)) = opened(WriteMode::Append).await else {
         return;
-    }
-    let (schema, client) = scratch().await;
-    let mut sink = PostgresSink::open(&config(&schema, WriteMode::Append), None)
-        .await
-        .unwrap();
+    };
     accept(&mut sink, "b1", &[json!({"id": "a", "n": 1})]).await;
     sink.flush().await.unwrap();
     let refused = accept(
@@ -198,13 +199,9 @@ async fn a_new_field_mid_stream_adds_a_nullable_column_and_a_misfit_is_refused()
 /// number the event gave, not one a unit in the last place away.
 #[tokio::test]
 async fn floats_land_correctly_rounded() {
-    if sluice_testkit::services::postgres().is_none() {
+    let Some((schema, client, mut sink)) = opened(WriteMode::Append).await else {
         return;
-    }
-    let (schema, client) = scratch().await;
-    let mut sink = PostgresSink::open(&config(&schema, WriteMode::Append), None)
-        .await
-        .unwrap();
+    };
     let hard = sluice_testkit::floats::HARD_FLOATS;
     let batch = hard
         .iter()
@@ -255,13 +252,9 @@ async fn a_committed_batch_is_recognised_and_two_writers_never_commit_one_batch_
 
 #[tokio::test]
 async fn upsert_replaces_the_row_and_its_children_and_keeps_the_last_version() {
-    if sluice_testkit::services::postgres().is_none() {
+    let Some((schema, client, mut sink)) = opened(WriteMode::Upsert).await else {
         return;
-    }
-    let (schema, client) = scratch().await;
-    let mut sink = PostgresSink::open(&config(&schema, WriteMode::Upsert), None)
-        .await
-        .unwrap();
+    };
     accept(
         &mut sink,
         "b1",
@@ -300,13 +293,9 @@ async fn upsert_replaces_the_row_and_its_children_and_keeps_the_last_version() {
 
 #[tokio::test]
 async fn hostile_field_names_are_quoted_and_long_ones_shortened() {
-    if sluice_testkit::services::postgres().is_none() {
+    let Some((schema, client, mut sink)) = opened(WriteMode::Append).await else {
         return;
-    }
-    let (schema, client) = scratch().await;
-    let mut sink = PostgresSink::open(&config(&schema, WriteMode::Append), None)
-        .await
-        .unwrap();
+    };
     let evil = "x\"; DROP TABLE events; --";
     let long = "a".repeat(80);
     let refused = accept(

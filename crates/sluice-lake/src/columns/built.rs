@@ -17,7 +17,7 @@
 //! null in a non-nullable column), a float zero that may have been
 //! negative (sonic-rs drops the sign).
 
-use std::{fmt, sync::Arc};
+use std::{cell::OnceCell, fmt, sync::Arc};
 
 use arrow_array::{
     ArrayRef, RecordBatch,
@@ -62,7 +62,7 @@ impl Columns {
             let mut parser = sonic_rs::Deserializer::from_str(text);
             let row = Members {
                 columns: &mut self.top,
-                payload: Payload(&event.payload),
+                payload: &Payload::new(&event.payload),
             };
             parser.deserialize_map(row).ok()?;
             parser.end().ok()?;
@@ -76,27 +76,40 @@ impl Columns {
 const SCANNED_NAMES: usize = 16;
 
 /// The text a payload was parsed from, read only to settle what sonic-rs
-/// does not keep (the sign of a float zero).
-#[derive(Clone, Copy)]
-struct Payload<'a>(&'a [u8]);
+/// does not keep (the sign of a float zero): scanned once, at the first
+/// float zero, however many it holds.
+struct Payload<'a> {
+    text: &'a [u8],
+    negative_zero: OnceCell<bool>,
+}
 
-impl Payload<'_> {
+impl<'a> Payload<'a> {
+    fn new(text: &'a [u8]) -> Self {
+        Payload {
+            text,
+            negative_zero: OnceCell::new(),
+        }
+    }
+
     /// Whether the text may hold a negative zero: a number that follows a
     /// structural character or whitespace, starts `-0` and has no other
     /// digit than zeros before its exponent. It errs only towards yes
     /// (such text inside a string).
-    fn may_hold_negative_zero(self) -> bool {
-        let text = self.0;
-        text.windows(2).enumerate().any(|(i, pair)| {
-            let starts_number = i == 0 || matches!(text[i - 1], b':' | b',' | b'[' | b' ' | b'\t' | b'\n' | b'\r');
-            pair == b"-0"
-                && starts_number
-                && match text[i + 2..].split_first() {
-                    Some((b'.', fraction)) => fraction.iter().take_while(|b| b.is_ascii_digit()).all(|b| *b == b'0'),
-                    _ => true,
-                }
-        })
+    fn may_hold_negative_zero(&self) -> bool {
+        *self.negative_zero.get_or_init(|| scan_negative_zero(self.text))
     }
+}
+
+fn scan_negative_zero(text: &[u8]) -> bool {
+    text.windows(2).enumerate().any(|(i, pair)| {
+        let starts_number = i == 0 || matches!(text[i - 1], b':' | b',' | b'[' | b' ' | b'\t' | b'\n' | b'\r');
+        pair == b"-0"
+            && starts_number
+            && match text[i + 2..].split_first() {
+                Some((b'.', fraction)) => fraction.iter().take_while(|b| b.is_ascii_digit()).all(|b| *b == b'0'),
+                _ => true,
+            }
+    })
 }
 
 enum Column {
@@ -325,7 +338,7 @@ fn declined<E: de::Error>(what: &str) -> E {
 /// last, which a builder cannot take back).
 struct Members<'c, 'p> {
     columns: &'c mut StructColumn,
-    payload: Payload<'p>,
+    payload: &'p Payload<'p>,
 }
 
 impl<'de> Visitor<'de> for Members<'_, '_> {
@@ -430,7 +443,7 @@ impl<'de> Visitor<'de> for Key<'_> {
 /// One value appended to its column.
 struct Value<'c, 'p> {
     slot: &'c mut Slot,
-    payload: Payload<'p>,
+    payload: &'p Payload<'p>,
 }
 
 impl<'de> DeserializeSeed<'de> for Value<'_, '_> {

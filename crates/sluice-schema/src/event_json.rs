@@ -226,6 +226,24 @@ impl<'a> Node<'a, EventJson> for &'a sonic_rs::Value {
         JsonValueTrait::as_number(*self).map(EventNumber)
     }
 
+    /// A string of `b` UTF-8 bytes holds between `b / 4` (rounded up) and
+    /// `b` code points, so `minLength` and `maxLength` are mostly decided
+    /// by its byte length; only a string whose bounds straddle a limit is
+    /// counted.
+    fn string_length_within(&self, min: u64, max: u64) -> Option<bool> {
+        let string = JsonValueTrait::as_str(*self)?;
+        let bytes = string.len() as u64;
+        let fewest = bytes.div_ceil(4);
+        if fewest >= min && bytes <= max {
+            return Some(true);
+        }
+        if bytes < min || fewest > max {
+            return Some(false);
+        }
+        let length = string.chars().count() as u64;
+        Some((min..=max).contains(&length))
+    }
+
     fn as_boolean(&self) -> Option<bool> {
         JsonValueTrait::as_bool(*self)
     }
@@ -309,6 +327,32 @@ mod tests {
     fn meets_the_contract_jsonschema_checks() {
         let document = parse(&jsonschema::json::conformance::document().to_string());
         jsonschema::json::conformance::assert_conformance::<EventJson>(&&document);
+    }
+
+    /// Deciding by byte length gives what counting code points gives, for
+    /// strings of 1- to 4-byte characters and every pair of limits around
+    /// their lengths; anything but a string has no length.
+    #[test]
+    fn string_lengths_are_within_limits_as_counting_says() {
+        for unit in ["a", "é", "日", "🦀"] {
+            for chars in 0..=10 {
+                let text = unit.repeat(chars);
+                let document = parse(&json!({ "s": text }).to_string());
+                let node = document.as_object().and_then(|o| o.get(&"s")).unwrap();
+                for min in 0..=12 {
+                    for max in min..=42 {
+                        assert_eq!(
+                            Node::<EventJson>::string_length_within(&node, min, max),
+                            Some((min..=max).contains(&(chars as u64))),
+                            "{unit} x {chars} within {min}..={max}"
+                        );
+                    }
+                }
+            }
+        }
+        let document = parse(r#"{"n": 1}"#);
+        let node = document.as_object().and_then(|o| o.get(&"n")).unwrap();
+        assert_eq!(Node::<EventJson>::string_length_within(&node, 0, 5), None);
     }
 
     #[test]

@@ -58,7 +58,9 @@ impl Columns {
     /// not parse as an object or holds a value this path does not build.
     pub(super) fn build(mut self, events: &[Event]) -> Option<RecordBatch> {
         for event in events {
-            let text = std::str::from_utf8(&event.payload).ok()?;
+            // The whole payload, as arrow-json checks it: sonic-rs's own check
+            // (`from_slice`) passes bad bytes inside an ignored member.
+            let text = simdutf8::basic::from_utf8(&event.payload).ok()?;
             let mut parser = sonic_rs::Deserializer::from_str(text);
             let row = Members {
                 columns: &mut self.top,
@@ -308,13 +310,13 @@ impl Names {
     /// The column of `name`, the `k`-th member of its object.
     fn position(&mut self, k: usize, name: &str) -> Option<usize> {
         if let Some(&guess) = self.guesses.get(k)
-            && self.names.get(guess).is_some_and(|n| n == name)
+            && self.names.get(guess).is_some_and(|n| same_name(n, name))
         {
             return Some(guess);
         }
         let found = match &self.by_name {
             Some(by_name) => by_name.get(name).copied(),
-            None => self.names.iter().position(|n| n == name),
+            None => self.names.iter().position(|n| same_name(n, name)),
         };
         let remembered = found.unwrap_or(usize::MAX);
         if k < self.guesses.len() {
@@ -324,6 +326,30 @@ impl Names {
         }
         found
     }
+}
+
+/// `a == b`, compared inline for names of up to 16 bytes (two overlapping
+/// loads of each); `==` calls libc's `memcmp`, which was most of the cost
+/// of a member lookup whose guess hit.
+#[inline]
+pub(super) fn same_name(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    match n {
+        0..=3 => a.iter().zip(b).all(|(x, y)| x == y),
+        4..=7 => word::<4>(a, 0) == word::<4>(b, 0) && word::<4>(a, n - 4) == word::<4>(b, n - 4),
+        8..=16 => word::<8>(a, 0) == word::<8>(b, 0) && word::<8>(a, n - 8) == word::<8>(b, n - 8),
+        _ => a == b,
+    }
+}
+
+/// The `N` bytes of `bytes` from `at` (the caller keeps them in range).
+#[inline]
+fn word<const N: usize>(bytes: &[u8], at: usize) -> Option<&[u8; N]> {
+    bytes.get(at..)?.first_chunk::<N>()
 }
 
 /// The error that declines a group: a value this path does not build

@@ -305,25 +305,63 @@ fn values_arrow_json_converts_or_refuses_go_to_arrow_json() {
         r#"["event_id", "a"]"#,
         "not json",
     ];
-    let (schema, paths) = (schema(), json_text_paths());
     for text in unusual {
-        let events = vec![event(r#"{"event_id": "usual", "n": 1}"#), event(text)];
-        assert!(build(&schema, &paths, &events).is_none(), "{text} was built");
-        let mut rejected = Vec::new();
-        let decoded = decode_events(&schema, &paths, events.clone(), &mut rejected)
-            .unwrap()
-            .unwrap();
-        match decode_with_arrow_json(&schema, &paths, &events) {
-            Ok(expected) => {
-                assert_eq!(decoded, expected.unwrap(), "{text}");
-                assert!(rejected.is_empty(), "{text}");
-            }
-            Err(_) => {
-                assert_eq!(decoded.num_rows(), 1, "{text}");
-                assert_eq!(rejected.len(), 1, "{text}");
-                assert_eq!(rejected[0].event.line, events[1].line);
-            }
+        declined_then_decoded_as_arrow_json(text.as_bytes());
+    }
+}
+
+/// A group of a usual payload and `unusual` (line 1) is not built, and
+/// `decode_events` gives what arrow-json gives: both rows, or the usual
+/// row and `unusual` rejected.
+fn declined_then_decoded_as_arrow_json(unusual: &[u8]) {
+    let (schema, paths) = (schema(), json_text_paths());
+    let shown = String::from_utf8_lossy(unusual);
+    let events = vec![
+        event(r#"{"event_id": "usual", "n": 1}"#),
+        Event::from_line(1, Bytes::copy_from_slice(unusual)),
+    ];
+    assert!(build(&schema, &paths, &events).is_none(), "{shown} was built");
+    let mut rejected = Vec::new();
+    let decoded = decode_events(&schema, &paths, events.clone(), &mut rejected)
+        .unwrap()
+        .unwrap();
+    match decode_with_arrow_json(&schema, &paths, &events) {
+        Ok(expected) => {
+            assert_eq!(decoded, expected.unwrap(), "{shown}");
+            assert!(rejected.is_empty(), "{shown}");
         }
+        Err(_) => {
+            assert_eq!(decoded.num_rows(), 1, "{shown}");
+            assert_eq!(rejected.len(), 1, "{shown}");
+            assert_eq!(rejected[0].event.line, 1, "{shown}");
+        }
+    }
+}
+
+/// Text beyond ASCII is built as arrow-json decodes it (names and values,
+/// in columns, JSON text and ignored members); a payload that is not
+/// UTF-8, wherever the bad byte lies (an ignored member too, which
+/// sonic-rs's own check passes), declines its group, and `decode_events`
+/// then gives what arrow-json gives.
+#[test]
+fn payloads_are_built_only_when_they_are_utf8() {
+    let (schema, paths) = (schema(), json_text_paths());
+    let wide = [
+        r#"{"event_id": "é", "name": "日本語", "tags": ["ü", "🦀"]}"#,
+        r#"{"event_id": "a", "s": {"label": "naïve"}, "extra": {"ключ": "значение"}}"#,
+        r#"{"event_id": "a", "ünknown": "ß", "name": "\u00e9\ud83e\udd80"}"#,
+    ];
+    let events: Vec<Event> = wide.iter().map(|text| event(text)).collect();
+    let expected = decode_with_arrow_json(&schema, &paths, &events).unwrap().unwrap();
+    assert_eq!(build(&schema, &paths, &events), Some(expected));
+
+    for bad in [
+        &b"{\"event_id\": \"a\", \"name\": \"\xff\"}"[..],
+        b"{\"event_id\": \"a\", \"unknown\": \"\xc3\"}",
+        b"{\"event_id\": \"a\", \"\xe6\x97\": 1}",
+        b"{\"event_id\": \"a\"} \xf0",
+    ] {
+        declined_then_decoded_as_arrow_json(bad);
     }
 }
 
@@ -464,4 +502,25 @@ fn hard_floats_are_stored_correctly_rounded() {
         build(&plain, &[], &events).unwrap(),
         decode_with_arrow_json(&plain, &[], &events).unwrap().unwrap()
     );
+}
+
+/// The inline name compare agrees with `==` for every length up to past
+/// its word sizes, with the names differing at each byte or in length.
+#[test]
+fn names_compare_as_strings_do() {
+    use super::built::same_name;
+    for n in 0..=20 {
+        let name: String = (0..n).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+        assert!(same_name(&name, &name.clone()), "{name}");
+        for at in 0..n {
+            let mut other = name.clone().into_bytes();
+            other[at] = b'Z';
+            let other = String::from_utf8(other).unwrap();
+            assert_eq!(same_name(&name, &other), name == other, "{name} {other}");
+            assert!(!same_name(&name, &other), "{name} {other}");
+        }
+        let longer = format!("{name}a");
+        assert!(!same_name(&name, &longer) && !same_name(&longer, &name), "{name}");
+    }
+    assert!(same_name("é", "é") && !same_name("é", "è"));
 }

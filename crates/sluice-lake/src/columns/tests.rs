@@ -505,7 +505,8 @@ fn hard_floats_are_stored_correctly_rounded() {
 }
 
 /// The inline name compare agrees with `==` for every length up to past
-/// its word sizes, with the names differing at each byte or in length.
+/// its word sizes: equal names, names differing at any one byte, and
+/// names of different lengths.
 #[test]
 fn names_compare_as_strings_do() {
     use super::built::same_name;
@@ -516,7 +517,6 @@ fn names_compare_as_strings_do() {
             let mut other = name.clone().into_bytes();
             other[at] = b'Z';
             let other = String::from_utf8(other).unwrap();
-            assert_eq!(same_name(&name, &other), name == other, "{name} {other}");
             assert!(!same_name(&name, &other), "{name} {other}");
         }
         let longer = format!("{name}a");

@@ -22,7 +22,7 @@ use crate::{
     process::{Measured, run},
 };
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Side {
     pub engine: String,
     pub rows_in: u64,
@@ -164,26 +164,42 @@ pub struct IngestRun {
     pub one_thread: Comparison,
     /// The whole machine each.
     pub all_cores: Comparison,
+    /// One worker thread each, the queue keeping places in the file
+    /// (`queue_payloads = "reference"`), beside the same rounds' DuckDB.
+    pub one_thread_by_reference: Comparison,
+    /// The whole machine each, by reference.
+    pub all_cores_by_reference: Comparison,
     /// The table Sluice wrote, for the compaction comparison.
     pub table: PathBuf,
 }
 
-/// `rounds` rounds (at least one), each Sluice then DuckDB on `events`
-/// with one thread each, then both again on the whole machine.
+/// The file source of the lake ingest, copying lines into the queue or
+/// keeping their places.
+const COPY_SOURCE: &str = "[sources.input]\ntype = \"file\"\npath = \"incoming/*.ndjson\"\nsettle_secs = 0";
+const REFERENCE_SOURCE: &str =
+    "[sources.input]\ntype = \"file\"\npath = \"incoming/*.ndjson\"\nsettle_secs = 0\nqueue_payloads = \"reference\"";
+
+/// `rounds` rounds (at least one), each Sluice (its file source copying
+/// lines into the queue, then keeping their places) then DuckDB on
+/// `events` with one thread each, then all three again on the whole
+/// machine. The copying run goes last, so its table is the one compacted.
 pub async fn lake_ingest(env: &Env, events: &Path, lines: u64, rounds: usize) -> Result<IngestRun> {
     let dir = env.work.join("ingest");
-    let source = "[sources.input]\ntype = \"file\"\npath = \"incoming/*.ndjson\"\nsettle_secs = 0";
     let duck_dir = env.work.join("duckdb-ingest");
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let (mut one_thread, mut all_cores) = (Vec::new(), Vec::new());
+    let (mut one_by_reference, mut all_by_reference) = (Vec::new(), Vec::new());
     for round in 1..=rounds.max(1) {
         for threads in [1, cores] {
-            eprintln!("  round {round}, {threads} thread(s): sluice, then duckdb");
-            fresh_dir(&dir)?;
-            std::fs::create_dir_all(dir.join("incoming"))?;
-            std::fs::copy(events, dir.join("incoming/events.ndjson"))?;
-            let engine = format!("sluice ({threads} worker thread(s))");
-            let sluice = ingest_run(env, &dir, source, lines, engine, threads).await?;
+            eprintln!("  round {round}, {threads} thread(s): sluice by reference, sluice, then duckdb");
+            let mut sides = Vec::new();
+            for (source, how) in [(REFERENCE_SOURCE, ", by reference"), (COPY_SOURCE, "")] {
+                fresh_dir(&dir)?;
+                std::fs::create_dir_all(dir.join("incoming"))?;
+                std::fs::copy(events, dir.join("incoming/events.ndjson"))?;
+                let engine = format!("sluice ({threads} worker thread(s){how})");
+                sides.push(ingest_run(env, &dir, source, lines, engine, threads).await?);
+            }
             fresh_dir(&duck_dir)?;
             let (value, measured) = python_json(
                 env,
@@ -192,17 +208,23 @@ pub async fn lake_ingest(env: &Env, events: &Path, lines: u64, rounds: usize) ->
                 &[events, &duck_dir.join("out")],
                 &["--threads", &threads.to_string()],
             )?;
-            let pair = (sluice, duckdb_side(&value, measured));
-            if threads == 1 {
-                one_thread.push(pair)
+            let duckdb = duckdb_side(&value, measured);
+            let copied = sides.pop().expect("two runs");
+            let referenced = sides.pop().expect("two runs");
+            let (pairs, by_reference) = if threads == 1 {
+                (&mut one_thread, &mut one_by_reference)
             } else {
-                all_cores.push(pair)
-            }
+                (&mut all_cores, &mut all_by_reference)
+            };
+            by_reference.push((referenced, duckdb.clone()));
+            pairs.push((copied, duckdb));
         }
     }
     Ok(IngestRun {
         one_thread: Comparison::median(one_thread),
         all_cores: Comparison::median(all_cores),
+        one_thread_by_reference: Comparison::median(one_by_reference),
+        all_cores_by_reference: Comparison::median(all_by_reference),
         table: dir.join("lake"),
     })
 }

@@ -145,6 +145,8 @@ struct Results {
     lake_ingest: ingest::Comparison,
     /// The whole machine each.
     lake_ingest_all_cores: ingest::Comparison,
+    lake_ingest_by_reference: ingest::Comparison,
+    lake_ingest_all_cores_by_reference: ingest::Comparison,
     objects_ingest: Option<ingest::Side>,
     compaction: ingest::Comparison,
     postgres: Option<pg::PgComparison>,
@@ -309,7 +311,10 @@ async fn bench() -> Result<()> {
     let env = Env::discover(&args.work)?;
     eprintln!("generating {} lines", args.lines);
     let events = env.generate("events", args.lines)?;
-    eprintln!("lake ingest: {} rounds of sluice, then duckdb", args.rounds.max(1));
+    eprintln!(
+        "lake ingest: {} rounds of sluice by reference, sluice, then duckdb",
+        args.rounds.max(1)
+    );
     let ingest = ingest::lake_ingest(&env, &events, args.lines, args.rounds).await?;
     let objects_ingest = if args.no_objects {
         None
@@ -370,6 +375,8 @@ async fn bench() -> Result<()> {
         lines: args.lines,
         lake_ingest: ingest.one_thread,
         lake_ingest_all_cores: ingest.all_cores,
+        lake_ingest_by_reference: ingest.one_thread_by_reference,
+        lake_ingest_all_cores_by_reference: ingest.all_cores_by_reference,
         objects_ingest,
         compaction,
         postgres,
@@ -386,6 +393,20 @@ async fn bench() -> Result<()> {
     print_comparison(
         &format!("lake ingest, {} generator lines, the whole machine each", args.lines),
         &results.lake_ingest_all_cores,
+    );
+    print_comparison(
+        &format!(
+            "lake ingest, {} generator lines, one thread each, the queue keeping places in the file (queue_payloads = \"reference\")",
+            args.lines
+        ),
+        &results.lake_ingest_by_reference,
+    );
+    print_comparison(
+        &format!(
+            "lake ingest, {} generator lines, the whole machine each, by reference",
+            args.lines
+        ),
+        &results.lake_ingest_all_cores_by_reference,
     );
     if let Some(side) = &results.objects_ingest {
         println!("\nlake ingest of the same lines as objects in a folder (every other one gzip)");

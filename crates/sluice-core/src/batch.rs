@@ -12,6 +12,8 @@
 //! replace the rows earlier reads of the same input left (lake rows with
 //! the same event id; PostgreSQL upserts replace by key anyway).
 
+use std::{os::unix::fs::FileExt, time::UNIX_EPOCH};
+
 use bytes::Bytes;
 
 /// How the keys of replayed batches start.
@@ -39,6 +41,53 @@ pub struct NewBatch {
     /// True when the source may have produced this batch before (a re-read
     /// after a crash), so sinks must check their commit log for `key`.
     pub maybe_committed: bool,
+    /// Where `payload` lies, byte for byte, in a local file that stays put:
+    /// a queue on this machine may keep this instead of the bytes and read
+    /// them back at delivery (the file source's `queue_payloads =
+    /// "reference"`). Other queues copy the payload.
+    pub in_file: Option<FileRange>,
+}
+
+/// The bytes `offset..offset + len` of the file at `path` as it was when
+/// read (its size and modification time), where a batch's payload lies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRange {
+    pub path: String,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub offset: u64,
+}
+
+impl FileRange {
+    /// The `len` bytes at `offset`, if the file is still the one that was
+    /// read (same size and modification time); otherwise why not.
+    pub fn read(&self, len: usize) -> Result<Vec<u8>, String> {
+        let file = std::fs::File::open(&self.path).map_err(|e| format!("{}: {e}", self.path))?;
+        let meta = file.metadata().map_err(|e| format!("{}: {e}", self.path))?;
+        if meta.len() != self.size || mtime_ns(&meta) != self.mtime_ns {
+            return Err(format!(
+                "{}: changed since it was queued (size {} and modification time {} ns then, {} and {} ns now)",
+                self.path,
+                self.size,
+                self.mtime_ns,
+                meta.len(),
+                mtime_ns(&meta)
+            ));
+        }
+        let mut bytes = vec![0; len];
+        file.read_exact_at(&mut bytes, self.offset)
+            .map_err(|e| format!("{}: reading {len} bytes at {}: {e}", self.path, self.offset))?;
+        Ok(bytes)
+    }
+}
+
+/// A file's modification time in nanoseconds since the epoch (0 when the
+/// platform gives none), as file checkpoints and [`FileRange`]s record it.
+pub fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// The queue backend's handle for one delivery of a batch.

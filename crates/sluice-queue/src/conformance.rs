@@ -26,6 +26,7 @@ fn batch(key: &str, payload: &str) -> NewBatch {
         source: "src".into(),
         payload: Bytes::from(payload.to_string()),
         maybe_committed: false,
+        in_file: None,
     }
 }
 

@@ -13,7 +13,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use bytes::Bytes;
 use serde::de::{Deserializer as _, SeqAccess, Visitor};
 use serde_json::value::RawValue;
-use sluice_core::{DeadLetter, NewBatch, reason, split_lines};
+use sluice_core::{DeadLetter, FileRange, NewBatch, reason, split_lines};
 use tokio::sync::mpsc;
 
 use super::{SourceContext, SourceError};
@@ -320,12 +320,16 @@ pub(crate) struct Enqueued {
 
 /// Enqueues each payload from `rx` as batch `<base>#<n>` (waiting while the
 /// queue is full) and stores bad records as dead letters
-/// (`<base>#records`, line = record number).
+/// (`<base>#records`, line = record number). With `in_file`, the payloads
+/// are the bytes of that file from its start, in order (plain NDJSON): each
+/// batch then also names where its bytes lie, for the queue to keep
+/// instead of them.
 pub(crate) async fn enqueue_chunks(
     ctx: &SourceContext,
     mut rx: mpsc::Receiver<Chunk>,
     base: &str,
     maybe_committed: bool,
+    mut in_file: Option<FileRange>,
 ) -> Result<Enqueued, SourceError> {
     let mut done = Enqueued {
         batches: 0,
@@ -341,7 +345,11 @@ pub(crate) async fn enqueue_chunks(
                     source: ctx.name.clone(),
                     payload,
                     maybe_committed,
+                    in_file: in_file.clone(),
                 };
+                if let Some(at) = &mut in_file {
+                    at.offset += bytes;
+                }
                 ctx.enqueue_waiting(batch).await?;
                 ctx.telemetry.enqueued(events, bytes);
                 done.batches += 1;

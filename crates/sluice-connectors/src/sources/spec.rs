@@ -85,6 +85,14 @@ pub trait SourceSpec: Send + Sync {
     /// config gives is kept, for the loader to refuse if it does not fit.
     fn fit_default_batches(&mut self, _max: usize) {}
 
+    /// Why the source cannot run on a shared (JetStream) queue, as `key:
+    /// what is wrong`, when its config has it hand the queue places in
+    /// local files rather than bytes: only the embedded queue, on the
+    /// machine that has the files, reads them back.
+    fn needs_local_queue(&self) -> Option<String> {
+        None
+    }
+
     /// The running source.
     fn build(&self, env: &dyn BuildEnv) -> Result<Box<dyn Source>, String>;
 }

@@ -70,9 +70,11 @@ reasons! {
     /// `max_record_bytes`; the detail names its topic, partition, offset and
     /// size (the bytes stay in Kafka, not in the dead letter).
     RECORD_TOO_LARGE = "record_too_large", form "record_too_large", by "kafka";
-    /// A file or object that could not be read to the end (the detail names
-    /// it; the bytes are empty).
-    UNREADABLE_INPUT = "unreadable_input", form "unreadable_input", by "file, objects";
+    /// A file or object that could not be read to the end, or a batch the
+    /// embedded queue held as a place in a file (`queue_payloads =
+    /// "reference"`) whose file changed or went before the batch was
+    /// delivered (the detail names it; the bytes are empty).
+    UNREADABLE_INPUT = "unreadable_input", form "unreadable_input", by "file, objects, queue";
     /// A record that does not fit its input's format (a CSV row with the
     /// wrong number of cells); the input's other records go on.
     BAD_RECORD = "bad_record", form "bad_record", by "file, objects";

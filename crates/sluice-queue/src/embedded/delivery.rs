@@ -18,7 +18,7 @@ use std::{
 
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
-use sluice_core::{Delivery, DeliveryId, now_ms};
+use sluice_core::{DeadLetter, Delivery, DeliveryId, FileRange, now_ms, reason};
 
 use super::{put_dead, storage};
 use crate::{QueueError, QueueSettings};
@@ -80,9 +80,25 @@ pub(super) fn recover_after_crash(conn: &Connection) -> Result<bool, QueueError>
     Ok(suspects)
 }
 
-/// A `batches` row as `receive` reads it: id, key, source, payload,
-/// maybe_committed, attempts, enqueued_at, last_error, crashes.
-type BatchRow = (i64, String, String, Vec<u8>, bool, u32, i64, Option<String>, u32);
+/// A batch as `receive` reads it.
+struct BatchRow {
+    id: i64,
+    key: String,
+    source: String,
+    stored: Stored,
+    maybe_committed: bool,
+    attempts: u32,
+    enqueued_at: i64,
+    last_error: Option<String>,
+    crashes: u32,
+}
+
+/// A batch's payload as the queue holds it.
+enum Stored {
+    Bytes(Vec<u8>),
+    /// `len` bytes of a local file, read back at delivery.
+    InFile(FileRange, usize),
+}
 
 pub(super) fn receive(
     tx: &Transaction,
@@ -168,22 +184,36 @@ fn receive_suspect(
 
 fn read_row(tx: &Transaction, id: i64) -> Result<BatchRow, QueueError> {
     tx.prepare_cached(
-        "SELECT b.id, b.key, b.source, p.payload, b.maybe_committed, b.attempts, b.enqueued_at, b.last_error, b.crashes
-         FROM batches b JOIN batch_payloads p ON p.id = b.id WHERE b.id = ?1",
+        "SELECT b.id, b.key, b.source, p.payload, b.maybe_committed, b.attempts, b.enqueued_at, b.last_error,
+                b.crashes, b.bytes, f.path, f.size, f.mtime_ns, f.offset
+         FROM batches b LEFT JOIN batch_payloads p ON p.id = b.id LEFT JOIN batch_file_ranges f ON f.id = b.id
+         WHERE b.id = ?1",
     )
     .and_then(|mut stmt| {
         stmt.query_row(params![id], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-                r.get(8)?,
-            ))
+            let stored = match r.get::<_, Option<Vec<u8>>>(3)? {
+                Some(payload) => Stored::Bytes(payload),
+                None => Stored::InFile(
+                    FileRange {
+                        path: r.get(10)?,
+                        size: r.get::<_, i64>(11)? as u64,
+                        mtime_ns: r.get(12)?,
+                        offset: r.get::<_, i64>(13)? as u64,
+                    },
+                    r.get::<_, i64>(9)? as usize,
+                ),
+            };
+            Ok(BatchRow {
+                id: r.get(0)?,
+                key: r.get(1)?,
+                source: r.get(2)?,
+                stored,
+                maybe_committed: r.get(4)?,
+                attempts: r.get(5)?,
+                enqueued_at: r.get(6)?,
+                last_error: r.get(7)?,
+                crashes: r.get(8)?,
+            })
         })
     })
     .map_err(storage)
@@ -200,8 +230,42 @@ fn deliver(
     now: i64,
     isolated: bool,
 ) -> Result<Option<Delivery>, QueueError> {
-    let (id, key, source, payload, maybe_committed, attempts, enqueued_at, last_error, crashes) = row;
-    let payload = Bytes::from(payload);
+    let BatchRow {
+        id,
+        key,
+        source,
+        stored,
+        maybe_committed,
+        attempts,
+        enqueued_at,
+        last_error,
+        crashes,
+    } = row;
+    let payload = match stored {
+        Stored::Bytes(payload) => Bytes::from(payload),
+        Stored::InFile(at, len) => match at.read(len) {
+            Ok(payload) => Bytes::from(payload),
+            Err(why) => {
+                let detail = format!(
+                    "the queue held this batch as {len} bytes at offset {} of a file, and cannot read them back: {why}; restore the file and `sluice replay` it",
+                    at.offset
+                );
+                tracing::warn!(target: "sluice::queue", batch = %key, %source, %detail, "a batch's lines are gone from its file");
+                let letter = DeadLetter::new(
+                    &key,
+                    0,
+                    &source,
+                    "queue",
+                    reason::UNREADABLE_INPUT,
+                    detail,
+                    Bytes::new(),
+                );
+                put_dead(tx, &[letter])?;
+                delete_batch(tx, held, id)?;
+                return Ok(None);
+            }
+        },
+    };
     let set_aside_before: bool = tx
         .prepare_cached("SELECT EXISTS (SELECT 1 FROM dead_letters WHERE batch_key = ?1 AND reason = ?2)")
         .and_then(|mut s| s.query_row(params![key, sluice_core::reason::CRASHED_ENGINE], |r| r.get(0)))
@@ -240,9 +304,14 @@ fn delete_batch(tx: &Transaction, held: &mut u64, id: i64) -> Result<(), QueueEr
         .prepare_cached("DELETE FROM batches WHERE id = ?1 RETURNING bytes")
         .and_then(|mut s| s.query_row(params![id], |r| r.get(0)).optional())
         .map_err(storage)?;
-    tx.prepare_cached("DELETE FROM batch_payloads WHERE id = ?1")
-        .and_then(|mut s| s.execute(params![id]))
-        .map_err(storage)?;
+    for table in [
+        "DELETE FROM batch_payloads WHERE id = ?1",
+        "DELETE FROM batch_file_ranges WHERE id = ?1",
+    ] {
+        tx.prepare_cached(table)
+            .and_then(|mut s| s.execute(params![id]))
+            .map_err(storage)?;
+    }
     *held = held.saturating_sub(size.unwrap_or(0) as u64);
     Ok(())
 }

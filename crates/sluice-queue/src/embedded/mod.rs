@@ -22,12 +22,19 @@
 //!   then rewrite a row of a few bytes, where SQLite would otherwise read,
 //!   rebuild and compare the whole payload for each. A file made before
 //!   that split is migrated when it is opened ([`migrate_payloads`]).
+//! * A batch enqueued with [`NewBatch::in_file`] has a `batch_file_ranges`
+//!   row instead of a payload row: where its bytes lie in a local file.
+//!   Delivering it reads them back; a file changed or gone by then makes
+//!   the batch one `unreadable_input` dead letter naming it. Every byte of
+//!   such a batch is then written to disk once (the file), not twice more
+//!   (the WAL, then the checkpoint).
 //!
 //! Tables:
 //! ```text
 //! batches(id, key, source, bytes, maybe_committed, attempts, visible_at, enqueued_at, last_error,
 //!         in_flight, suspect, isolated, crashes)
 //! batch_payloads(id, payload)
+//! batch_file_ranges(id, path, size, mtime_ns, offset)
 //! dead_letters(id, batch_key, line, source, component, reason, detail, bytes, at)
 //! ```
 
@@ -45,7 +52,7 @@ use std::{
 use async_trait::async_trait;
 use bytes::Bytes;
 use rusqlite::{Connection, Transaction, params};
-use sluice_core::{DeadLetter, Delivery, DeliveryId, NewBatch, now_ms};
+use sluice_core::{DeadLetter, Delivery, DeliveryId, FileRange, NewBatch, now_ms};
 use tokio::sync::{Notify, oneshot};
 
 use crate::{DeadLetterCounts, DeadLetterFilter, DeadLetterStore, Queue, QueueError, QueueSettings, QueueStats};
@@ -78,6 +85,13 @@ CREATE TABLE IF NOT EXISTS batches (
 CREATE TABLE IF NOT EXISTS batch_payloads (
     id INTEGER PRIMARY KEY,
     payload BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS batch_file_ranges (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    offset INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS batches_visible ON batches(visible_at);
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -383,6 +397,7 @@ fn enqueue(tx: &Transaction, settings: &QueueSettings, held: &mut u64, batch: Ne
         &batch.key,
         &batch.source,
         &batch.payload,
+        batch.in_file.as_ref(),
         batch.maybe_committed,
         now_ms(),
     )?;
@@ -390,12 +405,14 @@ fn enqueue(tx: &Transaction, settings: &QueueSettings, held: &mut u64, batch: Ne
     Ok(())
 }
 
-/// Adds a visible batch: its `batches` row and its payload's row.
+/// Adds a visible batch: its `batches` row and its payload's row, or where
+/// the payload lies when `in_file` says.
 fn insert_batch(
     tx: &Transaction,
     key: &str,
     source: &str,
     payload: &[u8],
+    in_file: Option<&FileRange>,
     maybe_committed: bool,
     now: i64,
 ) -> Result<(), QueueError> {
@@ -404,9 +421,18 @@ fn insert_batch(
     )
     .and_then(|mut s| s.execute(params![key, source, payload.len() as i64, maybe_committed, now]))
     .map_err(storage)?;
-    tx.prepare_cached("INSERT INTO batch_payloads (id, payload) VALUES (?1, ?2)")
-        .and_then(|mut s| s.execute(params![tx.last_insert_rowid(), payload]))
-        .map_err(storage)?;
+    let id = tx.last_insert_rowid();
+    match in_file {
+        Some(at) => tx
+            .prepare_cached(
+                "INSERT INTO batch_file_ranges (id, path, size, mtime_ns, offset) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut s| s.execute(params![id, at.path, at.size as i64, at.mtime_ns, at.offset as i64])),
+        None => tx
+            .prepare_cached("INSERT INTO batch_payloads (id, payload) VALUES (?1, ?2)")
+            .and_then(|mut s| s.execute(params![id, payload])),
+    }
+    .map_err(storage)?;
     Ok(())
 }
 
@@ -518,7 +544,7 @@ fn redrive(tx: &Transaction, held: &mut u64, filter: &DeadLetterFilter) -> Resul
             payload.push(b'\n');
         }
         let key = format!("redrive/{}-{}", first.0, chunk.last().map_or(first.0, |l| l.0));
-        insert_batch(tx, &key, &first.1.source, &payload, false, now)?;
+        insert_batch(tx, &key, &first.1.source, &payload, None, false, now)?;
         *held += payload.len() as u64;
         let mut delete = tx
             .prepare_cached("DELETE FROM dead_letters WHERE id = ?1")

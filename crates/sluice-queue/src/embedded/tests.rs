@@ -42,6 +42,7 @@ async fn enqueued_batches_survive_reopen() {
             source: "s".into(),
             payload: Bytes::from_static(b"{}\n"),
             maybe_committed: true,
+            in_file: None,
         })
         .await
         .unwrap();
@@ -88,6 +89,7 @@ async fn one_consumer_at_a_time_and_restart_releases_in_flight_batches() {
             source: "s".into(),
             payload: Bytes::from_static(b"{}\n"),
             maybe_committed: false,
+            in_file: None,
         })
         .await
         .unwrap();
@@ -192,6 +194,7 @@ async fn a_file_with_payloads_in_batches_is_migrated_and_nothing_is_lost() {
         source: "s".into(),
         payload: Bytes::from_static(b"{}\n"),
         maybe_committed: false,
+        in_file: None,
     })
     .await
     .unwrap();
@@ -234,6 +237,7 @@ async fn batches_in_flight_at_a_crash_run_alone_without_spending_attempts_and_a_
             source: "s".into(),
             payload: Bytes::from(payload),
             maybe_committed: false,
+            in_file: None,
         })
         .await
         .unwrap();
@@ -278,6 +282,7 @@ async fn batches_in_flight_at_a_crash_run_alone_without_spending_attempts_and_a_
         source: "s".into(),
         payload: Bytes::from("{\"p\":1}\n{\"p\":2}\n"),
         maybe_committed: false,
+        in_file: None,
     })
     .await
     .unwrap();

@@ -263,6 +263,7 @@ impl JetStreamQueue {
                 source: source.to_string(),
                 payload: Bytes::from(payload),
                 maybe_committed: true,
+                in_file: None,
             },
             Some(&key),
         )

@@ -54,6 +54,7 @@ fn batch(key: &str, payload: &str) -> NewBatch {
         source: "src".into(),
         payload: bytes::Bytes::from(payload.to_string()),
         maybe_committed: false,
+        in_file: None,
     }
 }
 

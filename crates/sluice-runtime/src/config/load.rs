@@ -152,6 +152,9 @@ fn check(config: &PipelineFile, extensions: &Extensions) -> Result<(), String> {
         // A batch is one JetStream message: NATS refuses payloads over its
         // max_payload (1 MiB unless the server raises it).
         for (name, source) in &config.sources {
+            if let Some(why) = source.spec().needs_local_queue() {
+                return Err(format!("sources.{name}.{why}"));
+            }
             let Some(max_batch_bytes) = source.spec().max_batch_bytes() else {
                 continue;
             };

@@ -231,7 +231,7 @@ fn ask_files(
         .map_err(anyhow::Error::msg)?
     {
         let unchanged = std::fs::metadata(&file.path)
-            .is_ok_and(|m| m.len() == file.size && sluice_connectors::sources::file::mtime_ns(&m) == file.mtime_ns);
+            .is_ok_and(|m| m.len() == file.size && sluice_core::mtime_ns(&m) == file.mtime_ns);
         if !unchanged {
             gone.push(file);
         } else if checkpoints

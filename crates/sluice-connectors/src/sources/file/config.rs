@@ -25,6 +25,27 @@ pub struct FileSourceConfig {
     /// files still being written are left alone. `--until-idle` reads at once.
     #[serde(default = "default_settle_secs")]
     pub settle_secs: u64,
+    /// What the queue keeps of a batch: `"copy"`, its lines, or
+    /// `"reference"`, where they lie in the file (path, size, modification
+    /// time, offset), read back when the batch is delivered. A reference
+    /// spares writing every line to disk twice more, but the file must then
+    /// stay as it is until its batches are committed: a batch whose file
+    /// changed or went becomes an `unreadable_input` dead letter. Gzipped
+    /// files are copied. Needs the embedded queue.
+    #[serde(default)]
+    #[schemars(extend("default" = "copy"))]
+    pub queue_payloads: QueuePayloads,
+}
+
+/// What the queue keeps of a file source's batches.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum QueuePayloads {
+    /// The lines themselves: the file may go once it is read.
+    #[default]
+    Copy,
+    /// Where the lines lie in the file, which must stay until they are committed.
+    Reference,
 }
 
 fn default_poll_interval_secs() -> u64 {
@@ -60,6 +81,12 @@ impl SourceSpec for FileSourceConfig {
 
     fn max_batch_bytes(&self) -> Option<usize> {
         Some(self.batch_bytes())
+    }
+
+    fn needs_local_queue(&self) -> Option<String> {
+        (self.queue_payloads == QueuePayloads::Reference).then(|| {
+            "queue_payloads: \"reference\" needs the embedded queue, which reads the lines back from this machine's files; allowed with queue = \"nats://...\": \"copy\" (the default)".into()
+        })
     }
 
     fn fit_default_batches(&mut self, max: usize) {

@@ -6,8 +6,8 @@ mod config;
 mod source;
 
 pub use checkpoint::{FileCheckpoints, FileState, ReplayCandidate};
-pub use config::FileSourceConfig;
-pub use source::{FileSource, mtime_ns};
+pub use config::{FileSourceConfig, QueuePayloads};
+pub use source::FileSource;
 
 #[cfg(test)]
 mod tests;

@@ -5,18 +5,23 @@
 //! `file:<path>@<size>:<mtime>#<chunk>`, so reading the same file again gives
 //! the same keys; a file `sluice replay` asked for is read under
 //! [`sluice_core::replay_key`]s of that replay. A reader thread does the blocking I/O and decompression;
-//! the async side enqueues and waits while the queue is full.
+//! the async side enqueues and waits while the queue is full. With
+//! `queue_payloads = "reference"` each batch of a plain file also names
+//! where its lines lie, and the embedded queue keeps that instead of them.
 
 use std::{
     fs::File,
+    io::Read,
     path::PathBuf,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime},
 };
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use super::{FileCheckpoints, FileSourceConfig, FileState};
+use sluice_core::FileRange;
+
+use super::{FileCheckpoints, FileSourceConfig, FileState, QueuePayloads};
 use crate::sources::{
     Source, SourceContext, SourceError,
     chunks::{Chunk, Layout, ReadError, dead_letter_unreadable, enqueue_chunks, read_chunks},
@@ -85,12 +90,12 @@ impl Source for FileSource {
     }
 }
 
-/// A file's modification time in nanoseconds since the epoch, as checkpoints record it.
-pub fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
-    meta.modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos() as i64)
+/// Whether the file starts with gzip's magic bytes.
+fn gzipped(path: &std::path::Path) -> bool {
+    let mut magic = [0u8; 2];
+    File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok_and(|()| magic == [0x1f, 0x8b])
 }
 
 impl FileSource {
@@ -116,13 +121,28 @@ impl FileSource {
                 }
                 Some(Candidate {
                     size: meta.len(),
-                    mtime_ns: mtime_ns(&meta),
+                    mtime_ns: sluice_core::mtime_ns(&meta),
                     path,
                 })
             })
             .collect();
         found.sort_by(|a, b| a.path.cmp(&b.path));
         found
+    }
+
+    /// Where `file`'s first batch lies, when the queue is to keep places
+    /// rather than lines and the file's bytes are its lines: not gzipped
+    /// (or unreadable, which the read reports), its path UTF-8.
+    fn in_place(&self, file: &Candidate) -> Option<FileRange> {
+        if self.config.queue_payloads != QueuePayloads::Reference || gzipped(&file.path) {
+            return None;
+        }
+        Some(FileRange {
+            path: file.path.to_str()?.to_string(),
+            size: file.size,
+            mtime_ns: file.mtime_ns,
+            offset: 0,
+        })
     }
 
     /// Reads `file` into batches of about `max` bytes; `reread` flags them
@@ -151,7 +171,7 @@ impl FileSource {
         if let Some(replay) = replay {
             base = sluice_core::replay_key(replay, &base);
         }
-        let result = enqueue_chunks(ctx, rx, &base, reread).await;
+        let result = enqueue_chunks(ctx, rx, &base, reread, self.in_place(file)).await;
         let _ = reader.join();
         let done = result?;
         if let Some(e) = done.failed {

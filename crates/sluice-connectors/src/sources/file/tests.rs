@@ -1,12 +1,12 @@
 use std::{io::Write, path::Path, sync::Arc};
 
-use sluice_core::{Delivery, split_lines};
+use sluice_core::{Delivery, mtime_ns, split_lines};
 use sluice_queue::{
     DeadLetterFilter, DeadLetterStore, Queue, QueueSettings, embedded::EmbeddedQueue, lease::LocalLeases,
 };
 use tokio::sync::watch;
 
-use super::{source::mtime_ns, *};
+use super::*;
 use crate::sources::{Source, SourceContext};
 
 fn config(dir: &Path) -> FileSourceConfig {
@@ -15,6 +15,7 @@ fn config(dir: &Path) -> FileSourceConfig {
         poll_interval_secs: 1,
         max_batch_bytes: Some(1024),
         settle_secs: 1,
+        queue_payloads: QueuePayloads::Copy,
     }
 }
 
@@ -224,4 +225,107 @@ async fn a_replayed_file_is_read_again_once_under_the_replays_keys() {
         read_once(dir.path(), "state", &queue).await.is_empty(),
         "a replay is read once"
     );
+}
+
+/// Rows of `table` in the embedded queue's file in `dir`.
+fn queue_rows(dir: &Path, table: &str) -> i64 {
+    let conn = rusqlite::Connection::open(dir.join("queue.sqlite3")).unwrap();
+    conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn referenced_batches_deliver_the_lines_a_copy_does_and_the_queue_keeps_only_places() {
+    let dir = sluice_testkit::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("in")).unwrap();
+    let mut plain = lines(0, 300);
+    plain.push_str("{\"n\":300}");
+    std::fs::write(dir.path().join("in/a.ndjson"), plain).unwrap();
+    std::fs::write(dir.path().join("in/b.ndjson.gz"), gzip(lines(301, 300).as_bytes())).unwrap();
+    let copied = Arc::new(EmbeddedQueue::open(&dir.path().join("copied"), QueueSettings::default()).unwrap());
+    let referenced = Arc::new(EmbeddedQueue::open(&dir.path().join("referenced"), QueueSettings::default()).unwrap());
+    let by_reference = FileSourceConfig {
+        queue_payloads: QueuePayloads::Reference,
+        ..config(dir.path())
+    };
+
+    let (ctx, _stop) = context(&copied, &dir.path().join("copy-state"));
+    Box::new(FileSource::new(config(dir.path()))).run(ctx).await.unwrap();
+    let (ctx, _stop) = context(&referenced, &dir.path().join("reference-state"));
+    Box::new(FileSource::new(by_reference)).run(ctx).await.unwrap();
+
+    let rows = |queue: &str| {
+        let dir = dir.path().join(queue);
+        (
+            queue_rows(&dir, "batch_payloads"),
+            queue_rows(&dir, "batch_file_ranges"),
+        )
+    };
+    let (copies, copied_places) = rows("copied");
+    let (payloads, places) = rows("referenced");
+    let want = copied.receive(10_000).await.unwrap();
+    let got = referenced.receive(10_000).await.unwrap();
+    assert_eq!(
+        (copies as usize, copied_places),
+        (want.len(), 0),
+        "a copy keeps every payload"
+    );
+    let plain_batches = want.iter().filter(|d| d.key.contains("a.ndjson@")).count();
+    assert!(plain_batches > 2, "the plain file is cut into {plain_batches} batches");
+    assert_eq!(
+        places as usize, plain_batches,
+        "each batch of the plain file is a place"
+    );
+    assert_eq!(
+        payloads as usize,
+        want.len() - plain_batches,
+        "the gzipped file's batches are copied"
+    );
+    let summary = |all: &[Delivery]| {
+        all.iter()
+            .map(|d| (d.key.clone(), d.payload.clone(), d.maybe_committed))
+            .collect::<Vec<_>>()
+    };
+    assert!(summary(&got) == summary(&want), "the same batches, keys and lines");
+    assert_eq!(line_count(&got), 601);
+}
+
+#[tokio::test]
+async fn a_referenced_batch_whose_file_changed_becomes_a_dead_letter_naming_it() {
+    let dir = sluice_testkit::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("in")).unwrap();
+    std::fs::write(dir.path().join("in/a.ndjson"), lines(0, 100)).unwrap();
+    std::fs::write(dir.path().join("in/b.ndjson"), lines(100, 100)).unwrap();
+    let queue = Arc::new(EmbeddedQueue::open(&dir.path().join("q"), QueueSettings::default()).unwrap());
+    let config = FileSourceConfig {
+        queue_payloads: QueuePayloads::Reference,
+        max_batch_bytes: Some(64 * 1024),
+        ..config(dir.path())
+    };
+    let (ctx, _stop) = context(&queue, &dir.path().join("state"));
+    Box::new(FileSource::new(config)).run(ctx).await.unwrap();
+
+    std::fs::write(dir.path().join("in/a.ndjson"), lines(0, 101)).unwrap();
+    std::fs::remove_file(dir.path().join("in/b.ndjson")).unwrap();
+    assert!(
+        queue.receive(10).await.unwrap().is_empty(),
+        "neither batch can be read back"
+    );
+    let mut letters = queue.list(DeadLetterFilter::default(), 10).await.unwrap();
+    letters.sort_by(|x, y| x.batch_key.cmp(&y.batch_key));
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    for (letter, file) in letters.iter().zip(["a.ndjson", "b.ndjson"]) {
+        assert_eq!(letter.reason, "unreadable_input");
+        assert_eq!(letter.component, "queue");
+        assert!(letter.batch_key.contains(file), "{}", letter.batch_key);
+        assert!(letter.detail.contains(file), "{}", letter.detail);
+    }
+    assert!(
+        letters[0].detail.contains("changed since it was queued"),
+        "{}",
+        letters[0].detail
+    );
+    let stats = queue.stats().await.unwrap();
+    assert_eq!((stats.batches, stats.bytes), (0, 0), "the batches left the queue");
+    assert_eq!(queue_rows(&dir.path().join("q"), "batch_file_ranges"), 0);
 }

@@ -94,6 +94,7 @@ impl Source for GeneratorSource {
                 source: ctx.name.clone(),
                 payload,
                 maybe_committed: true,
+                in_file: None,
             };
             match ctx.enqueue_waiting(batch).await {
                 Ok(()) => ctx.telemetry.enqueued(events, bytes),

@@ -312,6 +312,7 @@ async fn receive(shared: Arc<Shared>, mut request: Request, intake: Intake) -> R
         source: ctx.name.clone(),
         payload,
         maybe_committed: false,
+        in_file: None,
     };
     match ctx.queue.enqueue(batch).await {
         Ok(()) => {

@@ -213,6 +213,7 @@ async fn enqueue(
         source: source.to_string(),
         payload: Bytes::from(batch.lines),
         maybe_committed: true,
+        in_file: None,
     };
     enqueue_when_room(queue, &new).await?;
     report.events += batch_events;

@@ -368,6 +368,7 @@ impl Reader {
                 source: self.ctx.name.clone(),
                 payload: Bytes::from(pending.lines),
                 maybe_committed: pending.pinned_end.is_some(),
+                in_file: None,
             };
             let bytes = batch.payload.len() as u64;
             let mut paused = false;

@@ -225,6 +225,7 @@ fn batch_of(stream: &str, source: &str, messages: &[jetstream::Message]) -> (New
         source: source.to_string(),
         payload: Bytes::from(payload),
         maybe_committed: redelivered,
+        in_file: None,
     };
     (batch, lines)
 }

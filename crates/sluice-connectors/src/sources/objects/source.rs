@@ -398,7 +398,7 @@ impl ObjectsSource {
                     .batch_bytes
                     .unwrap_or_else(|| self.config.batch_bytes_before_ledger());
                 let reader = std::thread::spawn(move || read_chunks(Box::new(body), layout, max, &tx));
-                let result = enqueue_chunks(ctx, rx, &base, true).await;
+                let result = enqueue_chunks(ctx, rx, &base, true, None).await;
                 let _ = reader.join();
                 let done = result?;
                 done.failed.map(|mut e| {

@@ -262,6 +262,7 @@ impl ShardReader {
                     source: self.ctx.name.clone(),
                     payload: Bytes::from(payload),
                     maybe_committed: again,
+                    in_file: None,
                 })
                 .await?;
             self.ctx.telemetry.enqueued(events, bytes);

@@ -123,6 +123,7 @@ async fn enqueue(
         source: source.to_string(),
         payload: Bytes::from(payload),
         maybe_committed: true,
+        in_file: None,
     };
     enqueue_when_room(queue, &new).await?;
     report.events += events;

@@ -115,6 +115,7 @@ fn batch_of(group: &[&Decoded], queue: &str, source: &str) -> (NewBatch, u64) {
         source: source.to_string(),
         payload: Bytes::from(payload),
         maybe_committed: group.iter().any(|d| d.message.receive_count > 1),
+        in_file: None,
     };
     (batch, group.iter().map(|d| d.events).sum())
 }

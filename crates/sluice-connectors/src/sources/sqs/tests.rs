@@ -194,6 +194,7 @@ async fn messages_held_for_a_full_queue_stay_invisible_and_are_deleted_after_enq
             source: "test".into(),
             payload: "{\"blocking\":true}\n".into(),
             maybe_committed: false,
+            in_file: None,
         })
         .await
         .unwrap();

@@ -219,6 +219,35 @@ fn a_jetstream_queue_fits_default_file_batches_and_refuses_larger_ones() {
     assert!(e.contains("sources.files.max_batch_bytes: 4194304 is more than"), "{e}");
 }
 
+/// Files read by reference need the queue on the files' machine.
+#[test]
+fn referenced_file_batches_load_with_the_embedded_queue_and_are_refused_with_jetstream() {
+    let reference = EXAMPLE.replace(
+        "path = \"incoming/*.ndjson*\"",
+        "path = \"incoming/*.ndjson*\"\nqueue_payloads = \"reference\"",
+    );
+    let dir = sluice_testkit::tempdir().unwrap();
+    match &load(&write(&dir, &reference)).unwrap().config.sources["files"] {
+        SourceConfig::File(file) => assert_eq!(
+            file.queue_payloads,
+            sluice_connectors::sources::file::QueuePayloads::Reference
+        ),
+        other => panic!("{other:?}"),
+    }
+    let e = error_of(&format!("queue = \"nats://127.0.0.1:4222\"\n{reference}"));
+    assert!(
+        e.contains("pipeline.toml")
+            && e.contains("sources.files.queue_payloads: \"reference\" needs the embedded queue"),
+        "{e}"
+    );
+    assert!(e.contains("allowed with queue = \"nats://...\": \"copy\""), "{e}");
+    let e = error_of(&reference.replace("\"reference\"", "\"link\""));
+    assert!(
+        e.contains("unknown variant `link`, expected `copy` or `reference`"),
+        "{e}"
+    );
+}
+
 #[test]
 fn environment_references_are_replaced_and_an_unset_one_is_named() {
     let dir = sluice_testkit::tempdir().unwrap();

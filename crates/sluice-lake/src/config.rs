@@ -1,9 +1,12 @@
 //! Configuration of the `lake` sink, as written in a pipeline file.
 
-use deltalake::parquet::{
-    basic::{Compression, ZstdLevel},
-    file::properties::WriterProperties,
-    schema::types::ColumnPath,
+use deltalake::{
+    arrow::datatypes::{DataType, Fields, Schema},
+    parquet::{
+        basic::{Compression, ZstdLevel},
+        file::properties::{EnabledStatistics, WriterProperties},
+        schema::types::ColumnPath,
+    },
 };
 use serde::Deserialize;
 
@@ -90,16 +93,30 @@ impl ParquetCompression {
             .build()
     }
 
-    /// Writer settings of the files the lake sink writes: no dictionaries.
-    /// A sink keeps one file open per partition it receives events for
-    /// (dozens with late events), and every column writer with a dictionary
-    /// starts with a 4 096-entry hash table; these files live until
-    /// compaction rewrites them with [`ParquetCompression::writer_properties`].
-    pub fn ingest_writer_properties(self) -> WriterProperties {
-        WriterProperties::builder()
+    /// Writer settings of the files the lake sink writes for a table of
+    /// `columns` whose event id is `id_column`. These files live until
+    /// compaction rewrites them with [`ParquetCompression::writer_properties`],
+    /// so they skip what costs more than it serves that long:
+    /// * no dictionaries: a sink keeps one file open per partition it
+    ///   receives events for (dozens with late events), and every column
+    ///   writer with a dictionary starts with a 4 096-entry hash table;
+    /// * min/max statistics only for the event id and timestamp columns,
+    ///   which lookups and time ranges within a partition skip files by;
+    ///   the others' (two string compares per value) wait for compaction.
+    pub fn ingest_writer_properties(self, id_column: &[String], columns: &Schema) -> WriterProperties {
+        let mut builder = WriterProperties::builder()
             .set_compression(self.codec())
             .set_dictionary_enabled(false)
-            .build()
+            .set_statistics_enabled(EnabledStatistics::None);
+        let mut kept = Vec::new();
+        timestamp_columns(columns.fields(), &mut Vec::new(), &mut kept);
+        if !id_column.is_empty() {
+            kept.push(id_column.to_vec());
+        }
+        for path in kept {
+            builder = builder.set_column_statistics_enabled(ColumnPath::new(path), EnabledStatistics::Page);
+        }
+        builder.build()
     }
 
     fn codec(self) -> Compression {
@@ -109,6 +126,20 @@ impl ParquetCompression {
             ParquetCompression::Lz4 => Compression::LZ4_RAW,
             ParquetCompression::None => Compression::UNCOMPRESSED,
         }
+    }
+}
+
+/// Appends to `found` the paths of the timestamp columns among `fields`,
+/// within structs (not lists) below `prefix`.
+fn timestamp_columns(fields: &Fields, prefix: &mut Vec<String>, found: &mut Vec<Vec<String>>) {
+    for field in fields {
+        prefix.push(field.name().clone());
+        match field.data_type() {
+            DataType::Timestamp(..) => found.push(prefix.clone()),
+            DataType::Struct(children) => timestamp_columns(children, prefix, found),
+            _ => {}
+        }
+        prefix.pop();
     }
 }
 
@@ -285,5 +316,52 @@ impl LakeSinkConfig {
             return Err("compaction.target_file_bytes: must be at least 1048576 (1 MiB)".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use deltalake::arrow::datatypes::{Field, TimeUnit};
+
+    use super::*;
+
+    #[test]
+    fn ingest_files_keep_statistics_for_the_id_and_timestamps_in_structs_only() {
+        let time = || DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        let inner = Fields::from(vec![
+            Field::new("at", time(), true),
+            Field::new("name", DataType::Utf8, true),
+        ]);
+        let columns = Schema::new(vec![
+            Field::new("ts", time(), true),
+            Field::new("user_id", DataType::Utf8, true),
+            Field::new("n", DataType::Int64, true),
+            Field::new("meta", DataType::Struct(inner.clone()), true),
+            Field::new(
+                "items",
+                DataType::List(Arc::new(Field::new("element", DataType::Struct(inner), true))),
+                true,
+            ),
+        ]);
+        let id = vec!["meta".to_string(), "name".to_string()];
+        let properties = ParquetCompression::Snappy.ingest_writer_properties(&id, &columns);
+        let kept = |path: &[&str]| {
+            properties.statistics_enabled(&ColumnPath::new(path.iter().map(|p| p.to_string()).collect()))
+                != EnabledStatistics::None
+        };
+        assert!(kept(&["ts"]) && kept(&["meta", "at"]) && kept(&["meta", "name"]));
+        assert!(!kept(&["user_id"]) && !kept(&["n"]));
+        assert!(
+            !kept(&["items", "list", "element", "at"]),
+            "timestamps in lists are not looked for"
+        );
+        let without_id = ParquetCompression::Snappy.ingest_writer_properties(&[], &columns);
+        assert_eq!(
+            without_id.statistics_enabled(&ColumnPath::new(vec!["meta".into(), "name".into()])),
+            EnabledStatistics::None
+        );
+        assert!(!properties.dictionary_enabled(&ColumnPath::new(vec!["user_id".into()])));
     }
 }

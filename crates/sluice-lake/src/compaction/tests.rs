@@ -244,9 +244,9 @@ async fn large_partitions_are_cut_at_the_target_size() {
 }
 
 /// Of each active file: whether it is compacted, the codec of its column
-/// chunks (a file does not record zstd's level) and which columns have a
-/// dictionary.
-async fn file_settings(url: &StoreLocation, root: &std::path::Path) -> Vec<(bool, &'static str, Vec<String>)> {
+/// chunks (a file does not record zstd's level), which columns have a
+/// dictionary and which have min/max statistics.
+async fn file_settings(url: &StoreLocation, root: &std::path::Path) -> Vec<FileSettings> {
     use deltalake::parquet::{
         basic::Compression,
         file::reader::{FileReader, SerializedFileReader},
@@ -270,13 +270,22 @@ async fn file_settings(url: &StoreLocation, root: &std::path::Path) -> Vec<(bool
                 .filter(|c| c.dictionary_page_offset().is_some())
                 .map(|c| c.column_path().string())
                 .collect();
-            seen.push((file.compacted, codec, dictionaries));
+            let statistics = group
+                .columns()
+                .iter()
+                .filter(|c| c.statistics().is_some_and(|s| s.min_bytes_opt().is_some()))
+                .map(|c| c.column_path().string())
+                .collect();
+            seen.push((file.compacted, codec, dictionaries, statistics));
         }
     }
     seen.sort();
     seen.dedup();
     seen
 }
+
+/// Whether compacted, codec, columns with a dictionary, columns with statistics.
+type FileSettings = (bool, &'static str, Vec<String>, Vec<String>);
 
 #[tokio::test]
 async fn ingest_files_are_snappy_without_dictionaries_compacted_ones_zstd_with_them_except_for_ids() {
@@ -288,17 +297,24 @@ async fn ingest_files_are_snappy_without_dictionaries_compacted_ones_zstd_with_t
     let (mut sink, url) = open_with(&dir, |_| {}).await;
     write(&mut sink, vec![vec![ev("a", 0)], vec![ev("b", 0)], vec![ev("c", 1)]]).await;
     let root = dir.path().join("t");
-    assert_eq!(file_settings(&url, &root).await, vec![(false, "snappy", Vec::new())]);
+    let names = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    let (id_and_time, all) = (names(&["id", "ts"]), names(&["id", "ts", "n", "extra"]));
+    assert_eq!(
+        file_settings(&url, &root).await,
+        vec![(false, "snappy", Vec::new(), id_and_time.clone())]
+    );
 
     compact(&url, &options(Scope::All), &no_progress).await.unwrap();
-    let dictionaries: Vec<String> = ["ts", "n", "extra"].map(String::from).to_vec();
-    assert_eq!(file_settings(&url, &root).await, vec![(true, "zstd", dictionaries)]);
+    assert_eq!(
+        file_settings(&url, &root).await,
+        vec![(true, "zstd", names(&["ts", "n", "extra"]), all)]
+    );
 
     let other = sluice_testkit::tempdir().unwrap();
     let (mut sink, url) = open_with(&other, |c| c.compression = ParquetCompression::Lz4).await;
     write(&mut sink, vec![vec![ev("a", 0)]]).await;
     assert_eq!(
         file_settings(&url, &other.path().join("t")).await,
-        vec![(false, "lz4", Vec::new())]
+        vec![(false, "lz4", Vec::new(), id_and_time)]
     );
 }

@@ -53,7 +53,6 @@ use deltalake::{
         engine::arrow_conversion::TryFromArrow,
         transaction::{CommitBuilder, CommitProperties},
     },
-    parquet::file::properties::WriterProperties,
     protocol::{DeltaOperation, SaveMode},
     writer::RecordBatchWriter,
 };
@@ -64,7 +63,7 @@ use sluice_core::{
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::{
-    LakeError, LakeSinkConfig, StoreLocation,
+    LakeError, LakeSinkConfig, ParquetCompression, StoreLocation,
     columns::decode_events,
     compaction::{plan::PartitionValues, remove_action},
     partition::{PartitionError, PartitionKey, PartitionSlot},
@@ -118,8 +117,9 @@ pub struct LakeSink {
     /// The event id's column path (through structs).
     id_column: Vec<String>,
     max_buffered: usize,
-    /// Codec and encodings of the files written (also after widening).
-    file_properties: WriterProperties,
+    /// Codec of the files written; with the schema, their writer settings
+    /// ([`ParquetCompression::ingest_writer_properties`], also after widening).
+    compression: ParquetCompression,
     seen: seen::SeenIds,
     /// Ids of replayed events whose earlier rows the next commit removes.
     replacing: replace::Replacing,
@@ -173,12 +173,12 @@ impl LakeSink {
         json_text_paths: Vec<Vec<String>>,
         event_id: &str,
     ) -> Result<Self, LakeError> {
-        let file_properties = config.compression.ingest_writer_properties();
-        let writer = RecordBatchWriter::for_table(&table)
-            .map_err(|e| table_error(&location, e))?
-            .with_writer_properties(file_properties.clone())
-            .with_target_file_size(config.max_file_bytes);
+        let writer = RecordBatchWriter::for_table(&table).map_err(|e| table_error(&location, e))?;
         let data_schema = Arc::new(data_columns(&writer.arrow_schema(), &config.partition_by));
+        let id_column = pointer_tokens(event_id);
+        let writer = writer
+            .with_writer_properties(config.compression.ingest_writer_properties(&id_column, &data_schema))
+            .with_target_file_size(config.max_file_bytes);
         Ok(LakeSink {
             location,
             lookup: table.clone(),
@@ -194,9 +194,9 @@ impl LakeSink {
             json_text_paths,
             partition_by: config.partition_by.clone(),
             event_id: event_id.to_string(),
-            id_column: pointer_tokens(event_id),
+            id_column,
             max_buffered: config.max_file_bytes as usize,
-            file_properties,
+            compression: config.compression,
             seen: seen::SeenIds::new(Duration::from_secs(config.dedupe_window_secs), config.dedupe_max_ids),
             replacing: replace::Replacing::default(),
             window_keys: Vec::new(),
@@ -234,7 +234,7 @@ impl LakeSink {
             Some(self.location.options().clone().into_iter().collect()),
         )
         .map_err(|e| self.retriable("opening a wider writer", e))?
-        .with_writer_properties(self.file_properties.clone())
+        .with_writer_properties(self.compression.ingest_writer_properties(&self.id_column, &merged))
         .with_target_file_size(self.max_buffered as u64);
         self.files.replace(wider);
         self.data_schema = Arc::new(merged);

@@ -216,7 +216,14 @@ fn open_connection(path: &Path) -> Result<Connection, QueueError> {
     conn.pragma_update(None, "page_size", 65536).map_err(storage)?;
     conn.pragma_update(None, "journal_mode", "WAL").map_err(storage)?;
     conn.pragma_update(None, "synchronous", "FULL").map_err(storage)?;
-    conn.execute_batch(SCHEMA).map_err(storage)?;
+    // One transaction: each statement committed alone would write the
+    // schema's 64 KiB first page to the WAL again (a fresh file then
+    // needed about 1 MiB before its first batch).
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(storage)?;
+    tx.execute_batch(SCHEMA).map_err(storage)?;
+    tx.commit().map_err(storage)?;
     migrate_payloads(&mut conn)?;
     migrate_crash_columns(&mut conn)?;
     Ok(conn)

@@ -114,6 +114,16 @@ pub struct Delivery {
 /// lines and stripping a trailing `\r`. Line numbers start at 0 and count
 /// every line, so they identify a line within its batch across redeliveries.
 pub fn split_lines(payload: &Bytes) -> impl Iterator<Item = (u32, Bytes)> + '_ {
+    line_ranges(payload).map(|(line_no, range)| (line_no, payload.slice(range)))
+}
+
+/// How many lines [`split_lines`] gives, without taking them out.
+pub fn count_lines(payload: &[u8]) -> usize {
+    line_ranges(payload).count()
+}
+
+/// The byte ranges of [`split_lines`]'s lines, with their numbers.
+fn line_ranges(payload: &[u8]) -> impl Iterator<Item = (u32, std::ops::Range<usize>)> + '_ {
     let mut start = 0usize;
     let mut line_no = 0u32;
     std::iter::from_fn(move || {
@@ -124,11 +134,11 @@ pub fn split_lines(payload: &Bytes) -> impl Iterator<Item = (u32, Bytes)> + '_ {
                 line_end -= 1;
             }
             let this = line_no;
-            let range = (start, line_end);
+            let range = start..line_end;
             start = end + 1;
             line_no += 1;
-            if payload[range.0..range.1].iter().any(|b| !b.is_ascii_whitespace()) {
-                return Some((this, payload.slice(range.0..range.1)));
+            if payload[range.clone()].iter().any(|b| !b.is_ascii_whitespace()) {
+                return Some((this, range));
             }
         }
         None
@@ -164,5 +174,14 @@ mod tests {
     #[test]
     fn split_lines_of_empty_payload_is_empty() {
         assert_eq!(split_lines(&Bytes::new()).count(), 0);
+        assert_eq!(count_lines(b""), 0);
+    }
+
+    #[test]
+    fn count_lines_counts_what_split_lines_gives() {
+        for payload in ["{}\r\n\n  \n{}\n{}", "\n\n", " \t\r\n{}", "{}\n", "{}", "\r"] {
+            let bytes = Bytes::from(payload);
+            assert_eq!(count_lines(&bytes), split_lines(&bytes).count(), "{payload:?}");
+        }
     }
 }

@@ -20,7 +20,7 @@ pub mod retry;
 pub mod secret;
 pub mod telemetry;
 
-pub use batch::{Delivery, DeliveryId, FileRange, NewBatch, is_replay, mtime_ns, replay_key, split_lines};
+pub use batch::{Delivery, DeliveryId, FileRange, NewBatch, count_lines, is_replay, mtime_ns, replay_key, split_lines};
 pub use component::{Accepted, BatchInfo, FlushReport, Flushing, PendingCommit, Sink, Transform, TransformOutput};
 pub use dead_letter::{DeadLetter, Rejected, reason};
 pub use error::{ErrorClass, StageError, is_connection_error};

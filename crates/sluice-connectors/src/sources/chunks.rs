@@ -13,7 +13,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use bytes::Bytes;
 use serde::de::{Deserializer as _, SeqAccess, Visitor};
 use serde_json::value::RawValue;
-use sluice_core::{DeadLetter, FileRange, NewBatch, reason, split_lines};
+use sluice_core::{DeadLetter, FileRange, NewBatch, count_lines, reason};
 use tokio::sync::mpsc;
 
 use super::{SourceContext, SourceError};
@@ -338,7 +338,7 @@ pub(crate) async fn enqueue_chunks(
     while let Some(chunk) = rx.recv().await {
         match chunk {
             Chunk::Lines(payload) => {
-                let events = split_lines(&payload).count() as u64;
+                let events = count_lines(&payload) as u64;
                 let bytes = payload.len() as u64;
                 let batch = NewBatch {
                     key: format!("{base}#{}", done.batches),

@@ -31,7 +31,7 @@ use axum::{
     routing::{get, post},
 };
 use bytes::Bytes;
-use sluice_core::{NewBatch, now_ms, split_lines};
+use sluice_core::{NewBatch, count_lines, now_ms};
 use sluice_queue::QueueError;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -302,7 +302,7 @@ async fn receive(shared: Arc<Shared>, mut request: Request, intake: Intake) -> R
         }
     };
     let network_userid = snowplow.and_then(|(collected, _)| collected.network_userid);
-    let events = split_lines(&payload).count() as u64;
+    let events = count_lines(&payload) as u64;
     if events == 0 {
         return with_cookie(stored(0, intake), network_userid.as_deref());
     }

@@ -12,7 +12,10 @@
 //! replace the rows earlier reads of the same input left (lake rows with
 //! the same event id; PostgreSQL upserts replace by key anyway).
 
-use std::{os::unix::fs::FileExt, time::UNIX_EPOCH};
+use std::{
+    io::{Read, Seek, SeekFrom},
+    time::UNIX_EPOCH,
+};
 
 use bytes::Bytes;
 
@@ -74,9 +77,15 @@ impl FileRange {
                 mtime_ns(&meta)
             ));
         }
-        let mut bytes = vec![0; len];
-        file.read_exact_at(&mut bytes, self.offset)
-            .map_err(|e| format!("{}: reading {len} bytes at {}: {e}", self.path, self.offset))?;
+        let reading = |e: std::io::Error| format!("{}: reading {len} bytes at {}: {e}", self.path, self.offset);
+        let mut file = file;
+        file.seek(SeekFrom::Start(self.offset)).map_err(reading)?;
+        // Into spare capacity: nothing zeroes the buffer first.
+        let mut bytes = Vec::with_capacity(len);
+        file.take(len as u64).read_to_end(&mut bytes).map_err(reading)?;
+        if bytes.len() != len {
+            return Err(reading(std::io::ErrorKind::UnexpectedEof.into()));
+        }
         Ok(bytes)
     }
 }

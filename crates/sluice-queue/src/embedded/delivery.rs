@@ -251,8 +251,9 @@ fn deliver(
                     at.offset
                 );
                 tracing::warn!(target: "sluice::queue", batch = %key, %source, %detail, "a batch's lines are gone from its file");
+                // Its own key: line 0 of the batch may hold a letter already.
                 let letter = DeadLetter::new(
-                    &key,
+                    format!("{key}#unreadable"),
                     0,
                     &source,
                     "queue",

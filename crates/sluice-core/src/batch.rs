@@ -12,10 +12,7 @@
 //! replace the rows earlier reads of the same input left (lake rows with
 //! the same event id; PostgreSQL upserts replace by key anyway).
 
-use std::{
-    io::{Read, Seek, SeekFrom},
-    time::UNIX_EPOCH,
-};
+use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
 
@@ -52,42 +49,14 @@ pub struct NewBatch {
 }
 
 /// The bytes `offset..offset + len` of the file at `path` as it was when
-/// read (its size and modification time), where a batch's payload lies.
+/// read (its size and modification time), where a batch's payload lies;
+/// the embedded queue reads them back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileRange {
     pub path: String,
     pub size: u64,
     pub mtime_ns: i64,
     pub offset: u64,
-}
-
-impl FileRange {
-    /// The `len` bytes at `offset`, if the file is still the one that was
-    /// read (same size and modification time); otherwise why not.
-    pub fn read(&self, len: usize) -> Result<Vec<u8>, String> {
-        let file = std::fs::File::open(&self.path).map_err(|e| format!("{}: {e}", self.path))?;
-        let meta = file.metadata().map_err(|e| format!("{}: {e}", self.path))?;
-        if meta.len() != self.size || mtime_ns(&meta) != self.mtime_ns {
-            return Err(format!(
-                "{}: changed since it was queued (size {} and modification time {} ns then, {} and {} ns now)",
-                self.path,
-                self.size,
-                self.mtime_ns,
-                meta.len(),
-                mtime_ns(&meta)
-            ));
-        }
-        let reading = |e: std::io::Error| format!("{}: reading {len} bytes at {}: {e}", self.path, self.offset);
-        let mut file = file;
-        file.seek(SeekFrom::Start(self.offset)).map_err(reading)?;
-        // Into spare capacity: nothing zeroes the buffer first.
-        let mut bytes = Vec::with_capacity(len);
-        file.take(len as u64).read_to_end(&mut bytes).map_err(reading)?;
-        if bytes.len() != len {
-            return Err(reading(std::io::ErrorKind::UnexpectedEof.into()));
-        }
-        Ok(bytes)
-    }
 }
 
 /// A file's modification time in nanoseconds since the epoch (0 when the

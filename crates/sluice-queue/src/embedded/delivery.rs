@@ -12,13 +12,14 @@
 //! ack or a nack (a reported error, counted as an attempt) ends suspicion.
 
 use std::{
+    io::{Read, Seek, SeekFrom},
     sync::atomic::{AtomicBool, Ordering},
     time::Duration,
 };
 
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
-use sluice_core::{DeadLetter, Delivery, DeliveryId, FileRange, now_ms, reason};
+use sluice_core::{DeadLetter, Delivery, DeliveryId, FileRange, mtime_ns, now_ms, reason};
 
 use super::{put_dead, storage};
 use crate::{QueueError, QueueSettings};
@@ -243,7 +244,7 @@ fn deliver(
     } = row;
     let payload = match stored {
         Stored::Bytes(payload) => Bytes::from(payload),
-        Stored::InFile(at, len) => match at.read(len) {
+        Stored::InFile(at, len) => match read_range(&at, len) {
             Ok(payload) => Bytes::from(payload),
             Err(why) => {
                 let detail = format!(
@@ -298,6 +299,32 @@ fn deliver(
         maybe_committed: maybe_committed || attempts > 0,
         enqueued_at_ms: enqueued_at,
     }))
+}
+
+/// The `len` bytes at `at`, if its file is still the one that was read
+/// (same size and modification time); otherwise why not.
+fn read_range(at: &FileRange, len: usize) -> Result<Vec<u8>, String> {
+    let mut file = std::fs::File::open(&at.path).map_err(|e| format!("{}: {e}", at.path))?;
+    let meta = file.metadata().map_err(|e| format!("{}: {e}", at.path))?;
+    if meta.len() != at.size || mtime_ns(&meta) != at.mtime_ns {
+        return Err(format!(
+            "{}: changed since it was queued (size {} and modification time {} ns then, {} and {} ns now)",
+            at.path,
+            at.size,
+            at.mtime_ns,
+            meta.len(),
+            mtime_ns(&meta)
+        ));
+    }
+    let reading = |e: std::io::Error| format!("{}: reading {len} bytes at {}: {e}", at.path, at.offset);
+    file.seek(SeekFrom::Start(at.offset)).map_err(reading)?;
+    // Into spare capacity: nothing zeroes the buffer first.
+    let mut bytes = Vec::with_capacity(len);
+    file.take(len as u64).read_to_end(&mut bytes).map_err(reading)?;
+    if bytes.len() != len {
+        return Err(reading(std::io::ErrorKind::UnexpectedEof.into()));
+    }
+    Ok(bytes)
 }
 
 fn delete_batch(tx: &Transaction, held: &mut u64, id: i64) -> Result<(), QueueError> {

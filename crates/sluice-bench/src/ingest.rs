@@ -173,14 +173,11 @@ pub struct IngestRun {
     pub table: PathBuf,
 }
 
-/// The file source of the lake ingest, copying lines into the queue or
-/// keeping their places.
-const COPY_SOURCE: &str = "[sources.input]\ntype = \"file\"\npath = \"incoming/*.ndjson\"\nsettle_secs = 0";
-const REFERENCE_SOURCE: &str =
-    "[sources.input]\ntype = \"file\"\npath = \"incoming/*.ndjson\"\nsettle_secs = 0\nqueue_payloads = \"reference\"";
+/// The file source of the lake ingest (copying lines into the queue).
+const FILE_SOURCE: &str = "[sources.input]\ntype = \"file\"\npath = \"incoming/*.ndjson\"\nsettle_secs = 0";
 
-/// `rounds` rounds (at least one), each Sluice (its file source copying
-/// lines into the queue, then keeping their places) then DuckDB on
+/// `rounds` rounds (at least one), each Sluice (its file source keeping
+/// each batch's place in the file, then copying lines into the queue) then DuckDB on
 /// `events` with one thread each, then all three again on the whole
 /// machine. The copying run goes last, so its table is the one compacted.
 pub async fn lake_ingest(env: &Env, events: &Path, lines: u64, rounds: usize) -> Result<IngestRun> {
@@ -193,12 +190,13 @@ pub async fn lake_ingest(env: &Env, events: &Path, lines: u64, rounds: usize) ->
         for threads in [1, cores] {
             eprintln!("  round {round}, {threads} thread(s): sluice by reference, sluice, then duckdb");
             let mut sides = Vec::new();
-            for (source, how) in [(REFERENCE_SOURCE, ", by reference"), (COPY_SOURCE, "")] {
+            for (setting, how) in [("\nqueue_payloads = \"reference\"", ", by reference"), ("", "")] {
+                let source = format!("{FILE_SOURCE}{setting}");
                 fresh_dir(&dir)?;
                 std::fs::create_dir_all(dir.join("incoming"))?;
                 std::fs::copy(events, dir.join("incoming/events.ndjson"))?;
                 let engine = format!("sluice ({threads} worker thread(s){how})");
-                sides.push(ingest_run(env, &dir, source, lines, engine, threads).await?);
+                sides.push(ingest_run(env, &dir, &source, lines, engine, threads).await?);
             }
             fresh_dir(&duck_dir)?;
             let (value, measured) = python_json(

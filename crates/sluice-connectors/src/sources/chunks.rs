@@ -22,6 +22,9 @@ use super::{SourceContext, SourceError};
 /// `max_batch_bytes` says otherwise.
 pub(crate) const DEFAULT_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
+/// The first two bytes of a gzip stream.
+pub(crate) const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
 /// What the reader thread sends.
 pub(crate) enum Chunk {
     /// Whole lines, ending in `\n`.
@@ -180,7 +183,7 @@ impl Sender<'_> {
 fn unpacked(input: Box<dyn Read + Send>) -> Result<Box<dyn BufRead + Send>, Stop> {
     let mut reader = BufReader::with_capacity(256 * 1024, input);
     let head = reader.fill_buf()?;
-    if head.starts_with(&[0x1f, 0x8b]) {
+    if head.starts_with(&GZIP_MAGIC) {
         let gz = flate2::read::MultiGzDecoder::new(reader);
         return Ok(Box::new(BufReader::with_capacity(256 * 1024, gz)));
     }

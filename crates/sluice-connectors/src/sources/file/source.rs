@@ -24,7 +24,7 @@ use sluice_core::FileRange;
 use super::{FileCheckpoints, FileSourceConfig, FileState, QueuePayloads};
 use crate::sources::{
     Source, SourceContext, SourceError,
-    chunks::{Chunk, Layout, ReadError, dead_letter_unreadable, enqueue_chunks, read_chunks},
+    chunks::{Chunk, GZIP_MAGIC, Layout, ReadError, dead_letter_unreadable, enqueue_chunks, read_chunks},
 };
 
 pub struct FileSource {
@@ -90,12 +90,12 @@ impl Source for FileSource {
     }
 }
 
-/// Whether the file starts with gzip's magic bytes.
+/// Whether the file starts with gzip's magic bytes (as the reader unpacks it).
 fn gzipped(path: &std::path::Path) -> bool {
     let mut magic = [0u8; 2];
     File::open(path)
         .and_then(|mut f| f.read_exact(&mut magic))
-        .is_ok_and(|()| magic == [0x1f, 0x8b])
+        .is_ok_and(|()| magic == GZIP_MAGIC)
 }
 
 impl FileSource {

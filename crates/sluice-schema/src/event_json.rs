@@ -60,7 +60,7 @@ pub fn parse_event(payload: &[u8]) -> Result<sonic_rs::Value, (&'static str, Str
 /// Whether no array or object in `payload` lies deeper than [`MAX_DEPTH`].
 /// Text with no more opening brackets than that cannot; only other text is
 /// scanned (brackets inside strings do not count).
-fn nests_within_limit(payload: &[u8]) -> bool {
+pub(crate) fn nests_within_limit(payload: &[u8]) -> bool {
     if opening_brackets(payload) <= MAX_DEPTH {
         return true;
     }

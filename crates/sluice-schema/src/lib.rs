@@ -8,6 +8,7 @@
 pub mod arrow_types;
 pub mod avro;
 pub mod event_json;
+mod fast_accept;
 pub mod iglu;
 mod registered;
 pub mod registry;

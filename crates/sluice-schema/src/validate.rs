@@ -26,7 +26,10 @@ use sluice_core::{
     BatchInfo, Event, JsonDoc, Rejected, StageError, Transform, TransformOutput, json_kind, pointer_tokens, reason,
 };
 
-use crate::event_json::{EventJson, parse_event};
+use crate::{
+    event_json::{EventJson, parse_event},
+    fast_accept::FastAccept,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
@@ -74,19 +77,34 @@ pub(crate) fn compile_with<F: Json>(schema: &Value, referenced: Referenced) -> R
 pub struct ValidateTransform {
     validator: Validator<EventJson>,
     fields: EventFields,
+    /// The quick yes, when the schema and the pointers allow one.
+    fast: Option<FastAccept>,
 }
 
 impl ValidateTransform {
     /// `event_id` and `event_time` are JSON pointers (`/ts`).
     pub fn new(schema: &JsonDoc, event_id: &str, event_time: &str) -> Result<Self, String> {
+        let schema = schema.to_value();
+        let (for_validator, draft) = crate::iglu::for_validator(&schema);
         Ok(ValidateTransform {
-            validator: compile(&schema.to_value())?,
+            validator: compile(&schema)?,
             fields: EventFields::new(event_id, event_time),
+            fast: FastAccept::compile(&for_validator, draft, event_id, event_time),
         })
     }
 
     /// Checks one event; on success sets its id and time.
     pub fn check(&self, event: &mut Event) -> Result<(), (String, String)> {
+        if let Some(accepted) = self.fast.as_ref().and_then(|fast| fast.accept(&event.payload)) {
+            event.id = Some(accepted.id);
+            event.time_us = Some(accepted.time_us);
+            return Ok(());
+        }
+        self.check_fully(event)
+    }
+
+    /// [`check`](Self::check) without the quick yes: the one that names reasons.
+    pub(crate) fn check_fully(&self, event: &mut Event) -> Result<(), (String, String)> {
         let document = parse_event(&event.payload).map_err(|(why, detail)| (why.to_string(), detail))?;
         // `is_valid` stops at the first failure without building errors;
         // only an invalid event pays for the error that names the reason.

@@ -15,6 +15,7 @@ pub mod dead_letter;
 pub mod error;
 pub mod event;
 pub mod json_doc;
+pub mod member_name;
 pub mod readiness;
 pub mod retry;
 pub mod secret;
@@ -26,6 +27,7 @@ pub use dead_letter::{DeadLetter, Rejected, reason};
 pub use error::{ErrorClass, StageError, is_connection_error};
 pub use event::{Event, json_kind, parse_object, pointer_tokens};
 pub use json_doc::JsonDoc;
+pub use member_name::same_name;
 pub use secret::{Secret, StorageOptions};
 
 /// Milliseconds since the Unix epoch, the time unit of queue and dead-letter records.

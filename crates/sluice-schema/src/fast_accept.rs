@@ -21,14 +21,16 @@
 //! * an event id that is not a non-empty string, an event time that is not
 //!   an RFC 3339 string.
 
-use std::{collections::HashMap, fmt, sync::Arc};
+use std::{cell::RefCell, collections::HashMap, fmt, sync::Arc};
 
 use chrono::DateTime;
 use jsonschema::{Draft, Validator};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use crate::event_json::{EventJson, nests_within_limit};
+use sluice_core::same_name;
+
+use crate::event_json::nests_within_limit;
 
 /// An event the plan accepted, with its id and its time.
 #[derive(Debug, PartialEq)]
@@ -144,7 +146,7 @@ struct Rules {
     min_length: u64,
     max_length: u64,
     /// `pattern` and `format`, checked by jsonschema itself.
-    strings: Option<Validator<EventJson>>,
+    strings: Option<Validator>,
     minimum: Option<i128>,
     maximum: Option<i128>,
     /// `None`: any object.
@@ -196,8 +198,17 @@ impl ObjectRules {
     fn position(&self, name: &str) -> Option<usize> {
         match &self.by_name {
             Some(by_name) => by_name.get(name).copied(),
-            None => self.names.iter().position(|n| **n == *name),
+            None => self.names.iter().position(|n| same_name(n, name)),
         }
+    }
+
+    /// [`position`](Self::position), trying `guess` first: members mostly
+    /// come in one order, so the property after the last one found.
+    fn position_after(&self, guess: usize, name: &str) -> Option<usize> {
+        if self.names.get(guess).is_some_and(|n| same_name(n, name)) {
+            return Some(guess);
+        }
+        self.position(name)
     }
 }
 
@@ -309,7 +320,7 @@ impl Compiler {
             if let Some(meta) = &self.meta {
                 delegated.insert("$schema".into(), meta.clone());
             }
-            let validator = jsonschema::options_for::<EventJson>()
+            let validator = jsonschema::options()
                 .with_draft(self.draft)
                 .should_validate_formats(true)
                 .build(&Value::Object(delegated))
@@ -340,10 +351,7 @@ impl Rules {
                 .as_ref()
                 .is_none_or(|strings| strings.iter().any(|e| **e == *s))
             && self.length_within(s)
-            && self
-                .strings
-                .as_ref()
-                .is_none_or(|v| v.is_valid(&sonic_rs::Value::copy_str(s)))
+            && self.strings.as_ref().is_none_or(|v| string_is_valid(v, s))
     }
 
     /// `minLength` and `maxLength` count code points; a string of `b`
@@ -370,6 +378,23 @@ impl Rules {
     fn accepts_scalar(&self, kind: u8) -> bool {
         self.types & kind != 0 && self.enum_strings.is_none()
     }
+}
+
+thread_local! {
+    /// The string a `pattern` and `format` validator reads, reused.
+    static SCRATCH: RefCell<Value> = const { RefCell::new(Value::String(String::new())) };
+}
+
+/// Whether `validator` passes `s`, held in this thread's scratch value
+/// rather than a new one per call.
+fn string_is_valid(validator: &Validator, s: &str) -> bool {
+    SCRATCH.with_borrow_mut(|scratch| {
+        if let Value::String(held) = scratch {
+            held.clear();
+            held.push_str(s);
+        }
+        validator.is_valid(scratch)
+    })
 }
 
 fn types(value: &Value) -> Option<u8> {
@@ -548,7 +573,8 @@ fn members<'de, A: MapAccess<'de>>(
     mut top: Option<(&FastAccept, &mut Found)>,
 ) -> Result<(), A::Error> {
     let mut seen = Slots::default();
-    while let Some(place) = map.next_key_seed(Place(object))? {
+    let mut guess = 0;
+    while let Some(place) = map.next_key_seed(Place { object, guess })? {
         let Some(i) = place else {
             map.next_value_seed(&object.additional)?;
             continue;
@@ -556,6 +582,7 @@ fn members<'de, A: MapAccess<'de>>(
         if !seen.insert(i) {
             return Err(decline());
         }
+        guess = i + 1;
         let node = &object.nodes[i];
         match top.as_mut() {
             Some((plan, found)) if i == plan.id => found.id = Some(map.next_value_seed(EventId(node))?),
@@ -587,8 +614,12 @@ impl<'de> Visitor<'de> for TopLevel<'_> {
     }
 }
 
-/// A member name's place among an object's properties (`None`: not one).
-struct Place<'p>(&'p ObjectRules);
+/// A member name's place among an object's properties (`None`: not one),
+/// `guess` tried first.
+struct Place<'p> {
+    object: &'p ObjectRules,
+    guess: usize,
+}
 
 impl<'de> DeserializeSeed<'de> for Place<'_> {
     type Value = Option<usize>;
@@ -606,7 +637,7 @@ impl<'de> Visitor<'de> for Place<'_> {
     }
 
     fn visit_str<E: de::Error>(self, name: &str) -> Result<Option<usize>, E> {
-        Ok(self.0.position(name))
+        Ok(self.object.position_after(self.guess, name))
     }
 }
 

@@ -28,7 +28,7 @@ use arrow_buffer::{NullBuffer, OffsetBuffer};
 use arrow_cast::parse::string_to_datetime;
 use arrow_schema::{DataType, Field, Fields, Schema, TimeUnit};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use sluice_core::Event;
+use sluice_core::{Event, same_name};
 
 /// The columns of one table schema, ready to be built from payloads.
 pub(super) struct Columns {
@@ -326,30 +326,6 @@ impl Names {
         }
         found
     }
-}
-
-/// `a == b`, compared inline for names of up to 16 bytes (two overlapping
-/// loads of each); `==` calls libc's `memcmp`, which was most of the cost
-/// of a member lookup whose guess hit.
-#[inline]
-pub(super) fn same_name(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let n = a.len();
-    if n != b.len() {
-        return false;
-    }
-    match n {
-        0..=3 => a.iter().zip(b).all(|(x, y)| x == y),
-        4..=7 => word::<4>(a, 0) == word::<4>(b, 0) && word::<4>(a, n - 4) == word::<4>(b, n - 4),
-        8..=16 => word::<8>(a, 0) == word::<8>(b, 0) && word::<8>(a, n - 8) == word::<8>(b, n - 8),
-        _ => a == b,
-    }
-}
-
-/// The `N` bytes of `bytes` from `at` (the caller keeps them in range).
-#[inline]
-fn word<const N: usize>(bytes: &[u8], at: usize) -> Option<&[u8; N]> {
-    bytes.get(at..)?.first_chunk::<N>()
 }
 
 /// The error that declines a group: a value this path does not build

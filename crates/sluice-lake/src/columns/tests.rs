@@ -503,24 +503,3 @@ fn hard_floats_are_stored_correctly_rounded() {
         decode_with_arrow_json(&plain, &[], &events).unwrap().unwrap()
     );
 }
-
-/// The inline name compare agrees with `==` for every length up to past
-/// its word sizes: equal names, names differing at any one byte, and
-/// names of different lengths.
-#[test]
-fn names_compare_as_strings_do() {
-    use super::built::same_name;
-    for n in 0..=20 {
-        let name: String = (0..n).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
-        assert!(same_name(&name, &name.clone()), "{name}");
-        for at in 0..n {
-            let mut other = name.clone().into_bytes();
-            other[at] = b'Z';
-            let other = String::from_utf8(other).unwrap();
-            assert!(!same_name(&name, &other), "{name} {other}");
-        }
-        let longer = format!("{name}a");
-        assert!(!same_name(&name, &longer) && !same_name(&longer, &name), "{name}");
-    }
-    assert!(same_name("é", "é") && !same_name("é", "è"));
-}

@@ -158,7 +158,10 @@ struct ObjectRules {
     names: Vec<Box<str>>,
     /// Member names to their place, for objects of many properties.
     by_name: Option<HashMap<Box<str>, usize>>,
-    nodes: Vec<Node>,
+    /// Each place's subschema; `None` for a name that is not among the
+    /// properties (tracked for `required` or as the event id or time),
+    /// whose value `additional` checks, as for any other member.
+    nodes: Vec<Option<Node>>,
     required: Slots,
     additional: Node,
 }
@@ -179,14 +182,14 @@ impl Default for ObjectRules {
 const SCANNED_NAMES: usize = 16;
 
 impl ObjectRules {
-    /// The place of property `name`, added (valid whatever its value) if
-    /// the schema does not name it.
+    /// The place of member `name`, added (checked by `additional`) if it
+    /// has none.
     fn slot(&mut self, name: &str) -> usize {
         if let Some(i) = self.position(name) {
             return i;
         }
         self.names.push(name.into());
-        self.nodes.push(Node::Any);
+        self.nodes.push(None);
         self.index_names();
         self.names.len() - 1
     }
@@ -286,7 +289,7 @@ impl Compiler {
                 "properties" => {
                     for (name, schema) in value.as_object()? {
                         let i = object.slot(name);
-                        object.nodes[i] = self.node(schema);
+                        object.nodes[i] = Some(self.node(schema));
                     }
                     is_object_checked = true;
                 }
@@ -583,7 +586,7 @@ fn members<'de, A: MapAccess<'de>>(
             return Err(decline());
         }
         guess = i + 1;
-        let node = &object.nodes[i];
+        let node = object.nodes[i].as_ref().unwrap_or(&object.additional);
         match top.as_mut() {
             Some((plan, found)) if i == plan.id => found.id = Some(map.next_value_seed(EventId(node))?),
             Some((plan, found)) if i == plan.time => found.time_us = Some(map.next_value_seed(EventTime(node))?),

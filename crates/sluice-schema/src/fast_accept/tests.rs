@@ -295,12 +295,25 @@ fn schemas_of_every_covered_keyword_agree_with_the_full_check() {
         }),
         json!({}),
         json!({"properties": {"page": false, "props": {"items": false}}}),
+        // Names tracked without being properties (the id, a required name)
+        // are still checked by `additionalProperties`.
+        json!({"additionalProperties": false, "properties": {"ts": true, "user_id": true}, "required": ["user_id"]}),
+        json!({
+            "properties": {"event_id": true, "ts": true},
+            "additionalProperties": {"type": "object"},
+            "required": ["device", "geo"]
+        }),
     ];
     for (i, schema) in schemas.iter().enumerate() {
         let (plan, full) = both(schema);
         let lines = cases(1_500, 100 + i as u64).all();
         let accepted = assert_never_wrongly_accepts(&plan, &full, &lines);
-        assert!(accepted > 0, "schema {i} accepted nothing");
+        let valid = lines.iter().filter(|l| fully(&full, l).is_ok()).count();
+        assert_eq!(
+            accepted > 0,
+            valid > 0,
+            "schema {i}: {accepted} accepted, {valid} valid"
+        );
     }
 }
 
@@ -336,4 +349,25 @@ fn ids_and_times_the_plan_does_not_read_are_left_to_the_full_check() {
     assert!(FastAccept::compile(&nested, Draft::Draft202012, "/meta/id", "/ts").is_none());
     assert!(FastAccept::compile(&nested, Draft::Draft202012, "/ts", "/ts").is_none());
     assert!(FastAccept::compile(&json!({"type": "array"}), Draft::Draft202012, "/id", "/ts").is_none());
+}
+
+#[test]
+fn names_tracked_without_being_properties_are_checked_as_other_members_are() {
+    let (plan, full) = both(&json!({
+        "additionalProperties": false,
+        "properties": {"ts": true, "user_id": true},
+        "required": ["x"]
+    }));
+    for line in [
+        r#"{"event_id":"e","ts":"2026-11-01T00:00:00Z","user_id":"u"}"#,
+        r#"{"ts":"2026-11-01T00:00:00Z","x":1}"#,
+        r#"{"event_id":"e","ts":"2026-11-01T00:00:00Z","x":1}"#,
+    ] {
+        assert!(fully(&full, line.as_bytes()).is_err(), "{line}");
+        assert_eq!(plan.accept(line.as_bytes()), None, "{line}");
+    }
+    let (plan, full) = both(&json!({"additionalProperties": {"type": "integer"}, "required": ["x"]}));
+    let line = br#"{"event_id":"e","ts":"2026-11-01T00:00:00Z","x":1}"#;
+    assert!(fully(&full, line).is_err(), "the id is not an integer");
+    assert_eq!(plan.accept(line), None);
 }

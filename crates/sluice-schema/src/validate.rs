@@ -1,7 +1,9 @@
-//! The `validate` transform: each event is parsed once, checked against a
-//! JSON Schema 2020-12 (formats asserted), and its event id and event time
-//! are read from configured JSON pointers. Refused events carry a
-//! machine-readable reason:
+//! The `validate` transform: each event is checked against a JSON Schema
+//! 2020-12 (formats asserted), and its event id and event time are read
+//! from configured JSON pointers. Most events get their yes from the quick
+//! check (`fast_accept.rs`) as they are parsed; the rest are parsed
+//! into a document that jsonschema checks, which alone refuses. Refused
+//! events carry a machine-readable reason:
 //!
 //! * `invalid_json` — the line is not JSON (or not UTF-8);
 //! * `not_an_object` — valid JSON, but not an object;

@@ -28,7 +28,7 @@ use jsonschema::{Draft, Validator};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use sluice_core::same_name;
+use sluice_core::{pointer_tokens, same_name};
 
 use crate::event_json::nests_within_limit;
 
@@ -93,10 +93,10 @@ impl FastAccept {
 }
 
 /// The member a pointer names if it names one of the top-level object
-/// (`/ts`; `~0` and `~1` unescaped).
+/// (`/ts`), unescaped as the full check reads it.
 fn top_level_member(pointer: &str) -> Option<String> {
-    let name = pointer.strip_prefix('/')?;
-    (!name.contains('/')).then(|| name.replace("~1", "/").replace("~0", "~"))
+    let mut tokens = pointer_tokens(pointer);
+    (pointer.starts_with('/') && tokens.len() == 1).then(|| tokens.remove(0))
 }
 
 const NULL: u8 = 1;

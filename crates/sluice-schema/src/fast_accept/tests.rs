@@ -348,6 +348,10 @@ fn ids_and_times_the_plan_does_not_read_are_left_to_the_full_check() {
     let nested = json!({});
     assert!(FastAccept::compile(&nested, Draft::Draft202012, "/meta/id", "/ts").is_none());
     assert!(FastAccept::compile(&nested, Draft::Draft202012, "/ts", "/ts").is_none());
+    assert!(FastAccept::compile(&nested, Draft::Draft202012, "", "/ts").is_none());
+    let escaped = FastAccept::compile(&nested, Draft::Draft202012, "/a~1b~0c", "/ts").unwrap();
+    let line = br#"{"a/b~c":"e","ts":"2026-11-01T00:00:00Z"}"#;
+    assert_eq!(escaped.accept(line).map(|a| a.id), Some(Arc::from("e")));
     assert!(FastAccept::compile(&json!({"type": "array"}), Draft::Draft202012, "/id", "/ts").is_none());
 }
 

@@ -388,6 +388,10 @@ thread_local! {
     static SCRATCH: RefCell<Value> = const { RefCell::new(Value::String(String::new())) };
 }
 
+/// The most the scratch string keeps between values; a longer value's
+/// room is given back.
+const SCRATCH_KEPT: usize = 64 * 1024;
+
 /// Whether `validator` passes `s`, held in this thread's scratch value
 /// rather than a new one per call.
 fn string_is_valid(validator: &Validator, s: &str) -> bool {
@@ -396,7 +400,13 @@ fn string_is_valid(validator: &Validator, s: &str) -> bool {
             held.clear();
             held.push_str(s);
         }
-        validator.is_valid(scratch)
+        let valid = validator.is_valid(scratch);
+        if let Value::String(held) = scratch
+            && held.capacity() > SCRATCH_KEPT
+        {
+            *held = String::new();
+        }
+        valid
     })
 }
 

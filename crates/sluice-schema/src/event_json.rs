@@ -104,6 +104,22 @@ fn opening_brackets(payload: &[u8]) -> usize {
         .sum()
 }
 
+/// Whether `string` holds `min..=max` code points, as `minLength` and
+/// `maxLength` count. A string of `b` UTF-8 bytes holds between `b / 4`
+/// (rounded up) and `b` of them, so the byte length mostly decides; only a
+/// string whose bounds straddle a limit is counted.
+pub(crate) fn code_points_within(string: &str, min: u64, max: u64) -> bool {
+    let bytes = string.len() as u64;
+    let fewest = bytes.div_ceil(4);
+    if fewest >= min && bytes <= max {
+        return true;
+    }
+    if bytes < min || fewest > max {
+        return false;
+    }
+    (min..=max).contains(&(string.chars().count() as u64))
+}
+
 fn json_type(value: &sonic_rs::Value) -> JsonType {
     match value.get_type() {
         sonic_rs::JsonType::Null => JsonType::Null,
@@ -226,22 +242,8 @@ impl<'a> Node<'a, EventJson> for &'a sonic_rs::Value {
         JsonValueTrait::as_number(*self).map(EventNumber)
     }
 
-    /// A string of `b` UTF-8 bytes holds between `b / 4` (rounded up) and
-    /// `b` code points, so `minLength` and `maxLength` are mostly decided
-    /// by its byte length; only a string whose bounds straddle a limit is
-    /// counted.
     fn string_length_within(&self, min: u64, max: u64) -> Option<bool> {
-        let string = JsonValueTrait::as_str(*self)?;
-        let bytes = string.len() as u64;
-        let fewest = bytes.div_ceil(4);
-        if fewest >= min && bytes <= max {
-            return Some(true);
-        }
-        if bytes < min || fewest > max {
-            return Some(false);
-        }
-        let length = string.chars().count() as u64;
-        Some((min..=max).contains(&length))
+        JsonValueTrait::as_str(*self).map(|string| code_points_within(string, min, max))
     }
 
     fn as_boolean(&self) -> Option<bool> {

@@ -30,7 +30,7 @@ use serde_json::{Map, Value};
 
 use sluice_core::{pointer_tokens, same_name};
 
-use crate::event_json::nests_within_limit;
+use crate::event_json::{code_points_within, nests_within_limit};
 
 /// An event the plan accepted, with its id and its time.
 #[derive(Debug, PartialEq)]
@@ -270,6 +270,7 @@ impl Compiler {
         };
         let mut delegated = Map::new();
         let mut object = ObjectRules::default();
+        let mut required = Vec::new();
         let mut is_object_checked = false;
         for (keyword, value) in keywords {
             match keyword.as_str() {
@@ -295,7 +296,7 @@ impl Compiler {
                 }
                 "required" => {
                     for name in value.as_array()? {
-                        let _ = object.slot(name.as_str()?);
+                        required.push(object.slot(name.as_str()?));
                     }
                     is_object_checked = true;
                 }
@@ -307,14 +308,11 @@ impl Compiler {
                 _ => return None,
             }
         }
-        if let Some(required) = keywords.get("required").and_then(Value::as_array) {
-            for name in required.iter().filter_map(Value::as_str) {
-                let i = object.position(name)?;
-                object.required.insert(i);
-            }
-        }
         if object.names.len() > MAX_PROPERTIES {
             return None;
+        }
+        for i in required {
+            object.required.insert(i);
         }
         if is_object_checked {
             rules.object = Some(object);
@@ -353,18 +351,8 @@ impl Rules {
                 .enum_strings
                 .as_ref()
                 .is_none_or(|strings| strings.iter().any(|e| **e == *s))
-            && self.length_within(s)
+            && code_points_within(s, self.min_length, self.max_length)
             && self.strings.as_ref().is_none_or(|v| string_is_valid(v, s))
-    }
-
-    /// `minLength` and `maxLength` count code points; a string of `b`
-    /// bytes holds between `b / 4` (rounded up) and `b` of them.
-    fn length_within(&self, s: &str) -> bool {
-        let bytes = s.len() as u64;
-        if bytes.div_ceil(4) >= self.min_length && bytes <= self.max_length {
-            return true;
-        }
-        (self.min_length..=self.max_length).contains(&(s.chars().count() as u64))
     }
 
     fn accepts_integer(&self, n: i128) -> bool {

@@ -375,3 +375,19 @@ fn names_tracked_without_being_properties_are_checked_as_other_members_are() {
     assert!(fully(&full, line).is_err(), "the id is not an integer");
     assert_eq!(plan.accept(line), None);
 }
+
+/// A schema wider than the plan tracks gets no plan, and no panic: the
+/// full check serves it alone.
+#[test]
+fn a_schema_wider_than_the_plan_tracks_is_left_to_the_full_check() {
+    let properties: serde_json::Map<String, Value> =
+        (0..300).map(|i| (format!("p{i}"), json!({"type": "string"}))).collect();
+    let schema = json!({"type": "object", "properties": properties, "required": ["p299", "event_id"]});
+    let (for_validator, draft) = crate::iglu::for_validator(&schema);
+    assert!(FastAccept::compile(&for_validator, draft, "/event_id", "/ts").is_none());
+    let full = ValidateTransform::new(&serde_json::from_value(schema).unwrap(), "/event_id", "/ts").unwrap();
+    let line = br#"{"event_id":"e","ts":"2026-11-01T00:00:00Z","p299":"x"}"#;
+    assert_eq!(fully(&full, line).map(|a| a.id), Ok(Arc::from("e")));
+    let mut event = Event::from_line(0, Bytes::from_static(line));
+    assert!(full.check(&mut event).is_ok());
+}

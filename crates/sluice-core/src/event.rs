@@ -3,8 +3,6 @@
 use bytes::Bytes;
 use std::sync::Arc;
 
-use crate::parsed::ParsedPayload;
-
 /// One event. `payload` is the event's current JSON text (a transform may
 /// rewrite it); `raw` is the line exactly as received, kept for dead letters.
 /// `id` and `time_us` are filled by the stage that knows where they live
@@ -20,9 +18,6 @@ pub struct Event {
     /// Event time, microseconds since the Unix epoch, UTC.
     pub time_us: Option<i64>,
     pub schema: Option<Arc<str>>,
-    /// The payload as `validate` parsed it, for a sink to read instead of
-    /// the text (it answers only while the payload is those bytes).
-    pub parsed: Option<ParsedPayload>,
 }
 
 impl Event {
@@ -35,7 +30,6 @@ impl Event {
             id: None,
             time_us: None,
             schema: None,
-            parsed: None,
         }
     }
 }

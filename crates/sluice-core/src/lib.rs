@@ -16,7 +16,6 @@ pub mod error;
 pub mod event;
 pub mod json_doc;
 pub mod member_name;
-pub mod parsed;
 pub mod readiness;
 pub mod retry;
 pub mod secret;
@@ -29,7 +28,6 @@ pub use error::{ErrorClass, StageError, is_connection_error};
 pub use event::{Event, json_kind, parse_object, pointer_tokens};
 pub use json_doc::JsonDoc;
 pub use member_name::same_name;
-pub use parsed::{ParsedPayload, Tape, TapeReader, TapeWriter};
 pub use secret::{Secret, StorageOptions};
 
 /// Milliseconds since the Unix epoch, the time unit of queue and dead-letter records.

@@ -28,7 +28,7 @@ use jsonschema::{Draft, Validator};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use sluice_core::{TapeWriter, pointer_tokens, same_name};
+use sluice_core::{pointer_tokens, same_name};
 
 use crate::event_json::{code_points_within, nests_within_limit};
 
@@ -69,20 +69,9 @@ impl FastAccept {
         (root.names.len() <= MAX_PROPERTIES).then_some(FastAccept { root, id, time })
     }
 
-    /// The event's id and time if `payload` is certainly valid, its
-    /// tokens written to `tape` and the event left for the caller to
-    /// [keep](TapeWriter::keep); `None` when the full check must decide,
-    /// and then nothing of the event is left in `tape`.
-    pub(crate) fn accept(&self, payload: &[u8], tape: &mut TapeWriter) -> Option<Accepted> {
-        tape.begin(payload);
-        let accepted = self.read(payload, tape);
-        if accepted.is_none() {
-            tape.drop_event();
-        }
-        accepted
-    }
-
-    fn read(&self, payload: &[u8], tape: &mut TapeWriter) -> Option<Accepted> {
+    /// The event's id and time if `payload` is certainly valid; `None`
+    /// when the full check must decide.
+    pub(crate) fn accept(&self, payload: &[u8]) -> Option<Accepted> {
         if !nests_within_limit(payload) {
             return None;
         }
@@ -93,7 +82,6 @@ impl FastAccept {
             .deserialize_map(TopLevel {
                 plan: self,
                 found: &mut found,
-                tape,
             })
             .ok()?;
         parser.end().ok()?;
@@ -442,31 +430,22 @@ fn decline<E: de::Error>() -> E {
     E::custom("declined by the quick check")
 }
 
-/// A value checked against `node`, its tokens written to `tape`.
-struct At<'p, 't> {
-    node: &'p Node,
-    tape: &'t mut TapeWriter,
-}
-
-impl<'de> DeserializeSeed<'de> for At<'_, '_> {
+impl<'de> DeserializeSeed<'de> for &Node {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        match self.node {
-            Node::Any => deserializer.deserialize_any(AnyValue(self.tape)),
+        match self {
+            Node::Any => deserializer.deserialize_any(AnyValue),
             Node::Decline => Err(decline()),
-            Node::Check(rules) => deserializer.deserialize_any(Checked { rules, tape: self.tape }),
+            Node::Check(rules) => deserializer.deserialize_any(Checked(rules)),
         }
     }
 }
 
 /// A value checked against its rules.
-struct Checked<'p, 't> {
-    rules: &'p Rules,
-    tape: &'t mut TapeWriter,
-}
+struct Checked<'p>(&'p Rules);
 
-impl<'de> Visitor<'de> for Checked<'_, '_> {
+impl<'de> Visitor<'de> for Checked<'_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -474,80 +453,61 @@ impl<'de> Visitor<'de> for Checked<'_, '_> {
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        self.tape.null();
-        self.rules.accepts_scalar(NULL).then_some(()).ok_or_else(decline)
+        self.0.accepts_scalar(NULL).then_some(()).ok_or_else(decline)
     }
 
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
-        self.tape.bool(v);
-        self.rules.accepts_scalar(BOOLEAN).then_some(()).ok_or_else(decline)
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        self.0.accepts_scalar(BOOLEAN).then_some(()).ok_or_else(decline)
     }
 
     fn visit_u64<E: de::Error>(self, n: u64) -> Result<(), E> {
-        self.tape.u64(n);
-        self.rules.accepts_integer(n.into()).then_some(()).ok_or_else(decline)
+        self.0.accepts_integer(n.into()).then_some(()).ok_or_else(decline)
     }
 
     fn visit_i64<E: de::Error>(self, n: i64) -> Result<(), E> {
-        self.tape.i64(n);
-        self.rules.accepts_integer(n.into()).then_some(()).ok_or_else(decline)
+        self.0.accepts_integer(n.into()).then_some(()).ok_or_else(decline)
     }
 
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
-        self.tape.f64(v);
-        self.rules.accepts_float().then_some(()).ok_or_else(decline)
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        self.0.accepts_float().then_some(()).ok_or_else(decline)
     }
 
     fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
-        self.tape.str(s);
-        self.rules.accepts_str(s).then_some(()).ok_or_else(decline)
+        self.0.accepts_str(s).then_some(()).ok_or_else(decline)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        if !self.rules.accepts_scalar(OBJECT) {
+        if !self.0.accepts_scalar(OBJECT) {
             return Err(decline());
         }
-        match &self.rules.object {
-            Some(object) => members(object, map, self.tape, None),
-            None => skip_members(map, self.tape),
+        match &self.0.object {
+            Some(object) => members(object, map, None),
+            None => skip_members(map),
         }
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<(), A::Error> {
-        if !self.rules.accepts_scalar(ARRAY) {
+        if !self.0.accepts_scalar(ARRAY) {
             return Err(decline());
         }
-        self.tape.array();
-        while items
-            .next_element_seed(At {
-                node: &self.rules.items,
-                tape: &mut *self.tape,
-            })?
-            .is_some()
-        {}
-        self.tape.end();
+        while items.next_element_seed(&self.0.items)?.is_some() {}
         Ok(())
     }
 }
 
-fn skip_members<'de, A: MapAccess<'de>>(mut map: A, tape: &mut TapeWriter) -> Result<(), A::Error> {
-    tape.object();
-    while map.next_key_seed(AnyName(&mut *tape))?.is_some() {
-        map.next_value_seed(At {
-            node: &Node::Any,
-            tape: &mut *tape,
-        })?;
+fn skip_members<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
+    while map.next_key_seed(AnyName)?.is_some() {
+        map.next_value_seed(&Node::Any)?;
     }
-    tape.end();
     Ok(())
 }
 
 /// Any value, read in full: sonic-rs's skipping of an ignored value
 /// passes escapes its parse of the same text refuses (a lone surrogate,
 /// `"\ud800"`), so a value the plan does not check is parsed all the same.
-struct AnyValue<'t>(&'t mut TapeWriter);
+struct AnyValue;
 
-impl<'de> Visitor<'de> for AnyValue<'_> {
+impl<'de> Visitor<'de> for AnyValue {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -555,61 +515,47 @@ impl<'de> Visitor<'de> for AnyValue<'_> {
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        self.0.null();
         Ok(())
     }
 
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
-        self.0.bool(v);
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
         Ok(())
     }
 
-    fn visit_u64<E: de::Error>(self, n: u64) -> Result<(), E> {
-        self.0.u64(n);
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
         Ok(())
     }
 
-    fn visit_i64<E: de::Error>(self, n: i64) -> Result<(), E> {
-        self.0.i64(n);
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
         Ok(())
     }
 
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
-        self.0.f64(v);
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
         Ok(())
     }
 
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
-        self.0.str(s);
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
         Ok(())
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        skip_members(map, self.0)
+        skip_members(map)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<(), A::Error> {
-        self.0.array();
-        while items
-            .next_element_seed(At {
-                node: &Node::Any,
-                tape: &mut *self.0,
-            })?
-            .is_some()
-        {}
-        self.0.end();
+        while items.next_element_seed(&Node::Any)?.is_some() {}
         Ok(())
     }
 }
 
-/// A member name, read in full.
-struct AnyName<'t>(&'t mut TapeWriter);
+/// A member name, read in full and not kept.
+struct AnyName;
 
-impl<'de> DeserializeSeed<'de> for AnyName<'_> {
+impl<'de> DeserializeSeed<'de> for AnyName {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_str(AnyValue(self.0))
+        deserializer.deserialize_str(AnyValue)
     }
 }
 
@@ -625,22 +571,13 @@ struct Found {
 fn members<'de, A: MapAccess<'de>>(
     object: &ObjectRules,
     mut map: A,
-    tape: &mut TapeWriter,
     mut top: Option<(&FastAccept, &mut Found)>,
 ) -> Result<(), A::Error> {
     let mut seen = Slots::default();
     let mut guess = 0;
-    tape.object();
-    while let Some(place) = map.next_key_seed(Place {
-        object,
-        guess,
-        tape: &mut *tape,
-    })? {
+    while let Some(place) = map.next_key_seed(Place { object, guess })? {
         let Some(i) = place else {
-            map.next_value_seed(At {
-                node: &object.additional,
-                tape: &mut *tape,
-            })?;
+            map.next_value_seed(&object.additional)?;
             continue;
         };
         if !seen.insert(i) {
@@ -649,19 +586,14 @@ fn members<'de, A: MapAccess<'de>>(
         guess = i + 1;
         let node = object.nodes[i].as_ref().unwrap_or(&object.additional);
         match top.as_mut() {
-            Some((plan, found)) if i == plan.id => {
-                found.id = Some(map.next_value_seed(EventId { node, tape: &mut *tape })?)
-            }
-            Some((plan, found)) if i == plan.time => {
-                found.time_us = Some(map.next_value_seed(EventTime { node, tape: &mut *tape })?)
-            }
-            _ => map.next_value_seed(At { node, tape: &mut *tape })?,
+            Some((plan, found)) if i == plan.id => found.id = Some(map.next_value_seed(EventId(node))?),
+            Some((plan, found)) if i == plan.time => found.time_us = Some(map.next_value_seed(EventTime(node))?),
+            _ => map.next_value_seed(node)?,
         }
     }
     if !seen.contains_all(&object.required) {
         return Err(decline());
     }
-    tape.end();
     Ok(())
 }
 
@@ -669,7 +601,6 @@ fn members<'de, A: MapAccess<'de>>(
 struct TopLevel<'p> {
     plan: &'p FastAccept,
     found: &'p mut Found,
-    tape: &'p mut TapeWriter,
 }
 
 impl<'de> Visitor<'de> for TopLevel<'_> {
@@ -680,19 +611,18 @@ impl<'de> Visitor<'de> for TopLevel<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        members(&self.plan.root, map, self.tape, Some((self.plan, self.found)))
+        members(&self.plan.root, map, Some((self.plan, self.found)))
     }
 }
 
 /// A member name's place among an object's properties (`None`: not one),
 /// `guess` tried first.
-struct Place<'p, 't> {
+struct Place<'p> {
     object: &'p ObjectRules,
     guess: usize,
-    tape: &'t mut TapeWriter,
 }
 
-impl<'de> DeserializeSeed<'de> for Place<'_, '_> {
+impl<'de> DeserializeSeed<'de> for Place<'_> {
     type Value = Option<usize>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Option<usize>, D::Error> {
@@ -700,7 +630,7 @@ impl<'de> DeserializeSeed<'de> for Place<'_, '_> {
     }
 }
 
-impl<'de> Visitor<'de> for Place<'_, '_> {
+impl<'de> Visitor<'de> for Place<'_> {
     type Value = Option<usize>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -708,7 +638,6 @@ impl<'de> Visitor<'de> for Place<'_, '_> {
     }
 
     fn visit_str<E: de::Error>(self, name: &str) -> Result<Option<usize>, E> {
-        self.tape.str(name);
         Ok(self.object.position_after(self.guess, name))
     }
 }
@@ -723,12 +652,9 @@ fn string_at<E: de::Error>(node: &Node, s: &str) -> Result<(), E> {
 }
 
 /// The event id: a non-empty string.
-struct EventId<'p, 't> {
-    node: &'p Node,
-    tape: &'t mut TapeWriter,
-}
+struct EventId<'p>(&'p Node);
 
-impl<'de> DeserializeSeed<'de> for EventId<'_, '_> {
+impl<'de> DeserializeSeed<'de> for EventId<'_> {
     type Value = Arc<str>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Arc<str>, D::Error> {
@@ -736,7 +662,7 @@ impl<'de> DeserializeSeed<'de> for EventId<'_, '_> {
     }
 }
 
-impl<'de> Visitor<'de> for EventId<'_, '_> {
+impl<'de> Visitor<'de> for EventId<'_> {
     type Value = Arc<str>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -744,22 +670,18 @@ impl<'de> Visitor<'de> for EventId<'_, '_> {
     }
 
     fn visit_str<E: de::Error>(self, s: &str) -> Result<Arc<str>, E> {
-        string_at(self.node, s)?;
+        string_at(self.0, s)?;
         if s.is_empty() {
             return Err(decline());
         }
-        self.tape.str(s);
         Ok(Arc::from(s))
     }
 }
 
 /// The event time: an RFC 3339 string, in microseconds since the epoch.
-struct EventTime<'p, 't> {
-    node: &'p Node,
-    tape: &'t mut TapeWriter,
-}
+struct EventTime<'p>(&'p Node);
 
-impl<'de> DeserializeSeed<'de> for EventTime<'_, '_> {
+impl<'de> DeserializeSeed<'de> for EventTime<'_> {
     type Value = i64;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<i64, D::Error> {
@@ -767,7 +689,7 @@ impl<'de> DeserializeSeed<'de> for EventTime<'_, '_> {
     }
 }
 
-impl<'de> Visitor<'de> for EventTime<'_, '_> {
+impl<'de> Visitor<'de> for EventTime<'_> {
     type Value = i64;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -775,8 +697,7 @@ impl<'de> Visitor<'de> for EventTime<'_, '_> {
     }
 
     fn visit_str<E: de::Error>(self, s: &str) -> Result<i64, E> {
-        string_at(self.node, s)?;
-        self.tape.str(s);
+        string_at(self.0, s)?;
         DateTime::parse_from_rfc3339(s)
             .map(|t| t.timestamp_micros())
             .map_err(|_| decline())

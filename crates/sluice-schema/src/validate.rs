@@ -2,9 +2,7 @@
 //! 2020-12 (formats asserted), and its event id and event time are read
 //! from configured JSON pointers. Most events get their yes from the quick
 //! check (`fast_accept.rs`) as they are parsed; the rest are parsed
-//! into a document that jsonschema checks, which alone refuses. An event
-//! the quick check read carries that parse (a batch's tape of tokens,
-//! `sluice_core::parsed`) for the lake to build its columns from. Refused
+//! into a document that jsonschema checks, which alone refuses. Refused
 //! events carry a machine-readable reason:
 //!
 //! * `invalid_json` — the line is not JSON (or not UTF-8);
@@ -27,8 +25,7 @@ use jsonschema::{
 };
 use serde_json::Value;
 use sluice_core::{
-    BatchInfo, Event, JsonDoc, ParsedPayload, Rejected, StageError, TapeWriter, Transform, TransformOutput, json_kind,
-    pointer_tokens, reason,
+    BatchInfo, Event, JsonDoc, Rejected, StageError, Transform, TransformOutput, json_kind, pointer_tokens, reason,
 };
 
 use crate::{
@@ -98,24 +95,14 @@ impl ValidateTransform {
         })
     }
 
-    /// Checks one event; on success sets its id and time, and its parse
-    /// if the quick yes read it.
+    /// Checks one event; on success sets its id and time.
     pub fn check(&self, event: &mut Event) -> Result<(), (String, String)> {
-        let mut tape = TapeWriter::default();
-        let kept = self.check_into(event, &mut tape)?;
-        event.parsed = kept.map(|index| ParsedPayload::new(tape.finish(), index));
-        Ok(())
-    }
-
-    /// [`check`](Self::check), the event's parse written to `tape`: its
-    /// index there, if the quick yes read it.
-    fn check_into(&self, event: &mut Event, tape: &mut TapeWriter) -> Result<Option<u32>, (String, String)> {
-        if let Some(accepted) = self.fast.as_ref().and_then(|fast| fast.accept(&event.payload, tape)) {
+        if let Some(accepted) = self.fast.as_ref().and_then(|fast| fast.accept(&event.payload)) {
             event.id = Some(accepted.id);
             event.time_us = Some(accepted.time_us);
-            return Ok(tape.keep(&event.payload));
+            return Ok(());
         }
-        self.check_fully(event).map(|()| None)
+        self.check_fully(event)
     }
 
     /// [`check`](Self::check) without the quick yes: the one that names reasons.
@@ -294,21 +281,11 @@ impl Transform for ValidateTransform {
             events: Vec::with_capacity(events.len()),
             ..TransformOutput::default()
         };
-        // One tape for the batch's parses: a few large allocations, not one per event.
-        let mut tape = TapeWriter::for_bytes(events.iter().map(|e| e.payload.len()).sum());
-        let mut parsed = Vec::with_capacity(events.len());
         for mut event in events {
-            match self.check_into(&mut event, &mut tape) {
-                Ok(kept) => {
-                    parsed.push(kept);
-                    out.events.push(event);
-                }
+            match self.check(&mut event) {
+                Ok(()) => out.events.push(event),
                 Err((why, detail)) => out.rejected.push(Rejected::new(event, why, detail)),
             }
-        }
-        let tape = tape.finish();
-        for (event, kept) in out.events.iter_mut().zip(parsed) {
-            event.parsed = kept.map(|index| ParsedPayload::new(tape.clone(), index));
         }
         Ok(out)
     }

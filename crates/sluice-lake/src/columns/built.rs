@@ -1,9 +1,7 @@
 //! Record batches built in the same pass as the parse of each payload:
 //! sonic-rs's serde deserializer hands each member to a visitor that
 //! appends it to its column's typed builder, so no document is built and
-//! nothing but the builders outlives the parse (ADR 0088). An event that
-//! carries `validate`'s parse of its payload (a tape, ADR 0095) is read
-//! from that tape by the same visitor, and its text is not parsed again.
+//! nothing but the builders outlives the parse (ADR 0088).
 //!
 //! Built for columns of the types JSON Schemas map to (string, 64-bit
 //! integer and float, boolean, UTC microsecond timestamp, struct, list);
@@ -63,20 +61,13 @@ impl Columns {
             // The whole payload, as arrow-json checks it: sonic-rs's own check
             // (`from_slice`) passes bad bytes inside an ignored member.
             let text = simdutf8::basic::from_utf8(&event.payload).ok()?;
-            let payload = Payload::new(&event.payload);
+            let mut parser = sonic_rs::Deserializer::from_str(text);
             let row = Members {
                 columns: &mut self.top,
-                payload: &payload,
+                payload: &Payload::new(&event.payload),
             };
-            // The parse `validate` kept, if it is of this very payload.
-            if let Some(mut tape) = event.parsed.as_ref().and_then(|parsed| parsed.reader(text)) {
-                (&mut tape).deserialize_map(row).ok()?;
-                tape.end().ok()?;
-            } else {
-                let mut parser = sonic_rs::Deserializer::from_str(text);
-                parser.deserialize_map(row).ok()?;
-                parser.end().ok()?;
-            }
+            parser.deserialize_map(row).ok()?;
+            parser.end().ok()?;
         }
         let columns = self.top.finish_children();
         RecordBatch::try_new(self.schema, columns).ok()

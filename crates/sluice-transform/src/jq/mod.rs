@@ -96,7 +96,6 @@ impl Transform for JqTransform {
                 Ok(outs) if outs.is_empty() => output.dropped += 1,
                 Ok(outs) => output.events.extend(outs.into_iter().map(|payload| Event {
                     payload,
-                    parsed: None,
                     ..event.clone()
                 })),
                 Err((reason, detail)) => output.rejected.push(Rejected::new(event, reason, detail)),

@@ -176,18 +176,9 @@ impl LakeSink {
         let writer = RecordBatchWriter::for_table(&table).map_err(|e| table_error(&location, e))?;
         let data_schema = Arc::new(data_columns(&writer.arrow_schema(), &config.partition_by));
         let id_column = pointer_tokens(event_id);
-        let mut writers = vec![writer];
-        while writers.len() < file_shards() {
-            writers.push(RecordBatchWriter::for_table(&table).map_err(|e| table_error(&location, e))?);
-        }
-        let properties = config.compression.ingest_writer_properties(&id_column, &data_schema);
-        let writers = writers
-            .into_iter()
-            .map(|w| {
-                w.with_writer_properties(properties.clone())
-                    .with_target_file_size(config.max_file_bytes)
-            })
-            .collect();
+        let writer = writer
+            .with_writer_properties(config.compression.ingest_writer_properties(&id_column, &data_schema))
+            .with_target_file_size(config.max_file_bytes);
         Ok(LakeSink {
             location,
             lookup: table.clone(),
@@ -198,7 +189,7 @@ impl LakeSink {
                 #[cfg(test)]
                 fail_next_read_back: false,
             })),
-            files: files::Files::start(writers),
+            files: files::Files::start(writer),
             data_schema,
             json_text_paths,
             partition_by: config.partition_by.clone(),
@@ -235,22 +226,16 @@ impl LakeSink {
         };
         self.close_files().await?;
         let full = Arc::new(table_schema(&merged, &self.partition_by));
-        let partition_columns: Vec<String> = self.partition_by.iter().map(|p| p.column().to_string()).collect();
-        let properties = self.compression.ingest_writer_properties(&self.id_column, &merged);
-        let mut wider = Vec::new();
-        for _ in 0..self.files.shards() {
-            wider.push(
-                RecordBatchWriter::try_new(
-                    self.location.url().as_str(),
-                    full.clone(),
-                    Some(partition_columns.clone()),
-                    Some(self.location.options().clone().into_iter().collect()),
-                )
-                .map_err(|e| self.retriable("opening a wider writer", e))?
-                .with_writer_properties(properties.clone())
-                .with_target_file_size(self.max_buffered as u64),
-            );
-        }
+        let partition_columns = self.partition_by.iter().map(|p| p.column().to_string()).collect();
+        let wider = RecordBatchWriter::try_new(
+            self.location.url().as_str(),
+            full.clone(),
+            Some(partition_columns),
+            Some(self.location.options().clone().into_iter().collect()),
+        )
+        .map_err(|e| self.retriable("opening a wider writer", e))?
+        .with_writer_properties(self.compression.ingest_writer_properties(&self.id_column, &merged))
+        .with_target_file_size(self.max_buffered as u64);
         self.files.replace(wider);
         self.data_schema = Arc::new(merged);
         self.pending_schema = Some(full);
@@ -320,11 +305,6 @@ impl LakeSink {
         rejected.extend(second_rejected);
         Ok(first.into_iter().chain(second).collect())
     }
-}
-
-/// How many tasks encode Parquet: one per worker thread of the runtime.
-fn file_shards() -> usize {
-    tokio::runtime::Handle::try_current().map_or(1, |runtime| runtime.metrics().num_workers().max(1))
 }
 
 /// A failed storage call: `Unavailable` when the object store could not be

@@ -247,53 +247,6 @@ async fn a_large_partition_decoded_in_two_halves_keeps_every_row_and_rejects_onl
     assert_eq!(written, in_line_order);
 }
 
-/// With two worker threads the files are written by two shards: each
-/// partition by one of them (one file each), every row committed, and the
-/// partitions spread over both.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_workers_write_files_in_two_shards_one_file_per_partition() {
-    let dir = sluice_testkit::tempdir().unwrap();
-    let (mut sink, url) = open(&dir).await;
-    assert_eq!(sink.files.shards(), 2);
-    let hours = 12u32;
-    for key in ["k1", "k2", "k3"] {
-        let events: Vec<Event> = (0..hours)
-            .map(|h| {
-                event(
-                    h,
-                    &format!("{key}-{h}"),
-                    &format!("2026-11-01T{h:02}:10:00Z"),
-                    &h.to_string(),
-                )
-            })
-            .collect();
-        assert_eq!(rejected_count(&sink.accept(key, false, events).await.unwrap()), 0);
-    }
-    let report = sink.flush().await.unwrap();
-    assert_eq!(report.rows, 3 * u64::from(hours));
-    let summary = summarize(&url).await.unwrap();
-    assert_eq!(summary.rows, 3 * u64::from(hours));
-    assert_eq!(summary.partitions.len(), hours as usize);
-    assert_eq!(summary.file_paths.len(), hours as usize, "one file per partition");
-    let shards: std::collections::HashSet<usize> = (0..hours)
-        .map(|h| {
-            let slot = PartitionSlot::of(&sink.partition_by, hour_us(h), |_| None).unwrap();
-            let values = sink.partition_by.iter().zip(slot.values(&sink.partition_by));
-            let values: indexmap::IndexMap<String, Scalar> = values
-                .map(|(k, v)| (k.column().to_string(), Scalar::String(v)))
-                .collect();
-            files::shard_of(&values, 2)
-        })
-        .collect();
-    assert_eq!(shards.len(), 2, "the partitions are spread over both shards");
-}
-
-fn hour_us(h: u32) -> i64 {
-    DateTime::parse_from_rfc3339(&format!("2026-11-01T{h:02}:10:00Z"))
-        .unwrap()
-        .timestamp_micros()
-}
-
 #[tokio::test]
 async fn reopening_with_other_columns_is_refused() {
     let dir = sluice_testkit::tempdir().unwrap();

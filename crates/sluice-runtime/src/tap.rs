@@ -72,6 +72,7 @@ mod tests {
             id: None,
             time_us: None,
             schema: None,
+            row: None,
         }
     }
 

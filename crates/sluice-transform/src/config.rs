@@ -352,6 +352,7 @@ mod tests {
         TransformContext {
             name: "t",
             data_dir: Path::new("/data"),
+            feeds_lake: false,
         }
     }
 

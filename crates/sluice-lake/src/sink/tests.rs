@@ -580,3 +580,100 @@ async fn a_table_unreadable_after_its_commit_keeps_the_commit_and_its_ids() {
     let summary = summarize(&url).await.unwrap();
     assert_eq!(summary.rows, 2);
 }
+
+/// Every row of the table at `dir/t` as its partition folder and JSON
+/// text, sorted.
+fn table_rows(dir: &sluice_testkit::TempDir, files: &[String]) -> Vec<String> {
+    let mut rows = Vec::new();
+    for file in files {
+        let bytes = Bytes::from(std::fs::read(dir.path().join("t").join(file)).unwrap());
+        let partition = file.rsplit_once('/').unwrap().0;
+        for batch in deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(bytes, 8192).unwrap() {
+            let mut writer = arrow_json::LineDelimitedWriter::new(Vec::new());
+            writer.write(&batch.unwrap()).unwrap();
+            writer.finish().unwrap();
+            let text = String::from_utf8(writer.into_inner()).unwrap();
+            rows.extend(text.lines().map(|line| format!("{partition} {line}")));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+/// Rows `validate` built while it checked the events (ADR 0097) land as
+/// the rows the sink builds from the payloads: the same table, lists and
+/// structs included, with the duplicates and the lines the quick yes left
+/// to the full check among them.
+#[tokio::test]
+async fn rows_validate_built_are_the_rows_the_sink_would_build() {
+    let doc: sluice_core::JsonDoc = serde_json::from_value(serde_json::json!({
+        "type": "object",
+        "required": ["id", "ts"],
+        "properties": {
+            "id": {"type": "string"},
+            "ts": {"type": "string", "format": "date-time"},
+            "n": {"type": "integer"},
+            "x": {"type": "number"},
+            "dev": {"type": "object", "properties": {"w": {"type": "integer"}, "os": {"type": "string"}}},
+            "items": {
+                "type": "array",
+                "items": {"type": "object", "properties": {"sku": {"type": "string"}, "qty": {"type": "integer"}}}
+            }
+        }
+    }))
+    .unwrap();
+    let layout = sluice_schema::arrow_layout(&doc).unwrap();
+    let validate = sluice_schema::ValidateTransform::building_columns(&doc, "/id", "/ts").unwrap();
+    assert!(validate.builds_columns());
+    let lines: Vec<String> = (0..300)
+        .map(|i| match i % 7 {
+            0 => format!(r#"{{"id":"e{}","ts":"2026-11-01T0{}:10:00Z","n":{i}}}"#, i / 2, i % 3),
+            1 => format!(r#"{{"id":"e{i}","ts":"2026-11-01T01:10:00Z","x":-0.0,"dev":{{"w":{i}}}}}"#),
+            2 => format!(r#"{{"id":"e{i}","ts":"2026-11-01T02:10:00Z","n":1,"n":{i}}}"#),
+            3 => format!(
+                r#"{{"id":"e{i}","ts":"2026-11-01T00:10:00Z","items":[{{"sku":"a","qty":{i}}},{{"sku":"b"}}]}}"#
+            ),
+            4 => format!(r#"{{"id":"e{i}","ts":"2026-11-01T01:10:00Z","dev":{{}},"items":[],"x":{i}.5}}"#),
+            5 => format!(r#"{{"id":"e{i}","ts":"2026-11-01T02:10:00Z","items":[{{"sku":7}}]}}"#),
+            _ => format!(r#"{{"id":"e{i}","ts":"2026-11-01T00:10:00Z","dev":{{"os":"linux","w":{i}}},"extra":[1]}}"#),
+        })
+        .collect();
+    let events = lines
+        .iter()
+        .enumerate()
+        .map(|(i, line)| Event::from_line(i as u32, Bytes::from(line.clone())))
+        .collect();
+    let out = sluice_core::Transform::process(&validate, sluice_core::BatchInfo::first("k"), events)
+        .await
+        .unwrap();
+    let with_rows = out.events.iter().filter(|e| e.row.is_some()).count();
+    assert!(
+        with_rows > 150 && with_rows < out.events.len(),
+        "{with_rows} of {}",
+        out.events.len()
+    );
+    let mut tables = Vec::new();
+    for built in [true, false] {
+        let dir = sluice_testkit::tempdir().unwrap();
+        let url = StoreLocation::from(Url::from_directory_path(dir.path().join("t")).unwrap());
+        let mut sink = LakeSink::open(url.clone(), &config(url.url().as_str()), &layout.schema, vec![], "/id")
+            .await
+            .unwrap();
+        let mut events = out.events.clone();
+        if built {
+            // The table's schema, read back from its log, names list items
+            // `element`; the rows were built with arrow's `item`.
+            let (gathered, rest) = gather(&sink.data_schema, events.clone());
+            assert_eq!(gathered.iter().map(RecordBatch::num_rows).sum::<usize>(), with_rows);
+            assert_eq!(rest.len(), events.len() - with_rows);
+        } else {
+            events.iter_mut().for_each(|e| e.row = None);
+        }
+        assert_eq!(rejected_count(&sink.accept("k", false, events).await.unwrap()), 0);
+        sink.flush().await.unwrap();
+        let summary = summarize(&url).await.unwrap();
+        tables.push(table_rows(&dir, &summary.file_paths));
+    }
+    assert!(tables[0].len() > 200, "{}", tables[0].len());
+    assert_eq!(tables[0], tables[1]);
+}

@@ -391,3 +391,98 @@ fn a_schema_wider_than_the_plan_tracks_is_left_to_the_full_check() {
     let mut event = Event::from_line(0, Bytes::from_static(line));
     assert!(full.check(&mut event).is_ok());
 }
+
+/// The plan of `schema` bound to its lake table's columns, and those columns.
+fn bound(schema: &Value) -> (FastAccept, Arc<arrow_schema::Schema>) {
+    let (for_validator, draft) = crate::iglu::for_validator(schema);
+    let mut plan = FastAccept::compile(&for_validator, draft, "/event_id", "/ts").expect("a plan");
+    let doc: JsonDoc = serde_json::from_value(schema.clone()).unwrap();
+    let layout = crate::arrow_layout(&doc).unwrap();
+    assert!(layout.json_text_paths.is_empty());
+    assert!(plan.bind_columns(layout.schema.fields()));
+    (plan, layout.schema)
+}
+
+/// Reads `lines` in order with the bound plan, appending to one batch's
+/// rows, and checks that every line it accepts gets the row the lake's
+/// own parse builds of it, whatever the lines it declined left behind, and
+/// the same yes as without columns. Returns how many it accepted.
+fn assert_rows_are_the_lakes(plan: &FastAccept, schema: &Arc<arrow_schema::Schema>, lines: &[Vec<u8>]) -> usize {
+    let mut rows = sluice_columns::RowBuilder::new(sluice_columns::Columns::plan(schema, &[]).unwrap());
+    let mut owned = Vec::new();
+    for line in lines {
+        let payload = Bytes::copy_from_slice(line);
+        let accepted = plan.accept_into(&payload, Some(rows.top()));
+        let row = rows.end_row(&payload, accepted.is_some());
+        assert_eq!(row.is_some(), accepted.is_some(), "{}", String::from_utf8_lossy(line));
+        if let Some(accepted) = accepted {
+            assert_eq!(plan.accept(line), Some(accepted), "{}", String::from_utf8_lossy(line));
+            owned.push((payload, row.unwrap()));
+        }
+    }
+    let Some(built) = rows.finish() else {
+        assert!(owned.is_empty());
+        return 0;
+    };
+    let events: Vec<Event> = owned
+        .iter()
+        .map(|(payload, row)| {
+            let mut event = Event::from_line(0, payload.clone());
+            built.attach(&mut event, *row);
+            event
+        })
+        .collect();
+    let (gathered, rest) = sluice_columns::gather(schema, events);
+    assert!(rest.is_empty(), "{} events lost their rows", rest.len());
+    let expected = sluice_columns::Columns::plan(schema, &[])
+        .unwrap()
+        .build(owned.iter().map(|(payload, _)| &payload[..]))
+        .expect("the lake's parse builds every line the plan accepted with columns");
+    assert_eq!(gathered, vec![expected]);
+    owned.len()
+}
+
+#[test]
+fn rows_built_while_checking_are_the_rows_the_lake_builds() {
+    let (plan, schema) = bound(&clickstream_schema());
+    let valid = generated_lines(5_000, 11);
+    assert!(assert_rows_are_the_lakes(&plan, &schema, &valid) > 4_800);
+    let cases = cases(2_000, 13);
+    let all = cases.all();
+    let accepted = assert_rows_are_the_lakes(&plan, &schema, &all);
+    let without_columns = all.iter().filter(|line| plan.accept(line).is_some()).count();
+    // Declines mid-event (mutations and edits) are well represented, and
+    // columns cost the quick yes few events (those the builders refuse).
+    assert!(accepted > all.len() / 10, "{accepted} of {}", all.len());
+    assert!(
+        accepted * 100 >= without_columns * 95,
+        "{accepted} with columns, {without_columns} without"
+    );
+}
+
+#[test]
+fn a_row_gathered_only_for_its_own_payload_and_columns() {
+    let (plan, schema) = bound(&clickstream_schema());
+    let line = generated_lines(1, 3).remove(0);
+    let mut rows = sluice_columns::RowBuilder::new(sluice_columns::Columns::plan(&schema, &[]).unwrap());
+    let payload = Bytes::from(line.clone());
+    assert!(plan.accept_into(&payload, Some(rows.top())).is_some());
+    let row = rows.end_row(&payload, true).unwrap();
+    let built = rows.finish().unwrap();
+    // The same text in other bytes (a transform rewrote the payload).
+    let mut copied = Event::from_line(0, Bytes::from(line));
+    built.attach(&mut copied, row);
+    let (gathered, rest) = sluice_columns::gather(&schema, vec![copied]);
+    assert!(gathered.is_empty());
+    assert_eq!(rest.len(), 1);
+    // Other columns.
+    let mut own = Event::from_line(0, payload);
+    built.attach(&mut own, row);
+    let other = Arc::new(arrow_schema::Schema::new(schema.fields()[1..].to_vec()));
+    let (gathered, rest) = sluice_columns::gather(&other, vec![own.clone()]);
+    assert!(gathered.is_empty());
+    assert_eq!(rest.len(), 1);
+    let (gathered, rest) = sluice_columns::gather(&schema, vec![own]);
+    assert_eq!(gathered.len(), 1);
+    assert!(rest.is_empty());
+}

@@ -78,7 +78,6 @@ pub async fn costs(env: &Env, input: &Path) -> Result<Vec<Cost>> {
     let context = TransformContext {
         name: "jq",
         data_dir: &env.work,
-        feeds_lake: false,
     };
     let jq = jq.build(&context).map_err(anyhow::Error::msg)?;
     let jq_in_process = JqTransform::in_process(JQ_PROGRAM, JqLimits::default()).map_err(anyhow::Error::msg)?;

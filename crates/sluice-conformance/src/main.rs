@@ -137,7 +137,6 @@ async fn run_case(case: &jq_test::Case) -> Value {
     let context = TransformContext {
         name: "conformance",
         data_dir: std::path::Path::new("/"),
-        feeds_lake: false,
     };
     let transform = match config.build(&context) {
         Ok(t) => t,

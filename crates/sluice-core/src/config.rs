@@ -31,10 +31,6 @@ pub struct TransformContext<'a> {
     pub name: &'a str,
     /// The pipeline's data directory (embedded stores live there).
     pub data_dir: &'a Path,
-    /// A lake sink takes the transform's events as they leave it, so a
-    /// transform that parses them may build the lake's columns as it does
-    /// (ADR 0097).
-    pub feeds_lake: bool,
 }
 
 /// What every transform type's config provides.

@@ -1,7 +1,7 @@
 //! Events: one JSON object on its way from a batch to the sinks.
 
 use bytes::Bytes;
-use std::{any::Any, fmt, sync::Arc};
+use std::sync::Arc;
 
 /// One event. `payload` is the event's current JSON text (a transform may
 /// rewrite it); `raw` is the line exactly as received, kept for dead letters.
@@ -9,8 +9,6 @@ use std::{any::Any, fmt, sync::Arc};
 /// (the `validate` transform) and are what sinks partition and dedupe by;
 /// `schema` is the registry key of the version the event was checked
 /// against (set by `self_describing`), which a routed lake sink routes by.
-/// `row` is the event's row among the columns a stage built while it
-/// parsed the payload, for the sink that would build them again.
 #[derive(Debug, Clone)]
 pub struct Event {
     pub line: u32,
@@ -20,23 +18,6 @@ pub struct Event {
     /// Event time, microseconds since the Unix epoch, UTC.
     pub time_us: Option<i64>,
     pub schema: Option<Arc<str>>,
-    pub row: Option<EventRow>,
-}
-
-/// An event's row among columns built for its batch while a stage parsed
-/// the payloads (ADR 0097: `validate` builds the lake's columns). Opaque
-/// here: the crate that builds the rows reads them back, and they answer
-/// only for the payload bytes they were built from.
-#[derive(Clone)]
-pub struct EventRow {
-    pub rows: Arc<dyn Any + Send + Sync>,
-    pub index: u32,
-}
-
-impl fmt::Debug for EventRow {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "EventRow({})", self.index)
-    }
 }
 
 impl Event {
@@ -49,7 +30,6 @@ impl Event {
             id: None,
             time_us: None,
             schema: None,
-            row: None,
         }
     }
 }

@@ -25,7 +25,7 @@ pub use batch::{Delivery, DeliveryId, FileRange, NewBatch, count_lines, is_repla
 pub use component::{Accepted, BatchInfo, FlushReport, Flushing, PendingCommit, Sink, Transform, TransformOutput};
 pub use dead_letter::{DeadLetter, Rejected, reason};
 pub use error::{ErrorClass, StageError, is_connection_error};
-pub use event::{Event, EventRow, json_kind, parse_object, pointer_tokens};
+pub use event::{Event, json_kind, parse_object, pointer_tokens};
 pub use json_doc::JsonDoc;
 pub use member_name::same_name;
 pub use secret::{Secret, StorageOptions};

@@ -105,7 +105,6 @@ impl Transform for DocumentsTransform {
                 id: Some(format!("{}/{}/{}", doc.key.entity, doc.key.id, doc.revision).into()),
                 time_us: source.time_us,
                 schema: None,
-                row: None,
             });
         }
         Ok(output)

@@ -72,7 +72,6 @@ mod tests {
             id: None,
             time_us: None,
             schema: None,
-            row: None,
         }
     }
 

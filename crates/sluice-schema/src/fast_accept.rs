@@ -20,22 +20,13 @@
 //! * any value of a type an `enum` does not list as strings;
 //! * an event id that is not a non-empty string, an event time that is not
 //!   an RFC 3339 string.
-//!
-//! Bound to a lake table's columns ([`FastAccept::bind_columns`]), the
-//! same walk appends each value it checks to its column's builder (ADR
-//! 0097). A value the builders refuse (one arrow-json would convert)
-//! declines the event too, so the full check and the lake's own parse
-//! decide it; what a declined event appended is closed into a row no
-//! event owns.
 
 use std::{cell::RefCell, collections::HashMap, fmt, sync::Arc};
 
-use arrow_schema::{DataType, Fields};
 use chrono::DateTime;
 use jsonschema::{Draft, Validator};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
-use sluice_columns::{Payload, Slot, StructColumn};
 
 use sluice_core::{pointer_tokens, same_name};
 
@@ -78,26 +69,9 @@ impl FastAccept {
         (root.names.len() <= MAX_PROPERTIES).then_some(FastAccept { root, id, time })
     }
 
-    /// Binds the plan to the columns of `fields` (a table's top level), so
-    /// that [`accept_into`](Self::accept_into) appends to their builders.
-    /// False when it cannot: a place for every column would pass the most
-    /// properties the plan tracks, or a column's value is checked by
-    /// `additionalProperties` with objects of its own, whose places no one
-    /// column can bind.
-    pub(crate) fn bind_columns(&mut self, fields: &Fields) -> bool {
-        bind_object(&mut self.root, fields)
-    }
-
     /// The event's id and time if `payload` is certainly valid; `None`
     /// when the full check must decide.
     pub(crate) fn accept(&self, payload: &[u8]) -> Option<Accepted> {
-        self.accept_into(payload, None)
-    }
-
-    /// [`accept`](Self::accept), appending the event's values to the
-    /// `columns` the plan is bound to as it reads them. On `None`, the
-    /// columns may hold part of a row.
-    pub(crate) fn accept_into(&self, payload: &[u8], columns: Option<&mut StructColumn>) -> Option<Accepted> {
         if !nests_within_limit(payload) {
             return None;
         }
@@ -108,8 +82,6 @@ impl FastAccept {
             .deserialize_map(TopLevel {
                 plan: self,
                 found: &mut found,
-                columns,
-                payload: &Payload::new(payload),
             })
             .ok()?;
         parser.end().ok()?;
@@ -184,8 +156,6 @@ struct Rules {
 
 struct ObjectRules {
     names: Vec<Box<str>>,
-    /// Each place's column, once bound to a struct's columns (empty before).
-    columns: Vec<Option<usize>>,
     /// Member names to their place, for objects of many properties.
     by_name: Option<HashMap<Box<str>, usize>>,
     /// Each place's subschema; `None` for a name that is not among the
@@ -200,7 +170,6 @@ impl Default for ObjectRules {
     fn default() -> Self {
         ObjectRules {
             names: Vec::new(),
-            columns: Vec::new(),
             by_name: None,
             nodes: Vec::new(),
             required: Slots::default(),
@@ -259,63 +228,8 @@ impl Slots {
         new
     }
 
-    fn contains(&self, i: usize) -> bool {
-        self.0[i / 64] & (1u64 << (i % 64)) != 0
-    }
-
     fn contains_all(&self, other: &Slots) -> bool {
         self.0.iter().zip(other.0).all(|(have, need)| have & need == need)
-    }
-}
-
-/// Binds `object`'s places to the columns of `fields`, adding a place
-/// (checked by `additionalProperties`) for a column that has none.
-fn bind_object(object: &mut ObjectRules, fields: &Fields) -> bool {
-    if fields.len() > MAX_PROPERTIES {
-        return false;
-    }
-    let mut columns = vec![None; object.names.len()];
-    for (j, field) in fields.iter().enumerate() {
-        let i = match object.position(field.name()) {
-            Some(i) => i,
-            None if object.names.len() < MAX_PROPERTIES => {
-                columns.push(None);
-                object.slot(field.name())
-            }
-            None => return false,
-        };
-        if columns[i].replace(j).is_some() {
-            return false;
-        }
-        let bound = match &mut object.nodes[i] {
-            Some(node) => bind_node(node, field.data_type()),
-            None => !holds_objects(&object.additional),
-        };
-        if !bound {
-            return false;
-        }
-    }
-    object.columns = columns;
-    true
-}
-
-/// Binds the objects `node` checks to the columns of a column of `data_type`.
-fn bind_node(node: &mut Node, data_type: &DataType) -> bool {
-    let Node::Check(rules) = node else {
-        return true;
-    };
-    match data_type {
-        DataType::Struct(fields) => rules.object.as_mut().is_none_or(|object| bind_object(object, fields)),
-        DataType::List(item) => bind_node(&mut rules.items, item.data_type()),
-        _ => true,
-    }
-}
-
-/// Whether `node` checks the members of objects (in it or its items).
-fn holds_objects(node: &Node) -> bool {
-    match node {
-        Node::Check(rules) => rules.object.is_some() || holds_objects(&rules.items),
-        _ => false,
     }
 }
 
@@ -567,7 +481,7 @@ impl<'de> Visitor<'de> for Checked<'_> {
             return Err(decline());
         }
         match &self.0.object {
-            Some(object) => members(object, map, None, None, &Payload::new(&[])),
+            Some(object) => members(object, map, None),
             None => skip_members(map),
         }
     }
@@ -578,115 +492,6 @@ impl<'de> Visitor<'de> for Checked<'_> {
         }
         while items.next_element_seed(&self.0.items)?.is_some() {}
         Ok(())
-    }
-}
-
-/// A value checked against `node` and appended to its column, if it has one.
-struct At<'p, 'c> {
-    node: &'p Node,
-    slot: Option<&'c mut Slot>,
-    payload: &'p Payload<'p>,
-}
-
-impl<'de> DeserializeSeed<'de> for At<'_, '_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        let Some(slot) = self.slot else {
-            return self.node.deserialize(deserializer);
-        };
-        match self.node {
-            Node::Any => slot.append_parsed(deserializer, self.payload),
-            Node::Decline => Err(decline()),
-            Node::Check(rules) => deserializer.deserialize_any(CheckedInto {
-                rules,
-                slot,
-                payload: self.payload,
-            }),
-        }
-    }
-}
-
-/// The builders' refusal of a value, as a decline.
-fn refused<E: de::Error>(appended: Result<(), sluice_columns::Refused>) -> Result<(), E> {
-    appended.map_err(|_| decline())
-}
-
-/// A value checked against its rules, then appended to its column.
-struct CheckedInto<'p, 'c> {
-    rules: &'p Rules,
-    slot: &'c mut Slot,
-    payload: &'p Payload<'p>,
-}
-
-impl<'de> Visitor<'de> for CheckedInto<'_, '_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Checked(self.rules).visit_unit::<E>()?;
-        refused(self.slot.append_null())
-    }
-
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
-        Checked(self.rules).visit_bool::<E>(v)?;
-        refused(self.slot.append_bool(v))
-    }
-
-    fn visit_u64<E: de::Error>(self, n: u64) -> Result<(), E> {
-        Checked(self.rules).visit_u64::<E>(n)?;
-        refused(self.slot.append_u64(n))
-    }
-
-    fn visit_i64<E: de::Error>(self, n: i64) -> Result<(), E> {
-        Checked(self.rules).visit_i64::<E>(n)?;
-        refused(self.slot.append_i64(n))
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
-        Checked(self.rules).visit_f64::<E>(v)?;
-        refused(self.slot.append_f64(v, self.payload))
-    }
-
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
-        Checked(self.rules).visit_str::<E>(s)?;
-        refused(self.slot.append_str(s))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        if !self.rules.accepts_scalar(OBJECT) {
-            return Err(decline());
-        }
-        let Some(columns) = self.slot.as_struct() else {
-            return Err(decline());
-        };
-        match &self.rules.object {
-            Some(object) => members(object, map, None, Some(&mut *columns), self.payload)?,
-            None => columns.append_members(map, self.payload)?,
-        }
-        columns.end_row();
-        Ok(())
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<(), A::Error> {
-        if !self.rules.accepts_scalar(ARRAY) {
-            return Err(decline());
-        }
-        let Some(list) = self.slot.as_list() else {
-            return Err(decline());
-        };
-        while items
-            .next_element_seed(At {
-                node: &self.rules.items,
-                slot: Some(list.item()),
-                payload: self.payload,
-            })?
-            .is_some()
-        {}
-        refused(list.end_row())
     }
 }
 
@@ -762,18 +567,13 @@ struct Found {
 }
 
 /// Checks an object's members against `object`; at the top level,
-/// `top` also takes the event id and time. With `columns` (the struct's
-/// columns `object` is bound to), appends each member to its column and
-/// a null to each column the object does not give.
+/// `top` also takes the event id and time.
 fn members<'de, A: MapAccess<'de>>(
     object: &ObjectRules,
     mut map: A,
     mut top: Option<(&FastAccept, &mut Found)>,
-    mut columns: Option<&mut StructColumn>,
-    payload: &Payload,
 ) -> Result<(), A::Error> {
     let mut seen = Slots::default();
-    let mut given = Slots::default();
     let mut guess = 0;
     while let Some(place) = map.next_key_seed(Place { object, guess })? {
         let Some(i) = place else {
@@ -785,39 +585,25 @@ fn members<'de, A: MapAccess<'de>>(
         }
         guess = i + 1;
         let node = object.nodes[i].as_ref().unwrap_or(&object.additional);
-        let slot = match (columns.as_deref_mut(), object.columns.get(i)) {
-            (Some(columns), Some(&Some(j))) => {
-                given.insert(j);
-                Some(columns.child(j))
-            }
-            _ => None,
-        };
         match top.as_mut() {
-            Some((plan, found)) if i == plan.id => found.id = Some(map.next_value_seed(EventId { node, slot })?),
-            Some((plan, found)) if i == plan.time => {
-                found.time_us = Some(map.next_value_seed(EventTime { node, slot })?);
-            }
-            _ => map.next_value_seed(At { node, slot, payload })?,
+            Some((plan, found)) if i == plan.id => found.id = Some(map.next_value_seed(EventId(node))?),
+            Some((plan, found)) if i == plan.time => found.time_us = Some(map.next_value_seed(EventTime(node))?),
+            _ => map.next_value_seed(node)?,
         }
     }
     if !seen.contains_all(&object.required) {
         return Err(decline());
     }
-    match columns {
-        Some(columns) => refused(columns.fill_missing(|j| given.contains(j))),
-        None => Ok(()),
-    }
+    Ok(())
 }
 
 /// The top-level object.
-struct TopLevel<'p, 'c> {
+struct TopLevel<'p> {
     plan: &'p FastAccept,
     found: &'p mut Found,
-    columns: Option<&'c mut StructColumn>,
-    payload: &'p Payload<'p>,
 }
 
-impl<'de> Visitor<'de> for TopLevel<'_, '_> {
+impl<'de> Visitor<'de> for TopLevel<'_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -825,13 +611,7 @@ impl<'de> Visitor<'de> for TopLevel<'_, '_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        members(
-            &self.plan.root,
-            map,
-            Some((self.plan, self.found)),
-            self.columns,
-            self.payload,
-        )
+        members(&self.plan.root, map, Some((self.plan, self.found)))
     }
 }
 
@@ -871,13 +651,10 @@ fn string_at<E: de::Error>(node: &Node, s: &str) -> Result<(), E> {
     }
 }
 
-/// The event id: a non-empty string, appended to its column if it has one.
-struct EventId<'p, 'c> {
-    node: &'p Node,
-    slot: Option<&'c mut Slot>,
-}
+/// The event id: a non-empty string.
+struct EventId<'p>(&'p Node);
 
-impl<'de> DeserializeSeed<'de> for EventId<'_, '_> {
+impl<'de> DeserializeSeed<'de> for EventId<'_> {
     type Value = Arc<str>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Arc<str>, D::Error> {
@@ -885,7 +662,7 @@ impl<'de> DeserializeSeed<'de> for EventId<'_, '_> {
     }
 }
 
-impl<'de> Visitor<'de> for EventId<'_, '_> {
+impl<'de> Visitor<'de> for EventId<'_> {
     type Value = Arc<str>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -893,25 +670,18 @@ impl<'de> Visitor<'de> for EventId<'_, '_> {
     }
 
     fn visit_str<E: de::Error>(self, s: &str) -> Result<Arc<str>, E> {
-        string_at(self.node, s)?;
+        string_at(self.0, s)?;
         if s.is_empty() {
             return Err(decline());
-        }
-        if let Some(slot) = self.slot {
-            refused::<E>(slot.append_str(s))?;
         }
         Ok(Arc::from(s))
     }
 }
 
-/// The event time: an RFC 3339 string, in microseconds since the epoch,
-/// appended to its column if it has one.
-struct EventTime<'p, 'c> {
-    node: &'p Node,
-    slot: Option<&'c mut Slot>,
-}
+/// The event time: an RFC 3339 string, in microseconds since the epoch.
+struct EventTime<'p>(&'p Node);
 
-impl<'de> DeserializeSeed<'de> for EventTime<'_, '_> {
+impl<'de> DeserializeSeed<'de> for EventTime<'_> {
     type Value = i64;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<i64, D::Error> {
@@ -919,7 +689,7 @@ impl<'de> DeserializeSeed<'de> for EventTime<'_, '_> {
     }
 }
 
-impl<'de> Visitor<'de> for EventTime<'_, '_> {
+impl<'de> Visitor<'de> for EventTime<'_> {
     type Value = i64;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -927,14 +697,10 @@ impl<'de> Visitor<'de> for EventTime<'_, '_> {
     }
 
     fn visit_str<E: de::Error>(self, s: &str) -> Result<i64, E> {
-        string_at(self.node, s)?;
-        let time = DateTime::parse_from_rfc3339(s)
+        string_at(self.0, s)?;
+        DateTime::parse_from_rfc3339(s)
             .map(|t| t.timestamp_micros())
-            .map_err(|_| decline())?;
-        if let Some(slot) = self.slot {
-            refused::<E>(slot.append_str(s))?;
-        }
-        Ok(time)
+            .map_err(|_| decline())
     }
 }
 

@@ -12,15 +12,8 @@
 //!   missing property (`schema:/event_id:required`);
 //! * `missing_event_id`, `missing_event_time`, `bad_event_time` — the
 //!   pointers found nothing usable (only when the schema did not already say so).
-//!
-//! Built for a lake sink that takes its events, it also builds the lake's
-//! columns of each batch as the quick check reads the events (ADR 0097),
-//! and gives each event it accepts that way its row.
 
 use std::{path::Path, sync::Arc};
-
-use arrow_schema::Schema;
-use sluice_columns::{Columns, RowBuilder};
 
 use crate::iglu::Referenced;
 use async_trait::async_trait;
@@ -83,84 +76,27 @@ pub(crate) fn compile_with<F: Json>(schema: &Value, referenced: Referenced) -> R
 }
 
 /// Validates events against one schema and stamps their id and time.
-/// A batch of at least [`SPLIT_EVENTS`] events is checked in two halves,
-/// the second on a task of its own, so that with a second worker thread
-/// the consumer's largest piece of work is shared.
-pub struct ValidateTransform(Arc<Checks>);
-
-/// Events of one batch from which `validate` checks them in two halves.
-const SPLIT_EVENTS: usize = 2048;
-
-/// What `validate` checks each event with.
-struct Checks {
+pub struct ValidateTransform {
     validator: Validator<EventJson>,
     fields: EventFields,
     /// The quick yes, when the schema and the pointers allow one.
     fast: Option<FastAccept>,
-    /// The lake columns the quick yes is bound to, if it builds them.
-    columns: Option<Arc<Schema>>,
 }
 
 impl ValidateTransform {
     /// `event_id` and `event_time` are JSON pointers (`/ts`).
     pub fn new(schema: &JsonDoc, event_id: &str, event_time: &str) -> Result<Self, String> {
-        Ok(ValidateTransform(Arc::new(Checks::new(schema, event_id, event_time)?)))
-    }
-
-    /// [`new`](Self::new), also building each batch's lake columns (the
-    /// schema's [`arrow_layout`](crate::arrow_layout)) while the quick yes
-    /// reads its events, when the layout stores no value as JSON text and
-    /// the plan binds to it; else as `new`.
-    pub fn building_columns(schema: &JsonDoc, event_id: &str, event_time: &str) -> Result<Self, String> {
-        let mut checks = Checks::new(schema, event_id, event_time)?;
-        checks.bind_columns(schema);
-        Ok(ValidateTransform(Arc::new(checks)))
-    }
-
-    /// Whether it builds lake columns.
-    pub fn builds_columns(&self) -> bool {
-        self.0.columns.is_some()
+        let schema = schema.to_value();
+        let (for_validator, draft) = crate::iglu::for_validator(&schema);
+        Ok(ValidateTransform {
+            validator: compile(&schema)?,
+            fields: EventFields::new(event_id, event_time),
+            fast: FastAccept::compile(&for_validator, draft, event_id, event_time),
+        })
     }
 
     /// Checks one event; on success sets its id and time.
     pub fn check(&self, event: &mut Event) -> Result<(), (String, String)> {
-        self.0.check(event)
-    }
-
-    /// [`check`](Self::check) without the quick yes: the one that names reasons.
-    #[cfg(test)]
-    pub(crate) fn check_fully(&self, event: &mut Event) -> Result<(), (String, String)> {
-        self.0.check_fully(event)
-    }
-}
-
-impl Checks {
-    fn new(schema: &JsonDoc, event_id: &str, event_time: &str) -> Result<Checks, String> {
-        let schema = schema.to_value();
-        let (for_validator, draft) = crate::iglu::for_validator(&schema);
-        Ok(Checks {
-            validator: compile(&schema)?,
-            fields: EventFields::new(event_id, event_time),
-            fast: FastAccept::compile(&for_validator, draft, event_id, event_time),
-            columns: None,
-        })
-    }
-
-    /// Binds the quick yes to the columns of `schema`'s layout, if it can.
-    fn bind_columns(&mut self, schema: &JsonDoc) {
-        let Ok(layout) = crate::arrow_layout(schema) else {
-            return;
-        };
-        let buildable = layout.json_text_paths.is_empty() && Columns::plan(&layout.schema, &[]).is_some();
-        if let Some(fast) = self.fast.as_mut()
-            && buildable
-            && fast.bind_columns(layout.schema.fields())
-        {
-            self.columns = Some(layout.schema);
-        }
-    }
-
-    fn check(&self, event: &mut Event) -> Result<(), (String, String)> {
         if let Some(accepted) = self.fast.as_ref().and_then(|fast| fast.accept(&event.payload)) {
             event.id = Some(accepted.id);
             event.time_us = Some(accepted.time_us);
@@ -169,26 +105,8 @@ impl Checks {
         self.check_fully(event)
     }
 
-    /// [`check`](Self::check), the quick yes appending the event to
-    /// `rows`; the event's row in them if it got its yes that way.
-    fn check_into(&self, event: &mut Event, rows: &mut RowBuilder) -> Result<Option<u32>, (String, String)> {
-        let Some(fast) = &self.fast else {
-            return self.check_fully(event).map(|()| None);
-        };
-        let accepted = fast.accept_into(&event.payload, Some(rows.top()));
-        let row = rows.end_row(&event.payload, accepted.is_some());
-        match accepted {
-            Some(accepted) => {
-                event.id = Some(accepted.id);
-                event.time_us = Some(accepted.time_us);
-                Ok(row)
-            }
-            None => self.check_fully(event).map(|()| None),
-        }
-    }
-
     /// [`check`](Self::check) without the quick yes: the one that names reasons.
-    fn check_fully(&self, event: &mut Event) -> Result<(), (String, String)> {
+    pub(crate) fn check_fully(&self, event: &mut Event) -> Result<(), (String, String)> {
         let document = parse_event(&event.payload).map_err(|(why, detail)| (why.to_string(), detail))?;
         // `is_valid` stops at the first failure without building errors;
         // only an invalid event pays for the error that names the reason.
@@ -356,64 +274,19 @@ pub(crate) fn schema_reason_under(prefix: &str, error: &ValidationError) -> Stri
     format!("{}:{pointer}:{}", sluice_core::reason::SCHEMA, error.kind().keyword())
 }
 
-impl Checks {
-    /// Checks `events` (part of one batch, in order).
-    fn check_all(&self, events: Vec<Event>) -> TransformOutput {
+#[async_trait]
+impl Transform for ValidateTransform {
+    async fn process(&self, _batch: BatchInfo<'_>, events: Vec<Event>) -> Result<TransformOutput, StageError> {
         let mut out = TransformOutput {
             events: Vec::with_capacity(events.len()),
             ..TransformOutput::default()
         };
-        let Some(mut rows) = self
-            .columns
-            .as_ref()
-            .and_then(|s| Columns::plan(s, &[]))
-            .map(RowBuilder::new)
-        else {
-            for mut event in events {
-                match self.check(&mut event) {
-                    Ok(()) => out.events.push(event),
-                    Err((why, detail)) => out.rejected.push(Rejected::new(event, why, detail)),
-                }
-            }
-            return out;
-        };
-        // Where each event with a row went among the output, and its row.
-        let mut owners = Vec::with_capacity(events.len());
         for mut event in events {
-            match self.check_into(&mut event, &mut rows) {
-                Ok(row) => {
-                    if let Some(row) = row {
-                        owners.push((out.events.len(), row));
-                    }
-                    out.events.push(event);
-                }
+            match self.check(&mut event) {
+                Ok(()) => out.events.push(event),
                 Err((why, detail)) => out.rejected.push(Rejected::new(event, why, detail)),
             }
         }
-        if let Some(built) = rows.finish() {
-            for (at, row) in owners {
-                built.attach(&mut out.events[at], row);
-            }
-        }
-        out
-    }
-}
-
-#[async_trait]
-impl Transform for ValidateTransform {
-    async fn process(&self, _batch: BatchInfo<'_>, mut events: Vec<Event>) -> Result<TransformOutput, StageError> {
-        if events.len() < SPLIT_EVENTS {
-            return Ok(self.0.check_all(events));
-        }
-        let second = events.split_off(events.len() / 2);
-        let checks = self.0.clone();
-        let other = tokio::spawn(async move { checks.check_all(second) });
-        let mut out = self.0.check_all(events);
-        let second = other
-            .await
-            .map_err(|e| StageError::fatal(format!("validate: checking the second half of a batch: {e}")))?;
-        out.events.extend(second.events);
-        out.rejected.extend(second.rejected);
         Ok(out)
     }
 }
@@ -664,112 +537,5 @@ mod tests {
         assert_eq!(out.events.len(), 2);
         assert_eq!(out.rejected.len(), 1);
         assert_eq!(out.rejected[0].event.raw, Bytes::from_static(b"{"));
-    }
-
-    #[tokio::test]
-    async fn built_for_a_lake_it_gives_the_events_of_its_quick_yes_their_rows() {
-        let schema = crate::doc(json!({
-            "type": "object",
-            "required": ["id", "ts"],
-            "properties": {
-                "id": {"type": "string"},
-                "ts": {"type": "string", "format": "date-time"},
-                "n": {"type": "integer"},
-                "x": {"type": "number"}
-            }
-        }));
-        let transform = ValidateTransform::building_columns(&schema, "/id", "/ts").unwrap();
-        assert!(transform.builds_columns());
-        let lines = [
-            r#"{"id":"a","ts":"2026-11-01T00:00:00Z","n":1}"#,
-            r#"{"id":"b","ts":"2026-11-01T00:00:00Z","n":"one"}"#,
-            r#"{"id":"c","ts":"2026-11-01T00:00:00Z","n":2,"n":3}"#,
-            r#"{"id":"d","ts":"2026-11-01T00:00:00Z","x":-0.0}"#,
-            r#"{"id":"e","ts":"2026-11-01T01:00:00Z","x":2.5}"#,
-        ];
-        let out = transform
-            .process(BatchInfo::first("test"), lines.iter().map(|l| event(l)).collect())
-            .await
-            .unwrap();
-        // "b" is invalid; "c" (a member named twice) and "d" (a float zero
-        // that may be negative) are left to the full check and the lake's
-        // own parse.
-        let with_rows: Vec<&str> = out
-            .events
-            .iter()
-            .filter(|e| e.row.is_some())
-            .map(|e| e.id.as_deref().unwrap())
-            .collect();
-        assert_eq!(with_rows, ["a", "e"]);
-        assert_eq!(out.events.len(), 4);
-        assert_eq!(out.rejected.len(), 1);
-        let layout = crate::arrow_layout(&schema).unwrap();
-        let payloads: Vec<Bytes> = out
-            .events
-            .iter()
-            .filter(|e| e.row.is_some())
-            .map(|e| e.payload.clone())
-            .collect();
-        let (gathered, rest) = sluice_columns::gather(&layout.schema, out.events);
-        assert_eq!(rest.len(), 2);
-        let expected = sluice_columns::Columns::plan(&layout.schema, &[])
-            .unwrap()
-            .build(payloads.iter().map(|p| &p[..]))
-            .unwrap();
-        assert_eq!(gathered, vec![expected]);
-    }
-
-    #[test]
-    fn a_layout_with_json_text_builds_no_columns() {
-        let schema = crate::doc(json!({
-            "type": "object",
-            "properties": {"id": {"type": "string"}, "ts": {"type": "string"}, "free": {"type": "object"}}
-        }));
-        let transform = ValidateTransform::building_columns(&schema, "/id", "/ts").unwrap();
-        assert!(!transform.builds_columns());
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_large_batch_checked_in_halves_keeps_its_order_rows_and_reasons() {
-        let schema = crate::doc(json!({
-            "type": "object",
-            "required": ["id", "ts"],
-            "properties": {"id": {"type": "string"}, "ts": {"type": "string", "format": "date-time"}, "n": {"type": "integer"}}
-        }));
-        let transform = ValidateTransform::building_columns(&schema, "/id", "/ts").unwrap();
-        let count = 2 * SPLIT_EVENTS + 1;
-        let bad = [5, count - 3];
-        let events = (0..count)
-            .map(|i| {
-                let n = if bad.contains(&i) {
-                    "\"x\"".to_string()
-                } else {
-                    i.to_string()
-                };
-                let mut e = event(&format!(r#"{{"id":"e{i}","ts":"2026-11-01T00:00:00Z","n":{n}}}"#));
-                e.line = i as u32;
-                e
-            })
-            .collect();
-        let out = transform.process(BatchInfo::first("test"), events).await.unwrap();
-        let expected: Vec<usize> = (0..count).filter(|i| !bad.contains(i)).collect();
-        let lines: Vec<usize> = out.events.iter().map(|e| e.line as usize).collect();
-        assert_eq!(lines, expected);
-        let rejected: Vec<usize> = out.rejected.iter().map(|r| r.event.line as usize).collect();
-        assert_eq!(rejected, bad);
-        assert!(out.events.iter().all(|e| e.row.is_some()));
-        let layout = crate::arrow_layout(&schema).unwrap();
-        let (gathered, rest) = sluice_columns::gather(&layout.schema, out.events);
-        assert!(rest.is_empty());
-        assert_eq!(gathered.len(), 2, "one batch of rows per half");
-        let n: Vec<i64> = gathered
-            .iter()
-            .flat_map(|batch| {
-                let column = batch.column_by_name("n").unwrap();
-                let values = column.as_any().downcast_ref::<arrow_array::Int64Array>().unwrap();
-                values.values().to_vec()
-            })
-            .collect();
-        assert_eq!(n, expected.iter().map(|&i| i as i64).collect::<Vec<_>>());
     }
 }

@@ -352,7 +352,6 @@ mod tests {
         TransformContext {
             name: "t",
             data_dir: Path::new("/data"),
-            feeds_lake: false,
         }
     }
 

@@ -1,14 +1,15 @@
-//! Events to Arrow record batches of a table's data columns, three ways:
-//! gathered from the rows `validate` built while it checked them (ADR
-//! 0097), appended to typed builders as sonic-rs parses each payload
-//! (`sluice_columns`, ADR 0088), or decoded from the payloads' JSON text
-//! by arrow-json (any group the second way declines, and tables with
-//! column types it does not build). All give the same rows (floats too,
-//! since serde_json parses them correctly rounded, ADR 0089). arrow-json's
-//! is the reference, and the only one that rejects lines.
+//! Events to Arrow record batches of a table's data columns, two ways:
+//! appended to typed builders as sonic-rs parses each payload ([`built`]),
+//! or decoded from the payloads' JSON text by arrow-json (any group the
+//! first way declines, and tables with column types it does not build).
+//! Both give the same batch (ADR 0088; floats too, since serde_json parses
+//! them correctly rounded, ADR 0089). arrow-json's is the reference, and
+//! the only one that rejects lines.
 //!
 //! Values at JSON text paths (free-form objects the schema leaves open)
 //! are stored as their JSON text, serde_json's.
+
+mod built;
 
 use std::sync::Arc;
 
@@ -17,7 +18,6 @@ use arrow_json::ReaderBuilder;
 use arrow_schema::Schema;
 use bytes::Bytes;
 use serde_json::Value;
-use sluice_columns::Columns;
 use sluice_core::{Event, Rejected, StageError, reason};
 
 /// Decodes events into one record batch; events that do not decode are
@@ -55,7 +55,7 @@ fn build(schema: &Arc<Schema>, json_text_paths: &[Vec<String>], events: &[Event]
     if events.is_empty() {
         return None;
     }
-    Columns::plan(schema, json_text_paths)?.build(events.iter().map(|e| &e.payload[..]))
+    built::Columns::plan(schema, json_text_paths)?.build(events)
 }
 
 /// The payload with values stored as JSON text turned into strings.

@@ -57,7 +57,6 @@ use deltalake::{
     writer::RecordBatchWriter,
 };
 use serde_json::Value;
-use sluice_columns::gather;
 use sluice_core::{
     Accepted, Event, FlushReport, Flushing, Rejected, Sink, StageError, is_replay, now_ms, pointer_tokens, reason,
 };
@@ -277,30 +276,21 @@ impl LakeSink {
             .collect()
     }
 
-    /// One partition's events as record batches: the rows `validate`
-    /// built for them, gathered, and the rest decoded. Events that do not
-    /// decode are returned as rejected and left out. A large group to
-    /// decode is decoded in two halves, the second on a task of its own,
-    /// so that with a second worker thread the sink's largest piece of
-    /// work is shared.
+    /// Decodes one partition's events into record batches; events that do
+    /// not decode are returned as rejected and left out. A large group is
+    /// decoded in two halves, the second on a task of its own, so that with
+    /// a second worker thread the sink's largest piece of work is shared.
     async fn decode_group(
         &self,
-        events: Vec<Event>,
+        mut events: Vec<Event>,
         rejected: &mut Vec<Rejected>,
     ) -> Result<Vec<RecordBatch>, StageError> {
-        let (mut batches, mut events) = if self.json_text_paths.is_empty() {
-            gather(&self.data_schema, events)
-        } else {
-            (Vec::new(), events)
-        };
         if events.len() < SPLIT_DECODE_EVENTS {
-            batches.extend(decode_events(
-                &self.data_schema,
-                &self.json_text_paths,
-                events,
-                rejected,
-            )?);
-            return Ok(batches);
+            return Ok(
+                decode_events(&self.data_schema, &self.json_text_paths, events, rejected)?
+                    .into_iter()
+                    .collect(),
+            );
         }
         let second = events.split_off(events.len() / 2);
         let (schema, paths) = (self.data_schema.clone(), self.json_text_paths.clone());
@@ -313,8 +303,7 @@ impl LakeSink {
             .await
             .map_err(|e| StageError::fatal(format!("lake {}: decoding rows: {e}", self.location)))??;
         rejected.extend(second_rejected);
-        batches.extend(first.into_iter().chain(second));
-        Ok(batches)
+        Ok(first.into_iter().chain(second).collect())
     }
 }
 

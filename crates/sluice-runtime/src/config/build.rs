@@ -13,7 +13,7 @@ use super::{
     ConfigError, Pipeline,
     model::{BUILT_IN_TRANSFORMS, CustomTransformConfig, TransformConfig},
 };
-use crate::{extensions::Extensions, sinks::ResolvedSink};
+use crate::extensions::Extensions;
 
 /// The checks of a transform that need no secret.
 pub fn check_transform(
@@ -22,11 +22,7 @@ pub fn check_transform(
     data_dir: &Path,
     extensions: &Extensions,
 ) -> Result<(), String> {
-    let context = TransformContext {
-        name,
-        data_dir,
-        feeds_lake: false,
-    };
+    let context = TransformContext { name, data_dir };
     match config.spec() {
         Ok(spec) => spec.validate(&context),
         Err(custom) => custom_factory(custom, extensions).map(|_| ()),
@@ -43,7 +39,6 @@ pub fn build_transforms(pipeline: &Pipeline) -> Result<BTreeMap<String, Arc<dyn 
             let context = TransformContext {
                 name,
                 data_dir: &pipeline.data_dir,
-                feeds_lake: feeds_lake(pipeline, name),
             };
             let built = match t.config.spec() {
                 Ok(spec) => spec.build(&context),
@@ -58,15 +53,6 @@ pub fn build_transforms(pipeline: &Pipeline) -> Result<BTreeMap<String, Arc<dyn 
             Ok((name.clone(), built))
         })
         .collect()
-}
-
-/// Whether a lake sink of one table takes `transform`'s events (a routed
-/// or Snowplow-shaped table builds its columns as events arrive).
-fn feeds_lake(pipeline: &Pipeline, transform: &str) -> bool {
-    pipeline.config.sinks.values().any(|sink| {
-        sink.inputs.iter().any(|input| input == transform)
-            && matches!(&sink.resolved, ResolvedSink::Lake(table) if table.snowplow.is_none())
-    })
 }
 
 /// The factory of a transform of a registered type.

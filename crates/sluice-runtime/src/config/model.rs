@@ -449,18 +449,13 @@ impl TransformSpec for ValidateConfig {
         Ok(())
     }
 
-    /// Feeding a lake sink, it builds the table's columns too (ADR 0097).
-    fn build(&self, context: &TransformContext<'_>) -> Result<Arc<dyn Transform>, String> {
+    fn build(&self, _context: &TransformContext<'_>) -> Result<Arc<dyn Transform>, String> {
         let schema = self
             .loaded
             .as_ref()
             .ok_or("schema: not loaded (load the pipeline first)")?;
-        let transform = if context.feeds_lake {
-            ValidateTransform::building_columns(schema, &self.event_id, &self.event_time)
-        } else {
-            ValidateTransform::new(schema, &self.event_id, &self.event_time)
-        }
-        .map_err(|e| format!("schema: {e}"))?;
+        let transform =
+            ValidateTransform::new(schema, &self.event_id, &self.event_time).map_err(|e| format!("schema: {e}"))?;
         Ok(Arc::new(transform))
     }
 }

@@ -11,9 +11,12 @@
 //! committed) and the batches are delivered again.
 //!
 //! The commit runs in the background ([`Sink::start_flush`]): the window is
-//! sealed (its files closed, its keys and ids set aside) and the commit is a
-//! task of its own, holding the table ([`TableState`]) until it has read the
-//! table back; the sink meanwhile writes the next batches into new files.
+//! sealed (its keys and ids set aside, its files handed to the Parquet task
+//! to close) and the commit is a task of its own, which waits for those
+//! files, commits, and holds the table ([`TableState`]) until it has read
+//! the table back; the sink meanwhile decodes the next batches and the
+//! Parquet task writes them into new files once it has closed the sealed
+//! window's.
 //! The next commit waits for that task, so commits land one at a time, in
 //! order. Asking whether a batch was committed does not: it reads the log
 //! through a table handle of its own, and a batch of the running commit is
@@ -313,10 +316,15 @@ fn storage_error<E: std::error::Error + 'static>(location: &StoreLocation, what:
     StageError::from_backend(format!("lake {location}: {what}: {e}"), &e)
 }
 
-/// A sealed window's commit: its actions, made against the table `state` holds.
+/// A sealed window's commit: its files (closed before the window was
+/// sealed, and those the Parquet task is closing) and other actions, made
+/// against the table `state` holds.
 struct Commit {
     location: StoreLocation,
     state: OwnedMutexGuard<TableState>,
+    closed: Vec<Add>,
+    closing: files::Closing,
+    /// Actions beside the files' `add`s (the removes of a replay).
     actions: Vec<Action>,
     properties: CommitProperties,
     operation: DeltaOperation,
@@ -327,19 +335,31 @@ struct Commit {
 }
 
 impl Commit {
-    /// Commits, then reads the table back (a failed read-back leaves the
-    /// table stale, to be read before the next commit, and the commit stands).
+    /// Waits for the window's files to be closed, commits, then reads the
+    /// table back (a failed read-back leaves the table stale, to be read
+    /// before the next commit, and the commit stands).
     async fn run(self) -> Result<FlushReport, StageError> {
         let Commit {
             location,
             mut state,
-            mut actions,
+            mut closed,
+            closing,
+            actions: others,
             properties,
             operation,
             widened,
             replaced,
-            report,
+            mut report,
         } = self;
+        let adds = closing
+            .await_adds()
+            .await
+            .map_err(|e| storage_error(&location, "closing files", e))?
+            .map_err(|e| storage_error(&location, "closing files", e))?;
+        closed.extend(adds);
+        report.files = closed.len() as u64;
+        let mut actions: Vec<Action> = closed.into_iter().map(Action::Add).collect();
+        actions.extend(others);
         let snapshot = state
             .table
             .snapshot()
@@ -536,7 +556,10 @@ impl Sink for LakeSink {
                 .map_err(|e| StageError::retriable(format!("lake {}: replacing replayed rows: {e}", self.location)))?;
             Some(replaced)
         };
-        self.close_files().await?;
+        let closing = self
+            .files
+            .start_close()
+            .map_err(|e| self.retriable("closing files", e))?;
         let now = now_ms();
         let txns = self
             .window_keys
@@ -549,11 +572,12 @@ impl Sink for LakeSink {
             .collect();
         let report = FlushReport {
             rows: std::mem::take(&mut self.window_rows),
-            files: self.closed_files.len() as u64,
+            files: 0,
             batches: self.window_keys.len() as u64,
             duplicates_dropped: std::mem::take(&mut self.duplicates_dropped),
         };
-        let mut actions: Vec<Action> = self.closed_files.drain(..).map(Action::Add).collect();
+        let closed = std::mem::take(&mut self.closed_files);
+        let mut actions = Vec::new();
         let partition_by = Some(self.partition_by.iter().map(|p| p.column().to_string()).collect());
         let mut properties = CommitProperties::default().with_application_transactions(txns);
         let operation = match &replaced {
@@ -583,6 +607,8 @@ impl Sink for LakeSink {
         let commit = Commit {
             location: self.location.clone(),
             state,
+            closed,
+            closing,
             actions,
             properties,
             operation,

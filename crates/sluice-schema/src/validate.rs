@@ -76,16 +76,7 @@ pub(crate) fn compile_with<F: Json>(schema: &Value, referenced: Referenced) -> R
 }
 
 /// Validates events against one schema and stamps their id and time.
-/// A batch of at least [`SPLIT_EVENTS`] events is checked in two halves,
-/// the second on a task of its own, so that with a second worker thread
-/// the consumer's largest piece of work is shared (ADR 0098).
-pub struct ValidateTransform(Arc<Checks>);
-
-/// Events of one batch from which `validate` checks them in two halves.
-const SPLIT_EVENTS: usize = 2048;
-
-/// What `validate` checks each event with.
-struct Checks {
+pub struct ValidateTransform {
     validator: Validator<EventJson>,
     fields: EventFields,
     /// The quick yes, when the schema and the pointers allow one.
@@ -97,27 +88,15 @@ impl ValidateTransform {
     pub fn new(schema: &JsonDoc, event_id: &str, event_time: &str) -> Result<Self, String> {
         let schema = schema.to_value();
         let (for_validator, draft) = crate::iglu::for_validator(&schema);
-        Ok(ValidateTransform(Arc::new(Checks {
+        Ok(ValidateTransform {
             validator: compile(&schema)?,
             fields: EventFields::new(event_id, event_time),
             fast: FastAccept::compile(&for_validator, draft, event_id, event_time),
-        })))
+        })
     }
 
     /// Checks one event; on success sets its id and time.
     pub fn check(&self, event: &mut Event) -> Result<(), (String, String)> {
-        self.0.check(event)
-    }
-
-    /// [`check`](Self::check) without the quick yes: the one that names reasons.
-    #[cfg(test)]
-    pub(crate) fn check_fully(&self, event: &mut Event) -> Result<(), (String, String)> {
-        self.0.check_fully(event)
-    }
-}
-
-impl Checks {
-    fn check(&self, event: &mut Event) -> Result<(), (String, String)> {
         if let Some(accepted) = self.fast.as_ref().and_then(|fast| fast.accept(&event.payload)) {
             event.id = Some(accepted.id);
             event.time_us = Some(accepted.time_us);
@@ -127,7 +106,7 @@ impl Checks {
     }
 
     /// [`check`](Self::check) without the quick yes: the one that names reasons.
-    fn check_fully(&self, event: &mut Event) -> Result<(), (String, String)> {
+    pub(crate) fn check_fully(&self, event: &mut Event) -> Result<(), (String, String)> {
         let document = parse_event(&event.payload).map_err(|(why, detail)| (why.to_string(), detail))?;
         // `is_valid` stops at the first failure without building errors;
         // only an invalid event pays for the error that names the reason.
@@ -295,9 +274,9 @@ pub(crate) fn schema_reason_under(prefix: &str, error: &ValidationError) -> Stri
     format!("{}:{pointer}:{}", sluice_core::reason::SCHEMA, error.kind().keyword())
 }
 
-impl Checks {
-    /// Checks `events` (part of one batch, in order).
-    fn check_all(&self, events: Vec<Event>) -> TransformOutput {
+#[async_trait]
+impl Transform for ValidateTransform {
+    async fn process(&self, _batch: BatchInfo<'_>, events: Vec<Event>) -> Result<TransformOutput, StageError> {
         let mut out = TransformOutput {
             events: Vec::with_capacity(events.len()),
             ..TransformOutput::default()
@@ -308,25 +287,6 @@ impl Checks {
                 Err((why, detail)) => out.rejected.push(Rejected::new(event, why, detail)),
             }
         }
-        out
-    }
-}
-
-#[async_trait]
-impl Transform for ValidateTransform {
-    async fn process(&self, _batch: BatchInfo<'_>, mut events: Vec<Event>) -> Result<TransformOutput, StageError> {
-        if events.len() < SPLIT_EVENTS || std::env::var_os("SLUICE_X_NO_HALVES").is_some() {
-            return Ok(self.0.check_all(events));
-        }
-        let second = events.split_off(events.len() / 2);
-        let checks = self.0.clone();
-        let other = tokio::spawn(async move { checks.check_all(second) });
-        let mut out = self.0.check_all(events);
-        let second = other
-            .await
-            .map_err(|e| StageError::fatal(format!("validate: checking the second half of a batch: {e}")))?;
-        out.events.extend(second.events);
-        out.rejected.extend(second.rejected);
         Ok(out)
     }
 }
@@ -577,39 +537,5 @@ mod tests {
         assert_eq!(out.events.len(), 2);
         assert_eq!(out.rejected.len(), 1);
         assert_eq!(out.rejected[0].event.raw, Bytes::from_static(b"{"));
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_large_batch_checked_in_halves_keeps_its_order_and_reasons() {
-        let count = 2 * SPLIT_EVENTS + 1;
-        let bad = [5, count - 3];
-        let events = (0..count)
-            .map(|i| {
-                let line = if bad.contains(&i) {
-                    format!(r#"{{"id":"e{i}","ts":"2026-11-01T00:00:00Z","kind":"z"}}"#)
-                } else {
-                    format!(r#"{{"id":"e{i}","ts":"2026-11-01T00:00:00Z","kind":"a"}}"#)
-                };
-                let mut e = event(&line);
-                e.line = i as u32;
-                e
-            })
-            .collect();
-        let out = transform().process(BatchInfo::first("test"), events).await.unwrap();
-        let expected: Vec<usize> = (0..count).filter(|i| !bad.contains(i)).collect();
-        let lines: Vec<usize> = out.events.iter().map(|e| e.line as usize).collect();
-        assert_eq!(lines, expected);
-        let ids: Vec<String> = out
-            .events
-            .iter()
-            .map(|e| e.id.as_deref().unwrap().to_string())
-            .collect();
-        assert_eq!(ids, expected.iter().map(|i| format!("e{i}")).collect::<Vec<_>>());
-        let rejected: Vec<(usize, &str)> = out
-            .rejected
-            .iter()
-            .map(|r| (r.event.line as usize, r.reason.as_str()))
-            .collect();
-        assert_eq!(rejected, [(bad[0], "schema:/kind:enum"), (bad[1], "schema:/kind:enum")]);
     }
 }

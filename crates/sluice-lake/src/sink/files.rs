@@ -41,15 +41,6 @@ enum Op {
     Replace(Box<RecordBatchWriter>),
 }
 
-/// Files being closed ([`Files::start_close`]): resolves to their `add`s.
-pub(super) struct Closing(oneshot::Receiver<Result<Vec<Add>, DeltaTableError>>);
-
-impl Closing {
-    pub async fn await_adds(self) -> Result<Result<Vec<Add>, DeltaTableError>, WriterGone> {
-        self.0.await.map_err(|_| WriterGone)
-    }
-}
-
 /// The task's closed channel: it ended (a panic in the writer).
 #[derive(Debug, thiserror::Error)]
 #[error("the Parquet writer's task has ended")]
@@ -82,16 +73,9 @@ impl Files {
 
     /// Closes the open files once every write sent before is in them.
     pub async fn close(&self) -> Result<Result<Vec<Add>, DeltaTableError>, WriterGone> {
-        self.start_close()?.await_adds().await
-    }
-
-    /// Asks for the open files to be closed once every write sent before is
-    /// in them, and returns at once: writes sent after go to new files while
-    /// the task closes these. The returned future answers with their `add`s.
-    pub fn start_close(&self) -> Result<Closing, WriterGone> {
         let (reply, answer) = oneshot::channel();
         self.ops.send(Op::Close(reply)).map_err(|_| WriterGone)?;
-        Ok(Closing(answer))
+        answer.await.map_err(|_| WriterGone)
     }
 
     /// Drops the open files and any write queued before this.

@@ -11,12 +11,9 @@
 //! committed) and the batches are delivered again.
 //!
 //! The commit runs in the background ([`Sink::start_flush`]): the window is
-//! sealed (its keys and ids set aside, its files handed to the Parquet task
-//! to close) and the commit is a task of its own, which waits for those
-//! files, commits, and holds the table ([`TableState`]) until it has read
-//! the table back; the sink meanwhile decodes the next batches and the
-//! Parquet task writes them into new files once it has closed the sealed
-//! window's.
+//! sealed (its files closed, its keys and ids set aside) and the commit is a
+//! task of its own, holding the table ([`TableState`]) until it has read the
+//! table back; the sink meanwhile writes the next batches into new files.
 //! The next commit waits for that task, so commits land one at a time, in
 //! order. Asking whether a batch was committed does not: it reads the log
 //! through a table handle of its own, and a batch of the running commit is
@@ -316,15 +313,10 @@ fn storage_error<E: std::error::Error + 'static>(location: &StoreLocation, what:
     StageError::from_backend(format!("lake {location}: {what}: {e}"), &e)
 }
 
-/// A sealed window's commit: its files (closed before the window was
-/// sealed, and those the Parquet task is closing) and other actions, made
-/// against the table `state` holds.
+/// A sealed window's commit: its actions, made against the table `state` holds.
 struct Commit {
     location: StoreLocation,
     state: OwnedMutexGuard<TableState>,
-    closed: Vec<Add>,
-    closing: files::Closing,
-    /// Actions beside the files' `add`s (the removes of a replay).
     actions: Vec<Action>,
     properties: CommitProperties,
     operation: DeltaOperation,
@@ -335,31 +327,19 @@ struct Commit {
 }
 
 impl Commit {
-    /// Waits for the window's files to be closed, commits, then reads the
-    /// table back (a failed read-back leaves the table stale, to be read
-    /// before the next commit, and the commit stands).
+    /// Commits, then reads the table back (a failed read-back leaves the
+    /// table stale, to be read before the next commit, and the commit stands).
     async fn run(self) -> Result<FlushReport, StageError> {
         let Commit {
             location,
             mut state,
-            mut closed,
-            closing,
-            actions: others,
+            mut actions,
             properties,
             operation,
             widened,
             replaced,
-            mut report,
+            report,
         } = self;
-        let adds = closing
-            .await_adds()
-            .await
-            .map_err(|e| storage_error(&location, "closing files", e))?
-            .map_err(|e| storage_error(&location, "closing files", e))?;
-        closed.extend(adds);
-        report.files = closed.len() as u64;
-        let mut actions: Vec<Action> = closed.into_iter().map(Action::Add).collect();
-        actions.extend(others);
         let snapshot = state
             .table
             .snapshot()
@@ -556,10 +536,7 @@ impl Sink for LakeSink {
                 .map_err(|e| StageError::retriable(format!("lake {}: replacing replayed rows: {e}", self.location)))?;
             Some(replaced)
         };
-        let closing = self
-            .files
-            .start_close()
-            .map_err(|e| self.retriable("closing files", e))?;
+        self.close_files().await?;
         let now = now_ms();
         let txns = self
             .window_keys
@@ -572,12 +549,11 @@ impl Sink for LakeSink {
             .collect();
         let report = FlushReport {
             rows: std::mem::take(&mut self.window_rows),
-            files: 0,
+            files: self.closed_files.len() as u64,
             batches: self.window_keys.len() as u64,
             duplicates_dropped: std::mem::take(&mut self.duplicates_dropped),
         };
-        let closed = std::mem::take(&mut self.closed_files);
-        let mut actions = Vec::new();
+        let mut actions: Vec<Action> = self.closed_files.drain(..).map(Action::Add).collect();
         let partition_by = Some(self.partition_by.iter().map(|p| p.column().to_string()).collect());
         let mut properties = CommitProperties::default().with_application_transactions(txns);
         let operation = match &replaced {
@@ -607,8 +583,6 @@ impl Sink for LakeSink {
         let commit = Commit {
             location: self.location.clone(),
             state,
-            closed,
-            closing,
             actions,
             properties,
             operation,

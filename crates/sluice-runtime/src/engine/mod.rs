@@ -233,8 +233,6 @@ struct SinkHandle {
     name: String,
     inputs: Vec<String>,
     tx: mpsc::Sender<SinkMsg>,
-    /// Asks the sink to commit now, ahead of the jobs queued for it.
-    flush_soon: Arc<Notify>,
 }
 
 /// Runs the pipeline until `stop` turns true (or, with `until_idle`, until
@@ -297,9 +295,7 @@ pub async fn run(
         let flush_interval = sink.config.spec().flush_interval();
         let telemetry = SinkTelemetry::new(name, flush_interval);
         telemetry.backend_open();
-        let flush_soon = Arc::new(Notify::new());
         let driver = SinkDriver {
-            flush_soon: flush_soon.clone(),
             telemetry,
             readiness: ready.clone(),
             name: name.clone(),
@@ -313,7 +309,6 @@ pub async fn run(
             name: name.clone(),
             inputs: sink.inputs.clone(),
             tx,
-            flush_soon,
         });
     }
     let sink_inputs: Vec<Vec<String>> = sinks.iter().map(|s| s.inputs.clone()).collect();
@@ -448,11 +443,6 @@ pub async fn run(
             // refused), waiting for the sinks' age bound would only idle and
             // cap throughput at what fits in flight per flush interval:
             // commit now.
-            // When the in-flight allowance alone is full, the sinks commit
-            // what they hold at once, ahead of the jobs queued for them, so
-            // the commit overlaps their decoding and its landing frees room
-            // while they still have work; otherwise a flush follows every job
-            // sent, so that the last batches are in the commit.
             let queue_filling = in_flight_bytes.saturating_mul(2) >= cfg.delivery.max_queue_bytes;
             let waiting = in_flight_now > 0 && (sources.is_empty() || free == 0 || queue_filling || q.isolating());
             if waiting && last_early_flush.is_none_or(|t| t.elapsed() > EARLY_FLUSH_EVERY) {
@@ -476,21 +466,6 @@ pub async fn run(
                 _ = tokio::time::sleep(IDLE_RECHECK) => {}
             }
             continue;
-        }
-        // These batches fill the in-flight allowance: the sinks commit what
-        // they hold now, so the commit runs while these are checked, and its
-        // landing frees room by the time the consumer wants more.
-        let received_bytes: u64 = deliveries.iter().map(|d| d.payload.len() as u64).sum();
-        let fraction: f64 = std::env::var("SLUICE_X_FILL")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1.0);
-        if fraction > 0.0
-            && (in_flight_bytes + received_bytes) as f64 >= fraction * cfg.delivery.max_in_flight_bytes as f64
-        {
-            for s in &sinks {
-                s.flush_soon.notify_one();
-            }
         }
         received
             .lock()

@@ -27,7 +27,7 @@ use sluice_core::{
     telemetry::{Committed, SinkTelemetry},
 };
 use sluice_queue::DeadLetterStore;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
 use super::ticket::Ticket;
 use sluice_core::readiness::Readiness;
@@ -41,8 +41,7 @@ pub struct SinkJob {
 
 pub enum SinkMsg {
     Job(SinkJob),
-    /// Start a flush once the jobs sent before are taken (no more input is
-    /// coming, the queue is filling, or crash suspects run one at a time).
+    /// Start a flush now (the queue is idle, or in-flight limits are full).
     Flush,
 }
 
@@ -53,12 +52,6 @@ pub struct SinkDriver {
     pub dead_letters: Arc<dyn DeadLetterStore>,
     pub telemetry: SinkTelemetry,
     pub readiness: Arc<Readiness>,
-    /// The in-flight allowance is full: commit what the sink holds now,
-    /// ahead of jobs still queued for it, unless a commit runs already (its
-    /// landing frees room). The commit then overlaps the decoding of those
-    /// jobs, and the consumer takes new batches while the sink still has
-    /// work, instead of both waiting for the commit in turn.
-    pub flush_soon: Arc<Notify>,
 }
 
 /// The batches the sink holds: the open window's, and those of the sealed
@@ -98,7 +91,6 @@ impl SinkDriver {
             committing: None,
             backoff: sink_backoff(),
         };
-        let flush_soon = self.flush_soon.clone();
         loop {
             let deadline = w
                 .started
@@ -119,11 +111,6 @@ impl SinkDriver {
                 },
                 _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
                     self.flush(&mut w).await?;
-                }
-                _ = flush_soon.notified() => {
-                    if w.committing.is_none() {
-                        self.flush(&mut w).await?;
-                    }
                 }
                 result = async { w.committing.as_mut().expect("guarded").commit.as_mut().await }, if w.committing.is_some() => {
                     let Committing { tickets, started, .. } = w.committing.take().expect("guarded");
@@ -357,7 +344,6 @@ mod tests {
 
     struct Harness {
         tx: mpsc::Sender<SinkMsg>,
-        flush_soon: Arc<Notify>,
         gates: mpsc::UnboundedReceiver<Gate>,
         done: mpsc::UnboundedReceiver<Arc<Ticket>>,
         done_tx: mpsc::UnboundedSender<Arc<Ticket>>,
@@ -381,15 +367,12 @@ mod tests {
                 dead_letters: Arc::new(queue),
                 telemetry: SinkTelemetry::new("gated", Duration::from_secs(3600)),
                 readiness: Arc::default(),
-                flush_soon: Arc::default(),
             };
-            let flush_soon = driver.flush_soon.clone();
             let (tx, rx) = mpsc::channel(4);
             tokio::spawn(driver.run(rx));
             let (done_tx, done) = mpsc::unbounded_channel();
             Harness {
                 tx,
-                flush_soon,
                 gates,
                 done,
                 done_tx,
@@ -498,32 +481,6 @@ mod tests {
         first.send(Ok(report(1))).unwrap();
         let second = h.gates.recv().await.unwrap();
         assert_eq!(h.next_done().await, ("a".into(), true));
-        second.send(Ok(report(1))).unwrap();
-        assert_eq!(h.next_done().await, ("b".into(), true));
-    }
-
-    #[tokio::test]
-    async fn a_flush_asked_for_soon_starts_unless_a_commit_runs() {
-        let mut h = Harness::start();
-        h.job("a").await;
-        h.until_called("accept a").await;
-        h.flush_soon.notify_one();
-        let first = h.gates.recv().await.unwrap();
-        h.job("b").await;
-        h.until_called("accept b").await;
-
-        h.flush_soon.notify_one();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let flushes = || h.calls.lock().unwrap().iter().filter(|c| *c == "start_flush").count();
-        assert_eq!(flushes(), 1, "the running commit's landing frees room: no second flush");
-
-        first.send(Ok(report(1))).unwrap();
-        assert_eq!(h.next_done().await, ("a".into(), true));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(h.done.try_recv().is_err(), "b waits for a flush of its own");
-
-        h.flush_soon.notify_one();
-        let second = h.gates.recv().await.unwrap();
         second.send(Ok(report(1))).unwrap();
         assert_eq!(h.next_done().await, ("b".into(), true));
     }
